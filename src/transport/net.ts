@@ -1,0 +1,63 @@
+// The Net port: byte streams between hosts. Real adapter: node-net.ts (node:net / node:tls);
+// the simulator provides in-memory links. The transport sees only these interfaces.
+
+export interface TlsOptions {
+  /** PEM certificate chain and key of this side (server: required unless PSK). */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** PEM CA bundle used to verify the peer. A client with `ca` verifies the server. */
+  ca?: string | Buffer;
+  /** Server: require and verify client certificates against `ca`. */
+  requestCert?: boolean;
+  /** Name checked against the server certificate (client side); default: the host. */
+  servername?: string;
+  /** TLS-PSK instead of certificates: identity and key shared by both sides. */
+  psk?: { identity: string; key: Buffer };
+}
+
+export interface Address {
+  host: string;
+  port: number;
+  tls?: TlsOptions;
+}
+
+export interface StreamHandlers {
+  /** Bytes arrived. The buffer belongs to the receiver from now on. */
+  onData(chunk: Buffer): void;
+  /** The stream's pending write bytes fell back below its high-water mark. */
+  onDrain(): void;
+  /** The stream is closed (by either side or by error). Called exactly once. */
+  onClose(err: Error | null): void;
+}
+
+export interface NetStream {
+  /** Installs the handlers; data is not delivered before this is called. */
+  attach(handlers: StreamHandlers): void;
+  /**
+   * Queues the buffers for sending, in order. Buffers are not copied: the caller must not
+   * modify them afterwards. Writes issued in the same turn of the event loop are batched.
+   * Returns false when pending bytes exceed the high-water mark (wait for onDrain).
+   */
+  write(chunks: readonly Buffer[]): boolean;
+  /** Bytes queued but not yet handed to the kernel. */
+  readonly pendingWriteBytes: number;
+  /** Stop / resume delivering onData (read-side backpressure). */
+  pauseReading(): void;
+  resumeReading(): void;
+  /** Closes at once, discarding unsent bytes. onClose follows. */
+  destroy(err?: Error): void;
+  readonly remote: string;
+  readonly local: string;
+}
+
+export interface Listener {
+  /** The bound address (port resolved when 0 was asked). */
+  readonly address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+export interface Net {
+  /** Opens a stream. `cb` gets exactly one of an error or a connected stream. */
+  connect(addr: Address, timeout_ms: number, cb: (err: Error | null, stream: NetStream | null) => void): void;
+  listen(addr: Address, onConnection: (stream: NetStream) => void): Promise<Listener>;
+}

@@ -1,0 +1,372 @@
+// The real Net adapter: TCP through node:net, TLS (certificates or TLS-PSK) through node:tls.
+// It owns the socket details the sans-IO transport must not see: batching writes into one
+// writev per turn, holding reads until attach(), and turning socket events into one onClose.
+
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Address, Listener, Net, NetStream, StreamHandlers, TlsOptions } from './net.js';
+
+/**
+ * TLS-PSK settings. Node hands the PSK to OpenSSL through the TLS 1.2-style callbacks; in
+ * TLS 1.3 OpenSSL then binds that PSK to SHA-256, so only SHA-256 suites can use it. Were
+ * TLS_AES_256_GCM_SHA384 negotiable, the server would skip the PSK and fall back to a
+ * certificate it does not have (seen on Node 20 / OpenSSL 3.0 and Node 24 / OpenSSL 3.5).
+ * TLS 1.3 is pinned because its PSK mode (psk_dhe_ke) adds ECDHE, hence forward secrecy,
+ * which plain TLS 1.2 PSK suites lack; both ends are always this adapter.
+ */
+export const PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
+const PSK_TLS_VERSION = 'TLSv1.3';
+/** OpenSSL limits (RFC 4279 asks for at least 128 / 64 bytes). */
+const PSK_MAX_IDENTITY_BYTES = 128;
+const PSK_MAX_KEY_BYTES = 256;
+
+export interface NodeNetOptions {
+  /** write() returns false above this many pending bytes. Default 1 MiB. */
+  highWaterMark?: number;
+  /** TCP keepalive probe delay. Default 30 s. */
+  keepAliveInitialDelayMs?: number;
+  /** Server side: an incoming TLS handshake not done by then is dropped. Default 10 s. */
+  tlsHandshakeTimeoutMs?: number;
+}
+
+type NetError = Error & { code?: string };
+
+function netError(code: string, msg: string): NetError {
+  const err: NetError = new Error(msg);
+  err.code = code;
+  return err;
+}
+
+function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+function hostPort(host: string | undefined, port: number | undefined): string {
+  const h = host ?? '?';
+  // Brackets keep an IPv6 address and its port apart.
+  return `${h.includes(':') ? `[${h}]` : h}:${port ?? 0}`;
+}
+
+function checkPsk(psk: { identity: string; key: Buffer }): Error | null {
+  const idLen = Buffer.byteLength(psk.identity, 'utf8');
+  if (idLen === 0 || idLen > PSK_MAX_IDENTITY_BYTES) {
+    return netError('ERR_PSK_CONFIG', `PSK identity must be 1..${PSK_MAX_IDENTITY_BYTES} bytes`);
+  }
+  if (psk.key.length === 0 || psk.key.length > PSK_MAX_KEY_BYTES) {
+    return netError('ERR_PSK_CONFIG', `PSK key must be 1..${PSK_MAX_KEY_BYTES} bytes`);
+  }
+  return null;
+}
+
+/** A connected socket (TLS handshake done) as a NetStream. */
+class NodeStream implements NetStream {
+  readonly remote: string;
+  readonly local: string;
+  private handlers: StreamHandlers | null = null;
+  private closed = false;
+  private closeErr: Error | null = null;
+  private closeReported = false;
+  private readPaused = false;
+  private corked = false;
+  private waitingDrain = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly highWaterMark: number,
+  ) {
+    this.remote = hostPort(socket.remoteAddress, socket.remotePort);
+    this.local = hostPort(socket.localAddress, socket.localPort);
+    // pause() before the 'data' listener keeps the socket out of flowing mode: bytes stay
+    // in the kernel (or up to the readable high-water mark) until attach().
+    socket.pause();
+    socket.on('data', (chunk: Buffer) => {
+      if (this.handlers !== null && !this.closed) this.handlers.onData(chunk);
+    });
+    socket.on('drain', () => {
+      if (!this.waitingDrain || this.closed || this.handlers === null) return;
+      this.waitingDrain = false;
+      this.handlers.onDrain();
+    });
+    // 'error' is always followed by 'close': keep the first error, report once on 'close'.
+    socket.on('error', (err: Error) => {
+      this.closeErr ??= err;
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.reportClose();
+    });
+  }
+
+  attach(handlers: StreamHandlers): void {
+    if (this.handlers !== null) throw new Error('NetStream.attach called twice');
+    this.handlers = handlers;
+    if (this.closed) {
+      // Closed before anyone listened; the caller still gets its one onClose, but not from
+      // inside attach().
+      process.nextTick(() => this.reportClose());
+      return;
+    }
+    if (!this.readPaused) this.socket.resume();
+    // A write that returned false before attach() is owed an onDrain.
+    if (this.waitingDrain && this.socket.writableLength === 0) {
+      process.nextTick(() => {
+        if (!this.waitingDrain || this.closed) return;
+        this.waitingDrain = false;
+        handlers.onDrain();
+      });
+    }
+  }
+
+  write(chunks: readonly Buffer[]): boolean {
+    // After close, bytes have nowhere to go; onClose already tells the caller.
+    if (this.closed || this.socket.destroyed) return true;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    for (const c of chunks) this.socket.write(c);
+    if (this.socket.writableLength > this.highWaterMark) {
+      this.waitingDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    // Everything written this turn leaves in one writev.
+    if (!this.socket.destroyed) this.socket.uncork();
+  };
+
+  get pendingWriteBytes(): number {
+    return this.closed ? 0 : this.socket.writableLength;
+  }
+
+  pauseReading(): void {
+    this.readPaused = true;
+    if (!this.closed) this.socket.pause();
+  }
+
+  resumeReading(): void {
+    this.readPaused = false;
+    if (this.handlers !== null && !this.closed) this.socket.resume();
+  }
+
+  destroy(err?: Error): void {
+    if (this.closed || this.socket.destroyed) return;
+    this.socket.destroy(err);
+  }
+
+  private reportClose(): void {
+    if (this.closeReported || this.handlers === null) return;
+    this.closeReported = true;
+    this.waitingDrain = false;
+    this.handlers.onClose(this.closeErr);
+  }
+}
+
+class NodeListener implements Listener {
+  private closing = false;
+  constructor(
+    private readonly server: net.Server,
+    readonly address: { host: string; port: number },
+  ) {}
+
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = true;
+      // server.close()'s callback waits for every accepted connection to end, but those
+      // belong to the transport; closing the listening handle is what stops accepting,
+      // and it releases the port at once.
+      this.server.close(() => undefined);
+    }
+    return Promise.resolve();
+  }
+}
+
+export class NodeNet implements Net {
+  private readonly highWaterMark: number;
+  private readonly keepAliveDelay: number;
+  private readonly handshakeTimeout: number;
+
+  constructor(opts: NodeNetOptions = {}) {
+    this.highWaterMark = opts.highWaterMark ?? 1024 * 1024;
+    this.keepAliveDelay = opts.keepAliveInitialDelayMs ?? 30_000;
+    this.handshakeTimeout = opts.tlsHandshakeTimeoutMs ?? 10_000;
+  }
+
+  private tune(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, this.keepAliveDelay);
+  }
+
+  private stream(socket: net.Socket): NodeStream {
+    // Never below the socket's own mark: then a false return implies the socket owes a 'drain'.
+    return new NodeStream(socket, Math.max(this.highWaterMark, socket.writableHighWaterMark));
+  }
+
+  connect(addr: Address, timeout_ms: number, cb: (err: Error | null, stream: NetStream | null) => void): void {
+    let settled = false;
+    let socket: net.Socket | null = null;
+    let timer: NodeJS.Timeout | null = null;
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      if (timer !== null) clearTimeout(timer);
+      socket?.destroy();
+      cb(err, null);
+    };
+
+    const tlsOpts = addr.tls;
+    if (tlsOpts?.psk !== undefined) {
+      const bad = checkPsk(tlsOpts.psk);
+      if (bad !== null) {
+        process.nextTick(fail, bad);
+        return;
+      }
+    }
+
+    const connected = (): void => {
+      if (settled || socket === null) return;
+      if (tlsOpts?.psk !== undefined && socket instanceof tls.TLSSocket && !pskOnly(socket)) {
+        fail(netError('ERR_TLS_PSK_NOT_USED', `${hostPort(addr.host, addr.port)} answered with a certificate, not the PSK`));
+        return;
+      }
+      settled = true;
+      if (timer !== null) clearTimeout(timer);
+      socket.removeListener('error', onConnectError);
+      // The stream installs its own 'error' listener in the same tick: no gap to crash in.
+      cb(null, this.stream(socket));
+    };
+    const onConnectError = (err: Error): void => fail(err);
+
+    try {
+      if (tlsOpts === undefined) {
+        socket = net.connect({ host: addr.host, port: addr.port });
+        socket.once('connect', connected);
+      } else {
+        socket = tls.connect(clientTlsOptions(addr, tlsOpts));
+        socket.once('secureConnect', connected);
+      }
+    } catch (e) {
+      // Bad PEM and similar option errors throw synchronously; cb stays asynchronous.
+      process.nextTick(fail, toError(e));
+      return;
+    }
+    this.tune(socket);
+    socket.on('error', onConnectError);
+    socket.once('close', () =>
+      fail(netError('ECONNRESET', `connection to ${hostPort(addr.host, addr.port)} closed during setup`)),
+    );
+    timer = setTimeout(() => {
+      fail(netError('ETIMEDOUT', `connect to ${hostPort(addr.host, addr.port)} timed out after ${timeout_ms} ms`));
+    }, timeout_ms);
+  }
+
+  listen(addr: Address, onConnection: (stream: NetStream) => void): Promise<Listener> {
+    const tlsOpts = addr.tls;
+    let server: net.Server;
+    try {
+      if (tlsOpts === undefined) {
+        server = net.createServer({ pauseOnConnect: true }, (socket) => {
+          this.tune(socket);
+          onConnection(this.stream(socket));
+        });
+      } else {
+        const psk = tlsOpts.psk;
+        if (psk !== undefined) {
+          const bad = checkPsk(psk);
+          if (bad !== null) return Promise.reject(bad);
+        } else if (tlsOpts.cert === undefined || tlsOpts.key === undefined) {
+          return Promise.reject(netError('ERR_TLS_CONFIG', 'a TLS listener needs cert and key, or psk'));
+        }
+        const pskAccepted = new WeakSet<tls.TLSSocket>();
+        server = tls.createServer(serverTlsOptions(tlsOpts, this.handshakeTimeout, pskAccepted), (socket) => {
+          if (psk !== undefined && !pskAccepted.has(socket)) {
+            // PSK mode authenticates clients by the key alone; a session without it is a stranger.
+            socket.on('error', () => undefined);
+            socket.destroy();
+            return;
+          }
+          onConnection(this.stream(socket));
+        });
+        server.on('connection', (raw: net.Socket) => this.tune(raw));
+        // A failed incoming handshake is the peer's problem: Node already destroys the socket.
+        server.on('tlsClientError', () => undefined);
+      }
+    } catch (e) {
+      return Promise.reject(toError(e));
+    }
+
+    return new Promise<Listener>((resolve, reject) => {
+      const onBindError = (err: Error): void => reject(err);
+      server.once('error', onBindError);
+      server.listen({ host: addr.host, port: addr.port }, () => {
+        server.removeListener('error', onBindError);
+        // Errors after bind (e.g. EMFILE on accept) must not crash the daemon; Node retries.
+        server.on('error', () => undefined);
+        const a = server.address();
+        const bound = a !== null && typeof a === 'object' ? { host: a.address, port: a.port } : { host: addr.host, port: addr.port };
+        resolve(new NodeListener(server, bound));
+      });
+    });
+  }
+}
+
+/** True when the server proved itself with the PSK rather than with a certificate. */
+function pskOnly(socket: tls.TLSSocket): boolean {
+  // Node returns {} when the peer sent no certificate (null once destroyed).
+  const cert = socket.getPeerCertificate() as tls.PeerCertificate | null;
+  return cert === null || Object.keys(cert).length === 0;
+}
+
+function clientTlsOptions(addr: Address, t: TlsOptions): tls.ConnectionOptions {
+  if (t.psk !== undefined) {
+    const { identity, key } = t.psk;
+    return {
+      host: addr.host,
+      port: addr.port,
+      ...(t.servername !== undefined ? { servername: t.servername } : {}),
+      ciphers: PSK_CIPHERS,
+      minVersion: PSK_TLS_VERSION,
+      maxVersion: PSK_TLS_VERSION,
+      pskCallback: () => ({ identity, psk: key }),
+      // No certificate to check: the PSK handshake itself authenticates the server.
+      checkServerIdentity: () => undefined,
+    };
+  }
+  const opts: tls.ConnectionOptions = { host: addr.host, port: addr.port, rejectUnauthorized: true };
+  if (t.ca !== undefined) opts.ca = t.ca;
+  if (t.cert !== undefined) opts.cert = t.cert;
+  if (t.key !== undefined) opts.key = t.key;
+  // Node refuses an IP address as SNI; without servername it checks the host (IP SANs work).
+  if (t.servername !== undefined) opts.servername = t.servername;
+  return opts;
+}
+
+function serverTlsOptions(t: TlsOptions, handshakeTimeout: number, pskAccepted: WeakSet<tls.TLSSocket>): tls.TlsOptions {
+  if (t.psk !== undefined) {
+    const { identity, key } = t.psk;
+    return {
+      ciphers: PSK_CIPHERS,
+      minVersion: PSK_TLS_VERSION,
+      maxVersion: PSK_TLS_VERSION,
+      handshakeTimeout,
+      pskCallback: (socket: tls.TLSSocket, id: string) => {
+        if (id !== identity) return null;
+        pskAccepted.add(socket);
+        return key;
+      },
+    };
+  }
+  const opts: tls.TlsOptions = { handshakeTimeout };
+  if (t.cert !== undefined) opts.cert = t.cert;
+  if (t.key !== undefined) opts.key = t.key;
+  if (t.ca !== undefined) opts.ca = t.ca;
+  if (t.requestCert === true) {
+    opts.requestCert = true;
+    opts.rejectUnauthorized = true;
+  }
+  return opts;
+}
