@@ -1,0 +1,626 @@
+// Tests of the real Net adapter (TCP, TLS with certificates, TLS-PSK) on 127.0.0.1, and of
+// the Node Clock/Random ports. Every wait is on an event with a deadline, never a sleep.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NodeNet } from '../../src/transport/node-net.js';
+import type { Address, Listener, NetStream } from '../../src/transport/net.js';
+import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
+
+const HOST = '127.0.0.1';
+const WAIT_MS = 5_000;
+
+type CodedError = Error & { code?: string };
+
+/** Rejects if `p` has not settled within `ms`: a hung test fails instead of stalling. */
+function deadline<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** Lets the event loop run `n` full turns: for asserting that nothing more happens. */
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+/** A stream with recording handlers and event-driven waits. */
+class Peer {
+  readonly chunks: Buffer[] = [];
+  readonly closes: (Error | null)[] = [];
+  drains = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly stream: NetStream) {
+    stream.attach({
+      onData: (c) => {
+        this.chunks.push(c);
+        this.wake();
+      },
+      onDrain: () => {
+        this.drains++;
+        this.wake();
+      },
+      onClose: (err) => {
+        this.closes.push(err);
+        this.wake();
+      },
+    });
+  }
+
+  get received(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+
+  private wake(): void {
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
+  }
+
+  until(cond: () => boolean, what: string, ms = WAIT_MS): Promise<void> {
+    const p = new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (cond()) resolve();
+        else this.waiters.push(check);
+      };
+      check();
+    });
+    return deadline(p, what, ms);
+  }
+
+  bytes(n: number): Promise<void> {
+    return this.until(() => this.received.length >= n, `${n} bytes`);
+  }
+
+  closed(): Promise<void> {
+    return this.until(() => this.closes.length > 0, 'onClose');
+  }
+}
+
+/** A listener whose accepted streams can be awaited one by one. */
+class Server {
+  private readonly queue: NetStream[] = [];
+  private waiter: (() => void) | null = null;
+  accepted = 0;
+  constructor(readonly listener: Listener) {}
+
+  static async start(net: NodeNet, tls?: Address['tls']): Promise<Server> {
+    let self: Server | null = null;
+    const pending: NetStream[] = [];
+    const listener = await net.listen({ host: HOST, port: 0, ...(tls ? { tls } : {}) }, (s) => {
+      if (self === null) pending.push(s);
+      else self.push(s);
+    });
+    self = new Server(listener);
+    for (const s of pending) self.push(s);
+    return self;
+  }
+
+  private push(s: NetStream): void {
+    this.accepted++;
+    this.queue.push(s);
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  addr(tls?: Address['tls']): Address {
+    return { host: HOST, port: this.listener.address.port, ...(tls ? { tls } : {}) };
+  }
+
+  next(): Promise<NetStream> {
+    const p = new Promise<NetStream>((resolve) => {
+      const take = (): void => {
+        const s = this.queue.shift();
+        if (s !== undefined) resolve(s);
+        else this.waiter = take;
+      };
+      take();
+    });
+    return deadline(p, 'an accepted connection');
+  }
+}
+
+function connect(net: NodeNet, addr: Address, timeout_ms = WAIT_MS): Promise<NetStream> {
+  return new Promise((resolve, reject) => {
+    let calls = 0;
+    net.connect(addr, timeout_ms, (err, stream) => {
+      calls++;
+      assert.equal(calls, 1, 'connect callback called more than once');
+      if (err !== null) reject(err);
+      else if (stream === null) reject(new Error('connect gave neither error nor stream'));
+      else resolve(stream);
+    });
+  });
+}
+
+/** Expects the connect to fail; returns the error. Also proves cb is called once. */
+async function connectFails(net: NodeNet, addr: Address, timeout_ms = WAIT_MS): Promise<CodedError> {
+  let calls = 0;
+  const err = await deadline(
+    new Promise<CodedError>((resolve, reject) => {
+      net.connect(addr, timeout_ms, (e, stream) => {
+        calls++;
+        if (e === null) {
+          stream?.destroy();
+          reject(new Error('connect unexpectedly succeeded'));
+        } else {
+          assert.equal(stream, null);
+          resolve(e);
+        }
+      });
+    }),
+    'connect failure',
+    timeout_ms + WAIT_MS,
+  );
+  await turns(5);
+  assert.equal(calls, 1, 'connect callback called more than once');
+  assert.ok(err instanceof Error);
+  return err;
+}
+
+/** Sends a message each way and checks it arrives intact. */
+async function roundTrip(a: Peer, b: Peer): Promise<void> {
+  const ab = Buffer.from('hello from a');
+  const ba = Buffer.from('and hello back from b, a bit longer');
+  assert.equal(a.stream.write([ab]), true);
+  await b.bytes(ab.length);
+  assert.deepEqual(b.received, ab);
+  assert.equal(b.stream.write([ba.subarray(0, 5), ba.subarray(5)]), true);
+  await a.bytes(ba.length);
+  assert.deepEqual(a.received, ba);
+}
+
+async function pair(net: NodeNet, server: Server, tls?: Address['tls']): Promise<[Peer, Peer]> {
+  const [c, s] = await Promise.all([deadline(connect(net, server.addr(tls)), 'connect'), server.next()]);
+  return [new Peer(c), new Peer(s)];
+}
+
+async function closeBoth(a: Peer, b: Peer): Promise<void> {
+  a.stream.destroy();
+  b.stream.destroy();
+  await a.closed();
+  await b.closed();
+}
+
+// ---- certificates, made fresh for this run ----
+
+let dir = '';
+let certPem = '';
+let keyPem = '';
+let otherCertPem = '';
+let clientCertPem = '';
+let clientKeyPem = '';
+
+function openssl(args: string[]): void {
+  const r = spawnSync('openssl', args, { encoding: 'utf8' });
+  if (r.error !== undefined) throw new Error(`openssl not runnable: ${r.error.message}`);
+  assert.equal(r.status, 0, `openssl ${args.join(' ')} failed: ${r.stderr}`);
+}
+
+function selfSigned(name: string, cn: string, san: string): { cert: string; key: string } {
+  const key = join(dir, `${name}.key`);
+  const cert = join(dir, `${name}.crt`);
+  openssl([
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${san}`,
+  ]);
+  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'node-net-test-'));
+  const server = selfSigned('server', 'localhost', 'DNS:localhost,IP:127.0.0.1');
+  certPem = server.cert;
+  keyPem = server.key;
+  otherCertPem = selfSigned('other', 'localhost', 'DNS:localhost,IP:127.0.0.1').cert;
+  const client = selfSigned('client', 'replica-client', 'DNS:replica-client');
+  clientCertPem = client.cert;
+  clientKeyPem = client.key;
+});
+
+after(() => {
+  if (dir !== '') rmSync(dir, { recursive: true, force: true });
+});
+
+const PSK = { identity: 'replica-7', key: Buffer.from('5f1c9a0e7b3d2c4a6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5', 'hex') };
+
+// ---- plain TCP ----
+
+void test('plain TCP: bytes travel both ways; remote/local are host:port', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const [c, s] = await pair(net, server);
+    await roundTrip(c, s);
+    assert.equal(c.stream.remote, `${HOST}:${server.listener.address.port}`);
+    assert.equal(s.stream.local, `${HOST}:${server.listener.address.port}`);
+    assert.equal(c.stream.local, s.stream.remote);
+    assert.match(c.stream.local, /^127\.0\.0\.1:\d+$/);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('listen reports the port it bound when asked for port 0', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    assert.equal(server.listener.address.host, HOST);
+    assert.ok(server.listener.address.port > 0);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('write batching: 1,000 small writes in one turn are corked, then arrive whole and in order', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const [c, s] = await pair(net, server);
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`frame-${i.toString().padStart(4, '0')};`));
+    const total = frames.reduce((n, f) => n + f.length, 0);
+    for (const f of frames) assert.equal(c.stream.write([f]), true);
+    // Nothing reached the kernel yet: the whole turn's writes wait for one uncork.
+    assert.equal(c.stream.pendingWriteBytes, total);
+    await s.bytes(total);
+    assert.deepEqual(s.received, Buffer.concat(frames));
+    assert.equal(c.stream.pendingWriteBytes, 0);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('write returns false above the high-water mark and onDrain follows', async () => {
+  const net = new NodeNet({ highWaterMark: 64 * 1024 });
+  const server = await Server.start(net);
+  try {
+    const [c, s] = await pair(net, server);
+    const big = Buffer.alloc(1024 * 1024, 0x5a);
+    assert.equal(c.stream.write([big.subarray(0, 1024)]), true);
+    assert.equal(c.stream.write([big.subarray(1024)]), false);
+    assert.ok(c.stream.pendingWriteBytes > 64 * 1024);
+    await c.until(() => c.drains > 0, 'onDrain');
+    assert.equal(c.drains, 1);
+    await s.bytes(big.length);
+    assert.deepEqual(s.received, big);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('bytes sent before attach() wait and arrive after it; pauseReading holds them back', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const cStream = await deadline(connect(net, server.addr()), 'connect');
+    const sStream = await server.next();
+    const c = new Peer(cStream);
+    const msg = Buffer.from('early bytes');
+    c.stream.write([msg]);
+    await c.until(() => c.stream.pendingWriteBytes === 0, 'flush');
+    // Still unattached: paused while reading is asked to stay paused, then resumed.
+    sStream.pauseReading();
+    const s = new Peer(sStream);
+    await turns(20);
+    assert.equal(s.chunks.length, 0, 'data delivered while reading was paused');
+    s.stream.resumeReading();
+    await s.bytes(msg.length);
+    assert.deepEqual(s.received, msg);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('destroy(): exactly one onClose on each side; destroy(err) reports that error', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const [c, s] = await pair(net, server);
+    c.stream.destroy();
+    await c.closed();
+    await s.closed();
+    c.stream.destroy();
+    await turns(10);
+    assert.deepEqual(c.closes, [null]);
+    assert.equal(s.closes.length, 1);
+
+    const [c2, s2] = await pair(net, server);
+    const boom = new Error('boom');
+    s2.stream.destroy(boom);
+    s2.stream.destroy(new Error('second'));
+    await s2.closed();
+    await c2.closed();
+    await turns(10);
+    assert.equal(s2.closes.length, 1, "'error' then 'close' must give one onClose");
+    assert.equal(s2.closes[0], boom);
+    assert.equal(c2.closes.length, 1);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('writes after close are dropped silently', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const [c, s] = await pair(net, server);
+    c.stream.destroy();
+    await c.closed();
+    await s.closed();
+    assert.doesNotThrow(() => c.stream.write([Buffer.from('late')]));
+    assert.doesNotThrow(() => s.stream.write([Buffer.from('late')]));
+    assert.equal(c.stream.pendingWriteBytes, 0);
+    c.stream.pauseReading();
+    c.stream.resumeReading();
+    await turns(10);
+    assert.equal(c.closes.length, 1);
+    assert.equal(s.closes.length, 1);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('connect to a closed port fails with ECONNREFUSED', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  const addr = server.addr();
+  await server.listener.close();
+  const err = await connectFails(net, addr);
+  assert.equal(err.code, 'ECONNREFUSED');
+});
+
+void test('listen rejects on a port already bound (EADDRINUSE)', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    await assert.rejects(
+      net.listen({ host: HOST, port: server.listener.address.port }, () => undefined),
+      (e: CodedError) => e.code === 'EADDRINUSE',
+    );
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('Listener.close stops accepting but leaves accepted streams open', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  const [c, s] = await pair(net, server);
+  await server.listener.close();
+  await server.listener.close();
+  const err = await connectFails(net, server.addr());
+  assert.equal(err.code, 'ECONNREFUSED');
+  await roundTrip(c, s);
+  await closeBoth(c, s);
+});
+
+// ---- TLS with certificates ----
+
+void test('TLS: self-signed certificate verified by ca (IP SAN, then servername localhost)', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem });
+  try {
+    const [c, s] = await pair(net, server, { ca: certPem });
+    await roundTrip(c, s);
+    await closeBoth(c, s);
+    const [c2, s2] = await pair(net, server, { ca: certPem, servername: 'localhost' });
+    await roundTrip(c2, s2);
+    await closeBoth(c2, s2);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS: 1,000 writes in one turn arrive whole and in order', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem });
+  try {
+    const [c, s] = await pair(net, server, { ca: certPem });
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`tls-frame-${i};`));
+    for (const f of frames) c.stream.write([f]);
+    const want = Buffer.concat(frames);
+    await s.bytes(want.length);
+    assert.deepEqual(s.received, want);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS: a server certificate from another CA fails the connect', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem });
+  try {
+    const err = await connectFails(net, server.addr({ ca: otherCertPem }));
+    assert.match(err.code ?? err.message, /SELF_SIGNED|UNABLE_TO_VERIFY|CERT/);
+    // A wrong name fails too, even with the right CA.
+    const err2 = await connectFails(net, server.addr({ ca: certPem, servername: 'not-localhost' }));
+    assert.equal(err2.code, 'ERR_TLS_CERT_ALTNAME_INVALID');
+    assert.equal(server.accepted, 0);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS: requestCert admits a client with a trusted certificate only', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem, ca: clientCertPem, requestCert: true });
+  try {
+    const [c, s] = await pair(net, server, { ca: certPem, cert: clientCertPem, key: clientKeyPem });
+    await roundTrip(c, s);
+    await closeBoth(c, s);
+    const before = server.accepted;
+    // In TLS 1.3 the client may finish its side before the server refuses it, so the
+    // refusal shows either as a failed connect or as an error close; never as a stream.
+    const outcome = await deadline(
+      new Promise<Error>((resolve) => {
+        net.connect(server.addr({ ca: certPem }), WAIT_MS, (err, stream) => {
+          if (err !== null) return resolve(err);
+          stream?.attach({
+            onData: () => undefined,
+            onDrain: () => undefined,
+            onClose: (e) => resolve(e ?? new Error('closed without error')),
+          });
+        });
+      }),
+      'client without certificate refused',
+    );
+    assert.ok(outcome instanceof Error);
+    await turns(10);
+    assert.equal(server.accepted, before);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS listener: a failed incoming handshake is harmless', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem });
+  try {
+    // A plain TCP client speaking garbage to the TLS port.
+    const raw = new Peer(await deadline(connect(net, server.addr()), 'plain connect'));
+    raw.stream.write([Buffer.from('GET / HTTP/1.0\r\n\r\n')]);
+    await raw.closed();
+    assert.equal(server.accepted, 0);
+    const [c, s] = await pair(net, server, { ca: certPem });
+    await roundTrip(c, s);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+// ---- TLS-PSK ----
+
+void test('TLS-PSK: round trip with the shared identity and key', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { psk: PSK });
+  try {
+    const [c, s] = await pair(net, server, { psk: PSK });
+    await roundTrip(c, s);
+    await closeBoth(c, s);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS-PSK: a wrong key or identity fails the connect', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { psk: PSK });
+  try {
+    const wrongKey = Buffer.from(PSK.key);
+    wrongKey[0] = (wrongKey[0] ?? 0) ^ 1;
+    await connectFails(net, server.addr({ psk: { identity: PSK.identity, key: wrongKey } }));
+    await connectFails(net, server.addr({ psk: { identity: 'someone-else', key: PSK.key } }));
+    // A certificate client cannot get in without the key either.
+    await connectFails(net, server.addr({ ca: certPem }));
+    assert.equal(server.accepted, 0);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS-PSK: a client refuses a server that answers with a certificate', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem });
+  try {
+    await connectFails(net, server.addr({ psk: PSK }));
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('TLS-PSK: an invalid PSK is refused up front', async () => {
+  const net = new NodeNet();
+  const err = await connectFails(net, { host: HOST, port: 1, tls: { psk: { identity: '', key: PSK.key } } });
+  assert.equal(err.code, 'ERR_PSK_CONFIG');
+  await assert.rejects(net.listen({ host: HOST, port: 0, tls: { psk: { identity: 'x', key: Buffer.alloc(0) } } }, () => undefined));
+  await assert.rejects(net.listen({ host: HOST, port: 0, tls: {} }, () => undefined));
+});
+
+void test('connect timeout: TLS to a TCP server that never speaks fails after timeout_ms', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const t0 = performance.now();
+    const err = await connectFails(net, server.addr({ psk: PSK }), 300);
+    const elapsed = performance.now() - t0;
+    assert.equal(err.code, 'ETIMEDOUT');
+    assert.ok(elapsed >= 250, `failed after ${elapsed} ms, before the timeout`);
+    // The silent server saw the connection go away.
+    const s = new Peer(await server.next());
+    await s.closed();
+  } finally {
+    await server.listener.close();
+  }
+});
+
+// ---- Clock and Random ----
+
+void test('NodeClock: timers fire in deadline order, equal delays in arming order; cancel works', async () => {
+  const clock = new NodeClock();
+  const fired: string[] = [];
+  const t0 = clock.now();
+  let firedAt = 0;
+  const done = new Promise<void>((resolve) => {
+    clock.setTimer(30, () => fired.push('30'));
+    clock.setTimer(10, () => fired.push('10'));
+    clock.setTimer(20, () => fired.push('20'));
+    clock.setTimer(15, () => fired.push('15a'));
+    const cancelled = clock.setTimer(25, () => fired.push('25-cancelled'));
+    clock.setTimer(15, () => {
+      fired.push('15b');
+      firedAt = clock.now();
+    });
+    clock.setTimer(40, () => resolve());
+    clock.cancel(cancelled);
+    clock.cancel(cancelled);
+    clock.cancel(9999);
+    assert.equal(clock.pendingTimers, 6);
+  });
+  await deadline(done, 'the last timer');
+  assert.deepEqual(fired, ['10', '15a', '15b', '20', '30']);
+  assert.ok(firedAt - t0 >= 14, `15 ms timer fired after ${firedAt - t0} ms`);
+  assert.equal(clock.pendingTimers, 0, 'fired and cancelled timers must leave the map');
+});
+
+void test('NodeClock: now() is monotonic; unref timers still fire', async () => {
+  const clock = new NodeClock({ unref: true });
+  let last = clock.now();
+  for (let i = 0; i < 1000; i++) {
+    const t = clock.now();
+    assert.ok(t >= last);
+    last = t;
+  }
+  await deadline(new Promise<void>((resolve) => clock.setTimer(5, resolve)), 'unref timer');
+  assert.equal(clock.pendingTimers, 0);
+});
+
+void test('NodeRandom: floats in [0, 1), bytes of the asked length', () => {
+  const rnd = new NodeRandom();
+  let sum = 0;
+  for (let i = 0; i < 10_000; i++) {
+    const f = rnd.float();
+    assert.ok(f >= 0 && f < 1);
+    sum += f;
+  }
+  assert.ok(Math.abs(sum / 10_000 - 0.5) < 0.05);
+  assert.equal(rnd.bytes(0).length, 0);
+  const a = rnd.bytes(32);
+  assert.equal(a.length, 32);
+  assert.notDeepEqual(a, rnd.bytes(32));
+});
