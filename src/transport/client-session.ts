@@ -127,7 +127,7 @@ function resolve(o: ClientSessionOptions): Resolved {
     max_permit_waiters: o.max_permit_waiters ?? 4096,
   };
   const name_bytes = Buffer.byteLength(r.session_name, 'utf8');
-  if (name_bytes === 0 || name_bytes > 255 || /[\x00-\x1f\x7f/]/.test(r.session_name)) {
+  if (name_bytes === 0 || name_bytes > 255 || /[\p{Cc}/]/u.test(r.session_name)) {
     throw new RangeError('session_name must be 1-255 bytes of printable utf-8 without "/"');
   }
   checkInt('queue_depth', r.queue_depth, 1, PROTOCOL_MAX_QUEUE_DEPTH);

@@ -106,7 +106,7 @@ export function decodeHello(b: Buffer): Decoded<Hello> {
   const session_name = name_bytes.toString('utf8');
   // Reject names that do not survive a utf-8 round trip and control characters: the name
   // shows up in logs and in the control tree.
-  if (!Buffer.from(session_name, 'utf8').equals(name_bytes) || /[\x00-\x1f\x7f/]/.test(session_name)) {
+  if (!Buffer.from(session_name, 'utf8').equals(name_bytes) || /[\p{Cc}/]/u.test(session_name)) {
     return { ok: false, reason: 'session name is not printable utf-8' };
   }
   return {

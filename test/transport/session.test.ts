@@ -7,7 +7,7 @@ import { Env, linkEvents } from '../util/transport-env.js';
 import { hdr, pattern } from '../util/test-handler.js';
 import { TcpProxy } from '../util/tcp-proxy.js';
 import { nextEvent, waitFor, within } from '../util/wait.js';
-import { TransportError } from '../../src/transport/errors.js';
+import type { TransportError } from '../../src/transport/errors.js';
 import type { Permit } from '../../src/transport/client-session.js';
 import type { ServerRequest } from '../../src/transport/server.js';
 

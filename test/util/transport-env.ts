@@ -22,7 +22,7 @@ export class Env {
     const server = new TransportServer({ secret: SECRET, ...opts }, { ...ports(), log }, handler);
     const addr = await server.listen({ host, port: 0, ...(tls ? { tls } : {}) });
     this.closers.push(() => server.close());
-    return { server, handler, log, port: addr.port, address: { host, port: addr.port, ...(tls ? { tls } : {}) } as Address };
+    return { server, handler, log, port: addr.port, address: { host, port: addr.port, ...(tls ? { tls } : {}) } };
   }
 
   client(addresses: Address[], opts: Partial<ClientSessionOptions> = {}) {
