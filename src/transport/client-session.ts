@@ -536,30 +536,33 @@ export class ClientSession {
 
   onPathDown(path: ClientPath, link: Link, reason: string): void {
     if (path.link !== link) return;
+    this.detachPath(path, reason);
+    if (this._state === 'CLOSED' || !this.paths.includes(path)) return;
+    this.pathAttemptFailed(path, reason);
+  }
+
+  /** Takes a path out of service; its in-flight requests go back to the queue, oldest first. */
+  private detachPath(path: ClientPath, reason: string): void {
     path.link = null;
     const was_up = path.state === 'UP';
     path.state = 'IDLE';
-    if (was_up) {
-      this.stats.path_failures++;
-      this.up.splice(this.up.indexOf(path), 1);
-      this.log.log('warn', 'path down', { session: this.name, path: path.index, reason });
-      this.emit({ type: 'PATH_DOWN', path_index: path.index, reason });
-      // Requests in flight on this path go back to the queue, oldest first.
-      const moved: Slot[] = [];
-      for (const s of this.slots) {
-        if (s.state === SlotState.SENT && s.path === path) {
-          s.state = SlotState.QUEUED;
-          s.path = null;
-          moved.push(s);
-        }
+    if (!was_up) return;
+    this.stats.path_failures++;
+    this.up.splice(this.up.indexOf(path), 1);
+    this.log.log('warn', 'path down', { session: this.name, path: path.index, reason });
+    this.emit({ type: 'PATH_DOWN', path_index: path.index, reason });
+    const moved: Slot[] = [];
+    for (const s of this.slots) {
+      if (s.state === SlotState.SENT && s.path === path) {
+        s.state = SlotState.QUEUED;
+        s.path = null;
+        moved.push(s);
       }
-      moved.sort((a, b) => a.id - b.id);
-      for (const s of moved) this.pending.push(s);
-      if (this.up.length === 0) this.setState('DISCONNECTED', `last path down: ${reason}`);
-      else this.flushPending();
     }
-    if (this._state === 'CLOSED') return;
-    this.pathAttemptFailed(path, reason);
+    moved.sort((a, b) => a.id - b.id);
+    for (const s of moved) this.pending.push(s);
+    if (this.up.length === 0) this.setState('DISCONNECTED', `last path down: ${reason}`);
+    else this.flushPending();
   }
 
   // ---------------------------------------------------------------- permits
@@ -828,14 +831,16 @@ export class ClientSession {
       p.attempt++;
       if (p.retry_timer !== null) this.clock.cancel(p.retry_timer);
       p.retry_timer = null;
-      p.link?.close('manual reconnect');
       p.failures = 0;
+      const l = p.link;
+      if (l !== null) {
+        this.detachPath(p, 'manual reconnect');
+        l.close('manual reconnect');
+      }
+      p.state = 'IDLE';
     }
     if (fresh !== null) this.paths = fresh;
-    for (const p of this.paths) {
-      p.state = 'IDLE';
-      this.connectPath(p);
-    }
+    for (const p of this.paths) this.connectPath(p);
   }
 
   /** Closes the session: every pending request and waiter fails with ESHUTDOWN. */
