@@ -8,9 +8,10 @@ import type { Address, Listener, Net, NetStream, StreamHandlers, TlsOptions } fr
 
 /**
  * TLS-PSK settings. Node hands the PSK to OpenSSL through the TLS 1.2-style callbacks; in
- * TLS 1.3 OpenSSL then binds that PSK to SHA-256, so only SHA-256 suites can use it. Were
- * TLS_AES_256_GCM_SHA384 negotiable, the server would skip the PSK and fall back to a
+ * TLS 1.3 OpenSSL then ties that PSK to SHA-256, so only a SHA-256 suite can carry it: with
+ * TLS_AES_256_GCM_SHA384 as the only choice the server ignores the PSK and falls back to a
  * certificate it does not have (seen on Node 20 / OpenSSL 3.0 and Node 24 / OpenSSL 3.5).
+ * Listing just the SHA-256 suites keeps that from depending on suite preferences.
  * TLS 1.3 is pinned because its PSK mode (psk_dhe_ke) adds ECDHE, hence forward secrecy,
  * which plain TLS 1.2 PSK suites lack; both ends are always this adapter.
  */
@@ -19,6 +20,8 @@ const PSK_TLS_VERSION = 'TLSv1.3';
 /** OpenSSL limits (RFC 4279 asks for at least 128 / 64 bytes). */
 const PSK_MAX_IDENTITY_BYTES = 128;
 const PSK_MAX_KEY_BYTES = 256;
+/** setTimeout turns longer delays (and NaN) into 1 ms; clamp instead. */
+const TIMEOUT_MAX_MS = 2 ** 31 - 1;
 
 export interface NodeNetOptions {
   /** write() returns false above this many pending bytes. Default 1 MiB. */
@@ -119,7 +122,7 @@ class NodeStream implements NetStream {
 
   write(chunks: readonly Buffer[]): boolean {
     // After close, bytes have nowhere to go; onClose already tells the caller.
-    if (this.closed || this.socket.destroyed) return true;
+    if (this.closed || this.socket.destroyed || this.socket.writableEnded) return true;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -167,15 +170,15 @@ class NodeStream implements NetStream {
 }
 
 class NodeListener implements Listener {
-  private closing = false;
   constructor(
     private readonly server: net.Server,
+    private readonly state: { open: boolean },
     readonly address: { host: string; port: number },
   ) {}
 
   close(): Promise<void> {
-    if (!this.closing) {
-      this.closing = true;
+    if (this.state.open) {
+      this.state.open = false;
       // server.close()'s callback waits for every accepted connection to end, but those
       // belong to the transport; closing the listening handle is what stops accepting,
       // and it releases the port at once.
@@ -236,10 +239,13 @@ export class NodeNet implements Net {
       settled = true;
       if (timer !== null) clearTimeout(timer);
       socket.removeListener('error', onConnectError);
+      socket.removeListener('close', onSetupClose);
       // The stream installs its own 'error' listener in the same tick: no gap to crash in.
       cb(null, this.stream(socket));
     };
     const onConnectError = (err: Error): void => fail(err);
+    const onSetupClose = (): void =>
+      fail(netError('ECONNRESET', `connection to ${hostPort(addr.host, addr.port)} closed during setup`));
 
     try {
       if (tlsOpts === undefined) {
@@ -256,22 +262,30 @@ export class NodeNet implements Net {
     }
     this.tune(socket);
     socket.on('error', onConnectError);
-    socket.once('close', () =>
-      fail(netError('ECONNRESET', `connection to ${hostPort(addr.host, addr.port)} closed during setup`)),
-    );
+    socket.once('close', onSetupClose);
+    const delay = timeout_ms >= 0 ? Math.min(timeout_ms, TIMEOUT_MAX_MS) : 0;
     timer = setTimeout(() => {
       fail(netError('ETIMEDOUT', `connect to ${hostPort(addr.host, addr.port)} timed out after ${timeout_ms} ms`));
-    }, timeout_ms);
+    }, delay);
   }
 
   listen(addr: Address, onConnection: (stream: NetStream) => void): Promise<Listener> {
     const tlsOpts = addr.tls;
+    const state = { open: true };
+    const accept = (socket: net.Socket): void => {
+      // A TLS handshake begun before close() can finish after it; the listener is gone.
+      if (!state.open) {
+        socket.destroy();
+        return;
+      }
+      onConnection(this.stream(socket));
+    };
     let server: net.Server;
     try {
       if (tlsOpts === undefined) {
         server = net.createServer({ pauseOnConnect: true }, (socket) => {
           this.tune(socket);
-          onConnection(this.stream(socket));
+          accept(socket);
         });
       } else {
         const psk = tlsOpts.psk;
@@ -281,16 +295,8 @@ export class NodeNet implements Net {
         } else if (tlsOpts.cert === undefined || tlsOpts.key === undefined) {
           return Promise.reject(netError('ERR_TLS_CONFIG', 'a TLS listener needs cert and key, or psk'));
         }
-        const pskAccepted = new WeakSet<tls.TLSSocket>();
-        server = tls.createServer(serverTlsOptions(tlsOpts, this.handshakeTimeout, pskAccepted), (socket) => {
-          if (psk !== undefined && !pskAccepted.has(socket)) {
-            // PSK mode authenticates clients by the key alone; a session without it is a stranger.
-            socket.on('error', () => undefined);
-            socket.destroy();
-            return;
-          }
-          onConnection(this.stream(socket));
-        });
+        // Without cert/key in PSK mode, no session can complete except by the PSK.
+        server = tls.createServer(serverTlsOptions(tlsOpts, this.handshakeTimeout), accept);
         server.on('connection', (raw: net.Socket) => this.tune(raw));
         // A failed incoming handshake is the peer's problem: Node already destroys the socket.
         server.on('tlsClientError', () => undefined);
@@ -304,11 +310,11 @@ export class NodeNet implements Net {
       server.once('error', onBindError);
       server.listen({ host: addr.host, port: addr.port }, () => {
         server.removeListener('error', onBindError);
-        // Errors after bind (e.g. EMFILE on accept) must not crash the daemon; Node retries.
+        // An accept error after bind (EMFILE, say) must not crash the daemon; libuv keeps listening.
         server.on('error', () => undefined);
         const a = server.address();
         const bound = a !== null && typeof a === 'object' ? { host: a.address, port: a.port } : { host: addr.host, port: addr.port };
-        resolve(new NodeListener(server, bound));
+        resolve(new NodeListener(server, state, bound));
       });
     });
   }
@@ -332,8 +338,11 @@ function clientTlsOptions(addr: Address, t: TlsOptions): tls.ConnectionOptions {
       minVersion: PSK_TLS_VERSION,
       maxVersion: PSK_TLS_VERSION,
       pskCallback: () => ({ identity, psk: key }),
-      // No certificate to check: the PSK handshake itself authenticates the server.
+      // No certificate to check: the PSK handshake itself authenticates the server. A server
+      // that ignores the PSK and shows a certificate (trusted through `ca` or the system
+      // roots) gets through Node's checks, and is refused in connect() instead.
       checkServerIdentity: () => undefined,
+      ...(t.ca !== undefined ? { ca: t.ca } : {}),
     };
   }
   const opts: tls.ConnectionOptions = { host: addr.host, port: addr.port, rejectUnauthorized: true };
@@ -345,7 +354,7 @@ function clientTlsOptions(addr: Address, t: TlsOptions): tls.ConnectionOptions {
   return opts;
 }
 
-function serverTlsOptions(t: TlsOptions, handshakeTimeout: number, pskAccepted: WeakSet<tls.TLSSocket>): tls.TlsOptions {
+function serverTlsOptions(t: TlsOptions, handshakeTimeout: number): tls.TlsOptions {
   if (t.psk !== undefined) {
     const { identity, key } = t.psk;
     return {
@@ -353,11 +362,8 @@ function serverTlsOptions(t: TlsOptions, handshakeTimeout: number, pskAccepted: 
       minVersion: PSK_TLS_VERSION,
       maxVersion: PSK_TLS_VERSION,
       handshakeTimeout,
-      pskCallback: (socket: tls.TLSSocket, id: string) => {
-        if (id !== identity) return null;
-        pskAccepted.add(socket);
-        return key;
-      },
+      // null: unknown identity, the handshake fails with an alert.
+      pskCallback: (_socket: tls.TLSSocket, id: string) => (id === identity ? key : null),
     };
   }
   const opts: tls.TlsOptions = { handshakeTimeout };

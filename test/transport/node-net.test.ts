@@ -1,12 +1,14 @@
 // Tests of the real Net adapter (TCP, TLS with certificates, TLS-PSK) on 127.0.0.1, and of
 // the Node Clock/Random ports. Every wait is on an event with a deadline, never a sleep.
 
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as nodeNet from 'node:net';
+import * as nodeTls from 'node:tls';
 import { NodeNet } from '../../src/transport/node-net.js';
 import type { Address, Listener, NetStream } from '../../src/transport/net.js';
 import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
@@ -15,6 +17,23 @@ const HOST = '127.0.0.1';
 const WAIT_MS = 5_000;
 
 type CodedError = Error & { code?: string };
+
+// Whatever a test leaves open (a failing test stops halfway) would keep the process alive and
+// hang the runner; afterEach closes it all.
+const openStreams = new Set<NetStream>();
+const openListeners = new Set<Listener>();
+
+function track(s: NetStream): NetStream {
+  openStreams.add(s);
+  return s;
+}
+
+afterEach(async () => {
+  for (const s of openStreams) s.destroy();
+  openStreams.clear();
+  for (const l of openListeners) await l.close();
+  openListeners.clear();
+});
 
 /** Rejects if `p` has not settled within `ms`: a hung test fails instead of stalling. */
 function deadline<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
@@ -28,6 +47,15 @@ function deadline<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
 /** Lets the event loop run `n` full turns: for asserting that nothing more happens. */
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+/** Polls `cond` once per event-loop turn until it holds, failing at the deadline. */
+async function waitFor(cond: () => boolean, what: string, ms = WAIT_MS): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise<void>((r) => setImmediate(r));
+  }
 }
 
 /** A stream with recording handlers and event-driven waits. */
@@ -98,6 +126,7 @@ class Server {
       if (self === null) pending.push(s);
       else self.push(s);
     });
+    openListeners.add(listener);
     self = new Server(listener);
     for (const s of pending) self.push(s);
     return self;
@@ -105,7 +134,7 @@ class Server {
 
   private push(s: NetStream): void {
     this.accepted++;
-    this.queue.push(s);
+    this.queue.push(track(s));
     const w = this.waiter;
     this.waiter = null;
     w?.();
@@ -136,7 +165,7 @@ function connect(net: NodeNet, addr: Address, timeout_ms = WAIT_MS): Promise<Net
       assert.equal(calls, 1, 'connect callback called more than once');
       if (err !== null) reject(err);
       else if (stream === null) reject(new Error('connect gave neither error nor stream'));
-      else resolve(stream);
+      else resolve(track(stream));
     });
   });
 }
@@ -149,7 +178,7 @@ async function connectFails(net: NodeNet, addr: Address, timeout_ms = WAIT_MS): 
       net.connect(addr, timeout_ms, (e, stream) => {
         calls++;
         if (e === null) {
-          stream?.destroy();
+          if (stream !== null) track(stream).destroy();
           reject(new Error('connect unexpectedly succeeded'));
         } else {
           assert.equal(stream, null);
@@ -267,11 +296,14 @@ void test('write batching: 1,000 small writes in one turn are corked, then arriv
   try {
     const [c, s] = await pair(net, server);
     const frames: Buffer[] = [];
-    for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`frame-${i.toString().padStart(4, '0')};`));
+    for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`${i.toString(36).padStart(2, '0')},`));
     const total = frames.reduce((n, f) => n + f.length, 0);
     for (const f of frames) assert.equal(c.stream.write([f]), true);
     // Nothing reached the kernel yet: the whole turn's writes wait for one uncork.
     assert.equal(c.stream.pendingWriteBytes, total);
+    // ...and they leave at the end of this turn, not later (loopback takes these 3 KB at once).
+    await new Promise<void>((r) => process.nextTick(r));
+    assert.equal(c.stream.pendingWriteBytes, 0);
     await s.bytes(total);
     assert.deepEqual(s.received, Buffer.concat(frames));
     assert.equal(c.stream.pendingWriteBytes, 0);
@@ -300,17 +332,50 @@ void test('write returns false above the high-water mark and onDrain follows', a
   }
 });
 
-void test('bytes sent before attach() wait and arrive after it; pauseReading holds them back', async () => {
+for (const mode of ['plain TCP', 'TLS-PSK'] as const) {
+  void test(`${mode}: bytes sent before attach() wait for it; pauseReading holds bytes back`, async () => {
+    const net = new NodeNet();
+    const tls = mode === 'TLS-PSK' ? { psk: PSK } : undefined;
+    const server = await Server.start(net, tls);
+    try {
+      const cStream = await deadline(connect(net, server.addr(tls)), 'connect');
+      const sStream = await server.next();
+      const c = new Peer(cStream);
+      const early = Buffer.from('early bytes');
+      c.stream.write([early]);
+      await waitFor(() => c.stream.pendingWriteBytes === 0, 'flush');
+      // Turns in which a reading socket would have taken the bytes in (and lost them).
+      await turns(20);
+      const s = new Peer(sStream);
+      await s.bytes(early.length);
+      assert.deepEqual(s.received, early);
+
+      s.stream.pauseReading();
+      const later = Buffer.from('later bytes');
+      c.stream.write([later]);
+      await waitFor(() => c.stream.pendingWriteBytes === 0, 'flush');
+      await turns(20);
+      assert.equal(s.received.length, early.length, 'data delivered while reading was paused');
+      s.stream.resumeReading();
+      await s.bytes(early.length + later.length);
+      assert.deepEqual(s.received, Buffer.concat([early, later]));
+      await closeBoth(c, s);
+    } finally {
+      await server.listener.close();
+    }
+  });
+}
+
+void test('pauseReading before attach() keeps the stream paused after it', async () => {
   const net = new NodeNet();
   const server = await Server.start(net);
   try {
     const cStream = await deadline(connect(net, server.addr()), 'connect');
     const sStream = await server.next();
     const c = new Peer(cStream);
-    const msg = Buffer.from('early bytes');
+    const msg = Buffer.from('held bytes');
     c.stream.write([msg]);
-    await c.until(() => c.stream.pendingWriteBytes === 0, 'flush');
-    // Still unattached: paused while reading is asked to stay paused, then resumed.
+    await waitFor(() => c.stream.pendingWriteBytes === 0, 'flush');
     sStream.pauseReading();
     const s = new Peer(sStream);
     await turns(20);
@@ -470,6 +535,7 @@ void test('TLS: requestCert admits a client with a trusted certificate only', as
       new Promise<Error>((resolve) => {
         net.connect(server.addr({ ca: certPem }), WAIT_MS, (err, stream) => {
           if (err !== null) return resolve(err);
+          if (stream !== null) track(stream);
           stream?.attach({
             onData: () => undefined,
             onDrain: () => undefined,
@@ -502,6 +568,21 @@ void test('TLS listener: a failed incoming handshake is harmless', async () => {
   } finally {
     await server.listener.close();
   }
+});
+
+void test('TLS listener: a handshake that ends after close() is not handed over', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net, { cert: certPem, key: keyPem });
+  const raw = nodeNet.connect({ host: HOST, port: server.listener.address.port });
+  raw.on('error', () => undefined);
+  await deadline(new Promise((r) => raw.once('connect', r)), 'raw connect');
+  // Turns for the server to accept the TCP connection; the TLS handshake has not begun.
+  await turns(10);
+  await server.listener.close();
+  const secure = nodeTls.connect({ socket: raw, ca: certPem, servername: 'localhost' });
+  secure.on('error', () => undefined);
+  await deadline(new Promise((r) => secure.once('close', r)), 'refused TLS session to close');
+  assert.equal(server.accepted, 0);
 });
 
 // ---- TLS-PSK ----
@@ -538,7 +619,12 @@ void test('TLS-PSK: a client refuses a server that answers with a certificate', 
   const net = new NodeNet();
   const server = await Server.start(net, { cert: certPem, key: keyPem });
   try {
+    // Untrusted certificate: Node's own verification refuses it.
     await connectFails(net, server.addr({ psk: PSK }));
+    // Trusted certificate, but no PSK: the adapter refuses it.
+    const err = await connectFails(net, server.addr({ psk: PSK, ca: certPem }));
+    assert.equal(err.code, 'ERR_TLS_PSK_NOT_USED');
+    assert.equal(server.accepted, 0);
   } finally {
     await server.listener.close();
   }
@@ -598,6 +684,31 @@ void test('NodeClock: timers fire in deadline order, equal delays in arming orde
   assert.equal(clock.pendingTimers, 0, 'fired and cancelled timers must leave the map');
 });
 
+void test('NodeClock: equal deadlines fire in arming order, whatever their delays', async () => {
+  // Freezing now() makes deadlines exactly equal, which real time never quite does.
+  class FrozenClock extends NodeClock {
+    t = 1000;
+    override now(): number {
+      return this.t;
+    }
+  }
+  const clock = new FrozenClock();
+  const order: string[] = [];
+  let finish: () => void = () => undefined;
+  const done = new Promise<void>((r) => (finish = r));
+  clock.setTimer(10, () => order.push('A: 10 at 0'));
+  clock.setTimer(5, () => order.push('B: 5 at 0'));
+  clock.t += 5;
+  clock.setTimer(5, () => order.push('C: 5 at 5'));
+  clock.setTimer(0, () => order.push('D: 0 at 5'));
+  clock.t += 5;
+  clock.setTimer(0, () => order.push('E: 0 at 10'));
+  clock.setTimer(1, () => finish());
+  clock.t += 100;
+  await deadline(done, 'frozen-clock timers');
+  assert.deepEqual(order, ['B: 5 at 0', 'D: 0 at 5', 'A: 10 at 0', 'C: 5 at 5', 'E: 0 at 10']);
+});
+
 void test('NodeClock: now() is monotonic; unref timers still fire', async () => {
   const clock = new NodeClock({ unref: true });
   let last = clock.now();
@@ -607,6 +718,64 @@ void test('NodeClock: now() is monotonic; unref timers still fire', async () => 
     last = t;
   }
   await deadline(new Promise<void>((resolve) => clock.setTimer(5, resolve)), 'unref timer');
+  assert.equal(clock.pendingTimers, 0);
+});
+
+void test('NodeClock: 2,000 random timers, some cancelled: never early, in (deadline, arming) order', async () => {
+  const clock = new NodeClock();
+  const rnd = new NodeRandom();
+  // setTimer reads the clock itself, between our `lo` and `hi` readings.
+  type T = { id: number; lo: number; hi: number; firedAt: number; cancelled: boolean };
+  const all: T[] = [];
+  const fired: T[] = [];
+  let live = 0;
+  let allDone: () => void = () => undefined;
+  const done = new Promise<void>((r) => (allDone = r));
+  for (let i = 0; i < 2000; i++) {
+    // Whole and fractional delays, many equal: ties must keep arming order.
+    const delay = i % 3 === 0 ? Math.floor(rnd.float() * 30) : rnd.float() * 30;
+    const t: T = { id: 0, lo: clock.now() + delay, hi: 0, firedAt: -1, cancelled: false };
+    t.id = clock.setTimer(delay, () => {
+      t.firedAt = clock.now();
+      fired.push(t);
+      if (--live === 0) allDone();
+    });
+    t.hi = clock.now() + delay;
+    all.push(t);
+    live++;
+  }
+  for (const t of all) {
+    if (rnd.float() < 0.3) {
+      clock.cancel(t.id);
+      t.cancelled = true;
+      live--;
+    }
+  }
+  // A timer armed from inside a callback with delay 0 runs later, not in the same round.
+  const order: string[] = [];
+  await deadline(
+    new Promise<void>((resolve) =>
+      clock.setTimer(1, () => {
+        clock.setTimer(0, () => {
+          order.push('inner');
+          resolve();
+        });
+        order.push('outer');
+      }),
+    ),
+    'nested timer',
+  );
+  assert.deepEqual(order, ['outer', 'inner']);
+  await deadline(done, 'all live timers');
+  assert.equal(fired.length, all.filter((t) => !t.cancelled).length);
+  assert.ok(fired.every((t) => !t.cancelled));
+  for (const t of fired) assert.ok(t.firedAt >= t.lo, `timer fired ${t.lo - t.firedAt} ms early`);
+  for (let i = 1; i < fired.length; i++) {
+    const a = fired[i - 1];
+    const b = fired[i];
+    assert.ok(a !== undefined && b !== undefined);
+    if (b.hi < a.lo) assert.fail(`deadline ~${b.hi} fired after ~${a.lo}`);
+  }
   assert.equal(clock.pendingTimers, 0);
 });
 
