@@ -130,23 +130,35 @@ export class Link implements StreamHandlers, FrameSink {
     }
   }
 
-  /** Sends CLOSE with a reason, then closes. */
+  /** Sends CLOSE with a reason, then closes gracefully. */
   close(reason: string): void {
     if (this.down) return;
     const r = Buffer.from(reason, 'utf8').subarray(0, 200);
     this.sendFrame(encodeFrameHead(FrameType.CLOSE, 0, null, r.length, 0, 0, 0, 0), r);
-    this.fail(reason);
+    this.shut(reason, true);
+  }
+
+  /** Sends a last frame (a handshake REJECT), then closes gracefully. */
+  finish(head: Buffer, data: Buffer | null, reason: string): void {
+    if (this.down) return;
+    this.sendFrame(head, data);
+    this.shut(reason, true);
   }
 
   /** Marks the link down, destroys the stream, tells the owner once. */
   fail(reason: string): void {
+    this.shut(reason, false);
+  }
+
+  private shut(reason: string, graceful: boolean): void {
     if (this.down) return;
     this.down = true;
     this.decoder.stop();
     if (this.hb_timer !== null) this.clock.cancel(this.hb_timer);
     this.hb_timer = null;
     this.clearDeadline();
-    this.stream.destroy();
+    if (graceful) this.stream.end(this.opts.heartbeat_timeout_ms);
+    else this.stream.destroy();
     this.owner.onLinkDown(this, reason);
   }
 

@@ -30,6 +30,12 @@ export interface StreamHandlers {
   onClose(err: Error | null): void;
 }
 
+/**
+ * Contract details the transport relies on:
+ * - onDrain fires once after a write() that returned false.
+ * - write() after close or end() drops the bytes and returns true (onClose says why).
+ * - attach() twice throws.
+ */
 export interface NetStream {
   /** Installs the handlers; data is not delivered before this is called. */
   attach(handlers: StreamHandlers): void;
@@ -44,6 +50,12 @@ export interface NetStream {
   /** Stop / resume delivering onData (read-side backpressure). */
   pauseReading(): void;
   resumeReading(): void;
+  /**
+   * Sends what is queued, then closes (a goodbye frame gets out). Later writes are dropped.
+   * The stream is destroyed if the peer does not take the bytes within `linger_ms`.
+   * onClose follows.
+   */
+  end(linger_ms: number): void;
   /** Closes at once, discarding unsent bytes. onClose follows. */
   destroy(err?: Error): void;
   readonly remote: string;
@@ -53,11 +65,16 @@ export interface NetStream {
 export interface Listener {
   /** The bound address (port resolved when 0 was asked). */
   readonly address: { host: string; port: number };
+  /** Stops accepting and frees the port at once; accepted streams stay open. */
   close(): Promise<void>;
 }
 
 export interface Net {
-  /** Opens a stream. `cb` gets exactly one of an error or a connected stream. */
+  /**
+   * Opens a stream. `cb` gets exactly one of an error or a connected stream (for TLS: the
+   * handshake is done). A connect not done within timeout_ms fails with code ETIMEDOUT.
+   * With `tls.psk`, PSK replaces certificates.
+   */
   connect(addr: Address, timeout_ms: number, cb: (err: Error | null, stream: NetStream | null) => void): void;
   listen(addr: Address, onConnection: (stream: NetStream) => void): Promise<Listener>;
 }

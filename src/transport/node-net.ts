@@ -156,6 +156,16 @@ class NodeStream implements NetStream {
     if (this.handlers !== null && !this.closed) this.socket.resume();
   }
 
+  end(linger_ms: number): void {
+    if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
+    if (this.corked) this.uncork();
+    this.socket.end();
+    // A peer that never reads would keep the socket (and its buffers) forever.
+    const t = setTimeout(() => this.socket.destroy(), Math.max(0, linger_ms));
+    t.unref();
+    this.socket.once('close', () => clearTimeout(t));
+  }
+
   destroy(err?: Error): void {
     if (this.closed || this.socket.destroyed) return;
     this.socket.destroy(err);

@@ -422,9 +422,8 @@ export class TransportServer {
 
   private reject(conn: ServerConn, status: number, reason: string): void {
     const body = encodeReject({ status, reason });
-    conn.link.sendFrame(encodeFrameHead(FrameType.REJECT, 0, null, body.length, 0, 0, 0, 0), body);
     this.log.log('warn', 'handshake rejected', { remote: conn.link.stream.remote, reason });
-    conn.link.fail(`rejected: ${reason}`);
+    conn.link.finish(encodeFrameHead(FrameType.REJECT, 0, null, body.length, 0, 0, 0, 0), body, `rejected: ${reason}`);
   }
 
   private onHello(conn: ServerConn, body: Buffer): void {

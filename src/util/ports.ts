@@ -8,7 +8,10 @@ export type TimerId = number;
 export interface Clock {
   /** Monotonic time in milliseconds (may be fractional). */
   now(): number;
-  /** Calls `fn` once after `delay_ms`. Timers with equal deadlines fire in arming order. */
+  /**
+   * Calls `fn` once after `delay_ms`, never before now() reaches the deadline. Timers with
+   * equal deadlines fire in arming order.
+   */
   setTimer(delay_ms: number, fn: () => void): TimerId;
   /** Cancels an armed timer; cancelling a fired or unknown timer is a no-op. */
   cancel(id: TimerId): void;

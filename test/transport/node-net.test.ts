@@ -417,6 +417,51 @@ void test('destroy(): exactly one onClose on each side; destroy(err) reports tha
   }
 });
 
+void test('end(): bytes written in the same turn arrive, then both sides close once', async () => {
+  const net = new NodeNet();
+  const server = await Server.start(net);
+  try {
+    const [c, s] = await pair(net, server);
+    const goodbye = Buffer.from('goodbye frame');
+    c.stream.write([goodbye]);
+    c.stream.end(5_000);
+    assert.doesNotThrow(() => c.stream.write([Buffer.from('dropped')]));
+    await s.bytes(goodbye.length);
+    await s.closed();
+    await c.closed();
+    await turns(10);
+    assert.deepEqual(s.received, goodbye);
+    assert.equal(c.closes.length, 1);
+    assert.equal(s.closes.length, 1);
+  } finally {
+    await server.listener.close();
+  }
+});
+
+void test('end(): a peer that keeps the connection open is cut after linger_ms', async () => {
+  const net = new NodeNet();
+  const raw: nodeNet.Socket[] = [];
+  const srv = nodeNet.createServer({ allowHalfOpen: true }, (sock) => {
+    raw.push(sock);
+    sock.on('error', () => undefined);
+    // Reads nothing and never ends its side.
+    sock.pause();
+  });
+  await new Promise<void>((r) => srv.listen(0, HOST, () => r()));
+  try {
+    const port = (srv.address() as nodeNet.AddressInfo).port;
+    const c = new Peer(await connect(net, { host: HOST, port }));
+    const start = performance.now();
+    c.stream.end(200);
+    await c.closed();
+    const took = performance.now() - start;
+    assert.ok(took >= 150 && took < 3000, `closed after ${Math.round(took)} ms`);
+  } finally {
+    for (const r of raw) r.destroy();
+    srv.close();
+  }
+});
+
 void test('writes after close are dropped silently', async () => {
   const net = new NodeNet();
   const server = await Server.start(net);
