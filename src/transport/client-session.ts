@@ -245,6 +245,9 @@ export class ClientSession {
   private sweep_timer: TimerId | null = null;
   private disconnected_since = 0;
   private attempts_while_down = 0;
+  /** The most recent path failure, for the reason of a failed open. */
+  private last_error = 'none';
+  private close_code: TransportErrorCode = 'ESHUTDOWN';
   private open_waiters: { resolve: () => void; reject: (e: TransportError) => void }[] = [];
   private open_timer: TimerId | null = null;
   private readonly incarnation: number;
@@ -320,7 +323,9 @@ export class ClientSession {
       const bound = Math.max(this.o.disconnect_timeout_ms, this.o.connect_timeout_ms);
       this.open_timer = this.clock.setTimer(bound, () => {
         this.open_timer = null;
-        if (this._state === 'CONNECTING') this.shutdown('ETIMEDOUT', `no path could be established within ${bound} ms`);
+        if (this._state === 'CONNECTING') {
+          this.shutdown('ETIMEDOUT', `no path could be established within ${bound} ms (last error: ${this.last_error})`);
+        }
       });
       for (const path of this.paths) this.connectPath(path);
       this.armSweep();
@@ -358,8 +363,7 @@ export class ClientSession {
       case 'CLOSED': {
         const ws = this.open_waiters;
         this.open_waiters = [];
-        const code: TransportErrorCode = reason.startsWith('EAUTH') ? 'EAUTH' : reason.startsWith('ECONNREFUSED') ? 'ECONNREFUSED' : 'ESHUTDOWN';
-        for (const w of ws) w.reject(new TransportError(code, reason));
+        for (const w of ws) w.reject(new TransportError(this.close_code, reason));
         this.emit({ type: 'CLOSED', reason });
         break;
       }
@@ -423,6 +427,7 @@ export class ClientSession {
   /** A connection attempt or an established path failed: schedule the next attempt. */
   private pathAttemptFailed(path: ClientPath, reason: string): void {
     path.failures++;
+    this.last_error = `path ${path.index}: ${reason}`;
     if (this._state === 'CLOSED') return;
     if (this.up.length === 0) {
       this.attempts_while_down++;
@@ -850,8 +855,8 @@ export class ClientSession {
 
   private shutdown(code: TransportErrorCode, reason: string): void {
     if (this._state === 'CLOSED') return;
-    const full = `${code}: ${reason}`;
-    this.setState('CLOSED', full);
+    this.close_code = code;
+    this.setState('CLOSED', reason);
     if (this.sweep_timer !== null) this.clock.cancel(this.sweep_timer);
     this.sweep_timer = null;
     if (this.open_timer !== null) this.clock.cancel(this.open_timer);

@@ -3,15 +3,12 @@
 
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as nodeNet from 'node:net';
 import * as nodeTls from 'node:tls';
 import { NodeNet } from '../../src/transport/node-net.js';
 import type { Address, Listener, NetStream } from '../../src/transport/net.js';
 import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
+import { TestCerts } from '../util/tls-certs.js';
 
 const HOST = '127.0.0.1';
 const WAIT_MS = 5_000;
@@ -221,43 +218,25 @@ async function closeBoth(a: Peer, b: Peer): Promise<void> {
 
 // ---- certificates, made fresh for this run ----
 
-let dir = '';
+let certs: TestCerts | null = null;
 let certPem = '';
 let keyPem = '';
 let otherCertPem = '';
 let clientCertPem = '';
 let clientKeyPem = '';
 
-function openssl(args: string[]): void {
-  const r = spawnSync('openssl', args, { encoding: 'utf8' });
-  if (r.error !== undefined) throw new Error(`openssl not runnable: ${r.error.message}`);
-  assert.equal(r.status, 0, `openssl ${args.join(' ')} failed: ${r.stderr}`);
-}
-
-function selfSigned(name: string, cn: string, san: string): { cert: string; key: string } {
-  const key = join(dir, `${name}.key`);
-  const cert = join(dir, `${name}.crt`);
-  openssl([
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${san}`,
-  ]);
-  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
-}
-
 before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'node-net-test-'));
-  const server = selfSigned('server', 'localhost', 'DNS:localhost,IP:127.0.0.1');
+  certs = new TestCerts();
+  const server = certs.selfSigned('server', 'localhost', 'DNS:localhost,IP:127.0.0.1');
   certPem = server.cert;
   keyPem = server.key;
-  otherCertPem = selfSigned('other', 'localhost', 'DNS:localhost,IP:127.0.0.1').cert;
-  const client = selfSigned('client', 'replica-client', 'DNS:replica-client');
+  otherCertPem = certs.selfSigned('other', 'localhost', 'DNS:localhost,IP:127.0.0.1').cert;
+  const client = certs.selfSigned('client', 'replica-client', 'DNS:replica-client');
   clientCertPem = client.cert;
   clientKeyPem = client.key;
 });
 
-after(() => {
-  if (dir !== '') rmSync(dir, { recursive: true, force: true });
-});
+after(() => certs?.remove());
 
 const PSK = { identity: 'replica-7', key: Buffer.from('5f1c9a0e7b3d2c4a6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5', 'hex') };
 
