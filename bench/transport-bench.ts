@@ -6,7 +6,7 @@ import { BaselineReader } from './baseline-framing.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { ClientSession, type Permit, type ResponseCallback } from '../src/transport/client-session.js';
 import { NodeNet } from '../src/transport/node-net.js';
 import { NodeClock, NodeRandom } from '../src/util/node-ports.js';
@@ -24,7 +24,7 @@ const ALL_CASES: Case[] = [
 ];
 const CASES = process.env.BENCH_CASES ? ALL_CASES.filter((c) => (process.env.BENCH_CASES as string).split(',').includes(c.name)) : ALL_CASES;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const WARMUP_S = 0.3;
 const SECRET = randomBytes(32);
 const SERVER = fileURLToPath(new URL('./transport-server.js', import.meta.url));
@@ -42,9 +42,33 @@ async function spawnServer(mode: string): Promise<{ proc: ChildProcess; port: nu
   return { proc, port };
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function procCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+}
+
+/** Read and write syscalls a process has made so far. */
+function procSyscalls(pid: number): number {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const get = (k: string): number => Number(new RegExp(`${k}: (\\d+)`).exec(io)?.[1] ?? 0);
+  return get('syscr') + get('syscw');
+}
+
+interface Sample {
+  rate: number;
+  /** Read + write syscalls per op, client and server together. */
+  sys_per_op: number;
+  /** CPU microseconds per op, client and server together. */
+  cpu_us: number;
+}
+
 /** Runs `issue` keeping `qd` requests in flight; returns completed ops per second. */
-function drive(qd: number, issue: (done: () => void) => void): Promise<number> {
+function drive(qd: number, server_pid: number, issue: (done: () => void) => void): Promise<Sample> {
   return new Promise((resolve) => {
+    let cpu0 = 0;
+    let sys0 = 0;
     let counting = false;
     let stop = false;
     let ops = 0;
@@ -56,7 +80,12 @@ function drive(qd: number, issue: (done: () => void) => void): Promise<number> {
       if (!stop) {
         inflight++;
         issue(done);
-      } else if (inflight === 0) resolve(ops / ((performance.now() - start) / 1000));
+      } else if (inflight === 0) {
+        const cpu = process.cpuUsage();
+        const cpu_s = (cpu.user + cpu.system) / 1e6 + procCpuSeconds(server_pid) - cpu0;
+        const sys = procSyscalls(process.pid) + procSyscalls(server_pid) - sys0;
+        resolve({ rate: ops / ((performance.now() - start) / 1000), cpu_us: (cpu_s * 1e6) / ops, sys_per_op: sys / ops });
+      }
     };
     for (let i = 0; i < qd; i++) {
       inflight++;
@@ -65,6 +94,9 @@ function drive(qd: number, issue: (done: () => void) => void): Promise<number> {
     setTimeout(() => {
       counting = true;
       start = performance.now();
+      const cpu = process.cpuUsage();
+      cpu0 = (cpu.user + cpu.system) / 1e6 + procCpuSeconds(server_pid);
+      sys0 = procSyscalls(process.pid) + procSyscalls(server_pid);
       setTimeout(() => {
         stop = true;
         counting = false;
@@ -73,7 +105,7 @@ function drive(qd: number, issue: (done: () => void) => void): Promise<number> {
   });
 }
 
-async function runBaseline(port: number, c: Case): Promise<number> {
+async function runBaseline(port: number, pid: number, c: Case): Promise<Sample> {
   const sock = await new Promise<net.Socket>((resolve) => {
     const s = net.connect(port, '127.0.0.1', () => resolve(s));
   });
@@ -94,7 +126,7 @@ async function runBaseline(port: number, c: Case): Promise<number> {
     reader.push(chunk);
     sock.uncork();
   });
-  const rate = await drive(c.qd, (done) => {
+  const rate = await drive(c.qd, pid, (done) => {
     const id = next++ >>> 0;
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32LE(payload.length, 0);
@@ -109,7 +141,7 @@ async function runBaseline(port: number, c: Case): Promise<number> {
   return rate;
 }
 
-async function runTransport(port: number, c: Case): Promise<number> {
+async function runTransport(port: number, pid: number, c: Case): Promise<Sample> {
   const session = new ClientSession(
     { session_name: `bench@${process.pid}-${randomBytes(2).toString('hex')}`, addresses: [{ host: '127.0.0.1', port }], secret: SECRET, queue_depth: c.qd, max_io_size: 4 << 20 },
     { net: new NodeNet(), clock: new NodeClock({ unref: true }), random: new NodeRandom() },
@@ -117,7 +149,7 @@ async function runTransport(port: number, c: Case): Promise<number> {
   await session.open();
   const payload = c.kind === 'write' ? Buffer.alloc(c.size, 1) : null;
   const read_len = c.kind === 'read' ? c.size : 0;
-  const rate = await drive(c.qd, (done) => {
+  const rate = await drive(c.qd, pid, (done) => {
     const p = session.tryGetPermit() as Permit;
     const cb: ResponseCallback = (err) => {
       if (err !== null) throw err;
@@ -137,19 +169,24 @@ const median = (xs: number[]): number => {
 
 const base = await spawnServer('baseline');
 const trans = await spawnServer('transport');
-const results = new Map<string, { baseline: number[]; transport: number[] }>();
+type Series = { baseline: Sample[]; transport: Sample[] };
+const results = new Map<string, Series>();
 for (const c of CASES) results.set(c.name, { baseline: [], transport: [] });
 try {
   for (let r = 0; r < ROUNDS; r++) {
     for (const c of CASES) {
-      const res = results.get(c.name) as { baseline: number[]; transport: number[] };
+      const res = results.get(c.name) as Series;
       // Alternate which goes first so drift on a shared machine hurts both alike.
       const order = r % 2 === 0 ? (['baseline', 'transport'] as const) : (['transport', 'baseline'] as const);
       for (const who of order) {
-        const v = who === 'baseline' ? await runBaseline(base.port, c) : await runTransport(trans.port, c);
+        const v = who === 'baseline' ? await runBaseline(base.port, base.proc.pid as number, c) : await runTransport(trans.port, trans.proc.pid as number, c);
         res[who].push(v);
       }
-      process.stderr.write(`round ${r + 1}/${ROUNDS} ${c.name}: baseline ${Math.round(res.baseline.at(-1) as number)} ops/s, transport ${Math.round(res.transport.at(-1) as number)} ops/s\n`);
+      const lb = res.baseline.at(-1) as Sample;
+      const lt = res.transport.at(-1) as Sample;
+      process.stderr.write(
+        `round ${r + 1}/${ROUNDS} ${c.name}: baseline ${Math.round(lb.rate)} ops/s ${lb.cpu_us.toFixed(2)} cpu-us/op ${lb.sys_per_op.toFixed(2)} syscalls/op, transport ${Math.round(lt.rate)} ops/s ${lt.cpu_us.toFixed(2)} cpu-us/op ${lt.sys_per_op.toFixed(2)} syscalls/op\n`,
+      );
     }
   }
 } finally {
@@ -159,15 +196,27 @@ try {
 }
 
 const out = CASES.map((c) => {
-  const r = results.get(c.name) as { baseline: number[]; transport: number[] };
-  const b = median(r.baseline);
-  const t = median(r.transport);
-  return { name: c.name, unit: 'ops/s', baseline: Math.round(b), transport: Math.round(t), ratio: Number((t / b).toFixed(3)), mib_per_s: Number(((t * c.size) / (1 << 20)).toFixed(1)) };
+  const r = results.get(c.name) as Series;
+  const b = median(r.baseline.map((x) => x.rate));
+  const t = median(r.transport.map((x) => x.rate));
+  return {
+    name: c.name,
+    unit: 'ops/s',
+    baseline: Math.round(b),
+    transport: Math.round(t),
+    ratio: Number((t / b).toFixed(3)),
+    mib_per_s: Number(((t * c.size) / (1 << 20)).toFixed(1)),
+    cpu_us_baseline: Number(median(r.baseline.map((x) => x.cpu_us)).toFixed(2)),
+    cpu_us_transport: Number(median(r.transport.map((x) => x.cpu_us)).toFixed(2)),
+  };
 });
 console.log(`\ntransport vs plain TCP loop, medians of ${ROUNDS} rounds x ${SECONDS}s (node ${process.version})`);
-console.log('case              baseline ops/s   transport ops/s   ratio   transport MiB/s');
+console.log('case              baseline ops/s   transport ops/s   ratio   transport MiB/s   cpu-us/op base  transport');
 for (const o of out) {
-  console.log(`${o.name.padEnd(18)}${String(o.baseline).padStart(14)}${String(o.transport).padStart(18)}${o.ratio.toFixed(3).padStart(8)}${String(o.mib_per_s).padStart(18)}`);
+  console.log(
+    `${o.name.padEnd(18)}${String(o.baseline).padStart(14)}${String(o.transport).padStart(18)}${o.ratio.toFixed(3).padStart(8)}${String(o.mib_per_s).padStart(18)}` +
+      `${o.cpu_us_baseline.toFixed(2).padStart(16)}${o.cpu_us_transport.toFixed(2).padStart(11)}`,
+  );
 }
 const line = JSON.stringify({ bench: 'transport', cases: out.map(({ name, baseline, transport, ratio }) => ({ name, baseline, transport, ratio })) });
 mkdirSync('bench/results', { recursive: true });

@@ -60,6 +60,27 @@ export interface FrameFields {
   aux: number;
 }
 
+// Byte stores and loads instead of Buffer.write/readUInt32LE: those carry argument checks
+// that cost more than the header itself on the 4 KiB request path.
+function put32(b: Buffer, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+  b[o + 2] = v >>> 16;
+  b[o + 3] = v >>> 24;
+}
+function put64(b: Buffer, o: number, v: number): void {
+  if (v < TWO_32) {
+    put32(b, o, v);
+    put32(b, o + 4, 0);
+  } else {
+    put32(b, o, v % TWO_32);
+    put32(b, o + 4, Math.floor(v / TWO_32));
+  }
+}
+function get32(b: Buffer, o: number): number {
+  return ((b[o] as number) | ((b[o + 1] as number) << 8) | ((b[o + 2] as number) << 16) | ((b[o + 3] as number) << 24)) >>> 0;
+}
+
 /** Writes a frame header at `off` of `buf`. `id` and `aux` must be safe non-negative integers. */
 export function writeFrameHeader(
   buf: Buffer,
@@ -75,14 +96,13 @@ export function writeFrameHeader(
 ): void {
   buf[off] = type;
   buf[off + 1] = flags;
-  buf.writeUInt16LE(hdr_len, off + 2);
-  buf.writeUInt32LE(data_len, off + 4);
-  buf.writeUInt32LE(tag, off + 8);
-  buf.writeInt32LE(arg, off + 12);
-  buf.writeUInt32LE(id % TWO_32, off + 16);
-  buf.writeUInt32LE(Math.floor(id / TWO_32), off + 20);
-  buf.writeUInt32LE(aux % TWO_32, off + 24);
-  buf.writeUInt32LE(Math.floor(aux / TWO_32), off + 28);
+  buf[off + 2] = hdr_len;
+  buf[off + 3] = hdr_len >>> 8;
+  put32(buf, off + 4, data_len);
+  put32(buf, off + 8, tag);
+  put32(buf, off + 12, arg); // two's complement for negative statuses
+  put64(buf, off + 16, id);
+  put64(buf, off + 24, aux);
 }
 
 /**
@@ -221,10 +241,10 @@ export class FrameDecoder {
   private parseHeader(b: Buffer, o: number): number {
     const type = b[o] as number;
     const flags = b[o + 1] as number;
-    const hdr_len = b.readUInt16LE(o + 2);
-    const data_len = b.readUInt32LE(o + 4);
-    const idh = b.readUInt32LE(o + 20);
-    const auxh = b.readUInt32LE(o + 28);
+    const hdr_len = (b[o + 2] as number) | ((b[o + 3] as number) << 8);
+    const data_len = get32(b, o + 4);
+    const idh = get32(b, o + 20);
+    const auxh = get32(b, o + 28);
     const lim = this.limits;
     if (!lim.allowed.has(type)) return this.fail(`unexpected frame type ${type}`);
     if (idh > MAX_SAFE_HIGH || auxh > MAX_SAFE_HIGH) return this.fail('64-bit field out of range');
@@ -252,10 +272,10 @@ export class FrameDecoder {
     const f = this.f;
     f.type = type;
     f.flags = flags;
-    f.tag = b.readUInt32LE(o + 8);
-    f.arg = b.readInt32LE(o + 12);
-    f.id = b.readUInt32LE(o + 16) + idh * TWO_32;
-    f.aux = b.readUInt32LE(o + 24) + auxh * TWO_32;
+    f.tag = get32(b, o + 8);
+    f.arg = get32(b, o + 12) | 0;
+    f.id = get32(b, o + 16) + idh * TWO_32;
+    f.aux = get32(b, o + 24) + auxh * TWO_32;
     this.hdr_len = hdr_len;
     return hdr_len + data_len;
   }
