@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as nodeNet from 'node:net';
 import * as nodeTls from 'node:tls';
 import { NodeNet } from '../../src/transport/node-net.js';
-import type { Address, Listener, NetStream } from '../../src/transport/net.js';
+import type { Address, Listener, NetStream, TlsOptions } from '../../src/transport/net.js';
 import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
 import { TestCerts } from '../util/tls-certs.js';
 
@@ -216,6 +216,17 @@ async function closeBoth(a: Peer, b: Peer): Promise<void> {
   await b.closed();
 }
 
+/** Runs `fn` with a fresh adapter and plain TCP server, closing the server afterwards. */
+async function withServer(fn: (net: NodeNet, server: Server) => Promise<void>, tls?: TlsOptions): Promise<void> {
+  const net = new NodeNet();
+  const server = await Server.start(net, tls);
+  try {
+    await fn(net, server);
+  } finally {
+    await server.listener.close();
+  }
+}
+
 // ---- certificates, made fresh for this run ----
 
 let certs: TestCerts | null = null;
@@ -243,9 +254,7 @@ const PSK = { identity: 'replica-7', key: Buffer.from('5f1c9a0e7b3d2c4a6e8f0a1b2
 // ---- plain TCP ----
 
 void test('plain TCP: bytes travel both ways; remote/local are host:port', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server);
     await roundTrip(c, s);
     assert.equal(c.stream.remote, `${HOST}:${server.listener.address.port}`);
@@ -253,26 +262,19 @@ void test('plain TCP: bytes travel both ways; remote/local are host:port', async
     assert.equal(c.stream.local, s.stream.remote);
     assert.match(c.stream.local, /^127\.0\.0\.1:\d+$/);
     await closeBoth(c, s);
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('listen reports the port it bound when asked for port 0', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer((_net, server) => {
     assert.equal(server.listener.address.host, HOST);
     assert.ok(server.listener.address.port > 0);
-  } finally {
-    await server.listener.close();
-  }
+    return Promise.resolve();
+  });
 });
 
 void test('write batching: 1,000 small writes in one turn are corked, then arrive whole and in order', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server);
     const frames: Buffer[] = [];
     for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`${i.toString(36).padStart(2, '0')},`));
@@ -287,9 +289,7 @@ void test('write batching: 1,000 small writes in one turn are corked, then arriv
     assert.deepEqual(s.received, Buffer.concat(frames));
     assert.equal(c.stream.pendingWriteBytes, 0);
     await closeBoth(c, s);
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('write returns false above the high-water mark and onDrain follows', async () => {
@@ -346,9 +346,7 @@ for (const mode of ['plain TCP', 'TLS-PSK'] as const) {
 }
 
 void test('pauseReading before attach() keeps the stream paused after it', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const cStream = await deadline(connect(net, server.addr()), 'connect');
     const sStream = await server.next();
     const c = new Peer(cStream);
@@ -363,15 +361,11 @@ void test('pauseReading before attach() keeps the stream paused after it', async
     await s.bytes(msg.length);
     assert.deepEqual(s.received, msg);
     await closeBoth(c, s);
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('destroy(): exactly one onClose on each side; destroy(err) reports that error', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server);
     c.stream.destroy();
     await c.closed();
@@ -391,15 +385,11 @@ void test('destroy(): exactly one onClose on each side; destroy(err) reports tha
     assert.equal(s2.closes.length, 1, "'error' then 'close' must give one onClose");
     assert.equal(s2.closes[0], boom);
     assert.equal(c2.closes.length, 1);
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('end(): bytes written in the same turn arrive, then both sides close once', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server);
     const goodbye = Buffer.from('goodbye frame');
     c.stream.write([goodbye]);
@@ -412,9 +402,7 @@ void test('end(): bytes written in the same turn arrive, then both sides close o
     assert.deepEqual(s.received, goodbye);
     assert.equal(c.closes.length, 1);
     assert.equal(s.closes.length, 1);
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('end(): a peer that keeps the connection open is cut after linger_ms', async () => {
@@ -442,9 +430,7 @@ void test('end(): a peer that keeps the connection open is cut after linger_ms',
 });
 
 void test('writes after close are dropped silently', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server);
     c.stream.destroy();
     await c.closed();
@@ -457,9 +443,7 @@ void test('writes after close are dropped silently', async () => {
     await turns(10);
     assert.equal(c.closes.length, 1);
     assert.equal(s.closes.length, 1);
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('connect to a closed port fails with ECONNREFUSED', async () => {
@@ -472,16 +456,12 @@ void test('connect to a closed port fails with ECONNREFUSED', async () => {
 });
 
 void test('listen rejects on a port already bound (EADDRINUSE)', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     await assert.rejects(
       net.listen({ host: HOST, port: server.listener.address.port }, () => undefined),
       (e: CodedError) => e.code === 'EADDRINUSE',
     );
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 void test('Listener.close stops accepting but leaves accepted streams open', async () => {
@@ -499,24 +479,18 @@ void test('Listener.close stops accepting but leaves accepted streams open', asy
 // ---- TLS with certificates ----
 
 void test('TLS: self-signed certificate verified by ca (IP SAN, then servername localhost)', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { cert: certPem, key: keyPem });
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server, { ca: certPem });
     await roundTrip(c, s);
     await closeBoth(c, s);
     const [c2, s2] = await pair(net, server, { ca: certPem, servername: 'localhost' });
     await roundTrip(c2, s2);
     await closeBoth(c2, s2);
-  } finally {
-    await server.listener.close();
-  }
+  }, { cert: certPem, key: keyPem });
 });
 
 void test('TLS: 1,000 writes in one turn arrive whole and in order', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { cert: certPem, key: keyPem });
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server, { ca: certPem });
     const frames: Buffer[] = [];
     for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`tls-frame-${i};`));
@@ -525,30 +499,22 @@ void test('TLS: 1,000 writes in one turn arrive whole and in order', async () =>
     await s.bytes(want.length);
     assert.deepEqual(s.received, want);
     await closeBoth(c, s);
-  } finally {
-    await server.listener.close();
-  }
+  }, { cert: certPem, key: keyPem });
 });
 
 void test('TLS: a server certificate from another CA fails the connect', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { cert: certPem, key: keyPem });
-  try {
+  await withServer(async (net, server) => {
     const err = await connectFails(net, server.addr({ ca: otherCertPem }));
     assert.match(err.code ?? err.message, /SELF_SIGNED|UNABLE_TO_VERIFY|CERT/);
     // A wrong name fails too, even with the right CA.
     const err2 = await connectFails(net, server.addr({ ca: certPem, servername: 'not-localhost' }));
     assert.equal(err2.code, 'ERR_TLS_CERT_ALTNAME_INVALID');
     assert.equal(server.accepted, 0);
-  } finally {
-    await server.listener.close();
-  }
+  }, { cert: certPem, key: keyPem });
 });
 
 void test('TLS: requestCert admits a client with a trusted certificate only', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { cert: certPem, key: keyPem, ca: clientCertPem, requestCert: true });
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server, { ca: certPem, cert: clientCertPem, key: clientKeyPem });
     await roundTrip(c, s);
     await closeBoth(c, s);
@@ -572,15 +538,11 @@ void test('TLS: requestCert admits a client with a trusted certificate only', as
     assert.ok(outcome instanceof Error);
     await turns(10);
     assert.equal(server.accepted, before);
-  } finally {
-    await server.listener.close();
-  }
+  }, { cert: certPem, key: keyPem, ca: clientCertPem, requestCert: true });
 });
 
 void test('TLS listener: a failed incoming handshake is harmless', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { cert: certPem, key: keyPem });
-  try {
+  await withServer(async (net, server) => {
     // A plain TCP client speaking garbage to the TLS port.
     const raw = new Peer(await deadline(connect(net, server.addr()), 'plain connect'));
     raw.stream.write([Buffer.from('GET / HTTP/1.0\r\n\r\n')]);
@@ -589,9 +551,7 @@ void test('TLS listener: a failed incoming handshake is harmless', async () => {
     const [c, s] = await pair(net, server, { ca: certPem });
     await roundTrip(c, s);
     await closeBoth(c, s);
-  } finally {
-    await server.listener.close();
-  }
+  }, { cert: certPem, key: keyPem });
 });
 
 void test('TLS listener: a handshake that ends after close() is not handed over', async () => {
@@ -612,21 +572,15 @@ void test('TLS listener: a handshake that ends after close() is not handed over'
 // ---- TLS-PSK ----
 
 void test('TLS-PSK: round trip with the shared identity and key', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { psk: PSK });
-  try {
+  await withServer(async (net, server) => {
     const [c, s] = await pair(net, server, { psk: PSK });
     await roundTrip(c, s);
     await closeBoth(c, s);
-  } finally {
-    await server.listener.close();
-  }
+  }, { psk: PSK });
 });
 
 void test('TLS-PSK: a wrong key or identity fails the connect', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { psk: PSK });
-  try {
+  await withServer(async (net, server) => {
     const wrongKey = Buffer.from(PSK.key);
     wrongKey[0] = (wrongKey[0] ?? 0) ^ 1;
     await connectFails(net, server.addr({ psk: { identity: PSK.identity, key: wrongKey } }));
@@ -634,24 +588,18 @@ void test('TLS-PSK: a wrong key or identity fails the connect', async () => {
     // A certificate client cannot get in without the key either.
     await connectFails(net, server.addr({ ca: certPem }));
     assert.equal(server.accepted, 0);
-  } finally {
-    await server.listener.close();
-  }
+  }, { psk: PSK });
 });
 
 void test('TLS-PSK: a client refuses a server that answers with a certificate', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net, { cert: certPem, key: keyPem });
-  try {
+  await withServer(async (net, server) => {
     // Untrusted certificate: Node's own verification refuses it.
     await connectFails(net, server.addr({ psk: PSK }));
     // Trusted certificate, but no PSK: the adapter refuses it.
     const err = await connectFails(net, server.addr({ psk: PSK, ca: certPem }));
     assert.equal(err.code, 'ERR_TLS_PSK_NOT_USED');
     assert.equal(server.accepted, 0);
-  } finally {
-    await server.listener.close();
-  }
+  }, { cert: certPem, key: keyPem });
 });
 
 void test('TLS-PSK: an invalid PSK is refused up front', async () => {
@@ -663,9 +611,7 @@ void test('TLS-PSK: an invalid PSK is refused up front', async () => {
 });
 
 void test('connect timeout: TLS to a TCP server that never speaks fails after timeout_ms', async () => {
-  const net = new NodeNet();
-  const server = await Server.start(net);
-  try {
+  await withServer(async (net, server) => {
     const t0 = performance.now();
     const err = await connectFails(net, server.addr({ psk: PSK }), 300);
     const elapsed = performance.now() - t0;
@@ -674,9 +620,7 @@ void test('connect timeout: TLS to a TCP server that never speaks fails after ti
     // The silent server saw the connection go away.
     const s = new Peer(await server.next());
     await s.closed();
-  } finally {
-    await server.listener.close();
-  }
+  });
 });
 
 // ---- Clock and Random ----
