@@ -195,3 +195,39 @@ test('a closed session fails pending work with ESHUTDOWN and refuses new work', 
   await assert.rejects(session.request('read', null, null, 1), (e: TransportError) => e.code === 'ESHUTDOWN');
   assert.deepEqual(events.map((e) => e.type).filter((x) => x !== 'PATH_UP' && x !== 'PATH_DOWN'), ['CONNECTED', 'CLOSED']);
 });
+
+test('many clients, many sessions: each is opened, served and closed on its own', async (t) => {
+  const env = new Env();
+  t.after(() => env.close());
+  const { address, server, handler } = await env.server({ session_linger_ms: 100 });
+  const clients = Array.from({ length: 24 }, () => env.client([address], { queue_depth: 8 }));
+  await Promise.all(clients.map((c) => c.session.open()));
+  assert.equal(server.sessions().length, 24);
+  assert.equal(handler.opened.length, 24);
+  await Promise.all(
+    clients.flatMap((c, i) => Array.from({ length: 20 }, (_, k) => c.session.request('read', hdr(i + k), null, 100).then((r) => assert.deepEqual(r.data, pattern(i + k, 100))))),
+  );
+  assert.equal(handler.executions.size, 24 * 20);
+  // A client that goes away is forgotten after the linger time; the others are untouched.
+  const gone = clients[0]?.session.name as string;
+  clients[0]?.session.close();
+  await waitFor('session closed at the server', () => handler.closed.some((c) => c.name === gone));
+  assert.match(handler.closed.find((c) => c.name === gone)?.reason ?? '', /no path for 100 ms/);
+  assert.equal(server.sessions().length, 23);
+  assert.equal((await clients[1]?.session.request('read', hdr(1), null, 1))?.status, 0);
+});
+
+test('a restarted client (new incarnation, same name) replaces its old server session', async (t) => {
+  const env = new Env();
+  t.after(() => env.close());
+  const { address, server, handler } = await env.server();
+  // The first client must not come back during the test (it stands for a crashed process).
+  const first = env.client([address], { session_name: 'host-a@host-b', reconnect_delay_ms: 600_000, reconnect_max_delay_ms: 600_000 });
+  await first.session.open();
+  const second = env.client([address], { session_name: 'host-a@host-b' });
+  await second.session.open();
+  await waitFor('old session replaced', () => handler.closed.length === 1);
+  assert.match(handler.closed[0]?.reason ?? '', /new incarnation/);
+  assert.equal(server.sessions().length, 1);
+  assert.equal((await second.session.request('read', hdr(1), null, 4)).status, 0);
+});
