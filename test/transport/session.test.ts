@@ -231,3 +231,51 @@ test('a restarted client (new incarnation, same name) replaces its old server se
   assert.equal(server.sessions().length, 1);
   assert.equal((await second.session.request('read', hdr(1), null, 4)).status, 0);
 });
+
+test('paths cut again and again under load: every request answered once, none executed twice', async (t) => {
+  const env = new Env();
+  t.after(() => env.close());
+  const { address, handler } = await env.server();
+  const proxies = await Promise.all(['127.0.0.1', '127.0.0.2', '127.0.0.3'].map((h) => new TcpProxy(address, h).start()));
+  env.defer(async () => {
+    for (const p of proxies) await p.close();
+  });
+  const { session } = env.client(
+    proxies.map((p, i) => ({ host: `127.0.0.${i + 1}`, port: p.port })),
+    { queue_depth: 64, path_policy: 'min-inflight', reconnect_delay_ms: 5, reconnect_max_delay_ms: 20 },
+  );
+  await session.open();
+  let issued = 0;
+  let answered = 0;
+  const failures: string[] = [];
+  const deadline = Date.now() + 2000;
+  // Each worker keeps one request in flight; 64 workers fill the queue depth.
+  const worker = async (w: number): Promise<void> => {
+    while (Date.now() < deadline) {
+      const i = issued++;
+      try {
+        const r = await session.request('read', hdr(i, i % 4), null, 64);
+        if (r.status !== 0 || !(r.data as Buffer).equals(pattern(i, 64))) failures.push(`request ${i}: bad answer`);
+        answered++;
+      } catch (e) {
+        failures.push(`worker ${w} request ${i}: ${String(e)}`);
+      }
+    }
+  };
+  let cuts = 0;
+  const cutter = setInterval(() => {
+    cuts += (proxies[cuts % 3] as TcpProxy).cut() > 0 ? 1 : 0;
+    if ((proxies[cuts % 3] as TcpProxy).open === 0) cuts++;
+  }, 40);
+  try {
+    await within('load with cuts', Promise.all(Array.from({ length: 64 }, (_, w) => worker(w))), 30_000);
+  } finally {
+    clearInterval(cutter);
+  }
+  assert.deepEqual(failures, []);
+  assert.equal(answered, issued);
+  assert.ok(cuts >= 10, `paths were cut ${cuts} times`);
+  assert.ok(session.stats.requests_resent > 0, 'requests failed over');
+  assert.equal(handler.executions.size, issued);
+  assert.deepEqual(handler.duplicates(), []);
+});
