@@ -39,7 +39,10 @@ test('dirty map matches a Set model under random operations', () => {
         switch (op.k) {
           case 'set': {
             let added = 0;
-            for (let c = op.first; c < op.first + op.count; c++) if (!model.has(c)) (model.add(c), added++);
+            for (let c = op.first; c < op.first + op.count; c++) {
+              if (!model.has(c)) added++;
+              model.add(c);
+            }
             assert.equal(map.setDirty(op.first, op.count), added);
             break;
           }
