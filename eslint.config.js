@@ -29,7 +29,7 @@ export default tseslint.config(
   },
   {
     // Sans-IO rule (ARCHITECTURE.md §5): the core touches the world only through ports.
-    files: ['src/transport/**/*.ts', 'src/rmr/**/*.ts', 'src/brmr/**/*.ts', 'src/nbd/**/*.ts', 'src/util/**/*.ts'],
+    files: ['src/transport/**/*.ts', 'src/rmr/**/*.ts', 'src/brmr/**/*.ts', 'src/nbd/**/*.ts', 'src/util/**/*.ts', 'src/sim/**/*.ts'],
     ignores: ['src/**/node-*.ts'],
     rules: {
       'no-restricted-imports': ['error', {

@@ -4,9 +4,9 @@
 //
 // Liveness: every heartbeat interval the link sends PING(seq); the peer answers PONG(seq).
 // Because a PONG is produced only after the peer read every byte we sent before the PING,
-// an answered PING proves the peer is alive *and* reading. A PING unanswered for longer than
-// the heartbeat timeout, or more than `max_pending_write_bytes` stuck in our send queue,
-// declares the path dead.
+// an answered PING proves the peer is alive *and* reading. No answer for longer than the
+// heartbeat timeout while a PING is outstanding, or more than `max_pending_write_bytes`
+// stuck in our send queue, declares the path dead: detection within timeout + interval.
 
 import type { Clock, Logger, TimerId } from '../util/ports.js';
 import { FrameDecoder, FrameType, encodeFrameHead, type DecoderLimits, type FrameFields, type FrameSink } from './frame.js';
@@ -46,6 +46,7 @@ export class Link implements StreamHandlers, FrameSink {
   private readonly ping_times = new Float64Array(PING_RING);
   private ping_head = 0;
   private ping_count = 0;
+  private last_answer_at = 0;
   private reads_paused = false;
   /** Smoothed round-trip time in ms (EWMA 1/8, as TCP's SRTT), -1 before any sample. */
   rtt_ms = -1;
@@ -89,6 +90,7 @@ export class Link implements StreamHandlers, FrameSink {
 
   startHeartbeat(): void {
     if (this.down || this.hb_timer !== null) return;
+    this.last_answer_at = this.clock.now();
     this.hb_timer = this.clock.setTimer(this.opts.heartbeat_interval_ms, this.onHeartbeatTick);
   }
 
@@ -101,8 +103,10 @@ export class Link implements StreamHandlers, FrameSink {
     this.hb_timer = null;
     if (this.down) return;
     const now = this.clock.now();
-    if (this.ping_count > 0 && now - (this.ping_times[this.ping_head] as number) > this.opts.heartbeat_timeout_ms) {
-      this.fail(`no heartbeat answer for ${Math.round(now - (this.ping_times[this.ping_head] as number))} ms`);
+    // Silence is measured from the last answer, not from the oldest ping: that bounds
+    // detection by timeout + one interval after the peer went quiet.
+    if (this.ping_count > 0 && now - this.last_answer_at > this.opts.heartbeat_timeout_ms) {
+      this.fail(`no heartbeat answer for ${Math.round(now - this.last_answer_at)} ms`);
       return;
     }
     if (this.stream.pendingWriteBytes > this.opts.max_pending_write_bytes) {
@@ -224,7 +228,8 @@ export class Link implements StreamHandlers, FrameSink {
       this.ping_head = (this.ping_head + 1) % PING_RING;
       this.ping_count--;
       if (s === seq) {
-        this.sampleRtt(this.clock.now() - sent);
+        this.last_answer_at = this.clock.now();
+        this.sampleRtt(this.last_answer_at - sent);
         return;
       }
     }

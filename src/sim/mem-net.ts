@@ -1,0 +1,296 @@
+// An in-memory network for the simulator: byte streams between named hosts, delivered on
+// simulated time with per-link latency, and the faults the transport must survive: links
+// cut (both ends see a reset), partitions (bytes wait, connects time out), refused
+// connections. Every host gets its own `Net` view, so a connection knows both its ends.
+
+import type { Address, Listener, Net, NetStream, StreamHandlers } from '../transport/net.js';
+import type { SimClock } from './sim-clock.js';
+import type { SimRandom } from './sim-random.js';
+
+type NetError = Error & { code?: string };
+function netError(code: string, msg: string): NetError {
+  const e: NetError = new Error(msg);
+  e.code = code;
+  return e;
+}
+
+export interface MemNetOptions {
+  /** One-way delay of every byte. */
+  latency_ms: number;
+  /** Uniform extra delay in [0, jitter_ms) per write (order is kept). */
+  jitter_ms: number;
+}
+
+const pairKey = (a: string, b: string): string => (a < b ? `${a}|${b}` : `${b}|${a}`);
+
+export class MemNetwork {
+  readonly clock: SimClock;
+  readonly random: SimRandom;
+  readonly opts: MemNetOptions;
+  private readonly listeners = new Map<string, MemListener>();
+  private readonly partitions = new Set<string>();
+  readonly streams = new Set<MemStream>();
+  private next_port = 40000;
+
+  constructor(clock: SimClock, random: SimRandom, opts: Partial<MemNetOptions> = {}) {
+    this.clock = clock;
+    this.random = random;
+    this.opts = { latency_ms: opts.latency_ms ?? 0.05, jitter_ms: opts.jitter_ms ?? 0 };
+  }
+
+  /** The Net a process on `host` uses. */
+  host(host: string): Net {
+    return new MemNet(this, host);
+  }
+
+  delay(): number {
+    return this.opts.latency_ms + (this.opts.jitter_ms > 0 ? this.random.float() * this.opts.jitter_ms : 0);
+  }
+
+  isPartitioned(a: string, b: string): boolean {
+    return this.partitions.has(pairKey(a, b));
+  }
+
+  /** Starts or heals a two-way partition between two hosts. Healing releases held bytes. */
+  partition(a: string, b: string, on: boolean): void {
+    if (on) this.partitions.add(pairKey(a, b));
+    else {
+      this.partitions.delete(pairKey(a, b));
+      for (const s of this.streams) if ((s.local_host === a && s.remote_host === b) || (s.local_host === b && s.remote_host === a)) s.flushHeld();
+    }
+  }
+
+  /** Resets every connection between two hosts (or touching `a` when `b` is omitted). */
+  cut(a: string, b?: string): number {
+    let n = 0;
+    for (const s of [...this.streams]) {
+      const touches = b === undefined ? s.local_host === a || s.remote_host === a : s.local_host === a && s.remote_host === b;
+      if (touches) {
+        s.reset();
+        n++;
+      }
+    }
+    return n;
+  }
+
+  register(host: string, port: number, l: MemListener): number {
+    const p = port === 0 ? this.next_port++ : port;
+    const key = `${host}:${p}`;
+    if (this.listeners.has(key)) throw netError('EADDRINUSE', `${key} already listening`);
+    this.listeners.set(key, l);
+    return p;
+  }
+
+  unregister(host: string, port: number): void {
+    this.listeners.delete(`${host}:${port}`);
+  }
+
+  listenerAt(host: string, port: number): MemListener | undefined {
+    return this.listeners.get(`${host}:${port}`);
+  }
+}
+
+class MemListener implements Listener {
+  readonly address: { host: string; port: number };
+  readonly onConnection: (s: NetStream) => void;
+  private readonly net: MemNetwork;
+  constructor(net: MemNetwork, host: string, port: number, onConnection: (s: NetStream) => void) {
+    this.net = net;
+    this.onConnection = onConnection;
+    this.address = { host, port: net.register(host, port, this) };
+  }
+  close(): Promise<void> {
+    this.net.unregister(this.address.host, this.address.port);
+    return Promise.resolve();
+  }
+}
+
+class MemNet implements Net {
+  private readonly w: MemNetwork;
+  private readonly host_name: string;
+  private next_local_port = 50000;
+  constructor(w: MemNetwork, host: string) {
+    this.w = w;
+    this.host_name = host;
+  }
+
+  connect(addr: Address, timeout_ms: number, cb: (err: Error | null, stream: NetStream | null) => void): void {
+    const w = this.w;
+    const from = this.host_name;
+    if (w.isPartitioned(from, addr.host)) {
+      w.clock.setTimer(timeout_ms, () => cb(netError('ETIMEDOUT', `connect to ${addr.host}:${addr.port} timed out`), null));
+      return;
+    }
+    w.clock.setTimer(2 * w.delay(), () => {
+      const l = w.listenerAt(addr.host, addr.port);
+      if (l === undefined || w.isPartitioned(from, addr.host)) {
+        cb(netError('ECONNREFUSED', `connect ECONNREFUSED ${addr.host}:${addr.port}`), null);
+        return;
+      }
+      const local_port = this.next_local_port++;
+      const c = new MemStream(w, from, local_port, addr.host, addr.port);
+      const s = new MemStream(w, addr.host, addr.port, from, local_port);
+      c.peer = s;
+      s.peer = c;
+      l.onConnection(s);
+      cb(null, c);
+    });
+  }
+
+  listen(addr: Address, onConnection: (stream: NetStream) => void): Promise<Listener> {
+    try {
+      return Promise.resolve(new MemListener(this.w, addr.host, addr.port, onConnection));
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+}
+
+export class MemStream implements NetStream {
+  readonly remote: string;
+  readonly local: string;
+  readonly local_host: string;
+  readonly remote_host: string;
+  peer: MemStream | null = null;
+  private readonly w: MemNetwork;
+  private handlers: StreamHandlers | null = null;
+  private closed = false;
+  private close_reported = false;
+  private close_err: Error | null = null;
+  private ending = false;
+  private reading = true;
+  /** Received bytes not yet handed over (before attach or while paused). */
+  private inbox: Buffer[] = [];
+  /** Bytes this side sent that the peer has not been handed yet. */
+  private in_flight = 0;
+  /** Bytes sent while partitioned, released when the partition heals. */
+  private held: Buffer[] = [];
+  private last_delivery_at = 0;
+
+  constructor(w: MemNetwork, local_host: string, local_port: number, remote_host: string, remote_port: number) {
+    this.w = w;
+    this.local_host = local_host;
+    this.remote_host = remote_host;
+    this.local = `${local_host}:${local_port}`;
+    this.remote = `${remote_host}:${remote_port}`;
+    w.streams.add(this);
+  }
+
+  attach(handlers: StreamHandlers): void {
+    if (this.handlers !== null) throw new Error('NetStream.attach called twice');
+    this.handlers = handlers;
+    this.w.clock.setTimer(0, () => this.drainInbox());
+    if (this.closed) this.reportClose();
+  }
+
+  write(chunks: readonly Buffer[]): boolean {
+    if (this.closed || this.ending) return true;
+    const data = chunks.length === 1 ? Buffer.from(chunks[0] as Buffer) : Buffer.concat(chunks);
+    if (data.length === 0) return true;
+    this.send(data);
+    return true;
+  }
+
+  private send(data: Buffer): void {
+    if (this.w.isPartitioned(this.local_host, this.remote_host)) {
+      this.held.push(data);
+      this.in_flight += data.length;
+      return;
+    }
+    this.in_flight += data.length;
+    const at = Math.max(this.w.clock.now() + this.w.delay(), this.last_delivery_at);
+    this.last_delivery_at = at;
+    this.w.clock.setTimer(at - this.w.clock.now(), () => {
+      this.in_flight -= data.length;
+      if (this.closed) return;
+      this.peer?.receive(data);
+    });
+  }
+
+  /** Partition healed: what was held goes out now, in order. */
+  flushHeld(): void {
+    const h = this.held;
+    this.held = [];
+    for (const d of h) {
+      this.in_flight -= d.length;
+      this.send(d);
+    }
+  }
+
+  private receive(data: Buffer): void {
+    if (this.closed) return;
+    this.inbox.push(data);
+    this.drainInbox();
+  }
+
+  private drainInbox(): void {
+    while (this.handlers !== null && this.reading && !this.closed && this.inbox.length > 0) {
+      this.handlers.onData(this.inbox.shift() as Buffer);
+    }
+  }
+
+  get pendingWriteBytes(): number {
+    return this.closed ? 0 : this.in_flight + (this.peer?.bufferedIn ?? 0);
+  }
+
+  /** Bytes received but not consumed (the peer stopped reading). */
+  get bufferedIn(): number {
+    let n = 0;
+    for (const b of this.inbox) n += b.length;
+    return n;
+  }
+
+  pauseReading(): void {
+    this.reading = false;
+  }
+
+  resumeReading(): void {
+    this.reading = true;
+    this.w.clock.setTimer(0, () => this.drainInbox());
+  }
+
+  end(linger_ms: number): void {
+    if (this.closed || this.ending) return;
+    this.ending = true;
+    // The FIN travels behind the data; a peer that cannot take it is cut after linger_ms.
+    const at = Math.max(this.w.clock.now() + this.w.delay(), this.last_delivery_at);
+    this.w.clock.setTimer(Math.min(at - this.w.clock.now(), linger_ms), () => {
+      const peer = this.peer;
+      this.finish(null);
+      peer?.finish(null);
+    });
+  }
+
+  destroy(err?: Error): void {
+    if (this.closed) return;
+    const peer = this.peer;
+    this.finish(err ?? null);
+    // The peer learns of it one latency later, as a reset.
+    if (peer !== null) this.w.clock.setTimer(this.w.delay(), () => peer.finish(netError('ECONNRESET', 'read ECONNRESET')));
+  }
+
+  /** Both ends reset at once (a cut link). */
+  reset(): void {
+    const peer = this.peer;
+    this.finish(netError('ECONNRESET', 'read ECONNRESET'));
+    peer?.finish(netError('ECONNRESET', 'read ECONNRESET'));
+  }
+
+  private finish(err: Error | null): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.close_err = err;
+    this.inbox = [];
+    this.held = [];
+    this.w.streams.delete(this);
+    this.reportClose();
+  }
+
+  private reportClose(): void {
+    this.w.clock.setTimer(0, () => {
+      if (this.close_reported || this.handlers === null) return;
+      this.close_reported = true;
+      this.handlers.onClose(this.close_err);
+    });
+  }
+}
