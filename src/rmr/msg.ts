@@ -1,0 +1,263 @@
+// RMR wire messages (reference §5), each layout defined once. An RMR message travels as the
+// transport's user header; bulk data (IO payload, map pages, metadata pages, user command
+// bytes) travels as the transport's data. Unlike the reference, offsets and lengths are
+// 64-bit, IO carries a byte range (a chunk *range* is derived from it), and MAP_ADD /
+// MAP_CLEAR carry chunk ranges, so discards and multi-chunk IOs are tracked like writes.
+//
+// Every message:  group_id u32 | type u16 | proto_ver u8 | reserved u8       (8 bytes)
+// then the body of its type:
+//   IO         offset u64 | length u64 | flags u32 | map_ver u64 | prio u16 | member_id u8
+//              | failed_cnt u8 | failed_ids [4] | sync u8
+//   MAP_ADD    first_chunk u64 | chunk_count u64 | map_ver u64 | failed_cnt u8 | failed_ids [4]
+//   MAP_CLEAR  first_chunk u64 | chunk_count u64 | member_id u8
+//   CMD        cmd_type u8 | sync u8 | pool_name (u16 len + utf-8) | payload of cmd_type
+//   CMD_RSP    cmd_type u8 | member_id u8 | err i32 | value u64 | chunk_size u32 | mapped_size u64
+
+import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
+
+export const RMR_PROTO_VER = 1;
+/** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
+export const MAX_MEMBERS = 4;
+
+export const MsgType = { CMD: 0, CMD_RSP: 1, IO: 2, MAP_CLEAR: 4, MAP_ADD: 5 } as const;
+export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
+
+export const IoOp = { READ: 0, WRITE: 1, DISCARD: 2, SYNCREQ: 3, WRITE_ZEROES: 4, FLUSH: 5, MD_READ: 6, MD_WRITE: 7 } as const;
+export type IoOpValue = (typeof IoOp)[keyof typeof IoOp];
+export const IO_OP_MASK = 0xff;
+export const IO_F_SYNC = 0x100;
+export const IO_F_FUA = 0x200;
+const IO_FLAGS_KNOWN = IO_OP_MASK | IO_F_SYNC | IO_F_FUA;
+
+export const CmdType = {
+  MAP_READY: 0,
+  MAP_SEND: 1,
+  SEND_MAP_BUF: 2,
+  MAP_BUF_DONE: 3,
+  MAP_DONE: 4,
+  MAP_DISABLE: 5,
+  READ_MAP_BUF: 6,
+  MAP_CHECK: 7,
+  INTENT_TO_MAP: 8, // the reference's LAST_IO_TO_MAP, for the intent record
+  STORE_CHECK: 9,
+  MAP_TEST: 10,
+  SEND_MD_BUF: 11,
+  SEND_DISCARD: 12,
+  MD_SEND: 13,
+  MAP_GET_VER: 14,
+  MAP_SET_VER: 15,
+  DISCARD_CLEAR_FLAG: 16,
+  POOL_INFO: 18,
+  JOIN_POOL: 19,
+  REJOIN_POOL: 20,
+  LEAVE_POOL: 21,
+  ENABLE_POOL: 22,
+  USER: 23,
+} as const;
+export type CmdTypeValue = (typeof CmdType)[keyof typeof CmdType];
+export const CMD_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(CmdType).map(([k, v]) => [v, k]));
+
+export const MsgHeader = new Layout('msg header', { group_id: 'u32', type: 'u16', proto_ver: 'u8', reserved: 'u8' }, (v) =>
+  ![0, 1, 2, 4, 5].includes(v.type) ? `unknown message type ${v.type}` : v.proto_ver !== RMR_PROTO_VER ? `protocol version ${v.proto_ver}` : null,
+);
+
+/** Member id lists: `cnt` ids in 1..255, distinct, the rest zero. */
+function checkMembers(cnt: number, ids: Buffer): string | null {
+  if (cnt > MAX_MEMBERS) return `${cnt} members > ${MAX_MEMBERS}`;
+  const seen = new Set<number>();
+  for (let i = 0; i < MAX_MEMBERS; i++) {
+    const id = ids[i] as number;
+    if (i < cnt) {
+      if (id === 0) return 'member id 0 in the list';
+      if (seen.has(id)) return `member ${id} listed twice`;
+      seen.add(id);
+    } else if (id !== 0) return 'member ids beyond the count must be zero';
+  }
+  return null;
+}
+
+export const IoMsg = new Layout(
+  'IO',
+  {
+    offset: 'u64',
+    length: 'u64',
+    flags: 'u32',
+    map_ver: 'u64',
+    prio: 'u16',
+    member_id: 'u8',
+    failed_cnt: 'u8',
+    failed_ids: { bytes: MAX_MEMBERS },
+    sync: 'u8',
+  },
+  (v) => {
+    if ((v.flags & ~IO_FLAGS_KNOWN) !== 0) return `unknown IO flags 0x${v.flags.toString(16)}`;
+    if ((v.flags & IO_OP_MASK) > IoOp.MD_WRITE) return `unknown IO op ${v.flags & IO_OP_MASK}`;
+    if (v.offset + v.length > Number.MAX_SAFE_INTEGER) return 'offset + length beyond 2^53';
+    if (v.sync > 1) return 'sync must be 0 or 1';
+    return checkMembers(v.failed_cnt, v.failed_ids);
+  },
+);
+
+export const MapAddMsg = new Layout(
+  'MAP_ADD',
+  { first_chunk: 'u64', chunk_count: 'u64', map_ver: 'u64', failed_cnt: 'u8', failed_ids: { bytes: MAX_MEMBERS } },
+  (v) => (v.chunk_count < 1 ? 'empty chunk range' : v.failed_cnt < 1 ? 'no member listed' : checkMembers(v.failed_cnt, v.failed_ids)),
+);
+
+export const MapClearMsg = new Layout('MAP_CLEAR', { first_chunk: 'u64', chunk_count: 'u64', member_id: 'u8' }, (v) =>
+  v.chunk_count < 1 ? 'empty chunk range' : v.member_id === 0 ? 'member id 0' : null,
+);
+
+export const CmdEnvelope = new Layout('CMD', { cmd_type: 'u8', sync: 'u8', pool_name: 'name' }, (v) =>
+  !CMD_NAMES.has(v.cmd_type) ? `unknown command ${v.cmd_type}` : v.sync > 1 ? 'sync must be 0 or 1' : v.pool_name.length === 0 ? 'empty pool name' : null,
+);
+
+const flag = (name: string, x: number): string | null => (x > 1 ? `${name} must be 0 or 1` : null);
+const member = (name: string, x: number): string | null => (x === 0 ? `${name} 0` : null);
+const first = (...xs: (string | null)[]): string | null => xs.find((x) => x !== null) ?? null;
+
+const none = new Layout('no payload', {});
+export const POOL_INFO_OP = { ADD: 0, REMOVE: 1 } as const;
+export const POOL_INFO_MODE = { CREATE: 0, ASSEMBLE: 1, DELETE: 2, DISASSEMBLE: 3 } as const;
+export const MD_FLAG = { READ: 1, WRITE: 2 } as const;
+
+/** Payload layout of each command (what follows the envelope). */
+export const CmdPayload = {
+  [CmdType.MAP_READY]: none,
+  [CmdType.MAP_SEND]: new Layout('MAP_SEND', { receiver_member_id: 'u8' }, (v) => member('receiver', v.receiver_member_id)),
+  [CmdType.SEND_MAP_BUF]: new Layout('SEND_MAP_BUF', { member_id: 'u8', first_page: 'u32', page_count: 'u32', map_ver: 'u64' }, (v) =>
+    first(member('member', v.member_id), v.page_count < 1 ? 'no pages' : null),
+  ),
+  [CmdType.MAP_BUF_DONE]: new Layout('MAP_BUF_DONE', { map_ver: 'u64' }),
+  [CmdType.MAP_DONE]: new Layout('MAP_DONE', { enable: 'u8' }, (v) => flag('enable', v.enable)),
+  [CmdType.MAP_DISABLE]: none,
+  [CmdType.READ_MAP_BUF]: new Layout('READ_MAP_BUF', { map_idx: 'u8', page: 'u32' }, (v) => (v.map_idx >= MAX_MEMBERS ? `map index ${v.map_idx}` : null)),
+  [CmdType.MAP_CHECK]: none,
+  [CmdType.INTENT_TO_MAP]: none,
+  [CmdType.STORE_CHECK]: none,
+  [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u32' }, (v) => member('member', v.member_id)),
+  [CmdType.SEND_MD_BUF]: new Layout('SEND_MD_BUF', { sender_id: 'u8', receiver_id: 'u8', flags: 'u8' }, (v) =>
+    v.flags !== MD_FLAG.READ && v.flags !== MD_FLAG.WRITE ? `bad metadata flags ${v.flags}` : null,
+  ),
+  [CmdType.SEND_DISCARD]: new Layout('SEND_DISCARD', { member_id: 'u8' }, (v) => member('member', v.member_id)),
+  [CmdType.MD_SEND]: new Layout('MD_SEND', { src_mapped_size: 'u64', sender_id: 'u8', leader_id: 'u8', read_full_md: 'u8' }, (v) =>
+    flag('read_full_md', v.read_full_md),
+  ),
+  [CmdType.MAP_GET_VER]: none,
+  // The reference sends a u8 here although versions are u64 (§12.4); ours is u64.
+  [CmdType.MAP_SET_VER]: new Layout('MAP_SET_VER', { map_ver: 'u64' }),
+  [CmdType.DISCARD_CLEAR_FLAG]: new Layout('DISCARD_CLEAR_FLAG', { member_id: 'u8' }, (v) => member('member', v.member_id)),
+  [CmdType.POOL_INFO]: new Layout('POOL_INFO', { member_id: 'u8', operation: 'u8', mode: 'u8', dirty: 'u8' }, (v) =>
+    first(member('member', v.member_id), v.operation > 1 ? `operation ${v.operation}` : null, v.mode > 3 ? `mode ${v.mode}` : null, flag('dirty', v.dirty)),
+  ),
+  [CmdType.JOIN_POOL]: new Layout(
+    'JOIN_POOL',
+    {
+      queue_depth: 'u32',
+      chunk_size: 'u32',
+      dirty: 'u8',
+      create: 'u8',
+      rejoin: 'u8',
+      member_cnt: 'u8',
+      member_ids: { bytes: MAX_MEMBERS },
+      member_dirty: { bytes: MAX_MEMBERS },
+    },
+    (v) => first(flag('dirty', v.dirty), flag('create', v.create), flag('rejoin', v.rejoin), checkMembers(v.member_cnt, v.member_ids)),
+  ),
+  [CmdType.REJOIN_POOL]: new Layout('REJOIN_POOL', { queue_depth: 'u32', chunk_size: 'u32' }),
+  [CmdType.LEAVE_POOL]: new Layout('LEAVE_POOL', { member_id: 'u8', delete: 'u8' }, (v) => first(member('member', v.member_id), flag('delete', v.delete))),
+  [CmdType.ENABLE_POOL]: new Layout('ENABLE_POOL', { enable: 'u8' }, (v) => flag('enable', v.enable)),
+  [CmdType.USER]: new Layout('USER', { usr_len: 'u32' }),
+} as const;
+
+const PAYLOADS: ReadonlyMap<number, UntypedLayout> = new Map(
+  Object.entries(CmdPayload).map(([k, l]) => [Number(k), l as unknown as UntypedLayout]),
+);
+
+/** The payload layout of a command number, or undefined for an unknown command. */
+export function payloadLayout(cmd_type: number): UntypedLayout | undefined {
+  return PAYLOADS.get(cmd_type);
+}
+
+export const CmdRsp = new Layout('CMD_RSP', { cmd_type: 'u8', member_id: 'u8', err: 'i32', value: 'u64', chunk_size: 'u32', mapped_size: 'u64' }, (v) =>
+  !CMD_NAMES.has(v.cmd_type) ? `unknown command ${v.cmd_type}` : v.err > 0 || v.err < -4095 ? `bad errno ${v.err}` : null,
+);
+
+export type MsgHeaderValue = ValuesOf<typeof MsgHeader.spec>;
+export type IoMsgValue = ValuesOf<typeof IoMsg.spec>;
+export type MapAddValue = ValuesOf<typeof MapAddMsg.spec>;
+export type MapClearValue = ValuesOf<typeof MapClearMsg.spec>;
+export type CmdEnvelopeValue = ValuesOf<typeof CmdEnvelope.spec>;
+export type CmdRspValue = ValuesOf<typeof CmdRsp.spec>;
+
+export type RmrMessage =
+  | { type: 'IO'; group_id: number; body: IoMsgValue }
+  | { type: 'MAP_ADD'; group_id: number; body: MapAddValue }
+  | { type: 'MAP_CLEAR'; group_id: number; body: MapClearValue }
+  | { type: 'CMD'; group_id: number; env: CmdEnvelopeValue; payload: Record<string, number | string | Buffer> }
+  | { type: 'CMD_RSP'; group_id: number; body: CmdRspValue };
+
+function header(group_id: number, type: MsgTypeValue): Buffer {
+  return MsgHeader.encode({ group_id, type, proto_ver: RMR_PROTO_VER, reserved: 0 });
+}
+
+export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
+  return Buffer.concat([header(group_id, MsgType.IO), IoMsg.encode(body)]);
+}
+export function encodeMapAdd(group_id: number, body: MapAddValue): Buffer {
+  return Buffer.concat([header(group_id, MsgType.MAP_ADD), MapAddMsg.encode(body)]);
+}
+export function encodeMapClear(group_id: number, body: MapClearValue): Buffer {
+  return Buffer.concat([header(group_id, MsgType.MAP_CLEAR), MapClearMsg.encode(body)]);
+}
+export function encodeCmdRsp(group_id: number, body: CmdRspValue): Buffer {
+  return Buffer.concat([header(group_id, MsgType.CMD_RSP), CmdRsp.encode(body)]);
+}
+export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>): Buffer {
+  const layout = payloadLayout(env.cmd_type);
+  if (layout === undefined) throw new RangeError(`unknown command ${env.cmd_type}`);
+  const p = layout.encodeUntyped(payload);
+  return Buffer.concat([header(group_id, MsgType.CMD), CmdEnvelope.encode(env), p]);
+}
+
+/**
+ * Decodes any RMR message (the whole user header). Trailing bytes are refused: a layout
+ * either matches exactly or the message is rejected with a reason.
+ */
+export function decodeMessage(buf: Buffer): { ok: true; msg: RmrMessage } | { ok: false; reason: string } {
+  const h = MsgHeader.decode(buf);
+  if (!h.ok) return h;
+  const { group_id, type } = h.value;
+  let o = h.bytes;
+  const exact = <T>(d: { ok: true; value: T; bytes: number } | { ok: false; reason: string }): { ok: true; value: T } | { ok: false; reason: string } => {
+    if (!d.ok) return d;
+    o += d.bytes;
+    return o === buf.length ? { ok: true, value: d.value } : { ok: false, reason: `${buf.length - o} trailing bytes` };
+  };
+  switch (type) {
+    case MsgType.IO: {
+      const d = exact(IoMsg.decode(buf, o));
+      return d.ok ? { ok: true, msg: { type: 'IO', group_id, body: d.value } } : d;
+    }
+    case MsgType.MAP_ADD: {
+      const d = exact(MapAddMsg.decode(buf, o));
+      return d.ok ? { ok: true, msg: { type: 'MAP_ADD', group_id, body: d.value } } : d;
+    }
+    case MsgType.MAP_CLEAR: {
+      const d = exact(MapClearMsg.decode(buf, o));
+      return d.ok ? { ok: true, msg: { type: 'MAP_CLEAR', group_id, body: d.value } } : d;
+    }
+    case MsgType.CMD_RSP: {
+      const d = exact(CmdRsp.decode(buf, o));
+      return d.ok ? { ok: true, msg: { type: 'CMD_RSP', group_id, body: d.value } } : d;
+    }
+    default: {
+      const e = CmdEnvelope.decode(buf, o);
+      if (!e.ok) return e;
+      o += e.bytes;
+      const layout = payloadLayout(e.value.cmd_type) as UntypedLayout; // the envelope check knows every command
+      const p = exact(layout.decode(buf, o));
+      return p.ok ? { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value } } : p;
+    }
+  }
+}

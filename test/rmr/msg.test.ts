@@ -1,0 +1,161 @@
+// Every RMR message layout round-trips, and truncated or mutated bytes are either rejected
+// with a reason or decode to a value that re-encodes to exactly those bytes (no two
+// encodings of one message, no silent repair).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import type { Layout} from '../../src/rmr/layout.js';
+import { type FieldSpec, type FieldType, type ValuesOf } from '../../src/rmr/layout.js';
+import {
+  CmdEnvelope,
+  CmdPayload,
+  CmdRsp,
+  CmdType,
+  IO_F_FUA,
+  IoMsg,
+  IoOp,
+  MapAddMsg,
+  MapClearMsg,
+  decodeMessage,
+  encodeCmd,
+  encodeIo,
+  encodeMapAdd,
+} from '../../src/rmr/msg.js';
+
+function fieldArb(t: FieldType): fc.Arbitrary<number | string | Buffer> {
+  if (t === 'u8') return fc.integer({ min: 0, max: 255 });
+  if (t === 'u16') return fc.integer({ min: 0, max: 0xffff });
+  if (t === 'u32') return fc.integer({ min: 0, max: 0xffffffff });
+  if (t === 'i32') return fc.integer({ min: -0x80000000, max: 0x7fffffff });
+  if (t === 'u64') return fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }));
+  if (t === 'name') return fc.stringMatching(/^[a-z0-9_.-]{1,40}$/);
+  // Small member-id-like bytes make valid lists likely.
+  return fc.array(fc.integer({ min: 0, max: 5 }), { minLength: t.bytes, maxLength: t.bytes }).map((a) => Buffer.from(a));
+}
+
+const FLAGS = ['dirty', 'create', 'rejoin', 'delete', 'enable', 'sync', 'read_full_md'];
+
+/** Nudges random values towards validity so every layout gets many valid cases. */
+function repair(v: Record<string, number | string | Buffer>): void {
+  for (const f of FLAGS) if (typeof v[f] === 'number') v[f] = (v[f]) % 2;
+  if (typeof v.flags === 'number' && 'offset' in v) v.flags = ((v.flags) % 8) | ((v.flags) & 0x300);
+  if (typeof v.flags === 'number' && 'sender_id' in v) v.flags = 1 + ((v.flags) % 2);
+  for (const [cnt, ids] of [['failed_cnt', 'failed_ids'], ['member_cnt', 'member_ids']] as const) {
+    if (typeof v[cnt] !== 'number') continue;
+    const n = (v[cnt]) % 5;
+    v[cnt] = n;
+    v[ids] = Buffer.from([1, 2, 3, 4].map((id, i) => (i < n ? id : 0)));
+  }
+  for (const k of ['member_id', 'receiver_member_id']) if (v[k] === 0) v[k] = 1;
+  if (typeof v.chunk_count === 'number' && v.chunk_count === 0) v.chunk_count = 1;
+  if (typeof v.failed_cnt === 'number' && 'chunk_count' in v && v.failed_cnt === 0) {
+    v.failed_cnt = 1;
+    v.failed_ids = Buffer.from([1, 0, 0, 0]);
+  }
+  if (typeof v.offset === 'number' && typeof v.length === 'number') v.offset = Math.min(v.offset, Number.MAX_SAFE_INTEGER - v.length);
+  if (typeof v.err === 'number') v.err = -(Math.abs(v.err) % 4096) || 0;
+  if (typeof v.cmd_type === 'number') v.cmd_type = [0, 1, 7, 18, 19, 23][v.cmd_type % 6] as number;
+  if (typeof v.map_idx === 'number') v.map_idx %= 4;
+  if (typeof v.operation === 'number') v.operation %= 2;
+  if (typeof v.mode === 'number') v.mode %= 4;
+  if (typeof v.page_count === 'number' && v.page_count === 0) v.page_count = 1;
+}
+
+function valueArb<S extends FieldSpec>(l: Layout<S>): fc.Arbitrary<ValuesOf<S>> {
+  const rec: Record<string, fc.Arbitrary<number | string | Buffer>> = {};
+  for (const [k, t] of Object.entries(l.spec)) rec[k] = fieldArb(t);
+  return fc.record(rec).map((v) => {
+    const copy: Record<string, number | string | Buffer> = { ...v };
+    repair(copy);
+    return copy as unknown as ValuesOf<S>;
+  });
+}
+
+const LAYOUTS: Layout<FieldSpec>[] = [IoMsg, MapAddMsg, MapClearMsg, CmdEnvelope, CmdRsp, ...Object.values(CmdPayload)] as unknown as Layout<FieldSpec>[];
+
+test('every layout round-trips its valid values', () => {
+  for (const l of LAYOUTS) {
+    let valid = 0;
+    fc.assert(
+      fc.property(valueArb(l), (v) => {
+        if (l.validate(v) !== null) {
+          assert.throws(() => l.encode(v), RangeError);
+          return;
+        }
+        valid++;
+        const b = l.encode(v);
+        assert.equal(b.length, l.size(v));
+        const d = l.decode(b);
+        assert.ok(d.ok, `${l.name}: ${d.ok ? '' : d.reason}`);
+        assert.deepEqual({ ...d.value }, { ...v });
+        assert.equal(d.bytes, b.length);
+      }),
+      { numRuns: 300 },
+    );
+    assert.ok(valid > 100, `${l.name}: the generator produced valid values (${valid})`);
+  }
+});
+
+test('truncations are rejected; mutations are rejected or canonical', () => {
+  for (const l of LAYOUTS) {
+    fc.assert(
+      fc.property(valueArb(l), fc.array(fc.record({ at: fc.nat(), val: fc.integer({ min: 0, max: 255 }) }), { maxLength: 4 }), (v, muts) => {
+        fc.pre(l.validate(v) === null);
+        const b = l.encode(v);
+        for (let n = 0; n < b.length; n++) assert.equal(l.decode(b.subarray(0, n)).ok, false, `${l.name} prefix ${n}`);
+        if (b.length === 0) return;
+        const m = Buffer.from(b);
+        for (const x of muts) m[x.at % m.length] = x.val;
+        const d = l.decode(m);
+        if (d.ok && d.bytes === m.length) assert.deepEqual(l.encode(d.value), m, `${l.name}: decoded value re-encodes identically`);
+        if (!d.ok) assert.ok(d.reason.startsWith(l.name));
+      }),
+      { numRuns: 200 },
+    );
+  }
+});
+
+test('whole messages: 64-bit offsets travel intact; garbage and trailing bytes are refused', () => {
+  const io = {
+    offset: 64 * 2 ** 40 - 4096, // the last 4 KiB of a 64 TiB device
+    length: 4096,
+    flags: IoOp.WRITE | IO_F_FUA,
+    map_ver: 7,
+    prio: 0,
+    member_id: 2,
+    failed_cnt: 1,
+    failed_ids: Buffer.from([3, 0, 0, 0]),
+    sync: 0,
+  };
+  const b = encodeIo(0xdeadbeef, io);
+  const d = decodeMessage(b);
+  assert.ok(d.ok);
+  assert.equal(d.msg.type, 'IO');
+  if (d.msg.type === 'IO') assert.deepEqual({ ...d.msg.body }, io);
+  assert.match((decodeMessage(Buffer.concat([b, Buffer.from([0])])) as { reason: string }).reason, /trailing/);
+  assert.equal(decodeMessage(Buffer.alloc(3)).ok, false);
+  const bad = Buffer.from(b);
+  bad.writeUInt16LE(9, 4); // unknown message type
+  assert.match((decodeMessage(bad) as { reason: string }).reason, /unknown message type 9/);
+
+  const add = encodeMapAdd(1, { first_chunk: 10, chunk_count: 3, map_ver: 2, failed_cnt: 2, failed_ids: Buffer.from([1, 4, 0, 0]) });
+  assert.equal(decodeMessage(add).ok, true);
+  assert.throws(() => encodeMapAdd(1, { first_chunk: 10, chunk_count: 3, map_ver: 2, failed_cnt: 2, failed_ids: Buffer.from([1, 1, 0, 0]) }), /listed twice/);
+
+  const join = encodeCmd(5, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'pool1' }, {
+    queue_depth: 128, chunk_size: 131072, dirty: 0, create: 1, rejoin: 0, member_cnt: 1, member_ids: Buffer.from([2, 0, 0, 0]), member_dirty: Buffer.alloc(4),
+  });
+  const j = decodeMessage(join);
+  assert.ok(j.ok && j.msg.type === 'CMD');
+  if (j.msg.type === 'CMD') {
+    assert.equal(j.msg.env.pool_name, 'pool1');
+    assert.equal(j.msg.payload.chunk_size, 131072);
+  }
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 120 }), (bytes) => {
+      const r = decodeMessage(Buffer.from(bytes));
+      if (!r.ok) assert.ok(r.reason.length > 0);
+    }),
+    { numRuns: 3000 },
+  );
+});
