@@ -7,6 +7,7 @@ export const Errno = {
   ENOENT: -2,
   EIO: -5,
   ENXIO: -6,
+  E2BIG: -7,
   EAGAIN: -11,
   ENOMEM: -12,
   EACCES: -13,

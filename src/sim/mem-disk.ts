@@ -1,0 +1,149 @@
+// A memory disk for tests and the simulator, usable as BlockStore and MetaStore. Writes go
+// to a volatile cache until a flush (or FUA) makes them durable; `powerLoss` throws the cache
+// away, or tears it (keeps a random subset of 512-byte sectors of each unflushed write), as a
+// real disk may at a crash. Latency and errors are injected per operation.
+
+import type { Clock } from '../util/ports.js';
+import { Errno } from '../util/errno.js';
+import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../rmr/store.js';
+import type { SimRandom } from './sim-random.js';
+
+const SECTOR = 512;
+
+export interface MemDiskFaults {
+  /** Latency of every operation in ms. */
+  latency_ms: number;
+  /** Probability that a read / write fails with EIO. */
+  read_error_rate: number;
+  write_error_rate: number;
+  /** Byte ranges whose reads or writes fail with EIO. */
+  bad_ranges: { offset: number; length: number }[];
+}
+
+export class MemDisk implements BlockStore, MetaStore {
+  readonly size_bytes: number;
+  /** Durable content. */
+  private readonly durable: Buffer;
+  /** What reads see: durable content plus the volatile cache. */
+  private readonly current: Buffer;
+  /** Unflushed writes, in order. */
+  private cache: { offset: number; data: Buffer }[] = [];
+  private readonly clock: Clock;
+  private readonly random: SimRandom | null;
+  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [] };
+  readonly stats = { reads: 0, writes: 0, flushes: 0, errors: 0 };
+
+  constructor(size_bytes: number, clock: Clock, random: SimRandom | null = null) {
+    if (!Number.isSafeInteger(size_bytes) || size_bytes <= 0 || size_bytes > 1 << 30) throw new RangeError(`memory disk size ${size_bytes}`);
+    this.size_bytes = size_bytes;
+    this.durable = Buffer.alloc(size_bytes);
+    this.current = Buffer.alloc(size_bytes);
+    this.clock = clock;
+    this.random = random;
+  }
+
+  private later(fn: () => void): void {
+    this.clock.setTimer(this.faults.latency_ms, fn);
+  }
+
+  private check(offset: number, length: number): number {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size_bytes) return Errno.EINVAL;
+    return 0;
+  }
+
+  private failed(offset: number, length: number, rate: number): boolean {
+    if (rate > 0 && this.random !== null && this.random.float() < rate) return true;
+    return this.faults.bad_ranges.some((r) => offset < r.offset + r.length && r.offset < offset + length);
+  }
+
+  read(offset: number, length: number, cb: ReadCallback): void {
+    this.stats.reads++;
+    const bad = this.check(offset, length);
+    const err = bad !== 0 ? bad : this.failed(offset, length, this.faults.read_error_rate) ? Errno.EIO : 0;
+    // The data is taken at completion time, as a real disk would.
+    this.later(() => {
+      if (err !== 0) {
+        this.stats.errors++;
+        return cb(err, null);
+      }
+      cb(0, Buffer.from(this.current.subarray(offset, offset + length)));
+    });
+  }
+
+  get meta_size_bytes(): number {
+    return this.size_bytes;
+  }
+
+  readMeta(offset: number, length: number, cb: ReadCallback): void {
+    this.read(offset, length, cb);
+  }
+
+  writeMeta(offset: number, data: Buffer, cb: IoCallback): void {
+    this.write(offset, data, true, cb);
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+    this.stats.writes++;
+    const bad = this.check(offset, data.length);
+    const err = bad !== 0 ? bad : this.failed(offset, data.length, this.faults.write_error_rate) ? Errno.EIO : 0;
+    const copy = Buffer.from(data);
+    this.later(() => {
+      if (err !== 0) {
+        this.stats.errors++;
+        return cb(err);
+      }
+      copy.copy(this.current, offset);
+      if (fua) copy.copy(this.durable, offset);
+      else this.cache.push({ offset, data: copy });
+      cb(0);
+    });
+  }
+
+  discard(offset: number, length: number, cb: IoCallback): void {
+    this.writeZeroes(offset, length, cb);
+  }
+
+  writeZeroes(offset: number, length: number, cb: IoCallback): void {
+    const bad = this.check(offset, length);
+    if (bad !== 0) return this.later(() => cb(bad));
+    this.write(offset, Buffer.alloc(length), false, cb);
+  }
+
+  flush(cb: IoCallback): void {
+    this.stats.flushes++;
+    this.later(() => {
+      for (const w of this.cache) w.data.copy(this.durable, w.offset);
+      this.cache = [];
+      cb(0);
+    });
+  }
+
+  /** Bytes written but not yet durable. */
+  get unflushedWrites(): number {
+    return this.cache.length;
+  }
+
+  /**
+   * Simulated power loss: unflushed writes are dropped ('drop') or torn ('tear': each
+   * 512-byte sector of each write survives with probability 1/2). Reads then see only what
+   * was durable.
+   */
+  powerLoss(mode: 'drop' | 'tear'): void {
+    if (mode === 'tear') {
+      const rnd = this.random;
+      if (rnd === null) throw new Error('tearing needs a SimRandom');
+      for (const w of this.cache) {
+        for (let s = 0; s < w.data.length; s += SECTOR) {
+          if (rnd.float() < 0.5) w.data.copy(this.durable, w.offset + s, s, Math.min(s + SECTOR, w.data.length));
+        }
+      }
+    }
+    this.cache = [];
+    this.durable.copy(this.current);
+  }
+
+  /** Direct view of what reads see (tests compare replicas with it). */
+  contents(offset = 0, length = this.size_bytes): Buffer {
+    return Buffer.from(this.current.subarray(offset, offset + length));
+  }
+}
