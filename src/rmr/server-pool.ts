@@ -1,0 +1,444 @@
+// The storage node's side of a pool (the reference's rmr_srv_pool, §4.3, §6.5-§6.7, §7.2):
+// registration of the backing store, joins, IO admission, "lock, sync, resume" for dirty
+// chunks over the whole chunk range of an IO, completion bookkeeping (piggybacked failed
+// members, map version, intent record), MAP_ADD / MAP_CLEAR, and chunk sync from a peer.
+//
+// It is sans-IO: the store, the metadata store and the peers (through the sync pool) are
+// ports; answers go back through the `reply` callbacks the dispatcher hands in.
+//
+// Not yet here (the next steps of the RMR core issue): map spread commands (MAP_READY ..
+// MAP_DONE), metadata exchange, persistence of the dirty maps, the background sync thread
+// with its rate controller, and the wiring to the transport dispatcher.
+
+import { Errno } from '../util/errno.js';
+import { DirtyMap } from './dirty-map.js';
+import { IntentLog } from './intent-log.js';
+import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from './msg.js';
+import { checkChunkSize } from './pool-md.js';
+import { ServerPoolStateMachine, type ServerPoolStateEvent } from './server-pool-state.js';
+import type { BlockStore, MetaStore, ReadCallback } from './store.js';
+
+/** What the server pool needs from its peers (provided by the node's sync client pool). */
+export interface SyncSource {
+  /** Max bytes per peer read. */
+  readonly max_io_size: number;
+  /** Reads a range from some NORMAL peer (retrying on others); -EIO when none could serve it. */
+  readPeer(offset: number, length: number, cb: ReadCallback): void;
+  /** Tells the peers that `member_id` is now clean for the chunk range (best effort). */
+  mapClear(first_chunk: number, chunk_count: number, member_id: number): void;
+}
+
+export interface RegisteredStore {
+  block: BlockStore;
+  meta: MetaStore;
+  /** Byte offset in `meta` where RMR's metadata region starts. */
+  meta_base: number;
+  /** BRMR's io_allowed (OPEN && MAPPED); true for plain stores. */
+  ioAllowed(): boolean;
+}
+
+export type ServerPoolEvent =
+  | ServerPoolStateEvent
+  | { kind: 'store_error'; pool: string; op: string; status: number }
+  | { kind: 'chunk_synced'; pool: string; chunk: number; ok: boolean; status: number };
+
+/** An IO waiting for a dirty chunk of its range to be synced. */
+interface ParkedIo {
+  io: IoMsgValue;
+  data: Buffer;
+  reply: (status: number, data: Buffer | null) => void;
+}
+
+export interface ServerPoolOptions {
+  pool_name: string;
+  group_id: number;
+  member_id: number;
+  chunk_size: number;
+  /** Intent record geometry (extent = 2^shift bytes). */
+  intent_extent_shift?: number;
+  intent_max_extents?: number;
+}
+
+export interface ServerPoolStats {
+  reads: number;
+  writes: number;
+  refused: number;
+  parked: number;
+  chunk_syncs: number;
+  chunk_sync_failures: number;
+  store_errors: number;
+}
+
+export class ServerPool {
+  readonly name: string;
+  readonly group_id: number;
+  readonly member_id: number;
+  readonly chunk_size: number;
+  private readonly chunk_shift: number;
+  readonly sm: ServerPoolStateMachine;
+  private store: RegisteredStore | null = null;
+  private intent: IntentLog | null = null;
+  mapped_size = 0;
+  no_of_chunks = 0;
+  marked_create = false;
+  marked_delete = false;
+  maintenance = false;
+  map_ver = 1;
+  /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
+  readonly maps = new Map<number, DirtyMap<ParkedIo>>();
+  /** Non-sync (compute client) sessions joined. */
+  client_sessions = 0;
+  sync_source: SyncSource | null = null;
+  private readonly emit: (ev: ServerPoolEvent) => void;
+  private readonly opts: Required<ServerPoolOptions>;
+  readonly stats: ServerPoolStats = { reads: 0, writes: 0, refused: 0, parked: 0, chunk_syncs: 0, chunk_sync_failures: 0, store_errors: 0 };
+
+  constructor(opts: ServerPoolOptions, emit: (ev: ServerPoolEvent) => void) {
+    const bad = checkChunkSize(opts.chunk_size);
+    if (bad !== null) throw new RangeError(bad);
+    if (!Number.isInteger(opts.member_id) || opts.member_id < 1 || opts.member_id > 255) throw new RangeError(`member_id ${opts.member_id} outside 1..255`);
+    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, ...opts };
+    this.name = opts.pool_name;
+    this.group_id = opts.group_id;
+    this.member_id = opts.member_id;
+    this.chunk_size = opts.chunk_size;
+    this.chunk_shift = Math.log2(opts.chunk_size);
+    this.emit = emit;
+    this.sm = new ServerPoolStateMachine(opts.pool_name, emit);
+  }
+
+  get state(): string {
+    return this.sm.state;
+  }
+
+  ownMap(): DirtyMap<ParkedIo> | undefined {
+    return this.maps.get(this.member_id);
+  }
+
+  private chunkRange(offset: number, length: number): [number, number] {
+    const cs = this.chunk_size;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / cs);
+    return [first, last - first + 1];
+  }
+
+  /** The map of `member_id`, created clean (or fully dirty) if this node did not know it. */
+  private mapOf(member_id: number, full = false): DirtyMap<ParkedIo> {
+    let m = this.maps.get(member_id);
+    if (m === undefined) {
+      if (this.maps.size >= MAX_MEMBERS) throw new RangeError(`pool ${this.name} already has ${MAX_MEMBERS} members`);
+      m = new DirtyMap<ParkedIo>(member_id, this.no_of_chunks);
+      if (full) m.setAll();
+      this.maps.set(member_id, m);
+    }
+    return m;
+  }
+
+  // ------------------------------------------------------------------ registration
+
+  /**
+   * Registers the backing store (brmr-server's create_store / add_store). `create` marks the
+   * pool for a create-mode join; otherwise only assemble joins are accepted.
+   */
+  register(store: RegisteredStore, mode: 'create' | 'add', mapped_size: number): string | null {
+    if (this.store !== null) return `pool ${this.name} already has a store`;
+    if (!Number.isSafeInteger(mapped_size) || mapped_size <= 0 || mapped_size % 512 !== 0) return `mapped_size ${mapped_size} must be a positive multiple of 512`;
+    if (mapped_size > store.block.size_bytes) return `mapped_size ${mapped_size} exceeds the store (${store.block.size_bytes} bytes)`;
+    if (this.mapped_size !== 0 && this.mapped_size !== mapped_size) return `mapped_size ${mapped_size} differs from the pool's ${this.mapped_size}`;
+    const err = this.sm.state === 'NORMAL' || this.sm.state === 'NO_IO' ? null : this.sm.change('REGISTERED', `store registered (${mode})`);
+    if (err !== null) return err;
+    this.store = store;
+    this.mapped_size = mapped_size;
+    this.no_of_chunks = Math.ceil(mapped_size / this.chunk_size);
+    this.marked_create = mode === 'create';
+    this.intent = new IntentLog(store.meta, store.meta_base, {
+      extent_shift: this.opts.intent_extent_shift,
+      max_active: this.opts.intent_max_extents,
+      requestFlush: () => this.flushForIntent(),
+    });
+    this.mapOf(this.member_id);
+    return null;
+  }
+
+  get hasStore(): boolean {
+    return this.store !== null;
+  }
+
+  // ------------------------------------------------------------------ joins
+
+  /**
+   * A JOIN_POOL from a compute client (non-sync) or a peer's sync pool, by the reference's
+   * acceptance matrix (§4.3). `members` lists the client's other legs (and for create,
+   * whether its map for each is dirty).
+   */
+  join(j: { sync: boolean; create: boolean; dirty: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
+    if (j.chunk_size !== this.chunk_size) return `chunk_size ${j.chunk_size} differs from the pool's ${this.chunk_size}`;
+    if (this.sm.state === 'EMPTY' || this.store === null) return `pool ${this.name} has no store`;
+    if (j.sync) return null;
+    if (j.create) {
+      if (!this.marked_create) return `pool ${this.name} was added, not created: only assemble joins are accepted`;
+      const err = this.sm.change('CREATED', 'create-mode join');
+      if (err !== null) return err;
+      if (j.dirty) this.mapOf(this.member_id).setAll();
+      for (const m of j.members) if (m.id !== this.member_id) this.mapOf(m.id, m.dirty);
+      this.marked_create = false;
+    } else {
+      if (this.marked_create) return `pool ${this.name} was created and awaits its create-mode join`;
+      const err = this.sm.change('NO_IO', 'assemble join');
+      if (err !== null) return err;
+    }
+    this.client_sessions++;
+    return null;
+  }
+
+  /** ENABLE_POOL from the compute client (§5.4). */
+  enable(on: boolean): string | null {
+    if (on) {
+      if (this.maintenance) {
+        this.maintenance = false;
+        return null; // leaving maintenance does not enable; a map update will
+      }
+      return this.sm.change('NORMAL', 'enable');
+    }
+    const err = this.sm.change('NO_IO', 'maintenance on');
+    if (err === null) this.maintenance = true;
+    return err;
+  }
+
+  /** LEAVE_POOL of the compute client. */
+  leave(member_id: number, del: boolean): string | null {
+    if (member_id !== this.member_id) return `member ${member_id} is not this node (${this.member_id})`;
+    if (this.client_sessions > 0) this.client_sessions--;
+    this.marked_delete = del;
+    if (this.sm.state !== 'EMPTY' && this.sm.state !== 'REGISTERED') {
+      const e = this.sm.change('NO_IO', 'leave');
+      if (e !== null) return e;
+    }
+    if (del) for (const id of [...this.maps.keys()]) if (id !== this.member_id) this.maps.delete(id);
+    if (this.client_sessions === 0) return this.sm.change(this.store !== null ? 'REGISTERED' : 'EMPTY', 'last client left');
+    return null;
+  }
+
+  /** POOL_INFO: a member was added to or removed from the pool (§5.4). */
+  poolInfo(member_id: number, op: 'add' | 'remove', mode: 'create' | 'assemble' | 'delete' | 'disassemble', dirty: boolean): string | null {
+    if (op === 'add') {
+      if (mode === 'create') this.mapOf(member_id, dirty);
+      else if (!this.maps.has(member_id)) return `member ${member_id} unknown to this node`;
+      return null;
+    }
+    if (mode === 'delete') {
+      if (member_id === this.member_id) return 'cannot delete this node through POOL_INFO';
+      this.maps.delete(member_id);
+    }
+    // disassemble: keep the map so dirtiness keeps accumulating.
+    return null;
+  }
+
+  /** MAP_CHECK: is this node NORMAL with a clean own map? */
+  mapCheck(): boolean {
+    return this.sm.state === 'NORMAL' && (this.ownMap()?.isEmpty() ?? false);
+  }
+
+  /** STORE_CHECK: may the store serve IO? */
+  storeCheck(): boolean {
+    return this.store !== null && this.store.ioAllowed();
+  }
+
+  // ------------------------------------------------------------------ map messages
+
+  /** MAP_ADD: chunks became dirty for the listed members (§5.5). */
+  mapAdd(m: MapAddValue): number {
+    if (m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
+    for (let i = 0; i < m.failed_cnt; i++) {
+      const id = m.failed_ids[i] as number;
+      if (!this.maps.has(id) && this.maps.size >= MAX_MEMBERS) return Errno.ENOSPC;
+      this.mapOf(id).setDirty(m.first_chunk, m.chunk_count);
+    }
+    if (m.map_ver > this.map_ver) this.map_ver = m.map_ver;
+    return 0;
+  }
+
+  /** MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers). */
+  mapClear(m: MapClearValue): number {
+    const map = this.maps.get(m.member_id);
+    if (map === undefined || m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
+    if (m.member_id === this.member_id) return Errno.EINVAL; // only peers report their own chunks
+    map.clear(m.first_chunk, m.chunk_count);
+    return 0;
+  }
+
+  // ------------------------------------------------------------------ IO
+
+  /**
+   * An IO message (§6.5-§6.7). `from_sync`: sent by a peer's sync pool (reads only).
+   * `data`: the write payload (empty otherwise). `reply` gets the status and read data.
+   */
+  handleIo(io: IoMsgValue, data: Buffer, from_sync: boolean, reply: (status: number, data: Buffer | null) => void): void {
+    const op = io.flags & IO_OP_MASK;
+    const store = this.store;
+    // Admission (§6.5): a refused client IO takes the pool out of IO service.
+    let refusal: string | null = null;
+    if (store === null) refusal = 'no store';
+    else if (this.sm.state !== 'NORMAL') refusal = `state ${this.sm.state}`;
+    else if (from_sync && op !== IoOp.READ) refusal = 'peers may only read';
+    else if (!from_sync && !store.ioAllowed()) refusal = 'store does not allow IO';
+    if (refusal !== null || store === null) {
+      this.stats.refused++;
+      if (!from_sync && this.sm.state === 'NORMAL') this.sm.change('NO_IO', `IO refused: ${refusal ?? ''}`);
+      return reply(Errno.EIO, null);
+    }
+    if (io.offset + io.length > this.mapped_size) return reply(Errno.EINVAL, null);
+    if (op === IoOp.WRITE && data.length !== io.length) return reply(Errno.EINVAL, null);
+    if (op !== IoOp.WRITE && data.length !== 0) return reply(Errno.EINVAL, null);
+    if (op === IoOp.FLUSH) return this.flush(reply);
+    if (op !== IoOp.READ && op !== IoOp.WRITE && op !== IoOp.DISCARD && op !== IoOp.WRITE_ZEROES) return reply(Errno.EOPNOTSUPP, null);
+    if (io.length === 0) return reply(0, op === IoOp.READ ? Buffer.alloc(0) : null);
+    this.submitChecked({ io, data, reply }, from_sync);
+  }
+
+  /** Step §6.6: serve the IO if its chunk range is clean for this node, else sync first. */
+  private submitChecked(p: ParkedIo, from_sync: boolean): void {
+    const own = this.ownMap() as DirtyMap<ParkedIo>;
+    const [first, count] = this.chunkRange(p.io.offset, p.io.length);
+    let dirty = -1;
+    for (let c = first; c < first + count; c++) {
+      if (own.isDirty(c)) {
+        dirty = c;
+        break;
+      }
+    }
+    if (dirty < 0) return this.submit(p);
+    // A peer must not make us sync on its behalf (chains, deadlocks): it retries elsewhere.
+    if (from_sync) return p.reply(Errno.EIO, null);
+    this.stats.parked++;
+    const e = own.entry(dirty);
+    e.waiters.push(p);
+    if (e.sync_cnt === -1) this.syncChunk(dirty);
+  }
+
+  private submit(p: ParkedIo): void {
+    const store = this.store as RegisteredStore;
+    const { io, data, reply } = p;
+    const op = io.flags & IO_OP_MASK;
+    if (op === IoOp.READ) {
+      this.stats.reads++;
+      return store.block.read(io.offset, io.length, (status, d) => {
+        if (status !== 0) this.storeError('read', status);
+        reply(status, status === 0 ? d : null);
+      });
+    }
+    this.stats.writes++;
+    const fua = (io.flags & IO_F_FUA) !== 0;
+    const intent = this.intent as IntentLog;
+    const go = (st: number): void => {
+      if (st !== 0) {
+        // No intent record, no crash consistency: refuse the write.
+        this.storeError('intent record', st);
+        return reply(st, null);
+      }
+      const done = (status: number): void => {
+        intent.end(io.offset, io.length, fua && status === 0);
+        if (status !== 0) {
+          this.storeError(op === IoOp.WRITE ? 'write' : op === IoOp.DISCARD ? 'discard' : 'write-zeroes', status);
+          return reply(status, null);
+        }
+        // Completion bookkeeping (§6.7): the piggybacked members missed this range.
+        if (io.failed_cnt > 0) {
+          const [first, count] = this.chunkRange(io.offset, io.length);
+          for (let i = 0; i < io.failed_cnt; i++) {
+            const id = io.failed_ids[i] as number;
+            if (id === this.member_id || (!this.maps.has(id) && this.maps.size >= MAX_MEMBERS)) continue;
+            this.mapOf(id).setDirty(first, count);
+          }
+          if (io.map_ver > this.map_ver) this.map_ver = io.map_ver;
+        }
+        reply(0, null);
+      };
+      if (op === IoOp.WRITE) store.block.write(io.offset, data, fua, done);
+      else if (op === IoOp.DISCARD) store.block.discard(io.offset, io.length, done);
+      else store.block.writeZeroes(io.offset, io.length, done);
+    };
+    if (intent.begin(io.offset, io.length, go)) go(0);
+  }
+
+  private flush(reply: (status: number, data: Buffer | null) => void): void {
+    const store = this.store as RegisteredStore;
+    const intent = this.intent as IntentLog;
+    const covered = intent.flushStarted();
+    store.block.flush((status) => {
+      if (status === 0) intent.flushDone(covered);
+      else this.storeError('flush', status);
+      reply(status, null);
+    });
+  }
+
+  /** The intent record is full of unflushed extents: flush the store to free them. */
+  private flushForIntent(): void {
+    const store = this.store;
+    const intent = this.intent;
+    if (store === null || intent === null) return;
+    const covered = intent.flushStarted();
+    store.block.flush((status) => {
+      if (status === 0) intent.flushDone(covered);
+      else this.storeError('flush', status);
+    });
+  }
+
+  /** A backend error: the node leaves IO service (§6.7), visibly. */
+  private storeError(op: string, status: number): void {
+    this.stats.store_errors++;
+    this.emit({ kind: 'store_error', pool: this.name, op, status });
+    if (this.sm.state === 'NORMAL' || this.sm.state === 'CREATED' || this.sm.state === 'REGISTERED') this.sm.change('NO_IO', `store ${op} failed (${status})`);
+  }
+
+  // ------------------------------------------------------------------ chunk sync (§7.2)
+
+  /** Pulls a whole chunk from a peer, then releases the IOs waiting for it. */
+  syncChunk(chunk: number, done?: (status: number) => void): void {
+    const own = this.ownMap() as DirtyMap<ParkedIo>;
+    const e = own.entry(chunk);
+    if (e.sync_cnt !== -1) {
+      done?.(Errno.EBUSY);
+      return;
+    }
+    const src = this.sync_source;
+    const store = this.store;
+    const finish = (status: number): void => {
+      this.stats.chunk_syncs++;
+      if (status !== 0) this.stats.chunk_sync_failures++;
+      this.emit({ kind: 'chunk_synced', pool: this.name, chunk, ok: status === 0, status });
+      const entry = own.takeEntry(chunk);
+      if (status === 0) {
+        own.clear(chunk, 1);
+        src?.mapClear(chunk, 1, this.member_id);
+      }
+      for (const w of entry?.waiters ?? []) {
+        if (status === 0) this.submitChecked(w, false);
+        else w.reply(Errno.EIO, null);
+      }
+      done?.(status);
+    };
+    if (src === null || store === null) {
+      e.sync_cnt = -1;
+      return finish(Errno.ENOTCONN);
+    }
+    const start = chunk * this.chunk_size;
+    const len = Math.min(this.chunk_size, this.mapped_size - start);
+    const piece = Math.max(4096, Math.min(src.max_io_size, len));
+    e.sync_cnt = 0;
+    let err = 0;
+    for (let off = start; off < start + len; off += piece) {
+      const plen = Math.min(piece, start + len - off);
+      e.sync_cnt++;
+      src.readPeer(off, plen, (status, d) => {
+        const pieceDone = (st: number): void => {
+          if (st !== 0 && err === 0) err = st;
+          if (--e.sync_cnt === 0) finish(err);
+        };
+        if (status !== 0 || d === null || d.length !== plen) return pieceDone(status !== 0 ? status : Errno.EIO);
+        // FUA: the chunk may be marked clean only once its data is durable here.
+        store.block.write(off, d, true, pieceDone);
+      });
+    }
+  }
+}

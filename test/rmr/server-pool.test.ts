@@ -1,0 +1,186 @@
+// The storage node's pool logic, driven directly (no transport) on simulated time with
+// memory disks and a fake peer: the join acceptance matrix, IO admission, piggybacked
+// dirtiness over a chunk range, and "lock, sync, resume" for dirty chunks.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ServerPool, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
+import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
+import { SimClock } from '../../src/sim/sim-clock.js';
+import { SimRandom } from '../../src/sim/sim-random.js';
+import { MemDisk } from '../../src/sim/mem-disk.js';
+import { Errno } from '../../src/util/errno.js';
+import type { ReadCallback } from '../../src/rmr/store.js';
+
+const CHUNK = 64 * 1024;
+const SIZE = 16 * CHUNK;
+
+function io(op: number, offset: number, length: number, extra: Partial<IoMsgValue> = {}): IoMsgValue {
+  return { offset, length, flags: op, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, ...extra };
+}
+
+class FakePeer implements SyncSource {
+  readonly max_io_size = 16 * 1024;
+  readonly cleared: [number, number, number][] = [];
+  fail = false;
+  reads = 0;
+  constructor(readonly disk: MemDisk) {}
+  readPeer(offset: number, length: number, cb: ReadCallback): void {
+    this.reads++;
+    if (this.fail) return this.disk.read(0, 0, () => cb(Errno.EIO, null));
+    this.disk.read(offset, length, cb);
+  }
+  mapClear(first: number, count: number, member: number): void {
+    this.cleared.push([first, count, member]);
+  }
+}
+
+function node(mode: 'create' | 'add' = 'create', allowed = { io: true }) {
+  const clock = new SimClock();
+  const random = new SimRandom(1);
+  const data = new MemDisk(SIZE, clock, random);
+  const meta = new MemDisk(1 << 20, clock, random);
+  data.faults.latency_ms = 0.1;
+  meta.faults.latency_ms = 0.1;
+  const events: ServerPoolEvent[] = [];
+  const pool = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, (e) => events.push(e));
+  assert.equal(pool.register({ block: data, meta, meta_base: 0, ioAllowed: () => allowed.io }, mode, SIZE), null);
+  return { clock, random, data, meta, pool, events, allowed };
+}
+
+function run<T>(clock: SimClock, start: (cb: (v: T) => void) => void): T {
+  let got: { v: T } | null = null;
+  start((v) => (got = { v }));
+  clock.runUntilTrue('completion', () => got !== null, clock.now() + 10_000);
+  return (got as unknown as { v: T }).v;
+}
+
+test('join acceptance matrix: created stores take one create join, added stores take assemble joins', () => {
+  const c = node('create');
+  const join = { sync: false, create: false, dirty: false, chunk_size: CHUNK, members: [] };
+  assert.match(c.pool.join(join) ?? '', /awaits its create-mode join/);
+  assert.match(c.pool.join({ ...join, create: true, chunk_size: 4096 }) ?? '', /chunk_size/);
+  assert.equal(c.pool.join({ ...join, create: true, members: [{ id: 2, dirty: true }] }), null);
+  assert.equal(c.pool.state, 'CREATED');
+  assert.equal(c.pool.maps.get(2)?.isFull(), true, 'a member listed dirty at create starts fully dirty');
+  assert.match(c.pool.join({ ...join, create: true }) ?? '', /only assemble/);
+  assert.equal(c.pool.enable(true), null);
+  assert.equal(c.pool.state, 'NORMAL');
+
+  const a = node('add');
+  assert.match(a.pool.join({ ...join, create: true }) ?? '', /only assemble/);
+  assert.equal(a.pool.join(join), null);
+  assert.equal(a.pool.state, 'NO_IO');
+  assert.equal(a.pool.join({ ...join, sync: true }), null, 'sync joins need only a store');
+  assert.deepEqual(
+    a.events.filter((e) => e.kind === 'server_pool_state').map((e) => (e.kind === 'server_pool_state' ? `${e.from}>${e.to}` : '')),
+    ['EMPTY>REGISTERED', 'REGISTERED>NO_IO'],
+  );
+});
+
+function normal() {
+  const n = node('create');
+  assert.equal(n.pool.join({ sync: false, create: true, dirty: false, chunk_size: CHUNK, members: [{ id: 2, dirty: false }] }), null);
+  assert.equal(n.pool.enable(true), null);
+  return n;
+}
+
+test('IO admission: refused outside NORMAL (and the node leaves IO service), peers may only read', () => {
+  const n = node('create');
+  const r = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.READ, 0, 4096), Buffer.alloc(0), false, (s) => cb(s)));
+  assert.equal(r, Errno.EIO);
+  const m = normal();
+  const w = run<number>(m.clock, (cb) => m.pool.handleIo(io(IoOp.WRITE, 0, 4096), Buffer.alloc(4096), true, (s) => cb(s)));
+  assert.equal(w, Errno.EIO, 'a sync-pool write is refused');
+  assert.equal(m.pool.state, 'NORMAL', 'a refused peer request does not take the node out of service');
+  const big = run<number>(m.clock, (cb) => m.pool.handleIo(io(IoOp.READ, SIZE - 4096, 8192), Buffer.alloc(0), false, (s) => cb(s)));
+  assert.equal(big, Errno.EINVAL);
+  // A store that stops allowing IO (BRMR: not OPEN and MAPPED) refuses client IO.
+  m.allowed.io = false;
+  const na = run<number>(m.clock, (cb) => m.pool.handleIo(io(IoOp.READ, 0, 4096), Buffer.alloc(0), false, (s) => cb(s)));
+  assert.equal(na, Errno.EIO);
+  assert.equal(m.pool.state, 'NO_IO');
+  assert.equal(m.pool.storeCheck(), false);
+});
+
+test('writes and reads; piggybacked members get the whole chunk range of a spanning write dirty', () => {
+  const n = normal();
+  const payload = Buffer.alloc(2 * CHUNK, 0x5a);
+  // A write spanning chunks 2..4 (starts mid chunk 2), member 2 missed it.
+  const off = 2 * CHUNK + 4096;
+  const st = run<number>(n.clock, (cb) =>
+    n.pool.handleIo(io(IoOp.WRITE | IO_F_FUA, off, payload.length, { failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]), map_ver: 9 }), payload, false, (s) => cb(s)),
+  );
+  assert.equal(st, 0);
+  const m2 = n.pool.maps.get(2);
+  assert.deepEqual([1, 2, 3, 4, 5].map((c) => m2?.isDirty(c)), [false, true, true, true, false]);
+  assert.equal(n.pool.map_ver, 9, 'a higher map_ver is adopted');
+  const [rs, rd] = run<[number, Buffer | null]>(n.clock, (cb) => n.pool.handleIo(io(IoOp.READ, off, payload.length), Buffer.alloc(0), false, (s, d) => cb([s, d])));
+  assert.equal(rs, 0);
+  assert.deepEqual(rd, payload);
+  // A discard is tracked exactly like a write (the reference loses it, §12.4).
+  const ds = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.DISCARD, 10 * CHUNK, CHUNK, { failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }), Buffer.alloc(0), false, (s) => cb(s)));
+  assert.equal(ds, 0);
+  assert.equal(m2?.isDirty(10), true);
+  assert.equal(m2?.dirtyCount, 4);
+});
+
+test('lock, sync, resume: an IO on a dirty chunk waits for the chunk to come from a peer', () => {
+  const n = normal();
+  const peer = new FakePeer(new MemDisk(SIZE, n.clock));
+  n.pool.sync_source = peer;
+  // The peer holds newer data for chunk 3; this node is dirty there.
+  const fresh = Buffer.alloc(CHUNK, 0xc3);
+  peer.disk.write(3 * CHUNK, fresh, true, () => undefined);
+  n.clock.runUntil(n.clock.now() + 1);
+  n.pool.ownMap()?.setDirty(3, 1);
+  // A peer's read of the dirty chunk is refused at once (it retries elsewhere).
+  const pr = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.READ, 3 * CHUNK, 4096), Buffer.alloc(0), true, (s) => cb(s)));
+  assert.equal(pr, Errno.EIO);
+  // Two client reads touching chunk 3 park; one sync serves both.
+  const results: Buffer[] = [];
+  n.pool.handleIo(io(IoOp.READ, 3 * CHUNK + 100, 1000), Buffer.alloc(0), false, (s, d) => results.push(d as Buffer));
+  n.pool.handleIo(io(IoOp.READ, 2 * CHUNK, 2 * CHUNK), Buffer.alloc(0), false, (s, d) => results.push(d as Buffer));
+  n.clock.runUntilTrue('both reads', () => results.length === 2, n.clock.now() + 1000);
+  assert.deepEqual(results[0], fresh.subarray(100, 1100));
+  assert.deepEqual(results[1]?.subarray(CHUNK), fresh);
+  assert.equal(n.pool.stats.chunk_syncs, 1);
+  assert.equal(peer.reads, CHUNK / peer.max_io_size, 'the chunk came in max-io-size pieces');
+  assert.equal(n.pool.ownMap()?.isDirty(3), false);
+  assert.deepEqual(peer.cleared, [[3, 1, 1]], 'peers were told');
+});
+
+test('a failed chunk sync fails the waiting IOs, keeps the chunk dirty, and can be retried', () => {
+  const n = normal();
+  const peer = new FakePeer(new MemDisk(SIZE, n.clock));
+  n.pool.sync_source = peer;
+  n.pool.ownMap()?.setDirty(5, 1);
+  peer.fail = true;
+  const st = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 5 * CHUNK, 512), Buffer.alloc(512), false, (s) => cb(s)));
+  assert.equal(st, Errno.EIO);
+  assert.equal(n.pool.ownMap()?.isDirty(5), true);
+  assert.equal(n.pool.ownMap()?.entryCount, 0, 'no stale sync entry left');
+  peer.fail = false;
+  const st2 = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 5 * CHUNK, 512), Buffer.alloc(512, 1), false, (s) => cb(s)));
+  assert.equal(st2, 0);
+  assert.equal(n.pool.ownMap()?.isDirty(5), false);
+});
+
+test('a store error takes the node out of IO service, visibly', () => {
+  const n = normal();
+  n.data.faults.bad_ranges = [{ offset: 0, length: 4096 }];
+  const st = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.READ, 0, 4096), Buffer.alloc(0), false, (s) => cb(s)));
+  assert.equal(st, Errno.EIO);
+  assert.equal(n.pool.state, 'NO_IO');
+  assert.ok(n.events.some((e) => e.kind === 'store_error' && e.op === 'read'));
+});
+
+test('MAP_ADD and MAP_CLEAR update the named members over chunk ranges', () => {
+  const n = normal();
+  assert.equal(n.pool.mapAdd({ first_chunk: 4, chunk_count: 3, map_ver: 12, failed_cnt: 2, failed_ids: Buffer.from([2, 3, 0, 0]) }), 0);
+  assert.equal(n.pool.maps.get(3)?.dirtyCount, 3);
+  assert.equal(n.pool.map_ver, 12);
+  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 2 }), 0);
+  assert.equal(n.pool.maps.get(2)?.dirtyCount, 2);
+  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 9 }), Errno.EINVAL);
+  assert.equal(n.pool.mapAdd({ first_chunk: 15, chunk_count: 2, map_ver: 1, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }), Errno.EINVAL);
+});
