@@ -60,6 +60,8 @@ export interface ServerPoolOptions {
 }
 
 export interface ServerPoolStats {
+  /** Bytes of compute-client IO served (the sync rate controller compares against it). */
+  app_bytes: number;
   reads: number;
   writes: number;
   refused: number;
@@ -91,7 +93,7 @@ export class ServerPool {
   sync_source: SyncSource | null = null;
   private readonly emit: (ev: ServerPoolEvent) => void;
   private readonly opts: Required<ServerPoolOptions>;
-  readonly stats: ServerPoolStats = { reads: 0, writes: 0, refused: 0, parked: 0, chunk_syncs: 0, chunk_sync_failures: 0, store_errors: 0 };
+  readonly stats: ServerPoolStats = { app_bytes: 0, reads: 0, writes: 0, refused: 0, parked: 0, chunk_syncs: 0, chunk_sync_failures: 0, store_errors: 0 };
 
   constructor(opts: ServerPoolOptions, emit: (ev: ServerPoolEvent) => void) {
     const bad = checkChunkSize(opts.chunk_size);
@@ -234,6 +236,15 @@ export class ServerPool {
     return null;
   }
 
+  /** The background sync may run: NORMAL, with a store and peers to read from. */
+  canSync(): boolean {
+    return this.sm.state === 'NORMAL' && this.store !== null && this.sync_source !== null;
+  }
+
+  appBytes(): number {
+    return this.stats.app_bytes;
+  }
+
   /** MAP_CHECK: is this node NORMAL with a clean own map? */
   mapCheck(): boolean {
     return this.sm.state === 'NORMAL' && (this.ownMap()?.isEmpty() ?? false);
@@ -293,6 +304,7 @@ export class ServerPool {
     if (op === IoOp.FLUSH) return this.flush(reply);
     if (op !== IoOp.READ && op !== IoOp.WRITE && op !== IoOp.DISCARD && op !== IoOp.WRITE_ZEROES) return reply(Errno.EOPNOTSUPP, null);
     if (io.length === 0) return reply(0, op === IoOp.READ ? Buffer.alloc(0) : null);
+    if (!from_sync) this.stats.app_bytes += io.length;
     this.submitChecked({ io, data, reply }, from_sync);
   }
 

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ServerPool, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
+import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SimRandom } from '../../src/sim/sim-random.js';
@@ -183,4 +184,50 @@ test('MAP_ADD and MAP_CLEAR update the named members over chunk ranges', () => {
   assert.equal(n.pool.maps.get(2)?.dirtyCount, 2);
   assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 9 }), Errno.EINVAL);
   assert.equal(n.pool.mapAdd({ first_chunk: 15, chunk_count: 2, map_ver: 1, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }), Errno.EINVAL);
+});
+
+test('background sync starts by itself, drains the map, yields to application IO, stops on errors', () => {
+  const n = normal();
+  const peer = new FakePeer(new MemDisk(SIZE, n.clock));
+  const states: string[] = [];
+  const bs = new BackgroundSync(n.pool, n.clock, { max_inflight: 2, min_bytes_per_s: CHUNK * 10, max_bytes_per_s: CHUNK * 100, tick_ms: 10 }, (f, t, r) => states.push(`${f}>${t}: ${r}`));
+  n.pool.ownMap()?.setDirty(0, 8);
+  n.clock.runUntil(n.clock.now() + 50);
+  assert.equal(bs.state, 'STOPPED', 'no peers attached: nothing to sync from');
+  n.pool.sync_source = peer;
+  n.clock.runUntilTrue('map drained', () => n.pool.ownMap()?.isEmpty() === true, n.clock.now() + 5000);
+  n.clock.runUntilTrue('stopped', () => bs.state === 'STOPPED', n.clock.now() + 1000);
+  assert.deepEqual(states.slice(0, 2), ['STOPPED>RUNNING: own map dirty', 'RUNNING>STOPPED: all chunks in sync']);
+  assert.equal(bs.progress().synced_bytes, 8 * CHUNK);
+  // An operator stop holds against auto-start; an error stops with its reason.
+  bs.stop();
+  n.pool.ownMap()?.setDirty(8, 4);
+  n.clock.runUntil(n.clock.now() + 100);
+  assert.equal(bs.state, 'STOPPED');
+  peer.fail = true;
+  assert.equal(bs.start(), null);
+  n.clock.runUntilTrue('stopped on error', () => bs.state === 'STOPPED', n.clock.now() + 5000);
+  assert.match(bs.progress().last_error ?? '', /chunk sync failed/);
+  peer.fail = false;
+  n.clock.runUntil(n.clock.now() + 100);
+  assert.equal(bs.state, 'STOPPED', 'after an error only the operator restarts it');
+  assert.equal(bs.start(), null);
+  n.clock.runUntilTrue('drained again', () => n.pool.ownMap()?.isEmpty() === true, n.clock.now() + 5000);
+  bs.close();
+});
+
+test('the sync rate follows its share of application traffic within min and max', () => {
+  const n = normal();
+  n.pool.sync_source = new FakePeer(new MemDisk(SIZE, n.clock));
+  const bs = new BackgroundSync(n.pool, n.clock, { share: 0.25, min_bytes_per_s: 1000, max_bytes_per_s: 1e9, tick_ms: 100 }, () => undefined);
+  // Application traffic of ~1 MB/s (100 KB per 100 ms tick).
+  for (let i = 0; i < 10; i++) {
+    n.pool.stats.app_bytes += 100_000;
+    n.clock.runUntil(n.clock.now() + 100);
+  }
+  const limit = bs.progress().rate_limit_bytes_per_s;
+  assert.ok(Math.abs(limit - 1_000_000 / 3) < 20_000, `sync limited to a third of application throughput (25 % of the total), got ${limit}`);
+  n.clock.runUntil(n.clock.now() + 300);
+  assert.equal(bs.progress().rate_limit_bytes_per_s, 1e9, 'idle application: full speed');
+  bs.close();
 });

@@ -1,0 +1,222 @@
+// The background sync of a storage node (the reference's sync thread, §7.3), improved as
+// ARCHITECTURE.md §2.8 asks: it starts by itself when the node is NORMAL and its own map is
+// dirty, can be stopped and started by hand, stops on the first error with the reason
+// visible, runs at a rate set against application traffic (a share, with minimum and
+// maximum), and reports progress with an ETA.
+//
+// States:  STOPPED --start/auto--> RUNNING --pass done, map clean--> STOPPED
+//          RUNNING --stop / error / pool not NORMAL--> WAIT (in-flight syncs drain) --> STOPPED
+//
+// Rate: every tick the controller grants bytes for the next tick. While the application
+// moves A bytes/s, sync gets share/(1-share) x A (so sync is `share` of the total), never
+// less than min_bytes_per_s nor more than max_bytes_per_s; an idle application leaves sync
+// at its maximum.
+
+import type { Clock, TimerId } from '../util/ports.js';
+import type { DirtyMap } from './dirty-map.js';
+
+export type SyncState = 'STOPPED' | 'RUNNING' | 'WAIT';
+
+/** What the background sync needs from its server pool. */
+export interface SyncTarget {
+  readonly chunk_size: number;
+  ownMap(): DirtyMap<unknown> | undefined;
+  /** True while the pool may sync (NORMAL, store present, a sync source attached). */
+  canSync(): boolean;
+  syncChunk(chunk: number, done: (status: number) => void): void;
+  /** Application bytes served so far (monotonic). */
+  appBytes(): number;
+}
+
+export interface SyncOptions {
+  /** Chunk syncs in flight at most (the reference's sync_queue_depth). */
+  max_inflight: number;
+  /** Share of the total IO given to sync while the application is busy, in (0, 1). */
+  share: number;
+  min_bytes_per_s: number;
+  max_bytes_per_s: number;
+  tick_ms: number;
+  /** Start by itself when the pool is NORMAL and its own map is dirty. */
+  auto_start: boolean;
+}
+
+export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
+  max_inflight: 32,
+  share: 0.3,
+  min_bytes_per_s: 10 << 20,
+  max_bytes_per_s: 4 << 30,
+  tick_ms: 50,
+  auto_start: true,
+};
+
+export interface SyncProgress {
+  state: SyncState;
+  dirty_chunks: number;
+  total_chunks: number;
+  synced_bytes: number;
+  bytes_per_s: number;
+  eta_s: number | null;
+  last_error: string | null;
+  stop_reason: string | null;
+  rate_limit_bytes_per_s: number;
+}
+
+export class BackgroundSync {
+  private readonly target: SyncTarget;
+  private readonly clock: Clock;
+  readonly opts: SyncOptions;
+  private _state: SyncState = 'STOPPED';
+  private cursor = 0;
+  private inflight = 0;
+  private timer: TimerId | null = null;
+  private budget = 0;
+  private last_tick = 0;
+  private last_app = 0;
+  private rate_limit = 0;
+  /** Smoothed sync throughput. */
+  private rate_ewma = 0;
+  private synced_in_tick = 0;
+  synced_bytes = 0;
+  last_error: string | null = null;
+  stop_reason: string | null = null;
+  /** A manual stop holds until a manual start (auto-start does not override the operator). */
+  private held_by_operator = false;
+  private readonly on_state: (from: SyncState, to: SyncState, reason: string) => void;
+
+  constructor(target: SyncTarget, clock: Clock, opts: Partial<SyncOptions>, on_state: (from: SyncState, to: SyncState, reason: string) => void) {
+    this.target = target;
+    this.clock = clock;
+    this.opts = { ...DEFAULT_SYNC_OPTIONS, ...opts };
+    const o = this.opts;
+    if (!(o.share > 0 && o.share < 1)) throw new RangeError('share must be in (0, 1)');
+    if (o.min_bytes_per_s <= 0 || o.max_bytes_per_s < o.min_bytes_per_s) throw new RangeError('need 0 < min_bytes_per_s <= max_bytes_per_s');
+    if (!Number.isInteger(o.max_inflight) || o.max_inflight < 1 || o.max_inflight > 512) throw new RangeError('max_inflight must be 1..512');
+    this.on_state = on_state;
+    this.rate_limit = o.max_bytes_per_s;
+    this.arm();
+  }
+
+  get state(): SyncState {
+    return this._state;
+  }
+
+  private setState(to: SyncState, reason: string): void {
+    const from = this._state;
+    if (from === to) return;
+    this._state = to;
+    this.on_state(from, to, reason);
+  }
+
+  /** Operator start (clears a previous error and a manual stop). */
+  start(): string | null {
+    if (!this.target.canSync()) return 'the pool cannot sync now (not NORMAL, no store or no peers)';
+    this.held_by_operator = false;
+    this.last_error = null;
+    this.begin('started by operator');
+    return null;
+  }
+
+  /** Operator stop: in-flight chunk syncs finish, nothing new starts. */
+  stop(): void {
+    this.held_by_operator = true;
+    this.end('stopped by operator');
+  }
+
+  /** Stops the timer for good (pool going away). */
+  close(): void {
+    this.end('pool closed');
+    if (this.timer !== null) this.clock.cancel(this.timer);
+    this.timer = null;
+  }
+
+  private begin(reason: string): void {
+    if (this._state === 'RUNNING') return;
+    this.cursor = 0;
+    this.stop_reason = null;
+    this.setState('RUNNING', reason);
+    this.pump();
+  }
+
+  private end(reason: string): void {
+    if (this._state !== 'RUNNING') return;
+    this.stop_reason = reason;
+    this.setState(this.inflight > 0 ? 'WAIT' : 'STOPPED', reason);
+  }
+
+  private arm(): void {
+    this.last_tick = this.clock.now();
+    this.last_app = this.target.appBytes();
+    this.timer = this.clock.setTimer(this.opts.tick_ms, this.tick);
+  }
+
+  private readonly tick = (): void => {
+    const now = this.clock.now();
+    const dt = Math.max(1e-3, (now - this.last_tick) / 1000);
+    const app = this.target.appBytes();
+    const app_rate = (app - this.last_app) / dt;
+    this.rate_ewma += (this.synced_in_tick / dt - this.rate_ewma) / 4;
+    this.synced_in_tick = 0;
+    const o = this.opts;
+    this.rate_limit = app_rate > 0 ? Math.min(o.max_bytes_per_s, Math.max(o.min_bytes_per_s, (o.share / (1 - o.share)) * app_rate)) : o.max_bytes_per_s;
+    // Unused budget does not pile up beyond one tick's worth.
+    this.budget = Math.min(this.budget, 0) + (this.rate_limit * o.tick_ms) / 1000;
+    if (this._state === 'RUNNING' && !this.target.canSync()) this.end('pool left NORMAL');
+    else if (this._state === 'STOPPED' && o.auto_start && !this.held_by_operator && this.last_error === null && this.target.canSync() && !(this.target.ownMap()?.isEmpty() ?? true)) {
+      this.begin('own map dirty');
+    }
+    this.pump();
+    this.arm();
+  };
+
+  private pump(): void {
+    const map = this.target.ownMap();
+    if (this._state !== 'RUNNING' || map === undefined) return;
+    const cs = this.target.chunk_size;
+    while (this.inflight < this.opts.max_inflight && this.budget > 0) {
+      const c = map.nextDirty(this.cursor);
+      if (c < 0) {
+        if (this.inflight === 0) {
+          // One pass done: new dirt (or chunks busy with IO syncs) may remain.
+          if (map.isEmpty()) this.end('all chunks in sync');
+          else this.cursor = 0;
+        }
+        return;
+      }
+      this.cursor = c + 1;
+      if ((map.peekEntry(c)?.sync_cnt ?? -1) !== -1) continue; // an IO is syncing it already
+      this.inflight++;
+      this.budget -= cs;
+      this.target.syncChunk(c, (status) => this.chunkDone(status));
+    }
+  }
+
+  private chunkDone(status: number): void {
+    this.inflight--;
+    if (status === 0) {
+      this.synced_bytes += this.target.chunk_size;
+      this.synced_in_tick += this.target.chunk_size;
+    } else if (status !== -16 /* EBUSY: raced with an IO-triggered sync */) {
+      this.last_error = `chunk sync failed with status ${status}`;
+      this.end(this.last_error);
+    }
+    if (this._state === 'WAIT' && this.inflight === 0) this.setState('STOPPED', this.stop_reason ?? 'drained');
+    else this.pump();
+  }
+
+  progress(): SyncProgress {
+    const map = this.target.ownMap();
+    const dirty = map?.dirtyCount ?? 0;
+    const rate = this.rate_ewma;
+    return {
+      state: this._state,
+      dirty_chunks: dirty,
+      total_chunks: map?.no_of_chunks ?? 0,
+      synced_bytes: this.synced_bytes,
+      bytes_per_s: Math.round(rate),
+      eta_s: rate > 0 ? (dirty * this.target.chunk_size) / rate : null,
+      last_error: this.last_error,
+      stop_reason: this.stop_reason,
+      rate_limit_bytes_per_s: Math.round(this.rate_limit),
+    };
+  }
+}
