@@ -16,6 +16,7 @@ export const Errno = {
   ENODEV: -19,
   EINVAL: -22,
   ENOSPC: -28,
+  EROFS: -30,
   EPROTO: -71,
   EBADMSG: -74,
   EMSGSIZE: -90,

@@ -1,0 +1,290 @@
+// The compute client's side of a pool (the reference's rmr_clt_pool, §4.1, §6.1-§6.4): its
+// legs, the client's own dirty maps, and the IO path. Writes, discards and write-zeroes go
+// to every NORMAL leg in one hop, carrying the members that cannot take them (piggyback);
+// a leg that fails a write is recorded dirty on the legs that took it (MAP_ADD) before the
+// write is acknowledged. Reads go to one NORMAL leg, round robin, retried on untried legs.
+//
+// Guarantees: a write is acknowledged only if it is on at least one leg and every member
+// that missed it is recorded dirty on a surviving leg and in client memory; an IO with no
+// NORMAL leg fails at once (ENODEV); with `min_replicas`, writes are refused (EROFS) while
+// fewer legs are NORMAL.
+//
+// Not yet here: joins and commands (add_sess/del_sess), link events driving rejoin and map
+// spread, the recovery worker, and the USER command channel.
+
+import { Errno } from '../util/errno.js';
+import { DirtyMap } from './dirty-map.js';
+import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
+import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
+
+/** One leg's way to its storage node (over the client session shared by the pools). */
+export interface LegChannel {
+  sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void;
+  sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void;
+}
+
+export class Leg implements LegStateHolder {
+  readonly member_id: number;
+  readonly sync: boolean;
+  state: LegState;
+  maintenance = false;
+  was_last_authoritative = false;
+  readonly channel: LegChannel;
+  readonly name: string;
+  constructor(name: string, member_id: number, sync: boolean, channel: LegChannel, state: LegState) {
+    this.name = name;
+    this.member_id = member_id;
+    this.sync = sync;
+    this.channel = channel;
+    this.state = state;
+  }
+}
+
+export type ClientOp = 'read' | 'write' | 'discard' | 'write_zeroes' | 'flush';
+const OP_CODE: Record<ClientOp, number> = { read: IoOp.READ, write: IoOp.WRITE, discard: IoOp.DISCARD, write_zeroes: IoOp.WRITE_ZEROES, flush: IoOp.FLUSH };
+
+export interface ClientPoolOptions {
+  pool_name: string;
+  group_id: number;
+  chunk_size: number;
+  mapped_size: number;
+  /** Largest IO (the transport's negotiated max IO size). */
+  max_io_size: number;
+  /** Refuse writes while fewer legs are NORMAL (0: never). */
+  min_replicas?: number;
+  sync?: boolean;
+}
+
+export interface ClientPoolStats {
+  reads: number;
+  writes: number;
+  read_retries: number;
+  map_adds: number;
+  failed_ios: number;
+}
+
+export class ClientPool implements LegPoolCounters {
+  readonly pool: string;
+  readonly group_id: number;
+  readonly chunk_size: number;
+  readonly mapped_size: number;
+  readonly no_of_chunks: number;
+  readonly max_io_size: number;
+  readonly sync: boolean;
+  min_replicas: number;
+  normal_count = 0;
+  map_ver = 1;
+  private readonly legs_by_id = new Map<number, Leg>();
+  /** Members the pool is supposed to have (pool_md.srv_md): attached or not. */
+  readonly members = new Set<number>();
+  /** The client's dirty map per member it knows (including detached members). */
+  readonly maps = new Map<number, DirtyMap>();
+  private readonly gk: LegGatekeeper;
+  private rr = 0;
+  private readonly now: () => number;
+  readonly stats: ClientPoolStats = { reads: 0, writes: 0, read_retries: 0, map_adds: 0, failed_ios: 0 };
+
+  constructor(o: ClientPoolOptions, now: () => number, emit: (ev: LegStateEvent) => void) {
+    if (!Number.isSafeInteger(o.mapped_size) || o.mapped_size <= 0) throw new RangeError(`mapped_size ${o.mapped_size}`);
+    this.pool = o.pool_name;
+    this.group_id = o.group_id;
+    this.chunk_size = o.chunk_size;
+    this.mapped_size = o.mapped_size;
+    this.no_of_chunks = Math.ceil(o.mapped_size / o.chunk_size);
+    this.max_io_size = o.max_io_size;
+    this.min_replicas = o.min_replicas ?? 0;
+    this.sync = o.sync ?? false;
+    this.now = now;
+    this.gk = new LegGatekeeper(this, emit);
+  }
+
+  legs(): Iterable<Leg> {
+    return this.legs_by_id.values();
+  }
+
+  leg(member_id: number): Leg | undefined {
+    return this.legs_by_id.get(member_id);
+  }
+
+  /** Attaches a leg (after its join succeeded); it starts CREATED. */
+  addLeg(name: string, member_id: number, channel: LegChannel): Leg {
+    if (this.legs_by_id.has(member_id)) throw new RangeError(`member ${member_id} already has a leg in pool ${this.pool}`);
+    if (this.members.size >= MAX_MEMBERS && !this.members.has(member_id)) throw new RangeError(`pool ${this.pool} already has ${MAX_MEMBERS} members`);
+    const leg = new Leg(name, member_id, this.sync, channel, 'CREATED');
+    this.legs_by_id.set(member_id, leg);
+    this.members.add(member_id);
+    this.mapOf(member_id);
+    return leg;
+  }
+
+  /** Detaches a leg; with `forget` the member also leaves the pool (del_sess mode=delete). */
+  removeLeg(member_id: number, forget: boolean): void {
+    const leg = this.legs_by_id.get(member_id);
+    if (leg !== undefined) this.gk.change(leg, 'REMOVING', forget ? 'delete' : 'disassemble');
+    this.legs_by_id.delete(member_id);
+    if (forget) {
+      this.members.delete(member_id);
+      this.maps.delete(member_id);
+    }
+  }
+
+  /** The one way leg states change (the gatekeeper of leg-state.ts). */
+  setLegState(leg: Leg, to: LegState, reason: string): string | null {
+    return this.gk.change(leg, to, reason);
+  }
+
+  private mapOf(member_id: number): DirtyMap {
+    let m = this.maps.get(member_id);
+    if (m === undefined) {
+      m = new DirtyMap(member_id, this.no_of_chunks);
+      this.maps.set(member_id, m);
+    }
+    return m;
+  }
+
+  private chunkRange(offset: number, length: number): [number, number] {
+    const first = Math.floor(offset / this.chunk_size);
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.chunk_size);
+    return [first, last - first + 1];
+  }
+
+  private normalLegs(): Leg[] {
+    const out: Leg[] = [];
+    for (const l of this.legs_by_id.values()) if (l.state === 'NORMAL') out.push(l);
+    return out;
+  }
+
+  /**
+   * Submits an IO. `data` is the write payload (write only). `cb` gets 0 or -errno, and the
+   * data for reads. Never hangs: every path ends in exactly one call of `cb`.
+   */
+  submit(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: { fua?: boolean; sync?: boolean }, cb: (status: number, data: Buffer | null) => void): void {
+    if (op === 'flush') {
+      if (offset !== 0 || length !== 0) return cb(Errno.EINVAL, null);
+    } else {
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0 || offset + length > this.mapped_size) return cb(Errno.EINVAL, null);
+      if (length > this.max_io_size) return cb(Errno.EINVAL, null);
+      if (op === 'write' ? data === null || data.length !== length : data !== null) return cb(Errno.EINVAL, null);
+    }
+    const f = OP_CODE[op] | (flags.fua === true ? IO_F_FUA : 0) | (flags.sync === true ? IO_F_SYNC : 0);
+    if (op === 'read') return this.read(offset, length, f, new Set(), 0, cb);
+    this.replicate(op, offset, length, data, f, cb);
+  }
+
+  // ------------------------------------------------------------------ reads (§6.3)
+
+  private read(offset: number, length: number, flags: number, tried: Set<number>, first_err: number, cb: (status: number, data: Buffer | null) => void): void {
+    const candidates = this.normalLegs().filter((l) => !tried.has(l.member_id));
+    if (candidates.length === 0) {
+      this.stats.failed_ios++;
+      return cb(tried.size === 0 ? Errno.ENODEV : first_err, null);
+    }
+    const leg = candidates[this.rr++ % candidates.length] as Leg;
+    tried.add(leg.member_id);
+    if (tried.size === 1) this.stats.reads++;
+    else this.stats.read_retries++;
+    leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, []), null, (status, d) => {
+      if (status === 0 && d !== null && d.length === length) return cb(0, d);
+      const err = status !== 0 ? status : Errno.EIO;
+      if (!this.sync) this.setLegState(leg, 'FAILED', `read failed (${err})`);
+      this.read(offset, length, flags, tried, first_err === 0 ? err : first_err, cb);
+    });
+  }
+
+  // ------------------------------------------------------------------ writes (§6.2, §6.4)
+
+  private replicate(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
+    const targets = this.normalLegs();
+    if (targets.length === 0) {
+      this.stats.failed_ios++;
+      return cb(Errno.ENODEV, null);
+    }
+    if (op !== 'flush' && targets.length < this.min_replicas) {
+      this.stats.failed_ios++;
+      return cb(Errno.EROFS, null);
+    }
+    this.stats.writes++;
+    const has_range = op !== 'flush';
+    const [first, count] = has_range ? this.chunkRange(offset, length) : [0, 0];
+    // Piggyback: members that cannot take this write, recorded by every leg that does.
+    const missing: number[] = [];
+    if (has_range && !this.sync) {
+      const now = this.now();
+      for (const id of this.members) {
+        const leg = this.legs_by_id.get(id);
+        if (leg === undefined || leg.state === 'FAILED' || leg.state === 'RECONNECTING') {
+          missing.push(id);
+          this.mapOf(id).setDirty(first, count, now);
+        }
+      }
+    }
+    let pending = targets.length;
+    const ok: Leg[] = [];
+    const failed: Leg[] = [];
+    let first_err = 0;
+    for (const leg of targets) {
+      leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, missing), data, (status) => {
+        if (status === 0) ok.push(leg);
+        else {
+          if (first_err === 0) first_err = status;
+          failed.push(leg);
+          if (!this.sync) this.setLegState(leg, 'FAILED', `${op} failed (${status})`);
+        }
+        if (--pending > 0) return;
+        if (ok.length === 0) {
+          this.stats.failed_ios++;
+          return cb(first_err, null);
+        }
+        if (failed.length === 0 || !has_range) return cb(0, null);
+        this.mapAddPhase(ok, failed, first, count, cb);
+      });
+    }
+  }
+
+  /** Some legs missed a write: record it on the legs that took it before acknowledging. */
+  private mapAddPhase(ok: Leg[], failed: Leg[], first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
+    this.stats.map_adds++;
+    const now = this.now();
+    for (const l of failed) this.mapOf(l.member_id).setDirty(first, count, now);
+    const ids = Buffer.alloc(MAX_MEMBERS);
+    failed.forEach((l, i) => (ids[i] = l.member_id));
+    const msg: MapAddValue = { first_chunk: first, chunk_count: count, map_ver: this.map_ver, failed_cnt: failed.length, failed_ids: ids };
+    const targets = ok.filter((l) => l.state !== 'FAILED' && l.state !== 'REMOVING');
+    if (targets.length === 0) {
+      this.stats.failed_ios++;
+      return cb(Errno.EIO, null);
+    }
+    let pending = targets.length;
+    let recorded = 0;
+    let last_err: number = Errno.EIO;
+    for (const leg of targets) {
+      leg.channel.sendMapAdd(msg, (status) => {
+        if (status === 0) recorded++;
+        else {
+          last_err = status;
+          if (!this.sync) this.setLegState(leg, 'FAILED', `map_add failed (${status})`);
+        }
+        if (--pending > 0) return;
+        if (recorded > 0) return cb(0, null);
+        this.stats.failed_ios++;
+        cb(last_err, null);
+      });
+    }
+  }
+
+  private ioMsg(leg: Leg, offset: number, length: number, flags: number, missing: number[]): IoMsgValue {
+    const ids = Buffer.alloc(MAX_MEMBERS);
+    missing.forEach((id, i) => (ids[i] = id));
+    return {
+      offset,
+      length,
+      flags,
+      map_ver: this.map_ver,
+      prio: 0,
+      member_id: leg.member_id,
+      failed_cnt: missing.length,
+      failed_ids: ids,
+      sync: this.sync ? 1 : 0,
+    };
+  }
+}
