@@ -16,12 +16,26 @@ import { Errno } from '../util/errno.js';
 import { DirtyMap } from './dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
 import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
+import type { LegCommand, LegCommandCallback } from './leg-commands.js';
 
 /** One leg's way to its storage node (over the client session shared by the pools). */
 export interface LegChannel {
   sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void;
   sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void;
+  command(cmd: LegCommand, cb: LegCommandCallback): void;
 }
+
+interface QueuedIo {
+  op: ClientOp;
+  offset: number;
+  length: number;
+  data: Buffer | null;
+  flags: { fua?: boolean; sync?: boolean };
+  cb: (status: number, data: Buffer | null) => void;
+}
+
+/** IOs held while the pool is frozen (a map spread): bounded, beyond it EBUSY. */
+const MAX_FROZEN_QUEUE = 4096;
 
 export class Leg implements LegStateHolder {
   readonly member_id: number;
@@ -82,6 +96,13 @@ export class ClientPool implements LegPoolCounters {
   private readonly gk: LegGatekeeper;
   private rr = 0;
   private readonly now: () => number;
+  /** IOs submitted and not yet completed. */
+  private inflight = 0;
+  private frozen = false;
+  private frozen_queue: QueuedIo[] = [];
+  private drain_waiters: (() => void)[] = [];
+  /** A recovery (try_enable) is running: one at a time. */
+  private recovering = false;
   readonly stats: ClientPoolStats = { reads: 0, writes: 0, read_retries: 0, map_adds: 0, failed_ios: 0 };
 
   constructor(o: ClientPoolOptions, now: () => number, emit: (ev: LegStateEvent) => void) {
@@ -159,6 +180,24 @@ export class ClientPool implements LegPoolCounters {
    * data for reads. Never hangs: every path ends in exactly one call of `cb`.
    */
   submit(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: { fua?: boolean; sync?: boolean }, cb: (status: number, data: Buffer | null) => void): void {
+    if (this.frozen) {
+      if (this.frozen_queue.length >= MAX_FROZEN_QUEUE) return cb(Errno.EBUSY, null);
+      this.frozen_queue.push({ op, offset, length, data, flags, cb });
+      return;
+    }
+    this.inflight++;
+    this.start(op, offset, length, data, flags, (status, d) => {
+      this.inflight--;
+      if (this.inflight === 0 && this.drain_waiters.length > 0) {
+        const ws = this.drain_waiters;
+        this.drain_waiters = [];
+        for (const w of ws) w();
+      }
+      cb(status, d);
+    });
+  }
+
+  private start(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: { fua?: boolean; sync?: boolean }, cb: (status: number, data: Buffer | null) => void): void {
     if (op === 'flush') {
       if (offset !== 0 || length !== 0) return cb(Errno.EINVAL, null);
     } else {
@@ -169,6 +208,105 @@ export class ClientPool implements LegPoolCounters {
     const f = OP_CODE[op] | (flags.fua === true ? IO_F_FUA : 0) | (flags.sync === true ? IO_F_SYNC : 0);
     if (op === 'read') return this.read(offset, length, f, new Set(), 0, cb);
     this.replicate(op, offset, length, data, f, cb);
+  }
+
+  // ------------------------------------------------------------------ freeze (map spread)
+
+  /** Holds new IOs and calls `drained` once every IO in flight has completed. */
+  private freeze(drained: () => void): void {
+    this.frozen = true;
+    if (this.inflight === 0) drained();
+    else this.drain_waiters.push(drained);
+  }
+
+  private unfreeze(): void {
+    this.frozen = false;
+    const q = this.frozen_queue;
+    this.frozen_queue = [];
+    for (const x of q) this.submit(x.op, x.offset, x.length, x.data, x.flags, x.cb);
+  }
+
+  get isFrozen(): boolean {
+    return this.frozen;
+  }
+
+  // ------------------------------------------------------------------ recovery (§8.2, §8.3)
+
+  /**
+   * A leg's link came back: REJOIN (the node goes NO_IO until it gets a map), the leg becomes
+   * RECONNECTING, then recovery runs. `cb` reports the rejoin.
+   */
+  rejoinLeg(leg: Leg, cb: (status: number) => void): void {
+    leg.channel.command({ kind: 'rejoin' }, (status, _v, reason) => {
+      if (status !== 0) return cb(status);
+      const err = this.setLegState(leg, 'RECONNECTING', 'rejoined');
+      if (err !== null) return cb(Errno.EINVAL);
+      void reason;
+      this.tryEnable(() => undefined);
+      cb(0);
+    });
+  }
+
+  /**
+   * try_enable: brings RECONNECTING legs back to NORMAL. Case 1: a NORMAL leg spreads its
+   * maps to them (IO frozen for the spread). Case 2: no NORMAL leg, but the last
+   * authoritative one is back: it is enabled directly, then Case 1 from it. Cases 3/4 (every
+   * member back after a client crash) need the intent-record reconciliation and are refused
+   * here with ENOTSUP until it exists. `cb` gets 0 when legs were enabled.
+   */
+  tryEnable(cb: (status: number) => void): void {
+    if (this.recovering) return cb(Errno.EBUSY);
+    const legs = [...this.legs_by_id.values()];
+    const receivers = legs.filter((l) => l.state === 'RECONNECTING' && !l.maintenance);
+    if (receivers.length === 0) return cb(0);
+    const source = legs.find((l) => l.state === 'NORMAL');
+    const auth = legs.find((l) => l.was_last_authoritative);
+    if (source !== undefined && auth !== undefined) throw new Error(`invariant: authoritative leg ${auth.member_id} beside NORMAL leg ${source.member_id}`);
+    this.recovering = true;
+    const done = (status: number): void => {
+      this.recovering = false;
+      cb(status);
+    };
+    if (source === undefined) {
+      if (auth === undefined || auth.state !== 'RECONNECTING' || auth.maintenance) {
+        this.recovering = false;
+        return cb(Errno.EOPNOTSUPP);
+      }
+      // Case 2: its map is complete; it serves again without a spread.
+      return auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
+        if (status !== 0 || this.setLegState(auth, 'NORMAL', 'last authoritative leg enabled') !== null) return done(status !== 0 ? status : Errno.EINVAL);
+        this.recovering = false;
+        this.tryEnable(cb);
+      });
+    }
+    const src = source;
+    this.freeze(() => this.spread(src, receivers, 0, (status) => {
+      this.unfreeze();
+      done(status);
+    }));
+  }
+
+  /** Map spread from `source` to each receiver in turn: MAP_READY, MAP_SEND, MAP_DONE(enable). */
+  private spread(source: Leg, receivers: Leg[], i: number, cb: (status: number) => void): void {
+    const r = receivers[i];
+    if (r === undefined) return cb(0);
+    const fail = (status: number): void => {
+      for (const other of receivers) other.channel.command({ kind: 'map_disable' }, () => undefined);
+      cb(status);
+    };
+    r.channel.command({ kind: 'map_ready' }, (s1) => {
+      if (s1 !== 0) return fail(s1);
+      source.channel.command({ kind: 'map_send', receiver: r.member_id }, (s2) => {
+        if (s2 !== 0) return fail(s2);
+        r.channel.command({ kind: 'map_done', enable: true }, (s3) => {
+          if (s3 !== 0) return fail(s3);
+          // The client keeps its own map of the member: it is cleaned only through MAP_CHECK
+          // with the timestamp guard (§8.5), once the member reports itself clean.
+          if (this.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);
+          this.spread(source, receivers, i + 1, cb);
+        });
+      });
+    });
   }
 
   // ------------------------------------------------------------------ reads (§6.3)

@@ -127,7 +127,9 @@ export class IntentLog {
   begin(offset: number, length: number, cb: IoCallback): boolean {
     this.stats.begins++;
     const list = this.extentsOf(offset, length);
-    if (this.failed_status === 0 && list.every((e) => this.durable.has(e))) {
+    // Recorded now *and* kept by a record write under way (which may be evicting it).
+    const w = this.writing;
+    if (this.failed_status === 0 && list.every((e) => this.durable.has(e) && (w === null || w.has(e)))) {
       this.stats.fast_begins++;
       this.admit(list);
       return true;

@@ -11,7 +11,8 @@
 // with its rate controller, and the wiring to the transport dispatcher.
 
 import { Errno } from '../util/errno.js';
-import { DirtyMap } from './dirty-map.js';
+import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
+import type { MapUpdateState } from './pool-md.js';
 import { IntentLog } from './intent-log.js';
 import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from './msg.js';
 import { checkChunkSize } from './pool-md.js';
@@ -26,7 +27,14 @@ export interface SyncSource {
   readPeer(offset: number, length: number, cb: ReadCallback): void;
   /** Tells the peers that `member_id` is now clean for the chunk range (best effort). */
   mapClear(first_chunk: number, chunk_count: number, member_id: number): void;
+  /** Sends a map-transfer command to one peer (MAP_SEND streams maps peer to peer). */
+  peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void;
 }
+
+/** What a map source sends to the receiver during a map spread. */
+export type PeerMapCommand =
+  | { kind: 'send_map_buf'; member_id: number; first_page: number; page_count: number; map_ver: number; pages: Buffer }
+  | { kind: 'map_buf_done'; map_ver: number };
 
 export interface RegisteredStore {
   block: BlockStore;
@@ -86,6 +94,7 @@ export class ServerPool {
   marked_delete = false;
   maintenance = false;
   map_ver = 1;
+  map_update_state: MapUpdateState = 'DISABLED';
   /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
   readonly maps = new Map<number, DirtyMap<ParkedIo>>();
   /** Non-sync (compute client) sessions joined. */
@@ -173,7 +182,7 @@ export class ServerPool {
    * acceptance matrix (§4.3). `members` lists the client's other legs (and for create,
    * whether its map for each is dirty).
    */
-  join(j: { sync: boolean; create: boolean; dirty: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
+  join(j: { sync: boolean; create: boolean; dirty: boolean; rejoin?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
     if (j.chunk_size !== this.chunk_size) return `chunk_size ${j.chunk_size} differs from the pool's ${this.chunk_size}`;
     if (this.sm.state === 'EMPTY' || this.store === null) return `pool ${this.name} has no store`;
     if (j.sync) return null;
@@ -186,8 +195,10 @@ export class ServerPool {
       this.marked_create = false;
     } else {
       if (this.marked_create) return `pool ${this.name} was created and awaits its create-mode join`;
-      const err = this.sm.change('NO_IO', 'assemble join');
+      const err = this.sm.change('NO_IO', j.rejoin === true ? 'rejoin' : 'assemble join');
       if (err !== null) return err;
+      // A rejoin is the same client coming back: it must get a map before serving IO.
+      if (j.rejoin === true && this.client_sessions > 0) return null;
     }
     this.client_sessions++;
     return null;
@@ -253,6 +264,89 @@ export class ServerPool {
   /** STORE_CHECK: may the store serve IO? */
   storeCheck(): boolean {
     return this.store !== null && this.store.ioAllowed();
+  }
+
+  // ------------------------------------------------------------------ map spread (§8.2)
+
+  /** MAP_READY: this node is about to receive every map; drop what it holds. */
+  mapReady(from_sync: boolean): string | null {
+    if (from_sync) return 'MAP_READY from a sync pool';
+    if (this.sm.state !== 'NO_IO' && this.sm.state !== 'CREATED') return `MAP_READY in state ${this.sm.state}`;
+    if (this.map_update_state !== 'DISABLED') return `map update already ${this.map_update_state}`;
+    for (const m of this.maps.values()) m.clearAll();
+    this.map_update_state = 'READY';
+    return null;
+  }
+
+  /** SEND_MAP_BUF: pages of one member's map from the map source. */
+  receiveMapBuf(member_id: number, first_page: number, page_count: number, pages: Buffer, from_sync: boolean): string | null {
+    if (this.map_update_state !== 'READY') return `map buffer while map update is ${this.map_update_state}`;
+    const fail = (why: string): string => {
+      if (!from_sync && this.sm.state !== 'EMPTY' && this.sm.state !== 'REGISTERED') this.sm.change('NO_IO', why);
+      return why;
+    };
+    if (pages.length !== page_count * PAGE_BYTES) return fail(`map buffer of ${pages.length} bytes for ${page_count} pages`);
+    if (!this.maps.has(member_id) && this.maps.size >= MAX_MEMBERS) return fail(`no room for member ${member_id}'s map`);
+    const map = this.mapOf(member_id);
+    for (let i = 0; i < page_count; i++) {
+      const err = map.decodePage(first_page + i, pages.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), 'overwrite');
+      if (err !== null) return fail(`map page of member ${member_id}: ${err}`);
+    }
+    return null;
+  }
+
+  /** MAP_BUF_DONE: the source sent everything; adopt its version (never an older one). */
+  mapBufDone(map_ver: number): string | null {
+    if (this.map_update_state !== 'READY') return `MAP_BUF_DONE while map update is ${this.map_update_state}`;
+    if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
+    this.map_ver = map_ver;
+    this.map_update_state = 'DONE';
+    return null;
+  }
+
+  /**
+   * MAP_DONE: the client closes the update; with `enable` the node serves IO again. Unlike
+   * the reference (§12.4), a node whose update did not reach DONE is not promoted.
+   */
+  mapDone(enable: boolean): string | null {
+    const reached = this.map_update_state === 'DONE';
+    this.map_update_state = 'DISABLED';
+    if (!reached) return 'map update did not complete';
+    return enable ? this.sm.change('NORMAL', 'map update done') : null;
+  }
+
+  /** MAP_DISABLE: the spread failed; out of IO service until the next one. */
+  mapDisable(from_sync: boolean): void {
+    this.map_update_state = 'DISABLED';
+    if (!from_sync && (this.sm.state === 'NORMAL' || this.sm.state === 'CREATED')) this.sm.change('NO_IO', 'map update disabled');
+  }
+
+  /**
+   * MAP_SEND: stream every map this node holds to the receiver through the sync pool, then
+   * MAP_BUF_DONE with this node's version. `cb` gets 0 once the receiver has all of it.
+   */
+  mapSend(receiver_member_id: number, cb: (status: number) => void): void {
+    const src = this.sync_source;
+    if (src === null) return cb(Errno.ENOTCONN);
+    if (this.sm.state !== 'NORMAL') return cb(Errno.EINVAL);
+    const per_msg = Math.max(1, Math.floor(src.max_io_size / PAGE_BYTES));
+    const jobs: PeerMapCommand[] = [];
+    for (const m of this.maps.values()) {
+      for (let p = 0; p < m.page_count; p += per_msg) {
+        const n = Math.min(per_msg, m.page_count - p);
+        const pages = Buffer.alloc(n * PAGE_BYTES);
+        for (let i = 0; i < n; i++) m.encodePage(p + i, pages.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES));
+        jobs.push({ kind: 'send_map_buf', member_id: m.member_id, first_page: p, page_count: n, map_ver: this.map_ver, pages });
+      }
+    }
+    jobs.push({ kind: 'map_buf_done', map_ver: this.map_ver });
+    // One after the other: MAP_BUF_DONE must arrive after every page.
+    const next = (i: number): void => {
+      const job = jobs[i];
+      if (job === undefined) return cb(0);
+      src.peerCommand(receiver_member_id, job, (status) => (status !== 0 ? cb(status) : next(i + 1)));
+    };
+    next(0);
   }
 
   // ------------------------------------------------------------------ map messages

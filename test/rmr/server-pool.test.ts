@@ -3,7 +3,7 @@
 // dirtiness over a chunk range, and "lock, sync, resume" for dirty chunks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServerPool, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
+import { ServerPool, type PeerMapCommand, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
@@ -32,6 +32,9 @@ class FakePeer implements SyncSource {
   }
   mapClear(first: number, count: number, member: number): void {
     this.cleared.push([first, count, member]);
+  }
+  peerCommand(_receiver: number, _cmd: PeerMapCommand, cb: (status: number) => void): void {
+    this.disk.read(0, 0, () => cb(Errno.ENOTCONN));
   }
 }
 

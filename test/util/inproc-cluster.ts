@@ -3,7 +3,8 @@
 // dispatcher), legs wired straight to the server pools through channels a test can cut.
 import assert from 'node:assert/strict';
 import { ClientPool, type LegChannel } from '../../src/rmr/client-pool.js';
-import { ServerPool, type SyncSource } from '../../src/rmr/server-pool.js';
+import { ServerPool, type PeerMapCommand, type SyncSource } from '../../src/rmr/server-pool.js';
+import { applyPeerMapCommand, executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/msg.js';
 import type { ReadCallback } from '../../src/rmr/store.js';
@@ -32,6 +33,10 @@ export class DirectChannel implements LegChannel {
   sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void {
     this.clock.setTimer(this.latency_ms, () => cb(this.cut ? Errno.ENOTCONN : this.server.mapAdd(msg)));
   }
+  command(cmd: LegCommand, cb: LegCommandCallback): void {
+    if (this.cut) return void this.clock.setTimer(this.latency_ms, () => cb(Errno.ENOTCONN, 0, 'link cut'));
+    this.clock.setTimer(this.latency_ms, () => executeLegCommand(this.server, cmd, false, (s, v, r) => this.clock.setTimer(this.latency_ms, () => cb(s, v, r))));
+  }
 }
 
 /** A node's sync pool: reads from NORMAL peers in turn, refusals move on to the next one. */
@@ -53,6 +58,11 @@ export class PeerSource implements SyncSource {
       p.handleIo(msg, Buffer.alloc(0), true, (s, d) => (s === 0 ? cb(0, d) : attempt(i + 1)));
     };
     attempt(0);
+  }
+  peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void {
+    const r = this.peers().find((p) => p.member_id === receiver_member_id);
+    if (r === undefined || !this.reachable(r)) return void this.clock.setTimer(0, () => cb(Errno.ENOTCONN));
+    this.clock.setTimer(0.05, () => cb(applyPeerMapCommand(r, cmd)));
   }
   mapClear(first: number, count: number, member_id: number): void {
     for (const p of this.peers()) {
