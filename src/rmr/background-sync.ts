@@ -44,7 +44,7 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   max_inflight: 32,
   share: 0.3,
   min_bytes_per_s: 10 << 20,
-  max_bytes_per_s: 4 << 30,
+  max_bytes_per_s: 4 * 2 ** 30,
   tick_ms: 50,
   auto_start: true,
 };

@@ -4,9 +4,11 @@
 // of what each command does, whatever carries it.
 
 import { Errno } from '../util/errno.js';
+import { CmdType, MAX_MEMBERS, type CmdTypeValue } from './msg.js';
 import type { PeerMapCommand, ServerPool } from './server-pool.js';
 
 export type LegCommand =
+  | { kind: 'join'; create: boolean; dirty: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
   | { kind: 'rejoin' }
   | { kind: 'enable_pool'; enable: boolean }
   | { kind: 'map_ready' }
@@ -23,6 +25,8 @@ export type LegCommandCallback = (status: number, value: number, reason: string 
 export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
   const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
   switch (cmd.kind) {
+    case 'join':
+      return answer(pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, chunk_size: pool.chunk_size, members: cmd.members }), pool.member_id);
     case 'rejoin':
       return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
     case 'enable_pool':
@@ -50,4 +54,74 @@ export function applyPeerMapCommand(pool: ServerPool, cmd: PeerMapCommand): numb
   const err =
     cmd.kind === 'send_map_buf' ? pool.receiveMapBuf(cmd.member_id, cmd.first_page, cmd.page_count, cmd.pages, true) : pool.mapBufDone(cmd.map_ver);
   return err === null ? 0 : Errno.EINVAL;
+}
+
+/** The wire form of a command: its CMD type and payload fields (msg.ts CmdPayload). */
+export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_type: CmdTypeValue; payload: Record<string, number | Buffer> } {
+  switch (cmd.kind) {
+    case 'join': {
+      const ids = Buffer.alloc(MAX_MEMBERS);
+      const dirty = Buffer.alloc(MAX_MEMBERS);
+      cmd.members.forEach((m, i) => {
+        ids[i] = m.id;
+        dirty[i] = m.dirty ? 1 : 0;
+      });
+      return {
+        cmd_type: CmdType.JOIN_POOL,
+        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? 1 : 0, create: cmd.create ? 1 : 0, rejoin: 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
+      };
+    }
+    case 'rejoin':
+      return { cmd_type: CmdType.REJOIN_POOL, payload: { queue_depth: 0, chunk_size } };
+    case 'enable_pool':
+      return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.enable ? 1 : 0 } };
+    case 'map_ready':
+      return { cmd_type: CmdType.MAP_READY, payload: {} };
+    case 'map_send':
+      return { cmd_type: CmdType.MAP_SEND, payload: { receiver_member_id: cmd.receiver } };
+    case 'map_done':
+      return { cmd_type: CmdType.MAP_DONE, payload: { enable: cmd.enable ? 1 : 0 } };
+    case 'map_disable':
+      return { cmd_type: CmdType.MAP_DISABLE, payload: {} };
+    case 'map_check':
+      return { cmd_type: CmdType.MAP_CHECK, payload: {} };
+    case 'store_check':
+      return { cmd_type: CmdType.STORE_CHECK, payload: {} };
+    case 'map_get_ver':
+      return { cmd_type: CmdType.MAP_GET_VER, payload: {} };
+  }
+}
+
+const num = (p: Record<string, number | string | Buffer>, k: string): number => (typeof p[k] === 'number' ? p[k] : 0);
+
+/** A decoded CMD back to a command (null for commands that are not leg commands). */
+export function legCommandFromWire(cmd_type: number, p: Record<string, number | string | Buffer>): LegCommand | null {
+  switch (cmd_type) {
+    case CmdType.JOIN_POOL: {
+      const ids = p.member_ids as Buffer;
+      const dirty = p.member_dirty as Buffer;
+      const members = Array.from({ length: num(p, 'member_cnt') }, (_, i) => ({ id: ids[i] as number, dirty: dirty[i] === 1 }));
+      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') === 1, queue_depth: num(p, 'queue_depth'), members };
+    }
+    case CmdType.REJOIN_POOL:
+      return { kind: 'rejoin' };
+    case CmdType.ENABLE_POOL:
+      return { kind: 'enable_pool', enable: num(p, 'enable') === 1 };
+    case CmdType.MAP_READY:
+      return { kind: 'map_ready' };
+    case CmdType.MAP_SEND:
+      return { kind: 'map_send', receiver: num(p, 'receiver_member_id') };
+    case CmdType.MAP_DONE:
+      return { kind: 'map_done', enable: num(p, 'enable') === 1 };
+    case CmdType.MAP_DISABLE:
+      return { kind: 'map_disable' };
+    case CmdType.MAP_CHECK:
+      return { kind: 'map_check' };
+    case CmdType.STORE_CHECK:
+      return { kind: 'store_check' };
+    case CmdType.MAP_GET_VER:
+      return { kind: 'map_get_ver' };
+    default:
+      return null;
+  }
 }

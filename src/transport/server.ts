@@ -83,6 +83,8 @@ export interface ServerRequest {
 export interface ServerHandler {
   onRequest(req: ServerRequest): void;
   onSessionOpen?(session: ServerSession): void;
+  /** The session's last path went down (it may come back within the linger time). */
+  onSessionDisconnected?(session: ServerSession): void;
   onSessionClose?(session: ServerSession, reason: string): void;
 }
 
@@ -527,6 +529,7 @@ export class TransportServer {
     if (s.paths.get(idx) === conn) s.paths.delete(idx);
     this.log.log('info', 'path down', { session: s.name, path: idx, reason });
     if (s.paths.size === 0 && !s.closed && !this.closed) {
+      this.handler.onSessionDisconnected?.(s);
       s.linger_timer = this.clock.setTimer(this.o.session_linger_ms, () => {
         s.linger_timer = null;
         if (s.paths.size === 0) this.closeSession(s, `no path for ${this.o.session_linger_ms} ms`);

@@ -1,0 +1,116 @@
+// The rmr-server of a storage node on the transport: decodes every request's user header as
+// an RMR message, finds the pool by group_id, and hands it to the pool. Malformed messages
+// get -EBADMSG, unknown pools -ENOENT; nothing a peer sends can throw out of here.
+//
+// Request kinds: IO reads and commands with an answer travel read-type (the answer is the
+// read data, or an encoded CMD_RSP); IO writes, MAP_ADD, MAP_CLEAR and map buffers travel
+// write-type (status only).
+
+import { Errno } from '../util/errno.js';
+import type { Logger } from '../util/ports.js';
+import { nullLogger } from '../util/ports.js';
+import type { ServerHandler, ServerRequest, ServerSession } from '../transport/server.js';
+import { applyPeerMapCommand, executeLegCommand, legCommandFromWire } from './leg-commands.js';
+import { CmdRsp, CmdType, IO_OP_MASK, IoOp, decodeMessage, CMD_NAMES } from './msg.js';
+import type { ServerPool } from './server-pool.js';
+import { PAGE_BYTES } from './dirty-map.js';
+
+/** Bytes a command answer needs (header + CMD_RSP). */
+export const CMD_RSP_BYTES = 8 + CmdRsp.min_size;
+
+export class RmrServerNode implements ServerHandler {
+  private readonly pools = new Map<number, ServerPool>();
+  private readonly log: Logger;
+  /** Pools a transport session joined as a compute client (non-sync). */
+  private readonly joined = new WeakMap<ServerSession, Set<number>>();
+
+  constructor(log: Logger = nullLogger) {
+    this.log = log;
+  }
+
+  addPool(pool: ServerPool): void {
+    if (this.pools.has(pool.group_id)) throw new RangeError(`a pool with group_id ${pool.group_id} exists (hash collision or duplicate)`);
+    this.pools.set(pool.group_id, pool);
+  }
+
+  pool(group_id: number): ServerPool | undefined {
+    return this.pools.get(group_id);
+  }
+
+  onSessionDisconnected(session: ServerSession): void {
+    this.clientGone(session, 'lost its last path');
+  }
+
+  onSessionClose(session: ServerSession, reason: string): void {
+    this.clientGone(session, reason);
+  }
+
+  /**
+   * A compute client's session went away: its pools stop serving IO (peers' sync reads
+   * included) until it rejoins with a map (§9.1), since this node may now miss writes.
+   */
+  private clientGone(session: ServerSession, reason: string): void {
+    for (const gid of this.joined.get(session) ?? []) {
+      const p = this.pools.get(gid);
+      if (p !== undefined && p.state === 'NORMAL') p.sm.change('NO_IO', `client session ${session.name}: ${reason}`);
+    }
+  }
+
+  onRequest(req: ServerRequest): void {
+    const d = decodeMessage(req.user_hdr);
+    if (!d.ok) {
+      this.log.log('warn', 'malformed RMR message', { session: req.session.name, reason: d.reason });
+      return req.respond(Errno.EBADMSG);
+    }
+    const m = d.msg;
+    const pool = this.pools.get(m.group_id);
+    if (pool === undefined) return req.respond(Errno.ENOENT);
+    switch (m.type) {
+      case 'IO': {
+        const is_read = (m.body.flags & IO_OP_MASK) === IoOp.READ;
+        if (is_read !== (req.kind === 'read') || (is_read && req.read_len < m.body.length)) return req.respond(Errno.EBADMSG);
+        return pool.handleIo(m.body, req.data, m.body.sync === 1, (status, data) => req.respond(status, is_read && status === 0 ? data : null));
+      }
+      case 'MAP_ADD':
+        return req.respond(pool.mapAdd(m.body));
+      case 'MAP_CLEAR':
+        return req.respond(pool.mapClear(m.body));
+      case 'CMD_RSP':
+        return req.respond(Errno.EBADMSG);
+      case 'CMD': {
+        const from_sync = m.env.sync === 1;
+        const t = m.env.cmd_type;
+        if (m.env.pool_name !== pool.name) return req.respond(Errno.ENOENT);
+        if (t === CmdType.SEND_MAP_BUF) {
+          const p = m.payload;
+          const pages = req.data;
+          if (pages.length !== (p.page_count as number) * PAGE_BYTES) return req.respond(Errno.EBADMSG);
+          return req.respond(
+            applyPeerMapCommand(pool, { kind: 'send_map_buf', member_id: p.member_id as number, first_page: p.first_page as number, page_count: p.page_count as number, map_ver: p.map_ver as number, pages }),
+          );
+        }
+        if (t === CmdType.MAP_BUF_DONE) return req.respond(applyPeerMapCommand(pool, { kind: 'map_buf_done', map_ver: m.payload.map_ver as number }));
+        const cmd = legCommandFromWire(t, m.payload);
+        if (cmd === null) {
+          this.log.log('info', 'command not supported yet', { pool: pool.name, cmd: CMD_NAMES.get(t) ?? String(t) });
+          return req.respond(Errno.EOPNOTSUPP);
+        }
+        if (req.kind !== 'read' || req.read_len < CMD_RSP_BYTES) return req.respond(Errno.EBADMSG);
+        return executeLegCommand(pool, cmd, from_sync, (status, value, reason) => {
+          if (status === 0 && !from_sync && (cmd.kind === 'join' || cmd.kind === 'rejoin')) {
+            let set = this.joined.get(req.session);
+            if (set === undefined) this.joined.set(req.session, (set = new Set()));
+            set.add(pool.group_id);
+          }
+          if (reason !== null) this.log.log('info', 'command refused', { pool: pool.name, cmd: cmd.kind, reason });
+          const rsp = Buffer.alloc(CMD_RSP_BYTES);
+          rsp.writeUInt32LE(pool.group_id, 0);
+          rsp.writeUInt16LE(1, 4); // CMD_RSP
+          rsp[6] = 1;
+          CmdRsp.encode({ cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, rsp, 8);
+          req.respond(status, rsp);
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,49 @@
+// A storage node's sync pool (§7.1): a client pool with `sync` set whose legs go to the
+// other storage nodes of the pool. It is the node's SyncSource: peer reads for chunk sync
+// (round robin, a refusal moves on to the next peer), MAP_CLEAR fan-out, and the map
+// stream of a map spread.
+
+import { Errno } from '../util/errno.js';
+import type { ClientPool } from './client-pool.js';
+import type { PeerMapCommand, SyncSource } from './server-pool.js';
+import type { TransportLeg } from './transport-leg.js';
+import type { ReadCallback } from './store.js';
+
+export class SyncPoolSource implements SyncSource {
+  private readonly pool: ClientPool;
+  private readonly channels = new Map<number, TransportLeg>();
+
+  constructor(pool: ClientPool) {
+    if (!pool.sync) throw new RangeError('a sync source needs a sync pool');
+    this.pool = pool;
+  }
+
+  get max_io_size(): number {
+    return this.pool.max_io_size;
+  }
+
+  /** Adds the leg to a peer (joined and NORMAL on success). */
+  addPeer(member_id: number, name: string, channel: TransportLeg): void {
+    const leg = this.pool.addLeg(name, member_id, channel);
+    this.pool.setLegState(leg, 'NORMAL', 'sync leg joined');
+    this.channels.set(member_id, channel);
+  }
+
+  readPeer(offset: number, length: number, cb: ReadCallback): void {
+    this.pool.submit('read', offset, length, null, {}, cb);
+  }
+
+  mapClear(first_chunk: number, chunk_count: number, member_id: number): void {
+    for (const leg of this.pool.legs()) {
+      if (leg.state !== 'NORMAL') continue;
+      // Best effort: the periodic peer-map check cleans up what is lost (§8.6).
+      this.channels.get(leg.member_id)?.sendMapClear(first_chunk, chunk_count, member_id, () => undefined);
+    }
+  }
+
+  peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void {
+    const ch = this.channels.get(receiver_member_id);
+    if (ch === undefined) return cb(Errno.ENOTCONN);
+    ch.sendPeerMap(cmd, cb);
+  }
+}

@@ -1,0 +1,77 @@
+// A leg's channel over the transport: RMR messages as the user header of a client session's
+// requests. Several pools (and legs) share one session per storage node (§2.3). Transport
+// failures come back as the TransportError's errno, which the pool logic treats as a leg
+// failure.
+
+import type { ClientSession } from '../transport/client-session.js';
+import type { TransportError } from '../transport/errors.js';
+import { Errno } from '../util/errno.js';
+import type { LegChannel } from './client-pool.js';
+import { legCommandToWire, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+import { CmdRsp, IO_OP_MASK, IoOp, encodeCmd, encodeIo, encodeMapAdd, encodeMapClear, type IoMsgValue, type MapAddValue } from './msg.js';
+import type { PeerMapCommand } from './server-pool.js';
+import { CMD_RSP_BYTES } from './server-node.js';
+import { CmdType } from './msg.js';
+
+const errnoOf = (e: TransportError): number => e.errno;
+
+export class TransportLeg implements LegChannel {
+  constructor(
+    readonly session: ClientSession,
+    readonly group_id: number,
+    readonly pool_name: string,
+    readonly chunk_size: number,
+    readonly sync: boolean,
+  ) {}
+
+  sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void {
+    const is_read = (msg.flags & IO_OP_MASK) === IoOp.READ;
+    const hdr = encodeIo(this.group_id, msg);
+    this.session.getPermit((err, p) => {
+      if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err), null);
+      this.session.send(p, is_read ? 'read' : 'write', hdr, is_read ? null : data, is_read ? msg.length : 0, (e, status, d) => {
+        if (e !== null) return cb(errnoOf(e), null);
+        cb(status, d);
+      });
+    });
+  }
+
+  private writeType(hdr: Buffer, data: Buffer | null, cb: (status: number) => void): void {
+    this.session.getPermit((err, p) => {
+      if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err));
+      this.session.send(p, 'write', hdr, data, 0, (e, status) => cb(e !== null ? errnoOf(e) : status));
+    });
+  }
+
+  sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void {
+    this.writeType(encodeMapAdd(this.group_id, msg), null, cb);
+  }
+
+  sendMapClear(first_chunk: number, chunk_count: number, member_id: number, cb: (status: number) => void): void {
+    this.writeType(encodeMapClear(this.group_id, { first_chunk, chunk_count, member_id }), null, cb);
+  }
+
+  sendPeerMap(cmd: PeerMapCommand, cb: (status: number) => void): void {
+    const env = { cmd_type: cmd.kind === 'send_map_buf' ? CmdType.SEND_MAP_BUF : CmdType.MAP_BUF_DONE, sync: 1, pool_name: this.pool_name };
+    const hdr =
+      cmd.kind === 'send_map_buf'
+        ? encodeCmd(this.group_id, env, { member_id: cmd.member_id, first_page: cmd.first_page, page_count: cmd.page_count, map_ver: cmd.map_ver })
+        : encodeCmd(this.group_id, env, { map_ver: cmd.map_ver });
+    this.writeType(hdr, cmd.kind === 'send_map_buf' ? cmd.pages : null, cb);
+  }
+
+  command(cmd: LegCommand, cb: LegCommandCallback): void {
+    const w = legCommandToWire(cmd, this.chunk_size);
+    const hdr = encodeCmd(this.group_id, { cmd_type: w.cmd_type, sync: this.sync ? 1 : 0, pool_name: this.pool_name }, w.payload);
+    this.session.getPermit((err, p) => {
+      if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err), 0, err?.message ?? 'no permit');
+      this.session.send(p, 'read', hdr, null, CMD_RSP_BYTES, (e, status, d) => {
+        if (e !== null) return cb(errnoOf(e), 0, e.message);
+        if (d === null || d.length !== CMD_RSP_BYTES) return cb(status !== 0 ? status : Errno.EBADMSG, 0, 'no command answer');
+        const r = CmdRsp.decode(d, 8);
+        if (!r.ok) return cb(Errno.EBADMSG, 0, r.reason);
+        cb(status, r.value.value, status === 0 ? null : `refused by member ${r.value.member_id}`);
+      });
+    });
+  }
+}
