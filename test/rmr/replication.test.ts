@@ -199,3 +199,27 @@ test('no NORMAL leg left: the last authoritative leg comes back first (Case 2), 
   assert.equal(s, 0);
   assert.deepEqual(d, model.subarray(4096 * 10, 4096 * 15));
 });
+
+test('a 3-member pool: two members fail in turn, come back in turn, and all three end identical', () => {
+  const c = makeCluster(3);
+  const model = Buffer.alloc(c.client.mapped_size);
+  writeStream(c, 10, model);
+  (c.channels[0] as { cut: boolean }).cut = true;
+  writeStream(c, 15, model);
+  (c.channels[2] as { cut: boolean }).cut = true;
+  writeStream(c, 15, model);
+  const [l1, l3] = [c.client.leg(1), c.client.leg(3)];
+  assert.ok(l1 !== undefined && l3 !== undefined);
+  for (const [i, leg] of [
+    [0, l1],
+    [2, l3],
+  ] as const) {
+    (c.channels[i] as { cut: boolean }).cut = false;
+    c.client.rejoinLeg(leg, (s) => assert.equal(s, 0));
+    c.clock.runUntilTrue(`member ${leg.member_id} NORMAL`, () => leg.state === 'NORMAL', c.clock.now() + 10_000);
+    writeStream(c, 5, model); // IO goes on between the returns
+  }
+  for (const s of c.servers) c.clock.runUntilTrue(`member ${s.member_id} resynced`, () => s.ownMap()?.isEmpty() === true, c.clock.now() + 60_000);
+  for (const d of c.disks) assert.ok(d.contents().equals(model), 'byte-identical');
+  for (const s of c.servers) for (const m of s.maps.values()) assert.equal(m.dirtyCount, 0, `member ${s.member_id}'s map of ${m.member_id} is clean`);
+});
