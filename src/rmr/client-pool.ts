@@ -23,6 +23,8 @@ export interface LegChannel {
   sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void;
   sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void;
   command(cmd: LegCommand, cb: LegCommandCallback): void;
+  /** Whether the link to the node is up (a FAILED leg with a live link may only need a store check). */
+  isConnected(): boolean;
 }
 
 interface QueuedIo {
@@ -67,6 +69,8 @@ export interface ClientPoolOptions {
   /** Refuse writes while fewer legs are NORMAL (0: never). */
   min_replicas?: number;
   sync?: boolean;
+  /** A client map is wiped after a clean MAP_CHECK only if unchanged for this long (§8.5). */
+  map_clean_delay_ms?: number;
 }
 
 export interface ClientPoolStats {
@@ -86,6 +90,7 @@ export class ClientPool implements LegPoolCounters {
   readonly max_io_size: number;
   readonly sync: boolean;
   min_replicas: number;
+  readonly map_clean_delay_ms: number;
   normal_count = 0;
   map_ver = 1;
   private readonly legs_by_id = new Map<number, Leg>();
@@ -115,6 +120,7 @@ export class ClientPool implements LegPoolCounters {
     this.max_io_size = o.max_io_size;
     this.min_replicas = o.min_replicas ?? 0;
     this.sync = o.sync ?? false;
+    this.map_clean_delay_ms = o.map_clean_delay_ms ?? 5000;
     this.now = now;
     this.gk = new LegGatekeeper(this, emit);
   }
@@ -284,6 +290,35 @@ export class ClientPool implements LegPoolCounters {
       this.unfreeze();
       done(status);
     }));
+  }
+
+  /**
+   * The recovery tick (every few seconds): a FAILED leg whose link is up is asked STORE_CHECK
+   * and, if its store serves again, rejoins recovery (§9.1); a NORMAL leg the client still
+   * holds dirty entries for is asked MAP_CHECK, and once it reports its own map empty the
+   * client's copy is wiped, unless an entry was added since the question was asked or
+   * within the clean delay (§8.5; single-threaded, so check and wipe cannot interleave with
+   * a write's map update, the race the reference admits).
+   */
+  recoveryTick(): void {
+    if (this.sync) return;
+    for (const leg of this.legs_by_id.values()) {
+      if (leg.state === 'FAILED' && leg.channel.isConnected() && !leg.maintenance) {
+        leg.channel.command({ kind: 'store_check' }, (status, value) => {
+          if (status !== 0 || value !== 1 || leg.state !== 'FAILED') return;
+          if (this.setLegState(leg, 'RECONNECTING', 'store check passed') === null) this.tryEnable(() => undefined);
+        });
+      } else if (leg.state === 'NORMAL' && !leg.maintenance) {
+        const map = this.maps.get(leg.member_id);
+        if (map === undefined || map.isEmpty()) continue;
+        const ts_asked = map.ts;
+        leg.channel.command({ kind: 'map_check' }, (status, value) => {
+          if (status !== 0 || value !== 1) return;
+          if (map.ts !== ts_asked || this.now() - map.ts < this.map_clean_delay_ms) return;
+          map.clearAll(this.now());
+        });
+      }
+    }
   }
 
   /** Map spread from `source` to each receiver in turn: MAP_READY, MAP_SEND, MAP_DONE(enable). */

@@ -27,6 +27,8 @@ export interface SyncSource {
   readPeer(offset: number, length: number, cb: ReadCallback): void;
   /** Tells the peers that `member_id` is now clean for the chunk range (best effort). */
   mapClear(first_chunk: number, chunk_count: number, member_id: number): void;
+  /** MAP_CHECK to one peer: cb(0, true) when it is NORMAL with an empty own map. */
+  peerMapCheck(member_id: number, cb: (status: number, empty: boolean) => void): void;
   /** Sends a map-transfer command to one peer (MAP_SEND streams maps peer to peer). */
   peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void;
 }
@@ -254,6 +256,24 @@ export class ServerPool {
 
   appBytes(): number {
     return this.stats.app_bytes;
+  }
+
+  /**
+   * Peer-map cleaning (§8.6), run every few seconds: a peer that reports its own map empty
+   * gets this node's copy of its map wiped, unless the copy changed since the question (a
+   * MAP_ADD or piggyback raced with it). Collects what lost MAP_CLEARs left behind.
+   */
+  checkPeerMaps(): void {
+    const src = this.sync_source;
+    if (src === null || this.sm.state !== 'NORMAL') return;
+    for (const m of this.maps.values()) {
+      if (m.member_id === this.member_id || m.isEmpty()) continue;
+      const ts_asked = m.ts;
+      const dirty_asked = m.dirtyCount;
+      src.peerMapCheck(m.member_id, (status, empty) => {
+        if (status === 0 && empty && m.ts === ts_asked && m.dirtyCount === dirty_asked) m.clearAll(m.ts);
+      });
+    }
   }
 
   /** MAP_CHECK: is this node NORMAL with a clean own map? */

@@ -41,6 +41,12 @@ export class SyncPoolSource implements SyncSource {
     }
   }
 
+  peerMapCheck(member_id: number, cb: (status: number, empty: boolean) => void): void {
+    const ch = this.channels.get(member_id);
+    if (ch === undefined) return cb(Errno.ENOTCONN, false);
+    ch.command({ kind: 'map_check' }, (status, value) => cb(status, status === 0 && value === 1));
+  }
+
   peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void {
     const ch = this.channels.get(receiver_member_id);
     if (ch === undefined) return cb(Errno.ENOTCONN);

@@ -24,6 +24,10 @@ export class TransportLeg implements LegChannel {
     readonly sync: boolean,
   ) {}
 
+  isConnected(): boolean {
+    return this.session.state === 'CONNECTED';
+  }
+
   sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void {
     const is_read = (msg.flags & IO_OP_MASK) === IoOp.READ;
     const hdr = encodeIo(this.group_id, msg);

@@ -223,3 +223,51 @@ test('a 3-member pool: two members fail in turn, come back in turn, and all thre
   for (const d of c.disks) assert.ok(d.contents().equals(model), 'byte-identical');
   for (const s of c.servers) for (const m of s.maps.values()) assert.equal(m.dirtyCount, 0, `member ${s.member_id}'s map of ${m.member_id} is clean`);
 });
+
+test('recovery tick: a FAILED leg with a live link comes back by store check; client and peer maps are cleaned', () => {
+  const c = makeCluster(2);
+  const model = Buffer.alloc(c.client.mapped_size);
+  writeStream(c, 10, model);
+  // A disk error on member 2: the read fails over to member 1, member 2's leg fails, its node
+  // leaves IO service; the link stays up.
+  c.disks[1]?.faults.bad_ranges.push({ offset: 0, length: 4096 });
+  const leg2 = c.client.leg(2);
+  // Round robin: within two reads one lands on member 2.
+  for (let i = 0; i < 2 && leg2?.state === 'NORMAL'; i++) {
+    const [rs, rd] = c.read(0, 4096);
+    assert.equal(rs, 0, 'the read is retried on the other leg');
+    assert.deepEqual(rd, model.subarray(0, 4096));
+  }
+  assert.equal(leg2?.state, 'FAILED');
+  assert.equal(c.servers[1]?.state, 'NO_IO');
+  writeStream(c, 10, model);
+  // The disk is fixed (replaced by the operator); the recovery tick finds the store usable.
+  (c.disks[1] as { faults: { bad_ranges: unknown[] } }).faults.bad_ranges = [];
+  c.client.recoveryTick();
+  c.clock.runUntilTrue('leg 2 NORMAL by store check', () => leg2?.state === 'NORMAL', c.clock.now() + 10_000);
+  const own2 = c.servers[1]?.ownMap();
+  c.clock.runUntilTrue('resynced', () => own2?.isEmpty() === true, c.clock.now() + 60_000);
+  assert.ok(c.disks[1]?.contents().equals(model));
+  // The client still holds member 2's old misses until MAP_CHECK says member 2 is clean
+  // and the clean delay has passed.
+  const cmap = c.client.maps.get(2);
+  assert.ok((cmap?.dirtyCount ?? 0) > 0);
+  c.client.recoveryTick();
+  c.clock.runUntil(c.clock.now() + 100);
+  assert.ok((cmap?.dirtyCount ?? 0) > 0, 'not within the clean delay');
+  c.clock.runUntil(c.clock.now() + c.client.map_clean_delay_ms);
+  c.client.recoveryTick();
+  c.clock.runUntil(c.clock.now() + 100);
+  assert.equal(cmap?.dirtyCount, 0, 'wiped after a clean MAP_CHECK past the delay');
+  // A lost MAP_CLEAR leaves member 1 with stale entries for member 2: the peer check cleans it.
+  const copy = c.servers[0]?.maps.get(2);
+  copy?.setDirty(3, 2, c.clock.now());
+  c.servers[0]?.checkPeerMaps();
+  // ...unless the copy changes while the question is out (a new MAP_ADD raced with it).
+  copy?.setDirty(9, 1, c.clock.now() + 1);
+  c.clock.runUntil(c.clock.now() + 100);
+  assert.equal(copy?.dirtyCount, 3, 'no wipe: the map changed after the question');
+  c.servers[0]?.checkPeerMaps();
+  c.clock.runUntil(c.clock.now() + 100);
+  assert.equal(copy?.dirtyCount, 0, 'wiped on the next check');
+});

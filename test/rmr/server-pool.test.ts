@@ -33,6 +33,9 @@ class FakePeer implements SyncSource {
   mapClear(first: number, count: number, member: number): void {
     this.cleared.push([first, count, member]);
   }
+  peerMapCheck(_member: number, cb: (status: number, empty: boolean) => void): void {
+    this.disk.read(0, 0, () => cb(Errno.ENOTCONN, false));
+  }
   peerCommand(_receiver: number, _cmd: PeerMapCommand, cb: (status: number) => void): void {
     this.disk.read(0, 0, () => cb(Errno.ENOTCONN));
   }

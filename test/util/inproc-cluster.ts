@@ -33,6 +33,9 @@ export class DirectChannel implements LegChannel {
   sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void {
     this.clock.setTimer(this.latency_ms, () => cb(this.cut ? Errno.ENOTCONN : this.server.mapAdd(msg)));
   }
+  isConnected(): boolean {
+    return !this.cut;
+  }
   command(cmd: LegCommand, cb: LegCommandCallback): void {
     if (this.cut) return void this.clock.setTimer(this.latency_ms, () => cb(Errno.ENOTCONN, 0, 'link cut'));
     this.clock.setTimer(this.latency_ms, () => executeLegCommand(this.server, cmd, false, (s, v, r) => this.clock.setTimer(this.latency_ms, () => cb(s, v, r))));
@@ -58,6 +61,11 @@ export class PeerSource implements SyncSource {
       p.handleIo(msg, Buffer.alloc(0), true, (s, d) => (s === 0 ? cb(0, d) : attempt(i + 1)));
     };
     attempt(0);
+  }
+  peerMapCheck(member_id: number, cb: (status: number, empty: boolean) => void): void {
+    const r = this.peers().find((p) => p.member_id === member_id);
+    if (r === undefined || !this.reachable(r)) return void this.clock.setTimer(0, () => cb(Errno.ENOTCONN, false));
+    this.clock.setTimer(0.05, () => cb(0, r.mapCheck()));
   }
   peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void {
     const r = this.peers().find((p) => p.member_id === receiver_member_id);
