@@ -223,6 +223,13 @@ export class DirtyMap<W = unknown> {
 
   // ------------------------------------------------------------ pages (transfer, persistence)
 
+  /** 0: every chunk of page `p` clean, 1: every chunk dirty, 2: mixed. */
+  pageState(p: number): 0 | 1 | 2 {
+    const d = this.page_dirty[p];
+    if (d === undefined) throw new RangeError(`page ${p} outside 0..${this.page_count - 1}`);
+    return d === 0 ? 0 : d === this.pageChunks(p) ? 1 : 2;
+  }
+
   /** Page `p` as PAGE_BYTES of bitmap (bit k of byte j = chunk p*CHUNKS_PER_PAGE + 8j + k). */
   encodePage(p: number, out: Uint8Array = new Uint8Array(PAGE_BYTES)): Uint8Array {
     if (!Number.isInteger(p) || p < 0 || p >= this.page_count) throw new RangeError(`page ${p} outside 0..${this.page_count - 1}`);
