@@ -12,8 +12,10 @@
 
 import { Errno } from '../util/errno.js';
 import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
-import type { MapUpdateState } from './pool-md.js';
+import { PoolMdStore, emptySrvMd, type MapUpdateState, type PoolMd } from './pool-md.js';
 import { IntentLog } from './intent-log.js';
+import { MapStore, mapStoreBytes } from './map-store.js';
+import { MD_PAGE } from './md-slots.js';
 import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from './msg.js';
 import { checkChunkSize } from './pool-md.js';
 import { ServerPoolStateMachine, type ServerPoolStateEvent } from './server-pool-state.js';
@@ -37,6 +39,31 @@ export interface SyncSource {
 export type PeerMapCommand =
   | { kind: 'send_map_buf'; member_id: number; first_page: number; page_count: number; map_ver: number; pages: Buffer }
   | { kind: 'map_buf_done'; map_ver: number };
+
+/**
+ * RMR's metadata region of a store (offsets from `meta_base`):
+ *   0        pool_md, two slots
+ *   8 KiB    intent record, two slots
+ *   16 KiB   dirty maps: directory (two slots) and two image banks
+ */
+export const MD_POOL_OFFSET = 0;
+export const MD_INTENT_OFFSET = 2 * MD_PAGE;
+export const MD_MAPS_OFFSET = 4 * MD_PAGE;
+
+/** Metadata bytes a pool of `no_of_chunks` chunks needs on its store. */
+export function rmrMetaBytes(no_of_chunks: number): number {
+  return MD_MAPS_OFFSET + mapStoreBytes(Math.ceil(no_of_chunks / (PAGE_BYTES * 8)));
+}
+
+export interface RecoveryReport {
+  /** The pool metadata was found (an existing member). */
+  found: boolean;
+  /** Chunks marked dirty for this node from its own intent record (unclean stop). */
+  intent_chunks: number;
+  /** Why the maps could not be restored (all chunks were then marked dirty), or null. */
+  maps_lost: string | null;
+  map_ver: number;
+}
 
 export interface RegisteredStore {
   block: BlockStore;
@@ -90,6 +117,11 @@ export class ServerPool {
   readonly sm: ServerPoolStateMachine;
   private store: RegisteredStore | null = null;
   private intent: IntentLog | null = null;
+  private md_store: PoolMdStore | null = null;
+  private map_store: MapStore | null = null;
+  /** The pool metadata as last loaded or built (written by persistMetadata). */
+  pool_md: PoolMd | null = null;
+  queue_depth = 0;
   mapped_size = 0;
   no_of_chunks = 0;
   marked_create = false;
@@ -164,13 +196,104 @@ export class ServerPool {
     this.mapped_size = mapped_size;
     this.no_of_chunks = Math.ceil(mapped_size / this.chunk_size);
     this.marked_create = mode === 'create';
-    this.intent = new IntentLog(store.meta, store.meta_base, {
+    if (store.meta.meta_size_bytes < store.meta_base + rmrMetaBytes(this.no_of_chunks)) {
+      this.store = null;
+      return `the store's metadata area is too small (${rmrMetaBytes(this.no_of_chunks)} bytes needed)`;
+    }
+    this.intent = new IntentLog(store.meta, store.meta_base + MD_INTENT_OFFSET, {
       extent_shift: this.opts.intent_extent_shift,
       max_active: this.opts.intent_max_extents,
       requestFlush: () => this.flushForIntent(),
     });
+    this.md_store = new PoolMdStore(store.meta, store.meta_base + MD_POOL_OFFSET);
+    this.map_store = new MapStore(store.meta, store.meta_base + MD_MAPS_OFFSET, Math.ceil(this.no_of_chunks / (PAGE_BYTES * 8)));
     this.mapOf(this.member_id);
     return null;
+  }
+
+  /**
+   * add_store: restores what the store remembers (reference `rmr_srv_refresh_md`, §3.10):
+   * pool_md (same chunk size, a slot for this member with the same size; map_ver never
+   * lowered), the dirty maps (lost maps make every chunk dirty for this node), and the
+   * intent record, whose extents become dirty for this node (writes that may not have
+   * reached its disk before an unclean stop). The result is persisted before the intent
+   * record is cleared, so a second crash loses nothing.
+   */
+  loadMetadata(cb: (status: number, report: RecoveryReport | null, reason: string | null) => void): void {
+    const ms = this.md_store;
+    const maps = this.map_store;
+    const intent = this.intent;
+    if (ms === null || maps === null || intent === null) return cb(Errno.ENXIO, null, 'no store registered');
+    ms.load((s1, md) => {
+      if (s1 !== 0) return cb(s1, null, 'pool metadata unreadable');
+      if (md === null) return cb(0, { found: false, intent_chunks: 0, maps_lost: null, map_ver: this.map_ver }, null);
+      if (md.header.pool_name !== this.name) return cb(Errno.EINVAL, null, `store belongs to pool ${md.header.pool_name}`);
+      if (md.header.chunk_size !== this.chunk_size) return cb(Errno.EINVAL, null, `store has chunk_size ${md.header.chunk_size}`);
+      const mine = md.srv_md.find((x) => x.member_id === this.member_id);
+      if (mine === undefined) return cb(Errno.EINVAL, null, `store has no slot for member ${this.member_id}`);
+      if (mine.mapped_size !== this.mapped_size) return cb(Errno.EINVAL, null, `store was ${mine.mapped_size} bytes, not ${this.mapped_size}`);
+      this.pool_md = md;
+      this.queue_depth = md.header.queue_depth;
+      this.map_ver = Math.max(this.map_ver, mine.map_ver, md.header.map_ver);
+      maps.load(this.no_of_chunks, (s2, loaded, map_ver, why) => {
+        let maps_lost: string | null = null;
+        if (s2 !== 0 || (loaded === null && md !== null)) {
+          // Never read lost maps as clean: this node resyncs everything.
+          maps_lost = why ?? 'no maps stored';
+          this.mapOf(this.member_id).setAll();
+        } else if (loaded !== null) {
+          for (const m of loaded) {
+            const into = this.mapOf(m.member_id);
+            for (let p = 0; p < m.page_count; p++) into.decodePage(p, m.encodePage(p), 'overwrite');
+          }
+          this.map_ver = Math.max(this.map_ver, map_ver);
+        }
+        intent.load((s3, extents) => {
+          if (s3 !== 0 || extents === null) return cb(s3 !== 0 ? s3 : Errno.EIO, null, 'intent record unreadable');
+          const own = this.mapOf(this.member_id);
+          let marked = 0;
+          const ext_bytes = 2 ** intent.extent_shift;
+          for (const e of extents) {
+            const start = e * ext_bytes;
+            if (start >= this.mapped_size) continue;
+            const len = Math.min(ext_bytes, this.mapped_size - start);
+            marked += own.setDirty(Math.floor(start / this.chunk_size), Math.ceil((start + len) / this.chunk_size) - Math.floor(start / this.chunk_size));
+          }
+          const report: RecoveryReport = { found: true, intent_chunks: marked, maps_lost, map_ver: this.map_ver };
+          this.persistMetadata((s4) => {
+            if (s4 !== 0) return cb(s4, null, 'could not persist the recovered maps');
+            intent.reset((s5) => cb(s5, s5 === 0 ? report : null, s5 === 0 ? null : 'could not clear the intent record'));
+          });
+        });
+      });
+    });
+  }
+
+  /** Writes pool_md (with this node's srv_md slot refreshed) and the dirty maps. */
+  persistMetadata(cb: (status: number) => void): void {
+    const ms = this.md_store;
+    const maps = this.map_store;
+    if (ms === null || maps === null) return cb(Errno.ENXIO);
+    const md: PoolMd = this.pool_md ?? {
+      header: { pool_name: this.name, pool_uuid: Buffer.alloc(16), group_id: this.group_id, chunk_size: this.chunk_size, mapped_size: this.mapped_size, queue_depth: this.queue_depth, map_ver: this.map_ver },
+      srv_md: [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()],
+    };
+    // Every member this node knows of has a slot; its own slot carries its state.
+    for (const id of this.maps.keys()) {
+      if (md.srv_md.some((x) => x.member_id === id)) continue;
+      const free = md.srv_md.find((x) => x.member_id === 0);
+      if (free !== undefined) Object.assign(free, { member_id: id, mapped_size: this.mapped_size });
+    }
+    const mine = md.srv_md.find((x) => x.member_id === this.member_id);
+    if (mine !== undefined) {
+      Object.assign(mine, { srv_state: this.sm.state, store_state: this.store !== null, map_update_state: this.map_update_state, map_ver: this.map_ver, mapped_size: this.mapped_size });
+    }
+    md.header.map_ver = Math.max(md.header.map_ver, this.map_ver);
+    this.pool_md = md;
+    ms.store(md, (s1) => {
+      if (s1 !== 0) return cb(s1);
+      maps.store(this.maps.values(), this.map_ver, cb);
+    });
   }
 
   get hasStore(): boolean {

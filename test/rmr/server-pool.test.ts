@@ -237,3 +237,36 @@ test('the sync rate follows its share of application traffic within min and max'
   assert.equal(bs.progress().rate_limit_bytes_per_s, 1e9, 'idle application: full speed');
   bs.close();
 });
+
+test('a restarted node restores pool_md and maps, and its intent record makes unflushed writes dirty for it', () => {
+  const n = normal();
+  // Member 2 missed chunks 1..2 (piggyback), recorded and persisted.
+  const w = (off: number, len: number, fua: boolean, failed: number[] = []): number =>
+    run<number>(n.clock, (cb) =>
+      n.pool.handleIo(io(IoOp.WRITE | (fua ? IO_F_FUA : 0), off, len, { failed_cnt: failed.length, failed_ids: Buffer.from([...failed, 0, 0, 0, 0].slice(0, 4)), map_ver: 4 }), Buffer.alloc(len, 7), false, (s) => cb(s)),
+    );
+  assert.equal(w(CHUNK, 2 * CHUNK, true, [2]), 0);
+  let ps = -1;
+  n.pool.persistMetadata((s) => (ps = s));
+  n.clock.runUntilTrue('persisted', () => ps !== -1, n.clock.now() + 1000);
+  assert.equal(ps, 0);
+  // Writes that are not flushed when the power fails: their extents are in the intent record.
+  assert.equal(w(9 * CHUNK, 4096, false), 0);
+  n.data.powerLoss('drop');
+  n.meta.powerLoss('drop');
+  const events: ServerPoolEvent[] = [];
+  const again = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, (e) => events.push(e));
+  assert.equal(again.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  const [st, report, why] = run<[number, unknown, string | null]>(n.clock, (cb) => again.loadMetadata((s, r, reason) => cb([s, r, reason])));
+  assert.equal(st, 0, why ?? '');
+  assert.deepEqual(report, { found: true, intent_chunks: 1, maps_lost: null, map_ver: 4 });
+  assert.equal(again.maps.get(2)?.dirtyCount, 2, 'the peer map survived');
+  assert.equal(again.ownMap()?.isDirty(9), true, 'the unflushed write is dirty for this node');
+  assert.equal(again.ownMap()?.dirtyCount, 1);
+  // The store of another pool is refused.
+  const other = new ServerPool({ pool_name: 'other', group_id: 8, member_id: 1, chunk_size: CHUNK }, () => undefined);
+  assert.equal(other.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  const [st2, , why2] = run<[number, unknown, string | null]>(n.clock, (cb) => other.loadMetadata((s, r, reason) => cb([s, r, reason])));
+  assert.notEqual(st2, 0);
+  assert.match(why2 ?? '', /belongs to pool pool1/);
+});
