@@ -108,6 +108,8 @@ export class ClientPool implements LegPoolCounters {
   private drain_waiters: (() => void)[] = [];
   /** A recovery (try_enable) is running: one at a time. */
   private recovering = false;
+  /** Opened by an upper layer (the reference's IN_USE). */
+  private in_use = false;
   readonly stats: ClientPoolStats = { reads: 0, writes: 0, read_retries: 0, map_adds: 0, failed_ios: 0 };
 
   constructor(o: ClientPoolOptions, now: () => number, emit: (ev: LegStateEvent) => void) {
@@ -186,6 +188,7 @@ export class ClientPool implements LegPoolCounters {
    * data for reads. Never hangs: every path ends in exactly one call of `cb`.
    */
   submit(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: { fua?: boolean; sync?: boolean }, cb: (status: number, data: Buffer | null) => void): void {
+    if (!this.in_use) return cb(Errno.ENXIO, null);
     if (this.frozen) {
       if (this.frozen_queue.length >= MAX_FROZEN_QUEUE) return cb(Errno.EBUSY, null);
       this.frozen_queue.push({ op, offset, length, data, flags, cb });
@@ -214,6 +217,147 @@ export class ClientPool implements LegPoolCounters {
     const f = OP_CODE[op] | (flags.fua === true ? IO_F_FUA : 0) | (flags.sync === true ? IO_F_SYNC : 0);
     if (op === 'read') return this.read(offset, length, f, new Set(), 0, cb);
     this.replicate(op, offset, length, data, f, cb);
+  }
+
+  // ------------------------------------------------------------------ legs (add_sess / del_sess)
+
+  /**
+   * add_sess: joins the storage node behind `channel` and attaches the leg. `create`: a new
+   * pool member (dirty when other legs exist already, so it syncs from them, §7.4; the peers
+   * learn of it by POOL_INFO); `assemble`: an existing member comes back and goes through
+   * recovery. Sync pools join without a mode and go NORMAL at once.
+   */
+  addSess(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, cb: (status: number, leg: Leg | null, reason: string | null) => void): void {
+    if (this.sync !== (mode === null)) return cb(Errno.EINVAL, null, this.sync ? 'sync pools take no mode' : 'a mode (create or assemble) is required');
+    const others = [...this.legs_by_id.values()].filter((l) => l.state !== 'REMOVING');
+    if (others.length >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${this.pool} already has ${MAX_MEMBERS} legs`);
+    const create = mode === 'create';
+    const dirty = create && others.length > 0;
+    const members = others.map((l) => ({ id: l.member_id, dirty: !(this.maps.get(l.member_id)?.isEmpty() ?? true) }));
+    channel.command({ kind: 'join', create, dirty, queue_depth, members }, (status, member_id, reason) => {
+      if (status !== 0) return cb(status, null, reason);
+      if (this.legs_by_id.has(member_id)) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
+      const leg = this.addLeg(name, member_id, channel);
+      if (dirty) this.mapOf(member_id).setAll(this.now());
+      if (this.sync) {
+        this.setLegState(leg, 'NORMAL', 'sync leg joined');
+        return cb(0, leg, null);
+      }
+      // The other members learn of it (and, for a new member, that it starts dirty).
+      for (const o of others) {
+        if (o.state !== 'FAILED') o.channel.command({ kind: 'pool_info', member_id, op: 'add', mode: create ? 'create' : 'assemble', dirty }, () => undefined);
+      }
+      if (!create) {
+        this.setLegState(leg, 'RECONNECTING', 'assembled');
+        this.tryEnable(() => undefined);
+      }
+      cb(0, leg, null);
+    });
+  }
+
+  /** The user's enable of a created leg (ENABLE_POOL(1), then NORMAL). */
+  enableLeg(leg: Leg, cb: (status: number, reason: string | null) => void): void {
+    leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
+      if (status !== 0) return cb(status, reason);
+      const err = this.setLegState(leg, 'NORMAL', 'enabled');
+      cb(err === null ? 0 : Errno.EINVAL, err);
+    });
+  }
+
+  /**
+   * del_sess: `delete` removes the member from the pool for good (every remaining node drops
+   * its map); `disassemble` detaches it and keeps its map so dirtiness keeps accumulating.
+   * Idempotent: re-running after a failure finishes the job. IO is frozen while the leg goes.
+   */
+  delSess(member_id: number, mode: 'delete' | 'disassemble', cb: (status: number) => void): void {
+    const leg = this.legs_by_id.get(member_id);
+    if (leg === undefined) {
+      if (mode === 'delete') {
+        this.members.delete(member_id);
+        this.maps.delete(member_id);
+      }
+      return cb(0);
+    }
+    this.freeze(() => {
+      this.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
+      leg.channel.command({ kind: 'leave', member_id, delete: mode === 'delete' }, () => {
+        // The node may be gone already: leaving it is best effort, the others must know.
+        const rest = [...this.legs_by_id.values()].filter((l) => l !== leg && l.state !== 'FAILED' && l.state !== 'REMOVING');
+        let pending = rest.length;
+        const finish = (): void => {
+          this.legs_by_id.delete(member_id);
+          if (mode === 'delete') {
+            this.members.delete(member_id);
+            this.maps.delete(member_id);
+          }
+          this.unfreeze();
+          cb(0);
+        };
+        if (pending === 0) return finish();
+        for (const o of rest) {
+          o.channel.command({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, () => {
+            if (--pending === 0) finish();
+          });
+        }
+      });
+    });
+  }
+
+  /**
+   * The upper layer's command channel (reference §5.6): `bytes` to every leg that is not
+   * REMOVING or FAILED; one answer per leg, FAILED legs counted as failures.
+   */
+  commandAll(bytes: Buffer, rsp_len: number, cb: (answers: { member_id: number; status: number; data: Buffer | null }[]) => void): void {
+    const legs = [...this.legs_by_id.values()].filter((l) => l.state !== 'REMOVING');
+    const out: { member_id: number; status: number; data: Buffer | null }[] = [];
+    let pending = legs.length;
+    if (pending === 0) return cb(out);
+    for (const leg of legs) {
+      if (leg.state === 'FAILED') {
+        out.push({ member_id: leg.member_id, status: Errno.ENOTCONN, data: null });
+        if (--pending === 0) cb(out);
+        continue;
+      }
+      leg.channel.command({ kind: 'user', bytes, rsp_len }, (status, _v, _r, data) => {
+        out.push({ member_id: leg.member_id, status, data: data ?? null });
+        if (--pending === 0) cb(out);
+      });
+    }
+  }
+
+  /** An upper layer takes the pool (one user at a time; not while a recovery holds it). */
+  open(): number {
+    if (this.in_use) return Errno.EBUSY;
+    if (this.recovering) return Errno.EBUSY;
+    this.in_use = true;
+    return 0;
+  }
+
+  /** The upper layer lets go once its IO has drained. */
+  close(cb: () => void): void {
+    if (!this.in_use) return cb();
+    this.freeze(() => {
+      this.in_use = false;
+      this.unfreeze();
+      cb();
+    });
+  }
+
+  get inUse(): boolean {
+    return this.in_use;
+  }
+
+  /** What an upper layer needs to size itself (reference rmr_clt_query). */
+  query(): { chunk_size: number; mapped_size: number; max_io_size: number; legs: number; normal_legs: number; map_ver: number; frozen: boolean } {
+    return {
+      chunk_size: this.chunk_size,
+      mapped_size: this.mapped_size,
+      max_io_size: this.max_io_size,
+      legs: this.legs_by_id.size,
+      normal_legs: this.normalLegs().length,
+      map_ver: this.map_ver,
+      frozen: this.frozen,
+    };
   }
 
   // ------------------------------------------------------------------ freeze (map spread)

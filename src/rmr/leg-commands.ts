@@ -4,7 +4,8 @@
 // of what each command does, whatever carries it.
 
 import { Errno } from '../util/errno.js';
-import { CmdType, MAX_MEMBERS, type CmdTypeValue } from './msg.js';
+import { CmdType, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
+import { decodePoolMd, encodePoolMd } from './pool-md.js';
 import type { PeerMapCommand, ServerPool } from './server-pool.js';
 
 export type LegCommand =
@@ -17,10 +18,24 @@ export type LegCommand =
   | { kind: 'map_disable' }
   | { kind: 'map_check' }
   | { kind: 'store_check' }
-  | { kind: 'map_get_ver' };
+  | { kind: 'map_get_ver' }
+  | { kind: 'leave'; member_id: number; delete: boolean }
+  | { kind: 'pool_info'; member_id: number; op: 'add' | 'remove'; mode: PoolInfoMode; dirty: boolean }
+  | { kind: 'md_read' }
+  | { kind: 'md_write'; md: Buffer }
+  | { kind: 'user'; bytes: Buffer; rsp_len: number };
 
-/** status 0 or -errno; `value` carries MAP_CHECK / STORE_CHECK answers (1/0) and versions. */
-export type LegCommandCallback = (status: number, value: number, reason: string | null) => void;
+export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
+const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
+
+/** Largest answer payload of a command (pool_md, user replies). */
+export const MAX_CMD_ANSWER = 4096;
+
+/**
+ * status 0 or -errno; `value` carries MAP_CHECK / STORE_CHECK answers (1/0), versions and the
+ * joined member id; `data` the answer of md_read and user commands.
+ */
+export type LegCommandCallback = (status: number, value: number, reason: string | null, data?: Buffer | null) => void;
 
 export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
   const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
@@ -46,6 +61,21 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       return answer(null, pool.storeCheck() ? 1 : 0);
     case 'map_get_ver':
       return answer(null, pool.map_ver);
+    case 'leave':
+      return answer(from_sync ? null : pool.leave(cmd.member_id, cmd.delete));
+    case 'pool_info':
+      return answer(pool.poolInfo(cmd.member_id, cmd.op, cmd.mode, cmd.dirty));
+    case 'md_read': {
+      const md = pool.currentPoolMd();
+      return cb(0, 0, null, encodePoolMd(md));
+    }
+    case 'md_write': {
+      const md = decodePoolMd(cmd.md);
+      if (typeof md === 'string') return cb(Errno.EBADMSG, 0, md);
+      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md));
+    }
+    case 'user':
+      return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
   }
 }
 
@@ -57,7 +87,7 @@ export function applyPeerMapCommand(pool: ServerPool, cmd: PeerMapCommand): numb
 }
 
 /** The wire form of a command: its CMD type and payload fields (msg.ts CmdPayload). */
-export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_type: CmdTypeValue; payload: Record<string, number | Buffer> } {
+export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_type: CmdTypeValue; payload: Record<string, number | Buffer>; tail?: Buffer } {
   switch (cmd.kind) {
     case 'join': {
       const ids = Buffer.alloc(MAX_MEMBERS);
@@ -89,13 +119,28 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       return { cmd_type: CmdType.STORE_CHECK, payload: {} };
     case 'map_get_ver':
       return { cmd_type: CmdType.MAP_GET_VER, payload: {} };
+    case 'leave':
+      return { cmd_type: CmdType.LEAVE_POOL, payload: { member_id: cmd.member_id, delete: cmd.delete ? 1 : 0 } };
+    case 'pool_info':
+      return { cmd_type: CmdType.POOL_INFO, payload: { member_id: cmd.member_id, operation: cmd.op === 'add' ? 0 : 1, mode: MODES.indexOf(cmd.mode), dirty: cmd.dirty ? 1 : 0 } };
+    case 'md_read':
+      return { cmd_type: CmdType.MD_SEND, payload: { src_mapped_size: 0, sender_id: 0, leader_id: 0, read_full_md: 1 } };
+    case 'md_write':
+      return { cmd_type: CmdType.SEND_MD_BUF, payload: { sender_id: 0, receiver_id: 0, flags: MD_FLAG.WRITE, md_len: cmd.md.length }, tail: cmd.md };
+    case 'user':
+      return { cmd_type: CmdType.USER, payload: { usr_len: cmd.bytes.length }, tail: cmd.bytes };
   }
+}
+
+/** Answer bytes a command may return beyond its CMD_RSP. */
+export function answerBytes(cmd: LegCommand): number {
+  return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
 }
 
 const num = (p: Record<string, number | string | Buffer>, k: string): number => (typeof p[k] === 'number' ? p[k] : 0);
 
 /** A decoded CMD back to a command (null for commands that are not leg commands). */
-export function legCommandFromWire(cmd_type: number, p: Record<string, number | string | Buffer>): LegCommand | null {
+export function legCommandFromWire(cmd_type: number, p: Record<string, number | string | Buffer>, tail: Buffer, read_len: number): LegCommand | null {
   switch (cmd_type) {
     case CmdType.JOIN_POOL: {
       const ids = p.member_ids as Buffer;
@@ -121,6 +166,16 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       return { kind: 'store_check' };
     case CmdType.MAP_GET_VER:
       return { kind: 'map_get_ver' };
+    case CmdType.LEAVE_POOL:
+      return { kind: 'leave', member_id: num(p, 'member_id'), delete: num(p, 'delete') === 1 };
+    case CmdType.POOL_INFO:
+      return { kind: 'pool_info', member_id: num(p, 'member_id'), op: num(p, 'operation') === 0 ? 'add' : 'remove', mode: MODES[num(p, 'mode')] ?? 'assemble', dirty: num(p, 'dirty') === 1 };
+    case CmdType.MD_SEND:
+      return num(p, 'read_full_md') === 1 ? { kind: 'md_read' } : null;
+    case CmdType.SEND_MD_BUF:
+      return num(p, 'flags') === MD_FLAG.WRITE ? { kind: 'md_write', md: Buffer.from(tail) } : { kind: 'md_read' };
+    case CmdType.USER:
+      return { kind: 'user', bytes: Buffer.from(tail), rsp_len: read_len };
     default:
       return null;
   }

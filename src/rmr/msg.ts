@@ -136,7 +136,7 @@ export const CmdPayload = {
   [CmdType.INTENT_TO_MAP]: none,
   [CmdType.STORE_CHECK]: none,
   [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u32' }, (v) => member('member', v.member_id)),
-  [CmdType.SEND_MD_BUF]: new Layout('SEND_MD_BUF', { sender_id: 'u8', receiver_id: 'u8', flags: 'u8' }, (v) =>
+  [CmdType.SEND_MD_BUF]: new Layout('SEND_MD_BUF', { sender_id: 'u8', receiver_id: 'u8', flags: 'u8', md_len: 'u16' }, (v) =>
     v.flags !== MD_FLAG.READ && v.flags !== MD_FLAG.WRITE ? `bad metadata flags ${v.flags}` : null,
   ),
   [CmdType.SEND_DISCARD]: new Layout('SEND_DISCARD', { member_id: 'u8' }, (v) => member('member', v.member_id)),
@@ -194,7 +194,7 @@ export type RmrMessage =
   | { type: 'IO'; group_id: number; body: IoMsgValue }
   | { type: 'MAP_ADD'; group_id: number; body: MapAddValue }
   | { type: 'MAP_CLEAR'; group_id: number; body: MapClearValue }
-  | { type: 'CMD'; group_id: number; env: CmdEnvelopeValue; payload: Record<string, number | string | Buffer> }
+  | { type: 'CMD'; group_id: number; env: CmdEnvelopeValue; payload: Record<string, number | string | Buffer>; tail: Buffer }
   | { type: 'CMD_RSP'; group_id: number; body: CmdRspValue };
 
 function header(group_id: number, type: MsgTypeValue): Buffer {
@@ -213,11 +213,20 @@ export function encodeMapClear(group_id: number, body: MapClearValue): Buffer {
 export function encodeCmdRsp(group_id: number, body: CmdRspValue): Buffer {
   return Buffer.concat([header(group_id, MsgType.CMD_RSP), CmdRsp.encode(body)]);
 }
-export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>): Buffer {
+/** Commands that carry bytes after their payload, and the payload field giving their length. */
+const TAIL_FIELD: ReadonlyMap<number, string> = new Map([
+  [CmdType.USER, 'usr_len'],
+  [CmdType.SEND_MD_BUF, 'md_len'],
+]);
+
+export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>, tail: Buffer | null = null): Buffer {
   const layout = payloadLayout(env.cmd_type);
   if (layout === undefined) throw new RangeError(`unknown command ${env.cmd_type}`);
+  const field = TAIL_FIELD.get(env.cmd_type);
+  const t = tail ?? Buffer.alloc(0);
+  if (field === undefined ? t.length !== 0 : payload[field] !== t.length) throw new RangeError('command tail does not match its length field');
   const p = layout.encodeUntyped(payload);
-  return Buffer.concat([header(group_id, MsgType.CMD), CmdEnvelope.encode(env), p]);
+  return Buffer.concat([header(group_id, MsgType.CMD), CmdEnvelope.encode(env), p, t]);
 }
 
 /**
@@ -256,8 +265,17 @@ export function decodeMessage(buf: Buffer): { ok: true; msg: RmrMessage } | { ok
       if (!e.ok) return e;
       o += e.bytes;
       const layout = payloadLayout(e.value.cmd_type) as UntypedLayout; // the envelope check knows every command
-      const p = exact(layout.decode(buf, o));
-      return p.ok ? { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value } } : p;
+      const field = TAIL_FIELD.get(e.value.cmd_type);
+      if (field === undefined) {
+        const p = exact(layout.decode(buf, o));
+        return p.ok ? { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value, tail: Buffer.alloc(0) } } : p;
+      }
+      const p = layout.decode(buf, o);
+      if (!p.ok) return p;
+      o += p.bytes;
+      const len = p.value[field] as number;
+      if (buf.length - o !== len) return { ok: false, reason: `command tail of ${buf.length - o} bytes, ${field} says ${len}` };
+      return { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value, tail: buf.subarray(o) } };
     }
   }
 }

@@ -90,24 +90,27 @@ export class RmrServerNode implements ServerHandler {
           );
         }
         if (t === CmdType.MAP_BUF_DONE) return req.respond(applyPeerMapCommand(pool, { kind: 'map_buf_done', map_ver: m.payload.map_ver as number }));
-        const cmd = legCommandFromWire(t, m.payload);
+        const cmd = legCommandFromWire(t, m.payload, m.tail, Math.max(0, req.read_len - CMD_RSP_BYTES));
         if (cmd === null) {
           this.log.log('info', 'command not supported yet', { pool: pool.name, cmd: CMD_NAMES.get(t) ?? String(t) });
           return req.respond(Errno.EOPNOTSUPP);
         }
         if (req.kind !== 'read' || req.read_len < CMD_RSP_BYTES) return req.respond(Errno.EBADMSG);
-        return executeLegCommand(pool, cmd, from_sync, (status, value, reason) => {
+        return executeLegCommand(pool, cmd, from_sync, (status, value, reason, data) => {
           if (status === 0 && !from_sync && (cmd.kind === 'join' || cmd.kind === 'rejoin')) {
             let set = this.joined.get(req.session);
             if (set === undefined) this.joined.set(req.session, (set = new Set()));
             set.add(pool.group_id);
           }
           if (reason !== null) this.log.log('info', 'command refused', { pool: pool.name, cmd: cmd.kind, reason });
-          const rsp = Buffer.alloc(CMD_RSP_BYTES);
+          const extra = data ?? null;
+          if (extra !== null && CMD_RSP_BYTES + extra.length > req.read_len) return req.respond(Errno.EMSGSIZE);
+          const rsp = Buffer.alloc(CMD_RSP_BYTES + (extra?.length ?? 0));
           rsp.writeUInt32LE(pool.group_id, 0);
           rsp.writeUInt16LE(1, 4); // CMD_RSP
           rsp[6] = 1;
           CmdRsp.encode({ cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, rsp, 8);
+          extra?.copy(rsp, CMD_RSP_BYTES);
           req.respond(status, rsp);
         });
       }

@@ -72,6 +72,8 @@ export interface RegisteredStore {
   meta_base: number;
   /** BRMR's io_allowed (OPEN && MAPPED); true for plain stores. */
   ioAllowed(): boolean;
+  /** The upper layer's commands (the reference's submit_cmd, BRMR's GET_PARAMS/MAP/UNMAP). */
+  submitCmd?(bytes: Buffer, rsp_len: number, cb: (status: number, rsp: Buffer | null) => void): void;
 }
 
 export type ServerPoolEvent =
@@ -269,15 +271,38 @@ export class ServerPool {
     });
   }
 
+  /** The pool metadata as this node knows it (built from its state when never loaded). */
+  currentPoolMd(): PoolMd {
+    return this.pool_md ?? {
+      header: { pool_name: this.name, pool_uuid: Buffer.alloc(16), group_id: this.group_id, chunk_size: this.chunk_size, mapped_size: this.mapped_size, queue_depth: this.queue_depth, map_ver: this.map_ver },
+      srv_md: [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()],
+    };
+  }
+
+  /** SEND_MD_BUF from the compute client: it owns the header part of pool_md (§3.6). */
+  adoptClientMd(md: PoolMd): string | null {
+    if (md.header.pool_name !== this.name || md.header.chunk_size !== this.chunk_size) return 'pool metadata of another pool';
+    if (md.header.mapped_size !== this.mapped_size) return `client pool size ${md.header.mapped_size} differs from ${this.mapped_size}`;
+    const cur = this.currentPoolMd();
+    cur.header = { ...md.header, map_ver: Math.max(md.header.map_ver, cur.header.map_ver) };
+    this.pool_md = cur;
+    this.queue_depth = md.header.queue_depth;
+    return null;
+  }
+
+  /** USER: passed to the store; RMR adds nothing (§5.6). */
+  userCommand(bytes: Buffer, rsp_len: number, cb: (status: number, rsp: Buffer | null) => void): void {
+    const store = this.store;
+    if (store === null || store.submitCmd === undefined) return cb(Errno.EOPNOTSUPP, null);
+    store.submitCmd(bytes, rsp_len, (status, rsp) => cb(status, rsp !== null && rsp.length > rsp_len ? null : rsp));
+  }
+
   /** Writes pool_md (with this node's srv_md slot refreshed) and the dirty maps. */
   persistMetadata(cb: (status: number) => void): void {
     const ms = this.md_store;
     const maps = this.map_store;
     if (ms === null || maps === null) return cb(Errno.ENXIO);
-    const md: PoolMd = this.pool_md ?? {
-      header: { pool_name: this.name, pool_uuid: Buffer.alloc(16), group_id: this.group_id, chunk_size: this.chunk_size, mapped_size: this.mapped_size, queue_depth: this.queue_depth, map_ver: this.map_ver },
-      srv_md: [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()],
-    };
+    const md = this.currentPoolMd();
     // Every member this node knows of has a slot; its own slot carries its state.
     for (const id of this.maps.keys()) {
       if (md.srv_md.some((x) => x.member_id === id)) continue;

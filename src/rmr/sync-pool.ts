@@ -15,6 +15,8 @@ export class SyncPoolSource implements SyncSource {
 
   constructor(pool: ClientPool) {
     if (!pool.sync) throw new RangeError('a sync source needs a sync pool');
+    // The server pool is the sync pool's one user (the reference's add_clt opens it).
+    if (pool.open() !== 0) throw new RangeError('the sync pool is in use already');
     this.pool = pool;
   }
 

@@ -3,17 +3,30 @@
 // failures come back as the TransportError's errno, which the pool logic treats as a leg
 // failure.
 
-import type { ClientSession } from '../transport/client-session.js';
-import type { TransportError } from '../transport/errors.js';
+import type { ClientSession, Permit, RequestKind, ResponseCallback } from '../transport/client-session.js';
+import { TransportError as TransportErrorClass, type TransportError } from '../transport/errors.js';
 import { Errno } from '../util/errno.js';
 import type { LegChannel } from './client-pool.js';
-import { legCommandToWire, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+import { answerBytes, legCommandToWire, type LegCommand, type LegCommandCallback } from './leg-commands.js';
 import { CmdRsp, IO_OP_MASK, IoOp, encodeCmd, encodeIo, encodeMapAdd, encodeMapClear, type IoMsgValue, type MapAddValue } from './msg.js';
 import type { PeerMapCommand } from './server-pool.js';
 import { CMD_RSP_BYTES } from './server-node.js';
 import { CmdType } from './msg.js';
 
 const errnoOf = (e: TransportError): number => e.errno;
+
+/**
+ * session.send throws for requests outside the negotiated limits (a user header or payload
+ * too large): turn that into a failed completion and give the permit back.
+ */
+function sendOrFail(session: ClientSession, p: Permit, kind: RequestKind, hdr: Buffer, data: Buffer | null, read_len: number, cb: ResponseCallback): void {
+  try {
+    session.send(p, kind, hdr, data, read_len, cb);
+  } catch (e) {
+    session.putPermit(p);
+    cb(e instanceof TransportErrorClass ? e : new TransportErrorClass('EINVAL', String(e)), 0, null);
+  }
+}
 
 export class TransportLeg implements LegChannel {
   constructor(
@@ -33,7 +46,7 @@ export class TransportLeg implements LegChannel {
     const hdr = encodeIo(this.group_id, msg);
     this.session.getPermit((err, p) => {
       if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err), null);
-      this.session.send(p, is_read ? 'read' : 'write', hdr, is_read ? null : data, is_read ? msg.length : 0, (e, status, d) => {
+      sendOrFail(this.session, p, is_read ? 'read' : 'write', hdr, is_read ? null : data, is_read ? msg.length : 0, (e, status, d) => {
         if (e !== null) return cb(errnoOf(e), null);
         cb(status, d);
       });
@@ -43,7 +56,7 @@ export class TransportLeg implements LegChannel {
   private writeType(hdr: Buffer, data: Buffer | null, cb: (status: number) => void): void {
     this.session.getPermit((err, p) => {
       if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err));
-      this.session.send(p, 'write', hdr, data, 0, (e, status) => cb(e !== null ? errnoOf(e) : status));
+      sendOrFail(this.session, p, 'write', hdr, data, 0, (e, status) => cb(e !== null ? errnoOf(e) : status));
     });
   }
 
@@ -66,15 +79,16 @@ export class TransportLeg implements LegChannel {
 
   command(cmd: LegCommand, cb: LegCommandCallback): void {
     const w = legCommandToWire(cmd, this.chunk_size);
-    const hdr = encodeCmd(this.group_id, { cmd_type: w.cmd_type, sync: this.sync ? 1 : 0, pool_name: this.pool_name }, w.payload);
+    const hdr = encodeCmd(this.group_id, { cmd_type: w.cmd_type, sync: this.sync ? 1 : 0, pool_name: this.pool_name }, w.payload, w.tail ?? null);
+    const read_len = CMD_RSP_BYTES + answerBytes(cmd);
     this.session.getPermit((err, p) => {
       if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err), 0, err?.message ?? 'no permit');
-      this.session.send(p, 'read', hdr, null, CMD_RSP_BYTES, (e, status, d) => {
+      sendOrFail(this.session, p, 'read', hdr, null, read_len, (e, status, d) => {
         if (e !== null) return cb(errnoOf(e), 0, e.message);
-        if (d === null || d.length !== CMD_RSP_BYTES) return cb(status !== 0 ? status : Errno.EBADMSG, 0, 'no command answer');
-        const r = CmdRsp.decode(d, 8);
+        if (d === null || d.length < CMD_RSP_BYTES) return cb(status !== 0 ? status : Errno.EBADMSG, 0, 'no command answer');
+        const r = CmdRsp.decode(d.subarray(0, CMD_RSP_BYTES), 8);
         if (!r.ok) return cb(Errno.EBADMSG, 0, r.reason);
-        cb(status, r.value.value, status === 0 ? null : `refused by member ${r.value.member_id}`);
+        cb(status, r.value.value, status === 0 ? null : `refused by member ${r.value.member_id}`, d.length > CMD_RSP_BYTES ? d.subarray(CMD_RSP_BYTES) : null);
       });
     });
   }

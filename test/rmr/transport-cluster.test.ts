@@ -100,6 +100,7 @@ test('two storage nodes over loopback: cut, keep writing, heal, rejoin, spread, 
     syncs.push(bs);
   }
 
+  assert.equal(client.open(), 0);
   const model = Buffer.alloc(SIZE);
   const io = (op: 'read' | 'write', off: number, len: number, data: Buffer | null) =>
     new Promise<[number, Buffer | null]>((resolve) => client.submit(op, off, len, data, {}, (s, d) => resolve([s, d])));

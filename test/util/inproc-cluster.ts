@@ -124,6 +124,7 @@ export function makeCluster(rf: number, opts: { chunk_size?: number; size?: numb
     const leg = client.addLeg(`client@node${member}`, member, ch);
     assert.equal(client.setLegState(leg, 'NORMAL', 'enable'), null);
   }
+  assert.equal(client.open(), 0);
   servers.forEach((s, i) => {
     s.sync_source = new PeerSource(clock, s, () => servers, (p) => !(channels[i] as DirectChannel).cut && !(channels[servers.indexOf(p)] as DirectChannel).cut);
     syncs.push(new BackgroundSync(s, clock, { tick_ms: 5, max_bytes_per_s: 1e12, min_bytes_per_s: 1e9 }, () => undefined));
