@@ -146,3 +146,104 @@ test('two storage nodes over loopback: cut, keep writing, heal, rejoin, spread, 
   await writeSome(5);
   assert.ok(n1.data.contents().equals(n2.data.contents()), 'both legs take writes again');
 });
+
+test('lifecycle over loopback: add_sess create on three nodes, later members sync from the first; user commands; pool_md; del_sess', async (t) => {
+  const closers: (() => unknown)[] = [];
+  t.after(async () => {
+    for (const c of closers.reverse()) await c();
+  });
+  const clock = new NodeClock({ unref: true });
+  const nodes: { member: number; data: MemDisk; pool: ServerPool; port: number }[] = [];
+  for (const member of [1, 2, 3]) {
+    const data = new MemDisk(SIZE, clock);
+    const meta = new MemDisk(1 << 20, clock);
+    // Distinct content per disk: the first member is the reference the others must copy.
+    data.write(0, Buffer.alloc(SIZE, member), true, () => undefined);
+    const pool = new ServerPool({ pool_name: POOL, group_id: GID, member_id: member, chunk_size: CHUNK }, () => undefined);
+    const store = {
+      block: data,
+      meta,
+      meta_base: 0,
+      ioAllowed: () => true,
+      // A stand-in for BRMR's GET_PARAMS: answers with its member id and size.
+      submitCmd: (bytes: Buffer, rsp_len: number, cb: (s: number, r: Buffer | null) => void) =>
+        cb(0, Buffer.from(JSON.stringify({ asked: bytes.toString(), member, size: SIZE })).subarray(0, rsp_len)),
+    };
+    assert.equal(pool.register(store, 'create', SIZE), null);
+    const rmr = new RmrServerNode(new MemoryLogger());
+    rmr.addPool(pool);
+    const server = new TransportServer({ secret: SECRET, ...fast }, ports(), rmr);
+    const addr = await server.listen({ host: '127.0.0.1', port: 0 });
+    closers.push(() => server.close());
+    nodes.push({ member, data, pool, port: addr.port });
+  }
+  await waitFor('disks prepared', () => nodes.every((n) => n.data.contents(0, 1)[0] === n.member));
+  // Sync pools between every pair.
+  for (const self of nodes) {
+    const sp = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, sync: true }, () => clock.now(), () => undefined);
+    const src = new SyncPoolSource(sp);
+    for (const peer of nodes) {
+      if (peer === self) continue;
+      const session = new ClientSession({ session_name: `node${self.member}@node${peer.member}`, addresses: [{ host: '127.0.0.1', port: peer.port }], secret: SECRET, ...fast }, ports());
+      closers.push(() => session.close());
+      await session.open();
+      src.addPeer(peer.member, session.name, new TransportLeg(session, GID, POOL, CHUNK, true));
+    }
+    self.pool.sync_source = src;
+    const bs = new BackgroundSync(self.pool, clock, { tick_ms: 10 }, () => undefined);
+    closers.push(() => bs.close());
+  }
+  const client = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20 }, () => clock.now(), () => undefined);
+  const legs: Leg[] = [];
+  for (const n of nodes) {
+    const session = new ClientSession({ session_name: `compute@node${n.member}`, addresses: [{ host: '127.0.0.1', port: n.port }], secret: SECRET, ...fast }, ports());
+    closers.push(() => session.close());
+    await session.open();
+    const [s, leg, why] = await new Promise<[number, Leg | null, string | null]>((resolve) =>
+      client.addSess(session.name, new TransportLeg(session, GID, POOL, CHUNK, false), 'create', 128, (st, l, r) => resolve([st, l, r])),
+    );
+    assert.equal(s, 0, why ?? '');
+    assert.ok(leg !== null);
+    assert.equal(leg.state, 'CREATED');
+    const [es] = await new Promise<[number, string | null]>((resolve) => client.enableLeg(leg, (st, r) => resolve([st, r])));
+    assert.equal(es, 0);
+    legs.push(leg);
+  }
+  // Members 2 and 3 joined after member 1: they start dirty and copy member 1.
+  await waitFor('members 2 and 3 synced from member 1', () => nodes.every((n) => n.pool.ownMap()?.isEmpty() === true), 20_000);
+  assert.equal(nodes[0]?.pool.stats.chunk_syncs, 0, 'the first member is the reference');
+  for (const n of nodes.slice(1)) assert.equal(n.pool.stats.chunk_syncs, SIZE / CHUNK, `member ${n.member} synced every chunk`);
+  for (const n of nodes) assert.ok(n.data.contents().equals(Buffer.alloc(SIZE, 1)), `member ${n.member} holds member 1's data`);
+  assert.equal(nodes[0]?.pool.maps.get(3)?.isEmpty(), true, 'peers learned of the syncs');
+  assert.equal(client.open(), 0);
+  // The upper layer's command channel: one answer per leg.
+  const answers = await new Promise<{ member_id: number; status: number; data: Buffer | null }[]>((resolve) => client.commandAll(Buffer.from('GET_PARAMS'), 512, resolve));
+  assert.deepEqual(
+    answers.map((a) => [a.member_id, a.status, JSON.parse(a.data?.toString() ?? '{}') as unknown]).sort(),
+    [1, 2, 3].map((m) => [m, 0, { asked: 'GET_PARAMS', member: m, size: SIZE }]),
+  );
+  // pool_md: the client pushes its header, a node hands back the whole record.
+  const leg1 = legs[0] as Leg;
+  const md = nodes[0]?.pool.currentPoolMd();
+  assert.ok(md !== undefined);
+  const { encodePoolMd, decodePoolMd } = await import('../../src/rmr/pool-md.js');
+  const pushed = { ...md, header: { ...md.header, queue_depth: 77, map_ver: 5 } };
+  const [ws] = await new Promise<[number]>((resolve) => leg1.channel.command({ kind: 'md_write', md: encodePoolMd(pushed) }, (s) => resolve([s])));
+  assert.equal(ws, 0);
+  const got = await new Promise<Buffer | null>((resolve) => leg1.channel.command({ kind: 'md_read' }, (_s, _v, _r, d) => resolve(d ?? null)));
+  const back = decodePoolMd(got ?? Buffer.alloc(0));
+  if (typeof back === 'string') assert.fail(back);
+  assert.equal(back.header.queue_depth, 77);
+  // del_sess delete: the member leaves; the others forget its map.
+  const [ds] = await new Promise<[number]>((resolve) => client.delSess(3, 'delete', (s) => resolve([s])));
+  assert.equal(ds, 0);
+  assert.equal(client.leg(3), undefined);
+  assert.equal(nodes[0]?.pool.maps.has(3), false);
+  assert.equal(nodes[1]?.pool.maps.has(3), false);
+  assert.equal(nodes[2]?.pool.state, 'REGISTERED', 'the deleted member waits with its store registered');
+  const [ws2] = await new Promise<[number, Buffer | null]>((resolve) => client.submit('write', 0, 4096, Buffer.alloc(4096, 9), {}, (s, d) => resolve([s, d])));
+  assert.equal(ws2, 0);
+  assert.equal(nodes[2]?.data.contents(0, 1)[0], 1, 'no IO reaches the deleted member');
+  // Running it again is harmless.
+  assert.deepEqual(await new Promise<[number]>((resolve) => client.delSess(3, 'delete', (s) => resolve([s]))), [0]);
+});
