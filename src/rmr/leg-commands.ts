@@ -23,13 +23,18 @@ export type LegCommand =
   | { kind: 'pool_info'; member_id: number; op: 'add' | 'remove'; mode: PoolInfoMode; dirty: boolean }
   | { kind: 'md_read' }
   | { kind: 'md_write'; md: Buffer }
-  | { kind: 'user'; bytes: Buffer; rsp_len: number };
+  | { kind: 'user'; bytes: Buffer; rsp_len: number }
+  | { kind: 'read_map_buf'; map_idx: number; page: number };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
 const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
 
 /** Largest answer payload of a command (pool_md, user replies). */
 export const MAX_CMD_ANSWER = 4096;
+/** Map pages one READ_MAP_BUF answer carries at most. */
+export const READ_MAP_PAGES = 16;
+/** READ_MAP_BUF answer header: member_id u8 | next_map_idx u8 | pad u16 | first_page u32 | page_count u32 | next_page u32. */
+export const READ_MAP_HEADER = 16;
 
 /**
  * status 0 or -errno; `value` carries MAP_CHECK / STORE_CHECK answers (1/0), versions and the
@@ -76,7 +81,34 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     }
     case 'user':
       return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
+    case 'read_map_buf':
+      return cb(0, 0, null, readMapSlice(pool, cmd.map_idx, cmd.page));
   }
+}
+
+/**
+ * READ_MAP_BUF (reference §5.4): the next slice of this node's maps from a cursor (map index
+ * in member order, page). member_id 0 in the answer marks the end.
+ */
+function readMapSlice(pool: ServerPool, map_idx: number, page: number): Buffer {
+  const maps = [...pool.maps.values()].sort((a, b) => a.member_id - b.member_id);
+  const m = maps[map_idx];
+  const head = Buffer.alloc(READ_MAP_HEADER);
+  if (m === undefined || page >= m.page_count) {
+    const next = maps[map_idx + 1];
+    if (m !== undefined && next !== undefined) return readMapSlice(pool, map_idx + 1, 0);
+    return head; // member 0: the end
+  }
+  const n = Math.min(READ_MAP_PAGES, m.page_count - page);
+  const out = Buffer.alloc(READ_MAP_HEADER + n * 4096);
+  out[0] = m.member_id;
+  const done = page + n >= m.page_count;
+  out[1] = done ? map_idx + 1 : map_idx;
+  out.writeUInt32LE(page, 4);
+  out.writeUInt32LE(n, 8);
+  out.writeUInt32LE(done ? 0 : page + n, 12);
+  for (let i = 0; i < n; i++) m.encodePage(page + i, out.subarray(READ_MAP_HEADER + i * 4096, READ_MAP_HEADER + (i + 1) * 4096));
+  return out;
 }
 
 /** A map-transfer command arriving from the map source's sync pool. */
@@ -129,11 +161,14 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       return { cmd_type: CmdType.SEND_MD_BUF, payload: { sender_id: 0, receiver_id: 0, flags: MD_FLAG.WRITE, md_len: cmd.md.length }, tail: cmd.md };
     case 'user':
       return { cmd_type: CmdType.USER, payload: { usr_len: cmd.bytes.length }, tail: cmd.bytes };
+    case 'read_map_buf':
+      return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
   }
 }
 
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
+  if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
   return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
 }
 
@@ -176,6 +211,8 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       return num(p, 'flags') === MD_FLAG.WRITE ? { kind: 'md_write', md: Buffer.from(tail) } : { kind: 'md_read' };
     case CmdType.USER:
       return { kind: 'user', bytes: Buffer.from(tail), rsp_len: read_len };
+    case CmdType.READ_MAP_BUF:
+      return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
     default:
       return null;
   }

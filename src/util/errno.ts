@@ -17,6 +17,7 @@ export const Errno = {
   EINVAL: -22,
   ENOSPC: -28,
   EROFS: -30,
+  ELOOP: -40,
   EPROTO: -71,
   EBADMSG: -74,
   EMSGSIZE: -90,

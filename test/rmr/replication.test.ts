@@ -271,3 +271,20 @@ test('recovery tick: a FAILED leg with a live link comes back by store check; cl
   c.clock.runUntil(c.clock.now() + 100);
   assert.equal(copy?.dirtyCount, 0, 'wiped on the next check');
 });
+
+test('READ_MAP_BUF: the client loads every map a node holds, page slices in member order', () => {
+  const c = makeCluster(3, { size: 64 * 64 * 1024 });
+  const s1 = c.servers[0];
+  assert.ok(s1 !== undefined);
+  s1.maps.get(2)?.setDirty(3, 5);
+  s1.maps.get(3)?.setDirty(60, 4);
+  c.client.maps.get(3)?.setDirty(0, 1); // replaced by the node's view
+  let st = -1;
+  c.client.loadMapsFrom(c.client.leg(1) as NonNullable<ReturnType<typeof c.client.leg>>, (s) => (st = s));
+  c.clock.runUntilTrue('maps loaded', () => st !== -1, c.clock.now() + 1000);
+  assert.equal(st, 0);
+  assert.equal(c.client.maps.get(2)?.dirtyCount, 5);
+  assert.equal(c.client.maps.get(3)?.dirtyCount, 4);
+  assert.equal(c.client.maps.get(3)?.isDirty(0), false);
+  assert.equal(c.client.maps.get(1)?.dirtyCount, 0);
+});

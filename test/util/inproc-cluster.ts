@@ -38,7 +38,7 @@ export class DirectChannel implements LegChannel {
   }
   command(cmd: LegCommand, cb: LegCommandCallback): void {
     if (this.cut) return void this.clock.setTimer(this.latency_ms, () => cb(Errno.ENOTCONN, 0, 'link cut'));
-    this.clock.setTimer(this.latency_ms, () => executeLegCommand(this.server, cmd, false, (s, v, r) => this.clock.setTimer(this.latency_ms, () => cb(s, v, r))));
+    this.clock.setTimer(this.latency_ms, () => executeLegCommand(this.server, cmd, false, (s, v, r, d) => this.clock.setTimer(this.latency_ms, () => cb(s, v, r, d))));
   }
 }
 
