@@ -397,6 +397,18 @@ export class ServerPool {
     return null;
   }
 
+  /** add_clt: attaches the node's sync pool (the peers), the reference's `add_clt` file. */
+  addClt(source: SyncSource): string | null {
+    if (this.sync_source !== null) return 'a sync pool is attached already';
+    this.sync_source = source;
+    return null;
+  }
+
+  /** remove_clt: detaches it; chunk syncs then fail until one is attached again. */
+  removeClt(): void {
+    this.sync_source = null;
+  }
+
   /** The background sync may run: NORMAL, with a store and peers to read from. */
   canSync(): boolean {
     return this.sm.state === 'NORMAL' && this.store !== null && this.sync_source !== null;
