@@ -23,6 +23,8 @@ export class RmrServerNode implements ServerHandler {
   private readonly log: Logger;
   /** Pools a transport session joined as a compute client (non-sync). */
   private readonly joined = new WeakMap<ServerSession, Set<number>>();
+  /** Pools a transport session joined as a peer's sync pool. */
+  private readonly joined_sync = new WeakMap<ServerSession, Set<number>>();
 
   constructor(log: Logger = nullLogger) {
     this.log = log;
@@ -65,6 +67,14 @@ export class RmrServerNode implements ServerHandler {
     const m = d.msg;
     const pool = this.pools.get(m.group_id);
     if (pool === undefined) return req.respond(Errno.ENOENT);
+    // IO and map messages only on a session that joined the pool (§6.5), as a compute client
+    // for client traffic (IO, MAP_ADD), as a client or a peer for peer traffic.
+    if (m.type !== 'CMD') {
+      const as_client = this.joined.get(req.session)?.has(pool.group_id) ?? false;
+      const as_peer = as_client || (this.joined_sync.get(req.session)?.has(pool.group_id) ?? false);
+      const peer_traffic = m.type === 'MAP_CLEAR' || (m.type === 'IO' && m.body.sync === 1);
+      if (!(peer_traffic ? as_peer : as_client)) return req.respond(Errno.ENOENT);
+    }
     switch (m.type) {
       case 'IO': {
         const is_read = (m.body.flags & IO_OP_MASK) === IoOp.READ;
@@ -97,9 +107,10 @@ export class RmrServerNode implements ServerHandler {
         }
         if (req.kind !== 'read' || req.read_len < CMD_RSP_BYTES) return req.respond(Errno.EBADMSG);
         return executeLegCommand(pool, cmd, from_sync, (status, value, reason, data) => {
-          if (status === 0 && !from_sync && (cmd.kind === 'join' || cmd.kind === 'rejoin')) {
-            let set = this.joined.get(req.session);
-            if (set === undefined) this.joined.set(req.session, (set = new Set()));
+          if (status === 0 && (cmd.kind === 'join' || cmd.kind === 'rejoin')) {
+            const table = from_sync ? this.joined_sync : this.joined;
+            let set = table.get(req.session);
+            if (set === undefined) table.set(req.session, (set = new Set()));
             set.add(pool.group_id);
           }
           if (reason !== null) this.log.log('info', 'command refused', { pool: pool.name, cmd: cmd.kind, reason });

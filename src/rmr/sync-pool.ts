@@ -24,11 +24,13 @@ export class SyncPoolSource implements SyncSource {
     return this.pool.max_io_size;
   }
 
-  /** Adds the leg to a peer (joined and NORMAL on success). */
-  addPeer(member_id: number, name: string, channel: TransportLeg): void {
-    const leg = this.pool.addLeg(name, member_id, channel);
-    this.pool.setLegState(leg, 'NORMAL', 'sync leg joined');
-    this.channels.set(member_id, channel);
+  /** Joins a peer (a sync join) and adds the leg, NORMAL at once as sync legs are. */
+  addPeer(name: string, channel: TransportLeg, cb: (status: number, reason: string | null) => void): void {
+    this.pool.addSess(name, channel, null, 32, (status, leg, reason) => {
+      if (status !== 0 || leg === null) return cb(status, reason);
+      this.channels.set(leg.member_id, channel);
+      cb(0, null);
+    });
   }
 
   readPeer(offset: number, length: number, cb: ReadCallback): void {

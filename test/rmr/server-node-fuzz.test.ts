@@ -26,10 +26,12 @@ function setup() {
   return { clock, pool, node };
 }
 
+const SESSION = { name: 'fuzz@node' } as unknown as ServerSession;
+
 function request(user_hdr: Buffer, kind: 'read' | 'write', data: Buffer, read_len: number, answers: number[]): ServerRequest {
   let n = 0;
   return {
-    session: { name: 'fuzz@node' } as unknown as ServerSession,
+    session: SESSION,
     kind,
     id: 1,
     user_hdr,
@@ -51,9 +53,21 @@ const valid = [
   encodeCmd(42, { cmd_type: CmdType.USER, sync: 0, pool_name: 'p' }, { usr_len: 3 }, Buffer.from('abc')),
 ];
 
+test('IO from a session that did not join the pool is refused', () => {
+  const { clock, node } = setup();
+  const answers: number[] = [];
+  node.onRequest(request(valid[0] as Buffer, 'write', Buffer.alloc(4096), 0, answers));
+  clock.runUntil(10);
+  assert.deepEqual(answers, [-2]);
+});
+
 test('hostile user headers: always one answer, never a throw, the pool still serves', () => {
   const { clock, pool, node } = setup();
   const answers: number[] = [];
+  // This session joins as a compute client (assemble), so well-formed IO reaches the pool too.
+  node.onRequest(request(encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 0, rejoin: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4) }), 'read', Buffer.alloc(0), 4096, answers));
+  clock.runUntil(5);
+  assert.deepEqual(answers.splice(0), [0]);
   let sent = 0;
   fc.assert(
     fc.property(

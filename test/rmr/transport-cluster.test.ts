@@ -93,8 +93,9 @@ test('two storage nodes over loopback: cut, keep writing, heal, rejoin, spread, 
     closers.push(() => session.close());
     await session.open();
     const src = new SyncPoolSource(sp);
-    src.addPeer(peer.member, session.name, new TransportLeg(session, GID, POOL, CHUNK, true));
-    self.pool.sync_source = src;
+    const [js, why] = await new Promise<[number, string | null]>((resolve) => src.addPeer(session.name, new TransportLeg(session, GID, POOL, CHUNK, true), (st, r) => resolve([st, r])));
+    assert.equal(js, 0, why ?? '');
+    assert.equal(self.pool.addClt(src), null);
     const bs = new BackgroundSync(self.pool, clock, { tick_ms: 10 }, () => undefined);
     closers.push(() => bs.close());
     syncs.push(bs);
@@ -187,9 +188,10 @@ test('lifecycle over loopback: add_sess create on three nodes, later members syn
       const session = new ClientSession({ session_name: `node${self.member}@node${peer.member}`, addresses: [{ host: '127.0.0.1', port: peer.port }], secret: SECRET, ...fast }, ports());
       closers.push(() => session.close());
       await session.open();
-      src.addPeer(peer.member, session.name, new TransportLeg(session, GID, POOL, CHUNK, true));
+      const [js, why] = await new Promise<[number, string | null]>((resolve) => src.addPeer(session.name, new TransportLeg(session, GID, POOL, CHUNK, true), (st, r) => resolve([st, r])));
+      assert.equal(js, 0, why ?? '');
     }
-    self.pool.sync_source = src;
+    assert.equal(self.pool.addClt(src), null);
     const bs = new BackgroundSync(self.pool, clock, { tick_ms: 10 }, () => undefined);
     closers.push(() => bs.close());
   }
