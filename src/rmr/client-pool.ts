@@ -13,7 +13,7 @@
 // spread, the recovery worker, and the USER command channel.
 
 import { Errno } from '../util/errno.js';
-import { DirtyMap } from './dirty-map.js';
+import { DirtyMap, chunkRange } from './dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
 import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
 import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
@@ -169,12 +169,6 @@ export class ClientPool implements LegPoolCounters {
       this.maps.set(member_id, m);
     }
     return m;
-  }
-
-  private chunkRange(offset: number, length: number): [number, number] {
-    const first = Math.floor(offset / this.chunk_size);
-    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.chunk_size);
-    return [first, last - first + 1];
   }
 
   private normalLegs(): Leg[] {
@@ -549,7 +543,7 @@ export class ClientPool implements LegPoolCounters {
     }
     this.stats.writes++;
     const has_range = op !== 'flush';
-    const [first, count] = has_range ? this.chunkRange(offset, length) : [0, 0];
+    const [first, count] = has_range ? chunkRange(offset, length, this.chunk_size) : [0, 0];
     // Piggyback: members that cannot take this write, recorded by every leg that does.
     const missing: number[] = [];
     if (has_range && !this.sync) {

@@ -15,6 +15,17 @@
 export const PAGE_BYTES = 4096;
 export const CHUNKS_PER_PAGE = PAGE_BYTES * 8;
 
+/**
+ * The chunks a byte range touches, as [first, count]: IOs may span chunks (ARCHITECTURE.md
+ * §2.2), and dirty tracking, locking and sync work on the whole range. A zero-length range
+ * counts as its first byte's chunk.
+ */
+export function chunkRange(offset: number, length: number, chunk_size: number): [number, number] {
+  const first = Math.floor(offset / chunk_size);
+  const last = Math.floor((offset + Math.max(length, 1) - 1) / chunk_size);
+  return [first, last - first + 1];
+}
+
 /** All 4 KiB of a page dirty: a marker, never written to. */
 const FULL: Uint8Array = new Uint8Array(0);
 type Page = Uint8Array | null;

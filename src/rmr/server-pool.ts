@@ -11,7 +11,7 @@
 // with its rate controller, and the wiring to the transport dispatcher.
 
 import { Errno } from '../util/errno.js';
-import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
+import { DirtyMap, PAGE_BYTES, chunkRange } from './dirty-map.js';
 import { PoolMdStore, emptySrvMd, type MapUpdateState, type PoolMd } from './pool-md.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
@@ -160,13 +160,6 @@ export class ServerPool {
 
   ownMap(): DirtyMap<ParkedIo> | undefined {
     return this.maps.get(this.member_id);
-  }
-
-  private chunkRange(offset: number, length: number): [number, number] {
-    const cs = this.chunk_size;
-    const first = Math.floor(offset / cs);
-    const last = Math.floor((offset + Math.max(length, 1) - 1) / cs);
-    return [first, last - first + 1];
   }
 
   /** The map of `member_id`, created clean (or fully dirty) if this node did not know it. */
@@ -585,7 +578,7 @@ export class ServerPool {
   /** Step §6.6: serve the IO if its chunk range is clean for this node, else sync first. */
   private submitChecked(p: ParkedIo, from_sync: boolean): void {
     const own = this.ownMap() as DirtyMap<ParkedIo>;
-    const [first, count] = this.chunkRange(p.io.offset, p.io.length);
+    const [first, count] = chunkRange(p.io.offset, p.io.length, this.chunk_size);
     let dirty = -1;
     for (let c = first; c < first + count; c++) {
       if (own.isDirty(c)) {
@@ -630,7 +623,7 @@ export class ServerPool {
         }
         // Completion bookkeeping (§6.7): the piggybacked members missed this range.
         if (io.failed_cnt > 0) {
-          const [first, count] = this.chunkRange(io.offset, io.length);
+          const [first, count] = chunkRange(io.offset, io.length, this.chunk_size);
           for (let i = 0; i < io.failed_cnt; i++) {
             const id = io.failed_ids[i] as number;
             if (id === this.member_id || (!this.maps.has(id) && this.maps.size >= MAX_MEMBERS)) continue;
