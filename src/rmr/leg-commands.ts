@@ -206,7 +206,8 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
     case CmdType.POOL_INFO:
       return { kind: 'pool_info', member_id: num(p, 'member_id'), op: num(p, 'operation') === 0 ? 'add' : 'remove', mode: MODES[num(p, 'mode')] ?? 'assemble', dirty: num(p, 'dirty') === 1 };
     case CmdType.MD_SEND:
-      return num(p, 'read_full_md') === 1 ? { kind: 'md_read' } : null;
+      // Peers merge the slot they need out of the whole record, so both forms answer it.
+      return { kind: 'md_read' };
     case CmdType.SEND_MD_BUF:
       return num(p, 'flags') === MD_FLAG.WRITE ? { kind: 'md_write', md: Buffer.from(tail) } : { kind: 'md_read' };
     case CmdType.USER:
