@@ -1,8 +1,9 @@
 // The background sync of a storage node (the reference's sync thread, §7.3), improved as
 // ARCHITECTURE.md §2.8 asks: it starts by itself when the node is NORMAL and its own map is
 // dirty, can be stopped and started by hand, stops on the first error with the reason
-// visible, runs at a rate set against application traffic (a share, with minimum and
-// maximum), and reports progress with an ETA.
+// visible (and tries again by itself after a growing backoff: a peer that was briefly away
+// must not need an operator), runs at a rate set against application traffic (a share, with
+// minimum and maximum), and reports progress with an ETA.
 //
 // States:  STOPPED --start/auto--> RUNNING --pass done, map clean--> STOPPED
 //          RUNNING --stop / error / pool not NORMAL--> WAIT (in-flight syncs drain) --> STOPPED
@@ -38,6 +39,8 @@ export interface SyncOptions {
   tick_ms: number;
   /** Start by itself when the pool is NORMAL and its own map is dirty. */
   auto_start: boolean;
+  /** After a failed chunk sync, try again after this long (doubling up to 64x). */
+  retry_ms: number;
 }
 
 export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
@@ -47,6 +50,7 @@ export const DEFAULT_SYNC_OPTIONS: SyncOptions = {
   max_bytes_per_s: 4 * 2 ** 30,
   tick_ms: 50,
   auto_start: true,
+  retry_ms: 1000,
 };
 
 export interface SyncProgress {
@@ -81,6 +85,9 @@ export class BackgroundSync {
   stop_reason: string | null = null;
   /** A manual stop holds until a manual start (auto-start does not override the operator). */
   private held_by_operator = false;
+  /** Consecutive failed passes, and when the next automatic try may start. */
+  private failures = 0;
+  private retry_at = 0;
   private readonly on_state: (from: SyncState, to: SyncState, reason: string) => void;
 
   constructor(target: SyncTarget, clock: Clock, opts: Partial<SyncOptions>, on_state: (from: SyncState, to: SyncState, reason: string) => void) {
@@ -161,8 +168,10 @@ export class BackgroundSync {
     // Unused budget does not pile up beyond one tick's worth.
     this.budget = Math.min(this.budget, 0) + (this.rate_limit * o.tick_ms) / 1000;
     if (this._state === 'RUNNING' && !this.target.canSync()) this.end('pool left NORMAL');
-    else if (this._state === 'STOPPED' && o.auto_start && !this.held_by_operator && this.last_error === null && this.target.canSync() && !(this.target.ownMap()?.isEmpty() ?? true)) {
-      this.begin('own map dirty');
+    else if (this._state === 'STOPPED' && o.auto_start && !this.held_by_operator && this.target.canSync() && !(this.target.ownMap()?.isEmpty() ?? true)) {
+      // After an error the reason stays visible and the next try waits for its backoff.
+      if (this.last_error === null) this.begin('own map dirty');
+      else if (now >= this.retry_at) this.begin(`retry after: ${this.last_error}`);
     }
     this.pump();
     this.arm();
@@ -177,8 +186,11 @@ export class BackgroundSync {
       if (c < 0) {
         if (this.inflight === 0) {
           // One pass done: new dirt (or chunks busy with IO syncs) may remain.
-          if (map.isEmpty()) this.end('all chunks in sync');
-          else this.cursor = 0;
+          if (map.isEmpty()) {
+            this.failures = 0;
+            this.last_error = null;
+            this.end('all chunks in sync');
+          } else this.cursor = 0;
         }
         return;
       }
@@ -197,6 +209,8 @@ export class BackgroundSync {
       this.synced_in_tick += this.target.chunk_size;
     } else if (status !== -16 /* EBUSY: raced with an IO-triggered sync */) {
       this.last_error = `chunk sync failed with status ${status}`;
+      this.failures++;
+      this.retry_at = this.clock.now() + this.opts.retry_ms * 2 ** Math.min(this.failures - 1, 6);
       this.end(this.last_error);
     }
     if (this._state === 'WAIT' && this.inflight === 0) this.setState('STOPPED', this.stop_reason ?? 'drained');

@@ -410,6 +410,8 @@ export class ClientPool implements LegPoolCounters {
   rejoinLeg(leg: Leg, cb: (status: number) => void): void {
     leg.channel.command({ kind: 'rejoin' }, (status, _v, reason) => {
       if (status !== 0) return cb(status);
+      // A sync leg needs no map: it serves peer reads again at once (§7.1).
+      if (this.sync) return cb(this.setLegState(leg, 'NORMAL', 'sync leg rejoined') === null ? 0 : Errno.EINVAL);
       const err = this.setLegState(leg, 'RECONNECTING', 'rejoined');
       if (err !== null) return cb(Errno.EINVAL);
       void reason;
@@ -458,8 +460,9 @@ export class ClientPool implements LegPoolCounters {
   }
 
   /**
-   * The recovery tick (every few seconds): a FAILED leg whose link is up is asked STORE_CHECK
-   * and, if its store serves again, rejoins recovery (§9.1); a NORMAL leg the client still
+   * The recovery tick (every few seconds): RECONNECTING legs get another try_enable (a failed
+   * map spread is retried, not left for the operator); a FAILED leg whose link is up is asked
+   * STORE_CHECK and, if its store serves again, rejoins (§9.1); a NORMAL leg the client still
    * holds dirty entries for is asked MAP_CHECK, and once it reports its own map empty the
    * client's copy is wiped, unless an entry was added since the question was asked or
    * within the clean delay (§8.5; single-threaded, so check and wipe cannot interleave with
@@ -467,11 +470,15 @@ export class ClientPool implements LegPoolCounters {
    */
   recoveryTick(): void {
     if (this.sync) return;
+    // A spread that failed leaves legs RECONNECTING: try again every tick until it works.
+    if (!this.recovering && [...this.legs_by_id.values()].some((l) => l.state === 'RECONNECTING' && !l.maintenance)) this.tryEnable(() => undefined);
     for (const leg of this.legs_by_id.values()) {
       if (leg.state === 'FAILED' && leg.channel.isConnected() && !leg.maintenance) {
         leg.channel.command({ kind: 'store_check' }, (status, value) => {
           if (status !== 0 || value !== 1 || leg.state !== 'FAILED') return;
-          if (this.setLegState(leg, 'RECONNECTING', 'store check passed') === null) this.tryEnable(() => undefined);
+          // As after a reconnect: the node may still think itself NORMAL; REJOIN takes it
+          // out of IO service so it can receive a map.
+          this.rejoinLeg(leg, () => undefined);
         });
       } else if (leg.state === 'NORMAL' && !leg.maintenance) {
         const map = this.maps.get(leg.member_id);
@@ -509,6 +516,16 @@ export class ClientPool implements LegPoolCounters {
     });
   }
 
+  /**
+   * A leg failed an IO while its link may be up: besides FAILED here, tell the node to leave
+   * IO service (MAP_DISABLE, best effort) so peers do not read from it what it missed.
+   */
+  private failLeg(leg: Leg, reason: string): void {
+    const was = leg.state;
+    this.setLegState(leg, 'FAILED', reason);
+    if (was !== 'FAILED' && leg.channel.isConnected()) leg.channel.command({ kind: 'map_disable' }, () => undefined);
+  }
+
   // ------------------------------------------------------------------ reads (§6.3)
 
   private read(offset: number, length: number, flags: number, tried: Set<number>, first_err: number, cb: (status: number, data: Buffer | null) => void): void {
@@ -524,14 +541,63 @@ export class ClientPool implements LegPoolCounters {
     leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, []), null, (status, d) => {
       if (status === 0 && d !== null && d.length === length) return cb(0, d);
       const err = status !== 0 ? status : Errno.EIO;
-      if (!this.sync) this.setLegState(leg, 'FAILED', `read failed (${err})`);
+      if (!this.sync) this.failLeg(leg, `read failed (${err})`);
       this.read(offset, length, flags, tried, first_err === 0 ? err : first_err, cb);
     });
   }
 
   // ------------------------------------------------------------------ writes (§6.2, §6.4)
 
+  // Overlapping writes are ordered: legs see concurrent overlapping writes in different
+  // orders (different latencies), so without this the members could end up with different
+  // data for the same block. Found by the simulator (seed 10: a write and a write-zeroes
+  // overlapping, applied in opposite orders on two members).
+  private readonly write_ranges: { start: number; end: number }[] = [];
+  private readonly write_waiters: { start: number; end: number; go: () => void }[] = [];
+
+  private overlapsActive(start: number, end: number): boolean {
+    return this.write_ranges.some((r) => r.start < end && start < r.end);
+  }
+
+  private lockRange(start: number, end: number, go: () => void): void {
+    if (this.overlapsActive(start, end) || this.write_waiters.some((w) => w.start < end && start < w.end)) {
+      this.write_waiters.push({ start, end, go });
+      return;
+    }
+    this.write_ranges.push({ start, end });
+    go();
+  }
+
+  private unlockRange(start: number, end: number): void {
+    const i = this.write_ranges.findIndex((r) => r.start === start && r.end === end);
+    if (i >= 0) this.write_ranges.splice(i, 1);
+    // Start waiters in order; one still blocked also blocks later ones that overlap it.
+    const blocked: { start: number; end: number }[] = [];
+    for (let k = 0; k < this.write_waiters.length; ) {
+      const w = this.write_waiters[k] as { start: number; end: number; go: () => void };
+      if (this.overlapsActive(w.start, w.end) || blocked.some((b) => b.start < w.end && w.start < b.end)) {
+        blocked.push(w);
+        k++;
+        continue;
+      }
+      this.write_waiters.splice(k, 1);
+      this.write_ranges.push({ start: w.start, end: w.end });
+      w.go();
+    }
+  }
+
   private replicate(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
+    if (op === 'flush') return this.replicateLocked(op, offset, length, data, flags, cb);
+    const end = offset + length;
+    this.lockRange(offset, end, () =>
+      this.replicateLocked(op, offset, length, data, flags, (s, d) => {
+        this.unlockRange(offset, end);
+        cb(s, d);
+      }),
+    );
+  }
+
+  private replicateLocked(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
     const targets = this.normalLegs();
     if (targets.length === 0) {
       this.stats.failed_ios++;
@@ -566,7 +632,7 @@ export class ClientPool implements LegPoolCounters {
         else {
           if (first_err === 0) first_err = status;
           failed.push(leg);
-          if (!this.sync) this.setLegState(leg, 'FAILED', `${op} failed (${status})`);
+          if (!this.sync) this.failLeg(leg, `${op} failed (${status})`);
         }
         if (--pending > 0) return;
         if (ok.length === 0) {
@@ -600,7 +666,7 @@ export class ClientPool implements LegPoolCounters {
         if (status === 0) recorded++;
         else {
           last_err = status;
-          if (!this.sync) this.setLegState(leg, 'FAILED', `map_add failed (${status})`);
+          if (!this.sync) this.failLeg(leg, `map_add failed (${status})`);
         }
         if (--pending > 0) return;
         if (recorded > 0) return cb(0, null);

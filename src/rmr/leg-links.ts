@@ -11,10 +11,6 @@ export function followLinkEvents(session: ClientSession, pool: ClientPool, leg: 
     if (ev.type === 'DISCONNECTED' || ev.type === 'CLOSED') {
       if (leg.state !== 'REMOVING') pool.setLegState(leg, 'FAILED', `session ${session.name}: ${ev.reason}`);
     } else if (ev.type === 'RECONNECTED' && leg.state === 'FAILED') {
-      if (pool.sync) {
-        pool.setLegState(leg, 'NORMAL', 'sync leg reconnected');
-        return;
-      }
       pool.rejoinLeg(leg, (status) => {
         if (status !== 0) log.log('warn', 'rejoin failed', { pool: pool.pool, member: leg.member_id, status });
       });

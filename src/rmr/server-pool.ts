@@ -551,7 +551,17 @@ export class ServerPool {
    * An IO message (§6.5-§6.7). `from_sync`: sent by a peer's sync pool (reads only).
    * `data`: the write payload (empty otherwise). `reply` gets the status and read data.
    */
-  handleIo(io: IoMsgValue, data: Buffer, from_sync: boolean, reply: (status: number, data: Buffer | null) => void): void {
+  handleIo(io: IoMsgValue, data: Buffer, from_sync: boolean, answer: (status: number, data: Buffer | null) => void): void {
+    // A node that fails a client IO leaves IO service: the client marks the leg FAILED and
+    // records the write as missed elsewhere, so this node must not go on serving (stale)
+    // reads to its peers. Found by the simulator (seed 15: a chunk sync failed under a
+    // discard, the node stayed NORMAL, and a returning peer synced stale data from it).
+    const reply = from_sync
+      ? answer
+      : (status: number, d: Buffer | null): void => {
+          if (status !== 0 && this.sm.state === 'NORMAL') this.sm.change('NO_IO', `failed a client IO (${status})`);
+          answer(status, d);
+        };
     const op = io.flags & IO_OP_MASK;
     const store = this.store;
     // Admission (§6.5): a refused client IO takes the pool out of IO service.

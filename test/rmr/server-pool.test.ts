@@ -166,6 +166,9 @@ test('a failed chunk sync fails the waiting IOs, keeps the chunk dirty, and can 
   assert.equal(st, Errno.EIO);
   assert.equal(n.pool.ownMap()?.isDirty(5), true);
   assert.equal(n.pool.ownMap()?.entryCount, 0, 'no stale sync entry left');
+  assert.equal(n.pool.state, 'NO_IO', 'a node that failed a client IO leaves IO service');
+  // The client's recovery brings it back (here: directly), and the retry succeeds.
+  assert.equal(n.pool.sm.change('NORMAL', 'test: recovered'), null);
   peer.fail = false;
   const st2 = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 5 * CHUNK, 512), Buffer.alloc(512, 1), false, (s) => cb(s)));
   assert.equal(st2, 0);
