@@ -503,7 +503,7 @@ export class ClientPool implements LegPoolCounters {
     };
     r.channel.command({ kind: 'map_ready' }, (s1) => {
       if (s1 !== 0) return fail(s1);
-      source.channel.command({ kind: 'map_send', receiver: r.member_id }, (s2) => {
+      source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: this.map_ver }, (s2) => {
         if (s2 !== 0) return fail(s2);
         r.channel.command({ kind: 'map_done', enable: true }, (s3) => {
           if (s3 !== 0) return fail(s3);

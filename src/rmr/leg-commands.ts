@@ -13,7 +13,7 @@ export type LegCommand =
   | { kind: 'rejoin' }
   | { kind: 'enable_pool'; enable: boolean }
   | { kind: 'map_ready' }
-  | { kind: 'map_send'; receiver: number }
+  | { kind: 'map_send'; receiver: number; map_ver: number }
   | { kind: 'map_done'; enable: boolean }
   | { kind: 'map_disable' }
   | { kind: 'map_check' }
@@ -54,7 +54,7 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'map_ready':
       return answer(pool.mapReady(from_sync));
     case 'map_send':
-      return pool.mapSend(cmd.receiver, (status) => cb(status, 0, status === 0 ? null : `map send failed (${status})`));
+      return pool.mapSend(cmd.receiver, cmd.map_ver, (status) => cb(status, 0, status === 0 ? null : `map send failed (${status})`));
     case 'map_done':
       return answer(pool.mapDone(cmd.enable));
     case 'map_disable':
@@ -140,7 +140,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'map_ready':
       return { cmd_type: CmdType.MAP_READY, payload: {} };
     case 'map_send':
-      return { cmd_type: CmdType.MAP_SEND, payload: { receiver_member_id: cmd.receiver } };
+      return { cmd_type: CmdType.MAP_SEND, payload: { receiver_member_id: cmd.receiver, map_ver: cmd.map_ver } };
     case 'map_done':
       return { cmd_type: CmdType.MAP_DONE, payload: { enable: cmd.enable ? 1 : 0 } };
     case 'map_disable':
@@ -190,7 +190,7 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
     case CmdType.MAP_READY:
       return { kind: 'map_ready' };
     case CmdType.MAP_SEND:
-      return { kind: 'map_send', receiver: num(p, 'receiver_member_id') };
+      return { kind: 'map_send', receiver: num(p, 'receiver_member_id'), map_ver: num(p, 'map_ver') };
     case CmdType.MAP_DONE:
       return { kind: 'map_done', enable: num(p, 'enable') === 1 };
     case CmdType.MAP_DISABLE:

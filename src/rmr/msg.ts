@@ -124,7 +124,8 @@ export const MD_FLAG = { READ: 1, WRITE: 2 } as const;
 /** Payload layout of each command (what follows the envelope). */
 export const CmdPayload = {
   [CmdType.MAP_READY]: none,
-  [CmdType.MAP_SEND]: new Layout('MAP_SEND', { receiver_member_id: 'u8' }, (v) => member('receiver', v.receiver_member_id)),
+  // map_ver: the client's version, which the source adopts if higher (the client bumps it).
+  [CmdType.MAP_SEND]: new Layout('MAP_SEND', { receiver_member_id: 'u8', map_ver: 'u64' }, (v) => member('receiver', v.receiver_member_id)),
   [CmdType.SEND_MAP_BUF]: new Layout('SEND_MAP_BUF', { member_id: 'u8', first_page: 'u32', page_count: 'u32', map_ver: 'u64' }, (v) =>
     first(member('member', v.member_id), v.page_count < 1 ? 'no pages' : null),
   ),

@@ -496,12 +496,17 @@ export class ServerPool {
 
   /**
    * MAP_SEND: stream every map this node holds to the receiver through the sync pool, then
-   * MAP_BUF_DONE with this node's version. `cb` gets 0 once the receiver has all of it.
+   * MAP_BUF_DONE with this node's version (raised to the client's first). `cb` gets 0 once
+   * the receiver has all of it.
    */
-  mapSend(receiver_member_id: number, cb: (status: number) => void): void {
+  mapSend(receiver_member_id: number, client_map_ver: number, cb: (status: number) => void): void {
     const src = this.sync_source;
     if (src === null) return cb(Errno.ENOTCONN);
     if (this.sm.state !== 'NORMAL') return cb(Errno.EINVAL);
+    // The client owns the version: a source enabled as last authoritative may have missed
+    // bumps a receiver saw; without this the receiver refuses the complete map as older.
+    // Found by the simulator (seed 45).
+    if (client_map_ver > this.map_ver) this.map_ver = client_map_ver;
     const per_msg = Math.max(1, Math.floor(src.max_io_size / PAGE_BYTES));
     const jobs: PeerMapCommand[] = [];
     for (const m of this.maps.values()) {

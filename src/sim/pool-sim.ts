@@ -335,14 +335,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         `${e instanceof Error ? e.message : String(e)} (${inflight} ops; client frozen ${q.frozen}, in flight ${dbg.inflight}, range locks ${dbg.write_ranges.length}, waiting ${dbg.write_waiters.length}, frozen queue ${dbg.frozen_queue.length}, recovering ${dbg.recovering}; legs ${legs.map((l) => l.state).join(',')})`,
       );
     }
-    wait(
-      'every leg NORMAL',
-      () => {
-        if (legs.every((l) => l.state === 'NORMAL')) return true;
-        return false;
-      },
-      60_000,
-    );
+    try {
+      wait('every leg NORMAL', () => legs.every((l) => l.state === 'NORMAL'), 60_000);
+    } catch (e) {
+      const dbg = client as unknown as { recovering: boolean; frozen: boolean; inflight: number };
+      const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`).join(' ');
+      throw new Violation(`${e instanceof Error ? e.message : String(e)} (legs ${legs.map((l) => `${l.member_id}:${l.state}`).join(',')}; recovering ${dbg.recovering}, frozen ${dbg.frozen}, in flight ${dbg.inflight}; ${srv})`);
+    }
     wait('every member synced', () => nodes.every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
     // Stability: the same bytes from every member, read through the pool's own reads.
     const ref = nodes[0]?.data.contents() as Buffer;
