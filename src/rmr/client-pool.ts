@@ -498,7 +498,11 @@ export class ClientPool implements LegPoolCounters {
     const r = receivers[i];
     if (r === undefined) return cb(0);
     const fail = (status: number): void => {
-      for (const other of receivers) other.channel.command({ kind: 'map_disable' }, () => undefined);
+      // Receivers promoted earlier in this spread are NORMAL now and keep serving (the
+      // reference skips NORMAL legs too); only the rest are put back out of service.
+      // Found by the simulator (seed 3050: an earlier receiver was disabled behind the
+      // client's back and stayed NO_IO while its leg looked NORMAL).
+      for (const other of receivers.slice(i)) other.channel.command({ kind: 'map_disable' }, () => undefined);
       cb(status);
     };
     r.channel.command({ kind: 'map_ready' }, (s1) => {

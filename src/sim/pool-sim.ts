@@ -342,7 +342,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`).join(' ');
       throw new Violation(`${e instanceof Error ? e.message : String(e)} (legs ${legs.map((l) => `${l.member_id}:${l.state}`).join(',')}; recovering ${dbg.recovering}, frozen ${dbg.frozen}, in flight ${dbg.inflight}; ${srv})`);
     }
-    wait('every member synced', () => nodes.every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
+    try {
+      wait('every member synced', () => nodes.every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
+    } catch (e) {
+      const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/own dirty ${n.pool.ownMap()?.dirtyCount ?? -1} first ${n.pool.ownMap()?.nextDirty(0) ?? -1}`).join(' ');
+      const sy = syncs.map((x) => `${x.state}:${x.progress().last_error ?? ''}`).join(' ');
+      throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
+    }
     // Stability: the same bytes from every member, read through the pool's own reads.
     const ref = nodes[0]?.data.contents() as Buffer;
     for (const n of nodes) {
