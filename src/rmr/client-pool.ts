@@ -657,7 +657,10 @@ export class ClientPool implements LegPoolCounters {
     const ids = Buffer.alloc(MAX_MEMBERS);
     failed.forEach((l, i) => (ids[i] = l.member_id));
     const msg: MapAddValue = { first_chunk: first, chunk_count: count, map_ver: this.map_ver, failed_cnt: failed.length, failed_ids: ids };
-    const targets = ok.filter((l) => l.state !== 'FAILED' && l.state !== 'REMOVING');
+    // Only NORMAL legs count: a RECONNECTING leg's maps are replaced at its next spread, so a
+    // record there would be lost. Found by the simulator (seed 5132: the only MAP_ADD went to
+    // a RECONNECTING leg, the write was acknowledged, and the next spread erased the record).
+    const targets = ok.filter((l) => l.state === 'NORMAL');
     if (targets.length === 0) {
       this.stats.failed_ios++;
       return cb(Errno.EIO, null);
