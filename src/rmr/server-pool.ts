@@ -162,6 +162,12 @@ export class ServerPool {
     return this.maps.get(this.member_id);
   }
 
+  /** Whether maps for `ids` fit beside the ones held (at most MAX_MEMBERS members). */
+  private roomFor(ids: number[]): boolean {
+    const fresh = new Set(ids.filter((id) => !this.maps.has(id)));
+    return this.maps.size + fresh.size <= MAX_MEMBERS;
+  }
+
   /** The map of `member_id`, created clean (or fully dirty) if this node did not know it. */
   private mapOf(member_id: number, full = false): DirtyMap<ParkedIo> {
     let m = this.maps.get(member_id);
@@ -232,7 +238,10 @@ export class ServerPool {
       this.map_ver = Math.max(this.map_ver, mine.map_ver, md.header.map_ver);
       maps.load(this.no_of_chunks, (s2, loaded, map_ver, why) => {
         let maps_lost: string | null = null;
-        if (s2 !== 0 || (loaded === null && md !== null)) {
+        if (s2 === 0 && loaded !== null && !this.roomFor(loaded.map((m) => m.member_id))) {
+          maps_lost = `stored maps of ${loaded.length} members do not fit beside this node's`;
+          this.mapOf(this.member_id).setAll();
+        } else if (s2 !== 0 || (loaded === null && md !== null)) {
           // Never read lost maps as clean: this node resyncs everything.
           maps_lost = why ?? 'no maps stored';
           this.mapOf(this.member_id).setAll();
@@ -331,6 +340,7 @@ export class ServerPool {
     if (j.sync) return null;
     if (j.create) {
       if (!this.marked_create) return `pool ${this.name} was added, not created: only assemble joins are accepted`;
+      if (j.members.some((m) => m.id === 0) || !this.roomFor(j.members.map((m) => m.id))) return `a pool has 1 to ${MAX_MEMBERS} members with ids 1..255`;
       const err = this.sm.change('CREATED', 'create-mode join');
       if (err !== null) return err;
       if (j.dirty) this.mapOf(this.member_id).setAll();
@@ -378,7 +388,10 @@ export class ServerPool {
   /** POOL_INFO: a member was added to or removed from the pool (§5.4). */
   poolInfo(member_id: number, op: 'add' | 'remove', mode: 'create' | 'assemble' | 'delete' | 'disassemble', dirty: boolean): string | null {
     if (op === 'add') {
-      if (mode === 'create') this.mapOf(member_id, dirty);
+      if (mode === 'create') {
+        if (!this.roomFor([member_id])) return `pool ${this.name} already has ${MAX_MEMBERS} members`;
+        this.mapOf(member_id, dirty);
+      }
       else if (!this.maps.has(member_id)) return `member ${member_id} unknown to this node`;
       return null;
     }
@@ -532,11 +545,9 @@ export class ServerPool {
   /** MAP_ADD: chunks became dirty for the listed members (§5.5). */
   mapAdd(m: MapAddValue): number {
     if (m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
-    for (let i = 0; i < m.failed_cnt; i++) {
-      const id = m.failed_ids[i] as number;
-      if (!this.maps.has(id) && this.maps.size >= MAX_MEMBERS) return Errno.ENOSPC;
-      this.mapOf(id).setDirty(m.first_chunk, m.chunk_count);
-    }
+    const ids = [...m.failed_ids.subarray(0, m.failed_cnt)];
+    if (!this.roomFor(ids)) return Errno.ENOSPC; // nothing applied
+    for (const id of ids) this.mapOf(id).setDirty(m.first_chunk, m.chunk_count);
     if (m.map_ver > this.map_ver) this.map_ver = m.map_ver;
     return 0;
   }

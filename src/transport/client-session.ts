@@ -760,7 +760,11 @@ export class ClientSession {
       return link.onProtocolError(`response of ${data.length} bytes for a ${s.read_len}-byte read`);
     }
     if (s.state === SlotState.SENT) (s.path?.link ?? link).inflight--;
-    else this.pending.splice(this.pending.indexOf(s), 1);
+    else {
+      // A QUEUED slot is in `pending`; never splice(-1), which would drop another request.
+      const i = this.pending.indexOf(s);
+      if (i >= 0) this.pending.splice(i, 1);
+    }
     this.stats.responses++;
     const cb = s.cb as ResponseCallback;
     const is_read = s.flags & FLAG_READ;

@@ -313,9 +313,8 @@ class ServerConn implements LinkOwner {
   server_nonce: Buffer | null = null;
   session: ServerSession | null = null;
   private readonly server: TransportServer;
-  constructor(server: TransportServer, stream: NetStream, link_factory: (c: ServerConn) => Link) {
+  constructor(server: TransportServer, link_factory: (c: ServerConn) => Link) {
     this.server = server;
-    void stream;
     this.link = link_factory(this);
   }
   onLinkFrame(link: Link, f: Readonly<FrameFields>, user_hdr: Buffer, data: Buffer): void {
@@ -392,7 +391,7 @@ export class TransportServer {
     }
     this.stats.connections_accepted++;
     const limits: DecoderLimits = { allowed: ALLOWED_HELLO, max_user_hdr: 0, max_data: 0 };
-    const conn = new ServerConn(this, stream, (c) =>
+    const conn = new ServerConn(this, (c) =>
       new Link(
         stream,
         this.clock,

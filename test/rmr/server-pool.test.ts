@@ -273,3 +273,17 @@ test('a restarted node restores pool_md and maps, and its intent record makes un
   assert.notEqual(st2, 0);
   assert.match(why2 ?? '', /belongs to pool pool1/);
 });
+
+test('more members than a pool holds are refused with a reason, never a throw', () => {
+  const c = node('create');
+  const join = { sync: false, create: true, dirty: false, chunk_size: CHUNK };
+  assert.match(c.pool.join({ ...join, members: [2, 3, 4, 5].map((id) => ({ id, dirty: false })) }) ?? '', /1 to 4 members/);
+  assert.equal(c.pool.state, 'REGISTERED', 'a refused join changes nothing');
+  assert.equal(c.pool.join({ ...join, members: [2, 3, 4].map((id) => ({ id, dirty: false })) }), null);
+  assert.match(c.pool.poolInfo(9, 'add', 'create', false) ?? '', /already has 4 members/);
+  const n = normal();
+  n.pool.poolInfo(3, 'add', 'create', false);
+  // Members 5 and 6 would make five maps: refused whole, nothing marked.
+  assert.equal(n.pool.mapAdd({ first_chunk: 0, chunk_count: 1, map_ver: 1, failed_cnt: 2, failed_ids: Buffer.from([5, 6, 0, 0]) }), Errno.ENOSPC);
+  assert.equal(n.pool.maps.has(5), false);
+});
