@@ -239,44 +239,37 @@ export function decodeMessage(buf: Buffer): { ok: true; msg: RmrMessage } | { ok
   if (!h.ok) return h;
   const { group_id, type } = h.value;
   let o = h.bytes;
-  const exact = <T>(d: { ok: true; value: T; bytes: number } | { ok: false; reason: string }): { ok: true; value: T } | { ok: false; reason: string } => {
+  type Result = { ok: true; msg: RmrMessage } | { ok: false; reason: string };
+  // A body must end exactly where the buffer ends.
+  const whole = <T>(d: { ok: true; value: T; bytes: number } | { ok: false; reason: string }, make: (v: T) => RmrMessage): Result => {
     if (!d.ok) return d;
-    o += d.bytes;
-    return o === buf.length ? { ok: true, value: d.value } : { ok: false, reason: `${buf.length - o} trailing bytes` };
+    const rest = buf.length - o - d.bytes;
+    return rest === 0 ? { ok: true, msg: make(d.value) } : { ok: false, reason: `${rest} trailing bytes` };
   };
   switch (type) {
-    case MsgType.IO: {
-      const d = exact(IoMsg.decode(buf, o));
-      return d.ok ? { ok: true, msg: { type: 'IO', group_id, body: d.value } } : d;
-    }
-    case MsgType.MAP_ADD: {
-      const d = exact(MapAddMsg.decode(buf, o));
-      return d.ok ? { ok: true, msg: { type: 'MAP_ADD', group_id, body: d.value } } : d;
-    }
-    case MsgType.MAP_CLEAR: {
-      const d = exact(MapClearMsg.decode(buf, o));
-      return d.ok ? { ok: true, msg: { type: 'MAP_CLEAR', group_id, body: d.value } } : d;
-    }
-    case MsgType.CMD_RSP: {
-      const d = exact(CmdRsp.decode(buf, o));
-      return d.ok ? { ok: true, msg: { type: 'CMD_RSP', group_id, body: d.value } } : d;
-    }
+    case MsgType.IO:
+      return whole(IoMsg.decode(buf, o), (body) => ({ type: 'IO', group_id, body }));
+    case MsgType.MAP_ADD:
+      return whole(MapAddMsg.decode(buf, o), (body) => ({ type: 'MAP_ADD', group_id, body }));
+    case MsgType.MAP_CLEAR:
+      return whole(MapClearMsg.decode(buf, o), (body) => ({ type: 'MAP_CLEAR', group_id, body }));
+    case MsgType.CMD_RSP:
+      return whole(CmdRsp.decode(buf, o), (body) => ({ type: 'CMD_RSP', group_id, body }));
     default: {
       const e = CmdEnvelope.decode(buf, o);
       if (!e.ok) return e;
       o += e.bytes;
       const layout = payloadLayout(e.value.cmd_type) as UntypedLayout; // the envelope check knows every command
-      const field = TAIL_FIELD.get(e.value.cmd_type);
-      if (field === undefined) {
-        const p = exact(layout.decode(buf, o));
-        return p.ok ? { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value, tail: Buffer.alloc(0) } } : p;
-      }
       const p = layout.decode(buf, o);
       if (!p.ok) return p;
       o += p.bytes;
-      const len = p.value[field] as number;
-      if (buf.length - o !== len) return { ok: false, reason: `command tail of ${buf.length - o} bytes, ${field} says ${len}` };
-      return { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value, tail: buf.subarray(o) } };
+      // Commands with a tail (USER data, a pool_md) say its length in a payload field.
+      const field = TAIL_FIELD.get(e.value.cmd_type);
+      const len = field === undefined ? 0 : (p.value[field] as number);
+      if (buf.length - o !== len) {
+        return { ok: false, reason: field === undefined ? `${buf.length - o} trailing bytes` : `command tail of ${buf.length - o} bytes, ${field} says ${len}` };
+      }
+      return { ok: true, msg: { type: 'CMD', group_id, env: e.value, payload: p.value, tail: len === 0 ? Buffer.alloc(0) : buf.subarray(o) } };
     }
   }
 }
