@@ -36,7 +36,7 @@ interface QueuedIo {
   cb: (status: number, data: Buffer | null) => void;
 }
 
-/** IOs held while the pool is frozen (a map spread): bounded, beyond it EBUSY. */
+/** IOs held while the pool is frozen, or behind an overlapping write: bounded, beyond it EBUSY. */
 const MAX_FROZEN_QUEUE = 4096;
 
 export class Leg implements LegStateHolder {
@@ -563,13 +563,16 @@ export class ClientPool implements LegPoolCounters {
     return this.write_ranges.some((r) => r.start < end && start < r.end);
   }
 
-  private lockRange(start: number, end: number, go: () => void): void {
+  /** Starts `go` once no earlier overlapping write is in flight; false when too many wait. */
+  private lockRange(start: number, end: number, go: () => void): boolean {
     if (this.overlapsActive(start, end) || this.write_waiters.some((w) => w.start < end && start < w.end)) {
+      if (this.write_waiters.length >= MAX_FROZEN_QUEUE) return false;
       this.write_waiters.push({ start, end, go });
-      return;
+      return true;
     }
     this.write_ranges.push({ start, end });
     go();
+    return true;
   }
 
   private unlockRange(start: number, end: number): void {
@@ -593,12 +596,13 @@ export class ClientPool implements LegPoolCounters {
   private replicate(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
     if (op === 'flush') return this.replicateLocked(op, offset, length, data, flags, cb);
     const end = offset + length;
-    this.lockRange(offset, end, () =>
+    const queued = this.lockRange(offset, end, () =>
       this.replicateLocked(op, offset, length, data, flags, (s, d) => {
         this.unlockRange(offset, end);
         cb(s, d);
       }),
     );
+    if (!queued) cb(Errno.EBUSY, null);
   }
 
   private replicateLocked(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
