@@ -181,6 +181,12 @@ export class IntentLog {
     this.pump();
   }
 
+  /** The store failed (a flush or the record itself): every waiting and later write is refused. */
+  fail(status: number): void {
+    if (this.failed_status === 0) this.failed_status = status;
+    this.pump();
+  }
+
   /** Extents currently recorded (what a crash now would report). */
   recorded(): number[] {
     return [...this.durable].sort((a, b) => a - b);

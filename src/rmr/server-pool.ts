@@ -667,25 +667,32 @@ export class ServerPool {
   }
 
   private flush(reply: (status: number, data: Buffer | null) => void): void {
-    const store = this.store as RegisteredStore;
-    const intent = this.intent as IntentLog;
-    const covered = intent.flushStarted();
-    store.block.flush((status) => {
-      if (status === 0) intent.flushDone(covered);
-      else this.storeError('flush', status);
-      reply(status, null);
-    });
+    this.flushStore((status) => reply(status, null));
   }
 
   /** The intent record is full of unflushed extents: flush the store to free them. */
   private flushForIntent(): void {
+    this.flushStore(() => undefined);
+  }
+
+  /**
+   * One store flush, for clients and for the intent record. A failed flush leaves the
+   * durability of earlier writes unknown: the store leaves service and the intent record
+   * refuses further writes (its waiters get the error instead of waiting for a flush that
+   * will not come).
+   */
+  private flushStore(cb: (status: number) => void): void {
     const store = this.store;
     const intent = this.intent;
-    if (store === null || intent === null) return;
+    if (store === null || intent === null) return cb(Errno.ENXIO);
     const covered = intent.flushStarted();
     store.block.flush((status) => {
       if (status === 0) intent.flushDone(covered);
-      else this.storeError('flush', status);
+      else {
+        this.storeError('flush', status);
+        intent.fail(status);
+      }
+      cb(status);
     });
   }
 

@@ -193,3 +193,20 @@ test('a torn newest slot falls back to the previous good record', () => {
   assert.deepEqual(got, [0]);
   assert.match(notes.join(';'), /slot 1: checksum mismatch/);
 });
+
+test('when the flush that would free the record fails, waiting writes get the error instead of waiting', () => {
+  const clock = new SimClock();
+  const disk = new MemDisk(1 << 20, clock, new SimRandom(3));
+  let log: IntentLog | null = null;
+  log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 1, requestFlush: () => log?.fail(-5) });
+  const got: number[] = [];
+  log.begin(0, 1, (s) => got.push(s)); // recorded
+  clock.runUntil(5);
+  log.end(0, 1, false); // unflushed: the extent cannot leave the record
+  assert.equal(log.begin(8192, 1, (s) => got.push(s)), false); // needs room: a flush is asked for, and fails
+  clock.runUntil(10);
+  assert.deepEqual(got, [0, -5]);
+  assert.equal(log.begin(0, 1, (s) => got.push(s)), false, 'later writes are refused too');
+  clock.runUntil(15);
+  assert.deepEqual(got, [0, -5, -5]);
+});
