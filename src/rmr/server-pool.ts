@@ -521,23 +521,22 @@ export class ServerPool {
     // Found by the simulator (seed 45).
     if (client_map_ver > this.map_ver) this.map_ver = client_map_ver;
     const per_msg = Math.max(1, Math.floor(src.max_io_size / PAGE_BYTES));
-    const jobs: PeerMapCommand[] = [];
-    for (const m of this.maps.values()) {
-      for (let p = 0; p < m.page_count; p += per_msg) {
-        const n = Math.min(per_msg, m.page_count - p);
-        const pages = Buffer.alloc(n * PAGE_BYTES);
-        for (let i = 0; i < n; i++) m.encodePage(p + i, pages.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES));
-        jobs.push({ kind: 'send_map_buf', member_id: m.member_id, first_page: p, page_count: n, map_ver: this.map_ver, pages });
+    const maps = [...this.maps.values()];
+    // One batch at a time, encoded when it is sent: a 64 TiB pool's maps are 64 MiB each,
+    // not something to hold in memory twice. MAP_BUF_DONE goes after every page.
+    const next = (mi: number, page: number): void => {
+      const m = maps[mi];
+      if (m === undefined) {
+        return src.peerCommand(receiver_member_id, { kind: 'map_buf_done', map_ver: this.map_ver }, cb);
       }
-    }
-    jobs.push({ kind: 'map_buf_done', map_ver: this.map_ver });
-    // One after the other: MAP_BUF_DONE must arrive after every page.
-    const next = (i: number): void => {
-      const job = jobs[i];
-      if (job === undefined) return cb(0);
-      src.peerCommand(receiver_member_id, job, (status) => (status !== 0 ? cb(status) : next(i + 1)));
+      if (page >= m.page_count) return next(mi + 1, 0);
+      const n = Math.min(per_msg, m.page_count - page);
+      const pages = Buffer.alloc(n * PAGE_BYTES);
+      for (let i = 0; i < n; i++) m.encodePage(page + i, pages.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES));
+      const job: PeerMapCommand = { kind: 'send_map_buf', member_id: m.member_id, first_page: page, page_count: n, map_ver: this.map_ver, pages };
+      src.peerCommand(receiver_member_id, job, (status) => (status !== 0 ? cb(status) : next(mi, page + n)));
     };
-    next(0);
+    next(0, 0);
   }
 
   // ------------------------------------------------------------------ map messages
