@@ -368,6 +368,19 @@ export class ClientPool implements LegPoolCounters {
     return this.in_use;
   }
 
+  /** Internal counters for status views and diagnostics. */
+  status(): { frozen: boolean; in_flight: number; recovering: boolean; range_locks: number; waiting_on_overlap: number; frozen_queue: number; legs: { member_id: number; state: LegState }[] } {
+    return {
+      frozen: this.frozen,
+      in_flight: this.inflight,
+      recovering: this.recovering,
+      range_locks: this.write_ranges.length,
+      waiting_on_overlap: this.write_waiters.length,
+      frozen_queue: this.frozen_queue.length,
+      legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state })),
+    };
+  }
+
   /** What an upper layer needs to size itself (reference rmr_clt_query). */
   query(): { chunk_size: number; mapped_size: number; max_io_size: number; legs: number; normal_legs: number; map_ver: number; frozen: boolean } {
     return {

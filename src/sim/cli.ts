@@ -15,8 +15,7 @@ const duration_ms = arg('duration') !== undefined ? Number(arg('duration')) : un
 const replay = arg('replay');
 
 if (replay !== undefined) {
-  process.env.SIM_ECHO = '1';
-  const r = await runSeed({ seed: Number(replay), swarm: flag('swarm'), ...(faults ? { faults } : {}), ...(duration_ms ? { duration_ms } : {}) });
+  const r = await runSeed({ seed: Number(replay), echo: true, swarm: flag('swarm'), ...(faults ? { faults } : {}), ...(duration_ms ? { duration_ms } : {}) });
   console.log(`seed ${r.seed}: ${r.ok ? 'ok' : `VIOLATION ${r.violation ?? ''}`} (${r.members} members, faults ${r.faults.join(',') || 'none'}, trace ${r.trace_hash.slice(0, 16)})`);
   process.exit(r.ok ? 0 : 1);
 }

@@ -34,6 +34,8 @@ export interface SimOptions {
   swarm?: boolean;
   /** Simulated milliseconds of workload with faults. */
   duration_ms?: number;
+  /** Print every trace line as it happens (replay). */
+  echo?: boolean;
   /** Deliberate bugs, to show the oracle catches them (mutation checks). */
   mutation?: 'skip_map_add' | 'no_piggyback' | null;
 }
@@ -93,7 +95,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   const trace: string[] = [];
   const t = (s: string): void => {
     trace.push(`${clock.now().toFixed(3)} ${s}`);
-    if (process.env.SIM_ECHO === "1") console.log(trace[trace.length - 1]);
+    if (o.echo === true) console.log(trace[trace.length - 1]);
   };
   let faults: FaultKind[] = [...(o.faults ?? FAULT_KINDS)];
   if (o.swarm === true) faults = faults.filter(() => random.float() < 0.6);
@@ -217,7 +219,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     if (o.mutation === 'skip_map_add') {
       for (const leg of legs) (leg.channel as { sendMapAdd: unknown }).sendMapAdd = (_m: unknown, cb: (s: number) => void) => clock.setTimer(0, () => cb(0));
     }
-    if (o.mutation === 'no_piggyback') (client as unknown as { members: Set<number> }).members.clear();
+    if (o.mutation === 'no_piggyback') client.members.clear();
 
     // ---- the workload and the oracle
     const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);
@@ -329,18 +331,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     try {
       wait('every IO answered', () => inflight === 0, 30_000);
     } catch (e) {
-      const q = client.query();
-      const dbg = client as unknown as { write_ranges: unknown[]; write_waiters: unknown[]; frozen_queue: unknown[]; inflight: number; recovering: boolean };
-      throw new Violation(
-        `${e instanceof Error ? e.message : String(e)} (${inflight} ops; client frozen ${q.frozen}, in flight ${dbg.inflight}, range locks ${dbg.write_ranges.length}, waiting ${dbg.write_waiters.length}, frozen queue ${dbg.frozen_queue.length}, recovering ${dbg.recovering}; legs ${legs.map((l) => l.state).join(',')})`,
-      );
+      throw new Violation(`${e instanceof Error ? e.message : String(e)} (${inflight} ops; client ${JSON.stringify(client.status())})`);
     }
     try {
       wait('every leg NORMAL', () => legs.every((l) => l.state === 'NORMAL'), 60_000);
     } catch (e) {
-      const dbg = client as unknown as { recovering: boolean; frozen: boolean; inflight: number };
       const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`).join(' ');
-      throw new Violation(`${e instanceof Error ? e.message : String(e)} (legs ${legs.map((l) => `${l.member_id}:${l.state}`).join(',')}; recovering ${dbg.recovering}, frozen ${dbg.frozen}, in flight ${dbg.inflight}; ${srv})`);
+      throw new Violation(`${e instanceof Error ? e.message : String(e)} (client ${JSON.stringify(client.status())}; ${srv})`);
     }
     try {
       wait('every member synced', () => nodes.every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
