@@ -15,7 +15,7 @@
 import { Errno } from '../util/errno.js';
 import { DirtyMap, chunkRange } from './dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
-import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
+import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_INTENT_RANGES, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
 import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
 
 /** One leg's way to its storage node (over the client session shared by the pools). */
@@ -98,6 +98,12 @@ export class ClientPool implements LegPoolCounters {
   readonly members = new Set<number>();
   /** The client's dirty map per member it knows (including detached members). */
   readonly maps = new Map<number, DirtyMap>();
+  /**
+   * Chunks a write failed on every leg it reached (or could not be recorded anywhere): it
+   * may have landed on some members and not others, and no member's map says so. Handed to
+   * the map source (INTENT_TO_MAP) before the next spread, which picks one source per chunk.
+   */
+  readonly uncertain: DirtyMap;
   private readonly gk: LegGatekeeper;
   private rr = 0;
   private readonly now: () => number;
@@ -124,6 +130,7 @@ export class ClientPool implements LegPoolCounters {
     this.sync = o.sync ?? false;
     this.map_clean_delay_ms = o.map_clean_delay_ms ?? 5000;
     this.now = now;
+    this.uncertain = new DirtyMap(0, this.no_of_chunks);
     this.gk = new LegGatekeeper(this, emit);
   }
 
@@ -444,8 +451,19 @@ export class ClientPool implements LegPoolCounters {
     if (this.recovering) return cb(Errno.EBUSY);
     const legs = [...this.legs_by_id.values()];
     const receivers = legs.filter((l) => l.state === 'RECONNECTING' && !l.maintenance);
-    if (receivers.length === 0) return cb(0);
     const source = legs.find((l) => l.state === 'NORMAL');
+    if (receivers.length === 0) {
+      if (source === undefined || this.uncertain.isEmpty()) return cb(0);
+      // Nothing to spread, but writes failed everywhere: give those chunks a source now.
+      this.recovering = true;
+      return this.freeze(() =>
+        this.reconcileUncertain((status) => {
+          this.unfreeze();
+          this.recovering = false;
+          cb(status);
+        }),
+      );
+    }
     const auth = legs.find((l) => l.was_last_authoritative);
     if (source !== undefined && auth !== undefined) throw new Error(`invariant: authoritative leg ${auth.member_id} beside NORMAL leg ${source.member_id}`);
     this.recovering = true;
@@ -466,10 +484,55 @@ export class ClientPool implements LegPoolCounters {
       });
     }
     const src = source;
-    this.freeze(() => this.spread(src, receivers, 0, (status) => {
-      this.unfreeze();
-      done(status);
-    }));
+    this.freeze(() =>
+      this.reconcileUncertain((s0) => {
+        if (s0 !== 0) {
+          this.unfreeze();
+          return done(s0);
+        }
+        this.spread(src, receivers, 0, (status) => {
+          this.unfreeze();
+          done(status);
+        });
+      }),
+    );
+  }
+
+  /**
+   * With IO frozen (so the set is stable): every NORMAL leg turns the uncertain chunks into
+   * dirty entries with one source per chunk (INTENT_TO_MAP), so the spread that follows
+   * carries them and the members converge on one value. Found by the simulator (seeds 1011,
+   * 5088, 5092, 5140: both legs of a pair failed around a write that landed on one of them;
+   * the spread from the last authoritative leg left the other different).
+   */
+  private reconcileUncertain(cb: (status: number) => void): void {
+    if (this.uncertain.isEmpty()) return cb(0);
+    const ranges: [number, number][] = [];
+    for (let c = this.uncertain.nextDirty(0); c >= 0; ) {
+      let e = c + 1;
+      while (e < this.no_of_chunks && this.uncertain.isDirty(e)) e++;
+      ranges.push([c, e - c]);
+      c = e < this.no_of_chunks ? this.uncertain.nextDirty(e) : -1;
+    }
+    const targets = this.normalLegs();
+    if (targets.length === 0) return cb(Errno.ENODEV);
+    const batches: [number, number][][] = [];
+    for (let i = 0; i < ranges.length; i += MAX_INTENT_RANGES) batches.push(ranges.slice(i, i + MAX_INTENT_RANGES));
+    let pending = targets.length * batches.length;
+    let err = 0;
+    for (const leg of targets) {
+      for (const batch of batches) {
+        leg.channel.command({ kind: 'intent_to_map', with_intent: false, ranges: batch }, (status) => {
+          if (status !== 0) {
+            err = status;
+            this.failLeg(leg, `intent_to_map failed (${status})`);
+          }
+          if (--pending > 0) return;
+          if (err === 0) this.uncertain.clearAll(this.now());
+          cb(err);
+        });
+      }
+    }
   }
 
   /**
@@ -484,7 +547,7 @@ export class ClientPool implements LegPoolCounters {
   recoveryTick(): void {
     if (this.sync) return;
     // A spread that failed leaves legs RECONNECTING: try again every tick until it works.
-    if (!this.recovering && [...this.legs_by_id.values()].some((l) => l.state === 'RECONNECTING' && !l.maintenance)) this.tryEnable(() => undefined);
+    if (!this.recovering && ([...this.legs_by_id.values()].some((l) => l.state === 'RECONNECTING' && !l.maintenance) || !this.uncertain.isEmpty())) this.tryEnable(() => undefined);
     for (const leg of this.legs_by_id.values()) {
       if (leg.state === 'FAILED' && leg.channel.isConnected() && !leg.maintenance) {
         leg.channel.command({ kind: 'store_check' }, (status, value) => {
@@ -658,6 +721,7 @@ export class ClientPool implements LegPoolCounters {
         if (--pending > 0) return;
         if (ok.length === 0) {
           this.stats.failed_ios++;
+          if (has_range && !this.sync) this.uncertain.setDirty(first, count, this.now());
           return cb(first_err, null);
         }
         if (failed.length === 0 || !has_range) return cb(0, null);
@@ -680,6 +744,7 @@ export class ClientPool implements LegPoolCounters {
     const targets = ok.filter((l) => l.state === 'NORMAL');
     if (targets.length === 0) {
       this.stats.failed_ios++;
+      if (!this.sync) this.uncertain.setDirty(first, count, now);
       return cb(Errno.EIO, null);
     }
     let pending = targets.length;
@@ -695,6 +760,7 @@ export class ClientPool implements LegPoolCounters {
         if (--pending > 0) return;
         if (recorded > 0) return cb(0, null);
         this.stats.failed_ios++;
+        if (!this.sync) this.uncertain.setDirty(first, count, this.now());
         cb(last_err, null);
       });
     }

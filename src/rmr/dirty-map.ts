@@ -62,8 +62,9 @@ export class DirtyMap<W = unknown> {
   /** Time of the last change (the client's clean guard compares it, reference §8.5). */
   ts = 0;
 
+  /** `member_id` 0: a set of chunks that is not a member's map (the client's uncertain set). */
   constructor(member_id: number, no_of_chunks: number) {
-    if (!Number.isInteger(member_id) || member_id < 1 || member_id > 255) throw new RangeError(`member_id ${member_id} outside 1..255`);
+    if (!Number.isInteger(member_id) || member_id < 0 || member_id > 255) throw new RangeError(`member_id ${member_id} outside 0..255`);
     if (!Number.isSafeInteger(no_of_chunks) || no_of_chunks < 1 || no_of_chunks > 2 ** 40) {
       throw new RangeError(`no_of_chunks ${no_of_chunks} out of range`);
     }

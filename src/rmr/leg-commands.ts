@@ -4,7 +4,7 @@
 // of what each command does, whatever carries it.
 
 import { Errno } from '../util/errno.js';
-import { CmdType, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
+import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
 import { decodePoolMd, encodePoolMd } from './pool-md.js';
 import type { PeerMapCommand, ServerPool } from './server-pool.js';
 
@@ -24,7 +24,8 @@ export type LegCommand =
   | { kind: 'md_read' }
   | { kind: 'md_write'; md: Buffer }
   | { kind: 'user'; bytes: Buffer; rsp_len: number }
-  | { kind: 'read_map_buf'; map_idx: number; page: number };
+  | { kind: 'read_map_buf'; map_idx: number; page: number }
+  | { kind: 'intent_to_map'; with_intent: boolean; ranges: (readonly [number, number])[] };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
 const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
@@ -83,6 +84,11 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
     case 'read_map_buf':
       return cb(0, 0, null, readMapSlice(pool, cmd.map_idx, cmd.page));
+    case 'intent_to_map': {
+      if (from_sync) return answer('INTENT_TO_MAP from a sync pool');
+      const r = pool.intentToMap(cmd.ranges, cmd.with_intent);
+      return typeof r === 'string' ? answer(r) : answer(null, r);
+    }
   }
 }
 
@@ -163,6 +169,15 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       return { cmd_type: CmdType.USER, payload: { usr_len: cmd.bytes.length }, tail: cmd.bytes };
     case 'read_map_buf':
       return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
+    case 'intent_to_map': {
+      if (cmd.ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges per INTENT_TO_MAP`);
+      const tail = Buffer.alloc(cmd.ranges.length * 8);
+      cmd.ranges.forEach(([first, count], i) => {
+        tail.writeUInt32LE(first, i * 8);
+        tail.writeUInt32LE(count, i * 8 + 4);
+      });
+      return { cmd_type: CmdType.INTENT_TO_MAP, payload: { with_intent: cmd.with_intent ? 1 : 0, ranges_len: tail.length }, tail };
+    }
   }
 }
 
@@ -214,6 +229,12 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       return { kind: 'user', bytes: Buffer.from(tail), rsp_len: read_len };
     case CmdType.READ_MAP_BUF:
       return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
+    case CmdType.INTENT_TO_MAP: {
+      // The layout checked that the tail is whole pairs, at most MAX_INTENT_RANGES of them.
+      const ranges: [number, number][] = [];
+      for (let o = 0; o + 8 <= tail.length; o += 8) ranges.push([tail.readUInt32LE(o), tail.readUInt32LE(o + 4)]);
+      return { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
+    }
     default:
       return null;
   }

@@ -29,6 +29,9 @@ export const IO_F_SYNC = 0x100;
 export const IO_F_FUA = 0x200;
 const IO_FLAGS_KNOWN = IO_OP_MASK | IO_F_SYNC | IO_F_FUA;
 
+/** Chunk ranges one INTENT_TO_MAP carries at most. */
+export const MAX_INTENT_RANGES = 512;
+
 export const CmdType = {
   MAP_READY: 0,
   MAP_SEND: 1,
@@ -134,7 +137,10 @@ export const CmdPayload = {
   [CmdType.MAP_DISABLE]: none,
   [CmdType.READ_MAP_BUF]: new Layout('READ_MAP_BUF', { map_idx: 'u8', page: 'u32' }, (v) => (v.map_idx >= MAX_MEMBERS ? `map index ${v.map_idx}` : null)),
   [CmdType.MAP_CHECK]: none,
-  [CmdType.INTENT_TO_MAP]: none,
+  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs.
+  [CmdType.INTENT_TO_MAP]: new Layout('INTENT_TO_MAP', { with_intent: 'u8', ranges_len: 'u32' }, (v) =>
+    first(flag('with_intent', v.with_intent), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+  ),
   [CmdType.STORE_CHECK]: none,
   [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u32' }, (v) => member('member', v.member_id)),
   [CmdType.SEND_MD_BUF]: new Layout('SEND_MD_BUF', { sender_id: 'u8', receiver_id: 'u8', flags: 'u8', md_len: 'u16' }, (v) =>
@@ -218,6 +224,7 @@ export function encodeCmdRsp(group_id: number, body: CmdRspValue): Buffer {
 const TAIL_FIELD: ReadonlyMap<number, string> = new Map([
   [CmdType.USER, 'usr_len'],
   [CmdType.SEND_MD_BUF, 'md_len'],
+  [CmdType.INTENT_TO_MAP, 'ranges_len'],
 ]);
 
 export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>, tail: Buffer | null = null): Buffer {

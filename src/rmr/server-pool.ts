@@ -551,6 +551,43 @@ export class ServerPool {
     return 0;
   }
 
+  /**
+   * INTENT_TO_MAP (the reference's LAST_IO_TO_MAP, §8.4, generalised): chunks that may
+   * differ between members — the given ranges (writes the compute client saw fail
+   * everywhere) and, with `with_intent`, every chunk in this node's intent record (writes a
+   * crashed client may have left on some members only) — get one source each and become
+   * dirty for every other member. The source is this node when its own map is clean for the
+   * chunk, else the lowest member whose map here is clean for it (the reference skips such a
+   * chunk, which leaves members different when a third member took the write; §12.4). A
+   * chunk dirty for every member is left alone. Any number of members; applying it twice
+   * changes nothing. Returns the number of chunks given a source.
+   */
+  intentToMap(ranges: readonly (readonly [number, number])[], with_intent: boolean): number | string {
+    for (const [first, count] of ranges) if (first + count > this.no_of_chunks || count < 0) return `chunk range ${first}+${count} beyond ${this.no_of_chunks}`;
+    const chunks = new Set<number>();
+    for (const [first, count] of ranges) for (let c = first; c < first + count; c++) chunks.add(c);
+    const intent = this.intent;
+    if (with_intent && intent !== null) {
+      const ext_bytes = 2 ** intent.extent_shift;
+      for (const e of intent.recorded()) {
+        const start = e * ext_bytes;
+        if (start >= this.mapped_size) continue;
+        const end = Math.min(start + ext_bytes, this.mapped_size);
+        for (let c = Math.floor(start / this.chunk_size); c < Math.ceil(end / this.chunk_size); c++) chunks.add(c);
+      }
+    }
+    const own = this.mapOf(this.member_id);
+    const ids = [...this.maps.keys()].sort((a, b) => a - b);
+    let sourced = 0;
+    for (const c of [...chunks].sort((a, b) => a - b)) {
+      const source = !own.isDirty(c) ? this.member_id : ids.find((id) => !(this.maps.get(id) as DirtyMap<ParkedIo>).isDirty(c));
+      if (source === undefined) continue;
+      for (const id of ids) if (id !== source) (this.maps.get(id) as DirtyMap<ParkedIo>).setDirty(c, 1);
+      sourced++;
+    }
+    return sourced;
+  }
+
   /** MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers). */
   mapClear(m: MapClearValue): number {
     const map = this.maps.get(m.member_id);

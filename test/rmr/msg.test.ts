@@ -59,6 +59,8 @@ function repair(v: Record<string, number | string | Buffer>): void {
   if (typeof v.operation === 'number') v.operation %= 2;
   if (typeof v.mode === 'number') v.mode %= 4;
   if (typeof v.page_count === 'number' && v.page_count === 0) v.page_count = 1;
+  if (typeof v.ranges_len === 'number') v.ranges_len = (v.ranges_len % 64) * 8;
+  if (typeof v.with_intent === 'number') v.with_intent %= 2;
 }
 
 function valueArb<S extends FieldSpec>(l: Layout<S>): fc.Arbitrary<ValuesOf<S>> {

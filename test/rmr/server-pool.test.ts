@@ -287,3 +287,31 @@ test('more members than a pool holds are refused with a reason, never a throw', 
   assert.equal(n.pool.mapAdd({ first_chunk: 0, chunk_count: 1, map_ver: 1, failed_cnt: 2, failed_ids: Buffer.from([5, 6, 0, 0]) }), Errno.ENOSPC);
   assert.equal(n.pool.maps.has(5), false);
 });
+
+test('INTENT_TO_MAP gives each uncertain chunk one source: this node when clean, else the lowest clean member', () => {
+  const n = normal();
+  // Member 3 joins the picture; chunk 2 is known stale on members 1 (this node) and 2.
+  assert.equal(n.pool.mapAdd({ first_chunk: 2, chunk_count: 1, map_ver: 2, failed_cnt: 2, failed_ids: Buffer.from([1, 2, 0, 0]) }), 0);
+  assert.equal(n.pool.mapAdd({ first_chunk: 5, chunk_count: 1, map_ver: 2, failed_cnt: 3, failed_ids: Buffer.from([1, 2, 3, 0]) }), 0);
+  n.pool.maps.get(3)?.clear(2, 1);
+  const dirty = (id: number, c: number): boolean => n.pool.maps.get(id)?.isDirty(c) ?? false;
+  assert.equal(n.pool.intentToMap([[0, 1], [2, 1], [5, 1]], false), 2);
+  // Chunk 0: this node is clean, so it is the source; every other member resyncs it.
+  assert.deepEqual([dirty(1, 0), dirty(2, 0), dirty(3, 0)], [false, true, true]);
+  // Chunk 2: this node is stale; member 3 is the lowest clean one and stays the source.
+  assert.deepEqual([dirty(1, 2), dirty(2, 2), dirty(3, 2)], [true, true, false]);
+  // Chunk 5: nobody is clean; nothing can be chosen and nothing changes.
+  assert.deepEqual([dirty(1, 5), dirty(2, 5), dirty(3, 5)], [true, true, true]);
+  // Idempotent: a second application changes nothing.
+  const before = [1, 2, 3].map((id) => n.pool.maps.get(id)?.dirtyCount);
+  n.pool.intentToMap([[0, 1], [2, 1], [5, 1]], false);
+  assert.deepEqual([1, 2, 3].map((id) => n.pool.maps.get(id)?.dirtyCount), before);
+  assert.equal(typeof n.pool.intentToMap([[15, 2]], false), 'string', 'a range past the end is refused');
+
+  // With the intent record: the chunk written here becomes dirty for every other member.
+  const w = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 9 * CHUNK, 4096), Buffer.alloc(4096, 1), false, (s) => cb(s)));
+  assert.equal(w, 0);
+  assert.equal(dirty(2, 9), false);
+  assert.ok((n.pool.intentToMap([], true) as number) >= 1);
+  assert.deepEqual([dirty(1, 9), dirty(2, 9), dirty(3, 9)], [false, true, true]);
+});

@@ -1,0 +1,53 @@
+// Every pool command survives its wire form: typed value -> CMD bytes -> decode -> typed
+// value, the path the server dispatcher takes (server-node.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/leg-commands.js';
+import { decodeMessage, encodeCmd, MAX_INTENT_RANGES } from '../../src/rmr/msg.js';
+
+const CHUNK = 65536;
+
+function roundTrip(cmd: LegCommand): LegCommand | null {
+  const w = legCommandToWire(cmd, CHUNK);
+  const bytes = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p1' }, w.payload, w.tail ?? null);
+  const d = decodeMessage(bytes);
+  assert.ok(d.ok, d.ok ? '' : d.reason);
+  assert.equal(d.msg.type, 'CMD');
+  if (d.msg.type !== 'CMD') return null;
+  return legCommandFromWire(d.msg.env.cmd_type, d.msg.payload, d.msg.tail, cmd.kind === 'user' ? cmd.rsp_len : 0);
+}
+
+test('commands round-trip through their wire form', () => {
+  const cmds: LegCommand[] = [
+    { kind: 'join', create: true, dirty: false, queue_depth: 64, members: [{ id: 2, dirty: true }, { id: 3, dirty: false }] },
+    { kind: 'rejoin' },
+    { kind: 'enable_pool', enable: true },
+    { kind: 'map_ready' },
+    { kind: 'map_send', receiver: 3, map_ver: 2 ** 40 },
+    { kind: 'map_done', enable: false },
+    { kind: 'map_disable' },
+    { kind: 'map_check' },
+    { kind: 'store_check' },
+    { kind: 'map_get_ver' },
+    { kind: 'leave', member_id: 2, delete: true },
+    { kind: 'pool_info', member_id: 4, op: 'remove', mode: 'disassemble', dirty: false },
+    { kind: 'md_read' },
+    { kind: 'user', bytes: Buffer.from('hello'), rsp_len: 100 },
+    { kind: 'read_map_buf', map_idx: 2, page: 77 },
+    { kind: 'intent_to_map', with_intent: true, ranges: [] },
+    { kind: 'intent_to_map', with_intent: false, ranges: [[0, 1], [7, 300], [2 ** 32 - 2, 1]] },
+  ];
+  for (const c of cmds) assert.deepEqual(roundTrip(c), c, c.kind);
+});
+
+test('INTENT_TO_MAP refuses more ranges than one message carries, and a ragged tail', () => {
+  const many = Array.from({ length: MAX_INTENT_RANGES + 1 }, (_, i): [number, number] => [i * 2, 1]);
+  assert.throws(() => legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: many }, CHUNK), RangeError);
+  const w = legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: [[1, 2]] }, CHUNK);
+  const bytes = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p1' }, w.payload, w.tail ?? null);
+  // Cut the tail and its length field to 5 bytes: not whole pairs.
+  const bad = Buffer.from(bytes.subarray(0, bytes.length - 3));
+  bad.writeUInt32LE(5, bytes.length - 8 - 4);
+  const d = decodeMessage(bad);
+  assert.equal(d.ok, false);
+});
