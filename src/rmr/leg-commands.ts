@@ -57,7 +57,9 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'map_send':
       return pool.mapSend(cmd.receiver, cmd.map_ver, (status) => cb(status, 0, status === 0 ? null : `map send failed (${status})`));
     case 'map_done':
-      return answer(pool.mapDone(cmd.enable));
+      // The received maps are durable before the node serves on them.
+      if (pool.map_update_state !== 'DONE') return answer(pool.mapDone(cmd.enable));
+      return pool.syncMaps((s) => (s === 0 ? answer(pool.mapDone(cmd.enable)) : cb(s, 0, `maps not persisted (${s})`)));
     case 'map_disable':
       pool.mapDisable(from_sync);
       return answer(null);
@@ -87,7 +89,8 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'intent_to_map': {
       if (from_sync) return answer('INTENT_TO_MAP from a sync pool');
       const r = pool.intentToMap(cmd.ranges, cmd.with_intent);
-      return typeof r === 'string' ? answer(r) : answer(null, r);
+      if (typeof r === 'string') return answer(r);
+      return pool.syncMaps((s) => cb(s, r, s === 0 ? null : `maps not persisted (${s})`));
     }
   }
 }

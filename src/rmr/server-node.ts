@@ -81,8 +81,12 @@ export class RmrServerNode implements ServerHandler {
         if (is_read !== (req.kind === 'read') || (is_read && req.read_len < m.body.length)) return req.respond(Errno.EBADMSG);
         return pool.handleIo(m.body, req.data, m.body.sync === 1, (status, data) => req.respond(status, is_read && status === 0 ? data : null));
       }
-      case 'MAP_ADD':
-        return req.respond(pool.mapAdd(m.body));
+      case 'MAP_ADD': {
+        const st = pool.mapAdd(m.body);
+        if (st !== 0) return req.respond(st);
+        // Acknowledged only once durable: the client acknowledges the write on it.
+        return pool.syncMaps((s) => req.respond(s));
+      }
       case 'MAP_CLEAR':
         return req.respond(pool.mapClear(m.body));
       case 'CMD_RSP':

@@ -119,6 +119,11 @@ export class ServerPool {
   readonly sm: ServerPoolStateMachine;
   private store: RegisteredStore | null = null;
   private intent: IntentLog | null = null;
+  private md_writing = false;
+  private md_waiters: ((status: number) => void)[] = [];
+  /** Count of map changes that must reach the disk before dependent answers; and how many did. */
+  private map_changes = 0;
+  private map_changes_durable = 0;
   private md_store: PoolMdStore | null = null;
   private map_store: MapStore | null = null;
   /** The pool metadata as last loaded or built (written by persistMetadata). */
@@ -254,14 +259,21 @@ export class ServerPool {
         }
         intent.load((s3, extents) => {
           if (s3 !== 0 || extents === null) return cb(s3 !== 0 ? s3 : Errno.EIO, null, 'intent record unreadable');
+          // A chunk of the record may lack writes that never became durable here: it is
+          // dirty for this node, unless the stored maps say another member missed writes
+          // this node holds (those entries were durable before any write they cover was
+          // acknowledged as durable, see syncMaps): then this node is that chunk's source.
           const own = this.mapOf(this.member_id);
+          const others = [...this.maps.values()].filter((m) => m.member_id !== this.member_id);
           let marked = 0;
           const ext_bytes = 2 ** intent.extent_shift;
           for (const e of extents) {
             const start = e * ext_bytes;
             if (start >= this.mapped_size) continue;
-            const len = Math.min(ext_bytes, this.mapped_size - start);
-            marked += own.setDirty(Math.floor(start / this.chunk_size), Math.ceil((start + len) / this.chunk_size) - Math.floor(start / this.chunk_size));
+            const end = Math.min(start + ext_bytes, this.mapped_size);
+            for (let c = Math.floor(start / this.chunk_size); c < Math.ceil(end / this.chunk_size); c++) {
+              if (!others.some((m) => m.isDirty(c))) marked += own.setDirty(c, 1);
+            }
           }
           const report: RecoveryReport = { found: true, intent_chunks: marked, maps_lost, map_ver: this.map_ver };
           this.persistMetadata((s4) => {
@@ -299,8 +311,42 @@ export class ServerPool {
     store.submitCmd(bytes, rsp_len, (status, rsp) => cb(status, rsp !== null && rsp.length > rsp_len ? null : rsp));
   }
 
-  /** Writes pool_md (with this node's srv_md slot refreshed) and the dirty maps. */
+  /**
+   * Writes pool_md (with this node's srv_md slot refreshed) and the dirty maps. Writes are
+   * serialised (alternating slots and banks allow one at a time); callers arriving during a
+   * write share the next one.
+   */
   persistMetadata(cb: (status: number) => void): void {
+    this.md_waiters.push(cb);
+    if (!this.md_writing) this.nextMetadataWrite();
+  }
+
+  private nextMetadataWrite(): void {
+    const waiters = this.md_waiters;
+    this.md_waiters = [];
+    if (waiters.length === 0) return;
+    this.md_writing = true;
+    const changes = this.map_changes;
+    this.writeMetadata((status) => {
+      this.md_writing = false;
+      if (status === 0 && changes > this.map_changes_durable) this.map_changes_durable = changes;
+      for (const w of waiters) w(status);
+      this.nextMetadataWrite();
+    });
+  }
+
+  /**
+   * Every map change that records a write others missed (piggyback, MAP_ADD, INTENT_TO_MAP,
+   * a received spread) is durable when cb(0) runs. Flushes, FUA writes, MAP_ADD and MAP_DONE
+   * answer only after it, so an acknowledged durable write never depends on a map entry a
+   * crash of this node could lose (a restarted node trusts its stored maps).
+   */
+  syncMaps(cb: (status: number) => void): void {
+    if (this.map_changes === this.map_changes_durable) return cb(0);
+    this.persistMetadata(cb);
+  }
+
+  private writeMetadata(cb: (status: number) => void): void {
     const ms = this.md_store;
     const maps = this.map_store;
     if (ms === null || maps === null) return cb(Errno.ENXIO);
@@ -460,6 +506,7 @@ export class ServerPool {
     if (this.sm.state !== 'NO_IO' && this.sm.state !== 'CREATED') return `MAP_READY in state ${this.sm.state}`;
     if (this.map_update_state !== 'DISABLED') return `map update already ${this.map_update_state}`;
     for (const m of this.maps.values()) m.clearAll();
+    this.map_changes++;
     this.map_update_state = 'READY';
     return null;
   }
@@ -548,6 +595,7 @@ export class ServerPool {
     if (!this.roomFor(ids)) return Errno.ENOSPC; // nothing applied
     for (const id of ids) this.mapOf(id).setDirty(m.first_chunk, m.chunk_count);
     if (m.map_ver > this.map_ver) this.map_ver = m.map_ver;
+    this.map_changes++;
     return 0;
   }
 
@@ -585,6 +633,7 @@ export class ServerPool {
       for (const id of ids) if (id !== source) (this.maps.get(id) as DirtyMap<ParkedIo>).setDirty(c, 1);
       sourced++;
     }
+    if (sourced > 0) this.map_changes++;
     return sourced;
   }
 
@@ -689,10 +738,12 @@ export class ServerPool {
           for (let i = 0; i < io.failed_cnt; i++) {
             const id = io.failed_ids[i] as number;
             if (id === this.member_id || (!this.maps.has(id) && this.maps.size >= MAX_MEMBERS)) continue;
-            this.mapOf(id).setDirty(first, count);
+            if (this.mapOf(id).setDirty(first, count) > 0) this.map_changes++;
           }
           if (io.map_ver > this.map_ver) this.map_ver = io.map_ver;
         }
+        // A FUA write is durable with what it recorded about the members that missed it.
+        if (fua) return this.syncMaps((s) => reply(s, null));
         reply(0, null);
       };
       if (op === IoOp.WRITE) store.block.write(io.offset, data, fua, done);
@@ -723,12 +774,17 @@ export class ServerPool {
     if (store === null || intent === null) return cb(Errno.ENXIO);
     const covered = intent.flushStarted();
     store.block.flush((status) => {
-      if (status === 0) intent.flushDone(covered);
-      else {
+      if (status !== 0) {
         this.storeError('flush', status);
         intent.fail(status);
+        return cb(status);
       }
-      cb(status);
+      // The maps go with the data: an extent leaves the intent record only once the map
+      // entries of its writes are durable too.
+      this.syncMaps((s2) => {
+        if (s2 === 0) intent.flushDone(covered);
+        cb(s2);
+      });
     });
   }
 

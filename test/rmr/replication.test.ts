@@ -85,7 +85,7 @@ for (const rf of [2, 3]) {
     assert.equal(returning.map_update_state, 'DISABLED');
     const own = returning.ownMap();
     assert.ok(own !== undefined);
-    assert.ok(own.dirtyCount > 0 && own.dirtyCount <= (expected ?? 0), 'the returning node got its misses as its own dirty map');
+    assert.ok(own.dirtyCount > 0 && own.dirtyCount <= (expected ?? 0), `the returning node got its misses as its own dirty map (${own.dirtyCount} of ${expected})`);
     // A read of a dirty chunk on the returning member is served after an on-demand sync.
     let dirtyChunk = own.nextDirty(0);
     if (dirtyChunk < 0) dirtyChunk = 0; // the background sync may have been quicker

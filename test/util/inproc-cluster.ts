@@ -31,7 +31,12 @@ export class DirectChannel implements LegChannel {
     );
   }
   sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void {
-    this.clock.setTimer(this.latency_ms, () => cb(this.cut ? Errno.ENOTCONN : this.server.mapAdd(msg)));
+    this.clock.setTimer(this.latency_ms, () => {
+      if (this.cut) return cb(Errno.ENOTCONN);
+      const st = this.server.mapAdd(msg);
+      if (st !== 0) return cb(st);
+      this.server.syncMaps((s) => this.clock.setTimer(this.latency_ms, () => cb(this.cut ? Errno.ENOTCONN : s)));
+    });
   }
   isConnected(): boolean {
     return !this.cut;
