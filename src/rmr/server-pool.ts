@@ -119,6 +119,8 @@ export class ServerPool {
   readonly sm: ServerPoolStateMachine;
   private store: RegisteredStore | null = null;
   private intent: IntentLog | null = null;
+  /** This node's own dirty chunks, kept aside during a map update (see mapReady). */
+  private kept_own: DirtyMap<ParkedIo> | null = null;
   private md_writing = false;
   private md_waiters: ((status: number) => void)[] = [];
   /** Count of map changes that must reach the disk before dependent answers; and how many did. */
@@ -260,9 +262,11 @@ export class ServerPool {
         intent.load((s3, extents) => {
           if (s3 !== 0 || extents === null) return cb(s3 !== 0 ? s3 : Errno.EIO, null, 'intent record unreadable');
           // A chunk of the record may lack writes that never became durable here: it is
-          // dirty for this node, unless the stored maps say another member missed writes
-          // this node holds (those entries were durable before any write they cover was
-          // acknowledged as durable, see syncMaps): then this node is that chunk's source.
+          // dirty for this node while some other member is clean for it (that member holds
+          // every durable write). When the stored maps say every other member missed writes
+          // there (entries made durable before the writes were acknowledged as durable, see
+          // syncMaps), this node is the only holder and stays the chunk's source. Found by
+          // the simulator (seed 8 with crashes: "another member is stale" is not enough).
           const own = this.mapOf(this.member_id);
           const others = [...this.maps.values()].filter((m) => m.member_id !== this.member_id);
           let marked = 0;
@@ -272,7 +276,7 @@ export class ServerPool {
             if (start >= this.mapped_size) continue;
             const end = Math.min(start + ext_bytes, this.mapped_size);
             for (let c = Math.floor(start / this.chunk_size); c < Math.ceil(end / this.chunk_size); c++) {
-              if (!others.some((m) => m.isDirty(c))) marked += own.setDirty(c, 1);
+              if (others.some((m) => !m.isDirty(c))) marked += own.setDirty(c, 1);
             }
           }
           const report: RecoveryReport = { found: true, intent_chunks: marked, maps_lost, map_ver: this.map_ver };
@@ -505,6 +509,17 @@ export class ServerPool {
     if (from_sync) return 'MAP_READY from a sync pool';
     if (this.sm.state !== 'NO_IO' && this.sm.state !== 'CREATED') return `MAP_READY in state ${this.sm.state}`;
     if (this.map_update_state !== 'DISABLED') return `map update already ${this.map_update_state}`;
+    // What this node knows it lacks (a crash's intent chunks, misses it was told of) stays
+    // true until it syncs those chunks, whatever the source says: kept aside (once, even
+    // across failed spreads) and merged back when the update completes. Found by the
+    // simulator: a node restarted after a power loss dropped its intent chunks at the
+    // first spread and kept stale data.
+    const own = this.maps.get(this.member_id);
+    if (this.kept_own === null && own !== undefined && !own.isEmpty()) {
+      const copy = new DirtyMap<ParkedIo>(this.member_id, this.no_of_chunks);
+      for (let p = 0; p < own.page_count; p++) copy.decodePage(p, own.encodePage(p), 'overwrite');
+      this.kept_own = copy;
+    }
     for (const m of this.maps.values()) m.clearAll();
     this.map_changes++;
     this.map_update_state = 'READY';
@@ -533,6 +548,12 @@ export class ServerPool {
     if (this.map_update_state !== 'READY') return `MAP_BUF_DONE while map update is ${this.map_update_state}`;
     if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
     this.map_ver = map_ver;
+    const kept = this.kept_own;
+    if (kept !== null) {
+      const own = this.mapOf(this.member_id);
+      for (let p = 0; p < kept.page_count; p++) own.decodePage(p, kept.encodePage(p), 'merge');
+      this.kept_own = null;
+    }
     this.map_update_state = 'DONE';
     return null;
   }

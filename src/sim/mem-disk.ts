@@ -1,6 +1,6 @@
 // A memory disk for tests and the simulator, usable as BlockStore and MetaStore. Writes go
 // to a volatile cache until a flush (or FUA) makes them durable; `powerLoss` throws the cache
-// away, or tears it (keeps a random subset of 512-byte sectors of each unflushed write), as a
+// away, or tears it (keeps a random subset of atomic units (512 bytes by default) of each unflushed write), as a
 // real disk may at a crash. Latency and errors are injected per operation.
 
 import type { Clock } from '../util/ports.js';
@@ -18,6 +18,8 @@ export interface MemDiskFaults {
   write_error_rate: number;
   /** Byte ranges whose reads or writes fail with EIO. */
   bad_ranges: { offset: number; length: number }[];
+  /** Atomic write unit at a torn power loss (512, or 4096 for a 4Kn device). */
+  tear_unit: number;
 }
 
 export class MemDisk implements BlockStore, MetaStore {
@@ -30,7 +32,7 @@ export class MemDisk implements BlockStore, MetaStore {
   private cache: { offset: number; data: Buffer }[] = [];
   private readonly clock: Clock;
   private readonly random: SimRandom | null;
-  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [] };
+  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [], tear_unit: SECTOR };
   readonly stats = { reads: 0, writes: 0, flushes: 0, errors: 0 };
 
   constructor(size_bytes: number, clock: Clock, random: SimRandom | null = null) {
@@ -42,8 +44,27 @@ export class MemDisk implements BlockStore, MetaStore {
     this.random = random;
   }
 
+  /** Bumped by crash(): operations started before it never complete. */
+  private epoch = 0;
+
   private later(fn: () => void): void {
-    this.clock.setTimer(this.faults.latency_ms, fn);
+    const e = this.epoch;
+    this.clock.setTimer(this.faults.latency_ms, () => {
+      if (e === this.epoch) fn();
+    });
+  }
+
+  /**
+   * The host crashed: operations in flight are lost (never applied, never answered). A
+   * process crash keeps what the OS had accepted (completed writes); a power loss drops or
+   * tears what was not flushed.
+   */
+  crash(mode: 'process' | 'drop' | 'tear'): void {
+    this.epoch++;
+    if (mode === 'process') {
+      this.current.copy(this.durable);
+      this.cache = [];
+    } else this.powerLoss(mode);
   }
 
   private check(offset: number, length: number): number {
@@ -93,10 +114,31 @@ export class MemDisk implements BlockStore, MetaStore {
         return cb(err);
       }
       copy.copy(this.current, offset);
-      if (fua) copy.copy(this.durable, offset);
-      else this.cache.push({ offset, data: copy });
+      if (fua) {
+        copy.copy(this.durable, offset);
+        this.uncache(offset, copy.length);
+      } else this.cache.push({ offset, data: copy });
       cb(0);
     });
+  }
+
+  /**
+   * A durable write supersedes the unflushed writes it overlaps: a later flush or a torn
+   * power loss must not bring their older bytes back over it.
+   */
+  private uncache(offset: number, length: number): void {
+    const end = offset + length;
+    const out: { offset: number; data: Buffer }[] = [];
+    for (const w of this.cache) {
+      const w_end = w.offset + w.data.length;
+      if (w_end <= offset || w.offset >= end) {
+        out.push(w);
+        continue;
+      }
+      if (w.offset < offset) out.push({ offset: w.offset, data: w.data.subarray(0, offset - w.offset) });
+      if (w_end > end) out.push({ offset: end, data: w.data.subarray(end - w.offset) });
+    }
+    this.cache = out;
   }
 
   discard(offset: number, length: number, cb: IoCallback): void {
@@ -125,7 +167,7 @@ export class MemDisk implements BlockStore, MetaStore {
 
   /**
    * Simulated power loss: unflushed writes are dropped ('drop') or torn ('tear': each
-   * 512-byte sector of each write survives with probability 1/2). Reads then see only what
+   * atomic unit (faults.tear_unit) of each write survives with probability 1/2). Reads then see only what
    * was durable.
    */
   powerLoss(mode: 'drop' | 'tear'): void {
@@ -133,8 +175,9 @@ export class MemDisk implements BlockStore, MetaStore {
       const rnd = this.random;
       if (rnd === null) throw new Error('tearing needs a SimRandom');
       for (const w of this.cache) {
-        for (let s = 0; s < w.data.length; s += SECTOR) {
-          if (rnd.float() < 0.5) w.data.copy(this.durable, w.offset + s, s, Math.min(s + SECTOR, w.data.length));
+        const unit = this.faults.tear_unit;
+        for (let s = 0; s < w.data.length; s += unit) {
+          if (rnd.float() < 0.5) w.data.copy(this.durable, w.offset + s, s, Math.min(s + unit, w.data.length));
         }
       }
     }

@@ -73,6 +73,12 @@ export class MemNetwork {
     return n;
   }
 
+  /** The host crashed: every stream touching it is reset and its listeners are gone. */
+  crashHost(host: string): number {
+    for (const key of [...this.listeners.keys()]) if (key.startsWith(`${host}:`)) this.listeners.delete(key);
+    return this.cut(host);
+  }
+
   register(host: string, port: number, l: MemListener): number {
     const p = port === 0 ? this.next_port++ : port;
     const key = `${host}:${p}`;

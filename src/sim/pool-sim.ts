@@ -24,8 +24,13 @@ import { SimRandom } from './sim-random.js';
 import { MemNetwork } from './mem-net.js';
 import { MemDisk } from './mem-disk.js';
 
-export const FAULT_KINDS = ['link_cut', 'partition', 'disk_error'] as const;
+export const FAULT_KINDS = ['link_cut', 'partition', 'disk_error', 'crash'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
+/**
+ * Kinds a seed uses unless told otherwise. Storage-node crashes are opt-in (`--faults
+ * crash`) until the open bug classes they show are fixed (docs/rmr-core.md).
+ */
+export const DEFAULT_FAULTS: readonly FaultKind[] = ['link_cut', 'partition', 'disk_error'];
 
 export interface SimOptions {
   seed: number;
@@ -85,6 +90,8 @@ interface WriteRec {
   inv: number;
   end: number; // ack or failure time; Infinity while pending
   acked: boolean;
+  /** When it became durable (acknowledged FUA, or a later flush acknowledged); Infinity until then. */
+  durable_at: number;
 }
 
 export async function runSeed(o: SimOptions): Promise<SimResult> {
@@ -97,13 +104,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     trace.push(`${clock.now().toFixed(3)} ${s}`);
     if (o.echo === true) console.log(trace[trace.length - 1]);
   };
-  let faults: FaultKind[] = [...(o.faults ?? FAULT_KINDS)];
+  let faults: FaultKind[] = [...(o.faults ?? DEFAULT_FAULTS)];
   if (o.swarm === true) faults = faults.filter(() => random.float() < 0.6);
   const members = 2 + random.int(3);
   const duration = o.duration_ms ?? 3000;
   const transport = { heartbeat_interval_ms: 100, heartbeat_timeout_ms: 500 };
   const tickers: Ticker[] = [];
-  const syncs: BackgroundSync[] = [];
+  const cleanups: (() => void)[] = [];
   const result = (violation: string | null): SimResult => ({
     seed,
     ok: violation === null,
@@ -140,31 +147,97 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   };
 
   try {
-    // ---- storage nodes
-    const nodes: { member: number; host: string; data: MemDisk; meta: MemDisk; pool: ServerPool }[] = [];
-    for (let m = 1; m <= members; m++) {
-      const host = `node${m}`;
-      const data = new MemDisk(SIZE, clock, random);
-      const meta = new MemDisk(1 << 20, clock, random);
-      data.faults.latency_ms = 0.1 + random.float() * 0.4;
-      meta.faults.latency_ms = 0.1;
-      const pool = new ServerPool({ pool_name: POOL, group_id: GID, member_id: m, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, (ev) => {
-        if (ev.kind === 'server_pool_state') t(`node${m} ${ev.from}>${ev.to} (${ev.reason})`);
-      });
-      const err = pool.register({ block: data, meta, meta_base: 0, ioAllowed: () => true }, 'create', SIZE);
-      if (err !== null) throw new Error(err);
-      const rmr = new RmrServerNode(nullLogger);
-      rmr.addPool(pool);
-      const server = new TransportServer({ secret: SECRET, session_linger_ms: 5000, ...transport }, { net: net.host(host), clock, random }, rmr);
-      await server.listen({ host, port: 1234 });
-      tickers.push(...serverPoolTickers(clock, pool, (s) => t(`node${m} metadata write failed ${s}`)));
-      nodes.push({ member: m, host, data, meta, pool });
+    // ---- storage nodes: a node can crash (its objects die with it) and restart from its disks
+    interface SimNode {
+      member: number;
+      host: string;
+      data: MemDisk;
+      meta: MemDisk;
+      pool: ServerPool;
+      tickers: Ticker[];
+      bsync: BackgroundSync | null;
+      sync_sessions: ClientSession[];
+      up: boolean;
+      /** Bumped at each crash and restart: callbacks of an earlier life are ignored. */
+      gen: number;
     }
+    const nodes: SimNode[] = [];
+    const makePool = (n: SimNode, mode: 'create' | 'add'): ServerPool => {
+      const gen = n.gen;
+      const pool = new ServerPool({ pool_name: POOL, group_id: GID, member_id: n.member, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, (ev) => {
+        if (ev.kind === 'server_pool_state' && n.gen === gen) t(`node${n.member} ${ev.from}>${ev.to} (${ev.reason})`);
+      });
+      const err = pool.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, mode, SIZE);
+      if (err !== null) throw new Error(err);
+      return pool;
+    };
+    /** The node's transport server and periodic work. Listening on the memory net is synchronous. */
+    const serve = (n: SimNode): Promise<unknown> => {
+      const rmr = new RmrServerNode(nullLogger);
+      rmr.addPool(n.pool);
+      const server = new TransportServer({ secret: SECRET, session_linger_ms: 5000, ...transport }, { net: net.host(n.host), clock, random }, rmr);
+      const gen = n.gen;
+      n.tickers = serverPoolTickers(clock, n.pool, (st) => {
+        if (n.gen === gen) t(`node${n.member} metadata write failed ${st}`);
+      });
+      return server.listen({ host: n.host, port: 1234 });
+    };
     const session = (from: string, to: string): ClientSession =>
       new ClientSession(
         { session_name: `${from}@${to}`, addresses: [{ host: to, port: 1234 }], secret: SECRET, ...transport, reconnect_delay_ms: 20, reconnect_max_delay_ms: 200, disconnect_timeout_ms: 2000, request_timeout_ms: 5000 },
         { net: net.host(from), clock, random },
       );
+    /** The node's sync pool: a leg to every peer (joins retried until they work), and its background sync. */
+    const joinPeers = (n: SimNode): void => {
+      const gen = n.gen;
+      const sp = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, sync: true }, () => clock.now(), () => undefined);
+      const src = new SyncPoolSource(sp);
+      n.sync_sessions = [];
+      let joined = 0;
+      // The background sync starts once the node can reach every peer.
+      const startSync = (): void => {
+        n.bsync = new BackgroundSync(n.pool, clock, { tick_ms: 20, min_bytes_per_s: 1 << 20, max_bytes_per_s: 1 << 30 }, (f, to, r) => {
+          if (n.gen === gen) t(`node${n.member} sync ${f}>${to} (${r})`);
+        });
+      };
+      for (const peer of nodes) {
+        if (peer === n) continue;
+        let s = session(n.host, peer.host);
+        n.sync_sessions.push(s);
+        void s.open().catch(() => undefined);
+        const attempt = (): void => {
+          if (n.gen !== gen) return;
+          if (s.state === 'CLOSED') {
+            // The first connect gave up (the peer was partitioned away): a new session.
+            s = session(n.host, peer.host);
+            n.sync_sessions.push(s);
+            void s.open().catch(() => undefined);
+          }
+          if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+          src.addPeer(s.name, new TransportLeg(s, GID, POOL, CHUNK, true), (st) => {
+            if (n.gen !== gen) return;
+            if (st !== 0) return void clock.setTimer(200, attempt);
+            const leg = sp.leg(peer.member);
+            if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger);
+            if (++joined === nodes.length - 1) startSync();
+          });
+        };
+        attempt();
+      }
+      n.pool.addClt(src);
+    };
+    for (let m = 1; m <= members; m++) {
+      const data = new MemDisk(SIZE, clock, random);
+      const meta = new MemDisk(1 << 20, clock, random);
+      data.faults.latency_ms = 0.1 + random.float() * 0.4;
+      // 4 KiB atomic writes (a 4Kn device): the oracle's unit is the 4 KiB block.
+      data.faults.tear_unit = BLOCK;
+      meta.faults.latency_ms = 0.1;
+      const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, sync_sessions: [], up: true, gen: 0 } as unknown as SimNode;
+      n.pool = makePool(n, 'create');
+      await serve(n);
+      nodes.push(n);
+    }
     const open = (s: ClientSession): void => {
       void s.open().catch(() => undefined);
       wait(`session ${s.name}`, () => s.state === 'CONNECTED', 5000);
@@ -193,23 +266,39 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       legs.push(leg);
     }
     // ---- sync pools between every pair of nodes
-    for (const self of nodes) {
-      const sp = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, sync: true }, () => clock.now(), () => undefined);
-      const src = new SyncPoolSource(sp);
-      for (const peer of nodes) {
-        if (peer === self) continue;
-        const s = session(self.host, peer.host);
-        open(s);
-        let st = 1;
-        src.addPeer(s.name, new TransportLeg(s, GID, POOL, CHUNK, true), (x) => (st = x));
-        wait('sync join', () => st !== 1, 5000);
-        const leg = sp.leg(peer.member);
-        if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger);
-      }
-      self.pool.addClt(src);
-      syncs.push(new BackgroundSync(self.pool, clock, { tick_ms: 20, min_bytes_per_s: 1 << 20, max_bytes_per_s: 1 << 30 }, (f, to, r) => t(`node${self.member} sync ${f}>${to} (${r})`)));
-    }
+    for (const n of nodes) joinPeers(n);
+    const crashNode = (n: SimNode, mode: 'process' | 'drop' | 'tear'): void => {
+      n.up = false;
+      n.gen++;
+      for (const tk of n.tickers) tk.stop();
+      n.bsync?.close();
+      n.bsync = null;
+      net.crashHost(n.host);
+      for (const s of n.sync_sessions) s.close('host crashed');
+      n.data.crash(mode);
+      n.meta.crash(mode);
+    };
+    /** Restart from the disks: add_store (metadata reloaded, intent record applied), serve, sync pool. */
+    const restartNode = (n: SimNode): void => {
+      n.gen++;
+      const gen = n.gen;
+      n.pool = makePool(n, 'add');
+      n.pool.loadMetadata((st, report, reason) => {
+        if (n.gen !== gen) return;
+        if (st !== 0 || report === null) return violate(`restart: node${n.member} could not load its metadata (${st}: ${reason ?? ''})`);
+        t(`node${n.member} restarted: ${report.intent_chunks} intent chunks dirty, maps ${report.maps_lost ?? 'kept'}, map_ver ${report.map_ver}`);
+        void serve(n).catch((e: unknown) => violate(`restart: node${n.member} could not listen: ${String(e)}`));
+        joinPeers(n);
+        n.up = true;
+      });
+    };
     tickers.push(...clientPoolTickers(clock, client));
+    cleanups.push(() => {
+      for (const n of nodes) {
+        for (const tk of n.tickers) tk.stop();
+        n.bsync?.close();
+      }
+    });
     if (client.open() !== 0) throw new Error('open failed');
     // Members joined after the first start fully dirty: let them sync before the workload.
     wait('initial sync', () => nodes.every((n) => n.pool.ownMap()?.isEmpty() === true), 20_000);
@@ -223,6 +312,8 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
 
     // ---- the workload and the oracle
     const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);
+    /** Times of storage-node crashes. */
+    const crashes: number[] = [];
     let inflight = 0;
     const check = (b: number, got: Buffer, inv: number, end: number): void => {
       reads_checked++;
@@ -230,10 +321,14 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (v === null) return violate(`read validity: block ${b} holds no whole written value (id ${got.readUInt32LE(0)})`);
       const h = history[b] as WriteRec[];
       // Candidates: writes not superseded before the read began. A write is superseded when
-      // another acknowledged write was invoked after it ended and acknowledged before `inv`.
+      // another acknowledged write was invoked after it ended and acknowledged before `inv`,
+      // unless a storage node crashed after that acknowledgement and before the write was
+      // durable (a crash may lose acknowledged writes that no flush or FUA covered). So an
+      // acknowledged durable write is never lost: the durability invariant.
+      const lost = (u: WriteRec): boolean => crashes.some((tc) => tc > u.end && tc < inv && u.durable_at > tc);
       const ok = (w: { id: number; inv: number; end: number }): boolean => {
         if (w.inv >= end) return false;
-        return !h.some((u) => u.acked && u !== w && u.inv > w.end && u.end < inv);
+        return !h.some((u) => u.acked && u !== w && u.inv > w.end && u.end < inv && !lost(u));
       };
       const initial = { id: 0, inv: -1, end: -1 };
       const allowed = [initial, ...h].filter(ok).map((w) => w.id);
@@ -255,6 +350,8 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (kind === 'flush') {
         client.submit('flush', 0, 0, null, {}, (s) => {
           t(`flush -> ${s}`);
+          // Everything acknowledged before the flush was issued is durable now.
+          if (s === 0) for (const h of history) for (const w of h) if (w.acked && w.end <= inv && w.durable_at === Infinity) w.durable_at = clock.now();
           after();
         });
         return;
@@ -271,7 +368,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (id === 0) next_id++;
       const recs: WriteRec[] = [];
       for (let i = 0; i < count; i++) {
-        const w: WriteRec = { id, inv, end: Infinity, acked: false };
+        const w: WriteRec = { id, inv, end: Infinity, acked: false, durable_at: Infinity };
         (history[first + i] as WriteRec[]).push(w);
         recs.push(w);
       }
@@ -281,6 +378,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         for (const w of recs) {
           w.end = clock.now();
           w.acked = s === 0;
+          if (w.acked && fua) w.durable_at = w.end;
         }
         t(`${kind}${fua ? '+fua' : ''} ${first}+${count} id ${id} -> ${s}`);
         after();
@@ -306,6 +404,16 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
           net.partition(h, other, false);
           t(`heal: partition ${h}-${other}`);
         });
+      } else if (kind === 'crash') {
+        // One node down at a time, and never while a node is still restarting.
+        if (nodes.some((n) => !n.up)) return;
+        const n = nodes[random.int(nodes.length)] as SimNode;
+        const mode = (['process', 'drop', 'tear'] as const)[random.int(3)] ?? 'process';
+        crashes.push(clock.now());
+        fault_log.push(`crash node${n.member} ${mode}`);
+        t(`fault: crash node${n.member} (${mode}; ${n.data.unflushedWrites} unflushed writes)`);
+        crashNode(n, mode);
+        clock.setTimer(300 + random.int(2000), () => restartNode(n));
       } else if (kind === 'disk_error') {
         const node = nodes[random.int(nodes.length)] as (typeof nodes)[number];
         const off = random.int(BLOCKS) * BLOCK;
@@ -343,7 +451,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       wait('every member synced', () => nodes.every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
     } catch (e) {
       const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/own dirty ${n.pool.ownMap()?.dirtyCount ?? -1} first ${n.pool.ownMap()?.nextDirty(0) ?? -1}`).join(' ');
-      const sy = syncs.map((x) => `${x.state}:${x.progress().last_error ?? ''}`).join(' ');
+      const sy = nodes.map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`).join(' ');
       throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
     }
     // Stability: the same bytes from every member, read through the pool's own reads.
@@ -378,6 +486,6 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     throw e;
   } finally {
     for (const tk of tickers) tk.stop();
-    for (const s of syncs) s.close();
+    for (const c of cleanups) c();
   }
 }
