@@ -56,6 +56,13 @@ export interface BrmrCluster {
   mem_devices: Map<string, MemDevice>;
   /** Store `i`'s data area, read from the file or memory device itself. */
   dataArea(i: number): Buffer;
+  /**
+   * Cuts the client's link to node `i`. The node notices as a storage node does when its
+   * compute client's session loses its last path (RmrServerNode.clientGone): it leaves IO
+   * service, so a peer's map check cannot mistake it for a clean member.
+   */
+  cut(i: number): void;
+  heal(i: number): void;
   /** Every node's own map is clean (the initial sync is over). */
   waitSynced(timeout_ms?: number): Promise<void>;
   map(): Promise<[number, BrmrDevice | null, string | null]>;
@@ -68,7 +75,9 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
   const chunk_size = o.chunk_size ?? 64 * 1024;
   const size = o.size_bytes ?? 32 * chunk_size;
   const backend = o.backend ?? 'file';
-  const clock = new NodeClock({ unref: true });
+  // Ref'd timers: with memory stores nothing else keeps the event loop alive while IO is in
+  // flight. close() stops every periodic timer so the process can exit.
+  const clock = new NodeClock();
   const random = new NodeRandom();
   const gid = groupId(pool_name);
   const log = new MemoryLogger();
@@ -124,6 +133,14 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
       if (backend === 'memory') return Buffer.from((mem_devices.get(node.path) as MemDevice).bytes.subarray(DATA_OFFSET, DATA_OFFSET + size));
       return readFileSync(node.path).subarray(DATA_OFFSET, DATA_OFFSET + size);
     },
+    cut: (i) => {
+      const node = nodes[i] as BrmrNode;
+      node.channel.cut = true;
+      if (node.pool.state === 'NORMAL') node.pool.sm.change('NO_IO', 'client session lost (test cut)');
+    },
+    heal: (i) => {
+      (nodes[i] as BrmrNode).channel.cut = false;
+    },
     waitSynced: (timeout_ms = 10_000) => waitFor('every member clean', () => nodes.every((x) => x.pool.ownMap()?.isEmpty() === true), timeout_ms),
     map: () =>
       new Promise((resolve) =>
@@ -135,6 +152,7 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
     close: async () => {
       for (const t of tickers) t.stop();
       for (const node of nodes) node.sync.close();
+      await waitFor('timers of the cluster done', () => clock.pendingTimers === 0, 5000);
       for (const node of nodes) {
         if (node.manager.store(pool_name) !== undefined) await new Promise((resolve) => node.manager.removeStore(pool_name, resolve));
       }
