@@ -3,7 +3,8 @@
 // encoded, decoded and bounds-checked; a malformed message is an error value.
 //
 // Request:
-//    0  magic u32 0x51524d42 ("BMRQ")   4 version u8 (1)   5 cmd u8   6 reserved u16 (0)
+//    0  magic u32 0x51524d42 ("BMRQ")   4 version u8 (1)   5 cmd u8   6 flags u8   7 reserved u8 (0)
+//       flags: UNMAP bit 0 ROLLBACK (undo a MAP of a first map that failed elsewhere); 0 otherwise
 //    8  MAP only: mapped_size u64 | pool_uuid [16] | params [32]        (64 bytes in all)
 // Answer:
 //    0  magic u32 0xDEADF00D  4 version u8  5 cmd u8 (echo)  6 reserved u16
@@ -31,7 +32,7 @@ export const BRMR_RSP_MAX = RSP_HDR + PARAMS_RSP_BODY + REASON_MAX;
 
 export type BrmrRequest =
   | { cmd: 'GET_PARAMS' }
-  | { cmd: 'UNMAP' }
+  | { cmd: 'UNMAP'; rollback: boolean }
   | { cmd: 'MAP'; mapped_size: number; pool_uuid: Buffer; params: DeviceParams };
 
 export interface StoreParamsAnswer {
@@ -57,6 +58,7 @@ export function encodeRequest(r: BrmrRequest): Buffer {
   b.writeUInt32LE(BRMR_REQ_MAGIC, 0);
   b[4] = BRMR_PROTO_VERSION;
   b[5] = BrmrCmd[r.cmd];
+  if (r.cmd === 'UNMAP' && r.rollback) b[6] = 1;
   if (r.cmd === 'MAP') {
     if (!Number.isSafeInteger(r.mapped_size) || r.mapped_size < 0 || r.pool_uuid.length !== 16) throw new RangeError('MAP: bad size or UUID');
     b.writeBigUInt64LE(BigInt(r.mapped_size), 8);
@@ -75,10 +77,13 @@ export function decodeRequest(b: Buffer): BrmrRequest | string {
   if (b.length < REQ_HDR) return `request of ${b.length} bytes`;
   if (b.readUInt32LE(0) !== BRMR_REQ_MAGIC) return 'not a BRMR request (magic)';
   if (b[4] !== BRMR_PROTO_VERSION) return `BRMR protocol version ${b[4]}`;
-  if (b.readUInt16LE(6) !== 0) return 'reserved request bytes are not zero';
   const name = NAME_OF.get(b[5] as number);
   if (name === undefined) return `unknown BRMR command ${b[5]}`;
-  if (name !== 'MAP') return b.length === REQ_HDR ? { cmd: name } : `${name} with ${b.length - REQ_HDR} extra bytes`;
+  const flags = b[6] as number;
+  if (b[7] !== 0 || flags > (name === 'UNMAP' ? 1 : 0)) return 'reserved request bits are not zero';
+  if (name !== 'MAP' && b.length !== REQ_HDR) return `${name} with ${b.length - REQ_HDR} extra bytes`;
+  if (name === 'UNMAP') return { cmd: 'UNMAP', rollback: flags === 1 };
+  if (name === 'GET_PARAMS') return { cmd: 'GET_PARAMS' };
   if (b.length !== REQ_HDR + MAP_BODY) return `MAP of ${b.length} bytes`;
   const mapped_size = u64(b, 8);
   if (mapped_size === null) return 'MAP: mapped size exceeds 2^53';

@@ -99,6 +99,20 @@ test('map rules: first map needs every member; re-map tolerates a missing leg bu
   assert.match(why1 ?? '', /first map needs every member: member 2/);
   assert.equal(c.client.inUse, false, 'a refused map leaves the pool free');
   leg2.cut = false;
+  // MAP lost on member 2 after GET_PARAMS went through: member 1 is rolled back, so the
+  // next map is a first map again and not a refused mixture.
+  const send = leg2.command.bind(leg2);
+  let user_cmds = 0;
+  leg2.command = (cmd, cb) => {
+    if (cmd.kind === 'user' && ++user_cmds === 2) return void setImmediate(() => cb(Errno.ENOTCONN, 0, 'dropped by the test'));
+    send(cmd, cb);
+  };
+  const [sr, , whyr] = await map();
+  leg2.command = send;
+  assert.equal(sr, Errno.EIO);
+  assert.match(whyr ?? '', /MAP failed: member 2/);
+  assert.doesNotMatch(whyr ?? '', /not rolled back/);
+  assert.equal(c.nodes[0]?.manager.store('brmr1')?.mapped, false, 'member 1 rolled back');
   const [s2, d2, why2] = await map();
   assert.equal(s2, 0, why2 ?? '');
   assert.equal(d2?.first_map, true);

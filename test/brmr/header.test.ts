@@ -108,7 +108,7 @@ test('UUID text form and random UUIDs', () => {
 
 const arbReq: fc.Arbitrary<BrmrRequest> = fc.oneof(
   fc.constant<BrmrRequest>({ cmd: 'GET_PARAMS' }),
-  fc.constant<BrmrRequest>({ cmd: 'UNMAP' }),
+  fc.boolean().map((rollback): BrmrRequest => ({ cmd: 'UNMAP', rollback })),
   fc.record({ mapped_size: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), pool_uuid: arbUuid, params: arbParams }).map((m): BrmrRequest => ({ cmd: 'MAP', ...m })),
 );
 

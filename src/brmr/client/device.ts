@@ -147,9 +147,18 @@ export function mapDevice(o: MapDeviceOptions, cb: MapCallback): void {
         if (typeof d === 'string') bad.push(`member ${a.member_id}: ${d}`);
         else if (d.status !== 0) bad.push(`member ${a.member_id}: ${d.reason !== '' ? d.reason : errnoName(d.status)}`);
       }
-      if (maps.length !== infos.length) bad.push(`${infos.length} members validated, ${maps.length} mapped`);
-      if (bad.length > 0) return fail(Errno.EIO, `MAP failed: ${bad.join('; ')}`, true);
-      ready();
+      if (maps.length !== infos.length) bad.push(`${infos.length} members validated, ${maps.length} answered MAP`);
+      if (bad.length === 0) return ready();
+      // Members that took the MAP must not stay mapped beside the others (the next map would
+      // refuse the mixture): roll them back, best effort, then report the failure.
+      pool.commandAll(encodeRequest({ cmd: 'UNMAP', rollback: true }), BRMR_RSP_MAX, (undo) => {
+        const kept = undo.filter((a) => a.status !== 0 || a.data === null || (() => {
+          const d = decodeAnswer(a.data, 'UNMAP');
+          return typeof d === 'string' || d.status !== 0;
+        })());
+        const note = kept.length > 0 ? ` (not rolled back on members ${kept.map((a) => a.member_id).join(',')})` : '';
+        fail(Errno.EIO, `MAP failed: ${bad.join('; ')}${note}`, true);
+      });
     });
   });
 }
@@ -391,7 +400,7 @@ export class BrmrDevice implements BlockDevice {
     const err = this.sm.change('closing', 'unmap');
     if (err !== null) return void queueMicrotask(() => cb(Errno.EINVAL));
     const after_drain = (): void => {
-      this.pool.commandAll(encodeRequest({ cmd: 'UNMAP' }), BRMR_RSP_MAX, () => {
+      this.pool.commandAll(encodeRequest({ cmd: 'UNMAP', rollback: false }), BRMR_RSP_MAX, () => {
         this.pool.close(() => {
           this.sm.change('closed', 'unmapped');
           this.log.log('info', 'device unmapped', { device: this.name });

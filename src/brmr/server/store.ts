@@ -47,6 +47,11 @@ export class BrmrStore implements BlockStore, MetaStore {
   failed_status = 0;
   /** A device is mapped on it right now (MAP .. UNMAP), in memory only. */
   attached = false;
+  /**
+   * MAPPED was set by a MAP in this attachment: a ROLLBACK UNMAP (the first map failed on
+   * another member before any device IO) may still clear it.
+   */
+  private fresh_map = false;
   private inflight = 0;
   private drain_waiters: (() => void)[] = [];
   private readonly deps: StoreDeps;
@@ -252,9 +257,20 @@ export class BrmrStore implements BlockStore, MetaStore {
           info: { mapped: this.mapped, member_id: h.member_id, mapped_size: h.mapped_size, device_size: this.backend.size_bytes, pool_uuid: h.pool_uuid, store_uuid: h.store_uuid, params: this.mapped ? h.params : this.backend.params },
         });
       }
-      case 'UNMAP':
+      case 'UNMAP': {
         this.attached = false;
-        return reply({ cmd: 'UNMAP', status: 0, reason: '', info: null });
+        if (!req.rollback) return reply({ cmd: 'UNMAP', status: 0, reason: '', info: null });
+        // Undo a first map that failed on another member: otherwise this store would stay
+        // MAPPED beside unmapped ones and every later map would be refused as a mixture.
+        if (!this.mapped) return reply({ cmd: 'UNMAP', status: 0, reason: '', info: null });
+        if (!this.fresh_map) return refuse('UNMAP', Errno.EPERM, 'the store was mapped before this attachment: not rolled back');
+        this.fresh_map = false;
+        return this.writeHeader({ ...this.header, state: this.header.state & ~STATE_MAPPED }, (status) => {
+          if (status !== 0) return refuse('UNMAP', status, `header write failed (${errnoName(status)})`);
+          this.deps.emit({ kind: 'store_state', pool: this.pool, open: this._open, mapped: false, reason: 'first map rolled back' });
+          reply({ cmd: 'UNMAP', status: 0, reason: '', info: null });
+        });
+      }
       case 'MAP': {
         const h = this.header;
         if (req.mapped_size !== h.mapped_size) return refuse('MAP', Errno.EINVAL, `device size ${req.mapped_size} differs from the store's mapped size ${h.mapped_size}`);
@@ -271,6 +287,7 @@ export class BrmrStore implements BlockStore, MetaStore {
         return this.writeHeader({ ...h, pool_uuid: Buffer.from(req.pool_uuid), params: req.params, state: h.state | STATE_MAPPED }, (status) => {
           if (status !== 0) return refuse('MAP', status, `header write failed (${errnoName(status)})`);
           this.attached = true;
+          this.fresh_map = true;
           this.deps.emit({ kind: 'store_state', pool: this.pool, open: this._open, mapped: true, reason: 'mapped' });
           reply({ cmd: 'MAP', status: 0, reason: '', info: null });
         });
