@@ -92,7 +92,7 @@ test('map rules: first map needs every member; re-map tolerates a missing leg bu
   assert.equal(ws, Errno.EINVAL);
   assert.match(wwhy ?? '', /differs/);
   const leg2 = c.nodes[1]?.channel;
-  assert.ok(leg2 !== undefined);
+  assert.ok(leg2 !== undefined && leg2 !== null);
   leg2.cut = true;
   const [s1, , why1] = await map();
   assert.equal(s1, Errno.EIO);
@@ -188,6 +188,31 @@ test('degraded while a leg is cut, dirty block status for the missing member, he
   assert.notEqual(await dev.write(d, 0, Buffer.alloc(4096)), 0);
   assert.equal(d.state, 'disconnected');
   assert.equal((await dev.read(d, 0, 4096))[0], Errno.ENODEV);
+});
+
+test('over the real transport on loopback: map (USER channel on the wire), IO, flush, identical stores', async (t) => {
+  const c = cleanup(t, await makeBrmrCluster({ backend: 'file', transport: 'loopback' }));
+  const d = c.device as BrmrDevice;
+  assert.equal(d.first_map, true);
+  const model = Buffer.alloc(c.size_bytes);
+  const ios: Promise<number>[] = [];
+  for (let i = 0; i < 16; i++) {
+    const data = Buffer.alloc(96 * KiB, 0x30 + i);
+    data.copy(model, i * 128 * KiB + 16 * KiB);
+    ios.push(dev.write(d, i * 128 * KiB + 16 * KiB, data, i % 2 === 0));
+  }
+  assert.deepEqual(await Promise.all(ios), new Array<number>(16).fill(0));
+  assert.equal(await dev.zero(d, 0, 8 * KiB), 0);
+  assert.equal(await dev.flush(d), 0);
+  const [s, back] = await dev.read(d, 0, 1024 * KiB);
+  assert.equal(s, 0);
+  assert.ok((back as Buffer).equals(model.subarray(0, 1024 * KiB)));
+  await c.waitSynced();
+  assert.ok(c.dataArea(0).equals(model) && c.dataArea(1).equals(model));
+  assert.equal(await new Promise<number>((r) => d.unmap(r)), 0);
+  const [s2, d2, why2] = await c.map();
+  assert.equal(s2, 0, why2 ?? '');
+  assert.equal(d2?.first_map, false, 're-map over the wire');
 });
 
 test('backpressure: at most queue_depth IOs reach the pool, a bounded number wait, the rest get EBUSY', async (t) => {

@@ -6,7 +6,15 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClientPool, type Leg } from '../../src/rmr/client-pool.js';
+import { randomBytes } from 'node:crypto';
+import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client-pool.js';
+import { RmrServerNode } from '../../src/rmr/server-node.js';
+import { TransportLeg } from '../../src/rmr/transport-leg.js';
+import { SyncPoolSource } from '../../src/rmr/sync-pool.js';
+import { followLinkEvents } from '../../src/rmr/leg-links.js';
+import { ClientSession } from '../../src/transport/client-session.js';
+import { TransportServer } from '../../src/transport/server.js';
+import { NodeNet } from '../../src/transport/node-net.js';
 import { ServerPool } from '../../src/rmr/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { Ticker } from '../../src/rmr/tickers.js';
@@ -31,13 +39,19 @@ export interface BrmrClusterOptions {
   max_waiting?: number;
   /** Map the device (default true). */
   map?: boolean;
+  /**
+   * How legs and sync pools reach the nodes: in-process channels a test can cut (default),
+   * or the real transport over loopback TCP (cut/heal are not available then).
+   */
+  transport?: 'direct' | 'loopback';
 }
 
 export interface BrmrNode {
   member_id: number;
   pool: ServerPool;
   manager: StoreManager;
-  channel: DirectChannel;
+  /** The in-process channel of the client's leg (null over loopback). */
+  channel: DirectChannel | null;
   path: string;
   events: StoreManagerEvent[];
   sync: BackgroundSync;
@@ -75,6 +89,7 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
   const chunk_size = o.chunk_size ?? 64 * 1024;
   const size = o.size_bytes ?? 32 * chunk_size;
   const backend = o.backend ?? 'file';
+  const loopback = o.transport === 'loopback';
   // Ref'd timers: with memory stores nothing else keeps the event loop alive while IO is in
   // flight. close() stops every periodic timer so the process can exit.
   const clock = new NodeClock();
@@ -100,11 +115,44 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
     const path = join(dir, `store${member_id}.img`);
     const [s, , why] = await new Promise<[number, unknown, string | null]>((resolve) => manager.createStore({ pool: pool_name, device: path, mapped_size: size }, (st, store, r) => resolve([st, store, r])));
     if (s !== 0) throw new Error(`create_store on node ${member_id}: ${why ?? s}`);
-    nodes.push({ member_id, pool, manager, channel: new DirectChannel(clock, pool), path, events, sync: null as unknown as BackgroundSync });
+    nodes.push({ member_id, pool, manager, channel: loopback ? null : new DirectChannel(clock, pool), path, events, sync: null as unknown as BackgroundSync });
   }
-  // Sync pools: each node reads from the others directly.
+  const closers: (() => Promise<void> | void)[] = [];
+  const ports = () => ({ net: new NodeNet(), clock, random });
+  const fast = { heartbeat_interval_ms: 100, heartbeat_timeout_ms: 1000, reconnect_delay_ms: 20, reconnect_max_delay_ms: 200 };
+  const secret = randomBytes(32);
+  const addr = new Map<BrmrNode, number>();
+  const session = async (name: string, port: number): Promise<ClientSession> => {
+    const s = new ClientSession({ session_name: name, addresses: [{ host: '127.0.0.1', port }], secret, ...fast }, ports());
+    closers.push(() => s.close());
+    await s.open();
+    return s;
+  };
+  if (loopback) {
+    for (const node of nodes) {
+      const rmr = new RmrServerNode(log);
+      rmr.addPool(node.pool);
+      const server = new TransportServer({ secret, ...fast }, ports(), rmr);
+      addr.set(node, (await server.listen({ host: '127.0.0.1', port: 0 })).port);
+      closers.push(() => server.close());
+    }
+  }
+  // Sync pools: each node reads from the others (directly, or through its own sessions).
   for (const [i, node] of nodes.entries()) {
-    node.pool.sync_source = new PeerSource(clock, node.pool, () => nodes.map((x) => x.pool), (p) => !(nodes[i] as BrmrNode).channel.cut && !(nodes.find((x) => x.pool === p) as BrmrNode).channel.cut);
+    if (loopback) {
+      const sp = new ClientPool({ pool_name, group_id: gid, chunk_size, mapped_size: size, max_io_size: 1 << 20, sync: true }, () => clock.now(), () => undefined);
+      const src = new SyncPoolSource(sp);
+      for (const peer of nodes) {
+        if (peer === node) continue;
+        const s = await session(`node${node.member_id}@node${peer.member_id}`, addr.get(peer) as number);
+        const [st, why] = await new Promise<[number, string | null]>((resolve) => src.addPeer(s.name, new TransportLeg(s, gid, pool_name, chunk_size, true), (x, r) => resolve([x, r])));
+        if (st !== 0) throw new Error(`sync pool of node ${node.member_id}: ${why ?? st}`);
+      }
+      node.pool.addClt(src);
+    } else {
+      const cut = (x: BrmrNode | undefined): boolean => x?.channel?.cut === true;
+      node.pool.sync_source = new PeerSource(clock, node.pool, () => nodes.map((x) => x.pool), (p) => !cut(nodes[i]) && !cut(nodes.find((x) => x.pool === p)));
+    }
     node.sync = new BackgroundSync(node.pool, clock, { tick_ms: 5, max_bytes_per_s: 1e12, min_bytes_per_s: 1e9 }, () => undefined);
     tickers.push(new Ticker(clock, 100, () => node.pool.checkPeerMaps()));
   }
@@ -112,8 +160,16 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
   tickers.push(new Ticker(clock, 50, () => client.recoveryTick()));
   const legs: Leg[] = [];
   for (const node of nodes) {
-    const [s, leg, why] = await new Promise<[number, Leg | null, string | null]>((resolve) => client.addSess(`client@node${node.member_id}`, node.channel, 'create', 128, (st, l, r) => resolve([st, l, r])));
+    let ch: LegChannel;
+    let sess: ClientSession | null = null;
+    if (node.channel !== null) ch = node.channel;
+    else {
+      sess = await session(`client@node${node.member_id}`, addr.get(node) as number);
+      ch = new TransportLeg(sess, gid, pool_name, chunk_size, false);
+    }
+    const [s, leg, why] = await new Promise<[number, Leg | null, string | null]>((resolve) => client.addSess(`client@node${node.member_id}`, ch, 'create', 128, (st, l, r) => resolve([st, l, r])));
     if (s !== 0 || leg === null) throw new Error(`add_sess node ${node.member_id}: ${why ?? s}`);
+    if (sess !== null) closers.push(followLinkEvents(sess, client, leg, log));
     const [es, ewhy] = await new Promise<[number, string | null]>((resolve) => client.enableLeg(leg, (st, r) => resolve([st, r])));
     if (es !== 0) throw new Error(`enable node ${node.member_id}: ${ewhy ?? es}`);
     legs.push(leg);
@@ -135,11 +191,14 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
     },
     cut: (i) => {
       const node = nodes[i] as BrmrNode;
+      if (node.channel === null) throw new Error('cut() needs transport: direct');
       node.channel.cut = true;
       if (node.pool.state === 'NORMAL') node.pool.sm.change('NO_IO', 'client session lost (test cut)');
     },
     heal: (i) => {
-      (nodes[i] as BrmrNode).channel.cut = false;
+      const ch = (nodes[i] as BrmrNode).channel;
+      if (ch === null) throw new Error('heal() needs transport: direct');
+      ch.cut = false;
     },
     waitSynced: (timeout_ms = 10_000) => waitFor('every member clean', () => nodes.every((x) => x.pool.ownMap()?.isEmpty() === true), timeout_ms),
     map: () =>
@@ -152,6 +211,7 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
     close: async () => {
       for (const t of tickers) t.stop();
       for (const node of nodes) node.sync.close();
+      for (const c of closers.reverse()) await c();
       await waitFor('timers of the cluster done', () => clock.pendingTimers === 0, 5000);
       for (const node of nodes) {
         if (node.manager.store(pool_name) !== undefined) await new Promise((resolve) => node.manager.removeStore(pool_name, resolve));
