@@ -324,7 +324,10 @@ export class StoreManager {
     };
     persist(() => {
       const err = sp !== undefined && sp.hasStore ? sp.unregister(del ? 'delete_store' : 'remove_store') : null;
-      if (err !== null) return finish(Errno.EBUSY, `RMR keeps the store: ${err}`);
+      if (err !== null) {
+        store.cancelClose();
+        return finish(Errno.EBUSY, `RMR keeps the store: ${err}`);
+      }
       this.by_pool.delete(pool);
       store.drain(() => {
         const close = (): void =>

@@ -106,6 +106,11 @@ export class BrmrStore implements BlockStore, MetaStore {
     this.closing = true;
   }
 
+  /** A remove that RMR refused: the store serves data IO again. */
+  cancelClose(): void {
+    if (this._open) this.closing = false;
+  }
+
   /** Calls `cb` once no backend IO of this store is in flight. */
   drain(cb: () => void): void {
     if (this.inflight === 0) return void queueMicrotask(cb);
