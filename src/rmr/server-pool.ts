@@ -220,6 +220,33 @@ export class ServerPool {
   }
 
   /**
+   * remove_store / delete_store (reference rmr_srv_unregister): the store leaves the pool,
+   * which goes EMPTY and forgets its maps (they stay on the store for a later add_store; the
+   * caller persists them first when it wants them kept). Refused while chunk syncs are in
+   * flight: their waiters must be answered by this store.
+   */
+  unregister(reason: string): string | null {
+    if (this.store === null) return `pool ${this.name} has no store`;
+    const own = this.ownMap();
+    if (own !== undefined && own.entryCount > 0) return `${own.entryCount} chunk syncs in flight`;
+    if (this.sm.state === 'NORMAL' || this.sm.state === 'CREATED') this.sm.change('NO_IO', reason);
+    const err = this.sm.change('EMPTY', reason);
+    if (err !== null) return err;
+    this.store = null;
+    this.intent = null;
+    this.md_store = null;
+    this.map_store = null;
+    this.pool_md = null;
+    this.maps.clear();
+    this.mapped_size = 0;
+    this.no_of_chunks = 0;
+    this.marked_create = false;
+    this.client_sessions = 0;
+    this.map_update_state = 'DISABLED';
+    return null;
+  }
+
+  /**
    * add_store: restores what the store remembers (reference `rmr_srv_refresh_md`, §3.10):
    * pool_md (same chunk size, a slot for this member with the same size; map_ver never
    * lowered), the dirty maps (lost maps make every chunk dirty for this node), and the

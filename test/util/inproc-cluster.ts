@@ -1,6 +1,7 @@
 // An in-process pool for tests: one client pool and N storage-node server pools on simulated
 // time, with memory disks, joined and enabled by hand (the command exchange arrives with the
 // dispatcher), legs wired straight to the server pools through channels a test can cut.
+// The channels take any Clock: test/util/brmr-cluster.ts runs them on the real one.
 import assert from 'node:assert/strict';
 import { ClientPool, type LegChannel } from '../../src/rmr/client-pool.js';
 import { ServerPool, type PeerMapCommand, type SyncSource } from '../../src/rmr/server-pool.js';
@@ -12,12 +13,13 @@ import { SimClock } from '../../src/sim/sim-clock.js';
 import { SimRandom } from '../../src/sim/sim-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
+import type { Clock } from '../../src/util/ports.js';
 
 /** A leg's link: requests reach the server pool after a latency, unless the link is cut. */
 export class DirectChannel implements LegChannel {
   cut = false;
   constructor(
-    private readonly clock: SimClock,
+    private readonly clock: Clock,
     private readonly server: ServerPool,
     private readonly latency_ms = 0.05,
   ) {}
@@ -52,7 +54,7 @@ export class PeerSource implements SyncSource {
   readonly max_io_size = 32 * 1024;
   cleared = 0;
   constructor(
-    private readonly clock: SimClock,
+    private readonly clock: Clock,
     private readonly self: ServerPool,
     private readonly peers: () => ServerPool[],
     private readonly reachable: (peer: ServerPool) => boolean,
