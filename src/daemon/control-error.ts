@@ -34,8 +34,9 @@ export function httpStatusOf(code: ControlCode): number {
     case 'EISDIR':
     case 'EBADMSG':
       return 400;
-    case 'EPERM':
     case 'EKEYREJECTED':
+      return 401;
+    case 'EPERM':
       return 403;
     case 'ENOENT':
     case 'ENODEV':

@@ -82,6 +82,11 @@ abstract class Metric<S extends Series> {
 
 export class Counter extends Metric<ScalarSeries> {
   readonly type = 'counter';
+  private readonly collect: (() => Iterable<readonly [Labels, number]>) | undefined;
+  constructor(registry: MetricsRegistry, name: string, help: string, label_names: readonly string[], collect?: () => Iterable<readonly [Labels, number]>) {
+    super(registry, name, help, label_names);
+    this.collect = collect;
+  }
   protected create(values: string[]): ScalarSeries {
     return { values, value: 0 };
   }
@@ -94,6 +99,13 @@ export class Counter extends Metric<ScalarSeries> {
     return this.at(labels)?.value ?? 0;
   }
   expose(out: string[]): void {
+    if (this.collect !== undefined) {
+      this.remove();
+      for (const [labels, v] of this.collect()) {
+        const s = this.at(labels);
+        if (s !== undefined) s.value = v;
+      }
+    }
     this.header(out);
     for (const s of this.sortedSeries()) out.push(sample(this.name, this.label_names, s.values, s.value));
   }
@@ -182,9 +194,10 @@ export class MetricsRegistry {
     this.series_max = opts.series_max ?? DEFAULT_SERIES_MAX;
   }
 
-  counter(name: string, help: string, label_names: readonly string[] = []): Counter {
+  /** With `collect`, the values are read at scrape time from a count kept elsewhere. */
+  counter(name: string, help: string, label_names: readonly string[] = [], collect?: () => Iterable<readonly [Labels, number]>): Counter {
     if (!name.endsWith('_total')) throw new Error(`counter ${name}: counter names end in _total`);
-    return this.add(new Counter(this, name, help, this.checkLabels(name, label_names)));
+    return this.add(new Counter(this, name, help, this.checkLabels(name, label_names), collect));
   }
 
   gauge(name: string, help: string, label_names: readonly string[] = [], collect?: () => Iterable<readonly [Labels, number]>): Gauge {
