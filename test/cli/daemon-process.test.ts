@@ -115,7 +115,7 @@ test('status --json, events and metrics', async () => {
   assert.equal(st.code, 0, st.stderr);
   const j = JSON.parse(st.stdout) as { daemon: { name: string; state: string; pid: number }; roles: unknown[] };
   assert.deepEqual([j.daemon.name, j.daemon.state, j.daemon.pid, j.roles], ['t1', 'running', daemon?.pid, []]);
-  assert.match((await rmr('status', '--socket', sock)).stdout, /^daemon t1  running  pid \d+/);
+  assert.match((await rmr('status', '--socket', sock)).stdout, /^daemon t1 {2}running {2}pid \d+/);
   const ev = await rmr('events', '--since', '0', '--json', '--socket', sock);
   const kinds = ev.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { kind: string; to?: string }).to);
   assert.deepEqual(kinds.slice(0, 2), ['starting', 'running']);
