@@ -1,0 +1,224 @@
+// Daemon configuration: one table of settings, each with its default, its environment
+// variable (RMR_<KEY>) and its flag (--<key>); precedence default < file < env < flag. The
+// file is YAML (JSON is YAML too); `roles` is a mapping of role name to that role's own
+// settings, validated by the role (daemon.ts). Pure: file reading is in node-config.ts.
+
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { ConfigError, Reader, join, formatListen, type ListenAddress, type RawObject } from './validate.js';
+import type { LogLevel } from '../util/ports.js';
+
+export type LogFormat = 'human' | 'json';
+
+export interface DaemonConfig {
+  /** This daemon's name: events, logs, default paths. */
+  readonly name: string;
+  /** pid and state files; default `<runtime dir>/rmr/<name>`. */
+  readonly state_dir: string;
+  readonly control: {
+    readonly socket: string;
+    /** Optional TCP listener for the control API; requires token_file. */
+    readonly tcp: ListenAddress | null;
+    readonly token_file: string | null;
+    readonly max_body_bytes: number;
+    readonly max_connections: number;
+    readonly handler_timeout_ms: number;
+    readonly max_followers: number;
+  };
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat; readonly file: string | null };
+  readonly events: { readonly capacity: number };
+  readonly metrics: { readonly series_max: number };
+  /** Data-plane listener for roles that serve RMR (storage nodes). */
+  readonly data: { readonly listen: ListenAddress };
+  readonly shutdown_timeout_ms: number;
+  /** Role name → that role's settings (opaque here). */
+  readonly roles: Readonly<Record<string, unknown>>;
+}
+
+/** Where defaults come from: the host, not the code (so tests pass their own). */
+export interface ConfigEnv {
+  readonly hostname: string;
+  /** `$XDG_RUNTIME_DIR` or `/tmp`. */
+  readonly runtime_dir: string;
+  /** Environment variables (RMR_*). */
+  readonly vars: Readonly<Record<string, string | undefined>>;
+}
+
+type Kind =
+  | { readonly t: 'name' }
+  | { readonly t: 'path' }
+  | { readonly t: 'path?' }
+  | { readonly t: 'listen' }
+  | { readonly t: 'listen?' }
+  | { readonly t: 'int'; readonly min: number; readonly max: number }
+  | { readonly t: 'enum'; readonly values: readonly string[] };
+
+type Value = string | number | ListenAddress | null;
+
+export interface Setting {
+  /** Dotted path in the file: `control.socket`. */
+  readonly key: string;
+  readonly kind: Kind;
+  readonly help: string;
+  /** Default, given the settings resolved before it (table order). */
+  readonly def: (got: (key: string) => Value, env: ConfigEnv) => Value;
+}
+
+function asText(v: Value): string {
+  return typeof v === 'string' ? v : '';
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export const SETTINGS: readonly Setting[] = [
+  { key: 'name', kind: { t: 'name' }, help: 'daemon name (events, logs, default paths)', def: (_, e) => e.hostname.split('.')[0] || 'rmr' },
+  { key: 'state_dir', kind: { t: 'path' }, help: 'directory of the pid and state files', def: (got, e) => `${e.runtime_dir}/rmr/${asText(got('name'))}` },
+  { key: 'control.socket', kind: { t: 'path' }, help: 'control API Unix socket', def: (got) => `${asText(got('state_dir'))}/control.sock` },
+  { key: 'control.tcp', kind: { t: 'listen?' }, help: 'control API TCP listener host:port (needs control.token_file)', def: () => null },
+  { key: 'control.token_file', kind: { t: 'path?' }, help: 'file holding the bearer token for TCP control clients', def: () => null },
+  { key: 'control.max_body_bytes', kind: { t: 'int', min: 1024, max: 16 << 20 }, help: 'largest request body accepted', def: () => 65536 },
+  { key: 'control.max_connections', kind: { t: 'int', min: 1, max: 10_000 }, help: 'concurrent control connections', def: () => 64 },
+  { key: 'control.handler_timeout_ms', kind: { t: 'int', min: 100, max: 3_600_000 }, help: 'deadline of one control-tree read or write', def: () => 30_000 },
+  { key: 'control.max_followers', kind: { t: 'int', min: 0, max: 1000 }, help: 'concurrent `rmr events --follow` streams', def: () => 16 },
+  { key: 'log.level', kind: { t: 'enum', values: ['debug', 'info', 'warn', 'error'] }, help: 'lowest level logged', def: () => 'info' },
+  { key: 'log.format', kind: { t: 'enum', values: ['human', 'json'] }, help: 'human lines or JSON lines', def: () => 'human' },
+  { key: 'log.file', kind: { t: 'path?' }, help: 'log file (default: stderr)', def: () => null },
+  { key: 'events.capacity', kind: { t: 'int', min: 1, max: 1_000_000 }, help: 'events kept for `rmr events --since`', def: () => 10_000 },
+  { key: 'metrics.series_max', kind: { t: 'int', min: 1, max: 1_000_000 }, help: 'label sets per metric', def: () => 10_000 },
+  { key: 'data.listen', kind: { t: 'listen' }, help: 'data-plane listener host:port', def: () => ({ host: '0.0.0.0', port: 1234 }) },
+  { key: 'shutdown_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of a clean shutdown before exit 1', def: () => 10_000 },
+];
+
+/** `control.max_body_bytes` → `RMR_CONTROL_MAX_BODY_BYTES`. */
+export function envName(key: string): string {
+  return `RMR_${key.replace(/\./g, '_').toUpperCase()}`;
+}
+
+/** `control.max_body_bytes` → `control-max-body-bytes` (used as `--control-max-body-bytes`). */
+export function flagName(key: string): string {
+  return key.replace(/[._]/g, '-');
+}
+
+const TOP_KEYS = ['name', 'state_dir', 'control', 'log', 'events', 'metrics', 'data', 'shutdown_timeout_ms', 'roles'];
+
+/** Parses YAML (or JSON) text; syntax errors name the file, line and column. */
+export function parseConfigText(text: string, filename: string): unknown {
+  try {
+    return parseYaml(text, { uniqueKeys: true, maxAliasCount: 100 });
+  } catch (e) {
+    if (e instanceof YAMLParseError) {
+      const pos = e.linePos?.[0];
+      const first = (e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+      throw new ConfigError([`${filename}${pos === undefined ? '' : `:${pos.line}:${pos.col}`}: ${first}`]);
+    }
+    throw e;
+  }
+}
+
+/**
+ * Resolves the daemon configuration: `file` (parsed, or undefined for none), then the RMR_*
+ * environment, then `flags` (setting key → text). Throws a ConfigError listing every problem.
+ */
+export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readonly<Record<string, string>> = {}): DaemonConfig {
+  const r = new Reader();
+  const fromFile = new Map<string, unknown>();
+  let roles: Record<string, unknown> = {};
+  if (file !== undefined && file !== null) {
+    const top = r.object('', file, TOP_KEYS);
+    if (top !== undefined) {
+      flatten(r, top, '', fromFile);
+      if (top.roles !== undefined) {
+        const ro = r.object('roles', top.roles, Object.keys(top.roles ?? {}));
+        if (ro !== undefined) roles = { ...ro };
+      }
+    }
+  }
+  for (const k of Object.keys(flags)) if (!SETTINGS.some((s) => s.key === k)) r.fail(`--${flagName(k)}`, 'unknown flag');
+  const values = new Map<string, Value>();
+  const got = (key: string): Value => values.get(key) ?? null;
+  for (const s of SETTINGS) {
+    const ev = env.vars[envName(s.key)];
+    const fv = flags[s.key];
+    let v: Value | undefined;
+    if (fv !== undefined) v = readSetting(r, `--${flagName(s.key)}`, s.kind, fv);
+    else if (ev !== undefined) v = readSetting(r, envName(s.key), s.kind, ev);
+    else if (fromFile.has(s.key)) v = readSetting(r, s.key, s.kind, fromFile.get(s.key));
+    else v = s.def(got, env);
+    values.set(s.key, v === undefined ? s.def(got, env) : v);
+  }
+  if (got('control.tcp') !== null && got('control.token_file') === null) {
+    r.fail('control.tcp', 'a TCP control listener needs control.token_file (bearer token); refusing an unauthenticated one');
+  }
+  r.done();
+  const str = (k: string): string => values.get(k) as string;
+  const num = (k: string): number => values.get(k) as number;
+  return {
+    name: str('name'),
+    state_dir: str('state_dir'),
+    control: {
+      socket: str('control.socket'),
+      tcp: values.get('control.tcp') as ListenAddress | null,
+      token_file: values.get('control.token_file') as string | null,
+      max_body_bytes: num('control.max_body_bytes'),
+      max_connections: num('control.max_connections'),
+      handler_timeout_ms: num('control.handler_timeout_ms'),
+      max_followers: num('control.max_followers'),
+    },
+    log: { level: str('log.level') as LogLevel, format: str('log.format') as LogFormat, file: values.get('log.file') as string | null },
+    events: { capacity: num('events.capacity') },
+    metrics: { series_max: num('metrics.series_max') },
+    data: { listen: values.get('data.listen') as ListenAddress },
+    shutdown_timeout_ms: num('shutdown_timeout_ms'),
+    roles,
+  };
+}
+
+/** File mapping → dotted keys, reporting keys that are no setting. */
+function flatten(r: Reader, o: RawObject, at: string, out: Map<string, unknown>): void {
+  for (const [k, v] of Object.entries(o)) {
+    const key = join(at, k);
+    if (key === 'roles') continue;
+    if (SETTINGS.some((s) => s.key === key)) {
+      out.set(key, v);
+      continue;
+    }
+    const prefix = `${key}.`;
+    const children = SETTINGS.filter((s) => s.key.startsWith(prefix)).map((s) => s.key.slice(prefix.length));
+    if (children.length === 0) continue; // unknown top-level keys were reported by r.object
+    const sub = r.object(key, v, children);
+    if (sub !== undefined) flatten(r, sub, key, out);
+  }
+}
+
+function readSetting(r: Reader, at: string, kind: Kind, v: unknown): Value | undefined {
+  switch (kind.t) {
+    case 'name':
+      return r.string(at, v, { pattern: NAME_RE, hint: 'a name of 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit' });
+    case 'path':
+      return r.string(at, v, { pattern: /^[^\0]+$/, hint: 'a path' });
+    case 'path?':
+      return v === null || v === '' ? null : r.string(at, v, { pattern: /^[^\0]+$/, hint: 'a path' });
+    case 'listen':
+      return r.listen(at, v);
+    case 'listen?':
+      return v === null || v === '' ? null : r.listen(at, v);
+    case 'int':
+      return r.int(at, v, kind.min, kind.max);
+    case 'enum':
+      return r.oneOf(at, v, kind.values);
+  }
+}
+
+/** The resolved configuration as a file would spell it (`rmr daemon --print-config`). */
+export function configToPlain(c: DaemonConfig): Record<string, unknown> {
+  return {
+    name: c.name,
+    state_dir: c.state_dir,
+    control: { ...c.control, tcp: c.control.tcp === null ? null : formatListen(c.control.tcp) },
+    log: c.log,
+    events: c.events,
+    metrics: c.metrics,
+    data: { listen: formatListen(c.data.listen) },
+    shutdown_timeout_ms: c.shutdown_timeout_ms,
+    roles: c.roles,
+  };
+}

@@ -1,0 +1,169 @@
+// HTTP/1.1 around ControlApi on a Unix socket (and optionally TCP). Bounds on everything a
+// client controls: header size, body size (413 and the connection closed), time to send the
+// request, connections, followers of the event stream and how far behind one may fall.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { chmodSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import type { Logger } from '../util/ports.js';
+import { ControlError } from './control-error.js';
+import { errorResponse, type ApiResponse, type ControlApi } from './control-api.js';
+import { eventLine, type EventLog } from './events.js';
+
+export interface ControlServerOptions {
+  readonly api: ControlApi;
+  readonly events: EventLog;
+  readonly logger: Logger;
+  readonly max_body_bytes: number;
+  readonly max_connections: number;
+  readonly max_followers: number;
+}
+
+/** A follower this far behind (bytes queued in the socket) is cut off instead of buffered. */
+const FOLLOWER_BACKLOG_MAX = 1 << 20;
+
+export class ControlServer {
+  private readonly o: ControlServerOptions;
+  private readonly servers: Server[] = [];
+  private readonly followers = new Set<ServerResponse>();
+
+  constructor(o: ControlServerOptions) {
+    this.o = o;
+  }
+
+  /** Listens on a Unix socket (mode 0600: the file permission is the authentication). */
+  async listenUnix(path: string): Promise<void> {
+    const s = this.make('unix');
+    await listen(s, () => s.listen(path));
+    chmodSync(path, 0o600);
+  }
+
+  /** TCP: every request must carry the bearer token (ControlApi checks it). Returns the port. */
+  async listenTcp(host: string, port: number): Promise<number> {
+    const s = this.make('tcp');
+    await listen(s, () => s.listen(port, host));
+    const a = s.address();
+    return typeof a === 'object' && a !== null ? a.port : port;
+  }
+
+  /** Stops accepting, ends follow streams and drops every connection. */
+  async close(): Promise<void> {
+    for (const f of this.followers) f.end();
+    this.followers.clear();
+    await Promise.all(
+      this.servers.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections();
+          }),
+      ),
+    );
+  }
+
+  private make(via: 'unix' | 'tcp'): Server {
+    const s = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+      this.onRequest(via, req, res);
+    });
+    s.maxConnections = this.o.max_connections;
+    s.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
+      // Garbage that is not HTTP: answer 400 if the socket can still take it, then close.
+      this.o.logger.log('debug', 'control API client error', { via, code: err.code ?? err.message });
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      else socket.destroy();
+    });
+    this.servers.push(s);
+    return s;
+  }
+
+  private onRequest(via: 'unix' | 'tcp', req: IncomingMessage, res: ServerResponse): void {
+    const max = this.o.max_body_bytes;
+    const declared = Number(req.headers['content-length'] ?? '0');
+    if (declared > max) {
+      this.tooLarge(req, res, max);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    req.on('data', (c: Buffer) => {
+      if (refused) return;
+      size += c.length;
+      if (size > max) {
+        refused = true;
+        this.tooLarge(req, res, max);
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', () => res.destroy());
+    req.on('end', () => {
+      if (refused) return;
+      const body = Buffer.concat(chunks, size);
+      this.o.api.handle({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, via }).then(
+        (r) => this.send(req, res, r),
+        (e: unknown) => this.send(req, res, errorResponse(e)),
+      );
+    });
+  }
+
+  private tooLarge(req: IncomingMessage, res: ServerResponse, max: number): void {
+    const r = errorResponse(new ControlError('E2BIG', `request body larger than ${max} bytes`));
+    // Stop reading: the rest of the body is not wanted, the connection goes after the answer.
+    res.shouldKeepAlive = false;
+    this.send(req, res, r);
+    req.pause();
+  }
+
+  private send(req: IncomingMessage, res: ServerResponse, r: ApiResponse): void {
+    if (res.headersSent || res.destroyed) return;
+    if (r.kind === 'follow') {
+      this.follow(req, res, r.since, r.headers);
+      return;
+    }
+    res.writeHead(r.status, { ...r.headers, 'content-length': Buffer.byteLength(r.body) });
+    res.end(req.method === 'HEAD' ? undefined : r.body);
+  }
+
+  private follow(req: IncomingMessage, res: ServerResponse, since: number, headers: Readonly<Record<string, string>>): void {
+    if (this.followers.size >= this.o.max_followers) {
+      this.send(req, res, errorResponse(new ControlError('EAGAIN', `too many event followers (${this.o.max_followers})`)));
+      return;
+    }
+    this.followers.add(res);
+    res.writeHead(200, { ...headers, 'cache-control': 'no-store' });
+    let last = since;
+    const push = (line: string, seq: number): boolean => {
+      if (seq <= last) return true;
+      last = seq;
+      res.write(line);
+      if (res.writableLength > FOLLOWER_BACKLOG_MAX) {
+        this.o.logger.log('warn', 'event follower fell behind; closing its stream', { queued_bytes: res.writableLength });
+        res.destroy();
+        return false;
+      }
+      return true;
+    };
+    // Subscribe first, then replay: nothing emitted in between is missed (seq filters repeats).
+    const unsub = this.o.events.subscribe((e) => {
+      push(eventLine(e), e.seq);
+    });
+    res.on('close', () => {
+      unsub();
+      this.followers.delete(res);
+    });
+    for (const e of this.o.events.since(since).events) if (!push(eventLine(e), e.seq)) break;
+  }
+}
+
+function listen(s: Server, start: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (e: Error): void => reject(e);
+    s.once('error', onError);
+    s.once('listening', () => {
+      s.off('error', onError);
+      resolve();
+    });
+    start();
+  });
+}

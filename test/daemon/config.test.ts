@@ -1,0 +1,218 @@
+// Config validation: defaults, file/env/flag precedence, and for many bad inputs a message
+// that names the path of the bad field. Also the cluster file of `rmr up`.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { resolveDaemonConfig, parseConfigText, envName, flagName, SETTINGS, configToPlain, type ConfigEnv } from '../../src/daemon/config.js';
+import { validateClusterFile } from '../../src/daemon/cluster.js';
+import { ConfigError, parseSize, formatSize, parseListen } from '../../src/daemon/validate.js';
+
+const env: ConfigEnv = { hostname: 'stg1.example.com', runtime_dir: '/run/user/0', vars: {} };
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.problems];
+    throw e;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('no config at all gives working defaults derived from the host', () => {
+  const c = resolveDaemonConfig(undefined, env);
+  assert.equal(c.name, 'stg1');
+  assert.equal(c.state_dir, '/run/user/0/rmr/stg1');
+  assert.equal(c.control.socket, '/run/user/0/rmr/stg1/control.sock');
+  assert.equal(c.control.tcp, null);
+  assert.equal(c.log.level, 'info');
+  assert.equal(c.log.format, 'human');
+  assert.deepEqual(c.data.listen, { host: '0.0.0.0', port: 1234 });
+  assert.deepEqual(c.roles, {});
+  assert.equal(configToPlain(c).data !== undefined, true);
+});
+
+test('file < env < flag, and derived defaults follow the name', () => {
+  const file = parseConfigText('name: n1\nlog:\n  level: warn\n  format: json\ncontrol:\n  max_body_bytes: 2048\nroles:\n  storage: {stores: []}\n', 'd.yaml');
+  const c1 = resolveDaemonConfig(file, env);
+  assert.equal(c1.name, 'n1');
+  assert.equal(c1.control.socket, '/run/user/0/rmr/n1/control.sock');
+  assert.equal(c1.log.level, 'warn');
+  assert.equal(c1.control.max_body_bytes, 2048);
+  assert.deepEqual(c1.roles, { storage: { stores: [] } });
+  const c2 = resolveDaemonConfig(file, { ...env, vars: { RMR_LOG_LEVEL: 'debug', RMR_CONTROL_MAX_BODY_BYTES: '4096' } });
+  assert.equal(c2.log.level, 'debug');
+  assert.equal(c2.control.max_body_bytes, 4096);
+  const c3 = resolveDaemonConfig(file, { ...env, vars: { RMR_LOG_LEVEL: 'debug' } }, { 'log.level': 'error', 'control.socket': '/tmp/x.sock', 'data.listen': '[::1]:2000' });
+  assert.equal(c3.log.level, 'error');
+  assert.equal(c3.control.socket, '/tmp/x.sock');
+  assert.deepEqual(c3.data.listen, { host: '::1', port: 2000 });
+});
+
+test('every setting has an env variable and a flag', () => {
+  assert.equal(envName('control.max_body_bytes'), 'RMR_CONTROL_MAX_BODY_BYTES');
+  assert.equal(flagName('control.max_body_bytes'), 'control-max-body-bytes');
+  const flags = new Set(SETTINGS.map((s) => flagName(s.key)));
+  assert.equal(flags.size, SETTINGS.length);
+  for (const s of SETTINGS) assert.ok(s.help.length > 0, s.key);
+});
+
+test('bad daemon settings are named by their path, all of them at once', () => {
+  const file = {
+    name: 'bad name!',
+    control: { sokcet: '/x', max_body_bytes: 10, tcp: 'localhost' },
+    log: { level: 'loud' },
+    events: { capacity: 'many' },
+    extra: 1,
+  };
+  assert.deepEqual(problems(() => resolveDaemonConfig(file, env)), [
+    'extra: unknown setting (known: name, state_dir, control, log, events, metrics, data, shutdown_timeout_ms, roles)',
+    'control.sokcet: unknown setting (did you mean socket?) (known: socket, tcp, token_file, max_body_bytes, max_connections, handler_timeout_ms, max_followers)',
+    "name: 'bad name!' is not a name of 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit",
+    "control.tcp: 'localhost' is not host:port (IPv6 as [addr]:port, port 1..65535)",
+    'control.max_body_bytes: must be an integer 1024..16777216, got 10',
+    "log.level: must be one of debug, info, warn, error, got 'loud'",
+    "events.capacity: must be an integer 1..1000000, got 'many'",
+  ]);
+});
+
+test('env and flag values are checked and named by where they came from', () => {
+  assert.deepEqual(problems(() => resolveDaemonConfig(undefined, { ...env, vars: { RMR_EVENTS_CAPACITY: '0' } })), ['RMR_EVENTS_CAPACITY: must be an integer 1..1000000, got 0']);
+  assert.deepEqual(problems(() => resolveDaemonConfig(undefined, env, { 'data.listen': '1.2.3.4:99999' })), ["--data-listen: '1.2.3.4:99999' is not host:port (IPv6 as [addr]:port, port 1..65535)"]);
+  assert.deepEqual(problems(() => resolveDaemonConfig(undefined, env, { colour: 'x' })), ['--colour: unknown flag']);
+  assert.deepEqual(problems(() => resolveDaemonConfig({ control: { tcp: '127.0.0.1:9700' } }, env)), [
+    'control.tcp: a TCP control listener needs control.token_file (bearer token); refusing an unauthenticated one',
+  ]);
+  assert.deepEqual(problems(() => resolveDaemonConfig([1, 2], env)), ['(top level): must be a mapping, got a list']);
+  assert.deepEqual(problems(() => resolveDaemonConfig({ log: 'debug' }, env)), ["log: must be a mapping, got 'debug'"]);
+});
+
+test('YAML syntax errors and duplicate keys name file, line and column', () => {
+  assert.deepEqual(problems(() => parseConfigText('a: 1\na: 2\n', 'd.yaml')), ['d.yaml:2:1: Map keys must be unique']);
+  const p = problems(() => parseConfigText('a: [1\nb: 2', 'c.yaml'));
+  assert.equal(p.length, 1);
+  assert.match(p[0] ?? '', /^c\.yaml:\d+:\d+: /);
+  assert.equal(parseConfigText('', 'e.yaml'), null);
+  assert.deepEqual(parseConfigText('{"name": "j"}', 'c.json'), { name: 'j' });
+});
+
+// ---- cluster file ----
+
+function goodCluster(): Record<string, unknown> {
+  return {
+    cluster: 'demo',
+    nodes: [
+      { name: 'stg1', addresses: ['127.0.0.2'], port: 1234 },
+      { name: 'stg2', addresses: ['127.0.0.3'] },
+      { name: 'cli1', addresses: ['127.0.0.4'], control_socket: '/tmp/rmr/cli1.sock' },
+    ],
+    pools: [{ name: 'pool1', chunk_size: '128K', members: [{ node: 'stg1', member_id: 42 }, { node: 'stg2', member_id: 43 }] }],
+    stores: [
+      { node: 'stg1', pool: 'pool1', path: '/tmp/rmr/stg1.img', size: '1G' },
+      { node: 'stg2', pool: 'pool1', path: '/tmp/rmr/stg2.img', size: '2G' },
+    ],
+    client: { node: 'cli1', devices: [{ name: 'disk0', pool: 'pool1' }], nbd: { socket_dir: '/tmp/rmr/nbd', tcp: '127.0.0.1:10809' } },
+  };
+}
+
+/** A deep copy of the good cluster with one edit. */
+function edit(fn: (c: Record<string, unknown>) => void): unknown {
+  const c = JSON.parse(JSON.stringify(goodCluster())) as Record<string, unknown>;
+  fn(c);
+  return c;
+}
+
+type Obj = Record<string, unknown>;
+const at = (c: Obj, ...path: (string | number)[]): Obj => path.reduce<unknown>((o, k) => (o as Obj)[k], c) as Obj;
+
+test('a good cluster file resolves with defaults filled in', () => {
+  const c = validateClusterFile(goodCluster());
+  assert.equal(c.nodes[1]?.port, 1234);
+  assert.equal(c.nodes[0]?.control_socket, null);
+  assert.equal(c.pools[0]?.chunk_size, 131072);
+  assert.equal(c.pools[0]?.min_replicas, 1);
+  assert.deepEqual(c.client?.devices, [{ name: 'disk0', pool: 'pool1', size: 1 << 30, export: 'disk0' }]);
+  assert.deepEqual(c.client?.nbd.tcp, { host: '127.0.0.1', port: 10809 });
+});
+
+test('many bad cluster files, each with the path of the bad field', () => {
+  const cases: [string, (c: Obj) => void, string[]][] = [
+    ['member id out of range', (c) => (at(c, 'pools', 0, 'members', 1).member_id = 256), ['pools[0].members[1].member_id: must be an integer 1..255, got 256']],
+    ['member id not a number', (c) => (at(c, 'pools', 0, 'members', 1).member_id = 'x'), ["pools[0].members[1].member_id: must be an integer 1..255, got 'x'"]],
+    ['member id fractional', (c) => (at(c, 'pools', 0, 'members', 0).member_id = 4.5), ['pools[0].members[0].member_id: must be an integer 1..255, got 4.5']],
+    ['duplicate member id', (c) => (at(c, 'pools', 0, 'members', 1).member_id = 42), ["pools[0].members[1].member_id: member_id '42' is already used by pools[0].members[0]"]],
+    ['unknown member node', (c) => (at(c, 'pools', 0, 'members', 1).node = 'stg9'), [
+      "pools[0].members[1].node: no node named 'stg9' (nodes: stg1, stg2, cli1)",
+      'stores[1]: node stg2 is not a member of pool pool1 (add it under the pool\'s members)',
+    ]],
+    ['too many members', (c) => {
+      const ms = at(c, 'pools', 0).members as Obj[];
+      for (let i = 0; i < 3; i++) ms.push({ node: 'cli1', member_id: 50 + i });
+    }, ['pools[0].members: has 5 entries, at most 4 are allowed']],
+    ['chunk size not a power of two', (c) => (at(c, 'pools', 0).chunk_size = 12288), ['pools[0].chunk_size: 12288 is not a power of two']],
+    ['chunk size too small', (c) => (at(c, 'pools', 0).chunk_size = '1K'), ['pools[0].chunk_size: 1K is below the minimum 4K']],
+    ['chunk size garbage', (c) => (at(c, 'pools', 0).chunk_size = 'big'), ["pools[0].chunk_size: must be a size in bytes (e.g. 131072, 128K, 1G), got 'big'"]],
+    ['duplicate node name', (c) => (at(c, 'nodes', 2).name = 'stg1'), [
+      "nodes[2].name: name 'stg1' is already used by nodes[0]",
+      "client.node: no node named 'cli1' (nodes: stg1, stg2)",
+    ]],
+    ['bad node name', (c) => (at(c, 'nodes', 0).name = 'stg 1'), [
+      "nodes[0].name: 'stg 1' is not a node name of 1-64 characters [A-Za-z0-9_.-]",
+      "pools[0].members[0].node: no node named 'stg1' (nodes: stg2, cli1)",
+      "stores[0].node: no node named 'stg1' (nodes: stg2, cli1)",
+    ]],
+    ['port out of range', (c) => (at(c, 'nodes', 0).port = 70000), ['nodes[0].port: must be an integer 1..65535, got 70000']],
+    ['no addresses', (c) => (at(c, 'nodes', 0).addresses = []), ['nodes[0].addresses: must not be empty']],
+    ['four addresses', (c) => (at(c, 'nodes', 0).addresses = ['a', 'b', 'c', 'd']), ['nodes[0].addresses: has 4 entries, at most 3 are allowed']],
+    ['same endpoint twice', (c) => (at(c, 'nodes', 1).addresses = ['127.0.0.2']), ["nodes[1].addresses[0]: address:port '127.0.0.2:1234' is already used by nodes[0].addresses[0]"]],
+    ['typo in a node key', (c) => (at(c, 'nodes', 0).adresses = ['x']), ['nodes[0].adresses: unknown setting (did you mean addresses?) (known: name, addresses, port, control_socket)']],
+    ['store on a non-member', (c) => (at(c, 'stores', 1).node = 'cli1'), [
+      "stores[1]: node cli1 is not a member of pool pool1 (add it under the pool's members)",
+      'pools[0].members[1]: node stg2 has no store for pool pool1 (add one under stores)',
+    ]],
+    ['store size not 4K aligned', (c) => (at(c, 'stores', 0).size = 4097), ['stores[0].size: 4097 is not a multiple of 4096']],
+    ['store size below a chunk', (c) => (at(c, 'stores', 0).size = '64K'), ['stores[0].size: 64K is smaller than one chunk of pool pool1 (128K)']],
+    ['store for an unknown pool', (c) => (at(c, 'stores', 0).pool = 'nope'), ["stores[0].pool: no pool named 'nope' (pools: pool1)"]],
+    ['two stores of one node in one pool', (c) => (at(c, 'stores', 1).node = 'stg1'), [
+      "stores[1]: node/pool 'stg1/pool1' is already used by stores[0]",
+      'pools[0].members[1]: node stg2 has no store for pool pool1 (add one under stores)',
+    ]],
+    ['device larger than the smallest store', (c) => (at(c, 'client', 'devices', 0).size = '2G'), ['client.devices[0].size: 2G is larger than the smallest store of pool pool1 (1G)']],
+    ['device for an unknown pool', (c) => (at(c, 'client', 'devices', 0).pool = 'p9'), ["client.devices[0].pool: no pool named 'p9' (pools: pool1)"]],
+    ['client on an unknown node', (c) => (at(c, 'client').node = 'x'), ["client.node: no node named 'x' (nodes: stg1, stg2, cli1)"]],
+    ['nbd tcp garbage', (c) => (at(c, 'client', 'nbd').tcp = 10809), ['client.nbd.tcp: must be host:port, got 10809']],
+    ['min_replicas above members', (c) => (at(c, 'pools', 0).min_replicas = 3), ['pools[0].min_replicas: must be an integer 1..2, got 3']],
+    ['no nodes', (c) => (c.nodes = []), [
+      'nodes: must not be empty',
+      "pools[0].members[0].node: no node named 'stg1' (nodes: none)",
+      "pools[0].members[1].node: no node named 'stg2' (nodes: none)",
+      "stores[0].node: no node named 'stg1' (nodes: none)",
+      "stores[1].node: no node named 'stg2' (nodes: none)",
+      "client.node: no node named 'cli1' (nodes: none)",
+    ]],
+    ['pools not a list', (c) => (c.pools = { name: 'p' }), [
+      'pools: must be a list, got a mapping',
+      "stores[0].pool: no pool named 'pool1' (pools: none)",
+      "stores[1].pool: no pool named 'pool1' (pools: none)",
+      "client.devices[0].pool: no pool named 'pool1' (pools: none)",
+    ]],
+  ];
+  for (const [what, fn, expected] of cases) {
+    assert.deepEqual(problems(() => validateClusterFile(edit(fn))), expected, what);
+  }
+});
+
+test('sizes and listen addresses', () => {
+  assert.equal(parseSize('128K'), 131072);
+  assert.equal(parseSize('128KiB'), 131072);
+  assert.equal(parseSize('1g'), 1 << 30);
+  assert.equal(parseSize('64T'), 64 * 2 ** 40);
+  assert.equal(parseSize('1.5G'), null);
+  assert.equal(parseSize('-1'), null);
+  assert.equal(parseSize('99999P'), null);
+  assert.equal(formatSize(131072), '128K');
+  assert.equal(formatSize(1000), '1000');
+  assert.deepEqual(parseListen('[fe80::1]:80'), { host: 'fe80::1', port: 80 });
+  assert.equal(parseListen('host:0'), null);
+  assert.equal(parseListen('::1:80'), null);
+});
