@@ -41,6 +41,8 @@ export interface SimOptions {
   duration_ms?: number;
   /** Print every trace line as it happens (replay). */
   echo?: boolean;
+  /** Indexes of scheduled faults to leave out (the shrinking search). */
+  drop_faults?: readonly number[];
   /** Deliberate bugs, to show the oracle catches them (mutation checks). */
   mutation?: 'skip_map_add' | 'no_piggyback' | null;
 }
@@ -57,6 +59,9 @@ export interface SimResult {
   sim_ms: number;
   members: number;
   faults: string[];
+  /** Faults the seed scheduled (indexes for drop_faults), and those that happened. */
+  scheduled_faults: number;
+  fault_log: string[];
 }
 
 const POOL = 'simpool';
@@ -122,9 +127,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     sim_ms: clock.now(),
     members,
     faults,
+    scheduled_faults: scheduled,
+    fault_log,
   });
   let next_id = 0;
   let reads_checked = 0;
+  let scheduled = 0;
+  const fault_log: string[] = [];
   // A violation seen inside a callback is recorded, not thrown: the production code under
   // test would catch it (a transport path treats a throwing handler as an internal error).
   let found: string | null = null;
@@ -385,50 +394,74 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       });
     };
     // ---- faults
-    const fault_log: string[] = [];
     const hosts = nodes.map((n) => n.host);
-    const fault = (): void => {
-      if (faults.length === 0) return;
-      const kind = faults[random.int(faults.length)] as FaultKind;
-      const h = hosts[random.int(hosts.length)] as string;
-      const other = random.float() < 0.5 ? 'client' : (hosts[random.int(hosts.length)] as string);
+    // The schedule is drawn up front from its own random stream, so a fault can be left out
+    // (drop_faults: the shrinking search for a shorter reproduction) without changing what
+    // the others are.
+    interface FaultSpec {
+      at: number;
+      kind: FaultKind;
+      h: string;
+      other: string;
+      node: number;
+      mode: 'process' | 'drop' | 'tear';
+      off: number;
+      heal_ms: number;
+    }
+    const fr = new SimRandom((seed ^ 0x9e3779b9) >>> 0);
+    const n_faults = faults.length === 0 ? 0 : 1 + fr.int(6);
+    const schedule: FaultSpec[] = [];
+    for (let i = 0; i < n_faults; i++) {
+      schedule.push({
+        at: fr.float() * duration,
+        kind: faults[fr.int(faults.length)] as FaultKind,
+        h: hosts[fr.int(hosts.length)] as string,
+        other: fr.float() < 0.5 ? 'client' : (hosts[fr.int(hosts.length)] as string),
+        node: fr.int(nodes.length),
+        mode: (['process', 'drop', 'tear'] as const)[fr.int(3)] ?? 'process',
+        off: fr.int(BLOCKS) * BLOCK,
+        heal_ms: 200 + fr.int(2000),
+      });
+    }
+    const fault = (f: FaultSpec, i: number): void => {
+      const { kind, h, other } = f;
       if (kind === 'link_cut') {
         const n = other === h ? net.cut(h) : net.cut(h, other) + net.cut(other, h);
-        fault_log.push(`cut ${h}-${other}`);
-        t(`fault: cut ${h}-${other} (${n} streams)`);
+        fault_log.push(`#${i} cut ${h}-${other}`);
+        t(`fault #${i}: cut ${h}-${other} (${n} streams)`);
       } else if (kind === 'partition' && other !== h) {
         net.partition(h, other, true);
-        fault_log.push(`partition ${h}-${other}`);
-        t(`fault: partition ${h}-${other}`);
-        clock.setTimer(200 + random.int(1500), () => {
+        fault_log.push(`#${i} partition ${h}-${other}`);
+        t(`fault #${i}: partition ${h}-${other}`);
+        clock.setTimer(f.heal_ms, () => {
           net.partition(h, other, false);
           t(`heal: partition ${h}-${other}`);
         });
       } else if (kind === 'crash') {
         // One node down at a time, and never while a node is still restarting.
         if (nodes.some((n) => !n.up)) return;
-        const n = nodes[random.int(nodes.length)] as SimNode;
-        const mode = (['process', 'drop', 'tear'] as const)[random.int(3)] ?? 'process';
+        const n = nodes[f.node] as SimNode;
         crashes.push(clock.now());
-        fault_log.push(`crash node${n.member} ${mode}`);
-        t(`fault: crash node${n.member} (${mode}; ${n.data.unflushedWrites} unflushed writes)`);
-        crashNode(n, mode);
-        clock.setTimer(300 + random.int(2000), () => restartNode(n));
+        fault_log.push(`#${i} crash node${n.member} ${f.mode}`);
+        t(`fault #${i}: crash node${n.member} (${f.mode}; ${n.data.unflushedWrites} unflushed writes)`);
+        crashNode(n, f.mode);
+        clock.setTimer(300 + f.heal_ms, () => restartNode(n));
       } else if (kind === 'disk_error') {
-        const node = nodes[random.int(nodes.length)] as (typeof nodes)[number];
-        const off = random.int(BLOCKS) * BLOCK;
-        node.data.faults.bad_ranges.push({ offset: off, length: BLOCK });
-        fault_log.push(`disk error node${node.member}@${off}`);
-        t(`fault: disk error node${node.member} at ${off}`);
-        clock.setTimer(300 + random.int(1000), () => {
+        const node = nodes[f.node] as SimNode;
+        node.data.faults.bad_ranges.push({ offset: f.off, length: BLOCK });
+        fault_log.push(`#${i} disk error node${node.member}@${f.off}`);
+        t(`fault #${i}: disk error node${node.member} at ${f.off}`);
+        clock.setTimer(100 + f.heal_ms, () => {
           node.data.faults.bad_ranges = [];
           t(`heal: disk node${node.member}`);
         });
       }
     };
     end_at = clock.now() + duration;
-    const n_faults = faults.length === 0 ? 0 : 1 + random.int(6);
-    for (let i = 0; i < n_faults; i++) clock.setTimer(random.float() * duration, fault);
+    schedule.forEach((f, i) => {
+      if (o.drop_faults?.includes(i) !== true) clock.setTimer(f.at, () => fault(f, i));
+    });
+    scheduled = schedule.length;
     for (let w = 0; w < 4; w++) issue();
     while (clock.now() < end_at && found === null) clock.runUntil(Math.min(end_at, clock.now() + 10));
     raise();
