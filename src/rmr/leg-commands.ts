@@ -46,12 +46,20 @@ export type LegCommandCallback = (status: number, value: number, reason: string 
 export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
   const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
   switch (cmd.kind) {
-    case 'join':
-      return answer(pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, chunk_size: pool.chunk_size, members: cmd.members }), pool.member_id);
+    case 'join': {
+      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, chunk_size: pool.chunk_size, members: cmd.members });
+      if (err !== null || from_sync || !pool.hasStore) return answer(err, pool.member_id);
+      // The membership is on disk before the client counts on it: a node that crashes right
+      // after its join restarts knowing its pool (found by the simulator, seed 3025).
+      return pool.persistMetadata((s) => cb(s, pool.member_id, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
     case 'rejoin':
       return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
-    case 'enable_pool':
-      return answer(from_sync ? null : pool.enable(cmd.enable));
+    case 'enable_pool': {
+      const err = from_sync ? null : pool.enable(cmd.enable);
+      if (err !== null || from_sync || !pool.hasStore) return answer(err);
+      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
     case 'map_ready':
       return answer(pool.mapReady(from_sync));
     case 'map_send':

@@ -119,6 +119,8 @@ export class ServerPool {
   readonly sm: ServerPoolStateMachine;
   private store: RegisteredStore | null = null;
   private intent: IntentLog | null = null;
+  /** Chunks of the intent record found after an unclean stop, not yet decided (see loadMetadata). */
+  private crash_chunks: DirtyMap<ParkedIo> | null = null;
   /** This node's own dirty chunks, kept aside during a map update (see mapReady). */
   private kept_own: DirtyMap<ParkedIo> | null = null;
   private md_writing = false;
@@ -288,29 +290,25 @@ export class ServerPool {
         }
         intent.load((s3, extents) => {
           if (s3 !== 0 || extents === null) return cb(s3 !== 0 ? s3 : Errno.EIO, null, 'intent record unreadable');
-          // A chunk of the record may lack writes that never became durable here: it is
-          // dirty for this node while some other member is clean for it (that member holds
-          // every durable write). When the stored maps say every other member missed writes
-          // there (entries made durable before the writes were acknowledged as durable, see
-          // syncMaps), this node is the only holder and stays the chunk's source. Found by
-          // the simulator (seed 8 with crashes: "another member is stale" is not enough).
-          const own = this.mapOf(this.member_id);
-          const others = [...this.maps.values()].filter((m) => m.member_id !== this.member_id);
-          let marked = 0;
+          // The record's chunks may lack writes that never became durable here. Whether
+          // this node must resync them is decided when it comes back: a map update from a
+          // NORMAL peer (which holds every durable write) makes them dirty for it; enabled
+          // directly as the last authoritative member, it is their source. Stored maps
+          // cannot decide it: their clears are written lazily. Found by the simulator
+          // (seeds 8 and 3025 with crashes). The record is kept until then.
+          const crash = new DirtyMap<ParkedIo>(this.member_id, this.no_of_chunks);
           const ext_bytes = 2 ** intent.extent_shift;
           for (const e of extents) {
             const start = e * ext_bytes;
             if (start >= this.mapped_size) continue;
             const end = Math.min(start + ext_bytes, this.mapped_size);
-            for (let c = Math.floor(start / this.chunk_size); c < Math.ceil(end / this.chunk_size); c++) {
-              if (others.some((m) => !m.isDirty(c))) marked += own.setDirty(c, 1);
-            }
+            const first = Math.floor(start / this.chunk_size);
+            crash.setDirty(first, Math.ceil(end / this.chunk_size) - first);
           }
+          const marked = crash.dirtyCount;
+          this.crash_chunks = marked > 0 ? crash : null;
           const report: RecoveryReport = { found: true, intent_chunks: marked, maps_lost, map_ver: this.map_ver };
-          this.persistMetadata((s4) => {
-            if (s4 !== 0) return cb(s4, null, 'could not persist the recovered maps');
-            intent.reset((s5) => cb(s5, s5 === 0 ? report : null, s5 === 0 ? null : 'could not clear the intent record'));
-          });
+          this.persistMetadata((s4) => cb(s4, s4 === 0 ? report : null, s4 === 0 ? null : 'could not persist the recovered maps'));
         });
       });
     });
@@ -441,11 +439,27 @@ export class ServerPool {
         this.maintenance = false;
         return null; // leaving maintenance does not enable; a map update will
       }
-      return this.sm.change('NORMAL', 'enable');
+      const err = this.sm.change('NORMAL', 'enable');
+      // Enabled directly (the last authoritative member, or a create): this node is the
+      // source of its intent chunks; nothing to resync here.
+      if (err === null && this.crash_chunks !== null) {
+        this.crash_chunks = null;
+        this.releaseRecoveredIntent();
+      }
+      return err;
     }
     const err = this.sm.change('NO_IO', 'maintenance on');
     if (err === null) this.maintenance = true;
     return err;
+  }
+
+  /** The recovered intent extents are dealt with: once the maps are durable, the record forgets them. */
+  private releaseRecoveredIntent(): void {
+    const intent = this.intent;
+    if (intent === null) return;
+    this.syncMaps((s) => {
+      if (s === 0) intent.reset(() => undefined);
+    });
   }
 
   /** LEAVE_POOL of the compute client. */
@@ -575,11 +589,16 @@ export class ServerPool {
     if (this.map_update_state !== 'READY') return `MAP_BUF_DONE while map update is ${this.map_update_state}`;
     if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
     this.map_ver = map_ver;
-    const kept = this.kept_own;
-    if (kept !== null) {
-      const own = this.mapOf(this.member_id);
+    const own = this.mapOf(this.member_id);
+    for (const kept of [this.kept_own, this.crash_chunks]) {
+      if (kept === null) continue;
       for (let p = 0; p < kept.page_count; p++) own.decodePage(p, kept.encodePage(p), 'merge');
-      this.kept_own = null;
+    }
+    this.kept_own = null;
+    if (this.crash_chunks !== null) {
+      this.crash_chunks = null;
+      this.map_changes++;
+      this.releaseRecoveredIntent();
     }
     this.map_update_state = 'DONE';
     return null;

@@ -241,7 +241,7 @@ test('the sync rate follows its share of application traffic within min and max'
   bs.close();
 });
 
-test('a restarted node restores pool_md and maps, and its intent record makes unflushed writes dirty for it', () => {
+test('a restarted node restores pool_md and maps; its intent chunks become dirty for it at a map update from a peer, not when enabled as the source', () => {
   const n = normal();
   // Member 2 missed chunks 1..2 (piggyback), recorded and persisted.
   const w = (off: number, len: number, fua: boolean, failed: number[] = []): number =>
@@ -264,6 +264,20 @@ test('a restarted node restores pool_md and maps, and its intent record makes un
   assert.equal(st, 0, why ?? '');
   assert.deepEqual(report, { found: true, intent_chunks: 1, maps_lost: null, map_ver: 4 });
   assert.equal(again.maps.get(2)?.dirtyCount, 2, 'the peer map survived');
+  assert.equal(again.ownMap()?.dirtyCount ?? 0, 0, 'undecided until the node comes back');
+  // Enabled directly (the last authoritative member): it is the source, nothing to resync.
+  const direct = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, () => undefined);
+  assert.equal(direct.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  const [st3] = run<[number, unknown]>(n.clock, (cb) => direct.loadMetadata((s, r) => cb([s, r])));
+  assert.equal(st3, 0);
+  const rejoin = { sync: false, create: false, dirty: false, rejoin: true, chunk_size: CHUNK, members: [] };
+  assert.equal(direct.join(rejoin), null);
+  assert.equal(direct.enable(true), null);
+  assert.equal(direct.ownMap()?.dirtyCount ?? 0, 0);
+  // Brought back by a map update from a NORMAL peer: the unflushed write is dirty for it.
+  assert.equal(again.join(rejoin), null);
+  assert.equal(again.mapReady(false), null);
+  assert.equal(again.mapBufDone(4), null);
   assert.equal(again.ownMap()?.isDirty(9), true, 'the unflushed write is dirty for this node');
   assert.equal(again.ownMap()?.dirtyCount, 1);
   // The store of another pool is refused.
