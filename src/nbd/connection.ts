@@ -142,12 +142,22 @@ export class NbdConnection {
   private onData(chunk: Buffer): void {
     if (this.phase === 'closed' || this.phase === 'draining') return;
     this.queue.push(chunk);
-    this.pump();
+    this.guarded(() => this.pump());
   }
 
   private onDrain(): void {
     this.write_blocked = false;
-    this.resumeIfPossible();
+    this.guarded(() => this.resumeIfPossible());
+  }
+
+  /** A bug in the parser must cost this connection, not the daemon (logged as an error). */
+  private guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.deps.logger.log('error', 'nbd connection failed on an internal error', { remote: this.remote, err: e instanceof Error ? e.stack ?? e.message : String(e) });
+      this.fail('internal error');
+    }
   }
 
   private onClose(err: Error | null): void {
