@@ -60,6 +60,8 @@ export interface ConnectionLimits {
   handshake_timeout_ms: number;
   /** How long a closing connection may take to flush its last replies. */
   linger_ms: number;
+  /** A client that takes none of our replies for this long is dropped (when a clock is given). */
+  reply_stall_timeout_ms: number;
   /** Extents per context in one block-status reply. */
   max_extents: number;
 }
@@ -72,6 +74,7 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   max_skip_bytes: 64 * 1024 * 1024,
   handshake_timeout_ms: 30_000,
   linger_ms: 5_000,
+  reply_stall_timeout_ms: 120_000,
   max_extents: 16_384,
 };
 
@@ -104,6 +107,7 @@ export class NbdConnection {
   private pumping = false;
   private pump_again = false;
   private timer: TimerId | null = null;
+  private stall_timer: TimerId | null = null;
 
   constructor(
     private readonly stream: NetStream,
@@ -147,6 +151,7 @@ export class NbdConnection {
 
   private onDrain(): void {
     this.write_blocked = false;
+    this.cancelStallTimer();
     this.guarded(() => this.resumeIfPossible());
   }
 
@@ -164,7 +169,7 @@ export class NbdConnection {
     const was = this.phase;
     this.phase = 'closed';
     this.queue.clear();
-    this.cancelTimer();
+    this.cancelTimers();
     if (was !== 'closed' && this.inflight > 0) {
       this.deps.logger.log('info', 'nbd client went away with requests in flight', { remote: this.remote, inflight: this.inflight });
     }
@@ -243,7 +248,7 @@ export class NbdConnection {
     if (out.kind === 'transmit') {
       this.exp = out.export;
       this.phase = 'transmission';
-      this.cancelTimer();
+      this.cancelHandshakeTimer();
       this.deps.logger.log('debug', 'nbd client attached', { remote: this.remote, export: out.export.name, structured: this.neg.structured });
     }
     return true;
@@ -493,6 +498,13 @@ export class NbdConnection {
     if (!this.stream.write(chunks)) {
       this.write_blocked = true;
       this.pauseReading();
+      const clock = this.deps.clock;
+      if (clock !== null && this.stall_timer === null) {
+        this.stall_timer = clock.setTimer(this.deps.limits.reply_stall_timeout_ms, () => {
+          this.stall_timer = null;
+          if (this.write_blocked) this.fail('client stopped taking replies');
+        });
+      }
     }
   }
 
@@ -507,7 +519,7 @@ export class NbdConnection {
   private endStream(): void {
     this.phase = 'closed';
     this.queue.clear();
-    this.cancelTimer();
+    this.cancelTimers();
     this.stream.end(this.deps.limits.linger_ms);
   }
 
@@ -517,7 +529,7 @@ export class NbdConnection {
     this.deps.logger.log(level, 'nbd connection closed', { remote: this.remote, reason });
     this.phase = 'closed';
     this.queue.clear();
-    this.cancelTimer();
+    this.cancelTimers();
     this.stream.destroy();
     return false;
   }
@@ -526,8 +538,18 @@ export class NbdConnection {
     this.deps.logger.log('error', 'block device broke its contract', { remote: this.remote, what });
   }
 
-  private cancelTimer(): void {
+  private cancelTimers(): void {
+    this.cancelHandshakeTimer();
+    this.cancelStallTimer();
+  }
+
+  private cancelHandshakeTimer(): void {
     if (this.timer !== null && this.deps.clock !== null) this.deps.clock.cancel(this.timer);
     this.timer = null;
+  }
+
+  private cancelStallTimer(): void {
+    if (this.stall_timer !== null && this.deps.clock !== null) this.deps.clock.cancel(this.stall_timer);
+    this.stall_timer = null;
   }
 }

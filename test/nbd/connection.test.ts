@@ -259,6 +259,20 @@ test('transmission with simple replies: IO, errors, out of range, read-only, ove
   assert.equal((await simple(ro)).error, 0);
 });
 
+test('a refused write whose payload is too large to skip closes the connection; garbage magic too', async () => {
+  const e = env({ max_skip_bytes: 512 * 1024 });
+  const a = e.connect().client;
+  await a.connect('mem');
+  a.request(Cmd.WRITE, 0, 16 * MiB); // header only: 16 MiB claimed, over the device maximum
+  await a.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'refused write payload of 16777216 bytes is too large to skip'), 1);
+  const b = e.connect().client;
+  await b.connect('mem');
+  b.send(Buffer.alloc(28, 0x41));
+  await b.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'bad request magic'), 1);
+});
+
 test('structured replies: OFFSET_DATA for reads, ERROR_OFFSET for failed reads, NONE for empty', async () => {
   const e = env();
   const { client } = e.connect();
@@ -423,6 +437,22 @@ test('handshake timeout closes a silent client (on the injected clock)', async (
   clock.runUntil(1001);
   await client.waitClosed();
   assert.equal(e.logger.count((l) => l.fields.reason === 'handshake timed out'), 1);
+});
+
+test('a client that takes no replies for reply_stall_timeout_ms is dropped (injected clock)', async () => {
+  const clock = new SimClock();
+  const e = env({ reply_stall_timeout_ms: 5000 }, clock, 64 * 1024);
+  const { client, clientEnd, serverEnd } = e.connect();
+  await client.connect('mem');
+  clientEnd.pauseReading();
+  for (let i = 0; i < 8; i++) client.request(Cmd.READ, 0, 64 * 1024);
+  await waitFor('replies backed up', () => serverEnd.pendingWriteBytes > 64 * 1024, 2000);
+  clock.runUntil(4999);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(serverEnd.isClosed, false);
+  clock.runUntil(5001);
+  await waitFor('server dropped the client', () => serverEnd.isClosed, 2000);
+  assert.equal(e.logger.count((l) => l.fields.reason === 'client stopped taking replies'), 1);
 });
 
 test('many connections to one export in parallel, each with its own region', async () => {
