@@ -15,7 +15,7 @@ import type { Listener } from '../../src/transport/net.js';
 import { NodeClock } from '../../src/util/node-ports.js';
 import { MemoryLogger } from '../../src/util/ports.js';
 import { FilterDevice } from '../util/filter-device.js';
-import { checkAll, checkFio, checkInfo, checkList, checkQemuImg, readMap, runOk, tempDir } from '../util/nbd-checks.js';
+import { checkAll, checkErrors, checkFio, checkInfo, checkList, checkQemuImg, readMap, runOk, tempDir } from '../util/nbd-checks.js';
 
 const SIZE = 64 << 20;
 const IMAGE = 32 << 20;
@@ -81,6 +81,11 @@ test('nbdinfo sees size, flags, description and contexts; --list names every exp
   await checkList(tcpUri(''), ['mem', 'plain', 'ro', 'scratch', 'corrupt']);
 });
 
+test('a real client (libnbd via nbdsh) sees EINVAL, ENOSPC and EPERM where the spec says', async () => {
+  await checkErrors(tcpUri('scratch'), { writable: true });
+  await checkErrors(unixUri('ro'), { writable: false });
+});
+
 test('nbdinfo --map: device allocation, server-made allocation and a custom context', async () => {
   await new Promise<void>((resolve, reject) => mem.write(4 << 20, Buffer.alloc(128 * 1024, 7), { fua: false }, (s) => (s === 0 ? resolve() : reject(new Error(`write ${s}`)))));
   const alloc = await readMap(tcpUri('mem'), SIZE);
@@ -110,6 +115,7 @@ test('data checks pass over a Unix socket', async () => {
 test('control: the same checks pass against nbdkit file', async () => {
   const uri = `nbd+unix:///?socket=${nbdkitSock}`;
   await checkInfo(uri, { size_bytes: SIZE, writable: true });
+  await checkErrors(uri, { writable: true });
   await checkAll(uri, { size_bytes: SIZE, image_bytes: IMAGE, fio_bytes: FIO, filesystem: true });
 });
 

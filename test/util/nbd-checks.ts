@@ -295,6 +295,41 @@ export async function checkFilesystem(uri: string, dir: string): Promise<void> {
   }
 }
 
+/**
+ * Errors as a real client (libnbd, strict checks off so the requests reach the server) sees
+ * them: read past the end is EINVAL, write past the end ENOSPC, a write to a read-only
+ * export EPERM; afterwards the connection still works. Python inside nbdsh.
+ */
+export async function checkErrors(uri: string, o: { writable: boolean }): Promise<void> {
+  const script = `
+import errno, json, sys
+h.set_strict_mode(0)
+h.connect_uri(${JSON.stringify(uri)})
+size = h.get_size()
+out = {}
+def code(f):
+    try:
+        f()
+        return "ok"
+    except nbd.Error as e:
+        return e.errno  # the errno name, e.g. "EINVAL"
+out["read_past_end"] = code(lambda: h.pread(512, size))
+if ${o.writable ? 'True' : 'False'}:
+    out["write_past_end"] = code(lambda: h.pwrite(b"x" * 512, size))
+else:
+    out["write_read_only"] = code(lambda: h.pwrite(b"x" * 512, 0))
+out["read_after"] = code(lambda: h.pread(512, 0))
+h.shutdown()
+print(json.dumps(out))
+`;
+  const r = await runOk('nbdsh', ['-c', script], 20_000);
+  const got = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
+  const want: Record<string, string> = o.writable
+    ? { read_past_end: 'EINVAL', write_past_end: 'ENOSPC', read_after: 'ok' }
+    : { read_past_end: 'EINVAL', write_read_only: 'EPERM', read_after: 'ok' };
+  for (const [k, v] of Object.entries(want)) if (got[k] !== v) fail(`nbdsh: ${k}`, { got, want });
+}
+
 /** Every data check in a row, for one export. */
 export async function checkAll(uri: string, o: { size_bytes: number; image_bytes: number; fio_bytes: number; filesystem: boolean }): Promise<void> {
   const dir = await tempDir();
