@@ -79,9 +79,9 @@ class NodeStream implements NetStream {
     private readonly highWaterMark: number,
   ) {
     // A Unix-socket peer has no address; name it after the socket path.
-    const unixPath = socket.remoteAddress === undefined && socket.localAddress === undefined ? unixPathOf(socket) : null;
-    this.remote = unixPath !== null ? `unix:${unixPath}` : hostPort(socket.remoteAddress, socket.remotePort);
-    this.local = unixPath !== null ? `unix:${unixPath}` : hostPort(socket.localAddress, socket.localPort);
+    const unixPath = socket.remoteAddress === undefined && socket.localAddress === undefined ? unixPathOf(socket) : '';
+    this.remote = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.remoteAddress, socket.remotePort);
+    this.local = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.localAddress, socket.localPort);
     // pause() before the 'data' listener keeps the socket out of flowing mode: bytes stay
     // in the kernel (or up to the readable high-water mark) until attach().
     socket.pause();
