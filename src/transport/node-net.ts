@@ -4,6 +4,7 @@
 
 import net from 'node:net';
 import tls from 'node:tls';
+import { lstatSync, unlinkSync } from 'node:fs';
 import type { Address, Listener, Net, NetStream, StreamHandlers, TlsOptions } from './net.js';
 
 /**
@@ -77,8 +78,10 @@ class NodeStream implements NetStream {
     private readonly socket: net.Socket,
     private readonly highWaterMark: number,
   ) {
-    this.remote = hostPort(socket.remoteAddress, socket.remotePort);
-    this.local = hostPort(socket.localAddress, socket.localPort);
+    // A Unix-socket peer has no address; name it after the socket path.
+    const unixPath = socket.remoteAddress === undefined && socket.localAddress === undefined ? unixPathOf(socket) : '';
+    this.remote = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.remoteAddress, socket.remotePort);
+    this.local = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.localAddress, socket.localPort);
     // pause() before the 'data' listener keeps the socket out of flowing mode: bytes stay
     // in the kernel (or up to the readable high-water mark) until attach().
     socket.pause();
@@ -328,6 +331,43 @@ export class NodeNet implements Net {
       });
     });
   }
+
+  /**
+   * Listens on a Unix socket (plain, no TLS). A stale socket file at `path` (left by a
+   * process that died) is removed first; any other kind of file there is an error.
+   * The listener's address is { host: path, port: 0 }; close() removes the socket file.
+   */
+  listenUnix(path: string, onConnection: (stream: NetStream) => void): Promise<Listener> {
+    try {
+      if (lstatSync(path, { throwIfNoEntry: false })?.isSocket() === true) unlinkSync(path);
+    } catch (e) {
+      return Promise.reject(toError(e));
+    }
+    const state = { open: true };
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+      if (!state.open) {
+        socket.destroy();
+        return;
+      }
+      onConnection(this.stream(socket));
+    });
+    return new Promise<Listener>((resolve, reject) => {
+      const onBindError = (err: Error): void => reject(err);
+      server.once('error', onBindError);
+      server.listen({ path }, () => {
+        server.removeListener('error', onBindError);
+        server.on('error', () => undefined);
+        resolve(new NodeListener(server, state, { host: path, port: 0 }));
+      });
+    });
+  }
+}
+
+/** The path a Unix-socket connection was accepted on ('' when unknown). */
+function unixPathOf(socket: net.Socket): string {
+  const server = (socket as net.Socket & { server?: net.Server }).server;
+  const a = server?.address();
+  return typeof a === 'string' ? a : '';
 }
 
 /** True when the server proved itself with the PSK rather than with a certificate. */

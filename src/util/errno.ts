@@ -19,6 +19,7 @@ export const Errno = {
   EROFS: -30,
   ELOOP: -40,
   EPROTO: -71,
+  EOVERFLOW: -75,
   EBADMSG: -74,
   EMSGSIZE: -90,
   EOPNOTSUPP: -95,

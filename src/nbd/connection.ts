@@ -1,0 +1,555 @@
+// One NBD client connection over a NetStream: the handshake, then transmission, with
+// bounded in-flight work and both directions of backpressure. Knows exports only as
+// BlockDevices; replies may go out in any order (NBD matches them by cookie).
+//
+//   phase          event                               next
+//   client_flags   4 bytes of known flags              options
+//   client_flags   unknown flags / not fixed newstyle  closed
+//   options        option handled, continue            options
+//   options        GO / EXPORT_NAME of an export       transmission
+//   options        ABORT, bad magic, limits, timeout   closed
+//   transmission   request                             transmission
+//   transmission   DISC or server shutdown             draining
+//   transmission   bad magic, unskippable payload      closed
+//   draining       last in-flight request answered     closed
+//   any            stream closed by the peer           closed (late completions dropped)
+
+import type { NetStream } from '../transport/net.js';
+import type { Clock, Logger, TimerId } from '../util/ports.js';
+import { errnoName } from '../util/errno.js';
+import type { BlockDevice, Extent } from './block-device.js';
+import { ByteQueue } from './byte-queue.js';
+import { allAllocated, checkRequest, clampExtents } from './commands.js';
+import { nbdError } from './errno-map.js';
+import { type ExportTable, type NbdExport, maxPayload } from './export-info.js';
+import { type Negotiated, handleOption, newNegotiated } from './handshake.js';
+import {
+  BASE_ALLOCATION,
+  CLIENT_FLAGS_KNOWN,
+  Cmd,
+  CmdFlag,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  NbdErr,
+  OPTION_HEADER_BYTES,
+  REQUEST_BYTES,
+  type OptionHeader,
+  type Request,
+  decodeOptionHeader,
+  decodeRequest,
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeGreeting,
+  encodeNoneChunk,
+  encodeOffsetDataHead,
+  encodeSimpleReply,
+} from './proto.js';
+
+export interface ConnectionLimits {
+  /** Requests handed to the device and not yet answered; reading pauses at this bound. */
+  max_inflight_requests: number;
+  /** Payload bytes (read lengths + write payloads) in flight; one request is always admitted. */
+  max_inflight_bytes: number;
+  /** Option data above this closes the connection (never allocated). */
+  max_option_bytes: number;
+  /** Options per connection before the handshake must have ended. */
+  max_options: number;
+  /** A refused write's payload up to this size is skipped; above it the connection closes. */
+  max_skip_bytes: number;
+  /** Handshake must be done within this (when a clock is given). */
+  handshake_timeout_ms: number;
+  /** How long a closing connection may take to flush its last replies. */
+  linger_ms: number;
+  /** A client that takes none of our replies for this long is dropped (when a clock is given). */
+  reply_stall_timeout_ms: number;
+  /** Extents per context in one block-status reply. */
+  max_extents: number;
+}
+
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  max_inflight_requests: 128,
+  max_inflight_bytes: 64 * 1024 * 1024,
+  max_option_bytes: 64 * 1024,
+  max_options: 4096,
+  max_skip_bytes: 64 * 1024 * 1024,
+  handshake_timeout_ms: 30_000,
+  linger_ms: 5_000,
+  reply_stall_timeout_ms: 120_000,
+  max_extents: 16_384,
+};
+
+export interface ConnectionDeps {
+  table: ExportTable;
+  limits: ConnectionLimits;
+  logger: Logger;
+  clock: Clock | null;
+  onClosed: (c: NbdConnection) => void;
+}
+
+export type Phase = 'client_flags' | 'options' | 'transmission' | 'draining' | 'closed';
+
+export class NbdConnection {
+  phase: Phase = 'client_flags';
+  /** Requests at the device (and bytes they carry); exposed for tests and metrics. */
+  inflight = 0;
+  inflight_bytes = 0;
+  private readonly queue = new ByteQueue();
+  private neg: Negotiated = newNegotiated(false);
+  private exp: NbdExport | null = null;
+  private option: OptionHeader | null = null;
+  private options_seen = 0;
+  /** A write whose payload is still arriving, or whose refused payload is being skipped. */
+  private pending: Request | null = null;
+  private pending_error = 0;
+  private skip_left = 0;
+  private write_blocked = false;
+  private read_paused = false;
+  private pumping = false;
+  private pump_again = false;
+  private timer: TimerId | null = null;
+  private stall_timer: TimerId | null = null;
+
+  constructor(
+    private readonly stream: NetStream,
+    private readonly deps: ConnectionDeps,
+  ) {
+    stream.attach({
+      onData: (chunk) => this.onData(chunk),
+      onDrain: () => this.onDrain(),
+      onClose: (err) => this.onClose(err),
+    });
+    this.send([encodeGreeting()]);
+    if (deps.clock !== null) {
+      this.timer = deps.clock.setTimer(deps.limits.handshake_timeout_ms, () => {
+        this.timer = null;
+        if (this.phase === 'client_flags' || this.phase === 'options') this.fail('handshake timed out');
+      });
+    }
+  }
+
+  get remote(): string {
+    return this.stream.remote;
+  }
+
+  get exportName(): string | null {
+    return this.exp?.name ?? null;
+  }
+
+  /** Server shutdown: no new requests; answer what is in flight, then close. */
+  shutdown(): void {
+    if (this.phase === 'client_flags' || this.phase === 'options') this.fail('server shutting down', 'info');
+    else if (this.phase === 'transmission') this.startDraining();
+  }
+
+  // ---- stream events ----
+
+  private onData(chunk: Buffer): void {
+    if (this.phase === 'closed' || this.phase === 'draining') return;
+    this.queue.push(chunk);
+    this.guarded(() => this.pump());
+  }
+
+  private onDrain(): void {
+    this.write_blocked = false;
+    this.cancelStallTimer();
+    this.guarded(() => this.resumeIfPossible());
+  }
+
+  /** A bug in the parser must cost this connection, not the daemon (logged as an error). */
+  private guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.deps.logger.log('error', 'nbd connection failed on an internal error', { remote: this.remote, err: e instanceof Error ? e.stack ?? e.message : String(e) });
+      this.fail('internal error');
+    }
+  }
+
+  private onClose(err: Error | null): void {
+    const was = this.phase;
+    this.phase = 'closed';
+    this.queue.clear();
+    this.cancelTimers();
+    if (was !== 'closed' && this.inflight > 0) {
+      this.deps.logger.log('info', 'nbd client went away with requests in flight', { remote: this.remote, inflight: this.inflight });
+    }
+    if (err !== null && was !== 'closed') this.deps.logger.log('debug', 'nbd stream error', { remote: this.remote, err: err.message });
+    this.deps.onClosed(this);
+  }
+
+  // ---- the parser loop: one owner of the control flow ----
+
+  private pump(): void {
+    if (this.pumping) {
+      this.pump_again = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pump_again = false;
+        while (this.step());
+      } while (this.pump_again);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Consumes one unit of input; false when it must wait (bytes, drain, completions). */
+  private step(): boolean {
+    if (this.write_blocked) {
+      this.pauseReading();
+      return false;
+    }
+    switch (this.phase) {
+      case 'client_flags':
+        return this.stepClientFlags();
+      case 'options':
+        return this.stepOption();
+      case 'transmission':
+        return this.stepRequest();
+      case 'draining':
+        this.queue.clear();
+        return false;
+      case 'closed':
+        return false;
+    }
+  }
+
+  private stepClientFlags(): boolean {
+    if (this.queue.length < 4) return false;
+    const flags = this.queue.take(4).readUInt32BE(0);
+    if ((flags & ~CLIENT_FLAGS_KNOWN) !== 0) return this.fail(`unknown client flags 0x${flags.toString(16)}`);
+    if ((flags & FLAG_FIXED_NEWSTYLE) === 0) return this.fail('client does not speak fixed newstyle');
+    this.neg = newNegotiated((flags & FLAG_NO_ZEROES) !== 0);
+    this.phase = 'options';
+    return true;
+  }
+
+  private stepOption(): boolean {
+    if (this.option === null) {
+      if (this.queue.length < OPTION_HEADER_BYTES) return false;
+      const h = decodeOptionHeader(this.queue.take(OPTION_HEADER_BYTES));
+      if (!h.magic_ok) return this.fail('bad option magic');
+      if (++this.options_seen > this.deps.limits.max_options) return this.fail('too many options');
+      if (h.length > this.deps.limits.max_option_bytes) return this.fail(`option ${h.option} length ${h.length} over the limit`);
+      this.option = h;
+    }
+    const opt = this.option;
+    if (this.queue.length < opt.length) return false;
+    this.option = null;
+    const out = handleOption(this.neg, this.deps.table, opt.option, this.queue.take(opt.length));
+    if (out.replies.length > 0) this.send(out.replies);
+    if (out.kind === 'close') {
+      this.deps.logger.log('info', 'nbd handshake ended', { remote: this.remote, reason: out.reason });
+      this.endStream();
+      return false;
+    }
+    if (out.kind === 'transmit') {
+      this.exp = out.export;
+      this.phase = 'transmission';
+      this.cancelHandshakeTimer();
+      this.deps.logger.log('debug', 'nbd client attached', { remote: this.remote, export: out.export.name, structured: this.neg.structured });
+    }
+    return true;
+  }
+
+  private stepRequest(): boolean {
+    const dev = (this.exp as NbdExport).device;
+    if (this.pending !== null) return this.stepPayload(dev, this.pending);
+    if (!this.admissible()) {
+      this.pauseReading();
+      return false;
+    }
+    if (this.queue.length < REQUEST_BYTES) return false;
+    const r = decodeRequest(this.queue.take(REQUEST_BYTES));
+    if (!r.magic_ok) return this.fail('bad request magic');
+    if (r.type === Cmd.DISC) {
+      this.startDraining();
+      return false;
+    }
+    const err = checkRequest(r, { device: dev, structured: this.neg.structured, meta_count: this.neg.meta.length });
+    if (r.type === Cmd.WRITE && r.length > 0) {
+      if (err !== 0 && r.length > this.deps.limits.max_skip_bytes) return this.fail(`refused write payload of ${r.length} bytes is too large to skip`);
+      this.pending = r;
+      this.pending_error = err;
+      this.skip_left = err !== 0 ? r.length : 0;
+      return true;
+    }
+    if (err !== 0) this.replyError(r, err, 'request refused');
+    else this.execute(dev, r);
+    return true;
+  }
+
+  private stepPayload(dev: BlockDevice, r: Request): boolean {
+    if (this.pending_error !== 0) {
+      this.skip_left -= this.queue.skip(this.skip_left);
+      if (this.skip_left > 0) return false;
+      this.pending = null;
+      this.replyError(r, this.pending_error, 'write refused');
+      return true;
+    }
+    if (this.queue.length < r.length) return false;
+    const data = this.queue.take(r.length);
+    this.pending = null;
+    this.write(dev, r, data);
+    return true;
+  }
+
+  // ---- execution ----
+
+  private execute(dev: BlockDevice, r: Request): void {
+    switch (r.type) {
+      case Cmd.READ:
+        return this.read(dev, r);
+      case Cmd.WRITE:
+        return this.replyOk(r); // zero-length write: nothing to do
+      case Cmd.FLUSH:
+        return this.flush(dev, r);
+      case Cmd.TRIM:
+      case Cmd.WRITE_ZEROES:
+        return this.trimOrZero(dev, r);
+      case Cmd.BLOCK_STATUS:
+        return this.blockStatus(dev, r);
+      default:
+        return this.replyError(r, NbdErr.EINVAL, 'unknown command');
+    }
+  }
+
+  private read(dev: BlockDevice, r: Request): void {
+    if (r.length === 0) return this.replyRead(r, Buffer.alloc(0));
+    this.begin(r.length);
+    let settled = false;
+    dev.read(r.offset, r.length, (status, data) => {
+      if (settled) return this.contractBroken('read');
+      settled = true;
+      if (!this.end(r.length)) return;
+      if (status !== 0) this.replyError(r, nbdError(status), `read failed: ${errnoName(status)}`, r.offset);
+      else if (data === null || data.length !== r.length) {
+        this.contractBroken('read data length');
+        this.replyError(r, NbdErr.EIO, 'device returned a short read', r.offset);
+      } else this.replyRead(r, data);
+      this.after();
+    });
+  }
+
+  private write(dev: BlockDevice, r: Request, data: Buffer): void {
+    this.begin(data.length);
+    let settled = false;
+    dev.write(r.offset, data, { fua: (r.flags & CmdFlag.FUA) !== 0 }, (status) => {
+      if (settled) return this.contractBroken('write');
+      settled = true;
+      if (!this.end(data.length)) return;
+      this.replyStatus(r, status, 'write');
+      this.after();
+    });
+  }
+
+  private flush(dev: BlockDevice, r: Request): void {
+    this.begin(0);
+    let settled = false;
+    dev.flush((status) => {
+      if (settled) return this.contractBroken('flush');
+      settled = true;
+      if (!this.end(0)) return;
+      this.replyStatus(r, status, 'flush');
+      this.after();
+    });
+  }
+
+  /** Trim and write-zeroes are split at the device's maximum IO size, pieces in order. */
+  private trimOrZero(dev: BlockDevice, r: Request): void {
+    if (r.length === 0) return this.replyOk(r);
+    const piece_max = maxPayload(dev);
+    const trim = r.type === Cmd.TRIM;
+    const fua = (r.flags & CmdFlag.FUA) !== 0;
+    const zflags = { fua, no_hole: (r.flags & CmdFlag.NO_HOLE) !== 0, fast_zero: (r.flags & CmdFlag.FAST_ZERO) !== 0 };
+    let at = r.offset;
+    let left = r.length;
+    this.begin(0);
+    const next = (): void => {
+      const n = Math.min(left, piece_max);
+      let settled = false;
+      const cb = (status: number): void => {
+        if (settled) return this.contractBroken(trim ? 'trim' : 'write zeroes');
+        settled = true;
+        at += n;
+        left -= n;
+        if (status === 0 && left > 0 && this.phase !== 'closed') return next();
+        if (!this.end(0)) return;
+        this.replyStatus(r, status, trim ? 'trim' : 'write zeroes');
+        this.after();
+      };
+      if (trim) dev.trim(at, n, { fua }, cb);
+      else dev.writeZeroes(at, n, zflags, cb);
+    };
+    next();
+  }
+
+  private blockStatus(dev: BlockDevice, r: Request): void {
+    const sel = this.neg.meta;
+    const length = Math.min(r.length, maxPayload(dev), dev.size_bytes - r.offset);
+    const req_one = (r.flags & CmdFlag.REQ_ONE) !== 0;
+    const results: (Extent[] | null)[] = sel.map(() => null);
+    let failed = 0;
+    let waiting = sel.length;
+    const device_base = dev.metaContexts().includes(BASE_ALLOCATION);
+    this.begin(0);
+    const settle = (i: number, status: number, extents: readonly Extent[] | null): void => {
+      if (status !== 0) failed ||= nbdError(status);
+      else {
+        const clamped = clampExtents(extents, length, req_one, this.deps.limits.max_extents);
+        if (clamped === null) {
+          this.contractBroken('block status extents');
+          failed ||= NbdErr.EIO;
+        }
+        results[i] = clamped;
+      }
+      if (--waiting > 0) return;
+      if (!this.end(0)) return;
+      if (failed !== 0) this.replyError(r, failed, 'block status failed');
+      else {
+        const chunks = sel.map((m, k) => encodeBlockStatusChunk(r.cookie_hi, r.cookie_lo, m.id, results[k] as Extent[], k === sel.length - 1));
+        this.send(chunks);
+      }
+      this.after();
+    };
+    sel.forEach((m, i) => {
+      if (m.name === BASE_ALLOCATION && !device_base) return settle(i, 0, allAllocated(r.offset, length, dev.size_bytes));
+      let settled = false;
+      dev.blockStatus(m.name, r.offset, length, (status, extents) => {
+        if (settled) return this.contractBroken('block status');
+        settled = true;
+        settle(i, status, extents);
+      });
+    });
+  }
+
+  // ---- replies ----
+
+  private replyOk(r: Request): void {
+    this.send([encodeSimpleReply(r.cookie_hi, r.cookie_lo, 0)]);
+  }
+
+  private replyStatus(r: Request, status: number, what: string): void {
+    if (status === 0) this.replyOk(r);
+    else this.replyError(r, nbdError(status), `${what} failed: ${errnoName(status)}`);
+  }
+
+  private replyRead(r: Request, data: Buffer): void {
+    if (!this.neg.structured) this.send(data.length > 0 ? [encodeSimpleReply(r.cookie_hi, r.cookie_lo, 0), data] : [encodeSimpleReply(r.cookie_hi, r.cookie_lo, 0)]);
+    else if (data.length === 0) this.send([encodeNoneChunk(r.cookie_hi, r.cookie_lo)]);
+    else this.send([encodeOffsetDataHead(r.cookie_hi, r.cookie_lo, r.offset, data.length, true), data]);
+  }
+
+  /** Reads and block status need a structured error once negotiated; the rest use simple replies. */
+  private replyError(r: Request, error: number, msg: string, offset: number | null = null): void {
+    const structured = this.neg.structured && (r.type === Cmd.READ || r.type === Cmd.BLOCK_STATUS);
+    if (structured) this.send([encodeErrorChunk(r.cookie_hi, r.cookie_lo, error, msg, offset)]);
+    else this.send([encodeSimpleReply(r.cookie_hi, r.cookie_lo, error)]);
+  }
+
+  // ---- flow control ----
+
+  private begin(bytes: number): void {
+    this.inflight++;
+    this.inflight_bytes += bytes;
+  }
+
+  /** Accounts a completion; false when the client is gone and the answer must be dropped. */
+  private end(bytes: number): boolean {
+    this.inflight--;
+    this.inflight_bytes -= bytes;
+    if (this.phase === 'closed') return false;
+    return true;
+  }
+
+  private after(): void {
+    if (this.phase === 'draining') {
+      if (this.inflight === 0) this.endStream();
+      return;
+    }
+    this.resumeIfPossible();
+  }
+
+  private admissible(): boolean {
+    const l = this.deps.limits;
+    return this.inflight < l.max_inflight_requests && (this.inflight === 0 || this.inflight_bytes < l.max_inflight_bytes);
+  }
+
+  private pauseReading(): void {
+    if (this.read_paused) return;
+    this.read_paused = true;
+    this.stream.pauseReading();
+  }
+
+  private resumeIfPossible(): void {
+    if (this.phase === 'closed' || this.write_blocked) return;
+    if (this.phase === 'transmission' && this.pending === null && !this.admissible()) return;
+    if (this.read_paused) {
+      this.read_paused = false;
+      this.stream.resumeReading();
+    }
+    this.pump();
+  }
+
+  private send(chunks: Buffer[]): void {
+    if (this.phase === 'closed') return;
+    if (!this.stream.write(chunks)) {
+      this.write_blocked = true;
+      this.pauseReading();
+      const clock = this.deps.clock;
+      if (clock !== null && this.stall_timer === null) {
+        this.stall_timer = clock.setTimer(this.deps.limits.reply_stall_timeout_ms, () => {
+          this.stall_timer = null;
+          if (this.write_blocked) this.fail('client stopped taking replies');
+        });
+      }
+    }
+  }
+
+  private startDraining(): void {
+    this.phase = 'draining';
+    this.pending = null;
+    this.queue.clear();
+    this.pauseReading();
+    if (this.inflight === 0) this.endStream();
+  }
+
+  private endStream(): void {
+    this.phase = 'closed';
+    this.queue.clear();
+    this.cancelTimers();
+    this.stream.end(this.deps.limits.linger_ms);
+  }
+
+  /** Protocol violation: log the reason and drop the connection. Returns false for step(). */
+  private fail(reason: string, level: 'info' | 'warn' = 'warn'): false {
+    if (this.phase === 'closed') return false;
+    this.deps.logger.log(level, 'nbd connection closed', { remote: this.remote, reason });
+    this.phase = 'closed';
+    this.queue.clear();
+    this.cancelTimers();
+    this.stream.destroy();
+    return false;
+  }
+
+  private contractBroken(what: string): void {
+    this.deps.logger.log('error', 'block device broke its contract', { remote: this.remote, what });
+  }
+
+  private cancelTimers(): void {
+    this.cancelHandshakeTimer();
+    this.cancelStallTimer();
+  }
+
+  private cancelHandshakeTimer(): void {
+    if (this.timer !== null && this.deps.clock !== null) this.deps.clock.cancel(this.timer);
+    this.timer = null;
+  }
+
+  private cancelStallTimer(): void {
+    if (this.stall_timer !== null && this.deps.clock !== null) this.deps.clock.cancel(this.stall_timer);
+    this.stall_timer = null;
+  }
+}

@@ -1,0 +1,97 @@
+// The NBD server: named exports (name -> BlockDevice + description) and the connections
+// accepted for them. It never listens itself: whoever owns the sockets (TCP, Unix, TLS, or an
+// in-memory stream in tests) hands each accepted NetStream to accept().
+
+import type { NetStream } from '../transport/net.js';
+import { type Clock, type Logger, nullLogger } from '../util/ports.js';
+import type { BlockDevice } from './block-device.js';
+import { type ConnectionLimits, DEFAULT_LIMITS, NbdConnection } from './connection.js';
+import { type ExportTable, type NbdExport, checkDevice } from './export-info.js';
+
+export interface NbdServerOptions {
+  limits?: Partial<ConnectionLimits>;
+  logger?: Logger;
+  /** Arms the handshake timeout; without it a silent client holds its socket until it leaves. */
+  clock?: Clock;
+  /** The export a client gets for the empty name; default: the first export added. */
+  default_export?: string;
+  /** Connections at once, across all exports; beyond it new streams are closed at once. */
+  max_connections?: number;
+}
+
+export class NbdServer implements ExportTable {
+  readonly connections = new Set<NbdConnection>();
+  private readonly exports = new Map<string, NbdExport>();
+  private readonly limits: ConnectionLimits;
+  private readonly logger: Logger;
+  private readonly clock: Clock | null;
+  private readonly default_export: string | null;
+  private readonly max_connections: number;
+  private closing = false;
+  private idle_waiters: (() => void)[] = [];
+  /** Connections refused because of max_connections or shutdown. */
+  refused = 0;
+
+  constructor(opts: NbdServerOptions = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.logger = opts.logger ?? nullLogger;
+    this.clock = opts.clock ?? null;
+    this.default_export = opts.default_export ?? null;
+    this.max_connections = opts.max_connections ?? 1024;
+  }
+
+  addExport(name: string, device: BlockDevice, description = ''): void {
+    if (this.exports.has(name)) throw new Error(`export ${name} exists`);
+    checkDevice(name, device);
+    this.exports.set(name, { name, description, device });
+  }
+
+  /** Removes an export for new clients; connected clients keep their device. */
+  removeExport(name: string): boolean {
+    return this.exports.delete(name);
+  }
+
+  find(name: string): NbdExport | undefined {
+    const e = this.exports.get(name);
+    if (e !== undefined || name !== '') return e;
+    if (this.default_export !== null) return this.exports.get(this.default_export);
+    return this.exports.values().next().value;
+  }
+
+  all(): readonly NbdExport[] {
+    return [...this.exports.values()];
+  }
+
+  accept(stream: NetStream): void {
+    if (this.closing || this.connections.size >= this.max_connections) {
+      this.refused++;
+      this.logger.log('warn', 'nbd connection refused', { remote: stream.remote, reason: this.closing ? 'shutting down' : 'too many connections' });
+      stream.attach({ onData: () => undefined, onDrain: () => undefined, onClose: () => undefined });
+      stream.destroy();
+      return;
+    }
+    const conn = new NbdConnection(stream, {
+      table: this,
+      limits: this.limits,
+      logger: this.logger,
+      clock: this.clock,
+      onClosed: (c) => {
+        this.connections.delete(c);
+        if (this.connections.size === 0) for (const w of this.idle_waiters.splice(0)) w();
+      },
+    });
+    // The connection may have closed inside its constructor (stream already dead).
+    if (conn.phase !== 'closed') this.connections.add(conn);
+  }
+
+  /**
+   * Stops taking connections, lets every attached client's in-flight requests finish and
+   * closes all connections; resolves when the last one is closed.
+   */
+  close(): Promise<void> {
+    this.closing = true;
+    for (const c of [...this.connections]) c.shutdown();
+    if (this.connections.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idle_waiters.push(resolve));
+  }
+}

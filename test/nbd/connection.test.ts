@@ -1,0 +1,483 @@
+// The NBD server's protocol state machine over in-memory streams (no sockets): handshake
+// options, transmission commands with simple and structured replies, errors, bounds,
+// backpressure in both directions, disconnects mid-request, DISC, shutdown, many clients.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { NbdServer } from '../../src/nbd/server.js';
+import { MemBlockDevice } from '../../src/nbd/mem-device.js';
+import type { ConnectionLimits } from '../../src/nbd/connection.js';
+import { Cmd, CmdFlag, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, NbdErr, Opt, Rep, ReplyType, TFlag, readU64 } from '../../src/nbd/proto.js';
+import { Errno } from '../../src/util/errno.js';
+import { MemoryLogger } from '../../src/util/ports.js';
+import { SimClock } from '../../src/sim/sim-clock.js';
+import { FilterDevice } from '../util/filter-device.js';
+import { memStreamPair, type MemEnd } from '../util/mem-stream.js';
+import { WireClient, goData, metaData, type Reply } from '../util/nbd-wire-client.js';
+import { waitFor } from '../util/wait.js';
+
+const MiB = 1 << 20;
+
+interface Env {
+  server: NbdServer;
+  logger: MemoryLogger;
+  mem: MemBlockDevice;
+  held: FilterDevice;
+  connect(): { client: WireClient; serverEnd: MemEnd; clientEnd: MemEnd };
+}
+
+function env(limits: Partial<ConnectionLimits> = {}, clock?: SimClock, hwm?: number): Env {
+  const logger = new MemoryLogger();
+  const server = new NbdServer({ logger, limits, ...(clock !== undefined ? { clock } : {}) });
+  const mem = new MemBlockDevice({ size_bytes: 4 * MiB, dirty_context: 'rmr:dirty:1', block_sizes: { minimum: 512, preferred: 4096, maximum: 256 * 1024 } });
+  const held = new FilterDevice(new MemBlockDevice({ size_bytes: 4 * MiB }), { hold: true });
+  server.addExport('mem', mem, 'memory');
+  server.addExport('ro', new MemBlockDevice({ size_bytes: MiB, writable: false }));
+  server.addExport('held', held);
+  return {
+    server,
+    logger,
+    mem,
+    held,
+    connect: () => {
+      const [c, s] = memStreamPair(hwm);
+      server.accept(s);
+      return { client: new WireClient(c), serverEnd: s, clientEnd: c };
+    },
+  };
+}
+
+function flags(client: WireClient, f = FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES): void {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(f, 0);
+  client.send(b);
+}
+
+async function simple(client: WireClient): Promise<Extract<Reply, { kind: 'simple' }>> {
+  const r = await client.reply();
+  assert.equal(r.kind, 'simple');
+  return r;
+}
+
+test('option phase: LIST, INFO, unknown options and errors keep the negotiation going', async () => {
+  const e = env();
+  const { client } = e.connect();
+  assert.equal(await client.greeting(), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+  flags(client);
+
+  client.sendOption(Opt.LIST);
+  const list = await client.optionReplies();
+  assert.deepEqual(list.map((r) => r.type), [Rep.SERVER, Rep.SERVER, Rep.SERVER, Rep.ACK]);
+  assert.equal(list[0]?.data.toString('utf8', 4, 7), 'mem');
+
+  client.sendOption(99, Buffer.from('junk'));
+  assert.equal((await client.optionReply()).type, Rep.ERR_UNSUP);
+  client.sendOption(Opt.STARTTLS);
+  assert.equal((await client.optionReply()).type, Rep.ERR_UNSUP);
+  client.sendOption(Opt.LIST, Buffer.from('x'));
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID);
+
+  client.sendOption(Opt.INFO, goData('mem', [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE]));
+  const info = await client.optionReplies();
+  const byType = new Map(info.filter((r) => r.type === Rep.INFO).map((r) => [r.data.readUInt16BE(0), r.data]));
+  assert.equal(readU64(byType.get(Info.EXPORT) as Buffer, 2), 4 * MiB);
+  assert.equal(byType.get(Info.NAME)?.toString('utf8', 2), 'mem');
+  assert.equal(byType.get(Info.DESCRIPTION)?.toString('utf8', 2), 'memory');
+  const bs = byType.get(Info.BLOCK_SIZE) as Buffer;
+  assert.deepEqual([bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)], [512, 4096, 256 * 1024]);
+  assert.equal(info[info.length - 1]?.type, Rep.ACK);
+
+  client.sendOption(Opt.INFO, goData('nope'));
+  assert.equal((await client.optionReply()).type, Rep.ERR_UNKNOWN);
+  const bad = goData('mem');
+  bad.writeUInt32BE(0xfffffff0, 0); // name length far beyond the data
+  client.sendOption(Opt.GO, bad);
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID);
+  client.sendOption(Opt.GO, Buffer.concat([goData('mem', [Info.NAME]), Buffer.from([0])]));
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID, 'trailing byte after the info list');
+
+  const { size, flags: tflags } = await (async () => {
+    client.sendOption(Opt.GO, goData(''));
+    const r = await client.optionReplies();
+    const ex = r.find((x) => x.type === Rep.INFO && x.data.readUInt16BE(0) === Info.EXPORT) as { data: Buffer };
+    return { size: readU64(ex.data, 2), flags: ex.data.readUInt16BE(10) };
+  })();
+  assert.equal(size, 4 * MiB, 'the empty name is the default (first) export');
+  assert.ok(tflags & TFlag.CAN_MULTI_CONN && tflags & TFlag.SEND_FAST_ZERO);
+  client.request(Cmd.READ, 0, 512);
+  assert.equal((await simple(client)).data?.length, 512);
+});
+
+test('meta contexts: LIST with prefixes, SET needs structured replies, ids are used in BLOCK_STATUS', async () => {
+  const e = env();
+  const { client } = e.connect();
+  await client.greeting();
+  flags(client);
+  client.sendOption(Opt.LIST_META_CONTEXT, metaData('mem', []));
+  assert.deepEqual((await client.optionReplies()).filter((r) => r.type === Rep.META_CONTEXT).map((r) => r.data.toString('utf8', 4)), ['base:allocation', 'rmr:dirty:1']);
+  client.sendOption(Opt.LIST_META_CONTEXT, metaData('mem', ['base:']));
+  assert.deepEqual((await client.optionReplies()).filter((r) => r.type === Rep.META_CONTEXT).map((r) => r.data.toString('utf8', 4)), ['base:allocation']);
+  client.sendOption(Opt.LIST_META_CONTEXT, metaData('mem', ['rmr:', 'other:thing']));
+  assert.deepEqual((await client.optionReplies()).filter((r) => r.type === Rep.META_CONTEXT).map((r) => r.data.toString('utf8', 4)), ['rmr:dirty:1']);
+  client.sendOption(Opt.SET_META_CONTEXT, metaData('mem', ['base:allocation']));
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID);
+  const broken = metaData('mem', ['base:allocation']);
+  broken.writeUInt32BE(1000, 4 + 3); // query count beyond the data
+  client.sendOption(Opt.LIST_META_CONTEXT, broken);
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID);
+  client.sendOption(Opt.LIST_META_CONTEXT, metaData('nope', []));
+  assert.equal((await client.optionReply()).type, Rep.ERR_UNKNOWN);
+
+  client.sendOption(Opt.STRUCTURED_REPLY);
+  assert.equal((await client.optionReply()).type, Rep.ACK);
+  client.sendOption(Opt.SET_META_CONTEXT, metaData('mem', ['base:allocation', 'rmr:dirty:1', 'x:y']));
+  const set = (await client.optionReplies()).filter((r) => r.type === Rep.META_CONTEXT);
+  const ids = new Map(set.map((r) => [r.data.readUInt32BE(0), r.data.toString('utf8', 4)]));
+  assert.deepEqual([...ids.values()], ['base:allocation', 'rmr:dirty:1']);
+  client.sendOption(Opt.GO, goData('mem'));
+  assert.equal((await client.optionReplies()).pop()?.type, Rep.ACK);
+
+  const payload = Buffer.alloc(64 * 1024, 1);
+  client.request(Cmd.WRITE, 128 * 1024, payload.length, { payload });
+  assert.equal((await simple(client)).error, 0);
+  client.request(Cmd.BLOCK_STATUS, 0, 4 * MiB);
+  const chunks = await client.chunks();
+  assert.equal(chunks.length, 2);
+  const got = new Map<string, { length: number; flags: number }[]>();
+  for (const c of chunks) {
+    assert.ok(c.kind === 'chunk' && c.type === ReplyType.BLOCK_STATUS);
+    const name = ids.get(c.payload.readUInt32BE(0)) as string;
+    const ext = [];
+    for (let at = 4; at < c.payload.length; at += 8) ext.push({ length: c.payload.readUInt32BE(at), flags: c.payload.readUInt32BE(at + 4) });
+    got.set(name, ext);
+  }
+  assert.deepEqual(got.get('base:allocation'), [{ length: 256 * 1024, flags: 0 }], 'server-made, cut at the device maximum');
+  assert.deepEqual(got.get('rmr:dirty:1'), [
+    { length: 128 * 1024, flags: 0 },
+    { length: 64 * 1024, flags: 1 },
+    { length: 64 * 1024, flags: 0 },
+  ]);
+  client.request(Cmd.BLOCK_STATUS, 0, 4 * MiB, { flags: CmdFlag.REQ_ONE });
+  for (const c of await client.chunks()) assert.ok(c.kind === 'chunk' && c.payload.length === 12, 'one extent per context');
+});
+
+test('EXPORT_NAME: zeroes unless NO_ZEROES; unknown name closes; ABORT is acknowledged then closed', async () => {
+  const e = env();
+  const a = e.connect().client;
+  await a.greeting();
+  flags(a, FLAG_FIXED_NEWSTYLE);
+  a.sendOption(Opt.EXPORT_NAME, Buffer.from('mem'));
+  const rep = await a.read(134);
+  assert.equal(readU64(rep, 0), 4 * MiB);
+  assert.ok(rep.subarray(10).every((b) => b === 0));
+  a.request(Cmd.FLUSH, 0, 0);
+  assert.equal((await simple(a)).error, 0);
+
+  const b = e.connect().client;
+  await b.greeting();
+  flags(b);
+  b.sendOption(Opt.EXPORT_NAME, Buffer.from('nope'));
+  await b.waitClosed();
+
+  const c = e.connect().client;
+  await c.greeting();
+  flags(c);
+  c.sendOption(Opt.ABORT);
+  assert.equal((await c.optionReply()).type, Rep.ACK);
+  await c.waitClosed();
+});
+
+test('hostile handshakes close the connection without allocating: flags, magic, huge option', async () => {
+  const e = env();
+  const a = e.connect().client;
+  await a.greeting();
+  flags(a, 0x80);
+  await a.waitClosed();
+  const b = e.connect().client;
+  await b.greeting();
+  flags(b);
+  b.send(Buffer.from('IHAVEOPX\0\0\0\x07\0\0\0\0', 'latin1'));
+  await b.waitClosed();
+  const c = e.connect().client;
+  await c.greeting();
+  flags(c);
+  const h = Buffer.alloc(16);
+  h.write('IHAVEOPT', 'latin1');
+  h.writeUInt32BE(Opt.GO, 8);
+  h.writeUInt32BE(0xffffffff, 12);
+  c.send(h);
+  await c.waitClosed();
+  assert.ok(e.logger.count((l) => l.fields.reason === `option ${Opt.GO} length 4294967295 over the limit`) === 1);
+  await waitFor('connections gone', () => e.server.connections.size === 0, 2000);
+});
+
+test('transmission with simple replies: IO, errors, out of range, read-only, oversize', async () => {
+  const e = env();
+  const { client } = e.connect();
+  await client.connect('mem');
+  const data = Buffer.alloc(8192);
+  for (let i = 0; i < data.length; i++) data[i] = i % 251;
+  client.request(Cmd.WRITE, 4096, data.length, { payload: data, flags: CmdFlag.FUA });
+  assert.equal((await simple(client)).error, 0);
+  client.request(Cmd.READ, 4096, data.length);
+  assert.deepEqual((await simple(client)).data, data);
+  client.request(Cmd.WRITE_ZEROES, 4096, 4096, { flags: CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO });
+  assert.equal((await simple(client)).error, 0);
+  client.request(Cmd.TRIM, 8192, 4096);
+  assert.equal((await simple(client)).error, 0);
+  client.request(Cmd.READ, 4096, 8192);
+  assert.ok((await simple(client)).data?.every((b) => b === 0));
+  client.request(Cmd.TRIM, 0, 4 * MiB, { flags: CmdFlag.FUA });
+  assert.equal((await simple(client)).error, 0, 'trim beyond the max IO size is split');
+
+  client.request(Cmd.READ, 4 * MiB - 512, 1024);
+  assert.equal((await simple(client)).error, NbdErr.EINVAL);
+  client.request(Cmd.WRITE, 4 * MiB - 512, 1024, { payload: Buffer.alloc(1024) });
+  assert.equal((await simple(client)).error, NbdErr.ENOSPC);
+  client.request(Cmd.READ, 0, 256 * 1024 + 1);
+  assert.equal((await simple(client)).error, NbdErr.EOVERFLOW);
+  // An oversize write's payload is skipped (not buffered whole) and the stream stays in sync.
+  client.request(Cmd.WRITE, 0, MiB, { payload: Buffer.alloc(MiB, 9) });
+  assert.equal((await simple(client)).error, NbdErr.EINVAL);
+  client.request(Cmd.BLOCK_STATUS, 0, 512);
+  assert.equal((await simple(client)).error, NbdErr.EINVAL, 'no structured replies, no block status');
+  client.request(Cmd.CACHE, 0, 512);
+  assert.equal((await simple(client)).error, NbdErr.EINVAL);
+  client.request(Cmd.READ, 0, 0);
+  assert.equal((await simple(client)).error, 0);
+  client.request(Cmd.READ, 4096, 16);
+  assert.equal((await simple(client)).error, 0, 'still in sync after all that');
+  assert.equal(e.mem.snapshot(0, 4096).every((b) => b === 0), true, 'refused writes changed nothing');
+
+  const ro = e.connect().client;
+  await ro.connect('ro');
+  ro.request(Cmd.WRITE, 0, 512, { payload: Buffer.alloc(512, 1) });
+  assert.equal((await simple(ro)).error, NbdErr.EPERM);
+  ro.request(Cmd.TRIM, 0, 512);
+  assert.equal((await simple(ro)).error, NbdErr.EPERM);
+  ro.request(Cmd.READ, 0, 512);
+  assert.equal((await simple(ro)).error, 0);
+});
+
+test('a refused write whose payload is too large to skip closes the connection; garbage magic too', async () => {
+  const e = env({ max_skip_bytes: 512 * 1024 });
+  const a = e.connect().client;
+  await a.connect('mem');
+  a.request(Cmd.WRITE, 0, 16 * MiB); // header only: 16 MiB claimed, over the device maximum
+  await a.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'refused write payload of 16777216 bytes is too large to skip'), 1);
+  const b = e.connect().client;
+  await b.connect('mem');
+  b.send(Buffer.alloc(28, 0x41));
+  await b.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'bad request magic'), 1);
+});
+
+test('structured replies: OFFSET_DATA for reads, ERROR_OFFSET for failed reads, NONE for empty', async () => {
+  const e = env();
+  const { client } = e.connect();
+  await client.connect('mem', { structured: true });
+  client.request(Cmd.READ, 512, 1024, { flags: CmdFlag.DF });
+  const [c] = await client.chunks();
+  assert.ok(c?.kind === 'chunk' && c.type === ReplyType.OFFSET_DATA && c.flags === 1);
+  assert.equal(readU64(c.payload, 0), 512);
+  assert.equal(c.payload.length, 8 + 1024);
+  client.request(Cmd.READ, 0, 0);
+  const [n] = await client.chunks();
+  assert.ok(n?.kind === 'chunk' && n.type === ReplyType.NONE && n.flags === 1);
+  client.request(Cmd.READ, 4 * MiB, 512);
+  const [err] = await client.chunks();
+  assert.ok(err?.kind === 'chunk' && err.type === ReplyType.ERROR && err.payload.readUInt32BE(0) === NbdErr.EINVAL);
+  client.request(Cmd.BLOCK_STATUS, 0, 512);
+  const [nometa] = await client.chunks();
+  assert.ok(nometa?.kind === 'chunk' && nometa.type === ReplyType.ERROR, 'no contexts selected');
+
+  e.held.opts = { fail: { read: Errno.EIO } };
+  const h = e.connect().client;
+  await h.connect('held', { structured: true });
+  h.request(Cmd.READ, 4096, 512);
+  const [fe] = await h.chunks();
+  assert.ok(fe?.kind === 'chunk' && fe.type === ReplyType.ERROR_OFFSET);
+  assert.equal(fe.payload.readUInt32BE(0), NbdErr.EIO);
+  const msg_len = fe.payload.readUInt16BE(4);
+  assert.equal(readU64(fe.payload, 6 + msg_len), 4096);
+});
+
+test('device errors map to NBD errors', async () => {
+  const e = env();
+  e.held.opts = { fail: { write: Errno.ENOSPC, flush: Errno.ESHUTDOWN, zero: Errno.EOPNOTSUPP, trim: Errno.ETIMEDOUT, read: Errno.ENOMEM } };
+  const { client } = e.connect();
+  await client.connect('held');
+  client.request(Cmd.WRITE, 0, 512, { payload: Buffer.alloc(512) });
+  assert.equal((await simple(client)).error, NbdErr.ENOSPC);
+  client.request(Cmd.FLUSH, 0, 0);
+  assert.equal((await simple(client)).error, NbdErr.ESHUTDOWN);
+  client.request(Cmd.WRITE_ZEROES, 0, 512, { flags: CmdFlag.FAST_ZERO });
+  assert.equal((await simple(client)).error, NbdErr.ENOTSUP);
+  client.request(Cmd.TRIM, 0, 512);
+  assert.equal((await simple(client)).error, NbdErr.EIO);
+  client.request(Cmd.READ, 0, 512);
+  assert.equal((await simple(client)).error, NbdErr.ENOMEM);
+});
+
+test('in-flight requests are bounded: reading pauses at the bound and resumes as completions drain', async () => {
+  const e = env({ max_inflight_requests: 4 });
+  e.held.opts = { hold: true };
+  const { client, serverEnd } = e.connect();
+  await client.connect('held');
+  for (let i = 0; i < 20; i++) client.request(Cmd.READ, i * 4096, 4096);
+  await waitFor('4 held', () => e.held.heldCount === 4, 2000);
+  await waitFor('server end paused', () => serverEnd.isPaused, 2000);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(e.held.started, 4, 'nothing beyond the bound reached the device');
+  let replies = 0;
+  while (replies < 20) {
+    await waitFor('held', () => e.held.heldCount > 0, 2000);
+    e.held.release(1);
+    assert.equal((await simple(client)).error, 0);
+    replies++;
+  }
+  assert.ok(e.held.max_active <= 4);
+  assert.equal(serverEnd.isPaused, false);
+});
+
+test('in-flight bytes are bounded too (one request is always admitted)', async () => {
+  const e = env({ max_inflight_bytes: 64 * 1024 });
+  e.held.opts = { hold: true };
+  const { client } = e.connect();
+  await client.connect('held');
+  for (let i = 0; i < 6; i++) client.request(Cmd.READ, 0, 48 * 1024);
+  await waitFor('2 held', () => e.held.heldCount === 2, 2000);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(e.held.started, 2);
+  for (let i = 0; i < 6; i++) {
+    await waitFor('held', () => e.held.heldCount > 0, 2000);
+    e.held.release(1);
+    await simple(client);
+  }
+});
+
+test('a client that stops reading replies stops the server from taking more requests', async () => {
+  const e = env({}, undefined, 256 * 1024);
+  const { client, clientEnd, serverEnd } = e.connect();
+  await client.connect('mem');
+  const ops0 = e.mem.ops;
+  clientEnd.pauseReading();
+  for (let i = 0; i < 16; i++) client.request(Cmd.READ, 0, 64 * 1024);
+  await waitFor('replies backed up', () => serverEnd.pendingWriteBytes > 256 * 1024, 2000);
+  for (let i = 0; i < 32; i++) client.request(Cmd.READ, 0, 64 * 1024);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(e.mem.ops - ops0, 16, 'no new request was taken while replies were stuck');
+  assert.ok(serverEnd.isPaused);
+  clientEnd.resumeReading();
+  for (let i = 0; i < 48; i++) assert.equal((await simple(client)).data?.length, 64 * 1024);
+});
+
+test('a client disconnecting mid-request: late completions are dropped, nothing throws', async () => {
+  const e = env();
+  e.held.opts = { hold: true };
+  const { client, clientEnd } = e.connect();
+  await client.connect('held');
+  for (let i = 0; i < 8; i++) client.request(Cmd.READ, i * 4096, 4096);
+  client.request(Cmd.WRITE, 0, 4096, { payload: Buffer.alloc(4096, 3) });
+  client.request(Cmd.WRITE, 0, 8192); // header only: the payload never comes
+  await waitFor('9 held', () => e.held.heldCount === 9, 2000);
+  clientEnd.destroy();
+  await waitFor('connection gone', () => e.server.connections.size === 0, 2000);
+  e.held.release();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(e.logger.count((l) => l.msg === 'nbd client went away with requests in flight'), 1);
+  assert.equal(e.logger.count((l) => l.level === 'error'), 0);
+});
+
+test('DISC: in-flight requests are answered, then the server closes', async () => {
+  const e = env();
+  e.held.opts = { hold: true };
+  const { client } = e.connect();
+  await client.connect('held');
+  client.request(Cmd.WRITE, 0, 512, { payload: Buffer.alloc(512, 1) });
+  client.request(Cmd.DISC, 0, 0);
+  client.request(Cmd.READ, 0, 512); // after DISC: ignored
+  await waitFor('held', () => e.held.heldCount === 1, 2000);
+  e.held.release();
+  assert.equal((await simple(client)).error, 0);
+  await client.waitClosed();
+  assert.equal(e.held.started, 1);
+});
+
+test('server close waits for in-flight requests and refuses new connections', async () => {
+  const e = env();
+  e.held.opts = { hold: true };
+  const { client } = e.connect();
+  await client.connect('held');
+  const pending = e.connect().client;
+  await pending.greeting();
+  client.request(Cmd.FLUSH, 0, 0);
+  await waitFor('held', () => e.held.heldCount === 1, 2000);
+  let closed = false;
+  const done = e.server.close().then(() => (closed = true));
+  await pending.waitClosed();
+  assert.equal(closed, false);
+  e.held.release();
+  assert.equal((await simple(client)).error, 0);
+  await done;
+  const late = e.connect().client;
+  await late.waitClosed();
+  assert.equal(e.server.refused, 1);
+});
+
+test('handshake timeout closes a silent client (on the injected clock)', async () => {
+  const clock = new SimClock();
+  const e = env({ handshake_timeout_ms: 1000 }, clock);
+  const { client } = e.connect();
+  await client.greeting();
+  clock.runUntil(999);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(client.closed, false);
+  clock.runUntil(1001);
+  await client.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'handshake timed out'), 1);
+});
+
+test('a client that takes no replies for reply_stall_timeout_ms is dropped (injected clock)', async () => {
+  const clock = new SimClock();
+  const e = env({ reply_stall_timeout_ms: 5000 }, clock, 64 * 1024);
+  const { client, clientEnd, serverEnd } = e.connect();
+  await client.connect('mem');
+  clientEnd.pauseReading();
+  for (let i = 0; i < 8; i++) client.request(Cmd.READ, 0, 64 * 1024);
+  await waitFor('replies backed up', () => serverEnd.pendingWriteBytes > 64 * 1024, 2000);
+  clock.runUntil(4999);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(serverEnd.isClosed, false);
+  clock.runUntil(5001);
+  await waitFor('server dropped the client', () => serverEnd.isClosed, 2000);
+  assert.equal(e.logger.count((l) => l.fields.reason === 'client stopped taking replies'), 1);
+});
+
+test('many connections to one export in parallel, each with its own region', async () => {
+  const e = env();
+  const clients = await Promise.all(
+    Array.from({ length: 64 }, async (_, i) => {
+      const { client } = e.connect();
+      await client.connect('mem', { structured: i % 2 === 0 });
+      return client;
+    }),
+  );
+  assert.equal(e.server.connections.size, 64);
+  await Promise.all(
+    clients.map(async (c, i) => {
+      const region = 16 * 1024;
+      const data = Buffer.alloc(region, i + 1);
+      for (let k = 0; k < 4; k++) c.request(Cmd.WRITE, i * region + k * 4096, 4096, { payload: data.subarray(k * 4096, (k + 1) * 4096) });
+      for (let k = 0; k < 4; k++) assert.equal((await c.reply()).kind, 'simple');
+      c.request(Cmd.READ, i * region, region);
+      const r = await c.reply();
+      const got = r.kind === 'simple' ? r.data : r.payload.subarray(8);
+      assert.deepEqual(got, data);
+      c.request(Cmd.DISC, 0, 0);
+      await c.waitClosed();
+    }),
+  );
+  await waitFor('all closed', () => e.server.connections.size === 0, 2000);
+});

@@ -1,0 +1,113 @@
+// A BlockDevice in front of another, in the spirit of nbdkit filters: it can fail operations
+// with a chosen status, corrupt read data (to prove the data checks catch a broken server)
+// and hold completions until the test releases them (to observe in-flight bounds).
+
+import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../src/nbd/block-device.js';
+
+export type OpName = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'status';
+
+export interface FilterOptions {
+  /** Status returned instead of calling the inner device. */
+  fail?: Partial<Record<OpName, number>>;
+  /** Flip one bit in every read's data. */
+  corrupt_reads?: boolean;
+  /** Keep completions until release(). */
+  hold?: boolean;
+}
+
+export class FilterDevice implements BlockDevice {
+  readonly size_bytes: number;
+  readonly block_sizes: BlockSizes;
+  readonly writable: boolean;
+  readonly can_trim: boolean;
+  readonly can_zero: boolean;
+  readonly can_fast_zero: boolean;
+  readonly multi_conn: boolean;
+  /** Operations started and not completed; the highest value seen. */
+  active = 0;
+  max_active = 0;
+  started = 0;
+  private held: (() => void)[] = [];
+
+  constructor(
+    private readonly inner: BlockDevice,
+    public opts: FilterOptions = {},
+  ) {
+    this.size_bytes = inner.size_bytes;
+    this.block_sizes = inner.block_sizes;
+    this.writable = inner.writable;
+    this.can_trim = inner.can_trim;
+    this.can_zero = inner.can_zero;
+    this.can_fast_zero = inner.can_fast_zero;
+    this.multi_conn = inner.multi_conn;
+  }
+
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  /** Completes up to `n` held operations (all by default), in order. */
+  release(n = Infinity): number {
+    const take = this.held.splice(0, Math.min(n, this.held.length));
+    for (const f of take) f();
+    return take.length;
+  }
+
+  metaContexts(): readonly string[] {
+    return this.inner.metaContexts();
+  }
+
+  read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
+    const fail = this.opts.fail?.read;
+    this.run(
+      (done) => (fail !== undefined ? queueMicrotask(() => done(fail, null)) : this.inner.read(offset, length, done)),
+      (status: number, data: Buffer | null) => {
+        if (status === 0 && data !== null && data.length > 0 && this.opts.corrupt_reads === true) {
+          const i = data.length >> 1;
+          data[i] = (data[i] as number) ^ 0x01;
+        }
+        cb(status, data);
+      },
+    );
+  }
+
+  write(offset: number, data: Buffer, flags: WriteFlags, cb: (status: number) => void): void {
+    this.simple('write', (done) => this.inner.write(offset, data, flags, done), cb);
+  }
+
+  trim(offset: number, length: number, flags: WriteFlags, cb: (status: number) => void): void {
+    this.simple('trim', (done) => this.inner.trim(offset, length, flags, done), cb);
+  }
+
+  writeZeroes(offset: number, length: number, flags: ZeroFlags, cb: (status: number) => void): void {
+    this.simple('zero', (done) => this.inner.writeZeroes(offset, length, flags, done), cb);
+  }
+
+  flush(cb: (status: number) => void): void {
+    this.simple('flush', (done) => this.inner.flush(done), cb);
+  }
+
+  blockStatus(context: string, offset: number, length: number, cb: (status: number, extents: Extent[] | null) => void): void {
+    const fail = this.opts.fail?.status;
+    this.run((done) => (fail !== undefined ? queueMicrotask(() => done(fail, null)) : this.inner.blockStatus(context, offset, length, done)), cb);
+  }
+
+  private simple(op: OpName, call: (done: (status: number) => void) => void, cb: (status: number) => void): void {
+    const fail = this.opts.fail?.[op];
+    this.run((done: (status: number) => void) => (fail !== undefined ? queueMicrotask(() => done(fail)) : call(done)), cb);
+  }
+
+  private run<A extends unknown[]>(start: (done: (...a: A) => void) => void, cb: (...a: A) => void): void {
+    this.started++;
+    this.active++;
+    this.max_active = Math.max(this.max_active, this.active);
+    start((...a: A) => {
+      const finish = (): void => {
+        this.active--;
+        cb(...a);
+      };
+      if (this.opts.hold === true) this.held.push(finish);
+      else finish();
+    });
+  }
+}
