@@ -14,7 +14,7 @@ import { NodeClock } from '../../src/util/node-ports.js';
 import { MemoryLogger } from '../../src/util/ports.js';
 import { makeBrmrCluster, type BrmrCluster } from '../util/brmr-cluster.js';
 import { waitFor } from '../util/wait.js';
-import { checkErrors, checkFilesystem, checkFio, checkInfo, checkNbdcopy, checkQemuImg, checkQemuIo, readMap, tempDir } from '../util/nbd-checks.js';
+import { checkErrors, checkFilesystem, checkList, checkFio, checkInfo, checkNbdcopy, checkQemuImg, checkQemuIo, readMap, tempDir } from '../util/nbd-checks.js';
 
 const SIZE = 64 << 20;
 let cluster: BrmrCluster;
@@ -61,6 +61,11 @@ after(async () => {
 test('nbdinfo: size, flags (multi-conn, trim, zero, FUA), both dirty contexts', async () => {
   await checkInfo(tcpUri(), { size_bytes: SIZE, writable: true, multi_conn: true, can_trim: true, can_zero: true, contexts: ['base:allocation', 'rmr:dirty:1', 'rmr:dirty:2'] });
   await checkErrors(tcpUri(), { writable: true });
+  await checkList(tcpUri(), ['rmr']);
+  const alloc = await readMap(unixUri(), SIZE);
+  assert.ok(alloc.length >= 1, 'base:allocation answers for the whole export');
+  const dirty = await readMap(unixUri(), SIZE, 'rmr:dirty:1');
+  assert.ok(dirty.every((e) => e.type === 0), 'nothing dirty on a healthy pool');
 });
 
 test('qemu-io pattern write/read/discard/write-zeroes; members identical', async () => {
@@ -68,10 +73,10 @@ test('qemu-io pattern write/read/discard/write-zeroes; members identical', async
   await identical('qemu-io');
 });
 
-test('qemu-img convert in and out of a random 32 MiB image; members identical', async () => {
+test('qemu-img convert in and out of a random 64 MiB image; members identical', async () => {
   const d = await tempDir();
   try {
-    await checkQemuImg(unixUri(), 32 << 20, d);
+    await checkQemuImg(unixUri(), SIZE, d);
   } finally {
     await rm(d, { recursive: true, force: true });
   }
