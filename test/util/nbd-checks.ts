@@ -213,6 +213,8 @@ export async function checkFio(uri: string, io_bytes: number, dir: string): Prom
       '--iodepth=16',
       '--verify=crc32c',
       '--verify_fatal=1',
+      // fio would otherwise leave its verify state file in the working directory.
+      '--verify_state_save=0',
       '--output-format=json',
       `--output=${out}`,
     ],
