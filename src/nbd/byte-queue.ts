@@ -41,7 +41,7 @@ export class ByteQueue {
   }
 
   /** Drops up to `n` bytes without copying them; returns how many were dropped. */
-  skip(n: number): number {
+  drop(n: number): number {
     let left = Math.min(n, this.bytes);
     const dropped = left;
     while (left > 0) {

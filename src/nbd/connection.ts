@@ -283,7 +283,7 @@ export class NbdConnection {
 
   private stepPayload(dev: BlockDevice, r: Request): boolean {
     if (this.pending_error !== 0) {
-      this.skip_left -= this.queue.skip(this.skip_left);
+      this.skip_left -= this.queue.drop(this.skip_left);
       if (this.skip_left > 0) return false;
       this.pending = null;
       this.replyError(r, this.pending_error, 'write refused');

@@ -94,7 +94,7 @@ test('ByteQueue hands out exactly the bytes pushed, across any chunking', () => 
       takes.forEach((n, i) => {
         const k = Math.min(n, q.length);
         if (i % 2 === 0) assert.deepEqual(q.take(k), all.subarray(at, at + k));
-        else assert.equal(q.skip(n), k);
+        else assert.equal(q.drop(n), k);
         at += k;
       });
       assert.equal(q.length, all.length - at);
