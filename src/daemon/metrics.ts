@@ -80,8 +80,8 @@ abstract class Metric<S extends Series> {
   }
 }
 
-export class Counter extends Metric<ScalarSeries> {
-  readonly type = 'counter';
+/** A metric with one number per series (counter, gauge), optionally read at scrape time. */
+abstract class ScalarMetric extends Metric<ScalarSeries> {
   private readonly collect: (() => Iterable<readonly [Labels, number]>) | undefined;
   constructor(registry: MetricsRegistry, name: string, help: string, label_names: readonly string[], collect?: () => Iterable<readonly [Labels, number]>) {
     super(registry, name, help, label_names);
@@ -90,10 +90,13 @@ export class Counter extends Metric<ScalarSeries> {
   protected create(values: string[]): ScalarSeries {
     return { values, value: 0 };
   }
-  inc(labels?: Labels, n = 1): void {
-    if (!(n >= 0)) throw new Error(`counter ${this.name} cannot go down (inc by ${n})`);
+  protected add(labels: Labels | undefined, n: number): void {
     const s = this.at(labels);
     if (s !== undefined) s.value += n;
+  }
+  protected put(labels: Labels | undefined, v: number): void {
+    const s = this.at(labels);
+    if (s !== undefined) s.value = v;
   }
   get(labels?: Labels): number {
     return this.at(labels)?.value ?? 0;
@@ -101,47 +104,31 @@ export class Counter extends Metric<ScalarSeries> {
   expose(out: string[]): void {
     if (this.collect !== undefined) {
       this.remove();
-      for (const [labels, v] of this.collect()) {
-        const s = this.at(labels);
-        if (s !== undefined) s.value = v;
-      }
+      for (const [labels, v] of this.collect()) this.put(labels, v);
     }
     this.header(out);
     for (const s of this.sortedSeries()) out.push(sample(this.name, this.label_names, s.values, s.value));
   }
 }
 
-export class Gauge extends Metric<ScalarSeries> {
+export class Counter extends ScalarMetric {
+  readonly type = 'counter';
+  inc(labels?: Labels, n = 1): void {
+    if (!(n >= 0)) throw new Error(`counter ${this.name} cannot go down (inc by ${n})`);
+    this.add(labels, n);
+  }
+}
+
+export class Gauge extends ScalarMetric {
   readonly type = 'gauge';
-  private readonly collect: (() => Iterable<readonly [Labels, number]>) | undefined;
-  constructor(registry: MetricsRegistry, name: string, help: string, label_names: readonly string[], collect?: () => Iterable<readonly [Labels, number]>) {
-    super(registry, name, help, label_names);
-    this.collect = collect;
-  }
-  protected create(values: string[]): ScalarSeries {
-    return { values, value: 0 };
-  }
   set(labels: Labels | undefined, v: number): void {
-    const s = this.at(labels);
-    if (s !== undefined) s.value = v;
+    this.put(labels, v);
   }
   inc(labels?: Labels, n = 1): void {
-    const s = this.at(labels);
-    if (s !== undefined) s.value += n;
+    this.add(labels, n);
   }
   dec(labels?: Labels, n = 1): void {
-    this.inc(labels, -n);
-  }
-  get(labels?: Labels): number {
-    return this.at(labels)?.value ?? 0;
-  }
-  expose(out: string[]): void {
-    if (this.collect !== undefined) {
-      this.remove();
-      for (const [labels, v] of this.collect()) this.set(labels, v);
-    }
-    this.header(out);
-    for (const s of this.sortedSeries()) out.push(sample(this.name, this.label_names, s.values, s.value));
+    this.add(labels, -n);
   }
 }
 
