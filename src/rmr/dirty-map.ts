@@ -111,8 +111,9 @@ export class DirtyMap<W = unknown> {
   /** True if any chunk of [first, first+count) is dirty. */
   anyDirty(first: number, count: number): boolean {
     this.checkRange(first, count);
-    for (let c = first; c < first + count; c++) if (this.isDirty(c)) return true;
-    return false;
+    if (count === 0) return false;
+    const d = this.nextDirty(first);
+    return d >= 0 && d < first + count;
   }
 
   /** Marks [first, first+count) dirty; returns how many chunks were newly dirtied. */

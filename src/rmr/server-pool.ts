@@ -679,26 +679,42 @@ export class ServerPool {
    */
   intentToMap(ranges: readonly (readonly [number, number])[], with_intent: boolean): number | string {
     for (const [first, count] of ranges) if (first + count > this.no_of_chunks || count < 0) return `chunk range ${first}+${count} beyond ${this.no_of_chunks}`;
-    const chunks = new Set<number>();
-    for (const [first, count] of ranges) for (let c = first; c < first + count; c++) chunks.add(c);
+    // Ranges, not a set of chunks: a range may cover the whole device (2^30 chunks at 64 TiB).
+    const all: (readonly [number, number])[] = [...ranges];
     const intent = this.intent;
     if (with_intent && intent !== null) {
       const ext_bytes = 2 ** intent.extent_shift;
       for (const e of intent.recorded()) {
         const start = e * ext_bytes;
         if (start >= this.mapped_size) continue;
-        const end = Math.min(start + ext_bytes, this.mapped_size);
-        for (let c = Math.floor(start / this.chunk_size); c < Math.ceil(end / this.chunk_size); c++) chunks.add(c);
+        const first = Math.floor(start / this.chunk_size);
+        all.push([first, Math.ceil(Math.min(start + ext_bytes, this.mapped_size) / this.chunk_size) - first]);
       }
     }
     const own = this.mapOf(this.member_id);
     const ids = [...this.maps.keys()].sort((a, b) => a - b);
+    const others = ids.filter((id) => id !== this.member_id).map((id) => this.maps.get(id) as DirtyMap<ParkedIo>);
     let sourced = 0;
-    for (const c of [...chunks].sort((a, b) => a - b)) {
-      const source = !own.isDirty(c) ? this.member_id : ids.find((id) => !(this.maps.get(id) as DirtyMap<ParkedIo>).isDirty(c));
-      if (source === undefined) continue;
-      for (const id of ids) if (id !== source) (this.maps.get(id) as DirtyMap<ParkedIo>).setDirty(c, 1);
-      sourced++;
+    for (const [first, count] of all) {
+      const end = first + count;
+      for (let pos = first; pos < end; ) {
+        // A run this node is clean for: it is the source, every other member resyncs the run.
+        const d = own.nextDirty(pos);
+        const clean_end = d < 0 || d >= end ? end : d;
+        if (clean_end > pos) {
+          for (const m of others) m.setDirty(pos, clean_end - pos);
+          sourced += clean_end - pos;
+          pos = clean_end;
+          continue;
+        }
+        // A chunk this node lacks: the lowest member clean for it is the source.
+        const source = ids.find((id) => !(this.maps.get(id) as DirtyMap<ParkedIo>).isDirty(pos));
+        if (source !== undefined) {
+          for (const id of ids) if (id !== source) (this.maps.get(id) as DirtyMap<ParkedIo>).setDirty(pos, 1);
+          sourced++;
+        }
+        pos++;
+      }
     }
     if (sourced > 0) this.map_changes++;
     return sourced;
