@@ -27,8 +27,22 @@ export interface DaemonConfig {
   readonly log: { readonly level: LogLevel; readonly format: LogFormat; readonly file: string | null };
   readonly events: { readonly capacity: number };
   readonly metrics: { readonly series_max: number };
-  /** Data-plane listener for roles that serve RMR (storage nodes). */
-  readonly data: { readonly listen: ListenAddress };
+  /** Cluster secret file: every transport session authenticates with it (required by roles). */
+  readonly secret_file: string | null;
+  /**
+   * Data plane: the listener of a storage node, and optional TLS for the transport (both
+   * directions; `tls_ca` verifies the peer, `tls_cert`/`tls_key` are this daemon's).
+   */
+  readonly data: {
+    readonly listen: ListenAddress;
+    readonly tls_cert: string | null;
+    readonly tls_key: string | null;
+    readonly tls_ca: string | null;
+    readonly heartbeat_interval_ms: number;
+    readonly heartbeat_timeout_ms: number;
+  };
+  /** NBD exports of the client role: `<socket_dir>/<export>.sock`, and optionally TCP. */
+  readonly nbd: { readonly socket_dir: string; readonly tcp: ListenAddress | null };
   readonly shutdown_timeout_ms: number;
   /** Role name → that role's settings (opaque here). */
   readonly roles: Readonly<Record<string, unknown>>;
@@ -84,7 +98,15 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'log.file', kind: { t: 'path?' }, help: 'log file (default: stderr)', def: () => null },
   { key: 'events.capacity', kind: { t: 'int', min: 1, max: 1_000_000 }, help: 'events kept for `rmr events --since`', def: () => 10_000 },
   { key: 'metrics.series_max', kind: { t: 'int', min: 1, max: 1_000_000 }, help: 'label sets per metric', def: () => 10_000 },
+  { key: 'secret_file', kind: { t: 'path?' }, help: 'cluster secret file (transport authentication; at least 16 bytes)', def: () => null },
   { key: 'data.listen', kind: { t: 'listen' }, help: 'data-plane listener host:port', def: () => ({ host: '0.0.0.0', port: 1234 }) },
+  { key: 'data.tls_cert', kind: { t: 'path?' }, help: 'PEM certificate chain for transport TLS', def: () => null },
+  { key: 'data.tls_key', kind: { t: 'path?' }, help: 'PEM private key for transport TLS', def: () => null },
+  { key: 'data.tls_ca', kind: { t: 'path?' }, help: 'PEM CA bundle that verifies transport peers', def: () => null },
+  { key: 'data.heartbeat_interval_ms', kind: { t: 'int', min: 10, max: 60_000 }, help: 'transport heartbeat period', def: () => 1000 },
+  { key: 'data.heartbeat_timeout_ms', kind: { t: 'int', min: 20, max: 600_000 }, help: 'a path silent this long is declared dead', def: () => 5000 },
+  { key: 'nbd.socket_dir', kind: { t: 'path' }, help: 'directory of the NBD Unix sockets (<export>.sock)', def: (got) => `${asText(got('state_dir'))}/nbd` },
+  { key: 'nbd.tcp', kind: { t: 'listen?' }, help: 'NBD TCP listener host:port (all exports)', def: () => null },
   { key: 'shutdown_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of a clean shutdown before exit 1', def: () => 10_000 },
 ];
 
@@ -98,7 +120,7 @@ export function flagName(key: string): string {
   return key.replace(/[._]/g, '-');
 }
 
-const TOP_KEYS = ['name', 'state_dir', 'control', 'log', 'events', 'metrics', 'data', 'shutdown_timeout_ms', 'roles'];
+const TOP_KEYS = ['name', 'state_dir', 'control', 'log', 'events', 'metrics', 'secret_file', 'data', 'nbd', 'shutdown_timeout_ms', 'roles'];
 
 /** Parses YAML (or JSON) text; syntax errors name the file, line and column. */
 export function parseConfigText(text: string, filename: string): unknown {
@@ -145,6 +167,9 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
     else v = s.def(got, env);
     values.set(s.key, v === undefined ? s.def(got, env) : v);
   }
+  const tls = ['data.tls_cert', 'data.tls_key'].filter((k) => got(k) !== null);
+  if (tls.length === 1) r.fail(tls[0] as string, 'transport TLS needs both data.tls_cert and data.tls_key');
+  if ((got('data.heartbeat_timeout_ms') as number) < (got('data.heartbeat_interval_ms') as number)) r.fail('data.heartbeat_timeout_ms', 'must be at least data.heartbeat_interval_ms');
   if (got('control.tcp') !== null && got('control.token_file') === null) {
     r.fail('control.tcp', 'a TCP control listener needs control.token_file (bearer token); refusing an unauthenticated one');
   }
@@ -166,7 +191,16 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
     log: { level: str('log.level') as LogLevel, format: str('log.format') as LogFormat, file: values.get('log.file') as string | null },
     events: { capacity: num('events.capacity') },
     metrics: { series_max: num('metrics.series_max') },
-    data: { listen: values.get('data.listen') as ListenAddress },
+    secret_file: values.get('secret_file') as string | null,
+    data: {
+      listen: values.get('data.listen') as ListenAddress,
+      tls_cert: values.get('data.tls_cert') as string | null,
+      tls_key: values.get('data.tls_key') as string | null,
+      tls_ca: values.get('data.tls_ca') as string | null,
+      heartbeat_interval_ms: num('data.heartbeat_interval_ms'),
+      heartbeat_timeout_ms: num('data.heartbeat_timeout_ms'),
+    },
+    nbd: { socket_dir: str('nbd.socket_dir'), tcp: values.get('nbd.tcp') as ListenAddress | null },
     shutdown_timeout_ms: num('shutdown_timeout_ms'),
     roles,
   };
@@ -217,7 +251,9 @@ export function configToPlain(c: DaemonConfig): Record<string, unknown> {
     log: c.log,
     events: c.events,
     metrics: c.metrics,
-    data: { listen: formatListen(c.data.listen) },
+    secret_file: c.secret_file,
+    data: { ...c.data, listen: formatListen(c.data.listen) },
+    nbd: { socket_dir: c.nbd.socket_dir, tcp: c.nbd.tcp === null ? null : formatListen(c.nbd.tcp) },
     shutdown_timeout_ms: c.shutdown_timeout_ms,
     roles: c.roles,
   };

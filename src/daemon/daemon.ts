@@ -3,7 +3,11 @@
 // a plug-in that mounts its subtrees and starts and stops in order. Sockets, files and
 // signals are node-daemon.ts's business; this file runs the same under tests.
 
-import type { Clock, Logger, LogLevel } from '../util/ports.js';
+import type { Clock, Logger, LogLevel, Random } from '../util/ports.js';
+import type { Listener, Net, TlsOptions } from '../transport/net.js';
+import type { NetStream } from '../transport/net.js';
+import type { BackendOpener } from '../brmr/server/backend.js';
+import { ObjectBook, type StateFile } from './objects.js';
 import type { DaemonConfig } from './config.js';
 import { configToPlain } from './config.js';
 import { ControlApi } from './control-api.js';
@@ -13,14 +17,41 @@ import { EventLog } from './events.js';
 import { parseWord } from './kv.js';
 import { MetricsRegistry } from './metrics.js';
 
+/**
+ * The outside world as the storage and client roles reach it: sockets, store backends,
+ * randomness, the cluster secret and the file of persisted objects. node-daemon.ts gives the
+ * real ones; tests may give their own.
+ */
+export interface RolePorts {
+  readonly net: Net;
+  readonly listenUnix: (path: string, onConnection: (stream: NetStream) => void) => Promise<Listener>;
+  readonly random: Random;
+  readonly open: BackendOpener;
+  /** Cluster secret (null when the daemon has none configured). */
+  readonly secret: Buffer | null;
+  /** Transport TLS, for the listener and for outgoing sessions (null: plain TCP). */
+  readonly tls: TlsOptions | null;
+  readonly objects: StateFile;
+}
+
 export interface RoleContext {
   readonly daemon: string;
   readonly config: DaemonConfig;
   readonly logger: Logger;
   readonly clock: Clock;
+  readonly wall_ms: () => number;
   readonly events: EventLog;
   readonly metrics: MetricsRegistry;
   readonly tree: ControlTree;
+  /** Null when the daemon was built without IO ports (tests of the framework). */
+  readonly ports: RolePorts | null;
+  /**
+   * One object per daemon under `key`, made on first use: the modules two roles both need
+   * (rmr-client, the object book) are shared instead of mounted twice.
+   */
+  shared<T>(key: string, make: () => T): T;
+  /** The persisted objects (see objects.ts); throws without ports. */
+  objects(): ObjectBook;
 }
 
 /** A row of `rmr status`'s pool table: one leg (client side) or one member (server side). */
@@ -73,6 +104,7 @@ export interface DaemonDeps {
   readonly log_level?: { get(): LogLevel; set(l: LogLevel): void };
   /** Bearer token TCP control clients must send (read from control.token_file). */
   readonly control_token?: string | null;
+  readonly ports?: RolePorts;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -88,6 +120,8 @@ export class Daemon {
   private readonly started: Role[] = [];
   private daemonState: DaemonState = 'created';
   private started_at_ms = 0;
+  private readonly shared_objects = new Map<string, unknown>();
+  private ctx: RoleContext | null = null;
 
   constructor(d: DaemonDeps) {
     this.d = d;
@@ -117,8 +151,30 @@ export class Daemon {
   }
 
   get context(): RoleContext {
+    if (this.ctx !== null) return this.ctx;
     const d = this.d;
-    return { daemon: d.config.name, config: d.config, logger: d.logger, clock: d.clock, events: this.events, metrics: this.metrics, tree: this.tree };
+    const shared = <T>(key: string, make: () => T): T => {
+      if (!this.shared_objects.has(key)) this.shared_objects.set(key, make());
+      return this.shared_objects.get(key) as T;
+    };
+    const ports = d.ports ?? null;
+    this.ctx = {
+      daemon: d.config.name,
+      config: d.config,
+      logger: d.logger,
+      clock: d.clock,
+      wall_ms: d.wall_ms,
+      events: this.events,
+      metrics: this.metrics,
+      tree: this.tree,
+      ports,
+      shared,
+      objects: () => {
+        if (ports === null) throw new Error('this daemon has no IO ports');
+        return shared('objects', () => new ObjectBook(ports.objects));
+      },
+    };
+    return this.ctx;
   }
 
   /** Mounts the trees and starts the roles in order; on a failure stops those started and throws. */

@@ -11,6 +11,8 @@ import { Daemon, type Role, type RoleFactory } from './daemon.js';
 import { NodeLogger } from './node-logger.js';
 import { ControlServer } from './node-control-server.js';
 import { ConfigError } from './validate.js';
+import { StartError } from './start-error.js';
+import { nodeRolePorts } from './node-role-ports.js';
 import { formatListen } from './validate.js';
 
 export interface RunDaemonOptions {
@@ -19,10 +21,7 @@ export interface RunDaemonOptions {
   readonly version: string;
 }
 
-/** A start-up failure with the one line the CLI prints. */
-export class StartError extends Error {
-  override readonly name = 'StartError';
-}
+export { StartError };
 
 export function pidFilePath(c: DaemonConfig): string {
   return join(c.state_dir, 'rmr.pid');
@@ -117,6 +116,8 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
     if (token.length < 16) throw new StartError(`control.token_file ${c.control.token_file}: the token must have at least 16 characters`);
   }
 
+  // Roles that serve data need the secret and TLS files; read them before anything starts.
+  const ports = roles.length > 0 ? nodeRolePorts(c) : undefined;
   const logger = new NodeLogger({ daemon: c.name, level: c.log.level, format: c.log.format, file: c.log.file });
   const clock = new NodeClock();
   const daemon = new Daemon({
@@ -129,6 +130,7 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
     pid: process.pid,
     log_level: { get: () => logger.level, set: (l) => (logger.level = l) },
     control_token: token,
+    ...(ports !== undefined ? { ports } : {}),
   });
   const server = new ControlServer({
     api: daemon.api,

@@ -35,6 +35,11 @@ export class RmrServerNode implements ServerHandler {
     this.pools.set(pool.group_id, pool);
   }
 
+  /** rmr-server leave_pool: requests for the pool get ENOENT from now on. */
+  removePool(group_id: number): boolean {
+    return this.pools.delete(group_id);
+  }
+
   pool(group_id: number): ServerPool | undefined {
     return this.pools.get(group_id);
   }

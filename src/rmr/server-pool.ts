@@ -398,6 +398,12 @@ export class ServerPool {
     });
   }
 
+  /** The intent record's extents (the reference's last_io view), or null without a store. */
+  intentRecord(): { extent_bytes: number; extents: number[] } | null {
+    if (this.intent === null) return null;
+    return { extent_bytes: 2 ** this.opts.intent_extent_shift, extents: this.intent.recorded() };
+  }
+
   get hasStore(): boolean {
     return this.store !== null;
   }

@@ -1,0 +1,88 @@
+// The compute-client role (rmr-client IO pools + brmr-client devices + NBD exports): mounts
+// `brmr-client/` and (shared) `rmr-client/`, opens the NBD TCP listener if configured, and
+// resumes what the object book holds: IO pools, their legs (add_sess mode=assemble: the
+// members go through recovery), then the devices (re-map) and their exports.
+
+import type { Role, RoleContext, RoleFactory, RoleStatus, LegStatus } from './daemon.js';
+import type { TreeNode } from './control-tree.js';
+import { Reader } from './validate.js';
+import type { RmrClientModule } from './rmr-client-module.js';
+import { ClientModule } from './client-module.js';
+import { Resumer } from './resume.js';
+import { sharedClientModule } from './storage-role.js';
+
+export class ClientRole implements Role {
+  readonly name = 'client';
+  private devices: ClientModule | null = null;
+  private clients: RmrClientModule | null = null;
+  private resumer: Resumer | null = null;
+
+  constructor(private readonly queue_depth: number) {}
+
+  mounts(ctx: RoleContext): Readonly<Record<string, TreeNode>> {
+    const { module, mount } = sharedClientModule(ctx);
+    module.io_enabled = true;
+    this.clients = module;
+    this.devices = new ClientModule(ctx, module, this.queue_depth);
+    return { 'brmr-client': this.devices.tree(), ...(mount ? { 'rmr-client': module.tree() } : {}) };
+  }
+
+  async start(ctx: RoleContext): Promise<void> {
+    const devices = this.devices as ClientModule;
+    const clients = this.clients as RmrClientModule;
+    await devices.listen();
+    const book = ctx.objects();
+    const resumer = new Resumer(ctx.clock, ctx.logger, ctx.events);
+    this.resumer = resumer;
+    for (const r of book.list('client_pool')) if (!r.sync) await clients.joinPool(r.pool, false, r.chunk_size, r.min_replicas, false);
+    for (const r of book.list('client_pool')) {
+      if (r.sync) continue;
+      const e = clients.io_pools.get(r.pool);
+      if (e === undefined) continue;
+      const sessions = book.list('session').filter((s) => !s.sync && s.pool === r.pool);
+      const legs = sessions.map((s) => resumer.run(`session ${r.pool}/${s.sessname}`, () => book.has(s) && !e.legs.has(s.sessname), () => clients.addSess(e, s.sessname, s.paths, 'assemble', false)));
+      // A device is re-mapped once a first member is back (the others rejoin through recovery).
+      const devs = book.list('device').filter((d) => d.pool === r.pool);
+      if (devs.length === 0 || legs.length === 0) continue;
+      void Promise.race(legs).then(() => {
+        for (const d of devs) {
+          void resumer.run(`map_device ${d.name}`, () => book.has(d) && !devices.devices.has(d.name), () => devices.mapDevice(d.pool, d.size_sectors, d.name, d.export, false));
+        }
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.resumer?.stop();
+    await this.devices?.shutdown();
+    this.clients?.shutdown(false);
+  }
+
+  status(): RoleStatus {
+    const legs: LegStatus[] = [];
+    for (const e of this.clients?.io_pools.values() ?? []) {
+      for (const sl of e.legs.values()) {
+        legs.push({ pool: e.name, side: 'client', member_id: sl.leg.member_id, session: sl.sessname, state: `${sl.leg.state.toLowerCase()}${sl.leg.maintenance ? ' (maintenance)' : ''}`, dirty_chunks: e.pool?.maps.get(sl.leg.member_id)?.dirtyCount ?? null, total_chunks: e.pool?.no_of_chunks ?? null });
+      }
+    }
+    const d = this.devices;
+    return {
+      state: 'ok',
+      legs,
+      detail: {
+        devices: [...(d?.devices.values() ?? [])].map((x) => d?.deviceJson(x) ?? null),
+        pending: Object.fromEntries(this.resumer?.pending ?? []),
+      },
+    };
+  }
+}
+
+export function parseClientSettings(v: unknown, at: string): { queue_depth: number } {
+  const r = new Reader();
+  const o = v === null || v === undefined ? {} : r.object(at, v, ['queue_depth']);
+  const queue_depth = o?.queue_depth === undefined ? 128 : (r.int(`${at}.queue_depth`, o.queue_depth, 1, 4096) ?? 128);
+  r.done();
+  return { queue_depth };
+}
+
+export const clientRoleFactory: RoleFactory = (settings, at) => new ClientRole(parseClientSettings(settings, at).queue_depth);

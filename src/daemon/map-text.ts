@@ -1,0 +1,21 @@
+// The text of a dirty map in the control tree (the reference's map_summary line, §11.2):
+// `member <id>: [<up to 50 dirty chunk numbers>[...]] <dirty>/<total> dirty`.
+
+import type { DirtyMap } from '../rmr/dirty-map.js';
+
+const LISTED = 50;
+
+export function mapSummaryLine(member_id: number, m: DirtyMap<unknown>): string {
+  const first: number[] = [];
+  for (let c = m.nextDirty(0); c >= 0 && first.length < LISTED; c = m.nextDirty(c + 1)) first.push(c);
+  const more = m.dirtyCount > first.length ? '...' : '';
+  return `member ${member_id}: [${first.join(' ')}${more}] ${m.dirtyCount}/${m.no_of_chunks} dirty`;
+}
+
+/** Every member's line, lowest member first. */
+export function mapSummaryText(maps: ReadonlyMap<number, DirtyMap<unknown>>): string {
+  return [...maps.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([id, m]) => mapSummaryLine(id, m))
+    .join('\n');
+}

@@ -1,0 +1,527 @@
+// rmr-client in the daemon (reference §11.1): client pools, IO pools of the compute client
+// and sync pools of a storage node, their legs over transport sessions shared per storage
+// node (§2.3), and the `rmr-client/` control tree. Both roles use it (one object per
+// daemon, see RoleContext.shared).
+//
+// A client pool is sized by its members: `join_pool` names it and its chunk size; the first
+// `add_sess` reads the member's pool_md (MD_SEND) to learn the mapped size, which every
+// later member must match. Legs follow their session's link events (a lost session fails
+// the leg, a reconnect rejoins it) and each IO pool runs its recovery tick.
+
+import { ClientPool, type Leg } from '../rmr/client-pool.js';
+import { TransportLeg } from '../rmr/transport-leg.js';
+import { SyncPoolSource } from '../rmr/sync-pool.js';
+import { followLinkEvents } from '../rmr/leg-links.js';
+import { clientPoolTickers, type Ticker } from '../rmr/tickers.js';
+import { decodePoolMd, checkChunkSize } from '../rmr/pool-md.js';
+import type { LegStateEvent } from '../rmr/leg-state.js';
+import { SessionRegistry } from '../rmr/session-registry.js';
+import type { ClientSession } from '../transport/client-session.js';
+import type { Address } from '../transport/net.js';
+import { groupId } from '../util/jhash.js';
+import { errnoName } from '../util/errno.js';
+import { ControlError, type ControlCode } from './control-error.js';
+import { mapSummaryText } from './map-text.js';
+import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
+import { parseIntegers, parseWord } from './kv.js';
+import type { RoleContext, RolePorts } from './daemon.js';
+import type { ObjectBook } from './objects.js';
+
+export const DEFAULT_CHUNK_SIZE = 131072;
+export const DEFAULT_DATA_PORT = 1234;
+/** Legs per session name are one per pool; this bounds the paths a session may have. */
+const MAX_SESSION_PATHS = 3;
+const POOL_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+const SESS_NAME_RE = /^[A-Za-z0-9_.@:+,=-]{1,128}$/;
+/** An add_sess whose node does not answer fails after this (the control deadline is longer). */
+const OPEN_TIMEOUT_MS = 10_000;
+/** Legs a pool's sessions queue at most (the reference's pool queue_depth). */
+const LEG_QUEUE_DEPTH = 128;
+/** Largest chunk-sync read of a sync pool sized before any peer answered (the transport default). */
+const DEFAULT_SYNC_IO_SIZE = 1 << 20;
+
+/** A control-plane failure from an RMR status code. */
+export function statusError(status: number, what: string): ControlError {
+  const name = errnoName(status);
+  const code = (/^E[A-Z0-9]+$/.test(name) ? name : 'EIO') as ControlCode;
+  return new ControlError(code, what);
+}
+
+/** Runs a callback-style RMR call; a non-zero status rejects with a ControlError. */
+export function rmrCall(what: string, fn: (done: (status: number, reason?: string | null) => void) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    fn((status, reason) => (status === 0 ? resolve() : reject(statusError(status, `${what}: ${reason ?? errnoName(status)}`))));
+  });
+}
+
+/**
+ * `path=` of add_sess: `ip:<v4>[:port]`, `ip:[<v6>][:port]`, `ip:<v6>` (port 1234 unless
+ * given). The reference's `<src>,<dst>` form and RDMA `gid:` addresses are refused.
+ */
+export function parseSessPath(text: string): { host: string; port: number } {
+  const bad = (why: string): never => {
+    throw new ControlError('EINVAL', `path=${text}: ${why}`);
+  };
+  if (text.includes(',')) bad('source addresses are not supported (give the destination only)');
+  if (text.startsWith('gid:')) bad('RDMA gid addresses are not supported; use ip:<address>');
+  if (!text.startsWith('ip:')) bad('expected ip:<address>[:port]');
+  const rest = text.slice(3);
+  let host: string;
+  let port = DEFAULT_DATA_PORT;
+  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?$/.exec(rest);
+  const v4 = /^([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9][A-Za-z0-9.-]{0,252})(?::([0-9]{1,5}))?$/.exec(rest);
+  if (v6 !== null) {
+    host = v6[1] as string;
+    if (v6[2] !== undefined) port = Number(v6[2]);
+  } else if (v4 !== null) {
+    host = v4[1] as string;
+    if (v4[2] !== undefined) port = Number(v4[2]);
+  } else if (/^[0-9A-Fa-f:]+$/.test(rest) && rest.includes(':')) {
+    host = rest;
+  } else {
+    return bad('not an address');
+  }
+  if (port < 1 || port > 65535) bad(`port ${port} outside 1..65535`);
+  return { host, port };
+}
+
+interface SessionLeg {
+  readonly sessname: string;
+  readonly paths: readonly string[];
+  readonly session: ClientSession;
+  readonly leg: Leg;
+  readonly unfollow: () => void;
+}
+
+/** One client pool: the reference's rmr_clt_pool with its sysfs directory. */
+export class ClientPoolEntry {
+  readonly name: string;
+  readonly chunk_size: number;
+  readonly sync: boolean;
+  readonly min_replicas: number;
+  /** Created by the first add_sess (the size comes from the member). */
+  pool: ClientPool | null = null;
+  source: SyncPoolSource | null = null;
+  tickers: Ticker[] = [];
+  readonly legs = new Map<string, SessionLeg>();
+  /** Control operations on a pool run one at a time (the reference holds a mutex). */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(name: string, chunk_size: number, sync: boolean, min_replicas: number) {
+    this.name = name;
+    this.chunk_size = chunk_size;
+    this.sync = sync;
+    this.min_replicas = min_replicas;
+  }
+
+  serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  legByMember(member_id: number): SessionLeg | undefined {
+    for (const l of this.legs.values()) if (l.leg.member_id === member_id) return l;
+    return undefined;
+  }
+}
+
+export class RmrClientModule {
+  /** IO pools and sync pools have separate name spaces (a storage node may host both). */
+  readonly io_pools = new Map<string, ClientPoolEntry>();
+  readonly sync_pools = new Map<string, ClientPoolEntry>();
+  private readonly ctx: RoleContext;
+  private readonly ports: RolePorts;
+  private readonly book: ObjectBook;
+  private readonly sessions: SessionRegistry;
+  /** Sessions by name with their users, for `sessions/<sessname>/`. */
+  private readonly session_users = new Map<string, { session: ClientSession; users: number }>();
+  /** Roles that enabled this module: IO pools need the client role, sync pools the storage role. */
+  io_enabled = false;
+  sync_enabled = false;
+
+  constructor(ctx: RoleContext) {
+    if (ctx.ports === null) throw new Error('rmr-client needs IO ports');
+    this.ctx = ctx;
+    this.ports = ctx.ports;
+    this.book = ctx.objects();
+    const c = ctx.config.data;
+    this.sessions = new SessionRegistry(
+      { net: this.ports.net, clock: ctx.clock, random: this.ports.random, log: ctx.logger },
+      {
+        secret: this.ports.secret ?? Buffer.alloc(0),
+        heartbeat_interval_ms: c.heartbeat_interval_ms,
+        heartbeat_timeout_ms: c.heartbeat_timeout_ms,
+        disconnect_timeout_ms: OPEN_TIMEOUT_MS,
+        reconnect_delay_ms: 200,
+        reconnect_max_delay_ms: 2000,
+      },
+    );
+    this.registerMetrics();
+  }
+
+  private pools(sync: boolean): Map<string, ClientPoolEntry> {
+    return sync ? this.sync_pools : this.io_pools;
+  }
+
+  /** Either kind of pool by name (IO first); the tree shows both under pools/. */
+  entry(name: string): ClientPoolEntry | undefined {
+    return this.io_pools.get(name) ?? this.sync_pools.get(name);
+  }
+
+  // ------------------------------------------------------------------ operations
+
+  async joinPool(name: string, sync: boolean, chunk_size: number, min_replicas: number, persist = true): Promise<ClientPoolEntry> {
+    if (!POOL_NAME_RE.test(name)) throw new ControlError('EINVAL', `poolname=${name}: 1-64 characters [A-Za-z0-9_.-]`);
+    if (sync && !this.sync_enabled) throw new ControlError('EOPNOTSUPP', 'sync pools belong to storage nodes: this daemon has no storage role');
+    if (!sync && !this.io_enabled) throw new ControlError('EOPNOTSUPP', 'IO pools belong to compute clients: this daemon has no client role');
+    const bad = checkChunkSize(chunk_size);
+    if (bad !== null) throw new ControlError('EINVAL', bad);
+    const pools = this.pools(sync);
+    if (pools.has(name)) throw new ControlError('EEXIST', `${sync ? 'sync' : 'IO'} pool ${name} exists`);
+    const e = new ClientPoolEntry(name, chunk_size, sync, min_replicas);
+    pools.set(name, e);
+    this.ctx.events.emit({ kind: 'client_pool', subject: name, to: 'joined', detail: { sync, chunk_size } });
+    if (persist) await this.book.put({ kind: 'client_pool', pool: name, chunk_size, sync, min_replicas });
+    return e;
+  }
+
+  /**
+   * add_sess: opens (or shares) the session, learns the pool's size from the member, joins
+   * it. `persist` false when the daemon resumes a leg it already recorded.
+   */
+  addSess(e: ClientPoolEntry, sessname: string, paths: readonly string[], mode: 'create' | 'assemble' | null, persist = true): Promise<Leg> {
+    return e.serial(async () => {
+      if (!SESS_NAME_RE.test(sessname)) throw new ControlError('EINVAL', `sessname=${sessname}: 1-128 characters [A-Za-z0-9_.@:+,=-]`);
+      if (e.legs.has(sessname)) throw new ControlError('EEXIST', `pool ${e.name} has a session ${sessname}`);
+      if (paths.length === 0) throw new ControlError('EINVAL', 'add_sess needs path=ip:<address>');
+      if (paths.length > MAX_SESSION_PATHS) throw new ControlError('EINVAL', `at most ${MAX_SESSION_PATHS} paths`);
+      if (e.sync !== (mode === null)) throw new ControlError('EINVAL', e.sync ? 'sync pools take no mode=' : 'mode=create or mode=assemble is required');
+      if (this.ports.secret === null) throw new ControlError('EINVAL', 'this daemon has no cluster secret: set secret_file');
+      const tls = this.ports.tls;
+      const addresses: Address[] = paths.map((p) => ({ ...parseSessPath(p), ...(tls !== null ? { tls } : {}) }));
+      const session = this.sessions.get(sessname, addresses);
+      this.useSession(session);
+      try {
+        await session.open().catch((err: unknown) => {
+          throw new ControlError('ENOTCONN', `session ${sessname} to ${paths.join(',')}: ${err instanceof Error ? err.message : String(err)}`);
+        });
+        const gid = groupId(e.name);
+        const channel = new TransportLeg(session, gid, e.name, e.chunk_size, e.sync);
+        const md = await new Promise<Buffer>((resolve, reject) =>
+          channel.command({ kind: 'md_read' }, (status, _v, reason, data) =>
+            status === 0 && data !== null && data !== undefined ? resolve(data) : reject(statusError(status === 0 ? -74 : status, `reading pool ${e.name}'s metadata from ${sessname}: ${reason ?? errnoName(status)}`)),
+          ),
+        );
+        const pmd = decodePoolMd(md);
+        if (typeof pmd === 'string') throw new ControlError('EBADMSG', `pool metadata from ${sessname}: ${pmd}`);
+        const h = pmd.header;
+        if (h.mapped_size === 0) throw new ControlError('ENODEV', `member ${sessname} of pool ${e.name} has no store yet (create_store or add_store there first)`);
+        if (h.chunk_size !== e.chunk_size) throw new ControlError('EINVAL', `member ${sessname} uses chunk_size ${h.chunk_size}, this pool ${e.chunk_size}`);
+        if (e.pool === null) {
+          e.pool = this.makePool(e, h.mapped_size, session.max_io_size);
+        } else if (e.pool.mapped_size !== h.mapped_size) {
+          throw new ControlError('EINVAL', `member ${sessname} stores ${h.mapped_size} bytes, the pool has ${e.pool.mapped_size}`);
+        }
+        const pool = e.pool;
+        let leg: Leg;
+        if (e.sync) {
+          const src = e.source as SyncPoolSource;
+          await rmrCall(`sync join of ${sessname}`, (done) => src.addPeer(sessname, channel, done));
+          const found = [...pool.legs()].find((l) => l.name === sessname);
+          if (found === undefined) throw new ControlError('EIO', `sync leg ${sessname} vanished after its join`);
+          leg = found;
+        } else {
+          leg = await new Promise<Leg>((resolve, reject) =>
+            pool.addSess(sessname, channel, mode, LEG_QUEUE_DEPTH, (status, l, reason) => (status === 0 && l !== null ? resolve(l) : reject(statusError(status, `add_sess ${sessname}: ${reason ?? errnoName(status)}`)))),
+          );
+        }
+        const unfollow = followLinkEvents(session, pool, leg, this.ctx.logger);
+        e.legs.set(sessname, { sessname, paths, session, leg, unfollow });
+        if (persist) await this.book.put({ kind: 'session', pool: e.name, sessname, paths, sync: e.sync });
+        return leg;
+      } catch (err) {
+        this.dropSession(session);
+        throw err;
+      }
+    });
+  }
+
+  private makePool(e: ClientPoolEntry, mapped_size: number, max_io_size: number): ClientPool {
+    const emit = (ev: LegStateEvent): void => {
+      const l = [...(e.pool?.legs() ?? [])].find((x) => x.member_id === ev.member_id);
+      this.ctx.events.emit({ kind: 'pool_session', subject: `${e.name}/${l?.name ?? `member${ev.member_id}`}`, from: ev.from.toLowerCase(), to: ev.to.toLowerCase(), detail: { member_id: ev.member_id, reason: ev.reason, map_ver: ev.map_ver, sync: e.sync } });
+    };
+    const pool = new ClientPool(
+      { pool_name: e.name, group_id: groupId(e.name), chunk_size: e.chunk_size, mapped_size, max_io_size: Math.max(4096, max_io_size), sync: e.sync, min_replicas: e.min_replicas },
+      () => this.ctx.clock.now(),
+      emit,
+    );
+    if (e.sync) e.source = new SyncPoolSource(pool);
+    else e.tickers = clientPoolTickers(this.ctx.clock, pool);
+    return pool;
+  }
+
+  private useSession(s: ClientSession): void {
+    const u = this.session_users.get(s.name);
+    if (u !== undefined && u.session === s) u.users++;
+    else this.session_users.set(s.name, { session: s, users: 1 });
+  }
+
+  private dropSession(s: ClientSession): void {
+    const u = this.session_users.get(s.name);
+    if (u !== undefined && u.session === s && --u.users === 0) this.session_users.delete(s.name);
+    this.sessions.put(s);
+  }
+
+  /** Forgets a leg after del_sess (or leave_pool): its session reference goes. */
+  private dropLeg(e: ClientPoolEntry, sl: SessionLeg): void {
+    sl.unfollow();
+    e.legs.delete(sl.sessname);
+    this.dropSession(sl.session);
+  }
+
+  delSess(e: ClientPoolEntry, sessname: string, mode: 'delete' | 'disassemble'): Promise<void> {
+    return e.serial(async () => {
+      const sl = e.legs.get(sessname);
+      if (sl === undefined || e.pool === null) throw new ControlError('ENOENT', `pool ${e.name} has no session ${sessname}`);
+      const pool = e.pool;
+      await rmrCall(`del_sess ${sessname}`, (done) => pool.delSess(sl.leg.member_id, mode, done));
+      this.dropLeg(e, sl);
+      await this.book.remove((r) => r.kind === 'session' && r.pool === e.name && r.sessname === sessname && r.sync === e.sync);
+    });
+  }
+
+  /** enable=1: a CREATED leg is enabled (create mode), a leg in maintenance leaves it. */
+  enableLeg(e: ClientPoolEntry, sl: SessionLeg): Promise<void> {
+    return e.serial(async () => {
+      const pool = e.pool as ClientPool;
+      if (sl.leg.state === 'CREATED') return rmrCall(`enable ${sl.sessname}`, (done) => pool.enableLeg(sl.leg, done));
+      if (sl.leg.maintenance) throw new ControlError('EOPNOTSUPP', 'leaving maintenance mode is not available in this build');
+      throw new ControlError('EINVAL', `session ${sl.sessname} is ${sl.leg.state.toLowerCase()}, not created or in maintenance`);
+    });
+  }
+
+  /** enable=0: maintenance mode (§9.5). */
+  enterMaintenance(e: ClientPoolEntry, sl: SessionLeg): Promise<void> {
+    return e.serial(() => {
+      if (e.sync) throw new ControlError('EINVAL', 'sync pools have no maintenance mode');
+      void sl;
+      throw new ControlError('EOPNOTSUPP', 'maintenance mode is not available in this build');
+    });
+  }
+
+  /** leave_pool: refused while a device uses it; the remaining legs are sent LEAVE. */
+  leavePool(e: ClientPoolEntry): Promise<void> {
+    return e.serial(async () => {
+      const pool = e.pool;
+      if (pool !== null && pool.inUse && !e.sync) throw new ControlError('EBUSY', `pool ${e.name} is in use (unmap its device first)`);
+      if (pool !== null && e.sync && e.source !== null && this.syncPoolInUse(e.name)) throw new ControlError('EBUSY', `sync pool ${e.name} is attached to the server pool (remove_clt first)`);
+      for (const sl of [...e.legs.values()]) {
+        if (pool !== null) await new Promise<void>((resolve) => sl.leg.channel.command({ kind: 'leave', member_id: sl.leg.member_id, delete: false }, () => resolve()));
+        this.dropLeg(e, sl);
+      }
+      this.closePool(e);
+      this.pools(e.sync).delete(e.name);
+      this.ctx.events.emit({ kind: 'client_pool', subject: e.name, to: 'left', detail: { sync: e.sync } });
+      await this.book.remove((r) => (r.kind === 'client_pool' || r.kind === 'session') && r.pool === e.name && r.sync === e.sync);
+    });
+  }
+
+  /** Set by the storage role: whether its server pool holds this sync pool (add_clt). */
+  syncPoolInUse: (name: string) => boolean = () => false;
+  /** Set by the storage role: the mapped size of this node's server pool of that name (0: none). */
+  localMappedSize: (name: string) => number = () => 0;
+
+  /**
+   * The sync pool `name` as its server pool's SyncSource (add_clt). A sync pool whose peers
+   * are not reachable yet is sized from this node's own store, so it can be attached now
+   * and gain its legs later.
+   */
+  syncSource(name: string): SyncPoolSource {
+    const e = this.sync_pools.get(name);
+    if (e === undefined) throw new ControlError('ENOENT', `no sync pool ${name} (rmr-client join_pool poolname=${name} sync=y first)`);
+    if (e.pool === null) {
+      const size = this.localMappedSize(name);
+      if (size === 0) throw new ControlError('ENODEV', `sync pool ${name} has no peers and this node has no store for it yet`);
+      e.pool = this.makePool(e, size, DEFAULT_SYNC_IO_SIZE);
+    }
+    return e.source as SyncPoolSource;
+  }
+
+  private closePool(e: ClientPoolEntry): void {
+    for (const t of e.tickers) t.stop();
+    e.tickers = [];
+  }
+
+  /** Daemon shutdown: legs and sessions go, nothing is sent (members keep their state). */
+  shutdown(sync: boolean): void {
+    for (const e of this.pools(sync).values()) {
+      for (const sl of [...e.legs.values()]) this.dropLeg(e, sl);
+      this.closePool(e);
+    }
+    this.pools(sync).clear();
+  }
+
+  // ------------------------------------------------------------------ tree
+
+  tree(): TreeNode {
+    return dir({
+      ctl: dir({
+        join_pool: kvFile(
+          { poolname: { type: 'string', required: true, max_len: 64 }, sync: { type: 'bool' }, chunk_size: { type: 'int', min: 4096, max: 1 << 30 }, min_replicas: { type: 'int', min: 0, max: 4 } },
+          async (v) => {
+            await this.joinPool(v.poolname, v.sync ?? false, v.chunk_size ?? DEFAULT_CHUNK_SIZE, v.min_replicas ?? 0);
+          },
+          'create a client pool (sync=y on storage nodes)',
+        ),
+      }),
+      pools: dynamicDir(
+        () => [...new Set([...this.io_pools.keys(), ...this.sync_pools.keys()])].sort(),
+        (name) => {
+          const e = this.entry(name);
+          return e === undefined ? undefined : this.poolTree(e);
+        },
+      ),
+      sessions: dynamicDir(
+        () => [...this.session_users.keys()].sort(),
+        (name) => {
+          const u = this.session_users.get(name);
+          return u === undefined ? undefined : this.sessionTree(u.session);
+        },
+      ),
+    });
+  }
+
+  private poolTree(e: ClientPoolEntry): TreeNode {
+    const need = (): ClientPool => {
+      if (e.pool === null) throw new ControlError('ENODEV', `pool ${e.name} has no members yet (add_sess first)`);
+      return e.pool;
+    };
+    return dir({
+      add_sess: kvFile(
+        { sessname: { type: 'string', required: true, max_len: 128 }, path: { type: 'list', required: true, repeat: MAX_SESSION_PATHS }, mode: { type: 'enum', values: ['create', 'assemble'] as const } },
+        async (v) => {
+          await this.addSess(e, v.sessname, v.path, v.mode ?? null);
+        },
+        'add a leg',
+      ),
+      leave_pool: file({ write: async (v) => (parseWord(v, ['1']), this.leavePool(e)), help: '1: delete the pool' }),
+      pool_enable: file({
+        write: (v) => {
+          parseWord(v, ['1']);
+          const p = need();
+          return rmrCall('pool_enable', (done) => p.tryEnable(done));
+        },
+        help: '1: run recovery (try_enable) now',
+      }),
+      chunk_size: roFile(() => String(e.chunk_size)),
+      map_version: roFile(() => `Map ver: ${e.pool?.map_ver ?? 1}`),
+      mapped_size: roFile(() => String(e.pool?.mapped_size ?? 0), 'bytes (learned from the members)'),
+      map: file({
+        read: () => mapSummaryText(need().maps),
+        write: (v) => {
+          const p = need();
+          const [count, first, member] = parseIntegers(v, ['a (chunk count)', 'b (first chunk)', 'member_id'], 0, Number.MAX_SAFE_INTEGER) as [number, number, number];
+          const m = p.maps.get(member);
+          if (m === undefined) throw new ControlError('ENOENT', `pool ${e.name} has no member ${member}`);
+          if (count < 1 || first + count > p.no_of_chunks) throw new ControlError('EINVAL', `chunks ${first}+${count} outside 0..${p.no_of_chunks}`);
+          m.setDirty(first, count);
+        },
+        help: 'read: dirty chunks per member; write "<a> <b> <member_id>": mark chunks b..b+a-1 dirty (debug)',
+      }),
+      min_replicas: roFile(() => String(e.min_replicas)),
+      status: file({ read: () => JSON.stringify(this.poolJson(e)), json: () => this.poolJson(e) }),
+      stats: dir({
+        read_retries: file({
+          read: () => String(e.pool?.stats.read_retries ?? 0),
+          write: (v) => {
+            parseWord(v, ['0', '1']);
+            if (e.pool !== null) e.pool.stats.read_retries = 0;
+          },
+        }),
+      }),
+      sessions: dynamicDir(
+        () => [...e.legs.keys()].sort(),
+        (name) => {
+          const sl = e.legs.get(name);
+          return sl === undefined ? undefined : this.legTree(e, sl);
+        },
+      ),
+    });
+  }
+
+  private legTree(e: ClientPoolEntry, sl: SessionLeg): TreeNode {
+    return dir({
+      enable: file({
+        write: (v) => (parseWord(v, ['0', '1']) === '1' ? this.enableLeg(e, sl) : this.enterMaintenance(e, sl)),
+        help: '1: enable a created leg or leave maintenance; 0: enter maintenance',
+      }),
+      del_sess: kvFile({ mode: { type: 'enum', required: true, values: ['delete', 'disassemble'] as const } }, (v) => this.delSess(e, sl.sessname, v.mode), 'remove the leg'),
+      state: roFile(() => `${sl.leg.state.toLowerCase()}\nMaintenance mode: ${sl.leg.maintenance ? 1 : 0}`),
+      member_id: roFile(() => String(sl.leg.member_id)),
+      check_map: file({
+        write: (v) => {
+          parseWord(v, ['1']);
+          return new Promise<string>((resolve, reject) =>
+            sl.leg.channel.command({ kind: 'map_check' }, (status, value, reason) => (status === 0 ? resolve(value === 1 ? 'clean' : 'dirty') : reject(statusError(status, `map_check: ${reason ?? errnoName(status)}`)))),
+          );
+        },
+        help: '1: send MAP_CHECK now (answers clean or dirty)',
+      }),
+      clt_sess: link(`rmr-client/sessions/${sl.sessname}`),
+    });
+  }
+
+  private sessionTree(s: ClientSession): TreeNode {
+    return dir({
+      state: roFile(() => (s.state === 'CONNECTED' ? 'connected' : 'disconnected')),
+      reconnect: kvFile({ path: { type: 'list', repeat: MAX_SESSION_PATHS } }, (v) => {
+        const tls = this.ports.tls;
+        const addrs = v.path.length === 0 ? undefined : v.path.map((p) => ({ ...parseSessPath(p), ...(tls !== null ? { tls } : {}) }));
+        s.reconnect(addrs);
+      }, 'drop and re-establish the session (optionally to new addresses)'),
+    });
+  }
+
+  poolJson(e: ClientPoolEntry): JsonValue {
+    const p = e.pool;
+    return {
+      name: e.name,
+      sync: e.sync,
+      chunk_size: e.chunk_size,
+      mapped_size: p?.mapped_size ?? 0,
+      map_ver: p?.map_ver ?? 1,
+      in_use: p?.inUse ?? false,
+      frozen: p?.isFrozen ?? false,
+      legs: [...e.legs.values()].map((sl) => ({
+        session: sl.sessname,
+        member_id: sl.leg.member_id,
+        state: sl.leg.state.toLowerCase(),
+        maintenance: sl.leg.maintenance,
+        connected: sl.session.state === 'CONNECTED',
+        dirty_chunks: p?.maps.get(sl.leg.member_id)?.dirtyCount ?? 0,
+        total_chunks: p?.no_of_chunks ?? 0,
+      })),
+    };
+  }
+
+  private registerMetrics(): void {
+    const m = this.ctx.metrics;
+    const legs = function* (self: RmrClientModule): Generator<[ClientPoolEntry, SessionLeg]> {
+      for (const e of [...self.io_pools.values(), ...self.sync_pools.values()]) for (const sl of e.legs.values()) yield [e, sl];
+    };
+    m.gauge('rmr_client_leg_state', 'Legs by state (1 for the current state).', ['pool', 'session', 'kind', 'state'], () =>
+      [...legs(this)].map(([e, sl]) => [{ pool: e.name, session: sl.sessname, kind: e.sync ? 'sync' : 'io', state: sl.leg.state.toLowerCase() }, 1] as const),
+    );
+    m.gauge('rmr_client_dirty_chunks', 'Chunks the client records as dirty per member.', ['pool', 'member'], () =>
+      [...this.io_pools.values()].flatMap((e) => [...(e.pool?.maps ?? new Map()).entries()].map(([id, map]) => [{ pool: e.name, member: String(id) }, (map as { dirtyCount: number }).dirtyCount] as const)),
+    );
+    m.counter('rmr_client_read_retries_total', 'Reads retried on another leg.', ['pool'], () => [...this.io_pools.values()].map((e) => [{ pool: e.name }, e.pool?.stats.read_retries ?? 0] as const));
+    m.counter('rmr_client_failed_ios_total', 'IOs failed to the upper layer.', ['pool'], () => [...this.io_pools.values()].map((e) => [{ pool: e.name }, e.pool?.stats.failed_ios ?? 0] as const));
+    m.counter('rmr_client_map_adds_total', 'MAP_ADD messages sent for writes a leg missed.', ['pool'], () => [...this.io_pools.values()].map((e) => [{ pool: e.name }, e.pool?.stats.map_adds ?? 0] as const));
+    m.gauge('rmr_session_connected', 'Transport sessions (1 connected, 0 not).', ['session'], () => [...this.session_users.values()].map((u) => [{ session: u.session.name }, u.session.state === 'CONNECTED' ? 1 : 0] as const));
+    m.counter('rmr_session_reconnects_total', 'Reconnects of a transport session.', ['session'], () => [...this.session_users.values()].map((u) => [{ session: u.session.name }, u.session.stats.reconnects] as const));
+  }
+}
+
