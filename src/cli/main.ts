@@ -13,6 +13,10 @@ import { ROLE_FACTORIES } from '../daemon/roles.js';
 import { formatEvent, type DaemonEvent } from '../daemon/events.js';
 import { call, stream, errorLine, CliError, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, type Target, type Reply } from './node-client.js';
 import { formatStatus } from './format.js';
+import { clusterStatus, defaultDemoDir, demoBanner, down, formatClusterStatus, loadCluster, up, untilSignal, writeDemoCluster, clusterTarget } from './cluster-cmds.js';
+import { parseSize } from '../daemon/validate.js';
+import { join } from 'node:path';
+import type { LoadedCluster } from './node-cluster.js';
 
 const VERSION = '0.1.0';
 
@@ -29,6 +33,10 @@ const HELP: Readonly<Record<string, string>> = {
 Usage: rmr <command> [options]
 
 Commands:
+  demo       start a local 3-node cluster with an NBD disk, no configuration (rmr demo --help)
+  up         start or contact a cluster's daemons and bring it up from a cluster file
+  down       tear a cluster down in the documented order (disassemble; --delete wipes)
+  sync       start, stop, rate-limit or watch the background sync of a pool
   daemon     run the node daemon (rmr daemon --help)
   ctl        read, write and list the control tree (rmr ctl --help)
   status     daemon, roles and pool legs (rmr status --help)
@@ -56,9 +64,11 @@ The control tree has the paths of the reference's sysfs files, e.g.
 VALUE words are joined with spaces, so key=value tokens need no quoting.
 
 ${CLIENT_HELP}`,
-  status: `Usage: rmr status [--json]
+  status: `Usage: rmr status [--json] [--cluster FILE | --data-dir DIR]
 
-Shows the daemon, its roles and every pool leg the roles report.
+Shows the daemon, its roles and every pool leg the roles report. With --cluster (or
+--data-dir of a demo) every daemon of the cluster: process ids, roles, data addresses,
+legs and dirty chunks, sync progress, and each device's NBD URIs.
 
 ${CLIENT_HELP}`,
   events: `Usage: rmr events [--since N] [--follow] [--wait-ms MS] [--json]
@@ -68,6 +78,33 @@ Prints events after sequence number N (default 0: all the daemon still holds).
 the first new event; --json prints the raw JSON lines.
 
 ${CLIENT_HELP}`,
+  up: `Usage: rmr up CLUSTER.yaml [--no-wait] [--timeout S]
+
+Starts the daemons of local nodes that do not answer yet (state under the file's
+state_dir), then performs the bring-up (reference admin guide): server pools, stores
+(re-added when the device holds one, created otherwise), the client's pool and legs
+(new members in create mode and enabled, known ones assembled), the sync pools between
+the members, and the devices with their NBD exports. Steps already done are skipped, so
+running it again is safe. Waits until every leg is NORMAL unless --no-wait.`,
+  down: `Usage: rmr down CLUSTER.yaml [--delete] [--keep-daemons]
+
+Unmaps the devices, removes the sync sessions, the client's legs and the stores, and
+leaves the pools, in the documented order. By default members are disassembled (data and
+maps kept: rmr up brings the cluster back); --delete removes them for good and wipes the
+stores' headers and metadata. Then stops the daemons rmr up started (--keep-daemons: no).`,
+  demo: `Usage: rmr demo [--data-dir DIR] [--nodes N] [--size SIZE] [--address A] [--data-port P] [--nbd-port P]
+
+Starts a local cluster with no configuration: N (default 3) storage daemons with file
+stores and a compute client exporting the replicated device disk0 over NBD, waits until
+it is NORMAL and prints how to use and watch it. Ctrl-C stops it; running it again
+reuses the data. Defaults: --data-dir ${'$'}{XDG_STATE_HOME:-~/.local/state}/rmr-demo, --size 1G,
+--address 127.0.0.1, --data-port 12340 (storage daemons use 12340, 12341, ...),
+--nbd-port 10809. Use another --data-dir and ports to run demos side by side.`,
+  sync: `Usage: rmr sync POOL start|stop|status|rate BYTES_PER_S [--wait] [--cluster FILE | --data-dir DIR]
+
+Controls the background sync on every storage daemon of the pool (or the one daemon
+given by --socket). start --wait (and status --wait) show progress until every member is
+clean: a progress bar on a terminal, plain lines otherwise.`,
   metrics: `Usage: rmr metrics
 
 Prints the daemon's metrics in the Prometheus text format.
@@ -177,9 +214,15 @@ async function cmdCtl(args: string[]): Promise<void> {
 }
 
 async function cmdStatus(args: string[]): Promise<void> {
-  const { values, positionals } = parse('status', args, { ...CLIENT_OPTIONS, json: { type: 'boolean' } });
+  const { values, positionals } = parse('status', args, { ...CLIENT_OPTIONS, ...CLUSTER_OPTIONS, json: { type: 'boolean' } });
   if (values.help === true) return void process.stdout.write(`${HELP.status}\n`);
   if (positionals.length > 0) throw new CliError(`rmr status: unexpected argument '${positionals[0] ?? ''}' (see rmr status --help)`, EXIT_USAGE);
+  const lc = clusterOf(values);
+  if (lc !== null) {
+    const s = await clusterStatus(lc);
+    process.stdout.write(values.json === true ? `${JSON.stringify(s, null, 2)}\n` : formatClusterStatus(s));
+    return;
+  }
   const r = ok(await call(target(values), 'GET', '/v1/status'), 'status');
   process.stdout.write(values.json === true ? r.body : formatStatus(JSON.parse(r.body)));
 }
@@ -212,6 +255,146 @@ async function cmdMetrics(args: string[]): Promise<void> {
   const { values } = parse('metrics', args, { ...CLIENT_OPTIONS });
   if (values.help === true) return void process.stdout.write(`${HELP.metrics}\n`);
   process.stdout.write(ok(await call(target(values), 'GET', '/metrics'), 'metrics').body);
+}
+
+const CLUSTER_OPTIONS = { cluster: { type: 'string' }, 'data-dir': { type: 'string' } } as const;
+
+/** The cluster a command names by --cluster FILE or --data-dir DIR (a demo's), or null. */
+function clusterOf(v: Flags): LoadedCluster | null {
+  if (typeof v.cluster === 'string') return loadCluster(v.cluster);
+  if (typeof v['data-dir'] === 'string') return loadCluster(join(v['data-dir'], 'cluster.yaml'));
+  return null;
+}
+
+const say = (line: string): void => void process.stderr.write(`${line}\n`);
+
+function seconds(v: Flags, name: string, def: number): number {
+  const t = v[name];
+  if (t === undefined) return def;
+  if (typeof t !== 'string' || !/^[0-9]+$/.test(t)) throw new CliError(`--${name} takes seconds, got '${String(t)}'`, EXIT_USAGE);
+  return Number(t);
+}
+
+async function cmdUp(args: string[]): Promise<void> {
+  const { values, positionals } = parse('up', args, { 'no-wait': { type: 'boolean' }, timeout: { type: 'string' }, quiet: { type: 'boolean' } });
+  if (values.help === true) return void process.stdout.write(`${HELP.up}\n`);
+  const [file] = positionals;
+  if (file === undefined || positionals.length > 1) throw new CliError('rmr up: give one CLUSTER.yaml (see rmr up --help)', EXIT_USAGE);
+  const lc = loadCluster(file);
+  const r = await up(lc, { attached: false, wait_ms: values['no-wait'] === true ? 0 : seconds(values, 'timeout', 120) * 1000, say: values.quiet === true ? () => undefined : say });
+  process.stdout.write(formatClusterStatus(r.status));
+}
+
+async function cmdDown(args: string[]): Promise<void> {
+  const { values, positionals } = parse('down', args, { delete: { type: 'boolean' }, 'keep-daemons': { type: 'boolean' } });
+  if (values.help === true) return void process.stdout.write(`${HELP.down}\n`);
+  const [file] = positionals;
+  if (file === undefined || positionals.length > 1) throw new CliError('rmr down: give one CLUSTER.yaml (see rmr down --help)', EXIT_USAGE);
+  await down(loadCluster(file), { mode: values.delete === true ? 'delete' : 'disassemble', stop: values['keep-daemons'] !== true, say });
+}
+
+async function cmdDemo(args: string[]): Promise<number> {
+  const { values, positionals } = parse('demo', args, {
+    'data-dir': { type: 'string' },
+    nodes: { type: 'string' },
+    size: { type: 'string' },
+    address: { type: 'string' },
+    'data-port': { type: 'string' },
+    'nbd-port': { type: 'string' },
+    timeout: { type: 'string' },
+  });
+  if (values.help === true) {
+    process.stdout.write(`${HELP.demo}\n`);
+    return 0;
+  }
+  if (positionals.length > 0) throw new CliError(`rmr demo: unexpected argument '${positionals[0] ?? ''}' (see rmr demo --help)`, EXIT_USAGE);
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const int = (k: string, def: number, min: number, max: number): number => {
+    const t = str(k);
+    if (t === undefined) return def;
+    const n = /^[0-9]+$/.test(t) ? Number(t) : NaN;
+    if (!(n >= min && n <= max)) throw new CliError(`rmr demo: --${k} must be ${min}..${max}, got '${t}'`, EXIT_USAGE);
+    return n;
+  };
+  const size = parseSize(str('size') ?? '1G');
+  if (size === null || size < 1 << 20 || size % 4096 !== 0) throw new CliError(`rmr demo: --size must be a size of at least 1M in 4K units (e.g. 256M, 1G), got '${str('size') ?? ''}'`, EXIT_USAGE);
+  const dataDir = str('data-dir') ?? defaultDemoDir();
+  const path = writeDemoCluster({ data_dir: dataDir, nodes: int('nodes', 3, 1, 4), size_bytes: size, address: str('address') ?? '127.0.0.1', data_port: int('data-port', 12340, 1, 65000), nbd_port: int('nbd-port', 10809, 1, 65535) });
+  const lc = loadCluster(path);
+  say(`rmr demo: cluster file ${path}`);
+  let started: Awaited<ReturnType<typeof up>>['started'] = [];
+  try {
+    const r = await up(lc, { attached: true, wait_ms: seconds(values, 'timeout', 120) * 1000, say });
+    started = r.started;
+    process.stdout.write(demoBanner(lc, r.status, dataDir));
+  } catch (e) {
+    say('rmr demo: stopping the daemons it started');
+    const { stopDaemons, stopOrder } = await import('./node-cluster.js');
+    await stopDaemons(lc, stopOrder(lc.file), say);
+    throw e;
+  }
+  return untilSignal(started, lc, say);
+}
+
+async function cmdSync(args: string[]): Promise<void> {
+  const { values, positionals } = parse('sync', args, { ...CLIENT_OPTIONS, ...CLUSTER_OPTIONS, wait: { type: 'boolean' }, timeout: { type: 'string' } });
+  if (values.help === true) return void process.stdout.write(`${HELP.sync}\n`);
+  const [pool, what, arg] = positionals;
+  if (pool === undefined || what === undefined || !['start', 'stop', 'status', 'rate'].includes(what)) throw new CliError('rmr sync: give POOL and start|stop|status|rate (see rmr sync --help)', EXIT_USAGE);
+  const lc = clusterOf(values);
+  const targets: { node: string; t: Target }[] = [];
+  if (lc !== null) {
+    const p = lc.file.pools.find((x) => x.name === pool);
+    if (p === undefined) throw new CliError(`rmr sync: no pool ${pool} in ${lc.path}`, EXIT_USAGE);
+    for (const m of p.members) targets.push({ node: m.node, t: clusterTarget(lc, m.node) });
+  } else targets.push({ node: 'daemon', t: target(values) });
+  const base = `rmr-server/pools/${pool}`;
+  if (what === 'rate') {
+    const n = parseSize(arg ?? '');
+    if (n === null) throw new CliError(`rmr sync rate: give bytes per second (e.g. 100M), got '${arg ?? ''}'`, EXIT_USAGE);
+    for (const x of targets) ok(await call(x.t, 'PUT', treeUrl(`${base}/sync_rate`, false), String(n)), `${x.node}: sync rate`);
+  } else if (what === 'start' || what === 'stop') {
+    for (const x of targets) {
+      const r = await call(x.t, 'PUT', treeUrl(`${base}/sync`, false), what);
+      // A clean member has nothing to sync: that is not an error for `start` of the pool.
+      if (r.status === 503 && what === 'start') continue;
+      ok(r, `${x.node}: sync ${what}`);
+    }
+  }
+  if (what === 'status' || values.wait === true) await watchSync(targets, base, values.wait === true, seconds(values, 'timeout', 3600) * 1000);
+}
+
+async function watchSync(targets: { node: string; t: Target }[], base: string, wait: boolean, timeout_ms: number): Promise<void> {
+  const tty = process.stdout.isTTY;
+  const deadline = Date.now() + timeout_ms;
+  let last_plain = 0;
+  for (;;) {
+    const rows: { node: string; dirty: number; total: number; rate: number; state: string }[] = [];
+    for (const x of targets) {
+      const r = ok(await call(x.t, 'GET', treeUrl(`${base}/sync_progress`, true)), `${x.node}: sync progress`);
+      const p = JSON.parse(r.body) as { state: string; dirty_chunks: number; total_chunks: number; bytes_per_s: number };
+      rows.push({ node: x.node, dirty: p.dirty_chunks, total: p.total_chunks, rate: p.bytes_per_s, state: p.state });
+    }
+    const done = rows.every((r) => r.dirty === 0);
+    const line = rows
+      .map((r) => {
+        const pct = r.total === 0 ? 100 : Math.floor((100 * (r.total - r.dirty)) / r.total);
+        const bar = tty ? `[${'#'.repeat(Math.floor(pct / 5)).padEnd(20, '.')}] ` : '';
+        return `${r.node} ${bar}${pct}% clean, ${r.dirty} dirty, ${r.state}, ${(r.rate / 2 ** 20).toFixed(1)} MiB/s`;
+      })
+      .join('  |  ');
+    if (tty) process.stdout.write(`\r${line}\x1b[K`);
+    else if (done || !wait || Date.now() - last_plain >= 2000) {
+      process.stdout.write(`${line}\n`);
+      last_plain = Date.now();
+    }
+    if (!wait || done) {
+      if (tty) process.stdout.write('\n');
+      return;
+    }
+    if (Date.now() > deadline) throw new CliError(`sync not done after ${timeout_ms / 1000} s`, EXIT_FAILED);
+    await new Promise((r) => setTimeout(r, tty ? 250 : 500));
+  }
 }
 
 async function cmdDaemon(args: string[]): Promise<number> {
@@ -251,6 +434,17 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'daemon':
       return cmdDaemon(args);
+    case 'demo':
+      return cmdDemo(args);
+    case 'up':
+      await cmdUp(args);
+      return 0;
+    case 'down':
+      await cmdDown(args);
+      return 0;
+    case 'sync':
+      await cmdSync(args);
+      return 0;
     case 'ctl':
       await cmdCtl(args);
       return 0;

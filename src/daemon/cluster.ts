@@ -15,6 +15,8 @@ export interface ClusterNode {
   readonly port: number;
   /** Control socket of this node's daemon; default derived from its name by `rmr up`. */
   readonly control_socket: string | null;
+  /** Control API over TCP (`http://host:port`) for a daemon on another host (with token_file). */
+  readonly control_url: string | null;
 }
 
 export interface ClusterStore {
@@ -63,6 +65,10 @@ export interface ClusterFile {
   readonly cluster: string;
   /** File with the transport's cluster secret (session authentication). */
   readonly secret_file: string | null;
+  /** Where `rmr up` keeps the daemons it starts itself (`<state_dir>/<node>/`); null: next to the file. */
+  readonly state_dir: string | null;
+  /** Bearer token for nodes reached by control_url. */
+  readonly token_file: string | null;
   readonly nodes: readonly ClusterNode[];
   readonly stores: readonly ClusterStore[];
   readonly pools: readonly ClusterPool[];
@@ -92,13 +98,15 @@ function unique<T>(r: Reader, items: readonly T[], key: (t: T) => string | undef
 /** Validates a parsed cluster file; throws a ConfigError listing every problem. */
 export function validateClusterFile(raw: unknown): ClusterFile {
   const r = new Reader();
-  const top = r.object('', raw, ['cluster', 'secret_file', 'nodes', 'stores', 'pools', 'client']);
+  const top = r.object('', raw, ['cluster', 'secret_file', 'state_dir', 'token_file', 'nodes', 'stores', 'pools', 'client']);
   if (top === undefined) {
     r.done();
     throw new Error('unreachable: Reader.done did not throw');
   }
   const cluster = top.cluster === undefined ? 'rmr' : (r.string('cluster', top.cluster, { pattern: NODE_NAME_RE, hint: 'a name [A-Za-z0-9_.-]' }) ?? 'rmr');
   const secret_file = top.secret_file === undefined || top.secret_file === null ? null : (r.string('secret_file', top.secret_file) ?? null);
+  const state_dir = top.state_dir === undefined || top.state_dir === null ? null : (r.string('state_dir', top.state_dir) ?? null);
+  const token_file = top.token_file === undefined || top.token_file === null ? null : (r.string('token_file', top.token_file) ?? null);
 
   // ---- nodes ----
   const nodes: ClusterNode[] = [];
@@ -108,7 +116,7 @@ export function validateClusterFile(raw: unknown): ClusterFile {
   const rawNodes = r.list('nodes', top.nodes, 1, 64) ?? [];
   rawNodes.forEach((v, i) => {
     const at = `nodes[${i}]`;
-    const o = r.object(at, v, ['name', 'addresses', 'port', 'control_socket']);
+    const o = r.object(at, v, ['name', 'addresses', 'port', 'control_socket', 'control_url']);
     if (o === undefined) return;
     const name = r.string(`${at}.name`, o.name, { pattern: NODE_NAME_RE, hint: 'a node name of 1-64 characters [A-Za-z0-9_.-]' });
     const addrs = r.list(`${at}.addresses`, o.addresses, 1, MAX_PATHS);
@@ -119,9 +127,11 @@ export function validateClusterFile(raw: unknown): ClusterFile {
     });
     const port = o.port === undefined ? 1234 : r.int(`${at}.port`, o.port, 1, 65535);
     const control_socket = o.control_socket === undefined || o.control_socket === null ? null : r.string(`${at}.control_socket`, o.control_socket);
+    const control_url = o.control_url === undefined || o.control_url === null ? null : r.string(`${at}.control_url`, o.control_url, { pattern: /^https?:\/\/[A-Za-z0-9.:[\]-]+(:[0-9]{1,5})?\/?$/, hint: 'http://host:port' });
+    if (control_url !== null && control_url !== undefined && control_socket !== null) r.fail(`${at}.control_url`, 'give control_socket or control_url, not both');
     if (name !== undefined) namedNodes.push(name);
-    if (name !== undefined && port !== undefined && addrs !== undefined && control_socket !== undefined) {
-      nodes.push({ name, addresses, port, control_socket });
+    if (name !== undefined && port !== undefined && addrs !== undefined && control_socket !== undefined && control_url !== undefined) {
+      nodes.push({ name, addresses, port, control_socket, control_url });
       nodeAt.push(at);
     }
   });
@@ -267,6 +277,7 @@ export function validateClusterFile(raw: unknown): ClusterFile {
       if (node !== undefined) client = { node, devices, nbd: { socket_dir, tcp } };
     }
   }
+  if (token_file === null && nodes.some((n) => n.control_url !== null)) r.fail('token_file', 'nodes reached by control_url need the bearer token file');
   r.done();
-  return { cluster, secret_file, nodes, stores, pools, client };
+  return { cluster, secret_file, state_dir, token_file, nodes, stores, pools, client };
 }

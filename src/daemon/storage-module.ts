@@ -315,6 +315,7 @@ export class StorageModule {
     return dir({
       leave_pool: file({ write: (v) => (parseWord(v, ['1']), this.leavePool(name)), help: '1: destroy the pool (no store, EMPTY)' }),
       add_clt: file({ write: (v) => this.addClt(name, v), help: '<sync pool name>: attach the sync pool' }),
+      clt: roFile(() => e().clt ?? '(none)', 'the attached sync pool'),
       remove_clt: file({ write: (v) => (parseWord(v, ['1']), this.removeClt(name)), help: '1: detach the sync pool' }),
       sync: file({ write: (v) => this.syncControl(name, parseWord(v, ['start', 'stop'] as const)), help: 'start|stop the background sync' }),
       sync_state: roFile(() => SYNC_STATE_TEXT[e().sync.state]),

@@ -1,0 +1,219 @@
+// The CLI's view of a whole cluster: the cluster file (relative paths taken from the file's
+// directory), one control target per node, and the daemons `rmr up` starts itself for
+// nodes whose daemon does not answer (local nodes only; a node reached by control_url
+// must run its own daemon). A started daemon gets a generated config under
+// `<state_dir>/<node>/` and logs to `<state_dir>/<node>/daemon.log`.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, closeSync, chmodSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify as toYaml } from 'yaml';
+import { validateClusterFile, type ClusterFile, type ClusterNode } from '../daemon/cluster.js';
+import { parseConfigText } from '../daemon/config.js';
+import { formatListen } from '../daemon/validate.js';
+import { call, CliError, errorLine, EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, type Target } from './node-client.js';
+import type { NodeCtl } from './cluster-ops.js';
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+const START_DEADLINE_MS = 20_000;
+
+export interface LoadedCluster {
+  readonly file: ClusterFile;
+  readonly path: string;
+  /** Absolute: where daemons started by `up` keep their state. */
+  readonly state_dir: string;
+  /** Absolute path of the secret every daemon uses. */
+  readonly secret_file: string;
+}
+
+/** Reads and validates a cluster file; relative paths are resolved against its directory. */
+export function loadCluster(path: string): LoadedCluster {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read cluster file ${path} (${(e as NodeJS.ErrnoException).code ?? 'error'}): check the path`, EXIT_CONFIG);
+  }
+  const base = dirname(resolve(path));
+  const abs = (p: string): string => (isAbsolute(p) ? p : join(base, p));
+  const raw = validateClusterFile(parseConfigText(text, path));
+  const state_dir = abs(raw.state_dir ?? `.rmr-${raw.cluster}`);
+  const file: ClusterFile = {
+    ...raw,
+    stores: raw.stores.map((s) => ({ ...s, path: abs(s.path) })),
+    nodes: raw.nodes.map((n) => ({ ...n, control_socket: n.control_socket === null ? null : abs(n.control_socket) })),
+    client: raw.client === null ? null : { ...raw.client, nbd: { ...raw.client.nbd, socket_dir: raw.client.nbd.socket_dir === null ? null : abs(raw.client.nbd.socket_dir) } },
+    token_file: raw.token_file === null ? null : abs(raw.token_file),
+  };
+  return { file, path: resolve(path), state_dir, secret_file: raw.secret_file === null ? join(state_dir, 'secret') : abs(raw.secret_file) };
+}
+
+export function nodeTarget(lc: LoadedCluster, n: ClusterNode): Target {
+  if (n.control_url !== null) {
+    let token: string | null = null;
+    if (lc.file.token_file !== null) {
+      try {
+        token = readFileSync(lc.file.token_file, 'utf8').trim();
+      } catch {
+        throw new CliError(`cannot read token_file ${lc.file.token_file}`, EXIT_CONFIG);
+      }
+    }
+    return { url: n.control_url, token };
+  }
+  return { socket: n.control_socket ?? join(lc.state_dir, n.name, 'control.sock') };
+}
+
+/** A NodeCtl over the control API. */
+export function nodeCtl(node: string, t: Target): NodeCtl {
+  const url = (p: string): string => `/v1/tree/${p.split('/').filter((s) => s !== '').map(encodeURIComponent).join('/')}`;
+  return {
+    node,
+    read: async (path) => {
+      const r = await call(t, 'GET', url(path));
+      if (r.status === 404) return null;
+      if (r.status !== 200) throw new Error(errorLine(r));
+      return r.body.replace(/\n$/, '');
+    },
+    write: async (path, value) => {
+      const r = await call(t, 'PUT', url(path), value);
+      if (r.status < 200 || r.status >= 300) throw new Error(errorLine(r));
+      const res = (JSON.parse(r.body) as { result?: unknown }).result;
+      return typeof res === 'string' ? res : '';
+    },
+  };
+}
+
+async function answers(t: Target): Promise<boolean> {
+  try {
+    const r = await call(t, 'GET', '/v1/status', undefined, 2000);
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** The daemon config `rmr up` writes for a node it starts. */
+export function daemonConfigFor(lc: LoadedCluster, n: ClusterNode): Record<string, unknown> {
+  const cf = lc.file;
+  const dir = join(lc.state_dir, n.name);
+  const storage = cf.stores.some((s) => s.node === n.name);
+  const client = cf.client?.node === n.name;
+  const listen = n.addresses.length === 1 ? formatListen({ host: n.addresses[0] as string, port: n.port }) : formatListen({ host: '0.0.0.0', port: n.port });
+  const nbd = client && cf.client !== null ? { socket_dir: cf.client.nbd.socket_dir ?? join(dir, 'nbd'), tcp: cf.client.nbd.tcp === null ? null : formatListen(cf.client.nbd.tcp) } : undefined;
+  return {
+    name: n.name,
+    state_dir: dir,
+    control: { socket: n.control_socket ?? join(dir, 'control.sock') },
+    log: { file: join(dir, 'daemon.log'), format: 'json' },
+    secret_file: lc.secret_file,
+    data: { listen },
+    ...(nbd !== undefined ? { nbd } : {}),
+    roles: { ...(storage ? { storage: {} } : {}), ...(client ? { client: {} } : {}) },
+  };
+}
+
+/** The cluster secret, generated (owner-only) when the file names none and none exists yet. */
+export function ensureSecret(lc: LoadedCluster): void {
+  if (existsSync(lc.secret_file)) return;
+  if (lc.file.secret_file !== null) throw new CliError(`secret_file ${lc.secret_file} does not exist: create it (at least 16 bytes, e.g. head -c 32 /dev/urandom | base64 > ${lc.secret_file})`, EXIT_CONFIG);
+  mkdirSync(dirname(lc.secret_file), { recursive: true, mode: 0o700 });
+  writeFileSync(lc.secret_file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  chmodSync(lc.secret_file, 0o600);
+}
+
+export interface Started {
+  readonly node: string;
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+}
+
+/**
+ * Makes sure every node's daemon answers: contacted if it runs, started otherwise (local
+ * nodes). `attached` keeps the started daemons as children of this process (the demo);
+ * otherwise they are detached and outlive it.
+ */
+export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (l: string) => void): Promise<Started[]> {
+  const started: Started[] = [];
+  ensureSecret(lc);
+  const need = lc.file.nodes.filter((n) => lc.file.stores.some((s) => s.node === n.name) || lc.file.client?.node === n.name);
+  for (const n of need) {
+    const t = nodeTarget(lc, n);
+    if (await answers(t)) {
+      say(`${n.name}: daemon answers at ${'socket' in t ? t.socket : t.url}`);
+      continue;
+    }
+    if (n.control_url !== null) throw new CliError(`the daemon of node ${n.name} does not answer at ${n.control_url}: start \`rmr daemon\` on that host`, EXIT_UNREACHABLE);
+    const dir = join(lc.state_dir, n.name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const cfgPath = join(dir, 'daemon.yaml');
+    writeFileSync(cfgPath, `# written by rmr up from ${lc.path}\n${toYaml(daemonConfigFor(lc, n))}`, { mode: 0o600 });
+    const out = openSync(join(dir, 'stderr.log'), 'a');
+    // Its own process group either way: a Ctrl-C meant for the demo must not reach the
+    // daemons, which the demo stops in order (client first) itself.
+    const child = spawn(process.execPath, [MAIN, 'daemon', '--config', cfgPath], { stdio: ['ignore', out, out], detached: true });
+    closeSync(out);
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    if (!attached) child.unref();
+    started.push({ node: n.name, child, exited });
+    say(`${n.name}: started daemon pid ${child.pid ?? '?'} (config ${cfgPath})`);
+    const deadline = Date.now() + START_DEADLINE_MS;
+    let gone: number | null | undefined;
+    void exited.then((c) => (gone = c));
+    while (!(await answers(t))) {
+      if (gone !== undefined) throw new CliError(`the daemon of node ${n.name} exited with code ${String(gone)} at start: see ${join(dir, 'stderr.log')}: ${lastLine(join(dir, 'stderr.log'))}`, EXIT_FAILED);
+      if (Date.now() > deadline) throw new CliError(`the daemon of node ${n.name} did not answer within ${START_DEADLINE_MS / 1000} s: see ${join(dir, 'daemon.log')}`, EXIT_FAILED);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return started;
+}
+
+function lastLine(path: string): string {
+  try {
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    return lines[lines.length - 1] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/** Sends SIGTERM to the daemons of local nodes (by their pid file) and waits for them to go. */
+export async function stopDaemons(lc: LoadedCluster, order: readonly string[], say: (l: string) => void): Promise<void> {
+  for (const name of order) {
+    const pidFile = join(lc.state_dir, name, 'rmr.pid');
+    let pid = 0;
+    try {
+      pid = Number(readFileSync(pidFile, 'utf8').trim());
+    } catch {
+      continue;
+    }
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      continue;
+    }
+    say(`${name}: stopping daemon pid ${pid}`);
+    const deadline = Date.now() + 15_000;
+    while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (alive(pid)) say(`${name}: daemon pid ${pid} did not stop within 15 s`);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Storage nodes first in bring-up; at shutdown the client goes first. */
+export function stopOrder(cf: ClusterFile): string[] {
+  const storage = cf.nodes.filter((n) => cf.stores.some((s) => s.node === n.name)).map((n) => n.name);
+  const client = cf.client?.node;
+  return [...(client !== undefined && !storage.includes(client) ? [client] : []), ...storage.reverse()];
+}
