@@ -99,7 +99,7 @@ export function formatClusterStatus(s: ClusterStatus): string {
       ['node', 'pool', 'sync', 'dirty chunks', 'rate', 'eta'],
       syncing.map((x): Cell[] => {
         const p = obj(x.progress);
-        return [x.node, x.pool, 'running', p.dirty_chunks as Cell, `${((Number(p.bytes_per_s) || 0) / 2 ** 20).toFixed(1)} MiB/s`, p.eta_s === null ? '-' : `${String(p.eta_s)} s`];
+        return [x.node, x.pool, 'running', p.dirty_chunks as Cell, `${((Number(p.bytes_per_s) || 0) / 2 ** 20).toFixed(1)} MiB/s`, typeof p.eta_s === 'number' ? `${p.eta_s} s` : '-'];
       }),
     )}`;
   }
@@ -127,7 +127,7 @@ export async function waitNormal(lc: LoadedCluster, timeout_ms: number, say: (l:
   for (;;) {
     const s = await clusterStatus(lc);
     if (clusterNormal(lc, s)) return s;
-    const line = s.legs.map((l) => `${l.node}/${l.pool}/${String(l.session ?? 'server')}=${String(l.state)}`).join(' ');
+    const line = s.legs.map((l) => `${l.node}/${l.pool}/${typeof l.session === 'string' ? l.session : 'server'}=${typeof l.state === 'string' ? l.state : '?'}`).join(' ');
     if (line !== last) say(`waiting for NORMAL: ${line}`);
     last = line;
     if (Date.now() > deadline) throw new CliError(`the cluster is not NORMAL after ${timeout_ms / 1000} s (${line}); see rmr status --cluster ${lc.path}`, EXIT_FAILED);
@@ -214,23 +214,37 @@ export function demoBanner(lc: LoadedCluster, s: ClusterStatus, dataDir: string)
   ].join('\n');
 }
 
-/** Waits for SIGINT/SIGTERM, then stops the daemons (client first) and resolves. */
-export function untilSignal(started: Started[], lc: LoadedCluster, say: (l: string) => void): Promise<number> {
-  return new Promise<number>((resolvePromise) => {
-    let stopping = false;
-    const stop = (sig: string): void => {
-      if (stopping) return;
-      stopping = true;
-      say(`\n${sig}: stopping the demo`);
-      void stopDaemons(lc, stopOrder(lc.file), say).then(() => resolvePromise(0));
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    for (const s of started) {
-      void s.exited.then((code) => {
-        if (!stopping) say(`${s.node}: daemon exited unexpectedly (code ${String(code)}); see ${join(lc.state_dir, s.node, 'daemon.log')}`);
-      });
-    }
+/**
+ * SIGINT/SIGTERM stop the daemons (client first); the promise resolves (exit code 0) once
+ * they are gone. `watch` reports daemons that die on their own; `now` stops at once.
+ */
+export function untilSignal(lc: LoadedCluster, say: (l: string) => void): Promise<number> & { watch(started: Started[]): void; now(): Promise<number> } {
+  let stopping: Promise<number> | null = null;
+  let resolveOuter: (code: number) => void = () => undefined;
+  const outer = new Promise<number>((r) => (resolveOuter = r));
+  const now = (): Promise<number> => {
+    stopping ??= stopDaemons(lc, stopOrder(lc.file), say).then(() => {
+      resolveOuter(0);
+      return 0;
+    });
+    return stopping;
+  };
+  const onSignal = (sig: string): void => {
+    if (stopping !== null) return;
+    say(`\n${sig}: stopping the demo`);
+    void now();
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  return Object.assign(outer, {
+    watch: (started: Started[]): void => {
+      for (const s of started) {
+        void s.exited.then((code) => {
+          if (stopping === null) say(`${s.node}: daemon exited unexpectedly (code ${String(code)}); see ${join(lc.state_dir, s.node, 'daemon.log')}`);
+        });
+      }
+    },
+    now,
   });
 }
 

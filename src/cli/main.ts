@@ -322,18 +322,19 @@ async function cmdDemo(args: string[]): Promise<number> {
   const path = writeDemoCluster({ data_dir: dataDir, nodes: int('nodes', 3, 1, 4), size_bytes: size, address: str('address') ?? '127.0.0.1', data_port: int('data-port', 12340, 1, 65000), nbd_port: int('nbd-port', 10809, 1, 65535) });
   const lc = loadCluster(path);
   say(`rmr demo: cluster file ${path}`);
-  let started: Awaited<ReturnType<typeof up>>['started'] = [];
+  // Signals from the start: a Ctrl-C during the bring-up stops what was started, too.
+  const stop = untilSignal(lc, say);
   try {
-    const r = await up(lc, { attached: true, wait_ms: seconds(values, 'timeout', 120) * 1000, say });
-    started = r.started;
+    const r = await Promise.race([up(lc, { attached: true, wait_ms: seconds(values, 'timeout', 120) * 1000, say }), stop.then(() => null)]);
+    if (r === null) return 130;
+    stop.watch(r.started);
     process.stdout.write(demoBanner(lc, r.status, dataDir));
   } catch (e) {
     say('rmr demo: stopping the daemons it started');
-    const { stopDaemons, stopOrder } = await import('./node-cluster.js');
-    await stopDaemons(lc, stopOrder(lc.file), say);
+    await stop.now();
     throw e;
   }
-  return untilSignal(started, lc, say);
+  return stop;
 }
 
 async function cmdSync(args: string[]): Promise<void> {

@@ -85,10 +85,13 @@ export function nodeCtl(node: string, t: Target): NodeCtl {
   };
 }
 
+/** The daemon answers and has finished starting its roles. */
 async function answers(t: Target): Promise<boolean> {
   try {
     const r = await call(t, 'GET', '/v1/status', undefined, 2000);
-    return r.status === 200;
+    if (r.status !== 200) return false;
+    const st = (JSON.parse(r.body) as { daemon?: { state?: unknown } }).daemon?.state;
+    return st === 'running';
   } catch {
     return false;
   }
@@ -183,7 +186,7 @@ function lastLine(path: string): string {
 export async function stopDaemons(lc: LoadedCluster, order: readonly string[], say: (l: string) => void): Promise<void> {
   for (const name of order) {
     const pidFile = join(lc.state_dir, name, 'rmr.pid');
-    let pid = 0;
+    let pid: number;
     try {
       pid = Number(readFileSync(pidFile, 'utf8').trim());
     } catch {

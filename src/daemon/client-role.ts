@@ -34,6 +34,7 @@ export class ClientRole implements Role {
     const book = ctx.objects();
     const resumer = new Resumer(ctx.clock, ctx.logger, ctx.events);
     this.resumer = resumer;
+    if (!ctx.config.resume) return;
     for (const r of book.list('client_pool')) if (!r.sync) await clients.joinPool(r.pool, false, r.chunk_size, r.min_replicas, false);
     for (const r of book.list('client_pool')) {
       if (r.sync) continue;

@@ -43,6 +43,8 @@ export interface DaemonConfig {
   };
   /** NBD exports of the client role: `<socket_dir>/<export>.sock`, and optionally TCP. */
   readonly nbd: { readonly socket_dir: string; readonly tcp: ListenAddress | null };
+  /** Re-create the pools, stores, legs and devices of the last run at start. */
+  readonly resume: boolean;
   readonly shutdown_timeout_ms: number;
   /** Role name → that role's settings (opaque here). */
   readonly roles: Readonly<Record<string, unknown>>;
@@ -64,9 +66,10 @@ type Kind =
   | { readonly t: 'listen' }
   | { readonly t: 'listen?' }
   | { readonly t: 'int'; readonly min: number; readonly max: number }
-  | { readonly t: 'enum'; readonly values: readonly string[] };
+  | { readonly t: 'enum'; readonly values: readonly string[] }
+  | { readonly t: 'bool' };
 
-type Value = string | number | ListenAddress | null;
+type Value = string | number | boolean | ListenAddress | null;
 
 export interface Setting {
   /** Dotted path in the file: `control.socket`. */
@@ -107,6 +110,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'data.heartbeat_timeout_ms', kind: { t: 'int', min: 20, max: 600_000 }, help: 'a path silent this long is declared dead', def: () => 5000 },
   { key: 'nbd.socket_dir', kind: { t: 'path' }, help: 'directory of the NBD Unix sockets (<export>.sock)', def: (got) => `${asText(got('state_dir'))}/nbd` },
   { key: 'nbd.tcp', kind: { t: 'listen?' }, help: 'NBD TCP listener host:port (all exports)', def: () => null },
+  { key: 'resume', kind: { t: 'bool' }, help: 'recreate the objects of the last run at start (false: the operator replays the bring-up)', def: () => true },
   { key: 'shutdown_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of a clean shutdown before exit 1', def: () => 10_000 },
 ];
 
@@ -120,7 +124,7 @@ export function flagName(key: string): string {
   return key.replace(/[._]/g, '-');
 }
 
-const TOP_KEYS = ['name', 'state_dir', 'control', 'log', 'events', 'metrics', 'secret_file', 'data', 'nbd', 'shutdown_timeout_ms', 'roles'];
+const TOP_KEYS = ['name', 'state_dir', 'control', 'log', 'events', 'metrics', 'secret_file', 'data', 'nbd', 'resume', 'shutdown_timeout_ms', 'roles'];
 
 /** Parses YAML (or JSON) text; syntax errors name the file, line and column. */
 export function parseConfigText(text: string, filename: string): unknown {
@@ -201,6 +205,7 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
       heartbeat_timeout_ms: num('data.heartbeat_timeout_ms'),
     },
     nbd: { socket_dir: str('nbd.socket_dir'), tcp: values.get('nbd.tcp') as ListenAddress | null },
+    resume: values.get('resume') as boolean,
     shutdown_timeout_ms: num('shutdown_timeout_ms'),
     roles,
   };
@@ -239,6 +244,8 @@ function readSetting(r: Reader, at: string, kind: Kind, v: unknown): Value | und
       return r.int(at, v, kind.min, kind.max);
     case 'enum':
       return r.oneOf(at, v, kind.values);
+    case 'bool':
+      return r.bool(at, v);
   }
 }
 
@@ -254,6 +261,7 @@ export function configToPlain(c: DaemonConfig): Record<string, unknown> {
     secret_file: c.secret_file,
     data: { ...c.data, listen: formatListen(c.data.listen) },
     nbd: { socket_dir: c.nbd.socket_dir, tcp: c.nbd.tcp === null ? null : formatListen(c.nbd.tcp) },
+    resume: c.resume,
     shutdown_timeout_ms: c.shutdown_timeout_ms,
     roles: c.roles,
   };

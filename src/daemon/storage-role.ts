@@ -54,17 +54,28 @@ export class StorageRole implements Role {
     const book = ctx.objects();
     const resumer = new Resumer(ctx.clock, ctx.logger, ctx.events);
     this.resumer = resumer;
+    if (!ctx.config.resume) return;
     for (const r of book.list('server_pool')) await storage.joinPool(r.pool, r.member_id, r.chunk_size, false);
     for (const r of book.list('client_pool')) if (r.sync) await clients.joinPool(r.pool, true, r.chunk_size, r.min_replicas, false);
-    // Stores first (the sync pool is sized by the store), then add_clt; peers in the background.
+    // Stores first (the sync pool is sized by the store), then add_clt: one try each before
+    // the role counts as started (local disks), retries in the background; peers likewise.
     for (const r of book.list('store')) {
-      void resumer.run(`add_store ${r.pool}`, () => book.has(r), () => storage.addStore({ pool: r.pool, device: r.device, store_uuid: Buffer.from(r.store_uuid.replace(/-/g, ''), 'hex') }, false)).then((ok) => {
-        if (!ok) return;
+      const add = (): Promise<unknown> => storage.addStore({ pool: r.pool, device: r.device, store_uuid: Buffer.from(r.store_uuid.replace(/-/g, ''), 'hex') }, false);
+      const attach = (): void => {
         if (book.list('clt').some((c) => c.pool === r.pool)) {
           void resumer.run(`add_clt ${r.pool}`, () => book.list('clt').some((c) => c.pool === r.pool), () => storage.addClt(r.pool, r.pool, false));
         }
         if (book.list('sync_stopped').some((c) => c.pool === r.pool)) storage.holdSync(r.pool);
-      });
+      };
+      const first = await add().then(
+        () => true,
+        (err: unknown) => {
+          ctx.logger.log('warn', 'store not re-added at start; retrying', { pool: r.pool, device: r.device, reason: err instanceof Error ? err.message : String(err) });
+          return false;
+        },
+      );
+      if (first) attach();
+      else void resumer.run(`add_store ${r.pool}`, () => book.has(r) && storage.stores.store(r.pool) === undefined, add).then((ok) => ok && attach());
     }
     for (const r of book.list('session')) {
       if (!r.sync) continue;

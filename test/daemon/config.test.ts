@@ -66,7 +66,7 @@ test('bad daemon settings are named by their path, all of them at once', () => {
     extra: 1,
   };
   assert.deepEqual(problems(() => resolveDaemonConfig(file, env)), [
-    'extra: unknown setting (known: name, state_dir, control, log, events, metrics, secret_file, data, nbd, shutdown_timeout_ms, roles)',
+    'extra: unknown setting (known: name, state_dir, control, log, events, metrics, secret_file, data, nbd, resume, shutdown_timeout_ms, roles)',
     'control.sokcet: unknown setting (did you mean socket?) (known: socket, tcp, token_file, max_body_bytes, max_connections, handler_timeout_ms, max_followers)',
     "name: 'bad name!' is not a name of 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit",
     "control.tcp: 'localhost' is not host:port (IPv6 as [addr]:port, port 1..65535)",

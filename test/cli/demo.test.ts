@@ -1,0 +1,69 @@
+// The README's first command: `rmr demo` starts a local 3-node cluster with no
+// configuration, prints how to use it once it is NORMAL, serves the disk over NBD
+// (checked with nbdinfo and qemu-io), lists its daemons and URIs in `rmr status --json`,
+// and stops every daemon on SIGTERM with exit code 0.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MAIN, rmrOk } from '../util/cli-cluster.js';
+import { runOk } from '../util/nbd-checks.js';
+import { within } from '../util/wait.js';
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and URIs, SIGTERM stops it all', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rmr-demo-'));
+  const base = 23000 + (process.pid % 1000) * 5;
+  const nbdPort = base + 4;
+  const demo = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  demo.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  demo.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((r) => demo.on('exit', (c) => r(c)));
+  let pids: number[] = [];
+  try {
+    await within('the demo banner', new Promise<void>((resolve, reject) => {
+      const check = (): void => (out.includes('RMR demo is up') ? resolve() : undefined);
+      demo.stdout.on('data', check);
+      void exited.then((c) => reject(new Error(`demo exited ${String(c)} before it was up:\n${err}`)));
+    }), 90_000);
+    const uri = `nbd://127.0.0.1:${nbdPort}/disk0`;
+    assert.ok(out.includes(uri), `the banner names ${uri}:\n${out}`);
+    assert.match(out, /nbdinfo nbd:\/\//);
+    assert.match(out, /status --data-dir/);
+    const info = await runOk('nbdinfo', [uri]);
+    assert.match(info.stdout, /export-size: 67108864/);
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 1M 1M', '-c', 'read -P 0x3c 1M 1M', uri]);
+    const s = JSON.parse(await rmrOk(['status', '--data-dir', dir, '--json'])) as {
+      daemons: { name: string; pid: number; roles: string[]; data_address: string | null; reachable: boolean }[];
+      devices: { name: string; uris: string[] }[];
+      legs: { node: string; state: string }[];
+    };
+    assert.deepEqual(s.daemons.map((d) => [d.name, d.roles.join(','), d.reachable]), [['stg1', 'storage', true], ['stg2', 'storage', true], ['stg3', 'storage', true], ['client', 'client', true]]);
+    assert.deepEqual(s.daemons.slice(0, 3).map((d) => d.data_address), [0, 1, 2].map((i) => `127.0.0.1:${base + i}`));
+    pids = s.daemons.map((d) => d.pid);
+    assert.ok(pids.every((p) => Number.isInteger(p) && p > 0 && alive(p)));
+    assert.deepEqual(s.devices.map((d) => d.name), ['disk0']);
+    assert.ok(s.devices[0]?.uris.some((u) => u === uri) && s.devices[0].uris.some((u) => u.startsWith('nbd+unix:///disk0?socket=')));
+    assert.ok(s.legs.filter((l) => l.node === 'client').every((l) => l.state === 'normal'));
+    demo.kill('SIGTERM');
+    assert.equal(await within('demo exit', exited, 60_000), 0, err);
+    assert.deepEqual(pids.filter(alive), [], 'no daemon outlives the demo');
+  } finally {
+    if (demo.exitCode === null) demo.kill('SIGKILL');
+    for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
