@@ -71,9 +71,10 @@ Shows the daemon, its roles and every pool leg the roles report. With --cluster 
 legs and dirty chunks, sync progress, and each device's NBD URIs.
 
 ${CLIENT_HELP}`,
-  events: `Usage: rmr events [--since N] [--follow] [--wait-ms MS] [--json]
+  events: `Usage: rmr events [--since N] [--follow] [--wait-ms MS] [--json] [--cluster FILE | --data-dir DIR]
 
-Prints events after sequence number N (default 0: all the daemon still holds).
+Prints events after sequence number N (default 0: all the daemon still holds); with
+--cluster (or a demo's --data-dir) the events of every daemon, merged by time.
 --follow keeps printing new events until interrupted; --wait-ms waits up to MS for
 the first new event; --json prints the raw JSON lines.
 
@@ -228,7 +229,7 @@ async function cmdStatus(args: string[]): Promise<void> {
 }
 
 async function cmdEvents(args: string[]): Promise<void> {
-  const { values, positionals } = parse('events', args, { ...CLIENT_OPTIONS, since: { type: 'string' }, follow: { type: 'boolean' }, 'wait-ms': { type: 'string' }, json: { type: 'boolean' } });
+  const { values, positionals } = parse('events', args, { ...CLIENT_OPTIONS, ...CLUSTER_OPTIONS, since: { type: 'string' }, follow: { type: 'boolean' }, 'wait-ms': { type: 'string' }, json: { type: 'boolean' } });
   if (values.help === true) return void process.stdout.write(`${HELP.events}\n`);
   if (positionals.length > 0) throw new CliError(`rmr events: unexpected argument '${positionals[0] ?? ''}' (see rmr events --help)`, EXIT_USAGE);
   const since = typeof values.since === 'string' ? values.since : '0';
@@ -239,6 +240,27 @@ async function cmdEvents(args: string[]): Promise<void> {
     if (line === '') return;
     process.stdout.write(values.json === true ? `${line}\n` : `${formatEvent(JSON.parse(line) as DaemonEvent)}\n`);
   };
+  const lc = clusterOf(values);
+  if (lc !== null) {
+    // Every daemon of the cluster: followed side by side, or read and merged by time.
+    const targets = lc.file.nodes.map((n) => ({ node: n.name, t: clusterTarget(lc, n.name) }));
+    if (values.follow === true) {
+      await Promise.all(targets.map(async (x) => ok(await stream(x.t, `/v1/events?since=${since}&follow=1`, print), `${x.node}: events --follow`)));
+      return;
+    }
+    const lines: { time: string; line: string }[] = [];
+    for (const x of targets) {
+      const r = await call(x.t, 'GET', `/v1/events?since=${since}&wait_ms=${wait}`, undefined, Number(wait) + 30_000).catch((e: unknown) => {
+        process.stderr.write(`rmr events: ${x.node}: ${e instanceof Error ? e.message : String(e)}\n`);
+        return null;
+      });
+      if (r === null) continue;
+      for (const line of ok(r, `${x.node}: events`).body.split('\n')) if (line !== '') lines.push({ time: (JSON.parse(line) as DaemonEvent).time, line });
+    }
+    lines.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
+    for (const l of lines) print(l.line);
+    return;
+  }
   const t = target(values);
   if (values.follow === true) {
     const r = await stream(t, `/v1/events?since=${since}&follow=1`, print);
