@@ -8,7 +8,11 @@
 // later member must match. Legs follow their session's link events (a lost session fails
 // the leg, a reconnect rejoins it) and each IO pool runs its recovery tick.
 
-import { ClientPool, type Leg } from '../rmr/client-pool.js';
+import { ClientPool, type Leg, type LegChannel } from '../rmr/client-pool.js';
+import { IO_OP_MASK, type IoMsgValue, type MapAddValue } from '../rmr/msg.js';
+import type { LegCommand, LegCommandCallback } from '../rmr/leg-commands.js';
+import type { Counter, Histogram } from './metrics.js';
+import type { Clock } from '../util/ports.js';
 import { TransportLeg } from '../rmr/transport-leg.js';
 import { SyncPoolSource } from '../rmr/sync-pool.js';
 import { followLinkEvents } from '../rmr/leg-links.js';
@@ -85,6 +89,47 @@ export function parseSessPath(text: string): { host: string; port: number } {
   return { host, port };
 }
 
+const OP_NAMES = ['read', 'write', 'discard', 'syncreq', 'write_zeroes', 'flush', 'md_read', 'md_write'];
+
+/**
+ * A leg's channel that times each IO (latency histogram per pool, leg and op) and counts
+ * IOs, bytes and failures: what one member costs the client, as /metrics shows it.
+ */
+class MeteredLeg implements LegChannel {
+  private readonly labels: { pool: string; leg: string; op: string }[];
+  constructor(
+    private readonly inner: TransportLeg,
+    pool: string,
+    leg: string,
+    private readonly clock: Clock,
+    private readonly m: { hist: Histogram; ios: Counter; bytes: Counter; errors: Counter },
+  ) {
+    this.labels = OP_NAMES.map((op) => ({ pool, leg, op }));
+  }
+  sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void {
+    const t0 = this.clock.now();
+    const l = this.labels[Math.min(msg.flags & IO_OP_MASK, OP_NAMES.length - 1)];
+    this.inner.sendIo(msg, data, (status, d) => {
+      if (l !== undefined) {
+        this.m.hist.observe(l, (this.clock.now() - t0) / 1000);
+        this.m.ios.inc(l);
+        if (status === 0) this.m.bytes.inc(l, l.op === 'read' || l.op === 'write' ? msg.length : 0);
+        else this.m.errors.inc(l);
+      }
+      cb(status, d);
+    });
+  }
+  sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void {
+    this.inner.sendMapAdd(msg, cb);
+  }
+  command(cmd: LegCommand, cb: LegCommandCallback): void {
+    this.inner.command(cmd, cb);
+  }
+  isConnected(): boolean {
+    return this.inner.isConnected();
+  }
+}
+
 interface SessionLeg {
   readonly sessname: string;
   readonly paths: readonly string[];
@@ -157,6 +202,13 @@ export class RmrClientModule {
         reconnect_max_delay_ms: 2000,
       },
     );
+    const m = ctx.metrics;
+    this.legMetrics = {
+      hist: m.histogram('rmr_leg_io_duration_seconds', 'Latency of IO to one member (leg) of an IO pool.', ['pool', 'leg', 'op']),
+      ios: m.counter('rmr_leg_io_total', 'IOs sent to one member (leg).', ['pool', 'leg', 'op']),
+      bytes: m.counter('rmr_leg_io_bytes_total', 'Bytes read from or written to one member (leg).', ['pool', 'leg', 'op']),
+      errors: m.counter('rmr_leg_io_errors_total', 'IOs one member (leg) failed.', ['pool', 'leg', 'op']),
+    };
     this.registerMetrics();
   }
 
@@ -232,8 +284,9 @@ export class RmrClientModule {
           if (found === undefined) throw new ControlError('EIO', `sync leg ${sessname} vanished after its join`);
           leg = found;
         } else {
+          const metered = new MeteredLeg(channel, e.name, sessname, this.ctx.clock, this.legMetrics);
           leg = await new Promise<Leg>((resolve, reject) =>
-            pool.addSess(sessname, channel, mode, LEG_QUEUE_DEPTH, (status, l, reason) => (status === 0 && l !== null ? resolve(l) : reject(statusError(status, `add_sess ${sessname}: ${reason ?? errnoName(status)}`)))),
+            pool.addSess(sessname, metered, mode, LEG_QUEUE_DEPTH, (status, l, reason) => (status === 0 && l !== null ? resolve(l) : reject(statusError(status, `add_sess ${sessname}: ${reason ?? errnoName(status)}`)))),
           );
         }
         const unfollow = followLinkEvents(session, pool, leg, this.ctx.logger);
@@ -505,6 +558,8 @@ export class RmrClientModule {
       })),
     };
   }
+
+  private readonly legMetrics: { hist: Histogram; ios: Counter; bytes: Counter; errors: Counter };
 
   private registerMetrics(): void {
     const m = this.ctx.metrics;

@@ -165,7 +165,7 @@ test('many bad cluster files, each with the path of the bad field', () => {
     ['no addresses', (c) => (at(c, 'nodes', 0).addresses = []), ['nodes[0].addresses: must not be empty']],
     ['four addresses', (c) => (at(c, 'nodes', 0).addresses = ['a', 'b', 'c', 'd']), ['nodes[0].addresses: has 4 entries, at most 3 are allowed']],
     ['same endpoint twice', (c) => (at(c, 'nodes', 1).addresses = ['127.0.0.2']), ["nodes[1].addresses[0]: address:port '127.0.0.2:1234' is already used by nodes[0].addresses[0]"]],
-    ['typo in a node key', (c) => (at(c, 'nodes', 0).adresses = ['x']), ['nodes[0].adresses: unknown setting (did you mean addresses?) (known: name, addresses, port, control_socket)']],
+    ['typo in a node key', (c) => (at(c, 'nodes', 0).adresses = ['x']), ['nodes[0].adresses: unknown setting (did you mean addresses?) (known: name, addresses, port, control_socket, control_url)']],
     ['store on a non-member', (c) => (at(c, 'stores', 1).node = 'cli1'), [
       "stores[1]: node cli1 is not a member of pool pool1 (add it under the pool's members)",
       'pools[0].members[1]: node stg2 has no store for pool pool1 (add one under stores)',
