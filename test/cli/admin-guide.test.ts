@@ -104,6 +104,8 @@ test('§11.5 bring-up: pools, stores, legs (the second joins dirty and syncs), s
   await w('stg1', 'rmr-server/pools/ionos_pool/sync', 'start');
   await readsBack('stg1', 'rmr-server/pools/ionos_pool/map_summary', /member 43: \[\] 0\/512 dirty/);
   assert.equal(await readsBack('stg1', 'rmr-server/pools/ionos_pool/sync_state', /Stopped/), 'Stopped');
+  // The client forgets its copy once the member reports itself clean (MAP_CHECK, §8.5).
+  await readsBack('cli', 'rmr-client/pools/ionos_pool/map', /member 43: \[\] 0\/512 dirty/);
   assert.equal(await w('cli', 'brmr-client/ctl/map_device', `pool=ionos_pool size=${SECTORS}`), 'brmr0');
   assert.match(await r('cli', 'brmr-client/ctl/devices/brmr0/state'), /^ready/);
   assert.match(await r('stg0', 'brmr-server/stores/ionos_pool/state'), /^open mapped/);
