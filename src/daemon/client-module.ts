@@ -4,7 +4,8 @@
 // TCP listener serving every export. IO is timed per device and operation for /metrics.
 
 import { mapDevice, type BrmrDevice } from '../brmr/client/device.js';
-import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../nbd/block-device.js';
+import type { BlockDevice, WriteFlags, ZeroFlags } from '../nbd/block-device.js';
+import { ForwardingDevice } from '../nbd/forwarding-device.js';
 import { NbdServer } from '../nbd/server.js';
 import type { Listener } from '../transport/net.js';
 import { errnoName } from '../util/errno.js';
@@ -24,31 +25,17 @@ const MAX_DEVICES = 64;
 type Op = 'read' | 'write' | 'trim' | 'write_zeroes' | 'flush';
 
 /** A BlockDevice that times every IO of the device it wraps (one histogram per device and op). */
-class MeteredDevice implements BlockDevice {
-  readonly size_bytes: number;
-  readonly block_sizes: BlockSizes;
-  readonly writable: boolean;
-  readonly can_trim: boolean;
-  readonly can_zero: boolean;
-  readonly can_fast_zero: boolean;
-  readonly multi_conn: boolean;
-  readonly max_io_bytes?: number;
+class MeteredDevice extends ForwardingDevice {
   private readonly labels: Record<Op, { device: string; op: Op }>;
 
   constructor(
-    private readonly dev: BlockDevice,
+    dev: BlockDevice,
     name: string,
     private readonly clock: Clock,
     private readonly hist: Histogram,
     readonly bytes: Record<'read' | 'write', number>,
   ) {
-    this.size_bytes = dev.size_bytes;
-    this.block_sizes = dev.block_sizes;
-    this.writable = dev.writable;
-    this.can_trim = dev.can_trim;
-    this.can_zero = dev.can_zero;
-    this.can_fast_zero = dev.can_fast_zero;
-    this.multi_conn = dev.multi_conn;
+    super(dev);
     const l = (op: Op): { device: string; op: Op } => ({ device: name, op });
     this.labels = { read: l('read'), write: l('write'), trim: l('trim'), write_zeroes: l('write_zeroes'), flush: l('flush') };
   }
@@ -57,39 +44,33 @@ class MeteredDevice implements BlockDevice {
     this.hist.observe(this.labels[op], (this.clock.now() - t0) / 1000);
   }
 
-  read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
+  override read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
     const t0 = this.clock.now();
-    this.dev.read(offset, length, (s, d) => {
+    this.inner.read(offset, length, (s, d) => {
       this.done('read', t0);
       if (s === 0) this.bytes.read += length;
       cb(s, d);
     });
   }
-  write(offset: number, data: Buffer, flags: WriteFlags, cb: (status: number) => void): void {
+  override write(offset: number, data: Buffer, flags: WriteFlags, cb: (status: number) => void): void {
     const t0 = this.clock.now();
-    this.dev.write(offset, data, flags, (s) => {
+    this.inner.write(offset, data, flags, (s) => {
       this.done('write', t0);
       if (s === 0) this.bytes.write += data.length;
       cb(s);
     });
   }
-  trim(offset: number, length: number, flags: WriteFlags, cb: (status: number) => void): void {
+  override trim(offset: number, length: number, flags: WriteFlags, cb: (status: number) => void): void {
     const t0 = this.clock.now();
-    this.dev.trim(offset, length, flags, (s) => (this.done('trim', t0), cb(s)));
+    this.inner.trim(offset, length, flags, (s) => (this.done('trim', t0), cb(s)));
   }
-  writeZeroes(offset: number, length: number, flags: ZeroFlags, cb: (status: number) => void): void {
+  override writeZeroes(offset: number, length: number, flags: ZeroFlags, cb: (status: number) => void): void {
     const t0 = this.clock.now();
-    this.dev.writeZeroes(offset, length, flags, (s) => (this.done('write_zeroes', t0), cb(s)));
+    this.inner.writeZeroes(offset, length, flags, (s) => (this.done('write_zeroes', t0), cb(s)));
   }
-  flush(cb: (status: number) => void): void {
+  override flush(cb: (status: number) => void): void {
     const t0 = this.clock.now();
-    this.dev.flush((s) => (this.done('flush', t0), cb(s)));
-  }
-  metaContexts(): readonly string[] {
-    return this.dev.metaContexts();
-  }
-  blockStatus(context: string, offset: number, length: number, cb: (status: number, extents: Extent[] | null) => void): void {
-    this.dev.blockStatus(context, offset, length, cb);
+    this.inner.flush((s) => (this.done('flush', t0), cb(s)));
   }
 }
 

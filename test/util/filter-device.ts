@@ -2,7 +2,8 @@
 // with a chosen status, corrupt read data (to prove the data checks catch a broken server)
 // and hold completions until the test releases them (to observe in-flight bounds).
 
-import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../src/nbd/block-device.js';
+import type { BlockDevice, Extent, WriteFlags, ZeroFlags } from '../../src/nbd/block-device.js';
+import { ForwardingDevice } from '../../src/nbd/forwarding-device.js';
 
 export type OpName = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'status';
 
@@ -15,14 +16,7 @@ export interface FilterOptions {
   hold?: boolean;
 }
 
-export class FilterDevice implements BlockDevice {
-  readonly size_bytes: number;
-  readonly block_sizes: BlockSizes;
-  readonly writable: boolean;
-  readonly can_trim: boolean;
-  readonly can_zero: boolean;
-  readonly can_fast_zero: boolean;
-  readonly multi_conn: boolean;
+export class FilterDevice extends ForwardingDevice {
   /** Operations started and not completed; the highest value seen. */
   active = 0;
   max_active = 0;
@@ -30,16 +24,10 @@ export class FilterDevice implements BlockDevice {
   private held: (() => void)[] = [];
 
   constructor(
-    private readonly inner: BlockDevice,
+    inner: BlockDevice,
     public opts: FilterOptions = {},
   ) {
-    this.size_bytes = inner.size_bytes;
-    this.block_sizes = inner.block_sizes;
-    this.writable = inner.writable;
-    this.can_trim = inner.can_trim;
-    this.can_zero = inner.can_zero;
-    this.can_fast_zero = inner.can_fast_zero;
-    this.multi_conn = inner.multi_conn;
+    super(inner);
   }
 
   get heldCount(): number {
@@ -53,11 +41,7 @@ export class FilterDevice implements BlockDevice {
     return take.length;
   }
 
-  metaContexts(): readonly string[] {
-    return this.inner.metaContexts();
-  }
-
-  read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
+  override read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
     const fail = this.opts.fail?.read;
     this.run(
       (done) => (fail !== undefined ? queueMicrotask(() => done(fail, null)) : this.inner.read(offset, length, done)),
@@ -71,23 +55,23 @@ export class FilterDevice implements BlockDevice {
     );
   }
 
-  write(offset: number, data: Buffer, flags: WriteFlags, cb: (status: number) => void): void {
+  override write(offset: number, data: Buffer, flags: WriteFlags, cb: (status: number) => void): void {
     this.simple('write', (done) => this.inner.write(offset, data, flags, done), cb);
   }
 
-  trim(offset: number, length: number, flags: WriteFlags, cb: (status: number) => void): void {
+  override trim(offset: number, length: number, flags: WriteFlags, cb: (status: number) => void): void {
     this.simple('trim', (done) => this.inner.trim(offset, length, flags, done), cb);
   }
 
-  writeZeroes(offset: number, length: number, flags: ZeroFlags, cb: (status: number) => void): void {
+  override writeZeroes(offset: number, length: number, flags: ZeroFlags, cb: (status: number) => void): void {
     this.simple('zero', (done) => this.inner.writeZeroes(offset, length, flags, done), cb);
   }
 
-  flush(cb: (status: number) => void): void {
+  override flush(cb: (status: number) => void): void {
     this.simple('flush', (done) => this.inner.flush(done), cb);
   }
 
-  blockStatus(context: string, offset: number, length: number, cb: (status: number, extents: Extent[] | null) => void): void {
+  override blockStatus(context: string, offset: number, length: number, cb: (status: number, extents: Extent[] | null) => void): void {
     const fail = this.opts.fail?.status;
     this.run((done) => (fail !== undefined ? queueMicrotask(() => done(fail, null)) : this.inner.blockStatus(context, offset, length, done)), cb);
   }
