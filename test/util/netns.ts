@@ -37,7 +37,7 @@ function sh(cmd: string, args: readonly string[], input?: string): string {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000, ...(input !== undefined ? { input } : {}) });
   } catch (e) {
     const err = e as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${(err.stderr ?? '').trim() || err.message}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${(err.stderr ?? '').trim() || err.message}`, { cause: e });
   }
 }
 
@@ -65,7 +65,7 @@ export function netnsUnavailable(): string | null {
 }
 
 function killNamespacePids(ns: string): void {
-  let pids: string[] = [];
+  let pids: string[];
   try {
     pids = sh(IP, ['netns', 'pids', ns]).split(/\s+/).filter((p) => p !== '');
   } catch {
@@ -86,7 +86,7 @@ function killNamespacePids(ns: string): void {
  */
 export function sweepNetns(all = false): string[] {
   const removed: string[] = [];
-  let list = '';
+  let list: string;
   try {
     list = sh(IP, ['netns', 'list']);
   } catch {
