@@ -47,6 +47,8 @@ export interface FaultProxyOptions {
   seed?: number;
   /** Per connection and direction, bytes held (latency, stall, rate) before reading stops. */
   max_buffer_bytes?: number;
+  /** Sees every chunk read from either side (recording a handshake to replay it, say). */
+  tap?: (dir: Direction, conn: number, chunk: Buffer) => void;
 }
 
 const PIECE = 16 * 1024;
@@ -104,8 +106,12 @@ class Pipe {
     private readonly stats: DirectionStats,
     private readonly max_buffer: number,
     private readonly onDone: () => void,
+    tap: ((chunk: Buffer) => void) | null,
   ) {
-    src.on('data', (c: Buffer) => this.onData(c));
+    src.on('data', (c: Buffer) => {
+      tap?.(c);
+      this.onData(c);
+    });
     src.on('end', () => {
       this.src_ended = true;
       this.pump();
@@ -282,6 +288,8 @@ export class FaultProxy {
       return;
     }
     this.stats.accepted++;
+    const id = this.stats.accepted;
+    const tap = this.o.tap;
     const t = this.o.target;
     const upstream = 'path' in t ? net.connect({ path: t.path, allowHalfOpen: true }) : net.connect({ host: t.host, port: t.port, allowHalfOpen: true });
     upstream.pause();
@@ -293,8 +301,8 @@ export class FaultProxy {
     const maybeDone = (): void => {
       if (++finished === 2) this.drop(c, false);
     };
-    c.up = new Pipe(client, upstream, () => this.f.up, new Shaper(this.rnd), this.stats.up, this.max_buffer, maybeDone);
-    c.down = new Pipe(upstream, client, () => this.f.down, new Shaper(this.rnd), this.stats.down, this.max_buffer, maybeDone);
+    c.up = new Pipe(client, upstream, () => this.f.up, new Shaper(this.rnd), this.stats.up, this.max_buffer, maybeDone, tap === undefined ? null : (b) => tap('up', id, b));
+    c.down = new Pipe(upstream, client, () => this.f.down, new Shaper(this.rnd), this.stats.down, this.max_buffer, maybeDone, tap === undefined ? null : (b) => tap('down', id, b));
     // An error (or reset) on either side resets the other: the path failed.
     client.on('error', () => this.drop(c, true));
     upstream.on('error', () => this.drop(c, true));
