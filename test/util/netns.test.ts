@@ -1,11 +1,17 @@
 // Self-test of the namespace harness: a TCP echo between two namespaces works; each kind of
 // partition breaks it and heal restores it; a link going down does too; a tbf cap slows a
 // transfer; on a shared segment a rule against one peer leaves the others reachable; a run
-// that crashes leaves namespaces the next sweep removes; close() leaves nothing behind.
+// that crashes leaves namespaces the next sweep removes; close() leaves nothing behind; a
+// server in a namespace is driven from the test through a Unix socket (sockets in the file
+// system are not network-namespaced).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { runWorkload } from './history/nbd-workload.js';
+import { checkHistory } from './history/checker.js';
 import { createInterface } from 'node:readline';
 import { NETNS_PREFIX, NetLab, ipOf, netnsUnavailable, sweepNetns } from './netns.js';
 import { waitFor, within } from './wait.js';
@@ -146,4 +152,19 @@ test('a crashed run leaves namespaces that the next sweep removes; close() leave
   lab.spawn(kept, process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
   await lab.close();
   assert.deepEqual(ourNamespaces(), []);
+});
+
+test('a server inside a namespace is reachable from the test through a Unix socket (how scenarios drive daemons)', { skip: skip ?? false }, async (t) => {
+  const lab = new NetLab();
+  t.after(() => lab.close());
+  const h = lab.host('nbd');
+  const dir = mkdtempSync(join(tmpdir(), 'netns-nbd-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'nbd.sock');
+  const srv = lab.spawn(h, process.execPath, [join(FIX, 'nbd-server.js'), String(4 << 20), sock]);
+  await within('NBD server in the namespace', new Promise<string>((r) => createInterface({ input: srv.stdout as NodeJS.ReadableStream }).once('line', r)), 10_000);
+  const w = await runWorkload({ target: { path: sock }, export_name: 'mem', seed: 3, duration_ms: 400 });
+  const r = checkHistory(w.ops, { multi_conn: w.multi_conn, trim: 'undefined', final: 'register' });
+  assert.deepEqual(r.violations.map((v) => v.message), []);
+  assert.ok(w.ops.length > 100);
 });
