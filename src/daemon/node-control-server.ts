@@ -17,7 +17,13 @@ export interface ControlServerOptions {
   readonly max_body_bytes: number;
   readonly max_connections: number;
   readonly max_followers: number;
+  /** Time a client has to send the request headers (default 10 s) and the whole request (15 s). */
+  readonly headers_timeout_ms?: number;
+  readonly request_timeout_ms?: number;
 }
+
+/** After answering a malformed request, how long the client has to read the 400 and go. */
+const CLIENT_ERROR_LINGER_MS = 1000;
 
 /** A follower this far behind (bytes queued in the socket) is cut off instead of buffered. */
 const FOLLOWER_BACKLOG_MAX = 1 << 20;
@@ -31,10 +37,22 @@ export class ControlServer {
     this.o = o;
   }
 
-  /** Listens on a Unix socket (mode 0600: the file permission is the authentication). */
+  /**
+   * Listens on a Unix socket (mode 0600: the file permission is the authentication). The
+   * socket is bound under umask 0177, so it is 0600 from the moment it exists: a chmod after
+   * listen() left a window in which anyone could connect. bind() happens inside listen()'s
+   * synchronous part, so the process umask is changed for no longer than that call.
+   */
   async listenUnix(path: string): Promise<void> {
     const s = this.make('unix');
-    await listen(s, () => s.listen(path));
+    await listen(s, () => {
+      const umask = process.umask(0o177);
+      try {
+        s.listen(path);
+      } finally {
+        process.umask(umask);
+      }
+    });
     chmodSync(path, 0o600);
   }
 
@@ -62,15 +80,26 @@ export class ControlServer {
   }
 
   private make(via: 'unix' | 'tcp'): Server {
-    const s = createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    // Node checks the header and request deadlines only every connectionsCheckingInterval
+    // (30 s by default): a slowloris client held a connection slot for up to 40 s, not 10.
+    const headersTimeout = this.o.headers_timeout_ms ?? 10_000;
+    const requestTimeout = this.o.request_timeout_ms ?? 15_000;
+    const opts = { maxHeaderSize: 16 * 1024, requestTimeout, headersTimeout, keepAliveTimeout: 5_000, connectionsCheckingInterval: Math.min(1000, headersTimeout / 4) };
+    const s = createServer(opts, (req, res) => {
       this.onRequest(via, req, res);
     });
     s.maxConnections = this.o.max_connections;
     s.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
       // Garbage that is not HTTP: answer 400 if the socket can still take it, then close.
       this.o.logger.log('debug', 'control API client error', { via, code: err.code ?? err.message });
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      else socket.destroy();
+      if (!socket.writable) return void socket.destroy();
+      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      // end() only half-closes: a client that neither reads nor closes (a slowloris that
+      // ignores the answer) would hold its connection slot for ever. Give it a moment to
+      // read the 400, then drop it.
+      const t = setTimeout(() => socket.destroy(), CLIENT_ERROR_LINGER_MS);
+      t.unref();
+      socket.once('close', () => clearTimeout(t));
     });
     this.servers.push(s);
     return s;

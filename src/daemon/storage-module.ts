@@ -12,6 +12,8 @@ import { BackgroundSync, type SyncState } from '../rmr/background-sync.js';
 import { serverPoolTickers, type Ticker } from '../rmr/tickers.js';
 import { TransportServer } from '../transport/server.js';
 import { StoreManager, type StoreManagerEvent } from '../brmr/server/store-manager.js';
+import { FaultController, withFaults } from '../brmr/server/fault-backend.js';
+import { faultInjectionFile } from './fault-file.js';
 import type { BrmrStore } from '../brmr/server/store.js';
 import { uuidText } from '../brmr/server/header.js';
 import { groupId } from '../util/jhash.js';
@@ -34,6 +36,8 @@ export interface StorageSettings {
   readonly sync_max_bytes_per_s: number;
   readonly sync_min_bytes_per_s: number;
   readonly sync_share: number;
+  /** Every store behind an error-injecting filter with a `fault_injection` control file (tests). */
+  readonly fault_injection: boolean;
 }
 
 interface ServerPoolEntry {
@@ -64,6 +68,8 @@ export class StorageModule {
   private readonly book: ObjectBook;
   private readonly clients: RmrClientModule;
   private readonly settings: StorageSettings;
+  /** Fault controllers by device path (fault_injection on). */
+  private readonly faults = new Map<string, FaultController>();
 
   constructor(ctx: RoleContext, clients: RmrClientModule, settings: StorageSettings) {
     if (ctx.ports === null) throw new Error('the storage role needs IO ports');
@@ -73,8 +79,9 @@ export class StorageModule {
     this.clients = clients;
     this.settings = settings;
     this.node = new RmrServerNode(ctx.logger);
+    const faultsOf = (path: string): FaultController => this.faultsOf(path);
     this.stores = new StoreManager({
-      open: this.ports.open,
+      open: settings.fault_injection ? withFaults(this.ports.open, faultsOf) : this.ports.open,
       random: this.ports.random,
       wall_ms: ctx.wall_ms,
       serverPool: (name) => this.pools.get(name)?.pool,
@@ -84,6 +91,13 @@ export class StorageModule {
     clients.syncPoolInUse = (name) => [...this.pools.values()].some((e) => e.clt === name);
     clients.localMappedSize = (name) => this.pools.get(name)?.pool.mapped_size ?? 0;
     this.registerMetrics();
+  }
+
+  /** The fault controller of the store on `path` (one per device, kept across re-adds). */
+  private faultsOf(path: string): FaultController {
+    let c = this.faults.get(path);
+    if (c === undefined) this.faults.set(path, (c = new FaultController({ clock: this.ctx.clock, random: this.ports.random })));
+    return c;
   }
 
   /** The data-plane listener (the reference's RTRS server on port 1234). */
@@ -432,6 +446,7 @@ export class StorageModule {
       remove_store: file({ write: (v) => (parseWord(v, ['1']), this.takeDownStore(pool, false)), help: '1: detach the store (metadata kept)' }),
       delete_store: file({ write: (v) => (parseWord(v, ['1']), this.takeDownStore(pool, true)), help: '1: detach the store and wipe its header and metadata' }),
       stats: file({ read: () => JSON.stringify(s().stats), json: () => ({ ...s().stats }) }),
+      ...(this.settings.fault_injection ? { fault_injection: faultInjectionFile(this.faultsOf(s().backend.path)) } : {}),
     });
   }
 

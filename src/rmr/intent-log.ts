@@ -9,7 +9,7 @@
 // Record payload: u32 extent_shift | u32 count | u64 extent[count]   (in MetaSlots pages)
 
 import { Errno } from '../util/errno.js';
-import { MD_MAX_PAYLOAD, MetaSlots } from './md-slots.js';
+import { MD_MAX_PAYLOAD, MetaSlots, slotVerdict } from './md-slots.js';
 import type { IoCallback, MetaStore } from './store.js';
 
 export const INTENT_MAGIC = 0x4952_4d52; // "RMRI"
@@ -84,8 +84,12 @@ export class IntentLog {
    */
   load(cb: (status: number, extents: number[] | null, notes: readonly string[]) => void): void {
     this.slots.load((status, rec) => {
-      if (status !== 0) return cb(status, null, this.slots.load_notes);
-      if (rec === null) return cb(0, [], this.slots.load_notes);
+      const notes = this.slots.load_notes.map((n) => `intent ${n}`);
+      if (status !== 0) return cb(status, null, notes);
+      // Both copies damaged: the extents that may lack writes are unknown. Refuse rather
+      // than report none (which would leave this member silently different from its peers).
+      if (slotVerdict(this.slots, rec) === 'damaged') return cb(Errno.EBADMSG, null, notes);
+      if (rec === null) return cb(0, [], notes);
       const p = rec.payload;
       if (p.length < 8) return cb(Errno.EBADMSG, null, ['intent record payload too short']);
       const shift = p.readUInt32LE(0);
@@ -107,7 +111,7 @@ export class IntentLog {
       this.durable = new Set(out);
       // Kept in every rewrite until the owner has dealt with them (reset()).
       this.recovered = new Set(out);
-      cb(0, [...this.recovered].sort((a, b) => a - b), this.slots.load_notes);
+      cb(0, [...this.recovered].sort((a, b) => a - b), notes);
     });
   }
 

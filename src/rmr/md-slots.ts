@@ -54,6 +54,19 @@ export function decodeSlotPage(page: Buffer, magic: number, version: number): Sl
 }
 
 /**
+ * What a load of two slots means when the newest valid record is missing or a slot is bad.
+ * A crash tears at most the one slot being written (updates alternate), so: both slots
+ * damaged is corruption (refuse the record); one damaged beside a blank one is a first write
+ * torn by a crash, or the only copy damaged (accept as never written, but say so); one
+ * damaged beside a valid one is recovered from the valid one (say so).
+ */
+export function slotVerdict(slots: MetaSlots, rec: SlotRecord | null): 'ok' | 'recovered' | 'torn_first' | 'damaged' {
+  if (slots.damaged_slots === 0) return 'ok';
+  if (rec !== null) return 'recovered';
+  return slots.damaged_slots >= 2 ? 'damaged' : 'torn_first';
+}
+
+/**
  * One record in two slots at `base` and `base + MD_PAGE`. Stores are serialised: while one
  * is being written, later payloads coalesce into the next write (only the newest matters).
  */
@@ -67,8 +80,11 @@ export class MetaSlots {
   private seq = 0;
   private writing = false;
   private next: { payload: Buffer; cbs: IoCallback[] } | null = null;
-  /** Why the last load ignored a slot (for operators). */
+  /** Why the last load ignored a slot (for operators); blank (never written) slots are not noted. */
   readonly load_notes: string[] = [];
+  /** Slots the last load found written but invalid (damaged or torn), and blank ones. */
+  damaged_slots = 0;
+  blank_slots = 0;
 
   constructor(meta: MetaStore, base: number, magic: number, version: number) {
     this.meta = meta;
@@ -84,10 +100,17 @@ export class MetaSlots {
       let best: SlotRecord | null = null;
       let best_slot = -1;
       this.load_notes.length = 0;
+      this.damaged_slots = 0;
+      this.blank_slots = 0;
       for (let s = 0; s < 2; s++) {
-        const r = decodeSlotPage(data.subarray(s * MD_PAGE, (s + 1) * MD_PAGE), this.magic, this.version);
+        const page = data.subarray(s * MD_PAGE, (s + 1) * MD_PAGE);
+        const r = decodeSlotPage(page, this.magic, this.version);
         if (typeof r === 'string') {
-          this.load_notes.push(`slot ${s}: ${r}`);
+          if (page.every((b) => b === 0)) this.blank_slots++;
+          else {
+            this.damaged_slots++;
+            this.load_notes.push(`slot ${s}: ${r}`);
+          }
           continue;
         }
         if (best === null || r.seq > best.seq) {

@@ -11,7 +11,7 @@
 import { Layout, type ValuesOf } from './layout.js';
 import { MAX_MEMBERS } from './msg.js';
 import { SERVER_POOL_STATES, type ServerPoolState } from './server-pool-state.js';
-import { MetaSlots } from './md-slots.js';
+import { MetaSlots, slotVerdict } from './md-slots.js';
 import type { IoCallback } from './store.js';
 import type { MetaStore } from './store.js';
 import { Errno } from '../util/errno.js';
@@ -134,13 +134,20 @@ export class PoolMdStore {
   constructor(meta: MetaStore, base: number) {
     this.slots = new MetaSlots(meta, base, POOL_MD_MAGIC, POOL_MD_VERSION);
   }
+  /**
+   * The newest valid pool_md, or null if never written. `notes` name every damaged slot
+   * (prefixed `pool_md`): with status 0 the record came from the other slot (or, beside a
+   * blank slot, a torn first write was taken as never written); EBADMSG when both are damaged.
+   */
   load(cb: (status: number, md: PoolMd | null, notes: readonly string[]) => void): void {
     this.slots.load((status, rec) => {
-      if (status !== 0) return cb(status, null, this.slots.load_notes);
-      if (rec === null) return cb(0, null, this.slots.load_notes);
+      const notes = this.slots.load_notes.map((n) => `pool_md ${n}`);
+      if (status !== 0) return cb(status, null, notes);
+      if (slotVerdict(this.slots, rec) === 'damaged') return cb(Errno.EBADMSG, null, notes);
+      if (rec === null) return cb(0, null, notes);
       const md = decodePoolMd(rec.payload);
-      if (typeof md === 'string') return cb(Errno.EBADMSG, null, [...this.slots.load_notes, md]);
-      cb(0, md, this.slots.load_notes);
+      if (typeof md === 'string') return cb(Errno.EBADMSG, null, [...notes, `pool_md: ${md}`]);
+      cb(0, md, notes);
     });
   }
   store(md: PoolMd, cb: IoCallback): void {

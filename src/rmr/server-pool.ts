@@ -63,6 +63,8 @@ export interface RecoveryReport {
   /** Why the maps could not be restored (all chunks were then marked dirty), or null. */
   maps_lost: string | null;
   map_ver: number;
+  /** Damaged metadata copies that were ignored (the other copy was used), for the operator; absent when none. */
+  md_notes?: string[];
 }
 
 export interface RegisteredStore {
@@ -261,9 +263,10 @@ export class ServerPool {
     const maps = this.map_store;
     const intent = this.intent;
     if (ms === null || maps === null || intent === null) return cb(Errno.ENXIO, null, 'no store registered');
-    ms.load((s1, md) => {
+    ms.load((s1, md, md_notes) => {
+      if (s1 === Errno.EBADMSG) return cb(s1, null, `pool metadata damaged in both copies (${md_notes.join('; ')}): delete_store and add the disk with mode=replace to resync it from its peers`);
       if (s1 !== 0) return cb(s1, null, 'pool metadata unreadable');
-      if (md === null) return cb(0, { found: false, intent_chunks: 0, maps_lost: null, map_ver: this.map_ver }, null);
+      if (md === null) return cb(0, { found: false, intent_chunks: 0, maps_lost: null, map_ver: this.map_ver, ...(md_notes.length > 0 ? { md_notes: [...md_notes] } : {}) }, null);
       if (md.header.pool_name !== this.name) return cb(Errno.EINVAL, null, `store belongs to pool ${md.header.pool_name}`);
       if (md.header.chunk_size !== this.chunk_size) return cb(Errno.EINVAL, null, `store has chunk_size ${md.header.chunk_size}`);
       const mine = md.srv_md.find((x) => x.member_id === this.member_id);
@@ -288,7 +291,8 @@ export class ServerPool {
           }
           this.map_ver = Math.max(this.map_ver, map_ver);
         }
-        intent.load((s3, extents) => {
+        intent.load((s3, extents, intent_notes) => {
+          if (s3 === Errno.EBADMSG) return cb(s3, null, `intent record damaged in both copies (${intent_notes.join('; ')}): delete_store and add the disk with mode=replace to resync it from its peers`);
           if (s3 !== 0 || extents === null) return cb(s3 !== 0 ? s3 : Errno.EIO, null, 'intent record unreadable');
           // The record's chunks may lack writes that never became durable here. Whether
           // this node must resync them is decided when it comes back: a map update from a
@@ -307,7 +311,8 @@ export class ServerPool {
           }
           const marked = crash.dirtyCount;
           this.crash_chunks = marked > 0 ? crash : null;
-          const report: RecoveryReport = { found: true, intent_chunks: marked, maps_lost, map_ver: this.map_ver };
+          const notes = [...md_notes, ...intent_notes];
+          const report: RecoveryReport = { found: true, intent_chunks: marked, maps_lost, map_ver: this.map_ver, ...(notes.length > 0 ? { md_notes: notes } : {}) };
           this.persistMetadata((s4) => cb(s4, s4 === 0 ? report : null, s4 === 0 ? null : 'could not persist the recovered maps'));
         });
       });

@@ -3,7 +3,8 @@
 // truncations, insertions, splices. Over 10,000 cases go through in-memory streams and a
 // few hundred through real TCP sockets; afterwards the server must have no connection left,
 // no internal error logged, and still serve nbdinfo and qemu-io.
-// Replay: NBD_FUZZ_SEED=<seed> node --test dist/test/nbd/fuzz.test.js
+// Replay: RMR_FUZZ_SEED=<seed> (or NBD_FUZZ_SEED) node --test dist/test/nbd/fuzz.test.js;
+// longer: RMR_FUZZ_SECONDS=N (npm run fuzz -- --seconds N) runs in-memory cases for N seconds.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,8 +20,10 @@ import { memStreamPair } from '../util/mem-stream.js';
 import { goData, metaData } from '../util/nbd-wire-client.js';
 import { checkInfo, runOk } from '../util/nbd-checks.js';
 import { waitFor } from '../util/wait.js';
+import { fuzzBudget } from '../util/fuzz.js';
 
-const SEED = Number(process.env.NBD_FUZZ_SEED ?? 20261122);
+const budget = fuzzBudget(0, Number(process.env.NBD_FUZZ_SEED ?? 20261122));
+const SEED = budget.seed;
 const MEM_CASES = 10_000;
 const TCP_CASES = 300;
 const SIZE = 4 << 20;
@@ -163,7 +166,8 @@ after(async () => {
 test(`${MEM_CASES} mutated handshakes and requests over in-memory streams (seed ${SEED})`, async () => {
   const rnd = new SimRandom(SEED);
   const batch = 250;
-  for (let done = 0; done < MEM_CASES; done += batch) {
+  const end = performance.now() + budget.ms;
+  for (let done = 0; done < MEM_CASES || (budget.long && performance.now() < end); done += batch) {
     const cases: Promise<void>[] = [];
     for (let i = 0; i < batch; i++) {
       cases.push(memCase(rnd, fuzzed(rnd)));
