@@ -26,6 +26,8 @@ import { groupId } from '../util/jhash.js';
 import { errnoName } from '../util/errno.js';
 import { ControlError, type ControlCode } from './control-error.js';
 import { mapSummaryText } from './map-text.js';
+import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/map-compare.js';
+import type { DirtyMap } from '../rmr/dirty-map.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseIntegers, parseWord } from './kv.js';
 import type { RoleContext, RolePorts } from './daemon.js';
@@ -416,6 +418,28 @@ export class RmrClientModule {
     this.pools(sync).clear();
   }
 
+  /**
+   * test_map: `ours` against the maps of every leg of `e` that can answer (not created,
+   * failed or removing), one line per leg and difference.
+   */
+  async testMap(e: ClientPoolEntry, ours: ReadonlyMap<number, DirtyMap<unknown>>): Promise<string> {
+    const pool = e.pool;
+    if (pool === null) throw new ControlError('ENODEV', `pool ${e.name} has no members yet`);
+    const lines: string[] = [];
+    for (const sl of e.legs.values()) {
+      const st = sl.leg.state;
+      if (st === 'CREATED' || st === 'FAILED' || st === 'REMOVING') {
+        lines.push(`${sl.sessname}: skipped (${st.toLowerCase()})`);
+        continue;
+      }
+      const theirs = await new Promise<Map<number, DirtyMap>>((resolve, reject) =>
+        readNodeMaps((cmd, cb) => sl.leg.channel.command(cmd, cb), pool.no_of_chunks, (status, maps) => (status === 0 && maps !== null ? resolve(maps) : reject(statusError(status, `reading the maps of ${sl.sessname}: ${errnoName(status)}`)))),
+      );
+      lines.push(formatDifferences(sl.sessname, compareMaps(ours, theirs)));
+    }
+    return lines.length === 0 ? 'no legs' : lines.join('\n');
+  }
+
   // ------------------------------------------------------------------ tree
 
   tree(): TreeNode {
@@ -482,6 +506,16 @@ export class RmrClientModule {
           m.setDirty(first, count);
         },
         help: 'read: dirty chunks per member; write "<a> <b> <member_id>": mark chunks b..b+a-1 dirty (debug)',
+      }),
+      test_map: file({
+        write: async (v) => {
+          parseWord(v, ['1']);
+          const p = need();
+          const text = await this.testMap(e, p.maps);
+          this.ctx.logger.log('info', 'test_map', { pool: e.name, result: text });
+          return text;
+        },
+        help: '1: compare the client maps (or, on a storage node, its own maps) against every member reachable; answers the differences',
       }),
       min_replicas: roFile(() => String(e.min_replicas)),
       status: file({ read: () => JSON.stringify(this.poolJson(e)), json: () => this.poolJson(e) }),

@@ -371,6 +371,17 @@ export class StorageModule {
       }, 'the intent record: extents (byte offset, length) recorded before writes into them'),
       metadata: file({ read: () => this.metadataText(name), json: () => this.metadataJson(name) }),
       blksize: roFile(() => `${e().pool.chunk_size >> 10}k`),
+      test_map: file({
+        write: async (v) => {
+          parseWord(v, ['1']);
+          const sp = this.clients.sync_pools.get(name);
+          if (sp === undefined) throw new ControlError('ENODEV', `server pool ${name} has no sync pool to reach its peers`);
+          const text = await this.clients.testMap(sp, e().pool.maps);
+          this.ctx.logger.log('info', 'test_map', { pool: name, result: text });
+          return text;
+        },
+        help: '1: compare this node\'s maps against every peer through the sync pool; answers the differences',
+      }),
       stats: file({ read: () => JSON.stringify(e().pool.stats), json: () => ({ ...e().pool.stats }) }),
     });
   }

@@ -121,10 +121,14 @@ test('link failure: the leg fails, writes go on and are dirty for the member, th
   assert.match(await r('cli', 'rmr-client/pools/ionos_pool/map'), /member 43: \[64 65 .*\] 16\/512 dirty/);
   assert.match(await r('stg0', 'rmr-server/pools/ionos_pool/map_summary'), /member 43: \[64 .*\] 16\/512 dirty/);
   assert.match(await r('cli', 'brmr-client/ctl/devices/brmr0/state'), /degraded/);
+  // The peers still talk (only the client's link is cut): test_map shows what 43 does not know yet.
+  assert.match(await w('stg0', 'rmr-server/pools/ionos_pool/test_map', '1'), /stg-rmr0@stg-rmr1: member 43: ours 16 dirty, theirs 0 dirty, 16 chunks differ \[64 65/);
   proxy.refuse(false);
   await readsBack('cli', 'rmr-client/pools/ionos_pool/sessions/psrv1@stg-rmr1/state', /^normal/);
   await readsBack('stg1', 'rmr-server/pools/ionos_pool/map_summary', /member 43: \[\] 0\/512 dirty/);
   await readsBack('cli', 'rmr-client/pools/ionos_pool/map', /member 43: \[\] 0\/512 dirty/);
+  assert.equal(await w('cli', 'rmr-client/pools/ionos_pool/test_map', '1'), 'psrv0@stg-rmr0: same\npsrv1@stg-rmr1: same');
+  assert.equal(await w('stg0', 'rmr-server/pools/ionos_pool/test_map', '1'), 'stg-rmr0@stg-rmr1: same');
   await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x22 8M 2M', NBD]);
 });
 

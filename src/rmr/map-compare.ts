@@ -1,0 +1,90 @@
+// test_map (reference §11.1, §11.2): reading every map a storage node holds over a leg
+// (READ_MAP_BUF, §5.4) into fresh maps, and comparing two sets of maps member by member.
+// The client compares its own maps against each leg's; a storage node compares its maps
+// against its peers' through the sync pool.
+
+import { Errno } from '../util/errno.js';
+import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
+import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+
+export type CommandFn = (cmd: LegCommand, cb: LegCommandCallback) => void;
+
+/** Answers of one node at most (a node holds at most MAX_MEMBERS maps of bounded pages). */
+const MAX_ROUNDS = 1 << 20;
+
+/** Every map the node behind `command` holds, read page slice by page slice. */
+export function readNodeMaps(command: CommandFn, no_of_chunks: number, cb: (status: number, maps: Map<number, DirtyMap> | null) => void): void {
+  const maps = new Map<number, DirtyMap>();
+  const step = (map_idx: number, page: number, rounds: number): void => {
+    if (rounds > MAX_ROUNDS) return cb(Errno.ELOOP, null);
+    command({ kind: 'read_map_buf', map_idx, page }, (status, _v, _r, data) => {
+      if (status !== 0) return cb(status, null);
+      if (data === null || data === undefined || data.length < READ_MAP_HEADER) return cb(Errno.EBADMSG, null);
+      const member = data[0] as number;
+      if (member === 0) return cb(0, maps);
+      const first = data.readUInt32LE(4);
+      const n = data.readUInt32LE(8);
+      if (data.length !== READ_MAP_HEADER + n * PAGE_BYTES) return cb(Errno.EBADMSG, null);
+      let map = maps.get(member);
+      if (map === undefined) maps.set(member, (map = new DirtyMap(member, no_of_chunks)));
+      for (let i = 0; i < n; i++) {
+        if (map.decodePage(first + i, data.subarray(READ_MAP_HEADER + i * PAGE_BYTES, READ_MAP_HEADER + (i + 1) * PAGE_BYTES), 'overwrite') !== null) return cb(Errno.EBADMSG, null);
+      }
+      step(data[1] as number, data.readUInt32LE(12), rounds + 1);
+    });
+  };
+  step(0, 0, 0);
+}
+
+export interface MapDifference {
+  readonly member_id: number;
+  /** Dirty chunks on each side; null where that side has no map for the member. */
+  readonly ours: number | null;
+  readonly theirs: number | null;
+  /** Chunks dirty on exactly one side, and the first few of them. */
+  readonly differing: number;
+  readonly first: readonly number[];
+}
+
+const LISTED = 16;
+
+/** Member by member: where `ours` and `theirs` disagree (members missing on one side count). */
+export function compareMaps(ours: ReadonlyMap<number, DirtyMap<unknown>>, theirs: ReadonlyMap<number, DirtyMap<unknown>>): MapDifference[] {
+  const out: MapDifference[] = [];
+  const ids = [...new Set([...ours.keys(), ...theirs.keys()])].sort((a, b) => a - b);
+  for (const id of ids) {
+    const a = ours.get(id);
+    const b = theirs.get(id);
+    if (a === undefined || b === undefined) {
+      const m = (a ?? b) as DirtyMap<unknown>;
+      out.push({ member_id: id, ours: a?.dirtyCount ?? null, theirs: b?.dirtyCount ?? null, differing: m.dirtyCount, first: [] });
+      continue;
+    }
+    let differing = 0;
+    const first: number[] = [];
+    const n = Math.min(a.no_of_chunks, b.no_of_chunks);
+    // Walk the dirty chunks of both sides; clean pages are skipped by nextDirty.
+    let x = a.nextDirty(0);
+    let y = b.nextDirty(0);
+    while (x >= 0 || y >= 0) {
+      const c = x < 0 ? y : y < 0 ? x : Math.min(x, y);
+      if (c >= n) break;
+      if (!(x === c && y === c)) {
+        differing++;
+        if (first.length < LISTED) first.push(c);
+      }
+      if (x === c) x = a.nextDirty(c + 1);
+      if (y === c) y = b.nextDirty(c + 1);
+    }
+    if (differing > 0 || a.no_of_chunks !== b.no_of_chunks) out.push({ member_id: id, ours: a.dirtyCount, theirs: b.dirtyCount, differing, first });
+  }
+  return out;
+}
+
+/** One line per difference, or `same`. */
+export function formatDifferences(what: string, diffs: readonly MapDifference[]): string {
+  if (diffs.length === 0) return `${what}: same`;
+  return diffs
+    .map((d) => `${what}: member ${d.member_id}: ours ${d.ours ?? 'none'} dirty, theirs ${d.theirs ?? 'none'} dirty, ${d.differing} chunks differ${d.first.length > 0 ? ` [${d.first.join(' ')}${d.differing > d.first.length ? '...' : ''}]` : ''}`)
+    .join('\n');
+}
