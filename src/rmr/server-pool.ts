@@ -440,9 +440,14 @@ export class ServerPool {
         return null; // leaving maintenance does not enable; a map update will
       }
       const err = this.sm.change('NORMAL', 'enable');
-      // Enabled directly (the last authoritative member, or a create): this node is the
-      // source of its intent chunks; nothing to resync here.
+      // Enabled directly (the last authoritative member): this node is the source of its
+      // intent chunks, which every other member resyncs from it. Its crash may have lost
+      // writes there that the others kept (none durable: those reached this node's disk), so
+      // without this the members stay different. Found by the simulator (seeds 4009, 4057,
+      // 4127 with crashes: the last authoritative node lost unflushed writes at a power loss
+      // and was enabled directly; a peer kept the newer data and was never marked dirty).
       if (err === null && this.crash_chunks !== null) {
+        if (this.sourceChunks(this.crash_chunks.runs()) > 0) this.map_changes++;
         this.crash_chunks = null;
         this.releaseRecoveredIntent();
       }
@@ -691,11 +696,22 @@ export class ServerPool {
         all.push([first, Math.ceil(Math.min(start + ext_bytes, this.mapped_size) / this.chunk_size) - first]);
       }
     }
+    const sourced = this.sourceChunks(all);
+    if (sourced > 0) this.map_changes++;
+    return sourced;
+  }
+
+  /**
+   * Gives each chunk of `ranges` one source and makes it dirty for every other member: this
+   * node where its own map is clean, else the lowest member clean for it here; a chunk dirty
+   * for every member is left alone. Returns the number of chunks given a source.
+   */
+  private sourceChunks(ranges: readonly (readonly [number, number])[]): number {
     const own = this.mapOf(this.member_id);
     const ids = [...this.maps.keys()].sort((a, b) => a - b);
     const others = ids.filter((id) => id !== this.member_id).map((id) => this.maps.get(id) as DirtyMap<ParkedIo>);
     let sourced = 0;
-    for (const [first, count] of all) {
+    for (const [first, count] of ranges) {
       const end = first + count;
       for (let pos = first; pos < end; ) {
         // A run this node is clean for: it is the source, every other member resyncs the run.
@@ -716,7 +732,6 @@ export class ServerPool {
         pos++;
       }
     }
-    if (sourced > 0) this.map_changes++;
     return sourced;
   }
 

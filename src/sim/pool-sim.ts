@@ -332,9 +332,10 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       // Candidates: writes not superseded before the read began. A write is superseded when
       // another acknowledged write was invoked after it ended and acknowledged before `inv`,
       // unless a storage node crashed after that acknowledgement and before the write was
-      // durable (a crash may lose acknowledged writes that no flush or FUA covered). So an
+      // durable (a crash may lose acknowledged writes that no flush or FUA covered). A crash
+      // while the read is in flight counts too: the read may be served after it. So an
       // acknowledged durable write is never lost: the durability invariant.
-      const lost = (u: WriteRec): boolean => crashes.some((tc) => tc > u.end && tc < inv && u.durable_at > tc);
+      const lost = (u: WriteRec): boolean => crashes.some((tc) => tc > u.end && tc < end && u.durable_at > tc);
       const ok = (w: { id: number; inv: number; end: number }): boolean => {
         if (w.inv >= end) return false;
         return !h.some((u) => u.acked && u !== w && u.inv > w.end && u.end < inv && !lost(u));

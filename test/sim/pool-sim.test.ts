@@ -24,6 +24,9 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 9, faults: ['crash'] },
   { seed: 17, faults: ['crash'] },
   { seed: 100, faults: ['link_cut', 'partition', 'disk_error', 'crash'], duration_ms: 1500 },
+  { seed: 4009, faults: ['link_cut', 'partition', 'disk_error', 'crash'] },
+  { seed: 4057, faults: ['link_cut', 'partition', 'disk_error', 'crash'] },
+  { seed: 4127, faults: ['link_cut', 'partition', 'disk_error', 'crash'] },
 ];
 
 test('regression seeds stay fixed', async () => {
