@@ -26,11 +26,8 @@ import { MemDisk } from './mem-disk.js';
 
 export const FAULT_KINDS = ['link_cut', 'partition', 'disk_error', 'crash'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
-/**
- * Kinds a seed uses unless told otherwise. Storage-node crashes are opt-in (`--faults
- * crash`) until the open bug classes they show are fixed (docs/rmr-core.md).
- */
-export const DEFAULT_FAULTS: readonly FaultKind[] = ['link_cut', 'partition', 'disk_error'];
+/** Kinds a seed uses unless told otherwise: all of them. */
+export const DEFAULT_FAULTS: readonly FaultKind[] = FAULT_KINDS;
 
 export interface SimOptions {
   seed: number;
@@ -74,24 +71,40 @@ const SECRET = Buffer.alloc(32, 0x5a);
 
 class Violation extends Error {}
 
-/** Block content for write `id` at block `b`: id and block in the first 16 bytes, then a pattern. */
-function blockValue(id: number, b: number): Buffer {
+/**
+ * Block content for write `id` at block `b`: id and block in the first 8 bytes, then a
+ * pattern that depends on (id * 131 + b * 7) mod 256 only, so the 256 patterns are made once.
+ */
+const PATTERNS: Buffer[] = Array.from({ length: 256 }, (_, k) => {
   const buf = Buffer.alloc(BLOCK);
-  if (id === 0) return buf;
-  buf.writeUInt32LE(id, 0);
-  buf.writeUInt32LE(b, 4);
-  for (let i = 8; i < BLOCK; i++) buf[i] = (id * 131 + b * 7 + i) & 0xff;
+  for (let i = 8; i < BLOCK; i++) buf[i] = (k + i) & 0xff;
+  return buf;
+});
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/** Writes the content of write `id` for blocks first..first+count into one buffer. */
+function blockValues(id: number, first: number, count: number): Buffer {
+  const buf = Buffer.allocUnsafe(count * BLOCK);
+  for (let i = 0; i < count; i++) {
+    const b = first + i;
+    (PATTERNS[(id * 131 + b * 7) & 0xff] as Buffer).copy(buf, i * BLOCK);
+    buf.writeUInt32LE(id, i * BLOCK);
+    buf.writeUInt32LE(b, i * BLOCK + 4);
+  }
   return buf;
 }
 
 function valueOf(buf: Buffer, b: number): number | null {
   const id = buf.readUInt32LE(0);
-  if (id === 0) return buf.every((x) => x === 0) ? 0 : null;
-  return buf.readUInt32LE(4) === b && buf.equals(blockValue(id, b)) ? id : null;
+  if (id === 0) return buf.equals(ZERO_BLOCK) ? 0 : null;
+  if (buf.readUInt32LE(4) !== b) return null;
+  const pat = PATTERNS[(id * 131 + b * 7) & 0xff] as Buffer;
+  return buf.compare(pat, 8, BLOCK, 8, BLOCK) === 0 ? id : null;
 }
 
 interface WriteRec {
   id: number; // 0: zeroes (discard / write-zeroes)
+  block: number;
   inv: number;
   end: number; // ack or failure time; Infinity while pending
   acked: boolean;
@@ -321,9 +334,32 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
 
     // ---- the workload and the oracle
     const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);
+    /** Acknowledged writes not yet durable (a flush makes them durable). */
+    let undurable: WriteRec[] = [];
     /** Times of storage-node crashes. */
     const crashes: number[] = [];
     let inflight = 0;
+    /** Invocation times of the reads in flight (the oldest bounds what may leave the history). */
+    const reads_inflight: number[] = [];
+    /**
+     * A write that became durable with no crash between its acknowledgement and then
+     * supersedes each write that ended before it was invoked, for every read invoked after it
+     * was acknowledged: once no read in flight is older, those writes leave the history (it
+     * stays short, and the check stays linear).
+     */
+    const prune = (b: number): void => {
+      const horizon = Math.min(clock.now(), ...reads_inflight);
+      const h = history[b] as WriteRec[];
+      let latest = -Infinity;
+      for (const u of h) {
+        if (!u.acked || u.end >= horizon || u.durable_at > clock.now() || u.inv <= latest) continue;
+        if (crashes.some((tc) => tc > u.end && tc < u.durable_at)) continue;
+        latest = u.inv;
+      }
+      if (latest === -Infinity) return;
+      const keep = h.filter((x) => !(x.end < latest));
+      if (keep.length < h.length) history[b] = keep;
+    };
     const check = (b: number, got: Buffer, inv: number, end: number): void => {
       reads_checked++;
       const v = valueOf(got, b);
@@ -336,12 +372,11 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       // while the read is in flight counts too: the read may be served after it. So an
       // acknowledged durable write is never lost: the durability invariant.
       const lost = (u: WriteRec): boolean => crashes.some((tc) => tc > u.end && tc < end && u.durable_at > tc);
-      const ok = (w: { id: number; inv: number; end: number }): boolean => {
-        if (w.inv >= end) return false;
-        return !h.some((u) => u.acked && u !== w && u.inv > w.end && u.end < inv && !lost(u));
-      };
-      const initial = { id: 0, inv: -1, end: -1 };
-      const allowed = [initial, ...h].filter(ok).map((w) => w.id);
+      // The latest invocation among superseding writes: everything that ended before it is out.
+      let latest = -Infinity;
+      for (const u of h) if (u.acked && u.end < inv && u.inv > latest && !lost(u)) latest = u.inv;
+      const allowed: number[] = latest > -1 ? [] : [0];
+      for (const w of h) if (w.inv < end && !(latest > w.end)) allowed.push(w.id);
       if (!allowed.includes(v)) violate(`read validity: block ${b} read value ${v} in [${inv.toFixed(3)}, ${end.toFixed(3)}], allowed ${allowed.join(',')}`);
     };
     // Workers: each issues an op, and the next one a little after it completes.
@@ -361,13 +396,22 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         client.submit('flush', 0, 0, null, {}, (s) => {
           t(`flush -> ${s}`);
           // Everything acknowledged before the flush was issued is durable now.
-          if (s === 0) for (const h of history) for (const w of h) if (w.acked && w.end <= inv && w.durable_at === Infinity) w.durable_at = clock.now();
+          if (s === 0) {
+            const now = undurable.filter((w) => w.end <= inv);
+            undurable = undurable.filter((w) => w.end > inv);
+            for (const w of now) {
+              w.durable_at = clock.now();
+              prune(w.block);
+            }
+          }
           after();
         });
         return;
       }
       if (kind === 'read') {
+        reads_inflight.push(inv);
         client.submit('read', first * BLOCK, count * BLOCK, null, {}, (s, d) => {
+          reads_inflight.splice(reads_inflight.indexOf(inv), 1);
           t(`read ${first}+${count} -> ${s}`);
           if (s === 0 && d !== null) for (let i = 0; i < count; i++) check(first + i, d.subarray(i * BLOCK, (i + 1) * BLOCK), inv, clock.now());
           after();
@@ -378,17 +422,19 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (id === 0) next_id++;
       const recs: WriteRec[] = [];
       for (let i = 0; i < count; i++) {
-        const w: WriteRec = { id, inv, end: Infinity, acked: false, durable_at: Infinity };
+        const w: WriteRec = { id, block: first + i, inv, end: Infinity, acked: false, durable_at: Infinity };
         (history[first + i] as WriteRec[]).push(w);
         recs.push(w);
       }
-      const data = kind === 'write' ? Buffer.concat(Array.from({ length: count }, (_, i) => blockValue(id, first + i))) : null;
+      const data = kind === 'write' ? blockValues(id, first, count) : null;
       const fua = kind === 'write' && random.float() < 0.2;
       client.submit(kind, first * BLOCK, count * BLOCK, data, { fua }, (s) => {
         for (const w of recs) {
           w.end = clock.now();
           w.acked = s === 0;
           if (w.acked && fua) w.durable_at = w.end;
+          else if (w.acked) undurable.push(w);
+          prune(w.block);
         }
         t(`${kind}${fua ? '+fua' : ''} ${first}+${count} id ${id} -> ${s}`);
         after();
