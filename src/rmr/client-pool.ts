@@ -16,7 +16,7 @@ import { Errno } from '../util/errno.js';
 import { DirtyMap, chunkRange } from './dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
 import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_INTENT_RANGES, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
-import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+import { READ_MAP_HEADER, decodeRanges, type LegCommand, type LegCommandCallback } from './leg-commands.js';
 
 /** One leg's way to its storage node (over the client session shared by the pools). */
 export interface LegChannel {
@@ -590,6 +590,40 @@ export class ClientPool implements LegPoolCounters {
       for (const other of receivers.slice(i)) other.channel.command({ kind: 'map_disable' }, () => undefined);
       cb(status);
     };
+    this.markCrashChunks(source, r, (s0) => {
+      if (s0 !== 0) return fail(s0);
+      this.spreadTo(source, r, receivers, i, fail, cb);
+    });
+  }
+
+  /**
+   * A receiver that restarted after a crash holds intent chunks it may lack writes for:
+   * before it gets the maps, the source and every NORMAL leg mark them dirty for it where
+   * another member is clean (MAP_MARK, conditional), so every NORMAL node's maps stay
+   * complete. Without this only the receiver knew, and a later source choice trusted it
+   * (simulator seed 14: three members each dirty for a chunk, nobody able to sync it).
+   */
+  private markCrashChunks(source: Leg, r: Leg, cb: (status: number) => void): void {
+    r.channel.command({ kind: 'crash_read' }, (s0, _v, _r, data) => {
+      if (s0 !== 0) return cb(s0);
+      const ranges = decodeRanges(data ?? Buffer.alloc(0));
+      if (ranges === null) return cb(Errno.EBADMSG);
+      if (ranges.length === 0) return cb(0);
+      const map = this.mapOf(r.member_id);
+      for (const [first, count] of ranges) if (first + count <= this.no_of_chunks) map.setDirty(first, count, this.now());
+      const targets = [...new Set([source, ...this.normalLegs()])].filter((l) => l !== r);
+      let pending = targets.length;
+      let err = 0;
+      for (const leg of targets) {
+        leg.channel.command({ kind: 'map_mark', member_id: r.member_id, conditional: true, ranges }, (st) => {
+          if (st !== 0) err = st;
+          if (--pending === 0) cb(err);
+        });
+      }
+    });
+  }
+
+  private spreadTo(source: Leg, r: Leg, receivers: Leg[], i: number, fail: (status: number) => void, cb: (status: number) => void): void {
     r.channel.command({ kind: 'map_ready' }, (s1) => {
       if (s1 !== 0) return fail(s1);
       source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: this.map_ver }, (s2) => {

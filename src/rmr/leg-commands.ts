@@ -25,7 +25,9 @@ export type LegCommand =
   | { kind: 'md_write'; md: Buffer }
   | { kind: 'user'; bytes: Buffer; rsp_len: number }
   | { kind: 'read_map_buf'; map_idx: number; page: number }
-  | { kind: 'intent_to_map'; with_intent: boolean; ranges: (readonly [number, number])[] };
+  | { kind: 'intent_to_map'; with_intent: boolean; ranges: (readonly [number, number])[] }
+  | { kind: 'crash_read' }
+  | { kind: 'map_mark'; member_id: number; conditional: boolean; ranges: (readonly [number, number])[] };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
 const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
@@ -100,7 +102,34 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       if (typeof r === 'string') return answer(r);
       return pool.syncMaps((s) => cb(s, r, s === 0 ? null : `maps not persisted (${s})`));
     }
+    case 'crash_read':
+      return cb(0, 0, null, encodeRanges(pool.crashRanges()));
+    case 'map_mark': {
+      if (from_sync) return answer('MAP_MARK from a sync pool');
+      const r = pool.mapMark(cmd.member_id, cmd.ranges, cmd.conditional);
+      if (typeof r === 'string') return answer(r);
+      return pool.syncMaps((s) => cb(s, r, s === 0 ? null : `maps not persisted (${s})`));
+    }
   }
+}
+
+/** Chunk ranges as (u32 first, u32 count) pairs: INTENT_TO_MAP, MAP_MARK tails and CRASH_READ answers. */
+export function encodeRanges(ranges: readonly (readonly [number, number])[]): Buffer {
+  if (ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges`);
+  const tail = Buffer.alloc(ranges.length * 8);
+  ranges.forEach(([first, count], i) => {
+    tail.writeUInt32LE(first, i * 8);
+    tail.writeUInt32LE(count, i * 8 + 4);
+  });
+  return tail;
+}
+
+/** The inverse of encodeRanges; null when the length is not whole pairs. */
+export function decodeRanges(buf: Buffer): [number, number][] | null {
+  if (buf.length % 8 !== 0 || buf.length > MAX_INTENT_RANGES * 8) return null;
+  const ranges: [number, number][] = [];
+  for (let o = 0; o + 8 <= buf.length; o += 8) ranges.push([buf.readUInt32LE(o), buf.readUInt32LE(o + 4)]);
+  return ranges;
 }
 
 /**
@@ -181,13 +210,14 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'read_map_buf':
       return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
     case 'intent_to_map': {
-      if (cmd.ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges per INTENT_TO_MAP`);
-      const tail = Buffer.alloc(cmd.ranges.length * 8);
-      cmd.ranges.forEach(([first, count], i) => {
-        tail.writeUInt32LE(first, i * 8);
-        tail.writeUInt32LE(count, i * 8 + 4);
-      });
+      const tail = encodeRanges(cmd.ranges);
       return { cmd_type: CmdType.INTENT_TO_MAP, payload: { with_intent: cmd.with_intent ? 1 : 0, ranges_len: tail.length }, tail };
+    }
+    case 'crash_read':
+      return { cmd_type: CmdType.CRASH_READ, payload: {} };
+    case 'map_mark': {
+      const tail = encodeRanges(cmd.ranges);
+      return { cmd_type: CmdType.MAP_MARK, payload: { member_id: cmd.member_id, conditional: cmd.conditional ? 1 : 0, ranges_len: tail.length }, tail };
     }
   }
 }
@@ -195,6 +225,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
+  if (cmd.kind === 'crash_read') return MAX_INTENT_RANGES * 8;
   return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
 }
 
@@ -242,10 +273,13 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
     case CmdType.INTENT_TO_MAP: {
       // The layout checked that the tail is whole pairs, at most MAX_INTENT_RANGES of them.
-      const ranges: [number, number][] = [];
-      for (let o = 0; o + 8 <= tail.length; o += 8) ranges.push([tail.readUInt32LE(o), tail.readUInt32LE(o + 4)]);
+      const ranges = decodeRanges(tail) ?? [];
       return { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
     }
+    case CmdType.CRASH_READ:
+      return { kind: 'crash_read' };
+    case CmdType.MAP_MARK:
+      return { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges: decodeRanges(tail) ?? [] };
     default:
       return null;
   }

@@ -56,6 +56,9 @@ export const CmdType = {
   LEAVE_POOL: 21,
   ENABLE_POOL: 22,
   USER: 23,
+  // Beyond the reference:
+  CRASH_READ: 24, // a restarted node's undecided intent chunks (its crash)
+  MAP_MARK: 25, // chunk ranges become dirty for one member
 } as const;
 export type CmdTypeValue = (typeof CmdType)[keyof typeof CmdType];
 export const CMD_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(CmdType).map(([k, v]) => [v, k]));
@@ -175,6 +178,12 @@ export const CmdPayload = {
   [CmdType.LEAVE_POOL]: new Layout('LEAVE_POOL', { member_id: 'u8', delete: 'u8' }, (v) => first(member('member', v.member_id), flag('delete', v.delete))),
   [CmdType.ENABLE_POOL]: new Layout('ENABLE_POOL', { enable: 'u8' }, (v) => flag('enable', v.enable)),
   [CmdType.USER]: new Layout('USER', { usr_len: 'u32' }),
+  [CmdType.CRASH_READ]: none,
+  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs. conditional: only
+  // chunks some other member is clean for.
+  [CmdType.MAP_MARK]: new Layout('MAP_MARK', { member_id: 'u8', conditional: 'u8', ranges_len: 'u32' }, (v) =>
+    first(member('member', v.member_id), flag('conditional', v.conditional), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+  ),
 } as const;
 
 const PAYLOADS: ReadonlyMap<number, UntypedLayout> = new Map(
@@ -225,6 +234,7 @@ const TAIL_FIELD: ReadonlyMap<number, string> = new Map([
   [CmdType.USER, 'usr_len'],
   [CmdType.SEND_MD_BUF, 'md_len'],
   [CmdType.INTENT_TO_MAP, 'ranges_len'],
+  [CmdType.MAP_MARK, 'ranges_len'],
 ]);
 
 export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>, tail: Buffer | null = null): Buffer {

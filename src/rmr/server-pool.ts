@@ -16,7 +16,7 @@ import { PoolMdStore, emptySrvMd, type MapUpdateState, type PoolMd } from './poo
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
-import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from './msg.js';
+import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_INTENT_RANGES, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from './msg.js';
 import { checkChunkSize } from './pool-md.js';
 import { ServerPoolStateMachine, type ServerPoolStateEvent } from './server-pool-state.js';
 import type { BlockStore, MetaStore, ReadCallback } from './store.js';
@@ -595,14 +595,15 @@ export class ServerPool {
     if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
     this.map_ver = map_ver;
     const own = this.mapOf(this.member_id);
-    for (const kept of [this.kept_own, this.crash_chunks]) {
-      if (kept === null) continue;
-      for (let p = 0; p < kept.page_count; p++) own.decodePage(p, kept.encodePage(p), 'merge');
-    }
+    const kept = this.kept_own;
+    if (kept !== null) for (let p = 0; p < kept.page_count; p++) own.decodePage(p, kept.encodePage(p), 'merge');
     this.kept_own = null;
     if (this.crash_chunks !== null) {
-      this.crash_chunks = null;
+      // The client marked them on the source (MAP_MARK, conditional) before the spread, so
+      // the received maps say it already; the same rule here covers a source that lacked them.
+      this.mapMark(this.member_id, this.crash_chunks.runs(), true);
       this.map_changes++;
+      this.crash_chunks = null;
       this.releaseRecoveredIntent();
     }
     this.map_update_state = 'DONE';
@@ -733,6 +734,40 @@ export class ServerPool {
       }
     }
     return sourced;
+  }
+
+  /**
+   * CRASH_READ: the chunks of this node's intent record from before an unclean stop that no
+   * map update has decided yet (its own possibly missing writes). At most one range per
+   * recorded extent, so they fit one answer.
+   */
+  crashRanges(): [number, number][] {
+    const r = this.crash_chunks?.runs() ?? [];
+    if (r.length > MAX_INTENT_RANGES) throw new Error(`invariant: ${r.length} crash ranges > ${MAX_INTENT_RANGES}`);
+    return r;
+  }
+
+  /**
+   * MAP_MARK: the ranges become dirty for `member_id`. `conditional`: only the chunks some
+   * other member is clean for here (a restarted node's crash chunks: it may lack writes
+   * there, but where every other member is stale it holds the newest data and stays their
+   * source). Returns the number of chunks newly dirty.
+   */
+  mapMark(member_id: number, ranges: readonly (readonly [number, number])[], conditional: boolean): number | string {
+    for (const [first, count] of ranges) if (first + count > this.no_of_chunks || count < 0) return `chunk range ${first}+${count} beyond ${this.no_of_chunks}`;
+    if (!this.roomFor([member_id])) return `no room for member ${member_id}'s map`;
+    const target = this.mapOf(member_id);
+    const others = [...this.maps.values()].filter((m) => m.member_id !== member_id);
+    let marked = 0;
+    for (const [first, count] of ranges) {
+      if (!conditional) {
+        marked += target.setDirty(first, count);
+        continue;
+      }
+      for (let c = first; c < first + count; c++) if (others.some((m) => !m.isDirty(c))) marked += target.setDirty(c, 1);
+    }
+    if (marked > 0) this.map_changes++;
+    return marked;
   }
 
   /** MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers). */

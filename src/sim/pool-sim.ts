@@ -24,7 +24,7 @@ import { SimRandom } from './sim-random.js';
 import { MemNetwork } from './mem-net.js';
 import { MemDisk } from './mem-disk.js';
 
-export const FAULT_KINDS = ['link_cut', 'partition', 'disk_error', 'crash'] as const;
+export const FAULT_KINDS = ['link_cut', 'partition', 'disk_error', 'crash', 'one_way', 'bandwidth', 'stop_reading'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 /** Kinds a seed uses unless told otherwise: all of them. */
 export const DEFAULT_FAULTS: readonly FaultKind[] = FAULT_KINDS;
@@ -493,6 +493,38 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         t(`fault #${i}: crash node${n.member} (${f.mode}; ${n.data.unflushedWrites} unflushed writes)`);
         crashNode(n, f.mode);
         clock.setTimer(300 + f.heal_ms, () => restartNode(n));
+      } else if (kind === 'one_way' && other !== h) {
+        // Derived from the drawn values, not drawn: the schedule of the other kinds stays.
+        const [from, to] = f.node % 2 === 0 ? [h, other] : [other, h];
+        net.partitionOneWay(from, to, true);
+        fault_log.push(`#${i} one-way ${from}>${to}`);
+        t(`fault #${i}: one-way partition ${from}>${to}`);
+        clock.setTimer(f.heal_ms, () => {
+          net.partitionOneWay(from, to, false);
+          t(`heal: one-way ${from}>${to}`);
+        });
+      } else if (kind === 'bandwidth' && other !== h) {
+        // 0.25 .. 16 MiB/s each way.
+        const rate = 2 ** (18 + ((f.off / BLOCK) % 7));
+        net.limitBandwidth(h, other, rate);
+        net.limitBandwidth(other, h, rate);
+        fault_log.push(`#${i} bandwidth ${h}-${other} ${rate}`);
+        t(`fault #${i}: bandwidth ${h}-${other} ${rate} bytes/s`);
+        clock.setTimer(f.heal_ms, () => {
+          net.limitBandwidth(h, other, 0);
+          net.limitBandwidth(other, h, 0);
+          t(`heal: bandwidth ${h}-${other}`);
+        });
+      } else if (kind === 'stop_reading') {
+        // A host that hangs without closing its sockets: a storage node, or the client.
+        const who = other === 'client' && f.node % 2 === 0 ? 'client' : h;
+        net.stopReading(who, true);
+        fault_log.push(`#${i} stop reading ${who}`);
+        t(`fault #${i}: ${who} stops reading`);
+        clock.setTimer(f.heal_ms, () => {
+          net.stopReading(who, false);
+          t(`heal: ${who} reads again`);
+        });
       } else if (kind === 'disk_error') {
         const node = nodes[f.node] as SimNode;
         node.data.faults.bad_ranges.push({ offset: f.off, length: BLOCK });
@@ -513,7 +545,14 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     while (clock.now() < end_at && found === null) clock.runUntil(Math.min(end_at, clock.now() + 10));
     raise();
     // ---- heal everything and check that the pool comes back and converges
-    for (const a of [...hosts, 'client']) for (const b of [...hosts, 'client']) if (a < b) net.partition(a, b, false);
+    for (const a of [...hosts, 'client']) {
+      net.stopReading(a, false);
+      for (const b of [...hosts, 'client']) {
+        if (a === b) continue;
+        net.partitionOneWay(a, b, false);
+        net.limitBandwidth(a, b, 0);
+      }
+    }
     for (const n of nodes) n.data.faults.bad_ranges = [];
     t('healed');
     try {

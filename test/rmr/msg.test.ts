@@ -33,7 +33,7 @@ function fieldArb(t: FieldType): fc.Arbitrary<number | string | Buffer> {
   return fc.array(fc.integer({ min: 0, max: 5 }), { minLength: t.bytes, maxLength: t.bytes }).map((a) => Buffer.from(a));
 }
 
-const FLAGS = ['dirty', 'create', 'rejoin', 'delete', 'enable', 'sync', 'read_full_md'];
+const FLAGS = ['dirty', 'create', 'rejoin', 'delete', 'enable', 'sync', 'read_full_md', 'conditional'];
 
 /** Nudges random values towards validity so every layout gets many valid cases. */
 function repair(v: Record<string, number | string | Buffer>): void {
