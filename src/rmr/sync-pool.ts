@@ -5,7 +5,7 @@
 
 import { Errno } from '../util/errno.js';
 import type { ClientPool } from './client-pool.js';
-import type { PeerMapCommand, SyncSource } from './server-pool.js';
+import type { PeerMapCommand, PeerQuery, SyncSource } from './server-pool.js';
 import type { TransportLeg } from './transport-leg.js';
 import type { ReadCallback } from './store.js';
 
@@ -55,5 +55,18 @@ export class SyncPoolSource implements SyncSource {
     const ch = this.channels.get(receiver_member_id);
     if (ch === undefined) return cb(Errno.ENOTCONN);
     ch.sendPeerMap(cmd, cb);
+  }
+
+  peerQuery(member_id: number, q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void {
+    const ch = this.channels.get(member_id);
+    const leg = this.pool.leg(member_id);
+    if (ch === undefined || leg === undefined || leg.state !== 'NORMAL') return cb(Errno.ENOTCONN, null);
+    ch.command(q, (status, _v, _r, data) => cb(status, status === 0 ? (data ?? null) : null));
+  }
+
+  /** The sync leg to a peer that left the pool goes (the operator's step after del_sess delete, §9.6). */
+  removePeer(member_id: number): void {
+    this.channels.delete(member_id);
+    this.pool.removeLeg(member_id, true);
   }
 }

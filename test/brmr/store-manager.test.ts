@@ -215,7 +215,7 @@ test('create_store refuses a device too small; a backend error closes the store 
   await cmd(store, encodeRequest({ cmd: 'MAP', mapped_size: SIZE, pool_uuid: Buffer.alloc(16, 3), params: defaultParams() }));
   assert.equal(store.ioAllowed(), true);
   (devices.get('mem0') as MemDevice).bad_write_ranges.push({ offset: 4096, length: 4096 });
-  const io = { offset: 0, length: 4096, flags: 1, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0 };
+  const io = { offset: 0, length: 4096, flags: 1, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 };
   const status = await new Promise<number>((r) => n.pool.handleIo(io, Buffer.alloc(4096, 1), false, (s) => r(s)));
   assert.equal(status, Errno.EIO);
   assert.equal(store.open, false, 'the store is unusable');

@@ -3,7 +3,7 @@
 // dirtiness over a chunk range, and "lock, sync, resume" for dirty chunks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServerPool, type PeerMapCommand, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
+import { ServerPool, type PeerMapCommand, type PeerQuery, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
@@ -16,7 +16,7 @@ const CHUNK = 64 * 1024;
 const SIZE = 16 * CHUNK;
 
 function io(op: number, offset: number, length: number, extra: Partial<IoMsgValue> = {}): IoMsgValue {
-  return { offset, length, flags: op, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, ...extra };
+  return { offset, length, flags: op, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0, ...extra };
 }
 
 class FakePeer implements SyncSource {
@@ -35,6 +35,9 @@ class FakePeer implements SyncSource {
   }
   peerMapCheck(_member: number, cb: (status: number, empty: boolean) => void): void {
     this.disk.read(0, 0, () => cb(Errno.ENOTCONN, false));
+  }
+  peerQuery(_member: number, _q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void {
+    cb(Errno.ENOTCONN, null);
   }
   peerCommand(_receiver: number, _cmd: PeerMapCommand, cb: (status: number) => void): void {
     this.disk.read(0, 0, () => cb(Errno.ENOTCONN));
