@@ -133,25 +133,28 @@ export class ClientLifecycle {
 
   /**
    * POOL_INFO to every leg but `except`: FAILED legs get it queued for their return; a leg
-   * that fails it is failed (and gets it queued). `cb` once every live leg answered.
+   * that fails it is failed (and gets it queued). `cb` once every live leg answered, with
+   * how many members took it (persisted) and how many legs there were.
    */
-  private poolInfoAll(cmd: LegCommand, except: Leg | null, cb: () => void): void {
+  private poolInfoAll(cmd: LegCommand, except: Leg | null, cb: (took: number, legs: number) => void): void {
     const p = this.p;
     const rest = [...p.legs()].filter((l) => l !== except && l.state !== 'REMOVING');
     let pending = rest.length;
-    if (pending === 0) return cb();
+    let took = 0;
+    if (pending === 0) return cb(0, 0);
     for (const o of rest) {
       if (o.state === 'FAILED') {
         p.queuePoolInfo(o, cmd);
-        if (--pending === 0) cb();
+        if (--pending === 0) cb(took, rest.length);
         continue;
       }
       o.channel.command(cmd, (status) => {
-        if (status !== 0) {
+        if (status === 0) took++;
+        else {
           p.failLeg(o, `${cmd.kind} failed (${status})`);
           p.queuePoolInfo(o, cmd);
         }
-        if (--pending === 0) cb();
+        if (--pending === 0) cb(took, rest.length);
       });
     }
   }
@@ -192,7 +195,9 @@ export class ClientLifecycle {
           if (mode === 'delete' && p.members.has(member_id)) {
             p.members.delete(member_id);
             p.maps.delete(member_id);
-            return this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode: 'delete', dirty: false }, null, () => done(0, null));
+            return this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode: 'delete', dirty: false }, null, (took, legs) =>
+              done(took > 0 || legs === 0 ? 0 : Errno.EIO, took > 0 || legs === 0 ? null : 'no member recorded the removal: re-run del_sess'),
+            );
           }
           return done(0, null);
         }
@@ -216,7 +221,14 @@ export class ClientLifecycle {
               p.members.delete(member_id);
               p.maps.delete(member_id);
             }
-            this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, () => {
+            this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, (took, legs) => {
+              // A removal no remaining member recorded would come back with the next client
+              // (it learns the members from their pool_md): the leg stays REMOVING and a
+              // re-run finishes the job.
+              if (mode === 'delete' && took === 0 && legs > 0) {
+                p.unfreeze();
+                return done(Errno.EIO, 'no member recorded the removal: re-run del_sess');
+              }
               p.legs_by_id.delete(member_id);
               // The last leg gone: the maps are rebuilt from pool_md at the next assemble.
               if (p.legs_by_id.size === 0 && mode === 'disassemble') p.maps.clear();

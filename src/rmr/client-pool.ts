@@ -362,6 +362,9 @@ export class ClientPool implements LegPoolCounters {
         }
         const next_idx = data[1] as number;
         const next_page = data.readUInt32LE(12);
+        // Past the last map slot: done (found by the simulator with four members: asking for
+        // map index 4 threw inside a transport callback).
+        if (next_idx >= MAX_MEMBERS) return cb(0);
         step(next_idx, next_page, rounds + 1);
       });
     };

@@ -137,9 +137,10 @@ export class ClientRecovery {
           });
         });
       }
-      // Cases 3/4: every member back, none NORMAL, none known authoritative.
+      // Cases 3/4: every member back, none NORMAL, none known authoritative (a replaced store
+      // is no authority: what only its old disk held is gone).
       const all_back = p.members.size > 0 && [...p.members].every((id) => receivers.some((l) => l.member_id === id));
-      if (all_back && auth === undefined) return this.reassemble(receivers, cb);
+      if (all_back && (auth === undefined || auth.replaced)) return this.reassemble(receivers, cb);
       return cb(Errno.EAGAIN);
     }
     // Case 1, with IO frozen (the caller's).
@@ -203,9 +204,11 @@ export class ClientRecovery {
       };
       this.collect(ordered, (status, versions) => {
         if (status !== 0 || versions === null) return failAll(status, 'map versions');
-        // The newest maps are the base (first on ties).
-        let s = ordered[0] as Leg;
-        for (const l of ordered) if ((versions.get(l.member_id) ?? 0) > (versions.get(s.member_id) ?? 0)) s = l;
+        // The newest maps are the base (first on ties); never a replaced store's.
+        const candidates = ordered.filter((l) => !l.replaced);
+        let s = candidates[0];
+        if (s === undefined) return failAll(Errno.ENODEV, 'every member replaced');
+        for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s.member_id) ?? 0)) s = l;
         const source = s;
         p.map_ver = Math.max(p.map_ver, ...versions.values());
         // Replaced members are fully dirty in the base before anything else (§9.8).
@@ -300,6 +303,10 @@ export class ClientRecovery {
         r.channel.command({ kind: 'map_ready' }, (s1) => {
           if (s1 !== 0) return fail(s1);
           source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: p.map_ver }, (s2) => {
+            // A source that is no map source (its store went, it restarted) is failed, so the
+            // next try picks another (found by the simulator, seed 2026: a replaced node's leg
+            // stayed NORMAL and every spread from it failed).
+            if (s2 === Errno.ENODEV) p.failLeg(source, 'the map source cannot send maps');
             if (s2 !== 0) return fail(s2);
             r.channel.command({ kind: 'map_done', enable }, (s3) => {
               if (s3 !== 0) return fail(s3);
@@ -415,7 +422,16 @@ export class ClientRecovery {
       }
       if (leg.state !== 'NORMAL' && leg.state !== 'RECONNECTING') continue;
       // The client's pool_md to every member (SEND_MD_BUF, §8.7); the node keeps the header.
-      leg.channel.command({ kind: 'md_write', md }, () => undefined);
+      // A NORMAL leg whose node answers that it is out of IO service (its store was replaced,
+      // a peer's read of it failed) is failed here, so recovery brings it back; otherwise
+      // nothing would until some IO of the client failed on it. Found by the simulator
+      // (seeds 72 and 2000: an idle pool never noticed).
+      const failures = leg.failures;
+      const was_normal = leg.state === 'NORMAL';
+      leg.channel.command({ kind: 'md_write', md }, (status, serving) => {
+        if (status !== 0 || serving !== 0 || !was_normal || leg.state !== 'NORMAL' || leg.failures !== failures || p.isLocked) return;
+        p.failLeg(leg, 'the node reports it is out of IO service');
+      });
       if (leg.state !== 'NORMAL') continue;
       // The settled mark, when no IO has carried it there (intent-log.ts).
       if ((this.beacon_sent.get(leg.member_id) ?? 0) < settled) {

@@ -106,7 +106,9 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'md_write': {
       const md = decodePoolMd(cmd.md);
       if (typeof md === 'string') return cb(Errno.EBADMSG, 0, md);
-      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md));
+      // The answer's value says whether the node serves IO: the client's tick learns of a node
+      // that left IO service without its IO failing (a store replaced, a peer's read failing).
+      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md), pool.state === 'NORMAL' ? 1 : 0);
     }
     case 'user':
       return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
@@ -182,7 +184,8 @@ function readMapSlice(pool: ServerPool, map_idx: number, page: number): Buffer {
   const out = Buffer.alloc(READ_MAP_HEADER + n * 4096);
   out[0] = m.member_id;
   const done = page + n >= m.page_count;
-  out[1] = done ? map_idx + 1 : map_idx;
+  // After the last map the cursor names no map (MAX_MEMBERS): the next answer is the end.
+  out[1] = done ? Math.min(map_idx + 1, MAX_MEMBERS) : map_idx;
   out.writeUInt32LE(page, 4);
   out.writeUInt32LE(n, 8);
   out.writeUInt32LE(done ? 0 : page + n, 12);

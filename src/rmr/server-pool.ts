@@ -103,6 +103,8 @@ export interface ServerPoolOptions {
   /** Intent record geometry (extent = 2^shift bytes). */
   intent_extent_shift?: number;
   intent_max_extents?: number;
+  /** Called with the reason whenever a state change is refused (the simulator counts them). */
+  on_refused?: (reason: string) => void;
 }
 
 export interface ServerPoolStats {
@@ -165,7 +167,7 @@ export class ServerPool {
     const bad = checkChunkSize(opts.chunk_size);
     if (bad !== null) throw new RangeError(bad);
     if (!Number.isInteger(opts.member_id) || opts.member_id < 1 || opts.member_id > 255) throw new RangeError(`member_id ${opts.member_id} outside 1..255`);
-    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, ...opts };
+    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, on_refused: () => undefined, ...opts };
     this.name = opts.pool_name;
     this.group_id = opts.group_id;
     this.member_id = opts.member_id;
@@ -173,6 +175,7 @@ export class ServerPool {
     this.chunk_shift = Math.log2(opts.chunk_size);
     this.emit = emit;
     this.sm = new ServerPoolStateMachine(opts.pool_name, emit);
+    this.sm.on_refused = this.opts.on_refused;
   }
 
   get state(): string {
@@ -531,7 +534,13 @@ export class ServerPool {
         const m = this.mapOf(member_id, dirty);
         if (dirty && !m.isFull()) m.setAll();
         this.map_changes++;
-      } else if (!this.maps.has(member_id)) return `member ${member_id} unknown to this node`;
+      } else if (!this.maps.has(member_id)) {
+        // assemble: the member exists; a node that does not know it yet (its store was
+        // replaced, its metadata is new) learns of it; its maps come with the next spread.
+        if (!this.roomFor([member_id])) return `pool ${this.name} already has ${MAX_MEMBERS} members`;
+        this.mapOf(member_id);
+        this.map_changes++;
+      }
       return null;
     }
     if (mode === 'delete') {
@@ -687,7 +696,8 @@ export class ServerPool {
     const src = this.sync_source;
     if (src === null) return cb(Errno.ENOTCONN);
     // NO_IO too: in the client-crash reconciliation (Cases 3/4) no member is NORMAL yet.
-    if ((this.sm.state !== 'NORMAL' && this.sm.state !== 'NO_IO') || this.store === null) return cb(Errno.EINVAL);
+    // ENODEV says this node is no map source (the client then fails its leg).
+    if ((this.sm.state !== 'NORMAL' && this.sm.state !== 'NO_IO') || this.store === null) return cb(Errno.ENODEV);
     if (this.map_update_state !== 'DISABLED') return cb(Errno.EBUSY);
     // The client owns the version: a source enabled as last authoritative may have missed
     // bumps a receiver saw; without this the receiver refuses the complete map as older.
@@ -716,6 +726,11 @@ export class ServerPool {
 
   /** MAP_ADD: chunks became dirty for the listed members (§5.5). */
   mapAdd(m: MapAddValue): number {
+    // Only a node in IO service records misses (the client acknowledges the write on it): a
+    // node out of service gets all its maps at its next spread, and one whose store was just
+    // replaced holds none of the data. Found by the simulator (seed 2026: a MAP_ADD to a node
+    // whose disk had been replaced acknowledged writes that only its old disk held).
+    if (this.sm.state !== 'NORMAL') return Errno.EIO;
     if (m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
     const ids = [...m.failed_ids.subarray(0, m.failed_cnt)];
     if (!this.roomFor(ids)) return Errno.ENOSPC; // nothing applied

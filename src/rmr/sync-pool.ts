@@ -20,6 +20,11 @@ export class SyncPoolSource implements SyncSource {
     this.pool = pool;
   }
 
+  /** The sync client pool behind this source (its legs are the peers). */
+  get clientPool(): ClientPool {
+    return this.pool;
+  }
+
   get max_io_size(): number {
     return this.pool.max_io_size;
   }
