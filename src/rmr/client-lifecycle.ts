@@ -201,11 +201,19 @@ export class ClientLifecycle {
           }
           return done(0, null);
         }
-        if (mode === 'delete' && opts.force !== true) {
-          const only = this.onlyCleanCopies(member_id);
-          if (only > 0) return done(Errno.EBUSY, `member ${member_id} holds the only clean copy of ${only} chunks: wait until the others have synced them (or force)`);
-        }
         p.freeze(() => {
+          // Checked with IO drained, right before the leg goes: legs may have failed while
+          // the freeze waited, leaving this one the only holder (found by the simulator, seed
+          // 10084: the check passed when del_sess was called, the other legs failed during the
+          // drain, and the writes only the deleted member held were lost).
+          if (mode === 'delete' && opts.force !== true && leg.state !== 'REMOVING') {
+            const only = this.onlyCleanCopies(member_id);
+            const last = leg.state === 'NORMAL' && p.normalLegs().length === 1 && [...p.legs()].some((l) => l !== leg && l.state !== 'REMOVING');
+            if (only > 0 || last) {
+              p.unfreeze();
+              return done(Errno.EBUSY, last ? `member ${member_id} is the only NORMAL member: the others need its maps (or force)` : `member ${member_id} holds the only clean copy of ${only} chunks: wait until the others have synced them (or force)`);
+            }
+          }
           // Out of IO service first; a re-run (after a failure below) skips what is done.
           p.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
           const leave = (next: () => void): void => {
