@@ -241,6 +241,18 @@ test('the sync rate follows its share of application traffic within min and max'
   assert.ok(Math.abs(limit - 1_000_000 / 3) < 20_000, `sync limited to a third of application throughput (25 % of the total), got ${limit}`);
   n.clock.runUntil(n.clock.now() + 300);
   assert.equal(bs.progress().rate_limit_bytes_per_s, 1e9, 'idle application: full speed');
+  // The operator changes the rate: a new ceiling for an idle application, a new share.
+  assert.equal(bs.setRate({ max_bytes_per_s: 5e6 }), null);
+  n.clock.runUntil(n.clock.now() + 100);
+  assert.equal(bs.progress().rate_limit_bytes_per_s, 5e6);
+  assert.equal(bs.setRate({ share: 0.5 }), null);
+  for (let i = 0; i < 3; i++) {
+    n.pool.stats.app_bytes += 100_000;
+    n.clock.runUntil(n.clock.now() + 100);
+  }
+  assert.ok(Math.abs(bs.progress().rate_limit_bytes_per_s - 1_000_000) < 20_000, 'half of the total: as much as the application');
+  assert.match(bs.setRate({ share: 1 }) ?? '', /share/);
+  assert.match(bs.setRate({ min_bytes_per_s: 1e7, max_bytes_per_s: 1e6 }) ?? '', /min_bytes_per_s/);
   bs.close();
 });
 
