@@ -17,7 +17,8 @@
 
 import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
 
-export const RMR_PROTO_VER = 1;
+/** 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts). */
+export const RMR_PROTO_VER = 2;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
 export const MAX_MEMBERS = 4;
 
