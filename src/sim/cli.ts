@@ -1,4 +1,4 @@
-// `npm run sim -- --seeds N [--from S] [--swarm] [--faults link_cut,partition,disk_error,crash]
+// `npm run sim -- --seeds N [--from S] [--swarm] [--faults KIND,...] (FAULT_KINDS in pool-sim.ts)
 //                 [--duration MS] [--replay SEED [--drop 0,3]]`
 // Runs seeds of the pool simulator and prints a summary. On a violation it prints the seed
 // and the invariant, then shrinks the reproduction: it leaves out scheduled faults one at a
