@@ -382,3 +382,30 @@ test('client map cleaning: a clean MAP_CHECK answer wipes the client copy only i
   ch.latency_ms = 0.05;
   c.close();
 });
+
+test('metadata exchange: the client pushes its pool_md header each tick (SEND_MD_BUF); peers merge each other\'s srv_md slot (MD_SEND); an assemble learns the members from a node', () => {
+  const c = new RecoveryCluster(3);
+  c.settle();
+  // The client's queue depth reaches every node's pool_md through the tick.
+  for (const n of c.members()) assert.equal(n.pool.pool_md?.header.queue_depth, 128, `member ${n.member_id} has the client's header`);
+  // Member 2 leaves IO service; member 1 learns its state from member 2's own slot.
+  c.cut(2);
+  c.run(300);
+  const slot = c.node(1).pool.pool_md?.srv_md.find((s) => s.member_id === 2);
+  assert.equal(slot?.srv_state, 'NO_IO', "member 1's copy of member 2's slot");
+  c.heal(2);
+  c.settle();
+  c.run(300);
+  assert.equal(c.node(1).pool.pool_md?.srv_md.find((s) => s.member_id === 2)?.srv_state, 'NORMAL');
+  // A new client assembling only member 3 learns of members 1 and 2 from its pool_md and waits for them.
+  c.crashClient();
+  c.restartClient([3]);
+  assert.deepEqual([...c.client.members].sort(), [1, 2, 3]);
+  c.run(500);
+  assert.equal(c.client.leg(3)?.state, 'RECONNECTING', 'Cases 3/4 wait for every listed member');
+  c.join(c.node(1), 'assemble');
+  c.join(c.node(2), 'assemble');
+  c.settle();
+  c.assertIdentical();
+  c.close();
+});
