@@ -3,12 +3,13 @@
 // chunks over the whole chunk range of an IO, completion bookkeeping (piggybacked failed
 // members, map version, intent record), MAP_ADD / MAP_CLEAR, and chunk sync from a peer.
 //
+// Also the node's part in recovery and lifecycle: map spread (MAP_READY .. MAP_DONE, MAP_SEND),
+// INTENT_TO_MAP, OWN_DIRTY / MAP_MARK, discard coordination of a replaced store, the hashes
+// of online verify, the metadata exchange with its peers, and load / persist of pool_md and
+// maps (§8, §9, §3.10).
+//
 // It is sans-IO: the store, the metadata store and the peers (through the sync pool) are
 // ports; answers go back through the `reply` callbacks the dispatcher hands in.
-//
-// Not yet here (the next steps of the RMR core issue): map spread commands (MAP_READY ..
-// MAP_DONE), metadata exchange, persistence of the dirty maps, the background sync thread
-// with its rate controller, and the wiring to the transport dispatcher.
 
 import { createHash } from 'node:crypto';
 import { Errno } from '../util/errno.js';
