@@ -129,6 +129,22 @@ export class BackgroundSync {
     this.end('stopped by operator');
   }
 
+  /**
+   * The operator's rate settings (any subset): the share of the total IO given to sync while
+   * the application is busy, and the floor and ceiling in bytes/s. Applied from the next tick.
+   */
+  setRate(r: { share?: number; min_bytes_per_s?: number; max_bytes_per_s?: number }): string | null {
+    const share = r.share ?? this.opts.share;
+    const min = r.min_bytes_per_s ?? this.opts.min_bytes_per_s;
+    const max = r.max_bytes_per_s ?? this.opts.max_bytes_per_s;
+    if (!(share > 0 && share < 1)) return 'share must be in (0, 1)';
+    if (!(min > 0) || !(max >= min) || !Number.isFinite(max)) return 'need 0 < min_bytes_per_s <= max_bytes_per_s';
+    this.opts.share = share;
+    this.opts.min_bytes_per_s = min;
+    this.opts.max_bytes_per_s = max;
+    return null;
+  }
+
   /** Stops the timer for good (pool going away). */
   close(): void {
     this.end('pool closed');

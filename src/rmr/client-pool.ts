@@ -9,14 +9,21 @@
 // NORMAL leg fails at once (ENODEV); with `min_replicas`, writes are refused (EROFS) while
 // fewer legs are NORMAL.
 //
-// Not yet here: joins and commands (add_sess/del_sess), link events driving rejoin and map
-// spread, the recovery worker, and the USER command channel.
+// Recovery (try_enable, map spread, the client-crash reconciliation) is client-recovery.ts;
+// the lifecycle operations (add_sess, extend, del_sess, maintenance) are client-lifecycle.ts;
+// online verify is client-verify.ts. They work on this pool through its `@internal` members.
+// One operator action or recovery at a time holds the pool's lock (the reference's
+// clt_pool_lock); IO is frozen only while a map spread or a leg change needs it.
 
 import { Errno } from '../util/errno.js';
 import { DirtyMap, chunkRange } from './dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
-import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_INTENT_RANGES, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
+import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
 import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+import { emptySrvMd, type PoolMd } from './pool-md.js';
+import { ClientRecovery } from './client-recovery.js';
+import { ClientLifecycle, type DelSessOptions } from './client-lifecycle.js';
+import { ClientVerify, type VerifyOptions, type VerifyProgress, type VerifyReport } from './client-verify.js';
 
 /** One leg's way to its storage node (over the client session shared by the pools). */
 export interface LegChannel {
@@ -38,6 +45,10 @@ interface QueuedIo {
 
 /** IOs held while the pool is frozen, or behind an overlapping write: bounded, beyond it EBUSY. */
 const MAX_FROZEN_QUEUE = 4096;
+/** Operator actions waiting for the pool's lock: bounded, beyond it EBUSY. */
+const MAX_LOCK_WAITERS = 64;
+/** POOL_INFO messages kept for a FAILED leg at most (beyond it the oldest are dropped with a note). */
+const MAX_PENDING_INFO = 64;
 
 export class Leg implements LegStateHolder {
   readonly member_id: number;
@@ -45,6 +56,18 @@ export class Leg implements LegStateHolder {
   state: LegState;
   maintenance = false;
   was_last_authoritative = false;
+  /**
+   * Times the leg entered FAILED. A write's answer from a leg counts only if the leg did not
+   * fail between sending and the write's completion: a failure may be its node's crash,
+   * which loses what it had not flushed.
+   */
+  failures = 0;
+  /** POOL_INFO the node missed while FAILED, replayed in order before it gets maps again (§12.1). */
+  pending_info: LegCommand[] = [];
+  /** The node's store was replaced (its pool_md says so): peers mark it fully dirty first (§9.8). */
+  replaced = false;
+  /** LEAVE_POOL was answered (a re-run of del_sess skips it). */
+  left = false;
   readonly channel: LegChannel;
   readonly name: string;
   constructor(name: string, member_id: number, sync: boolean, channel: LegChannel, state: LegState) {
@@ -71,6 +94,8 @@ export interface ClientPoolOptions {
   sync?: boolean;
   /** A client map is wiped after a clean MAP_CHECK only if unchanged for this long (§8.5). */
   map_clean_delay_ms?: number;
+  /** Called with the reason whenever a leg state change is refused (the simulator counts them). */
+  on_refused?: (reason: string) => void;
 }
 
 export interface ClientPoolStats {
@@ -80,6 +105,9 @@ export interface ClientPoolStats {
   map_adds: number;
   failed_ios: number;
 }
+
+/** The answer of a lifecycle operation: 0 or -errno, with a reason when it failed. */
+export type OpCallback = (status: number, reason: string | null) => void;
 
 export class ClientPool implements LegPoolCounters {
   readonly pool: string;
@@ -93,7 +121,8 @@ export class ClientPool implements LegPoolCounters {
   readonly map_clean_delay_ms: number;
   normal_count = 0;
   map_ver = 1;
-  private readonly legs_by_id = new Map<number, Leg>();
+  /** @internal */
+  readonly legs_by_id = new Map<number, Leg>();
   /** Members the pool is supposed to have (pool_md.srv_md): attached or not. */
   readonly members = new Set<number>();
   /** The client's dirty map per member it knows (including detached members). */
@@ -104,19 +133,36 @@ export class ClientPool implements LegPoolCounters {
    * the map source (INTENT_TO_MAP) before the next spread, which picks one source per chunk.
    */
   readonly uncertain: DirtyMap;
+  /** The pool's identity and queue depth as learned from the members' pool_md. */
+  pool_uuid: Buffer = Buffer.alloc(16);
+  queue_depth = 0;
   private readonly gk: LegGatekeeper;
   private rr = 0;
-  private readonly now: () => number;
+  /** @internal */
+  readonly now: () => number;
   /** IOs submitted and not yet completed. */
   private inflight = 0;
-  private frozen = false;
+  private freezes = 0;
   private frozen_queue: QueuedIo[] = [];
   private drain_waiters: (() => void)[] = [];
-  /** A recovery (try_enable) is running: one at a time. */
-  private recovering = false;
+  private locked = false;
+  private lock_waiters: (() => void)[] = [];
   /** Opened by an upper layer (the reference's IN_USE). */
   private in_use = false;
   readonly stats: ClientPoolStats = { reads: 0, writes: 0, read_retries: 0, map_adds: 0, failed_ios: 0 };
+  // Write sequence (intent-log.ts): every modifying IO gets the next number; `settledBelow()`
+  // is the lowest one not settled yet (in flight, or in the uncertain set until reconciled).
+  private next_seq = 1;
+  private readonly unsettled = new Set<number>();
+  private settled_low = 1;
+  /** @internal Lowest sequence of a write whose chunks are in the uncertain set. */
+  uncertain_seq = Infinity;
+  private readonly on_refused: ((reason: string) => void) | null;
+  /** @internal */
+  readonly recovery: ClientRecovery;
+  /** @internal */
+  readonly lifecycle: ClientLifecycle;
+  private readonly verifier: ClientVerify;
 
   constructor(o: ClientPoolOptions, now: () => number, emit: (ev: LegStateEvent) => void) {
     if (!Number.isSafeInteger(o.mapped_size) || o.mapped_size <= 0) throw new RangeError(`mapped_size ${o.mapped_size}`);
@@ -129,9 +175,13 @@ export class ClientPool implements LegPoolCounters {
     this.min_replicas = o.min_replicas ?? 0;
     this.sync = o.sync ?? false;
     this.map_clean_delay_ms = o.map_clean_delay_ms ?? 5000;
+    this.on_refused = o.on_refused ?? null;
     this.now = now;
     this.uncertain = new DirtyMap(0, this.no_of_chunks);
     this.gk = new LegGatekeeper(this, emit);
+    this.recovery = new ClientRecovery(this);
+    this.lifecycle = new ClientLifecycle(this);
+    this.verifier = new ClientVerify(this);
   }
 
   legs(): Iterable<Leg> {
@@ -156,7 +206,7 @@ export class ClientPool implements LegPoolCounters {
   /** Detaches a leg; with `forget` the member also leaves the pool (del_sess mode=delete). */
   removeLeg(member_id: number, forget: boolean): void {
     const leg = this.legs_by_id.get(member_id);
-    if (leg !== undefined) this.gk.change(leg, 'REMOVING', forget ? 'delete' : 'disassemble');
+    if (leg !== undefined) this.setLegState(leg, 'REMOVING', forget ? 'delete' : 'disassemble');
     this.legs_by_id.delete(member_id);
     if (forget) {
       this.members.delete(member_id);
@@ -166,10 +216,15 @@ export class ClientPool implements LegPoolCounters {
 
   /** The one way leg states change (the gatekeeper of leg-state.ts). */
   setLegState(leg: Leg, to: LegState, reason: string): string | null {
-    return this.gk.change(leg, to, reason);
+    const from = leg.state;
+    const err = this.gk.change(leg, to, reason);
+    if (err === null && to === 'FAILED' && from !== 'FAILED') leg.failures++;
+    if (err !== null) this.on_refused?.(err);
+    return err;
   }
 
-  private mapOf(member_id: number): DirtyMap {
+  /** @internal */
+  mapOf(member_id: number): DirtyMap {
     let m = this.maps.get(member_id);
     if (m === undefined) {
       m = new DirtyMap(member_id, this.no_of_chunks);
@@ -178,7 +233,8 @@ export class ClientPool implements LegPoolCounters {
     return m;
   }
 
-  private normalLegs(): Leg[] {
+  /** @internal */
+  normalLegs(): Leg[] {
     const out: Leg[] = [];
     for (const l of this.legs_by_id.values()) if (l.state === 'NORMAL') out.push(l);
     return out;
@@ -190,7 +246,7 @@ export class ClientPool implements LegPoolCounters {
    */
   submit(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: { fua?: boolean; sync?: boolean }, cb: (status: number, data: Buffer | null) => void): void {
     if (!this.in_use) return cb(Errno.ENXIO, null);
-    if (this.frozen) {
+    if (this.freezes > 0) {
       if (this.frozen_queue.length >= MAX_FROZEN_QUEUE) return cb(Errno.EBUSY, null);
       this.frozen_queue.push({ op, offset, length, data, flags, cb });
       return;
@@ -220,40 +276,68 @@ export class ClientPool implements LegPoolCounters {
     this.replicate(op, offset, length, data, f, cb);
   }
 
-  // ------------------------------------------------------------------ legs (add_sess / del_sess)
+  // ------------------------------------------------------------------ the operator's actions
 
   /**
    * add_sess: joins the storage node behind `channel` and attaches the leg. `create`: a new
-   * pool member (dirty when other legs exist already, so it syncs from them, §7.4; the peers
-   * learn of it by POOL_INFO); `assemble`: an existing member comes back and goes through
-   * recovery. Sync pools join without a mode and go NORMAL at once.
+   * pool member at bring-up (dirty when other legs exist already, so it syncs from them,
+   * §7.4); `assemble`: an existing member comes back (after a client restart or a
+   * disassemble) and goes through recovery. Sync pools join without a mode.
    */
   addSess(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, cb: (status: number, leg: Leg | null, reason: string | null) => void): void {
-    if (this.sync !== (mode === null)) return cb(Errno.EINVAL, null, this.sync ? 'sync pools take no mode' : 'a mode (create or assemble) is required');
-    const others = [...this.legs_by_id.values()].filter((l) => l.state !== 'REMOVING');
-    if (others.length >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${this.pool} already has ${MAX_MEMBERS} legs`);
-    const create = mode === 'create';
-    const dirty = create && others.length > 0;
-    const members = others.map((l) => ({ id: l.member_id, dirty: !(this.maps.get(l.member_id)?.isEmpty() ?? true) }));
-    channel.command({ kind: 'join', create, dirty, queue_depth, members }, (status, member_id, reason) => {
-      if (status !== 0) return cb(status, null, reason);
-      if (this.legs_by_id.has(member_id)) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
-      const leg = this.addLeg(name, member_id, channel);
-      if (dirty) this.mapOf(member_id).setAll(this.now());
-      if (this.sync) {
-        this.setLegState(leg, 'NORMAL', 'sync leg joined');
-        return cb(0, leg, null);
-      }
-      // The other members learn of it (and, for a new member, that it starts dirty).
-      for (const o of others) {
-        if (o.state !== 'FAILED') o.channel.command({ kind: 'pool_info', member_id, op: 'add', mode: create ? 'create' : 'assemble', dirty }, () => undefined);
-      }
-      if (!create) {
-        this.setLegState(leg, 'RECONNECTING', 'assembled');
-        this.tryEnable(() => undefined);
-      }
-      cb(0, leg, null);
-    });
+    this.lifecycle.addSess(name, channel, mode, queue_depth, cb);
+  }
+
+  /**
+   * extend (§9.7): a brand-new member joins a live pool. Its node must have a store made with
+   * create_store and sync legs to and from the other nodes. It starts fully dirty on every
+   * member, receives the maps from a NORMAL leg (IO frozen only for that), serves IO at once
+   * (dirty chunks are synced on demand) and syncs everything in the background.
+   */
+  extend(name: string, channel: LegChannel, queue_depth: number, cb: (status: number, leg: Leg | null, reason: string | null) => void): void {
+    this.lifecycle.extend(name, channel, queue_depth, cb);
+  }
+
+  /** The user's enable of a created leg (ENABLE_POOL(1), then NORMAL). */
+  enableLeg(leg: Leg, cb: OpCallback): void {
+    this.lifecycle.enableLeg(leg, cb);
+  }
+
+  /**
+   * del_sess (§9.6): `delete` removes the member from the pool for good (every remaining node
+   * drops its map and its pool_md slot); `disassemble` detaches it and keeps its map so
+   * dirtiness keeps accumulating. Idempotent: re-running after a failure finishes the job.
+   * A delete is refused while the member holds the only clean copy of some chunk, unless
+   * `opts.force`.
+   */
+  delSess(member_id: number, mode: 'delete' | 'disassemble', cb: OpCallback, opts: DelSessOptions = {}): void {
+    this.lifecycle.delSess(member_id, mode, cb, opts);
+  }
+
+  /**
+   * Maintenance mode of one leg (§9.5): `on` takes it out of IO service (dirtiness for it
+   * accumulates on the others), `off` brings it back through recovery. Idempotent.
+   */
+  maintenance(member_id: number, on: boolean, cb: OpCallback): void {
+    this.lifecycle.maintenance(member_id, on, cb);
+  }
+
+  /** Online verify (ARCHITECTURE §2.9): compares the NORMAL members chunk by chunk while IO runs. */
+  verifyStart(opts: VerifyOptions, cb: OpCallback): void {
+    this.verifier.start(opts, cb);
+  }
+
+  verifyStop(): void {
+    this.verifier.stop();
+  }
+
+  verifyProgress(): VerifyProgress {
+    return this.verifier.progress();
+  }
+
+  /** The last (or running) verify's differing chunks, or null if none ran. */
+  verifyReport(): VerifyReport | null {
+    return this.verifier.report();
   }
 
   /**
@@ -271,64 +355,20 @@ export class ClientPool implements LegPoolCounters {
         const first = data.readUInt32LE(4);
         const n = data.readUInt32LE(8);
         if (data.length !== READ_MAP_HEADER + n * 4096) return cb(Errno.EBADMSG);
+        if (!this.members.has(member) && this.members.size >= MAX_MEMBERS) return cb(Errno.EBADMSG);
         const map = this.mapOf(member);
         for (let i = 0; i < n; i++) {
           if (map.decodePage(first + i, data.subarray(READ_MAP_HEADER + i * 4096, READ_MAP_HEADER + (i + 1) * 4096), 'overwrite', this.now()) !== null) return cb(Errno.EBADMSG);
         }
         const next_idx = data[1] as number;
         const next_page = data.readUInt32LE(12);
+        // Past the last map slot: done (found by the simulator with four members: asking for
+        // map index 4 threw inside a transport callback).
+        if (next_idx >= MAX_MEMBERS) return cb(0);
         step(next_idx, next_page, rounds + 1);
       });
     };
     step(0, 0, 0);
-  }
-
-  /** The user's enable of a created leg (ENABLE_POOL(1), then NORMAL). */
-  enableLeg(leg: Leg, cb: (status: number, reason: string | null) => void): void {
-    leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
-      if (status !== 0) return cb(status, reason);
-      const err = this.setLegState(leg, 'NORMAL', 'enabled');
-      cb(err === null ? 0 : Errno.EINVAL, err);
-    });
-  }
-
-  /**
-   * del_sess: `delete` removes the member from the pool for good (every remaining node drops
-   * its map); `disassemble` detaches it and keeps its map so dirtiness keeps accumulating.
-   * Idempotent: re-running after a failure finishes the job. IO is frozen while the leg goes.
-   */
-  delSess(member_id: number, mode: 'delete' | 'disassemble', cb: (status: number) => void): void {
-    const leg = this.legs_by_id.get(member_id);
-    if (leg === undefined) {
-      if (mode === 'delete') {
-        this.members.delete(member_id);
-        this.maps.delete(member_id);
-      }
-      return cb(0);
-    }
-    this.freeze(() => {
-      this.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
-      leg.channel.command({ kind: 'leave', member_id, delete: mode === 'delete' }, () => {
-        // The node may be gone already: leaving it is best effort, the others must know.
-        const rest = [...this.legs_by_id.values()].filter((l) => l !== leg && l.state !== 'FAILED' && l.state !== 'REMOVING');
-        let pending = rest.length;
-        const finish = (): void => {
-          this.legs_by_id.delete(member_id);
-          if (mode === 'delete') {
-            this.members.delete(member_id);
-            this.maps.delete(member_id);
-          }
-          this.unfreeze();
-          cb(0);
-        };
-        if (pending === 0) return finish();
-        for (const o of rest) {
-          o.channel.command({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, () => {
-            if (--pending === 0) finish();
-          });
-        }
-      });
-    });
   }
 
   /**
@@ -353,10 +393,24 @@ export class ClientPool implements LegPoolCounters {
     }
   }
 
-  /** An upper layer takes the pool (one user at a time; not while a recovery holds it). */
+  /**
+   * Reads a range from one NORMAL member (diagnostics and the simulator's stability check):
+   * the node syncs a dirty chunk first, as for any read. A failure does not fail the leg.
+   */
+  readFrom(member_id: number, offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
+    const leg = this.legs_by_id.get(member_id);
+    if (leg === undefined || leg.state !== 'NORMAL') return cb(Errno.ENODEV, null);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0 || offset + length > this.mapped_size || length > this.max_io_size) return cb(Errno.EINVAL, null);
+    leg.channel.sendIo(this.ioMsg(leg, offset, length, IoOp.READ, [], 0), null, (status, d) => cb(status === 0 && d !== null && d.length === length ? 0 : status !== 0 ? status : Errno.EIO, status === 0 ? d : null));
+  }
+
+  /**
+   * An upper layer takes the pool (one user at a time). Unlike the reference, also while a
+   * recovery runs: IO waits for the spread's freeze or fails with ENODEV while no leg is
+   * NORMAL, so a device mapped right after the assemble does not race the reconciliation.
+   */
   open(): number {
     if (this.in_use) return Errno.EBUSY;
-    if (this.recovering) return Errno.EBUSY;
     this.in_use = true;
     return 0;
   }
@@ -376,15 +430,27 @@ export class ClientPool implements LegPoolCounters {
   }
 
   /** Internal counters for status views and diagnostics. */
-  status(): { frozen: boolean; in_flight: number; recovering: boolean; range_locks: number; waiting_on_overlap: number; frozen_queue: number; legs: { member_id: number; state: LegState }[] } {
+  status(): {
+    frozen: boolean;
+    in_flight: number;
+    recovering: boolean;
+    range_locks: number;
+    waiting_on_overlap: number;
+    frozen_queue: number;
+    settled_below: number;
+    uncertain_chunks: number;
+    legs: { member_id: number; state: LegState; maintenance: boolean; pending_info: number; dirty_chunks: number }[];
+  } {
     return {
-      frozen: this.frozen,
+      frozen: this.freezes > 0,
       in_flight: this.inflight,
-      recovering: this.recovering,
+      recovering: this.locked,
       range_locks: this.write_ranges.length,
       waiting_on_overlap: this.write_waiters.length,
       frozen_queue: this.frozen_queue.length,
-      legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state })),
+      settled_below: this.settledBelow(),
+      uncertain_chunks: this.uncertain.dirtyCount,
+      legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state, maintenance: l.maintenance, pending_info: l.pending_info.length, dirty_chunks: this.maps.get(l.member_id)?.dirtyCount ?? 0 })),
     };
   }
 
@@ -397,213 +463,144 @@ export class ClientPool implements LegPoolCounters {
       legs: this.legs_by_id.size,
       normal_legs: this.normalLegs().length,
       map_ver: this.map_ver,
-      frozen: this.frozen,
+      frozen: this.freezes > 0,
     };
   }
 
-  // ------------------------------------------------------------------ freeze (map spread)
-
-  /** Holds new IOs and calls `drained` once every IO in flight has completed. */
-  private freeze(drained: () => void): void {
-    this.frozen = true;
-    if (this.inflight === 0) drained();
-    else this.drain_waiters.push(drained);
+  /** The client's pool_md (SEND_MD_BUF each recovery tick, §8.7): header and its members. */
+  poolMd(): PoolMd {
+    const srv_md = [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()];
+    [...this.members].sort((a, b) => a - b).slice(0, MAX_MEMBERS).forEach((id, i) => Object.assign(srv_md[i] as object, { member_id: id, mapped_size: this.mapped_size }));
+    return {
+      header: { pool_name: this.pool, pool_uuid: Buffer.from(this.pool_uuid), group_id: this.group_id, chunk_size: this.chunk_size, mapped_size: this.mapped_size, queue_depth: this.queue_depth, map_ver: this.map_ver },
+      srv_md,
+    };
   }
 
-  private unfreeze(): void {
-    this.frozen = false;
-    const q = this.frozen_queue;
-    this.frozen_queue = [];
-    for (const x of q) this.submit(x.op, x.offset, x.length, x.data, x.flags, x.cb);
-  }
-
-  get isFrozen(): boolean {
-    return this.frozen;
-  }
-
-  // ------------------------------------------------------------------ recovery (§8.2, §8.3)
+  // ------------------------------------------------------------------ recovery (client-recovery.ts)
 
   /**
    * A leg's link came back: REJOIN (the node goes NO_IO until it gets a map), the leg becomes
    * RECONNECTING, then recovery runs. `cb` reports the rejoin.
    */
   rejoinLeg(leg: Leg, cb: (status: number) => void): void {
-    leg.channel.command({ kind: 'rejoin' }, (status, _v, reason) => {
-      if (status !== 0) return cb(status);
-      // A sync leg needs no map: it serves peer reads again at once (§7.1).
-      if (this.sync) return cb(this.setLegState(leg, 'NORMAL', 'sync leg rejoined') === null ? 0 : Errno.EINVAL);
-      const err = this.setLegState(leg, 'RECONNECTING', 'rejoined');
-      if (err !== null) return cb(Errno.EINVAL);
-      void reason;
-      this.tryEnable(() => undefined);
-      cb(0);
-    });
+    this.recovery.rejoinLeg(leg, cb);
   }
 
   /**
-   * try_enable: brings RECONNECTING legs back to NORMAL. Case 1: a NORMAL leg spreads its
-   * maps to them (IO frozen for the spread). Case 2: no NORMAL leg, but the last
-   * authoritative one is back: it is enabled directly, then Case 1 from it. Cases 3/4 (every
-   * member back after a client crash) need the intent-record reconciliation and are refused
-   * here with ENOTSUP until it exists. `cb` gets 0 when legs were enabled.
+   * try_enable (§8.3): brings RECONNECTING legs back to NORMAL. Case 1: a NORMAL leg spreads
+   * its maps to them (IO frozen for the spread). Case 2: no NORMAL leg, but the last
+   * authoritative one is back: it is enabled directly, then Case 1 from it. Cases 3/4: every
+   * member of the pool is attached and RECONNECTING (after a compute-client crash or a
+   * disassemble): the reconciliation of the members' intent records (any number of members).
+   * `cb` gets 0 when done, EBUSY while another recovery or operator action runs, EAGAIN
+   * while legs must come back first.
    */
   tryEnable(cb: (status: number) => void): void {
-    if (this.recovering) return cb(Errno.EBUSY);
-    const legs = [...this.legs_by_id.values()];
-    const receivers = legs.filter((l) => l.state === 'RECONNECTING' && !l.maintenance);
-    const source = legs.find((l) => l.state === 'NORMAL');
-    if (receivers.length === 0) {
-      if (source === undefined || this.uncertain.isEmpty()) return cb(0);
-      // Nothing to spread, but writes failed everywhere: give those chunks a source now.
-      this.recovering = true;
-      return this.freeze(() =>
-        this.reconcileUncertain((status) => {
-          this.unfreeze();
-          this.recovering = false;
-          cb(status);
-        }),
-      );
-    }
-    const auth = legs.find((l) => l.was_last_authoritative);
-    if (source !== undefined && auth !== undefined) throw new Error(`invariant: authoritative leg ${auth.member_id} beside NORMAL leg ${source.member_id}`);
-    this.recovering = true;
-    const done = (status: number): void => {
-      this.recovering = false;
-      cb(status);
-    };
-    if (source === undefined) {
-      if (auth === undefined || auth.state !== 'RECONNECTING' || auth.maintenance) {
-        this.recovering = false;
-        return cb(Errno.EOPNOTSUPP);
-      }
-      // Case 2: its map is complete; it serves again without a spread.
-      return auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
-        if (status !== 0 || this.setLegState(auth, 'NORMAL', 'last authoritative leg enabled') !== null) return done(status !== 0 ? status : Errno.EINVAL);
-        this.recovering = false;
-        this.tryEnable(cb);
-      });
-    }
-    const src = source;
-    this.freeze(() =>
-      this.reconcileUncertain((s0) => {
-        if (s0 !== 0) {
-          this.unfreeze();
-          return done(s0);
-        }
-        this.spread(src, receivers, 0, (status) => {
-          this.unfreeze();
-          done(status);
-        });
-      }),
-    );
+    this.recovery.tryEnable(cb);
   }
 
   /**
-   * With IO frozen (so the set is stable): every NORMAL leg turns the uncertain chunks into
-   * dirty entries with one source per chunk (INTENT_TO_MAP), so the spread that follows
-   * carries them and the members converge on one value. Found by the simulator (seeds 1011,
-   * 5088, 5092, 5140: both legs of a pair failed around a write that landed on one of them;
-   * the spread from the last authoritative leg left the other different).
-   */
-  private reconcileUncertain(cb: (status: number) => void): void {
-    if (this.uncertain.isEmpty()) return cb(0);
-    const ranges: [number, number][] = [];
-    for (let c = this.uncertain.nextDirty(0); c >= 0; ) {
-      let e = c + 1;
-      while (e < this.no_of_chunks && this.uncertain.isDirty(e)) e++;
-      ranges.push([c, e - c]);
-      c = e < this.no_of_chunks ? this.uncertain.nextDirty(e) : -1;
-    }
-    const targets = this.normalLegs();
-    if (targets.length === 0) return cb(Errno.ENODEV);
-    const batches: [number, number][][] = [];
-    for (let i = 0; i < ranges.length; i += MAX_INTENT_RANGES) batches.push(ranges.slice(i, i + MAX_INTENT_RANGES));
-    let pending = targets.length * batches.length;
-    let err = 0;
-    for (const leg of targets) {
-      for (const batch of batches) {
-        leg.channel.command({ kind: 'intent_to_map', with_intent: false, ranges: batch }, (status) => {
-          if (status !== 0) {
-            err = status;
-            this.failLeg(leg, `intent_to_map failed (${status})`);
-          }
-          if (--pending > 0) return;
-          if (err === 0) this.uncertain.clearAll(this.now());
-          cb(err);
-        });
-      }
-    }
-  }
-
-  /**
-   * The recovery tick (every few seconds): RECONNECTING legs get another try_enable (a failed
-   * map spread is retried, not left for the operator); a FAILED leg whose link is up is asked
-   * STORE_CHECK and, if its store serves again, rejoins (§9.1); a NORMAL leg the client still
-   * holds dirty entries for is asked MAP_CHECK, and once it reports its own map empty the
-   * client's copy is wiped, unless an entry was added since the question was asked or
-   * within the clean delay (§8.5; single-threaded, so check and wipe cannot interleave with
-   * a write's map update, the race the reference admits).
+   * The recovery tick (every few seconds): another try_enable for RECONNECTING legs, store
+   * checks for FAILED legs with a live link, the client's map cleaning with the timestamp
+   * guard (§8.5), the pool_md push (SEND_MD_BUF, §8.7) and the settled-sequence beacon.
    */
   recoveryTick(): void {
-    if (this.sync) return;
-    // A spread that failed leaves legs RECONNECTING: try again every tick until it works.
-    if (!this.recovering && ([...this.legs_by_id.values()].some((l) => l.state === 'RECONNECTING' && !l.maintenance) || !this.uncertain.isEmpty())) this.tryEnable(() => undefined);
-    for (const leg of this.legs_by_id.values()) {
-      if (leg.state === 'FAILED' && leg.channel.isConnected() && !leg.maintenance) {
-        leg.channel.command({ kind: 'store_check' }, (status, value) => {
-          if (status !== 0 || value !== 1 || leg.state !== 'FAILED') return;
-          // As after a reconnect: the node may still think itself NORMAL; REJOIN takes it
-          // out of IO service so it can receive a map.
-          this.rejoinLeg(leg, () => undefined);
-        });
-      } else if (leg.state === 'NORMAL' && !leg.maintenance) {
-        const map = this.maps.get(leg.member_id);
-        if (map === undefined || map.isEmpty()) continue;
-        const ts_asked = map.ts;
-        leg.channel.command({ kind: 'map_check' }, (status, value) => {
-          if (status !== 0 || value !== 1) return;
-          if (map.ts !== ts_asked || this.now() - map.ts < this.map_clean_delay_ms) return;
-          map.clearAll(this.now());
-        });
-      }
-    }
+    this.recovery.tick();
   }
 
-  /** Map spread from `source` to each receiver in turn: MAP_READY, MAP_SEND, MAP_DONE(enable). */
-  private spread(source: Leg, receivers: Leg[], i: number, cb: (status: number) => void): void {
-    const r = receivers[i];
-    if (r === undefined) return cb(0);
-    const fail = (status: number): void => {
-      // Receivers promoted earlier in this spread are NORMAL now and keep serving (the
-      // reference skips NORMAL legs too); only the rest are put back out of service.
-      // Found by the simulator (seed 3050: an earlier receiver was disabled behind the
-      // client's back and stayed NO_IO while its leg looked NORMAL).
-      for (const other of receivers.slice(i)) other.channel.command({ kind: 'map_disable' }, () => undefined);
-      cb(status);
-    };
-    r.channel.command({ kind: 'map_ready' }, (s1) => {
-      if (s1 !== 0) return fail(s1);
-      source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: this.map_ver }, (s2) => {
-        if (s2 !== 0) return fail(s2);
-        r.channel.command({ kind: 'map_done', enable: true }, (s3) => {
-          if (s3 !== 0) return fail(s3);
-          // The client keeps its own map of the member: it is cleaned only through MAP_CHECK
-          // with the timestamp guard (§8.5), once the member reports itself clean.
-          if (this.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);
-          this.spread(source, receivers, i + 1, cb);
-        });
-      });
-    });
+  // ------------------------------------------------------------------ lock and freeze (internal)
+
+  /**
+   * @internal The pool's lock: `fn` runs once no other recovery or operator action holds it.
+   * False when too many wait (the caller answers EBUSY).
+   */
+  lock(fn: () => void): boolean {
+    if (!this.locked) {
+      this.locked = true;
+      fn();
+      return true;
+    }
+    if (this.lock_waiters.length >= MAX_LOCK_WAITERS) return false;
+    this.lock_waiters.push(fn);
+    return true;
+  }
+
+  /** @internal Takes the lock only if free (the recovery tick does not queue behind itself). */
+  tryLock(): boolean {
+    if (this.locked) return false;
+    this.locked = true;
+    return true;
+  }
+
+  /** @internal */
+  unlock(): void {
+    if (!this.locked) throw new Error(`invariant: unlock of pool ${this.pool} that is not locked`);
+    const next = this.lock_waiters.shift();
+    if (next !== undefined) next();
+    else this.locked = false;
+  }
+
+  get isLocked(): boolean {
+    return this.locked;
+  }
+
+  /** @internal Holds new IOs and calls `drained` once every IO in flight has completed. Counted. */
+  freeze(drained: () => void): void {
+    this.freezes++;
+    if (this.inflight === 0) drained();
+    else this.drain_waiters.push(drained);
+  }
+
+  /** @internal */
+  unfreeze(): void {
+    if (this.freezes <= 0) throw new Error(`invariant: unfreeze of pool ${this.pool} that is not frozen`);
+    if (--this.freezes > 0) return;
+    const q = this.frozen_queue;
+    this.frozen_queue = [];
+    for (const x of q) this.submit(x.op, x.offset, x.length, x.data, x.flags, x.cb);
+  }
+
+  get isFrozen(): boolean {
+    return this.freezes > 0;
   }
 
   /**
-   * A leg failed an IO while its link may be up: besides FAILED here, tell the node to leave
-   * IO service (MAP_DISABLE, best effort) so peers do not read from it what it missed.
+   * @internal A leg failed an IO or a command while its link may be up: besides FAILED here,
+   * tell the node to leave IO service (MAP_DISABLE, best effort) so peers do not read from it
+   * what it missed.
    */
-  private failLeg(leg: Leg, reason: string): void {
+  failLeg(leg: Leg, reason: string): void {
     const was = leg.state;
+    if (was === 'REMOVING') return;
     this.setLegState(leg, 'FAILED', reason);
     if (was !== 'FAILED' && leg.channel.isConnected()) leg.channel.command({ kind: 'map_disable' }, () => undefined);
+  }
+
+  /**
+   * @internal The lowest write sequence not settled: every write below it was answered by
+   * every leg and its misses are recorded on the nodes (MAP_ADD, piggyback) or reconciled.
+   */
+  settledBelow(): number {
+    while (this.settled_low < this.next_seq && !this.unsettled.has(this.settled_low)) this.settled_low++;
+    return Math.min(this.settled_low, this.uncertain_seq);
+  }
+
+  /** @internal The uncertain set was reconciled: its writes are settled. */
+  uncertainReconciled(): void {
+    this.uncertain.clearAll(this.now());
+    this.uncertain_seq = Infinity;
+  }
+
+  private markUncertain(first: number, count: number, seq: number): void {
+    this.uncertain.setDirty(first, count, this.now());
+    if (seq < this.uncertain_seq) this.uncertain_seq = seq;
+  }
+
+  /** @internal Queues a POOL_INFO for a leg that cannot take it now (replayed before its next map). */
+  queuePoolInfo(leg: Leg, cmd: LegCommand): void {
+    leg.pending_info.push(cmd);
+    if (leg.pending_info.length > MAX_PENDING_INFO) leg.pending_info.shift();
   }
 
   // ------------------------------------------------------------------ reads (§6.3)
@@ -618,7 +615,7 @@ export class ClientPool implements LegPoolCounters {
     tried.add(leg.member_id);
     if (tried.size === 1) this.stats.reads++;
     else this.stats.read_retries++;
-    leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, []), null, (status, d) => {
+    leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, [], 0), null, (status, d) => {
       if (status === 0 && d !== null && d.length === length) return cb(0, d);
       const err = status !== 0 ? status : Errno.EIO;
       if (!this.sync) this.failLeg(leg, `read failed (${err})`);
@@ -639,8 +636,11 @@ export class ClientPool implements LegPoolCounters {
     return this.write_ranges.some((r) => r.start < end && start < r.end);
   }
 
-  /** Starts `go` once no earlier overlapping write is in flight; false when too many wait. */
-  private lockRange(start: number, end: number, go: () => void): boolean {
+  /**
+   * @internal Starts `go` once no earlier overlapping write is in flight (online verify locks
+   * the chunks it compares the same way); false when too many wait.
+   */
+  lockRange(start: number, end: number, go: () => void): boolean {
     if (this.overlapsActive(start, end) || this.write_waiters.some((w) => w.start < end && start < w.end)) {
       if (this.write_waiters.length >= MAX_FROZEN_QUEUE) return false;
       this.write_waiters.push({ start, end, go });
@@ -651,7 +651,8 @@ export class ClientPool implements LegPoolCounters {
     return true;
   }
 
-  private unlockRange(start: number, end: number): void {
+  /** @internal */
+  unlockRange(start: number, end: number): void {
     const i = this.write_ranges.findIndex((r) => r.start === start && r.end === end);
     if (i >= 0) this.write_ranges.splice(i, 1);
     // Start waiters in order; one still blocked also blocks later ones that overlap it.
@@ -670,18 +671,21 @@ export class ClientPool implements LegPoolCounters {
   }
 
   private replicate(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
-    if (op === 'flush') return this.replicateLocked(op, offset, length, data, flags, cb);
+    if (op === 'flush') return this.replicateLocked(op, offset, length, data, flags, 0, cb);
     const end = offset + length;
-    const queued = this.lockRange(offset, end, () =>
-      this.replicateLocked(op, offset, length, data, flags, (s, d) => {
+    const queued = this.lockRange(offset, end, () => {
+      const seq = this.sync ? 0 : this.next_seq++;
+      if (seq > 0) this.unsettled.add(seq);
+      this.replicateLocked(op, offset, length, data, flags, seq, (s, d) => {
+        this.unsettled.delete(seq);
         this.unlockRange(offset, end);
         cb(s, d);
-      }),
-    );
+      });
+    });
     if (!queued) cb(Errno.EBUSY, null);
   }
 
-  private replicateLocked(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
+  private replicateLocked(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
     const targets = this.normalLegs();
     if (targets.length === 0) {
       this.stats.failed_ios++;
@@ -707,31 +711,39 @@ export class ClientPool implements LegPoolCounters {
       }
     }
     let pending = targets.length;
-    const ok: Leg[] = [];
+    const answered_ok: Leg[] = [];
     const failed: Leg[] = [];
+    const sent_at = targets.map((l) => l.failures);
     let first_err = 0;
     for (const leg of targets) {
-      leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, missing), data, (status) => {
-        if (status === 0) ok.push(leg);
+      leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, missing, seq), data, (status) => {
+        if (status === 0) answered_ok.push(leg);
         else {
           if (first_err === 0) first_err = status;
           failed.push(leg);
           if (!this.sync) this.failLeg(leg, `${op} failed (${status})`);
         }
         if (--pending > 0) return;
+        // A leg that failed after it took the write (its node may have crashed and lost it)
+        // is one that missed it. Found by the simulator (seed 4009 with crashes: a write
+        // waited for a partitioned leg while the node that took it crashed, lost it, and came
+        // back as the last authoritative member; the write was then acknowledged).
+        const ok = answered_ok.filter((l) => l.failures === sent_at[targets.indexOf(l)]);
+        for (const l of answered_ok) if (!ok.includes(l)) failed.push(l);
+        if (first_err === 0 && ok.length < answered_ok.length) first_err = Errno.EIO;
         if (ok.length === 0) {
           this.stats.failed_ios++;
-          if (has_range && !this.sync) this.uncertain.setDirty(first, count, this.now());
+          if (has_range && !this.sync) this.markUncertain(first, count, seq);
           return cb(first_err, null);
         }
         if (failed.length === 0 || !has_range) return cb(0, null);
-        this.mapAddPhase(ok, failed, first, count, cb);
+        this.mapAddPhase(ok, failed, first, count, seq, cb);
       });
     }
   }
 
   /** Some legs missed a write: record it on the legs that took it before acknowledging. */
-  private mapAddPhase(ok: Leg[], failed: Leg[], first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
+  private mapAddPhase(ok: Leg[], failed: Leg[], first: number, count: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
     this.stats.map_adds++;
     const now = this.now();
     for (const l of failed) this.mapOf(l.member_id).setDirty(first, count, now);
@@ -744,7 +756,7 @@ export class ClientPool implements LegPoolCounters {
     const targets = ok.filter((l) => l.state === 'NORMAL');
     if (targets.length === 0) {
       this.stats.failed_ios++;
-      if (!this.sync) this.uncertain.setDirty(first, count, now);
+      if (!this.sync) this.markUncertain(first, count, seq);
       return cb(Errno.EIO, null);
     }
     let pending = targets.length;
@@ -760,13 +772,14 @@ export class ClientPool implements LegPoolCounters {
         if (--pending > 0) return;
         if (recorded > 0) return cb(0, null);
         this.stats.failed_ios++;
-        if (!this.sync) this.uncertain.setDirty(first, count, this.now());
+        if (!this.sync) this.markUncertain(first, count, seq);
         cb(last_err, null);
       });
     }
   }
 
-  private ioMsg(leg: Leg, offset: number, length: number, flags: number, missing: number[]): IoMsgValue {
+  /** @internal An IO message for `leg` (also the recovery tick's settled beacon). */
+  ioMsg(leg: Leg, offset: number, length: number, flags: number, missing: number[], seq: number): IoMsgValue {
     const ids = Buffer.alloc(MAX_MEMBERS);
     missing.forEach((id, i) => (ids[i] = id));
     return {
@@ -779,6 +792,8 @@ export class ClientPool implements LegPoolCounters {
       failed_cnt: missing.length,
       failed_ids: ids,
       sync: this.sync ? 1 : 0,
+      seq,
+      settled: this.sync ? 0 : this.settledBelow(),
     };
   }
 }

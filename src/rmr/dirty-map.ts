@@ -219,6 +219,39 @@ export class DirtyMap<W = unknown> {
     return -1;
   }
 
+  /** The first clean chunk at or after `from`, or no_of_chunks. Skips full pages without scanning them. */
+  nextClean(from: number): number {
+    if (from < 0) from = 0;
+    for (let p = Math.floor(from / CHUNKS_PER_PAGE); p < this.page_count; p++) {
+      const base = p * CHUNKS_PER_PAGE;
+      const pc = this.pageChunks(p);
+      const start = Math.max(from, base) - base;
+      if (start >= pc || this.page_dirty[p] === pc) continue;
+      const page = this.pages[p] as Page;
+      if (page === null) return base + start;
+      const bits = page;
+      for (let k = start; k < pc; k++) {
+        if ((k & 7) === 0 && bits[k >>> 3] === 0xff && k + 8 <= pc) {
+          k += 7;
+          continue;
+        }
+        if (((bits[k >>> 3] as number) & (1 << (k & 7))) === 0) return base + k;
+      }
+    }
+    return this.no_of_chunks;
+  }
+
+  /** The dirty chunks as [first, count] runs, in order (a fully dirty 64 TiB map is one run). */
+  runs(): [number, number][] {
+    const out: [number, number][] = [];
+    for (let c = this.nextDirty(0); c >= 0; ) {
+      const e = this.nextClean(c);
+      out.push([c, e - c]);
+      c = e < this.no_of_chunks ? this.nextDirty(e) : -1;
+    }
+    return out;
+  }
+
   summary(): MapSummary {
     let materialised = 0;
     for (const pg of this.pages) if (pg !== null && pg !== FULL) materialised++;

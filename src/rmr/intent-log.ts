@@ -6,6 +6,14 @@
 // flight. After a crash of this node or of the compute client, every extent in the record is
 // treated as possibly different between members (its chunks become dirty).
 //
+// A flush on this node is not enough for a client crash: the write may still be on its way to
+// another member, and if the client dies then, only this record can say the chunk may differ.
+// So every write carries the client's sequence number and an extent also waits until the
+// client reports every write of it settled (IO messages carry the client's "settled below"
+// sequence: each write below it was answered by every leg and its misses recorded). When a
+// new compute client joins, the extents its predecessor had not settled stay until the
+// client-crash reconciliation (INTENT_TO_MAP with the record) has dealt with them.
+//
 // Record payload: u32 extent_shift | u32 count | u64 extent[count]   (in MetaSlots pages)
 
 import { Errno } from '../util/errno.js';
@@ -23,11 +31,14 @@ interface Extent {
   unflushed: boolean;
   /** Bumped by every write start: a flush covers an extent only if no write began since. */
   gen: number;
+  /** Highest client sequence written into it (Infinity: a former client's, until reconciled). */
+  max_seq: number;
 }
 
 interface Waiter {
   extents: number[];
   cb: IoCallback;
+  seq: number;
 }
 
 export interface IntentLogStats {
@@ -52,6 +63,8 @@ export class IntentLog {
   /** Callers of reset() waiting for the rewrite. */
   private rewrites: IoCallback[] = [];
   private failed_status = 0;
+  /** Every client write with a lower sequence is settled at the client. */
+  private settled_below = 0;
   /** Asks the owner to flush the data store (then call flushStarted / flushDone). */
   private readonly requestFlush: () => void;
   private flush_requested = false;
@@ -128,33 +141,61 @@ export class IntentLog {
    * `cb` is called once they are (status 0) or the record could not be written (-errno).
    * Every begin that returned true or completed with status 0 must be matched by one end().
    */
-  begin(offset: number, length: number, cb: IoCallback): boolean {
+  begin(offset: number, length: number, cb: IoCallback, seq = 0): boolean {
     this.stats.begins++;
     const list = this.extentsOf(offset, length);
     // Recorded now *and* kept by a record write under way (which may be evicting it).
     const w = this.writing;
     if (this.failed_status === 0 && list.every((e) => this.durable.has(e) && (w === null || w.has(e)))) {
       this.stats.fast_begins++;
-      this.admit(list);
+      this.admit(list, seq);
       return true;
     }
     // Not counted as in flight until admitted: a waiting write must not pin the extents
     // whose eviction would make room for it.
-    this.waiters.push({ extents: list, cb });
+    this.waiters.push({ extents: list, cb, seq });
     this.pump();
     return false;
   }
 
-  private admit(list: number[]): void {
+  private entry(e: number): Extent {
+    let x = this.extents.get(e);
+    if (x === undefined) {
+      x = { inflight: 0, unflushed: false, gen: 0, max_seq: 0 };
+      this.extents.set(e, x);
+    }
+    return x;
+  }
+
+  private admit(list: number[], seq: number): void {
     for (const e of list) {
-      let x = this.extents.get(e);
-      if (x === undefined) {
-        x = { inflight: 0, unflushed: false, gen: 0 };
-        this.extents.set(e, x);
-      }
+      const x = this.entry(e);
       x.inflight++;
       x.gen++;
+      if (seq > x.max_seq) x.max_seq = seq;
     }
+  }
+
+  /** The client reports every write below `below` settled (from its IO messages). */
+  settle(below: number): void {
+    if (below <= this.settled_below) return;
+    this.settled_below = below;
+    if (this.waiters.length > 0) this.pump();
+  }
+
+  /**
+   * A new compute client joined (not a rejoin): the extents the former one wrote stay until
+   * reconciled, and the new client's sequence numbers start over.
+   */
+  newClient(): void {
+    for (const x of this.extents.values()) if (!this.settled(x)) x.max_seq = Infinity;
+    this.settled_below = 0;
+  }
+
+  /** The client-crash reconciliation dealt with the former client's extents. */
+  reconciled(): void {
+    for (const x of this.extents.values()) if (x.max_seq === Infinity) x.max_seq = 0;
+    if (this.waiters.length > 0) this.pump();
   }
 
   /** The write begun for this range finished (successfully or not). */
@@ -199,7 +240,12 @@ export class IntentLog {
   private evictable(e: number): boolean {
     if (this.recovered.has(e)) return false;
     const x = this.extents.get(e);
-    return x === undefined || (x.inflight === 0 && !x.unflushed);
+    return x === undefined || (x.inflight === 0 && !x.unflushed && this.settled(x));
+  }
+
+  /** Every write into it is settled at the client (sequence 0: a write without one, settled). */
+  private settled(x: Extent): boolean {
+    return x.max_seq < Math.max(1, this.settled_below);
   }
 
   /**
@@ -221,7 +267,7 @@ export class IntentLog {
     const ready = this.waiters.filter((w) => w.extents.every((e) => this.durable.has(e)));
     if (ready.length > 0) {
       this.waiters = this.waiters.filter((w) => !ready.includes(w));
-      for (const w of ready) this.admit(w.extents);
+      for (const w of ready) this.admit(w.extents, w.seq);
       for (const w of ready) w.cb(0);
     }
     if (this.waiters.length === 0 && this.rewrites.length === 0) return;
@@ -276,7 +322,12 @@ export class IntentLog {
       // The new record replaces the old one once durable. Until then a crash may leave the old
       // one, which covers everything allowed so far: extents dropped from the new record had no
       // unflushed write left, and new ones are allowed only after this write succeeds.
-      if (status === 0) this.durable = new Set(list);
+      if (status === 0) {
+        this.durable = new Set(list);
+        // Extents out of the record with nothing in flight need no state (memory stays
+        // bounded by the record, not by the device).
+        for (const [e, x] of this.extents) if (!this.durable.has(e) && x.inflight === 0 && !x.unflushed) this.extents.delete(e);
+      }
       this.writing = null;
       cb(status);
     });

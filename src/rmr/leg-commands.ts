@@ -9,9 +9,10 @@ import { decodePoolMd, encodePoolMd } from './pool-md.js';
 import type { PeerMapCommand, ServerPool } from './server-pool.js';
 
 export type LegCommand =
-  | { kind: 'join'; create: boolean; dirty: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
+  | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
   | { kind: 'rejoin' }
   | { kind: 'enable_pool'; enable: boolean }
+  | { kind: 'maintenance'; on: boolean }
   | { kind: 'map_ready' }
   | { kind: 'map_send'; receiver: number; map_ver: number }
   | { kind: 'map_done'; enable: boolean }
@@ -25,10 +26,22 @@ export type LegCommand =
   | { kind: 'md_write'; md: Buffer }
   | { kind: 'user'; bytes: Buffer; rsp_len: number }
   | { kind: 'read_map_buf'; map_idx: number; page: number }
-  | { kind: 'intent_to_map'; with_intent: boolean; ranges: (readonly [number, number])[] };
+  | { kind: 'intent_to_map'; with_intent: boolean; ranges: (readonly [number, number])[] }
+  | { kind: 'own_dirty'; from_chunk: number }
+  | { kind: 'map_mark'; member_id: number; conditional: boolean; ranges: (readonly [number, number])[] }
+  | { kind: 'send_discard'; member_id: number }
+  | { kind: 'discard_clear'; member_id: number }
+  | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number }
+  | { kind: 'verify'; first_chunk: number; chunk_count: number; members: number[] };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
 const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
+
+/** A CHUNK_HASH answer per chunk: state u8 (0 hashed, 1 dirty here: not compared) | sha256 [32]. */
+export const CHUNK_HASH_BYTES = 33;
+/** VERIFY answer per chunk, one byte: bit i the i-th listed member differs from the source, bit 4+i it was not compared. */
+export const VERIFY_DIFFERS = 0x01;
+export const VERIFY_SKIPPED = 0x10;
 
 /** Largest answer payload of a command (pool_md, user replies). */
 export const MAX_CMD_ANSWER = 4096;
@@ -47,7 +60,7 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
   const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
   switch (cmd.kind) {
     case 'join': {
-      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, chunk_size: pool.chunk_size, members: cmd.members });
+      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, extend: cmd.extend === true, chunk_size: pool.chunk_size, members: cmd.members });
       if (err !== null || from_sync || !pool.hasStore) return answer(err, pool.member_id);
       // The membership is on disk before the client counts on it: a node that crashes right
       // after its join restarts knowing its pool (found by the simulator, seed 3025).
@@ -55,8 +68,9 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     }
     case 'rejoin':
       return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
-    case 'enable_pool': {
-      const err = from_sync ? null : pool.enable(cmd.enable);
+    case 'enable_pool':
+    case 'maintenance': {
+      const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
       if (err !== null || from_sync || !pool.hasStore) return answer(err);
       return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
     }
@@ -79,8 +93,12 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       return answer(null, pool.map_ver);
     case 'leave':
       return answer(from_sync ? null : pool.leave(cmd.member_id, cmd.delete));
-    case 'pool_info':
-      return answer(pool.poolInfo(cmd.member_id, cmd.op, cmd.mode, cmd.dirty));
+    case 'pool_info': {
+      // Persisted before the answer: a node that restarts knows the pool's members (§9.6).
+      const err = pool.poolInfo(cmd.member_id, cmd.op, cmd.mode, cmd.dirty);
+      if (err !== null || !pool.hasStore) return answer(err);
+      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
     case 'md_read': {
       const md = pool.currentPoolMd();
       return cb(0, 0, null, encodePoolMd(md));
@@ -88,7 +106,9 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'md_write': {
       const md = decodePoolMd(cmd.md);
       if (typeof md === 'string') return cb(Errno.EBADMSG, 0, md);
-      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md));
+      // The answer's value says whether the node serves IO: the client's tick learns of a node
+      // that left IO service without its IO failing (a store replaced, a peer's read failing).
+      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md), pool.state === 'NORMAL' ? 1 : 0);
     }
     case 'user':
       return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
@@ -98,9 +118,53 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       if (from_sync) return answer('INTENT_TO_MAP from a sync pool');
       const r = pool.intentToMap(cmd.ranges, cmd.with_intent);
       if (typeof r === 'string') return answer(r);
+      return pool.syncMaps((s) => {
+        if (s === 0 && cmd.with_intent) pool.intentReconciled();
+        cb(s, r, s === 0 ? null : `maps not persisted (${s})`);
+      });
+    }
+    case 'own_dirty': {
+      const [ranges, next] = pool.ownDirtyRuns(cmd.from_chunk, MAX_INTENT_RANGES);
+      return cb(0, next, null, encodeRanges(ranges));
+    }
+    case 'map_mark': {
+      if (from_sync) return answer('MAP_MARK from a sync pool');
+      const r = pool.mapMark(cmd.member_id, cmd.ranges, cmd.conditional);
+      if (typeof r === 'string') return answer(r);
       return pool.syncMaps((s) => cb(s, r, s === 0 ? null : `maps not persisted (${s})`));
     }
+    case 'send_discard':
+    case 'discard_clear': {
+      if (from_sync) return answer(`${cmd.kind} from a sync pool`);
+      const err = cmd.kind === 'send_discard' ? pool.sendDiscard(cmd.member_id) : pool.discardClear(cmd.member_id);
+      if (err !== null) return answer(err);
+      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
+    case 'chunk_hash':
+      return pool.chunkHashes(cmd.first_chunk, cmd.chunk_count, (status, data) => cb(status, 0, status === 0 ? null : `chunk hashes failed (${status})`, data));
+    case 'verify':
+      if (from_sync) return answer('VERIFY from a sync pool');
+      return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));
   }
+}
+
+/** Chunk ranges as (u32 first, u32 count) pairs: INTENT_TO_MAP, MAP_MARK tails and CRASH_READ answers. */
+export function encodeRanges(ranges: readonly (readonly [number, number])[]): Buffer {
+  if (ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges`);
+  const tail = Buffer.alloc(ranges.length * 8);
+  ranges.forEach(([first, count], i) => {
+    tail.writeUInt32LE(first, i * 8);
+    tail.writeUInt32LE(count, i * 8 + 4);
+  });
+  return tail;
+}
+
+/** The inverse of encodeRanges; null when the length is not whole pairs. */
+export function decodeRanges(buf: Buffer): [number, number][] | null {
+  if (buf.length % 8 !== 0 || buf.length > MAX_INTENT_RANGES * 8) return null;
+  const ranges: [number, number][] = [];
+  for (let o = 0; o + 8 <= buf.length; o += 8) ranges.push([buf.readUInt32LE(o), buf.readUInt32LE(o + 4)]);
+  return ranges;
 }
 
 /**
@@ -120,7 +184,8 @@ function readMapSlice(pool: ServerPool, map_idx: number, page: number): Buffer {
   const out = Buffer.alloc(READ_MAP_HEADER + n * 4096);
   out[0] = m.member_id;
   const done = page + n >= m.page_count;
-  out[1] = done ? map_idx + 1 : map_idx;
+  // After the last map the cursor names no map (MAX_MEMBERS): the next answer is the end.
+  out[1] = done ? Math.min(map_idx + 1, MAX_MEMBERS) : map_idx;
   out.writeUInt32LE(page, 4);
   out.writeUInt32LE(n, 8);
   out.writeUInt32LE(done ? 0 : page + n, 12);
@@ -147,13 +212,15 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       });
       return {
         cmd_type: CmdType.JOIN_POOL,
-        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? 1 : 0, create: cmd.create ? 1 : 0, rejoin: 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
+        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? 1 : 0, create: cmd.create ? 1 : 0, rejoin: 0, extend: cmd.extend === true ? 1 : 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
       };
     }
     case 'rejoin':
       return { cmd_type: CmdType.REJOIN_POOL, payload: { queue_depth: 0, chunk_size } };
     case 'enable_pool':
       return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.enable ? 1 : 0 } };
+    case 'maintenance':
+      return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.on ? 0 : 2 } };
     case 'map_ready':
       return { cmd_type: CmdType.MAP_READY, payload: {} };
     case 'map_send':
@@ -181,13 +248,25 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'read_map_buf':
       return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
     case 'intent_to_map': {
-      if (cmd.ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges per INTENT_TO_MAP`);
-      const tail = Buffer.alloc(cmd.ranges.length * 8);
-      cmd.ranges.forEach(([first, count], i) => {
-        tail.writeUInt32LE(first, i * 8);
-        tail.writeUInt32LE(count, i * 8 + 4);
-      });
+      const tail = encodeRanges(cmd.ranges);
       return { cmd_type: CmdType.INTENT_TO_MAP, payload: { with_intent: cmd.with_intent ? 1 : 0, ranges_len: tail.length }, tail };
+    }
+    case 'own_dirty':
+      return { cmd_type: CmdType.OWN_DIRTY, payload: { from_chunk: cmd.from_chunk } };
+    case 'send_discard':
+      return { cmd_type: CmdType.SEND_DISCARD, payload: { member_id: cmd.member_id } };
+    case 'discard_clear':
+      return { cmd_type: CmdType.DISCARD_CLEAR_FLAG, payload: { member_id: cmd.member_id } };
+    case 'chunk_hash':
+      return { cmd_type: CmdType.CHUNK_HASH, payload: { first_chunk: cmd.first_chunk, chunk_count: cmd.chunk_count } };
+    case 'verify': {
+      const ids = Buffer.alloc(MAX_MEMBERS);
+      cmd.members.forEach((id, i) => (ids[i] = id));
+      return { cmd_type: CmdType.VERIFY, payload: { first_chunk: cmd.first_chunk, chunk_count: cmd.chunk_count, member_cnt: cmd.members.length, member_ids: ids } };
+    }
+    case 'map_mark': {
+      const tail = encodeRanges(cmd.ranges);
+      return { cmd_type: CmdType.MAP_MARK, payload: { member_id: cmd.member_id, conditional: cmd.conditional ? 1 : 0, ranges_len: tail.length }, tail };
     }
   }
 }
@@ -195,6 +274,9 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
+  if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * 8;
+  if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
+  if (cmd.kind === 'verify') return cmd.chunk_count;
   return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
 }
 
@@ -207,12 +289,14 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       const ids = p.member_ids as Buffer;
       const dirty = p.member_dirty as Buffer;
       const members = Array.from({ length: num(p, 'member_cnt') }, (_, i) => ({ id: ids[i] as number, dirty: dirty[i] === 1 }));
-      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') === 1, queue_depth: num(p, 'queue_depth'), members };
+      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') === 1, extend: num(p, 'extend') === 1, queue_depth: num(p, 'queue_depth'), members };
     }
     case CmdType.REJOIN_POOL:
       return { kind: 'rejoin' };
-    case CmdType.ENABLE_POOL:
-      return { kind: 'enable_pool', enable: num(p, 'enable') === 1 };
+    case CmdType.ENABLE_POOL: {
+      const e = num(p, 'enable');
+      return e === 1 ? { kind: 'enable_pool', enable: true } : { kind: 'maintenance', on: e === 0 };
+    }
     case CmdType.MAP_READY:
       return { kind: 'map_ready' };
     case CmdType.MAP_SEND:
@@ -242,10 +326,23 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
     case CmdType.INTENT_TO_MAP: {
       // The layout checked that the tail is whole pairs, at most MAX_INTENT_RANGES of them.
-      const ranges: [number, number][] = [];
-      for (let o = 0; o + 8 <= tail.length; o += 8) ranges.push([tail.readUInt32LE(o), tail.readUInt32LE(o + 4)]);
+      const ranges = decodeRanges(tail) ?? [];
       return { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
     }
+    case CmdType.OWN_DIRTY:
+      return { kind: 'own_dirty', from_chunk: num(p, 'from_chunk') };
+    case CmdType.SEND_DISCARD:
+      return { kind: 'send_discard', member_id: num(p, 'member_id') };
+    case CmdType.DISCARD_CLEAR_FLAG:
+      return { kind: 'discard_clear', member_id: num(p, 'member_id') };
+    case CmdType.CHUNK_HASH:
+      return { kind: 'chunk_hash', first_chunk: num(p, 'first_chunk'), chunk_count: num(p, 'chunk_count') };
+    case CmdType.VERIFY: {
+      const ids = p.member_ids as Buffer;
+      return { kind: 'verify', first_chunk: num(p, 'first_chunk'), chunk_count: num(p, 'chunk_count'), members: Array.from({ length: num(p, 'member_cnt') }, (_, i) => ids[i] as number) };
+    }
+    case CmdType.MAP_MARK:
+      return { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges: decodeRanges(tail) ?? [] };
     default:
       return null;
   }

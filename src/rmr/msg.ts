@@ -7,7 +7,9 @@
 // Every message:  group_id u32 | type u16 | proto_ver u8 | reserved u8       (8 bytes)
 // then the body of its type:
 //   IO         offset u64 | length u64 | flags u32 | map_ver u64 | prio u16 | member_id u8
-//              | failed_cnt u8 | failed_ids [4] | sync u8
+//              | failed_cnt u8 | failed_ids [4] | sync u8 | seq u64 | settled u64
+//              (seq: the client's number of a modifying IO, 0 for others; settled: every
+//              client write below it was answered by every leg and its misses recorded)
 //   MAP_ADD    first_chunk u64 | chunk_count u64 | map_ver u64 | failed_cnt u8 | failed_ids [4]
 //   MAP_CLEAR  first_chunk u64 | chunk_count u64 | member_id u8
 //   CMD        cmd_type u8 | sync u8 | pool_name (u16 len + utf-8) | payload of cmd_type
@@ -15,7 +17,8 @@
 
 import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
 
-export const RMR_PROTO_VER = 1;
+/** 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts). */
+export const RMR_PROTO_VER = 2;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
 export const MAX_MEMBERS = 4;
 
@@ -31,6 +34,8 @@ const IO_FLAGS_KNOWN = IO_OP_MASK | IO_F_SYNC | IO_F_FUA;
 
 /** Chunk ranges one INTENT_TO_MAP carries at most. */
 export const MAX_INTENT_RANGES = 512;
+/** Chunks one CHUNK_HASH or VERIFY covers at most (a hash answer: 33 bytes per chunk). */
+export const MAX_VERIFY_CHUNKS = 64;
 
 export const CmdType = {
   MAP_READY: 0,
@@ -56,6 +61,11 @@ export const CmdType = {
   LEAVE_POOL: 21,
   ENABLE_POOL: 22,
   USER: 23,
+  // Beyond the reference:
+  OWN_DIRTY: 24, // a node's own dirty chunks and undecided crash chunks, as ranges from a cursor
+  MAP_MARK: 25, // chunk ranges become dirty for one member
+  CHUNK_HASH: 26, // hashes of a node's chunks (peers, over the sync pool: online verify)
+  VERIFY: 27, // the verify source compares chunks with the listed members
 } as const;
 export type CmdTypeValue = (typeof CmdType)[keyof typeof CmdType];
 export const CMD_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(CmdType).map(([k, v]) => [v, k]));
@@ -91,6 +101,8 @@ export const IoMsg = new Layout(
     failed_cnt: 'u8',
     failed_ids: { bytes: MAX_MEMBERS },
     sync: 'u8',
+    seq: 'u64',
+    settled: 'u64',
   },
   (v) => {
     if ((v.flags & ~IO_FLAGS_KNOWN) !== 0) return `unknown IO flags 0x${v.flags.toString(16)}`;
@@ -165,16 +177,31 @@ export const CmdPayload = {
       dirty: 'u8',
       create: 'u8',
       rejoin: 'u8',
+      extend: 'u8',
       member_cnt: 'u8',
       member_ids: { bytes: MAX_MEMBERS },
       member_dirty: { bytes: MAX_MEMBERS },
     },
-    (v) => first(flag('dirty', v.dirty), flag('create', v.create), flag('rejoin', v.rejoin), checkMembers(v.member_cnt, v.member_ids)),
+    (v) => first(flag('dirty', v.dirty), flag('create', v.create), flag('rejoin', v.rejoin), flag('extend', v.extend), checkMembers(v.member_cnt, v.member_ids)),
   ),
   [CmdType.REJOIN_POOL]: new Layout('REJOIN_POOL', { queue_depth: 'u32', chunk_size: 'u32' }),
   [CmdType.LEAVE_POOL]: new Layout('LEAVE_POOL', { member_id: 'u8', delete: 'u8' }, (v) => first(member('member', v.member_id), flag('delete', v.delete))),
-  [CmdType.ENABLE_POOL]: new Layout('ENABLE_POOL', { enable: 'u8' }, (v) => flag('enable', v.enable)),
+  // enable: 1 enable; 0 maintenance on; 2 maintenance off (never enables: the reference's
+  // ENABLE_POOL(1) does both, and a node that missed the "on" would be enabled with a stale map).
+  [CmdType.ENABLE_POOL]: new Layout('ENABLE_POOL', { enable: 'u8' }, (v) => (v.enable > 2 ? `enable ${v.enable}` : null)),
   [CmdType.USER]: new Layout('USER', { usr_len: 'u32' }),
+  [CmdType.OWN_DIRTY]: new Layout('OWN_DIRTY', { from_chunk: 'u64' }),
+  [CmdType.CHUNK_HASH]: new Layout('CHUNK_HASH', { first_chunk: 'u64', chunk_count: 'u32' }, (v) =>
+    v.chunk_count < 1 || v.chunk_count > MAX_VERIFY_CHUNKS ? `chunk_count ${v.chunk_count} outside 1..${MAX_VERIFY_CHUNKS}` : null,
+  ),
+  [CmdType.VERIFY]: new Layout('VERIFY', { first_chunk: 'u64', chunk_count: 'u32', member_cnt: 'u8', member_ids: { bytes: MAX_MEMBERS } }, (v) =>
+    first(v.chunk_count < 1 || v.chunk_count > MAX_VERIFY_CHUNKS ? `chunk_count ${v.chunk_count} outside 1..${MAX_VERIFY_CHUNKS}` : null, checkMembers(v.member_cnt, v.member_ids)),
+  ),
+  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs. conditional: only
+  // chunks some other member is clean for.
+  [CmdType.MAP_MARK]: new Layout('MAP_MARK', { member_id: 'u8', conditional: 'u8', ranges_len: 'u32' }, (v) =>
+    first(member('member', v.member_id), flag('conditional', v.conditional), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+  ),
 } as const;
 
 const PAYLOADS: ReadonlyMap<number, UntypedLayout> = new Map(
@@ -225,6 +252,7 @@ const TAIL_FIELD: ReadonlyMap<number, string> = new Map([
   [CmdType.USER, 'usr_len'],
   [CmdType.SEND_MD_BUF, 'md_len'],
   [CmdType.INTENT_TO_MAP, 'ranges_len'],
+  [CmdType.MAP_MARK, 'ranges_len'],
 ]);
 
 export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>, tail: Buffer | null = null): Buffer {

@@ -11,7 +11,7 @@ import type { Logger } from '../util/ports.js';
 import { nullLogger } from '../util/ports.js';
 import type { ServerHandler, ServerRequest, ServerSession } from '../transport/server.js';
 import { applyPeerMapCommand, executeLegCommand, legCommandFromWire } from './leg-commands.js';
-import { CmdRsp, CmdType, IO_OP_MASK, IoOp, decodeMessage, CMD_NAMES } from './msg.js';
+import { CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from './msg.js';
 import type { ServerPool } from './server-pool.js';
 import { PAGE_BYTES } from './dirty-map.js';
 
@@ -128,7 +128,7 @@ export class RmrServerNode implements ServerHandler {
           const rsp = Buffer.alloc(CMD_RSP_BYTES + (extra?.length ?? 0));
           rsp.writeUInt32LE(pool.group_id, 0);
           rsp.writeUInt16LE(1, 4); // CMD_RSP
-          rsp[6] = 1;
+          rsp[6] = RMR_PROTO_VER;
           CmdRsp.encode({ cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, rsp, 8);
           extra?.copy(rsp, CMD_RSP_BYTES);
           req.respond(status, rsp);

@@ -41,6 +41,9 @@ export class ServerPoolStateMachine {
   readonly pool: string;
   private readonly emit: (ev: ServerPoolStateEvent) => void;
 
+  /** Told of every refused transition (the simulator treats one as a violation). */
+  on_refused: ((reason: string) => void) | null = null;
+
   constructor(pool: string, emit: (ev: ServerPoolStateEvent) => void, initial: ServerPoolState = 'EMPTY') {
     this.pool = pool;
     this.emit = emit;
@@ -55,7 +58,11 @@ export class ServerPoolStateMachine {
   change(to: ServerPoolState, reason: string): string | null {
     const from = this._state;
     if (from === to) return null;
-    if (!serverTransitionLegal(from, to)) return `illegal server pool transition ${from} -> ${to} (${reason})`;
+    if (!serverTransitionLegal(from, to)) {
+      const why = `illegal server pool transition ${from} -> ${to} (${reason})`;
+      this.on_refused?.(why);
+      return why;
+    }
     this._state = to;
     this.emit({ kind: 'server_pool_state', pool: this.pool, from, to, reason });
     return null;

@@ -3,16 +3,18 @@
 // chunks over the whole chunk range of an IO, completion bookkeeping (piggybacked failed
 // members, map version, intent record), MAP_ADD / MAP_CLEAR, and chunk sync from a peer.
 //
+// Also the node's part in recovery and lifecycle: map spread (MAP_READY .. MAP_DONE, MAP_SEND),
+// INTENT_TO_MAP, OWN_DIRTY / MAP_MARK, discard coordination of a replaced store, the hashes
+// of online verify, the metadata exchange with its peers, and load / persist of pool_md and
+// maps (§8, §9, §3.10).
+//
 // It is sans-IO: the store, the metadata store and the peers (through the sync pool) are
 // ports; answers go back through the `reply` callbacks the dispatcher hands in.
-//
-// Not yet here (the next steps of the RMR core issue): map spread commands (MAP_READY ..
-// MAP_DONE), metadata exchange, persistence of the dirty maps, the background sync thread
-// with its rate controller, and the wiring to the transport dispatcher.
 
+import { createHash } from 'node:crypto';
 import { Errno } from '../util/errno.js';
 import { DirtyMap, PAGE_BYTES, chunkRange } from './dirty-map.js';
-import { PoolMdStore, emptySrvMd, type MapUpdateState, type PoolMd } from './pool-md.js';
+import { PoolMdStore, decodePoolMd, emptySrvMd, type MapUpdateState, type PoolMd, type SrvMd } from './pool-md.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
@@ -33,7 +35,11 @@ export interface SyncSource {
   peerMapCheck(member_id: number, cb: (status: number, empty: boolean) => void): void;
   /** Sends a map-transfer command to one peer (MAP_SEND streams maps peer to peer). */
   peerCommand(receiver_member_id: number, cmd: PeerMapCommand, cb: (status: number) => void): void;
+  /** A question to one peer, answered with bytes: its pool_md (MD_SEND, §8.7), chunk hashes (verify). */
+  peerQuery(member_id: number, q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void;
 }
+
+export type PeerQuery = { kind: 'md_read' } | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number };
 
 /** What a map source sends to the receiver during a map spread. */
 export type PeerMapCommand =
@@ -49,6 +55,8 @@ export type PeerMapCommand =
 export const MD_POOL_OFFSET = 0;
 export const MD_INTENT_OFFSET = 2 * MD_PAGE;
 export const MD_MAPS_OFFSET = 4 * MD_PAGE;
+/** A chunk hash answer: state u8 (0 hashed, 1 dirty here) | sha256 [32] (leg-commands CHUNK_HASH_BYTES). */
+const CHUNK_HASH_ANSWER = 33;
 
 /** Metadata bytes a pool of `no_of_chunks` chunks needs on its store. */
 export function rmrMetaBytes(no_of_chunks: number): number {
@@ -98,6 +106,8 @@ export interface ServerPoolOptions {
   /** Intent record geometry (extent = 2^shift bytes). */
   intent_extent_shift?: number;
   intent_max_extents?: number;
+  /** Called with the reason whenever a state change is refused (the simulator counts them). */
+  on_refused?: (reason: string) => void;
 }
 
 export interface ServerPoolStats {
@@ -142,6 +152,11 @@ export class ServerPool {
   maintenance = false;
   map_ver = 1;
   map_update_state: MapUpdateState = 'DISABLED';
+  /**
+   * Members whose store was replaced and whose discard is not confirmed everywhere yet (the
+   * reference's discard_entries): their map here is fully dirty, also after a spread.
+   */
+  readonly discarded = new Set<number>();
   /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
   readonly maps = new Map<number, DirtyMap<ParkedIo>>();
   /** Non-sync (compute client) sessions joined. */
@@ -155,7 +170,7 @@ export class ServerPool {
     const bad = checkChunkSize(opts.chunk_size);
     if (bad !== null) throw new RangeError(bad);
     if (!Number.isInteger(opts.member_id) || opts.member_id < 1 || opts.member_id > 255) throw new RangeError(`member_id ${opts.member_id} outside 1..255`);
-    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, ...opts };
+    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, on_refused: () => undefined, ...opts };
     this.name = opts.pool_name;
     this.group_id = opts.group_id;
     this.member_id = opts.member_id;
@@ -163,6 +178,7 @@ export class ServerPool {
     this.chunk_shift = Math.log2(opts.chunk_size);
     this.emit = emit;
     this.sm = new ServerPoolStateMachine(opts.pool_name, emit);
+    this.sm.on_refused = this.opts.on_refused;
   }
 
   get state(): string {
@@ -197,7 +213,7 @@ export class ServerPool {
    * Registers the backing store (brmr-server's create_store / add_store). `create` marks the
    * pool for a create-mode join; otherwise only assemble joins are accepted.
    */
-  register(store: RegisteredStore, mode: 'create' | 'add', mapped_size: number): string | null {
+  register(store: RegisteredStore, mode: 'create' | 'add' | 'replace', mapped_size: number): string | null {
     if (this.store !== null) return `pool ${this.name} already has a store`;
     if (!Number.isSafeInteger(mapped_size) || mapped_size <= 0 || mapped_size % 512 !== 0) return `mapped_size ${mapped_size} must be a positive multiple of 512`;
     if (mapped_size > store.block.size_bytes) return `mapped_size ${mapped_size} exceeds the store (${store.block.size_bytes} bytes)`;
@@ -220,6 +236,14 @@ export class ServerPool {
     this.md_store = new PoolMdStore(store.meta, store.meta_base + MD_POOL_OFFSET);
     this.map_store = new MapStore(store.meta, store.meta_base + MD_MAPS_OFFSET, Math.ceil(this.no_of_chunks / (PAGE_BYTES * 8)));
     this.mapOf(this.member_id);
+    if (mode === 'replace') {
+      // An empty store takes this member's place (§9.8): every chunk comes from the peers, and
+      // until they all hold this member fully dirty (SEND_DISCARD) the flag stays (persisted).
+      this.marked_create = false;
+      this.ownMap()?.setAll();
+      this.discarded.add(this.member_id);
+      this.map_changes++;
+    }
     return null;
   }
 
@@ -242,6 +266,7 @@ export class ServerPool {
     this.map_store = null;
     this.pool_md = null;
     this.maps.clear();
+    this.discarded.clear();
     this.mapped_size = 0;
     this.no_of_chunks = 0;
     this.marked_create = false;
@@ -274,6 +299,7 @@ export class ServerPool {
       if (mine.mapped_size !== this.mapped_size) return cb(Errno.EINVAL, null, `store was ${mine.mapped_size} bytes, not ${this.mapped_size}`);
       this.pool_md = md;
       this.queue_depth = md.header.queue_depth;
+      for (const slot of md.srv_md) if (slot.member_id !== 0 && slot.discard_entries) this.discarded.add(slot.member_id);
       this.map_ver = Math.max(this.map_ver, mine.map_ver, md.header.map_ver);
       maps.load(this.no_of_chunks, (s2, loaded, map_ver, why) => {
         let maps_lost: string | null = null;
@@ -332,7 +358,9 @@ export class ServerPool {
     if (md.header.pool_name !== this.name || md.header.chunk_size !== this.chunk_size) return 'pool metadata of another pool';
     if (md.header.mapped_size !== this.mapped_size) return `client pool size ${md.header.mapped_size} differs from ${this.mapped_size}`;
     const cur = this.currentPoolMd();
-    cur.header = { ...md.header, map_ver: Math.max(md.header.map_ver, cur.header.map_ver) };
+    // A client that has not learned the pool's UUID yet sends zeroes: the node keeps its own.
+    const uuid = md.header.pool_uuid.every((x) => x === 0) ? cur.header.pool_uuid : md.header.pool_uuid;
+    cur.header = { ...md.header, pool_uuid: uuid, map_ver: Math.max(md.header.map_ver, cur.header.map_ver) };
     this.pool_md = cur;
     this.queue_depth = md.header.queue_depth;
     return null;
@@ -385,12 +413,18 @@ export class ServerPool {
     const maps = this.map_store;
     if (ms === null || maps === null) return cb(Errno.ENXIO);
     const md = this.currentPoolMd();
-    // Every member this node knows of has a slot; its own slot carries its state.
+    // Every member this node knows of has a slot, and only those (a deleted member's goes,
+    // §9.6); its own slot carries its state.
+    for (let i = 0; i < md.srv_md.length; i++) {
+      const slot = md.srv_md[i] as SrvMd;
+      if (slot.member_id !== 0 && !this.maps.has(slot.member_id)) md.srv_md[i] = emptySrvMd();
+    }
     for (const id of this.maps.keys()) {
       if (md.srv_md.some((x) => x.member_id === id)) continue;
       const free = md.srv_md.find((x) => x.member_id === 0);
       if (free !== undefined) Object.assign(free, { member_id: id, mapped_size: this.mapped_size });
     }
+    for (const slot of md.srv_md) if (slot.member_id !== 0) slot.discard_entries = this.discarded.has(slot.member_id);
     const mine = md.srv_md.find((x) => x.member_id === this.member_id);
     if (mine !== undefined) {
       Object.assign(mine, { srv_state: this.sm.state, store_state: this.store !== null, map_update_state: this.map_update_state, map_ver: this.map_ver, mapped_size: this.mapped_size });
@@ -420,16 +454,18 @@ export class ServerPool {
    * acceptance matrix (§4.3). `members` lists the client's other legs (and for create,
    * whether its map for each is dirty).
    */
-  join(j: { sync: boolean; create: boolean; dirty: boolean; rejoin?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
+  join(j: { sync: boolean; create: boolean; dirty: boolean; rejoin?: boolean; extend?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
     if (j.chunk_size !== this.chunk_size) return `chunk_size ${j.chunk_size} differs from the pool's ${this.chunk_size}`;
     if (this.sm.state === 'EMPTY' || this.store === null) return `pool ${this.name} has no store`;
     if (j.sync) return null;
     if (j.create) {
       if (!this.marked_create) return `pool ${this.name} was added, not created: only assemble joins are accepted`;
       if (j.members.some((m) => m.id === 0) || !this.roomFor(j.members.map((m) => m.id))) return `a pool has 1 to ${MAX_MEMBERS} members with ids 1..255`;
-      const err = this.sm.change('CREATED', 'create-mode join');
+      // Extend (§9.7): a new member on a live pool waits for its maps out of IO service
+      // (the reference reuses CREATED and lets MAP_READY in there).
+      const err = this.sm.change(j.extend === true ? 'NO_IO' : 'CREATED', j.extend === true ? 'extend join' : 'create-mode join');
       if (err !== null) return err;
-      if (j.dirty) this.mapOf(this.member_id).setAll();
+      if (j.dirty || j.extend === true) this.mapOf(this.member_id).setAll();
       for (const m of j.members) if (m.id !== this.member_id) this.mapOf(m.id, m.dirty);
       this.marked_create = false;
     } else {
@@ -439,6 +475,9 @@ export class ServerPool {
       // A rejoin is the same client coming back: it must get a map before serving IO.
       if (j.rejoin === true && this.client_sessions > 0) return null;
     }
+    // A new compute client (not a rejoin): what its predecessor left unsettled in the intent
+    // record stays until the client-crash reconciliation.
+    if (j.rejoin !== true) this.intent?.newClient();
     this.client_sessions++;
     return null;
   }
@@ -451,9 +490,14 @@ export class ServerPool {
         return null; // leaving maintenance does not enable; a map update will
       }
       const err = this.sm.change('NORMAL', 'enable');
-      // Enabled directly (the last authoritative member, or a create): this node is the
-      // source of its intent chunks; nothing to resync here.
+      // Enabled directly (the last authoritative member): this node is the source of its
+      // intent chunks, which every other member resyncs from it. Its crash may have lost
+      // writes there that the others kept (none durable: those reached this node's disk), so
+      // without this the members stay different. Found by the simulator (seeds 4009, 4057,
+      // 4127 with crashes: the last authoritative node lost unflushed writes at a power loss
+      // and was enabled directly; a peer kept the newer data and was never marked dirty).
       if (err === null && this.crash_chunks !== null) {
+        if (this.sourceChunks(this.crash_chunks.runs()) > 0) this.map_changes++;
         this.crash_chunks = null;
         this.releaseRecoveredIntent();
       }
@@ -462,6 +506,12 @@ export class ServerPool {
     const err = this.sm.change('NO_IO', 'maintenance on');
     if (err === null) this.maintenance = true;
     return err;
+  }
+
+  /** ENABLE_POOL(2): maintenance off; the node stays out of IO service until it has a map. */
+  maintenanceOff(): string | null {
+    this.maintenance = false;
+    return null;
   }
 
   /** The recovered intent extents are dealt with: once the maps are durable, the record forgets them. */
@@ -492,14 +542,24 @@ export class ServerPool {
     if (op === 'add') {
       if (mode === 'create') {
         if (!this.roomFor([member_id])) return `pool ${this.name} already has ${MAX_MEMBERS} members`;
-        this.mapOf(member_id, dirty);
+        // A new member starts fully dirty here even if a piggyback created its map first.
+        const m = this.mapOf(member_id, dirty);
+        if (dirty && !m.isFull()) m.setAll();
+        this.map_changes++;
+      } else if (!this.maps.has(member_id)) {
+        // assemble: the member exists; a node that does not know it yet (its store was
+        // replaced, its metadata is new) learns of it; its maps come with the next spread.
+        if (!this.roomFor([member_id])) return `pool ${this.name} already has ${MAX_MEMBERS} members`;
+        this.mapOf(member_id);
+        this.map_changes++;
       }
-      else if (!this.maps.has(member_id)) return `member ${member_id} unknown to this node`;
       return null;
     }
     if (mode === 'delete') {
       if (member_id === this.member_id) return 'cannot delete this node through POOL_INFO';
       this.maps.delete(member_id);
+      this.discarded.delete(member_id);
+      this.map_changes++;
     }
     // disassemble: keep the map so dirtiness keeps accumulating.
     return null;
@@ -600,15 +660,19 @@ export class ServerPool {
     if (this.map_update_state !== 'READY') return `MAP_BUF_DONE while map update is ${this.map_update_state}`;
     if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
     this.map_ver = map_ver;
-    const own = this.mapOf(this.member_id);
-    for (const kept of [this.kept_own, this.crash_chunks]) {
-      if (kept === null) continue;
-      for (let p = 0; p < kept.page_count; p++) own.decodePage(p, kept.encodePage(p), 'merge');
-    }
+    // What this node knew it lacks stays (the client marked it on the source before the
+    // spread); where every other member is stale too, this node keeps the newest data.
+    const kept = this.kept_own;
+    if (kept !== null) this.mapMark(this.member_id, kept.runs(), true);
     this.kept_own = null;
+    // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
+    for (const id of this.discarded) this.mapOf(id).setAll();
     if (this.crash_chunks !== null) {
-      this.crash_chunks = null;
+      // The client marked them on the source (MAP_MARK, conditional) before the spread, so
+      // the received maps say it already; the same rule here covers a source that lacked them.
+      this.mapMark(this.member_id, this.crash_chunks.runs(), true);
       this.map_changes++;
+      this.crash_chunks = null;
       this.releaseRecoveredIntent();
     }
     this.map_update_state = 'DONE';
@@ -623,7 +687,10 @@ export class ServerPool {
     const reached = this.map_update_state === 'DONE';
     this.map_update_state = 'DISABLED';
     if (!reached) return 'map update did not complete';
-    return enable ? this.sm.change('NORMAL', 'map update done') : null;
+    if (!enable) return null;
+    // The client spreads only to a leg it took out of maintenance.
+    this.maintenance = false;
+    return this.sm.change('NORMAL', 'map update done');
   }
 
   /** MAP_DISABLE: the spread failed; out of IO service until the next one. */
@@ -640,7 +707,10 @@ export class ServerPool {
   mapSend(receiver_member_id: number, client_map_ver: number, cb: (status: number) => void): void {
     const src = this.sync_source;
     if (src === null) return cb(Errno.ENOTCONN);
-    if (this.sm.state !== 'NORMAL') return cb(Errno.EINVAL);
+    // NO_IO too: in the client-crash reconciliation (Cases 3/4) no member is NORMAL yet.
+    // ENODEV says this node is no map source (the client then fails its leg).
+    if ((this.sm.state !== 'NORMAL' && this.sm.state !== 'NO_IO') || this.store === null) return cb(Errno.ENODEV);
+    if (this.map_update_state !== 'DISABLED') return cb(Errno.EBUSY);
     // The client owns the version: a source enabled as last authoritative may have missed
     // bumps a receiver saw; without this the receiver refuses the complete map as older.
     // Found by the simulator (seed 45).
@@ -668,6 +738,11 @@ export class ServerPool {
 
   /** MAP_ADD: chunks became dirty for the listed members (§5.5). */
   mapAdd(m: MapAddValue): number {
+    // Only a node in IO service records misses (the client acknowledges the write on it): a
+    // node out of service gets all its maps at its next spread, and one whose store was just
+    // replaced holds none of the data. Found by the simulator (seed 2026: a MAP_ADD to a node
+    // whose disk had been replaced acknowledged writes that only its old disk held).
+    if (this.sm.state !== 'NORMAL') return Errno.EIO;
     if (m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
     const ids = [...m.failed_ids.subarray(0, m.failed_cnt)];
     if (!this.roomFor(ids)) return Errno.ENOSPC; // nothing applied
@@ -688,6 +763,16 @@ export class ServerPool {
    * chunk dirty for every member is left alone. Any number of members; applying it twice
    * changes nothing. Returns the number of chunks given a source.
    */
+  /** The extents in the intent record now (what a crash would leave). */
+  intentRecorded(): number[] {
+    return this.intent?.recorded() ?? [];
+  }
+
+  /** INTENT_TO_MAP with the record is durable: the former client's extents may go. */
+  intentReconciled(): void {
+    this.intent?.reconciled();
+  }
+
   intentToMap(ranges: readonly (readonly [number, number])[], with_intent: boolean): number | string {
     for (const [first, count] of ranges) if (first + count > this.no_of_chunks || count < 0) return `chunk range ${first}+${count} beyond ${this.no_of_chunks}`;
     // Ranges, not a set of chunks: a range may cover the whole device (2^30 chunks at 64 TiB).
@@ -702,11 +787,22 @@ export class ServerPool {
         all.push([first, Math.ceil(Math.min(start + ext_bytes, this.mapped_size) / this.chunk_size) - first]);
       }
     }
+    const sourced = this.sourceChunks(all);
+    if (sourced > 0) this.map_changes++;
+    return sourced;
+  }
+
+  /**
+   * Gives each chunk of `ranges` one source and makes it dirty for every other member: this
+   * node where its own map is clean, else the lowest member clean for it here; a chunk dirty
+   * for every member is left alone. Returns the number of chunks given a source.
+   */
+  private sourceChunks(ranges: readonly (readonly [number, number])[]): number {
     const own = this.mapOf(this.member_id);
     const ids = [...this.maps.keys()].sort((a, b) => a - b);
     const others = ids.filter((id) => id !== this.member_id).map((id) => this.maps.get(id) as DirtyMap<ParkedIo>);
     let sourced = 0;
-    for (const [first, count] of all) {
+    for (const [first, count] of ranges) {
       const end = first + count;
       for (let pos = first; pos < end; ) {
         // A run this node is clean for: it is the source, every other member resyncs the run.
@@ -727,8 +823,170 @@ export class ServerPool {
         pos++;
       }
     }
-    if (sourced > 0) this.map_changes++;
     return sourced;
+  }
+
+  /**
+   * OWN_DIRTY: what this node knows it lacks: its own map and the intent chunks of its crash
+   * that no map update has decided yet, as ranges from `from` (at most `max`), and where to
+   * go on (0: done).
+   */
+  ownDirtyRuns(from: number, max: number): [[number, number][], number] {
+    const own = this.ownMap();
+    const crash = this.crash_chunks;
+    const out: [number, number][] = [];
+    if (own === undefined) return [out, 0];
+    const nextOf = (m: DirtyMap<ParkedIo> | null, c: number): number => {
+      if (m === null) return -1;
+      return m.nextDirty(c);
+    };
+    let c = Math.max(0, from);
+    while (c < this.no_of_chunks && out.length < max) {
+      const a = own.nextDirty(c);
+      const b = nextOf(crash, c);
+      const start = a < 0 ? b : b < 0 ? a : Math.min(a, b);
+      if (start < 0) return [out, 0];
+      // The run ends where both are clean.
+      let end = start;
+      for (;;) {
+        const e1 = own.isDirty(end) ? own.nextClean(end) : end;
+        const e2 = crash !== null && e1 < this.no_of_chunks && crash.isDirty(e1) ? crash.nextClean(e1) : e1;
+        if (e2 === end || e2 >= this.no_of_chunks) {
+          end = Math.min(e2, this.no_of_chunks);
+          break;
+        }
+        end = e2;
+      }
+      if (end === start) end = start + 1;
+      out.push([start, end - start]);
+      c = end;
+    }
+    return [out, c >= this.no_of_chunks ? 0 : c];
+  }
+
+  /**
+   * SEND_DISCARD (§9.8): `member_id`'s store was replaced; it holds nothing. Its map here is
+   * fully dirty and stays so (even across spreads) until DISCARD_CLEAR_FLAG.
+   */
+  sendDiscard(member_id: number): string | null {
+    if (!this.roomFor([member_id])) return `no room for member ${member_id}'s map`;
+    this.mapOf(member_id).setAll();
+    this.discarded.add(member_id);
+    this.map_changes++;
+    return null;
+  }
+
+  /** DISCARD_CLEAR_FLAG: every member holds `member_id` fully dirty; the flag goes. */
+  discardClear(member_id: number): string | null {
+    this.discarded.delete(member_id);
+    return null;
+  }
+
+  /**
+   * CHUNK_HASH (online verify): the SHA-256 of each chunk this node holds clean; a chunk dirty
+   * here is reported as such (not compared). Only a NORMAL node answers.
+   */
+  chunkHashes(first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
+    const store = this.store;
+    const own = this.ownMap();
+    if (store === null || own === undefined || this.sm.state !== 'NORMAL') return cb(Errno.EIO, null);
+    if (!Number.isSafeInteger(first) || first < 0 || count < 1 || first + count > this.no_of_chunks) return cb(Errno.EINVAL, null);
+    const out = Buffer.alloc(count * CHUNK_HASH_ANSWER);
+    let pending = count;
+    let err = 0;
+    for (let i = 0; i < count; i++) {
+      const c = first + i;
+      const at = i * CHUNK_HASH_ANSWER;
+      if (own.isDirty(c)) {
+        out[at] = 1;
+        if (--pending === 0) cb(err, err === 0 ? out : null);
+        continue;
+      }
+      const start = c * this.chunk_size;
+      store.block.read(start, Math.min(this.chunk_size, this.mapped_size - start), (status, data) => {
+        if (status !== 0 || data === null) err = status !== 0 ? status : Errno.EIO;
+        // Dirtied while it was read (a failed write, a MAP_ADD): not compared.
+        else if (own.isDirty(c)) out[at] = 1;
+        else createHash('sha256').update(data).digest().copy(out, at + 1);
+        if (--pending === 0) cb(err, err === 0 ? out : null);
+      });
+    }
+  }
+
+  /**
+   * VERIFY: this node (the source) compares its chunks with each listed peer's through the
+   * sync pool; one byte per chunk says which members differ (bit i) or were not compared
+   * (bit 4+i: dirty on either side, or the peer did not answer). Nothing is marked here: the
+   * compute client, which holds the chunks' range lock, marks the differences on every
+   * member.
+   */
+  verifyChunks(first: number, count: number, members: readonly number[], cb: (status: number, data: Buffer | null, reason: string | null) => void): void {
+    const src = this.sync_source;
+    if (src === null) return cb(Errno.ENOTCONN, null, 'no sync pool attached');
+    this.chunkHashes(first, count, (s0, mine) => {
+      if (s0 !== 0 || mine === null) return cb(s0 !== 0 ? s0 : Errno.EIO, null, `source hashes failed (${s0})`);
+      const out = Buffer.alloc(count);
+      let pending = members.length;
+      if (pending === 0) return cb(0, out, null);
+      members.forEach((m, mi) => {
+        src.peerQuery(m, { kind: 'chunk_hash', first_chunk: first, chunk_count: count }, (status, theirs) => {
+          for (let i = 0; i < count; i++) {
+            const at = i * CHUNK_HASH_ANSWER;
+            const skip = status !== 0 || theirs === null || theirs.length !== count * CHUNK_HASH_ANSWER || mine[at] !== 0 || theirs[at] !== 0;
+            if (skip) out[i] = (out[i] as number) | (0x10 << mi);
+            else if (!mine.subarray(at + 1, at + CHUNK_HASH_ANSWER).equals(theirs.subarray(at + 1, at + CHUNK_HASH_ANSWER))) out[i] = (out[i] as number) | (1 << mi);
+          }
+          if (--pending === 0) cb(0, out, null);
+        });
+      });
+    });
+  }
+
+  /**
+   * Metadata exchange (§8.7, the reference's MD_SEND between peers): each peer's own srv_md
+   * slot, merged into this node's pool_md (persisted with the next metadata write).
+   */
+  exchangeMetadata(): void {
+    const src = this.sync_source;
+    if (src === null || this.store === null) return;
+    for (const id of this.maps.keys()) {
+      if (id === this.member_id) continue;
+      src.peerQuery(id, { kind: 'md_read' }, (status, data) => {
+        if (status !== 0 || data === null || this.store === null) return;
+        const theirs = decodePoolMd(data);
+        if (typeof theirs === 'string' || theirs.header.pool_name !== this.name) return;
+        const slot = theirs.srv_md.find((x) => x.member_id === id);
+        const md = this.pool_md;
+        if (slot === undefined || md === null || slot.mapped_size !== this.mapped_size) return;
+        const i = md.srv_md.findIndex((x) => x.member_id === id);
+        if (i < 0) return;
+        // The peer's state, not its view of discards (that one is this node's own knowledge).
+        md.srv_md[i] = { ...slot, discard_entries: this.discarded.has(id) };
+      });
+    }
+  }
+
+  /**
+   * MAP_MARK: the ranges become dirty for `member_id`. `conditional`: only the chunks some
+   * other member is clean for here (a restarted node's crash chunks: it may lack writes
+   * there, but where every other member is stale it holds the newest data and stays their
+   * source). Returns the number of chunks newly dirty.
+   */
+  mapMark(member_id: number, ranges: readonly (readonly [number, number])[], conditional: boolean): number | string {
+    for (const [first, count] of ranges) if (first + count > this.no_of_chunks || count < 0) return `chunk range ${first}+${count} beyond ${this.no_of_chunks}`;
+    if (!this.roomFor([member_id])) return `no room for member ${member_id}'s map`;
+    const target = this.mapOf(member_id);
+    const others = [...this.maps.values()].filter((m) => m.member_id !== member_id);
+    let marked = 0;
+    for (const [first, count] of ranges) {
+      if (!conditional) {
+        marked += target.setDirty(first, count);
+        continue;
+      }
+      for (let c = first; c < first + count; c++) if (others.some((m) => !m.isDirty(c))) marked += target.setDirty(c, 1);
+    }
+    if (marked > 0) this.map_changes++;
+    return marked;
   }
 
   /** MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers). */
@@ -759,6 +1017,10 @@ export class ServerPool {
         };
     const op = io.flags & IO_OP_MASK;
     const store = this.store;
+    // The client's settled mark lets intent extents go (every IO carries it). A zero-length
+    // read is its beacon when no other IO flows: it moves no data, so it needs no admission.
+    if (!from_sync) this.intent?.settle(io.settled);
+    if (!from_sync && op === IoOp.READ && io.length === 0 && data.length === 0) return answer(0, Buffer.alloc(0));
     // Admission (§6.5): a refused client IO takes the pool out of IO service.
     let refusal: string | null = null;
     if (store === null) refusal = 'no store';
@@ -844,7 +1106,7 @@ export class ServerPool {
       else if (op === IoOp.DISCARD) store.block.discard(io.offset, io.length, done);
       else store.block.writeZeroes(io.offset, io.length, done);
     };
-    if (intent.begin(io.offset, io.length, go)) go(0);
+    if (intent.begin(io.offset, io.length, go, io.seq)) go(0);
   }
 
   private flush(reply: (status: number, data: Buffer | null) => void): void {

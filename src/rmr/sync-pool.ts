@@ -5,7 +5,7 @@
 
 import { Errno } from '../util/errno.js';
 import type { ClientPool } from './client-pool.js';
-import type { PeerMapCommand, SyncSource } from './server-pool.js';
+import type { PeerMapCommand, PeerQuery, SyncSource } from './server-pool.js';
 import type { TransportLeg } from './transport-leg.js';
 import type { ReadCallback } from './store.js';
 
@@ -18,6 +18,11 @@ export class SyncPoolSource implements SyncSource {
     // The server pool is the sync pool's one user (the reference's add_clt opens it).
     if (pool.open() !== 0) throw new RangeError('the sync pool is in use already');
     this.pool = pool;
+  }
+
+  /** The sync client pool behind this source (its legs are the peers). */
+  get clientPool(): ClientPool {
+    return this.pool;
   }
 
   get max_io_size(): number {
@@ -55,5 +60,18 @@ export class SyncPoolSource implements SyncSource {
     const ch = this.channels.get(receiver_member_id);
     if (ch === undefined) return cb(Errno.ENOTCONN);
     ch.sendPeerMap(cmd, cb);
+  }
+
+  peerQuery(member_id: number, q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void {
+    const ch = this.channels.get(member_id);
+    const leg = this.pool.leg(member_id);
+    if (ch === undefined || leg === undefined || leg.state !== 'NORMAL') return cb(Errno.ENOTCONN, null);
+    ch.command(q, (status, _v, _r, data) => cb(status, status === 0 ? (data ?? null) : null));
+  }
+
+  /** The sync leg to a peer that left the pool goes (the operator's step after del_sess delete, §9.6). */
+  removePeer(member_id: number): void {
+    this.channels.delete(member_id);
+    this.pool.removeLeg(member_id, true);
   }
 }

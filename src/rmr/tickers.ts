@@ -1,6 +1,7 @@
 // The periodic work of a pool, on the injected Clock (reference §3.11 intervals): the
-// client's recovery tick (store checks, map cleaning) every 3 s, the storage node's peer-map
-// check every 3 s, and its metadata flush every 500 ms. The daemon starts one per pool.
+// client's recovery tick (store checks, map cleaning, pool_md push) every 3 s, the storage
+// node's peer-map check and metadata exchange every 3 s, and its metadata flush every 500 ms.
+// The daemon starts one per pool.
 
 import type { Clock, TimerId } from '../util/ports.js';
 import type { ClientPool } from './client-pool.js';
@@ -43,7 +44,11 @@ export function clientPoolTickers(clock: Clock, pool: ClientPool): Ticker[] {
 export function serverPoolTickers(clock: Clock, pool: ServerPool, onMdError: (status: number) => void): Ticker[] {
   let writing = false;
   return [
-    new Ticker(clock, CHECK_MAPS_INTERVAL_MS, () => pool.checkPeerMaps()),
+    new Ticker(clock, CHECK_MAPS_INTERVAL_MS, () => {
+      pool.checkPeerMaps();
+      // The peers' srv_md slots (MD_SEND through the sync pool, §8.7).
+      pool.exchangeMetadata();
+    }),
     new Ticker(clock, MD_SYNC_INTERVAL_MS, () => {
       if (writing || !pool.hasStore) return;
       writing = true;

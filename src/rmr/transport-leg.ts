@@ -78,8 +78,15 @@ export class TransportLeg implements LegChannel {
   }
 
   command(cmd: LegCommand, cb: LegCommandCallback): void {
-    const w = legCommandToWire(cmd, this.chunk_size);
-    const hdr = encodeCmd(this.group_id, { cmd_type: w.cmd_type, sync: this.sync ? 1 : 0, pool_name: this.pool_name }, w.payload, w.tail ?? null);
+    let hdr: Buffer;
+    try {
+      const w = legCommandToWire(cmd, this.chunk_size);
+      hdr = encodeCmd(this.group_id, { cmd_type: w.cmd_type, sync: this.sync ? 1 : 0, pool_name: this.pool_name }, w.payload, w.tail ?? null);
+    } catch (e) {
+      // A command that does not encode is a caller's bug: it fails, it does not throw into
+      // whatever callback issued it (a transport completion would drop its path).
+      return cb(Errno.EINVAL, 0, `command ${cmd.kind} does not encode: ${e instanceof Error ? e.message : String(e)}`);
+    }
     const read_len = CMD_RSP_BYTES + answerBytes(cmd);
     this.session.getPermit((err, p) => {
       if (err !== null || p === null) return cb(err === null ? Errno.EIO : errnoOf(err), 0, err?.message ?? 'no permit');

@@ -1,4 +1,4 @@
-// `npm run sim -- --seeds N [--from S] [--swarm] [--faults link_cut,partition,disk_error,crash]
+// `npm run sim -- --seeds N [--from S] [--swarm] [--faults KIND,...] (FAULT_KINDS in pool-sim.ts)
 //                 [--duration MS] [--replay SEED [--drop 0,3]]`
 // Runs seeds of the pool simulator and prints a summary. On a violation it prints the seed
 // and the invariant, then shrinks the reproduction: it leaves out scheduled faults one at a
@@ -57,10 +57,17 @@ const start = performance.now();
 let failed = 0;
 let sim_ms = 0;
 let ops = 0;
+let reads = 0;
+let probes = 0;
+/** Per fault kind: seeds in which at least one fault of that kind happened. */
+const with_kind = new Map<FaultKind, number>(FAULT_KINDS.map((k) => [k, 0]));
 for (let seed = from; seed < from + n; seed++) {
   const r = await runSeed({ seed, ...base });
   sim_ms += r.sim_ms;
   ops += r.ops;
+  reads += r.reads_checked;
+  probes += r.probes;
+  for (const k of r.kinds_hit) with_kind.set(k, (with_kind.get(k) ?? 0) + 1);
   if (!r.ok) {
     failed++;
     console.log(`\nseed ${seed} VIOLATION ${r.violation ?? ''}\n  faults: ${r.fault_log.join('; ') || 'none'}`);
@@ -72,8 +79,9 @@ for (let seed = from; seed < from + n; seed++) {
   }
 }
 const wall_s = (performance.now() - start) / 1000;
+console.log(`\nseeds with each fault kind: ${[...with_kind.entries()].map(([k, c]) => `${k} ${c}`).join(', ')}`);
 console.log(
-  `\n${n} seeds from ${from}: ${n - failed} ok, ${failed} violated; ${(n / wall_s).toFixed(2)} seeds/s; ` +
-    `${(sim_ms / 1000).toFixed(1)} simulated s; ${ops} ops; ${wall_s.toFixed(1)} s wall`,
+  `${n} seeds from ${from}: ${n - failed} ok, ${failed} violated; ${(n / wall_s).toFixed(2)} seeds/s; ` +
+    `${(sim_ms / 3_600_000).toFixed(3)} simulated hours (${(sim_ms / 1000).toFixed(1)} s); ${ops} ops, ${reads} reads checked, ${probes} stability probes; ${wall_s.toFixed(1)} s wall`,
 );
 process.exit(failed === 0 ? 0 : 1);

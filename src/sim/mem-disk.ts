@@ -9,6 +9,7 @@ import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../rmr/sto
 import type { SimRandom } from './sim-random.js';
 
 const SECTOR = 512;
+let ZEROES = Buffer.alloc(64 * 1024);
 
 export interface MemDiskFaults {
   /** Latency of every operation in ms. */
@@ -104,10 +105,14 @@ export class MemDisk implements BlockStore, MetaStore {
   }
 
   write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+    this.writeOwned(offset, Buffer.from(data), fua, cb);
+  }
+
+  /** A write of a buffer nobody else changes (the caller's data is copied by write()). */
+  private writeOwned(offset: number, copy: Buffer, fua: boolean, cb: IoCallback): void {
     this.stats.writes++;
-    const bad = this.check(offset, data.length);
-    const err = bad !== 0 ? bad : this.failed(offset, data.length, this.faults.write_error_rate) ? Errno.EIO : 0;
-    const copy = Buffer.from(data);
+    const bad = this.check(offset, copy.length);
+    const err = bad !== 0 ? bad : this.failed(offset, copy.length, this.faults.write_error_rate) ? Errno.EIO : 0;
     this.later(() => {
       if (err !== 0) {
         this.stats.errors++;
@@ -148,7 +153,9 @@ export class MemDisk implements BlockStore, MetaStore {
   writeZeroes(offset: number, length: number, cb: IoCallback): void {
     const bad = this.check(offset, length);
     if (bad !== 0) return this.later(() => cb(bad));
-    this.write(offset, Buffer.alloc(length), false, cb);
+    // One shared zero buffer: nothing ever writes into it.
+    if (ZEROES.length < length) ZEROES = Buffer.alloc(Math.max(length, 2 * ZEROES.length));
+    this.writeOwned(offset, ZEROES.subarray(0, length), false, cb);
   }
 
   flush(cb: IoCallback): void {

@@ -1,7 +1,10 @@
 // An in-memory network for the simulator: byte streams between named hosts, delivered on
 // simulated time with per-link latency, and the faults the transport must survive: links
-// cut (both ends see a reset), partitions (bytes wait, connects time out), refused
-// connections. Every host gets its own `Net` view, so a connection knows both its ends.
+// cut (both ends see a reset), partitions both ways or one way (bytes wait, connects time
+// out), a bandwidth limit per direction of a host pair (bytes queue behind each other), a
+// host that stops reading its sockets (what it is sent piles up; the writers see their
+// pending bytes grow), refused connections. Every host gets its own `Net` view, so a
+// connection knows both its ends.
 
 import type { Address, Listener, Net, NetStream, StreamHandlers } from '../transport/net.js';
 import type { SimClock } from './sim-clock.js';
@@ -21,14 +24,23 @@ export interface MemNetOptions {
   jitter_ms: number;
 }
 
-const pairKey = (a: string, b: string): string => (a < b ? `${a}|${b}` : `${b}|${a}`);
+/** Directed: bytes from `a` to `b`. */
+const dirKey = (a: string, b: string): string => `${a}>${b}`;
+
+/** Pending bytes above which a stream's write() returns false (then onDrain follows). */
+export const MEM_STREAM_HIGH_WATER = 1 << 20;
 
 export class MemNetwork {
   readonly clock: SimClock;
   readonly random: SimRandom;
   readonly opts: MemNetOptions;
   private readonly listeners = new Map<string, MemListener>();
+  /** Directed pairs whose bytes are held (a two-way partition holds both directions). */
   private readonly partitions = new Set<string>();
+  /** Bytes per ms allowed from a to b, and when that direction is free again. */
+  private readonly bandwidth = new Map<string, { bytes_per_ms: number; free_at: number }>();
+  /** Hosts that stopped reading their sockets. */
+  private readonly stalled = new Set<string>();
   readonly streams = new Set<MemStream>();
   private next_port = 40000;
 
@@ -47,17 +59,57 @@ export class MemNetwork {
     return this.opts.latency_ms + (this.opts.jitter_ms > 0 ? this.random.float() * this.opts.jitter_ms : 0);
   }
 
+  /** Whether bytes from `a` to `b` are held. */
+  isBlocked(a: string, b: string): boolean {
+    return this.partitions.has(dirKey(a, b));
+  }
+
+  /** Either direction held: a connect cannot complete its handshake. */
   isPartitioned(a: string, b: string): boolean {
-    return this.partitions.has(pairKey(a, b));
+    return this.isBlocked(a, b) || this.isBlocked(b, a);
   }
 
   /** Starts or heals a two-way partition between two hosts. Healing releases held bytes. */
   partition(a: string, b: string, on: boolean): void {
-    if (on) this.partitions.add(pairKey(a, b));
-    else {
-      this.partitions.delete(pairKey(a, b));
-      for (const s of this.streams) if ((s.local_host === a && s.remote_host === b) || (s.local_host === b && s.remote_host === a)) s.flushHeld();
+    this.partitionOneWay(a, b, on);
+    this.partitionOneWay(b, a, on);
+  }
+
+  /** Starts or heals a one-way partition: bytes from `from` to `to` are held, the others flow. */
+  partitionOneWay(from: string, to: string, on: boolean): void {
+    if (on) this.partitions.add(dirKey(from, to));
+    else if (this.partitions.delete(dirKey(from, to))) {
+      for (const s of this.streams) if (s.local_host === from && s.remote_host === to) s.flushHeld();
     }
+  }
+
+  /** Limits bytes from `a` to `b` (0 or less: no limit). Bytes already on the way keep their time. */
+  limitBandwidth(a: string, b: string, bytes_per_s: number): void {
+    if (bytes_per_s <= 0) this.bandwidth.delete(dirKey(a, b));
+    else this.bandwidth.set(dirKey(a, b), { bytes_per_ms: bytes_per_s / 1000, free_at: this.clock.now() });
+  }
+
+  /**
+   * When `bytes` sent now from `a` to `b` have left the sender (a limited direction sends
+   * one write after the other at its rate).
+   */
+  departure(a: string, b: string, bytes: number): number {
+    const now = this.clock.now();
+    const bw = this.bandwidth.get(dirKey(a, b));
+    if (bw === undefined) return now;
+    const start = Math.max(now, bw.free_at);
+    bw.free_at = start + bytes / bw.bytes_per_ms;
+    return bw.free_at;
+  }
+
+  /** A host stops (or resumes) reading its sockets: bytes sent to it pile up unread. */
+  stopReading(host: string, on: boolean): void {
+    if (on) this.stalled.add(host);
+    else if (this.stalled.delete(host)) for (const s of this.streams) if (s.local_host === host) s.resumeDelivery();
+  }
+
+  isStalled(host: string): boolean {
+    return this.stalled.has(host);
   }
 
   /** Resets every connection between two hosts (or touching `a` when `b` is omitted). */
@@ -165,6 +217,8 @@ export class MemStream implements NetStream {
   private close_err: Error | null = null;
   private ending = false;
   private reading = true;
+  /** write() returned false: onDrain is owed. */
+  private want_drain = false;
   /** Received bytes not yet handed over (before attach or while paused). */
   private inbox: Buffer[] = [];
   /** Bytes this side sent that the peer has not been handed yet. */
@@ -194,23 +248,35 @@ export class MemStream implements NetStream {
     const data = chunks.length === 1 ? Buffer.from(chunks[0] as Buffer) : Buffer.concat(chunks);
     if (data.length === 0) return true;
     this.send(data);
-    return true;
+    if (this.pendingWriteBytes <= MEM_STREAM_HIGH_WATER) return true;
+    this.want_drain = true;
+    return false;
   }
 
   private send(data: Buffer): void {
-    if (this.w.isPartitioned(this.local_host, this.remote_host)) {
+    if (this.w.isBlocked(this.local_host, this.remote_host)) {
       this.held.push(data);
       this.in_flight += data.length;
       return;
     }
     this.in_flight += data.length;
-    const at = Math.max(this.w.clock.now() + this.w.delay(), this.last_delivery_at);
+    const gone = this.w.departure(this.local_host, this.remote_host, data.length);
+    const at = Math.max(gone + this.w.delay(), this.last_delivery_at);
     this.last_delivery_at = at;
     this.w.clock.setTimer(at - this.w.clock.now(), () => {
       this.in_flight -= data.length;
       if (this.closed) return;
       this.peer?.receive(data);
+      this.maybeDrain();
     });
+  }
+
+  /** The writer was told to wait (write() returned false) and the backlog is small again. */
+  maybeDrain(): void {
+    if (!this.want_drain || this.closed || this.pendingWriteBytes > MEM_STREAM_HIGH_WATER / 2) return;
+    this.want_drain = false;
+    const h = this.handlers;
+    if (h !== null) this.w.clock.setTimer(0, () => h.onDrain());
   }
 
   /** Partition healed: what was held goes out now, in order. */
@@ -230,9 +296,17 @@ export class MemStream implements NetStream {
   }
 
   private drainInbox(): void {
-    while (this.handlers !== null && this.reading && !this.closed && this.inbox.length > 0) {
+    let took = false;
+    while (this.handlers !== null && this.reading && !this.closed && this.inbox.length > 0 && !this.w.isStalled(this.local_host)) {
       this.handlers.onData(this.inbox.shift() as Buffer);
+      took = true;
     }
+    if (took) this.peer?.maybeDrain();
+  }
+
+  /** The host reads its sockets again. */
+  resumeDelivery(): void {
+    this.w.clock.setTimer(0, () => this.drainInbox());
   }
 
   get pendingWriteBytes(): number {

@@ -1,36 +1,68 @@
 // A whole pool in one process on simulated time: the production client pool, storage-node
 // pools, sync pools and transport, over the in-memory network and memory disks, driven by
-// one seed. A seeded workload runs while seeded faults hit links and disks; an oracle checks
-// every read against a register model per block, and after the faults heal, that the pool
-// comes back (liveness) and the members converge byte for byte with clean maps.
+// one seed. A seeded workload runs while seeded faults hit links, disks, storage nodes, the
+// compute client and the pool's membership; an oracle checks every read against a register
+// model per block, the members against each other while the pool is NORMAL, and after the
+// faults heal, that the pool comes back (liveness) and the members converge byte for byte
+// with clean maps.
 //
-// Same seed, same code: same history. `run` returns a hash of the event trace.
+// Invariants (each a violation kind):
+//   durability      an acknowledged write that was durable (FUA, or a flush acknowledged after
+//                   it) is never lost while one member holding it survives: reads never
+//                   return what it superseded (checked with read validity)
+//   read validity   a read returns a value of the register model: the last acknowledged write
+//                   or one concurrent with the read (a storage-node crash may lose what was
+//                   not durable; a failed or crashed client's write may or may not be there)
+//   stability       while the pool is NORMAL, a block no write is touching reads the same from
+//                   every NORMAL member (probes through each leg)
+//   convergence     after healing and sync, every member's data area is byte-identical and
+//                   every map is empty
+//   liveness        every IO is answered, the pool is NORMAL and synced within bounded time
+//   transitions     neither gatekeeper (leg state, server pool state) is asked for an
+//                   illegal transition
+//
+// Same seed, same code: same history. `runSeed` returns a hash of the event trace.
 
 import { createHash } from 'node:crypto';
 import { ClientSession } from '../transport/client-session.js';
 import { TransportServer } from '../transport/server.js';
 import { ClientPool, type Leg } from '../rmr/client-pool.js';
-import { ServerPool } from '../rmr/server-pool.js';
+import { MD_INTENT_OFFSET, ServerPool } from '../rmr/server-pool.js';
 import { RmrServerNode } from '../rmr/server-node.js';
 import { TransportLeg } from '../rmr/transport-leg.js';
 import { SyncPoolSource } from '../rmr/sync-pool.js';
 import { BackgroundSync } from '../rmr/background-sync.js';
 import { followLinkEvents } from '../rmr/leg-links.js';
+import { MD_PAGE } from '../rmr/md-slots.js';
+import { MAX_MEMBERS } from '../rmr/msg.js';
 import { clientPoolTickers, serverPoolTickers, type Ticker } from '../rmr/tickers.js';
+import type { IoCallback, MetaStore, ReadCallback } from '../rmr/store.js';
 import { groupId } from '../util/jhash.js';
-import { nullLogger } from '../util/ports.js';
+import { nullLogger, type Logger } from '../util/ports.js';
 import { SimClock } from './sim-clock.js';
 import { SimRandom } from './sim-random.js';
 import { MemNetwork } from './mem-net.js';
 import { MemDisk } from './mem-disk.js';
 
-export const FAULT_KINDS = ['link_cut', 'partition', 'disk_error', 'crash'] as const;
+export const FAULT_KINDS = [
+  'link_cut',
+  'partition',
+  'disk_error',
+  'crash',
+  'one_way',
+  'bandwidth',
+  'stop_reading',
+  'client_crash',
+  'maintenance',
+  'remove',
+  'extend',
+  'replace',
+] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
-/**
- * Kinds a seed uses unless told otherwise. Storage-node crashes are opt-in (`--faults
- * crash`) until the open bug classes they show are fixed (docs/rmr-core.md).
- */
-export const DEFAULT_FAULTS: readonly FaultKind[] = ['link_cut', 'partition', 'disk_error'];
+/** Kinds a seed uses unless told otherwise: all of them. */
+export const DEFAULT_FAULTS: readonly FaultKind[] = FAULT_KINDS;
+
+export type Mutation = 'skip_map_add' | 'no_piggyback' | 'drop_intent';
 
 export interface SimOptions {
   seed: number;
@@ -44,7 +76,7 @@ export interface SimOptions {
   /** Indexes of scheduled faults to leave out (the shrinking search). */
   drop_faults?: readonly number[];
   /** Deliberate bugs, to show the oracle catches them (mutation checks). */
-  mutation?: 'skip_map_add' | 'no_piggyback' | null;
+  mutation?: Mutation | null;
 }
 
 export interface SimResult {
@@ -56,9 +88,13 @@ export interface SimResult {
   trace_tail: string[];
   ops: number;
   reads_checked: number;
+  /** Stability probes that compared two or more members. */
+  probes: number;
   sim_ms: number;
   members: number;
   faults: string[];
+  /** Kinds of which at least one fault happened (not skipped for a precondition). */
+  kinds_hit: FaultKind[];
   /** Faults the seed scheduled (indexes for drop_faults), and those that happened. */
   scheduled_faults: number;
   fault_log: string[];
@@ -74,29 +110,60 @@ const SECRET = Buffer.alloc(32, 0x5a);
 
 class Violation extends Error {}
 
-/** Block content for write `id` at block `b`: id and block in the first 16 bytes, then a pattern. */
-function blockValue(id: number, b: number): Buffer {
+/**
+ * Block content for write `id` at block `b`: id and block in the first 8 bytes, then a
+ * pattern that depends on (id * 131 + b * 7) mod 256 only, so the 256 patterns are made once.
+ */
+const PATTERNS: Buffer[] = Array.from({ length: 256 }, (_, k) => {
   const buf = Buffer.alloc(BLOCK);
-  if (id === 0) return buf;
-  buf.writeUInt32LE(id, 0);
-  buf.writeUInt32LE(b, 4);
-  for (let i = 8; i < BLOCK; i++) buf[i] = (id * 131 + b * 7 + i) & 0xff;
+  for (let i = 8; i < BLOCK; i++) buf[i] = (k + i) & 0xff;
+  return buf;
+});
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/** Writes the content of write `id` for blocks first..first+count into one buffer. */
+function blockValues(id: number, first: number, count: number): Buffer {
+  const buf = Buffer.allocUnsafe(count * BLOCK);
+  for (let i = 0; i < count; i++) {
+    const b = first + i;
+    (PATTERNS[(id * 131 + b * 7) & 0xff] as Buffer).copy(buf, i * BLOCK);
+    buf.writeUInt32LE(id, i * BLOCK);
+    buf.writeUInt32LE(b, i * BLOCK + 4);
+  }
   return buf;
 }
 
 function valueOf(buf: Buffer, b: number): number | null {
   const id = buf.readUInt32LE(0);
-  if (id === 0) return buf.every((x) => x === 0) ? 0 : null;
-  return buf.readUInt32LE(4) === b && buf.equals(blockValue(id, b)) ? id : null;
+  if (id === 0) return buf.equals(ZERO_BLOCK) ? 0 : null;
+  if (buf.readUInt32LE(4) !== b) return null;
+  const pat = PATTERNS[(id * 131 + b * 7) & 0xff] as Buffer;
+  return buf.compare(pat, 8, BLOCK, 8, BLOCK) === 0 ? id : null;
 }
 
 interface WriteRec {
   id: number; // 0: zeroes (discard / write-zeroes)
+  block: number;
   inv: number;
   end: number; // ack or failure time; Infinity while pending
   acked: boolean;
   /** When it became durable (acknowledged FUA, or a later flush acknowledged); Infinity until then. */
   durable_at: number;
+}
+
+/** The "drop the intent record" mutation: writes to the record's slots never reach the disk. */
+class DropIntent implements MetaStore {
+  constructor(private readonly m: MemDisk) {}
+  get meta_size_bytes(): number {
+    return this.m.meta_size_bytes;
+  }
+  readMeta(o: number, l: number, cb: ReadCallback): void {
+    this.m.readMeta(o, l, cb);
+  }
+  writeMeta(o: number, d: Buffer, cb: IoCallback): void {
+    if (o >= MD_INTENT_OFFSET && o < MD_INTENT_OFFSET + 2 * MD_PAGE) return this.m.flush(() => cb(0));
+    this.m.writeMeta(o, d, cb);
+  }
 }
 
 export async function runSeed(o: SimOptions): Promise<SimResult> {
@@ -111,11 +178,16 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   };
   let faults: FaultKind[] = [...(o.faults ?? DEFAULT_FAULTS)];
   if (o.swarm === true) faults = faults.filter(() => random.float() < 0.6);
-  const members = 2 + random.int(3);
+  const initial_members = 2 + random.int(3);
   const duration = o.duration_ms ?? 3000;
   const transport = { heartbeat_interval_ms: 100, heartbeat_timeout_ms: 500 };
-  const tickers: Ticker[] = [];
   const cleanups: (() => void)[] = [];
+  const kinds_hit = new Set<FaultKind>();
+  let next_id = 0;
+  let reads_checked = 0;
+  let probes = 0;
+  let scheduled = 0;
+  const fault_log: string[] = [];
   const result = (violation: string | null): SimResult => ({
     seed,
     ok: violation === null,
@@ -124,16 +196,14 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     trace_tail: trace.slice(-40),
     ops: next_id,
     reads_checked,
+    probes,
     sim_ms: clock.now(),
-    members,
+    members: initial_members,
     faults,
+    kinds_hit: FAULT_KINDS.filter((k) => kinds_hit.has(k)),
     scheduled_faults: scheduled,
     fault_log,
   });
-  let next_id = 0;
-  let reads_checked = 0;
-  let scheduled = 0;
-  const fault_log: string[] = [];
   // A violation seen inside a callback is recorded, not thrown: the production code under
   // test would catch it (a transport path treats a throwing handler as an internal error).
   let found: string | null = null;
@@ -154,6 +224,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     }
     raise();
   };
+  const refused = (who: string) => (reason: string) => violate(`transitions: ${who}: ${reason}`);
+  // A handler that throws is a bug the transport survives by dropping the path: a violation.
+  const log: Logger = {
+    log: (level, msg, fields) => {
+      if (level === 'error') violate(`internal error: ${msg} ${JSON.stringify(fields ?? {})}`);
+    },
+  };
 
   try {
     // ---- storage nodes: a node can crash (its objects die with it) and restart from its disks
@@ -165,103 +242,143 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       pool: ServerPool;
       tickers: Ticker[];
       bsync: BackgroundSync | null;
-      sync_sessions: ClientSession[];
+      source: SyncPoolSource | null;
+      /** The sync pool's session to each peer. */
+      sync_sessions: Map<number, ClientSession>;
       up: boolean;
-      /** Bumped at each crash and restart: callbacks of an earlier life are ignored. */
+      /** Still a member of the pool (false once removed). */
+      in_pool: boolean;
+      /** Bumped at each crash, restart and replacement: callbacks of an earlier life are ignored. */
       gen: number;
     }
     const nodes: SimNode[] = [];
-    const makePool = (n: SimNode, mode: 'create' | 'add'): ServerPool => {
+    const members = (): SimNode[] => nodes.filter((n) => n.in_pool);
+    const makePool = (n: SimNode, mode: 'create' | 'add' | 'replace'): ServerPool => {
       const gen = n.gen;
-      const pool = new ServerPool({ pool_name: POOL, group_id: GID, member_id: n.member, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, (ev) => {
-        if (ev.kind === 'server_pool_state' && n.gen === gen) t(`node${n.member} ${ev.from}>${ev.to} (${ev.reason})`);
-      });
-      const err = pool.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, mode, SIZE);
-      if (err !== null) throw new Error(err);
+      const pool = new ServerPool(
+        { pool_name: POOL, group_id: GID, member_id: n.member, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8, on_refused: refused(`node${n.member}`) },
+        (ev) => {
+          if (ev.kind === 'server_pool_state' && n.gen === gen) t(`node${n.member} ${ev.from}>${ev.to} (${ev.reason})`);
+        },
+      );
+      registerStore(n, pool, mode);
       return pool;
+    };
+    const registerStore = (n: SimNode, pool: ServerPool, mode: 'create' | 'add' | 'replace'): void => {
+      const meta = o.mutation === 'drop_intent' ? new DropIntent(n.meta) : n.meta;
+      const err = pool.register({ block: n.data, meta, meta_base: 0, ioAllowed: () => true }, mode, SIZE);
+      if (err !== null) throw new Error(err);
     };
     /** The node's transport server and periodic work. Listening on the memory net is synchronous. */
     const serve = (n: SimNode): Promise<unknown> => {
       const rmr = new RmrServerNode(nullLogger);
       rmr.addPool(n.pool);
-      const server = new TransportServer({ secret: SECRET, session_linger_ms: 5000, ...transport }, { net: net.host(n.host), clock, random }, rmr);
+      const server = new TransportServer({ secret: SECRET, session_linger_ms: 5000, ...transport }, { net: net.host(n.host), clock, random, log }, rmr);
+      startTickers(n);
+      return server.listen({ host: n.host, port: 1234 });
+    };
+    const startTickers = (n: SimNode): void => {
+      for (const tk of n.tickers) tk.stop();
       const gen = n.gen;
       n.tickers = serverPoolTickers(clock, n.pool, (st) => {
         if (n.gen === gen) t(`node${n.member} metadata write failed ${st}`);
       });
-      return server.listen({ host: n.host, port: 1234 });
     };
     const session = (from: string, to: string): ClientSession =>
       new ClientSession(
         { session_name: `${from}@${to}`, addresses: [{ host: to, port: 1234 }], secret: SECRET, ...transport, reconnect_delay_ms: 20, reconnect_max_delay_ms: 200, disconnect_timeout_ms: 2000, request_timeout_ms: 5000 },
-        { net: net.host(from), clock, random },
+        { net: net.host(from), clock, random, log },
       );
-    /** The node's sync pool: a leg to every peer (joins retried until they work), and its background sync. */
+    /** One sync leg of `n` to `peer`: the join is retried until it works (or the peer leaves). */
+    const connectPeer = (n: SimNode, peer: SimNode, joined: () => void): void => {
+      const gen = n.gen;
+      const src = n.source;
+      if (src === null) return;
+      let s = session(n.host, peer.host);
+      n.sync_sessions.set(peer.member, s);
+      void s.open().catch(() => undefined);
+      const attempt = (): void => {
+        if (n.gen !== gen || !peer.in_pool || !n.in_pool) return;
+        if (s.state === 'CLOSED') {
+          // The first connect gave up (the peer was partitioned away): a new session.
+          s = session(n.host, peer.host);
+          n.sync_sessions.set(peer.member, s);
+          void s.open().catch(() => undefined);
+        }
+        if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        src.addPeer(s.name, new TransportLeg(s, GID, POOL, CHUNK, true), (st) => {
+          if (n.gen !== gen) return;
+          if (st !== 0) return void clock.setTimer(200, attempt);
+          const sp = src.clientPool;
+          const leg = sp.leg(peer.member);
+          if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger);
+          joined();
+        });
+      };
+      attempt();
+    };
+    /** The node's sync pool: a leg to every other member, and its background sync. */
     const joinPeers = (n: SimNode): void => {
       const gen = n.gen;
-      const sp = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, sync: true }, () => clock.now(), () => undefined);
-      const src = new SyncPoolSource(sp);
-      n.sync_sessions = [];
+      const sp = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, sync: true, on_refused: refused(`node${n.member} sync pool`) }, () => clock.now(), () => undefined);
+      n.source = new SyncPoolSource(sp);
+      n.sync_sessions = new Map();
+      const peers = members().filter((p) => p !== n);
       let joined = 0;
       // The background sync starts once the node can reach every peer.
       const startSync = (): void => {
+        if (n.gen !== gen || n.bsync !== null) return;
         n.bsync = new BackgroundSync(n.pool, clock, { tick_ms: 20, min_bytes_per_s: 1 << 20, max_bytes_per_s: 1 << 30 }, (f, to, r) => {
           if (n.gen === gen) t(`node${n.member} sync ${f}>${to} (${r})`);
         });
       };
-      for (const peer of nodes) {
-        if (peer === n) continue;
-        let s = session(n.host, peer.host);
-        n.sync_sessions.push(s);
-        void s.open().catch(() => undefined);
-        const attempt = (): void => {
-          if (n.gen !== gen) return;
-          if (s.state === 'CLOSED') {
-            // The first connect gave up (the peer was partitioned away): a new session.
-            s = session(n.host, peer.host);
-            n.sync_sessions.push(s);
-            void s.open().catch(() => undefined);
-          }
-          if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
-          src.addPeer(s.name, new TransportLeg(s, GID, POOL, CHUNK, true), (st) => {
-            if (n.gen !== gen) return;
-            if (st !== 0) return void clock.setTimer(200, attempt);
-            const leg = sp.leg(peer.member);
-            if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger);
-            if (++joined === nodes.length - 1) startSync();
-          });
-        };
-        attempt();
-      }
-      n.pool.addClt(src);
+      for (const peer of peers) connectPeer(n, peer, () => ++joined >= peers.length && startSync());
+      if (peers.length === 0) startSync();
+      n.pool.addClt(n.source);
     };
-    for (let m = 1; m <= members; m++) {
+    const newNode = async (m: number): Promise<SimNode> => {
       const data = new MemDisk(SIZE, clock, random);
       const meta = new MemDisk(1 << 20, clock, random);
       data.faults.latency_ms = 0.1 + random.float() * 0.4;
       // 4 KiB atomic writes (a 4Kn device): the oracle's unit is the 4 KiB block.
       data.faults.tear_unit = BLOCK;
       meta.faults.latency_ms = 0.1;
-      const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, sync_sessions: [], up: true, gen: 0 } as unknown as SimNode;
+      const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, source: null, sync_sessions: new Map(), up: true, in_pool: true, gen: 0 } as unknown as SimNode;
       n.pool = makePool(n, 'create');
       await serve(n);
       nodes.push(n);
+      return n;
+    };
+    for (let m = 1; m <= initial_members; m++) await newNode(m);
+
+    // ---- the compute client: one process at a time; it can crash and a new one assembles
+    interface SimClient {
+      pool: ClientPool;
+      sessions: Map<number, ClientSession>;
+      tickers: Ticker[];
+      gen: number;
+      up: boolean;
     }
+    let client_gen = 0;
+    const newClientPool = (gen: number): ClientPool =>
+      new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, on_refused: refused('client') }, () => clock.now(), (ev) => {
+        if (client.gen === gen) t(`leg${ev.member_id} ${ev.from}>${ev.to} (${ev.reason}) v${ev.map_ver}`);
+      });
+    let client: SimClient = { pool: null as unknown as ClientPool, sessions: new Map(), tickers: [], gen: 0, up: true };
+    client.pool = newClientPool(0);
+    const legs = (): Leg[] => [...client.pool.legs()];
     const open = (s: ClientSession): void => {
       void s.open().catch(() => undefined);
       wait(`session ${s.name}`, () => s.state === 'CONNECTED', 5000);
     };
-    // ---- the compute client: add_sess create on each node, then enable (the bring-up)
-    const client = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20 }, () => clock.now(), (ev) =>
-      t(`leg${ev.member_id} ${ev.from}>${ev.to} (${ev.reason}) v${ev.map_ver}`),
-    );
-    const legs: Leg[] = [];
+    // The bring-up: add_sess create on each node, then enable.
     for (const n of nodes) {
       const s = session('client', n.host);
       open(s);
+      client.sessions.set(n.member, s);
       let joined: Leg | null = null;
       let status = 1;
-      client.addSess(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 'create', 128, (st, leg) => {
+      client.pool.addSess(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 'create', 128, (st, leg) => {
         status = st;
         joined = leg;
       });
@@ -269,13 +386,182 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (status !== 0 || joined === null) throw new Error(`add_sess failed ${status}`);
       const leg: Leg = joined;
       let en = 1;
-      client.enableLeg(leg, (st) => (en = st));
+      client.pool.enableLeg(leg, (st) => (en = st));
       wait('enable', () => en !== 1, 5000);
-      followLinkEvents(s, client, leg, nullLogger);
-      legs.push(leg);
+      followLinkEvents(s, client.pool, leg, nullLogger);
     }
-    // ---- sync pools between every pair of nodes
     for (const n of nodes) joinPeers(n);
+    client.tickers = clientPoolTickers(clock, client.pool);
+    cleanups.push(() => {
+      for (const tk of client.tickers) tk.stop();
+      for (const n of nodes) {
+        for (const tk of n.tickers) tk.stop();
+        n.bsync?.close();
+      }
+    });
+    if (client.pool.open() !== 0) throw new Error('open failed');
+    // Members joined after the first start fully dirty: let them sync before the workload.
+    wait('initial sync', () => nodes.every((n) => n.pool.ownMap()?.isEmpty() === true), 20_000);
+    t(`bring-up done: ${initial_members} members, faults ${faults.join(',') || 'none'}`);
+
+    // ---- mutations (deliberate bugs) for the mutation checks
+    if (o.mutation === 'skip_map_add') {
+      for (const leg of legs()) (leg.channel as { sendMapAdd: unknown }).sendMapAdd = (_m: unknown, cb: (s: number) => void) => clock.setTimer(0, () => cb(0));
+    }
+    if (o.mutation === 'no_piggyback') client.pool.members.clear();
+
+    // ---- the workload and the oracle
+    const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);
+    /** Acknowledged writes not yet durable (a flush makes them durable). */
+    let undurable: WriteRec[] = [];
+    /** Writes the current client has in flight (a client crash leaves them undecided). */
+    const pending_writes = new Set<WriteRec[]>();
+    /** Times of storage-node crashes. */
+    const crashes: number[] = [];
+    let inflight = 0;
+    /** Invocation times of the reads in flight (the oldest bounds what may leave the history). */
+    const reads_inflight: number[] = [];
+    /**
+     * A write that became durable with no crash between its acknowledgement and then
+     * supersedes each write that ended before it was invoked, for every read invoked after it
+     * was acknowledged: once no read in flight is older, those writes leave the history (it
+     * stays short, and the check stays linear).
+     */
+    const prune = (b: number): void => {
+      const horizon = Math.min(clock.now(), ...reads_inflight);
+      const h = history[b] as WriteRec[];
+      let latest = -Infinity;
+      for (const u of h) {
+        if (!u.acked || u.end >= horizon || u.durable_at > clock.now() || u.inv <= latest) continue;
+        if (crashes.some((tc) => tc > u.end && tc < u.durable_at)) continue;
+        latest = u.inv;
+      }
+      if (latest === -Infinity) return;
+      const keep = h.filter((x) => !(x.end < latest));
+      if (keep.length < h.length) history[b] = keep;
+    };
+    const check = (b: number, got: Buffer, inv: number, end: number): void => {
+      reads_checked++;
+      const v = valueOf(got, b);
+      if (v === null) return violate(`read validity: block ${b} holds no whole written value (id ${got.readUInt32LE(0)})`);
+      const h = history[b] as WriteRec[];
+      // Candidates: writes not superseded before the read began. A write is superseded when
+      // another acknowledged write was invoked after it ended and acknowledged before `inv`,
+      // unless a storage node crashed after that acknowledgement and before the write was
+      // durable (a crash may lose acknowledged writes that no flush or FUA covered). A crash
+      // while the read is in flight counts too: the read may be served after it. So an
+      // acknowledged durable write is never lost: the durability invariant.
+      const lost = (u: WriteRec): boolean => crashes.some((tc) => tc > u.end && tc < end && u.durable_at > tc);
+      // The latest invocation among superseding writes: everything that ended before it is out.
+      let latest = -Infinity;
+      for (const u of h) if (u.acked && u.end < inv && u.inv > latest && !lost(u)) latest = u.inv;
+      const allowed: number[] = latest > -1 ? [] : [0];
+      for (const w of h) if (w.inv < end && !(latest > w.end)) allowed.push(w.id);
+      if (!allowed.includes(v)) violate(`read validity: block ${b} read value ${v} in [${inv.toFixed(3)}, ${end.toFixed(3)}], allowed ${allowed.join(',')}`);
+    };
+    // Workers: each issues an op, and the next one a little after it completes. A client
+    // crash stops them; the new client starts them again.
+    let end_at = Infinity;
+    const WORKERS = 4;
+    const after = (gen: number): void => {
+      if (gen !== client.gen) return;
+      inflight--;
+      if (clock.now() < end_at) clock.setTimer(random.float(), () => issue(gen));
+    };
+    const issue = (gen: number): void => {
+      if (gen !== client.gen || !client.up) return;
+      const pool = client.pool;
+      const r = random.float();
+      const first = random.int(BLOCKS);
+      const count = 1 + random.int(Math.min(8, BLOCKS - first));
+      const inv = clock.now();
+      inflight++;
+      const kind = r < 0.45 ? 'write' : r < 0.8 ? 'read' : r < 0.87 ? 'discard' : r < 0.93 ? 'write_zeroes' : 'flush';
+      if (kind === 'flush') {
+        pool.submit('flush', 0, 0, null, {}, (s) => {
+          if (gen !== client.gen) return;
+          t(`flush -> ${s}`);
+          // Everything acknowledged before the flush was issued is durable now.
+          if (s === 0) {
+            const now = undurable.filter((w) => w.end <= inv);
+            undurable = undurable.filter((w) => w.end > inv);
+            for (const w of now) {
+              w.durable_at = clock.now();
+              prune(w.block);
+            }
+          }
+          after(gen);
+        });
+        return;
+      }
+      if (kind === 'read') {
+        reads_inflight.push(inv);
+        pool.submit('read', first * BLOCK, count * BLOCK, null, {}, (s, d) => {
+          if (gen !== client.gen) return;
+          reads_inflight.splice(reads_inflight.indexOf(inv), 1);
+          t(`read ${first}+${count} -> ${s}`);
+          if (s === 0 && d !== null) for (let i = 0; i < count; i++) check(first + i, d.subarray(i * BLOCK, (i + 1) * BLOCK), inv, clock.now());
+          after(gen);
+        });
+        return;
+      }
+      const id = kind === 'write' ? ++next_id : 0;
+      if (id === 0) next_id++;
+      const recs: WriteRec[] = [];
+      for (let i = 0; i < count; i++) {
+        const w: WriteRec = { id, block: first + i, inv, end: Infinity, acked: false, durable_at: Infinity };
+        (history[first + i] as WriteRec[]).push(w);
+        recs.push(w);
+      }
+      pending_writes.add(recs);
+      const data = kind === 'write' ? blockValues(id, first, count) : null;
+      const fua = kind === 'write' && random.float() < 0.2;
+      pool.submit(kind, first * BLOCK, count * BLOCK, data, { fua }, (s) => {
+        if (gen !== client.gen) return;
+        pending_writes.delete(recs);
+        for (const w of recs) {
+          w.end = clock.now();
+          w.acked = s === 0;
+          if (w.acked && fua) w.durable_at = w.end;
+          else if (w.acked) undurable.push(w);
+          prune(w.block);
+        }
+        t(`${kind}${fua ? '+fua' : ''} ${first}+${count} id ${id} -> ${s}`);
+        after(gen);
+      });
+    };
+    const startWorkers = (): void => {
+      const gen = client.gen;
+      for (let w = 0; w < WORKERS; w++) issue(gen);
+    };
+    /** Writes touching block b right now. */
+    const busy = (b: number): boolean => (history[b] as WriteRec[]).some((w) => w.end === Infinity);
+    // Stability probes: a block no write touches reads the same from every NORMAL member.
+    const probe = (): void => {
+      const gen = client.gen;
+      if (!client.up) return;
+      const normal = legs().filter((l) => l.state === 'NORMAL');
+      if (normal.length < 2) return;
+      const b = random.int(BLOCKS);
+      if (busy(b)) return;
+      const started = clock.now();
+      const got = new Map<number, Buffer>();
+      let pending = normal.length;
+      for (const l of normal) {
+        client.pool.readFrom(l.member_id, b * BLOCK, BLOCK, (s, d) => {
+          if (gen !== client.gen) return;
+          if (s === 0 && d !== null) got.set(l.member_id, d);
+          if (--pending > 0) return;
+          // A write that began meanwhile makes the comparison moot.
+          if ((history[b] as WriteRec[]).some((w) => w.inv >= started || w.end === Infinity) || got.size < 2) return;
+          probes++;
+          const vals = [...got.entries()].map(([m, d2]) => [m, valueOf(d2, b)] as const);
+          if (vals.some(([, v]) => v !== vals[0]?.[1])) violate(`stability: block ${b} reads ${vals.map(([m, v]) => `${v ?? 'garbage'} from member ${m}`).join(', ')}`);
+        });
+      }
+    };
+
+    // ---- storage-node crash and restart
     const crashNode = (n: SimNode, mode: 'process' | 'drop' | 'tear'): void => {
       n.up = false;
       n.gen++;
@@ -283,7 +569,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       n.bsync?.close();
       n.bsync = null;
       net.crashHost(n.host);
-      for (const s of n.sync_sessions) s.close('host crashed');
+      for (const s of n.sync_sessions.values()) s.close('host crashed');
       n.data.crash(mode);
       n.meta.crash(mode);
     };
@@ -301,100 +587,155 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         n.up = true;
       });
     };
-    tickers.push(...clientPoolTickers(clock, client));
-    cleanups.push(() => {
-      for (const n of nodes) {
+
+    // ---- compute-client crash and a new client assembling the pool
+    const crashClient = (): void => {
+      client.up = false;
+      for (const tk of client.tickers) tk.stop();
+      net.crashHost('client');
+      for (const s of client.sessions.values()) s.close('client crashed');
+      // Its writes in flight are undecided: they may have landed anywhere, or nowhere.
+      for (const recs of pending_writes) for (const w of recs) w.end = clock.now();
+      pending_writes.clear();
+      reads_inflight.length = 0;
+      inflight = 0;
+      client_gen++;
+      client = { pool: client.pool, sessions: new Map(), tickers: [], gen: client_gen, up: false };
+    };
+    /** add_sess mode=assemble for every member, retried until each works. */
+    const restartClient = (): void => {
+      const gen = client_gen;
+      client = { pool: newClientPool(gen), sessions: new Map(), tickers: [], gen, up: true };
+      const c = client;
+      c.tickers = clientPoolTickers(clock, c.pool);
+      c.pool.open();
+      t('client restarted');
+      for (const n of members()) assembleMember(c, n);
+      startWorkers();
+      // The operator's re-run of a del_sess delete that the crashed client finished but not
+      // every member recorded (their pool_md still lists the member; re-running is harmless).
+      const redo = new Set<number>();
+      const operator = (): void => {
+        if (c.gen !== client.gen) return;
+        for (const n of nodes) {
+          if (n.in_pool || !c.pool.members.has(n.member) || redo.has(n.member)) continue;
+          redo.add(n.member);
+          c.pool.delSess(n.member, 'delete', (st, why) => {
+            redo.delete(n.member);
+            t(`operator: del_sess ${n.member} again: ${st === 0 ? 'ok' : (why ?? st)}`);
+          });
+        }
+        clock.setTimer(500, operator);
+      };
+      clock.setTimer(500, operator);
+    };
+    const assembleMember = (c: SimClient, n: SimNode): void => {
+      let s = session('client', n.host);
+      c.sessions.set(n.member, s);
+      void s.open().catch(() => undefined);
+      const attempt = (): void => {
+        if (c.gen !== client.gen || !n.in_pool) return;
+        if (s.state === 'CLOSED') {
+          s = session('client', n.host);
+          c.sessions.set(n.member, s);
+          void s.open().catch(() => undefined);
+        }
+        if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        c.pool.addSess(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 'assemble', 128, (st, leg) => {
+          if (c.gen !== client.gen) return;
+          if (st !== 0 || leg === null) return void clock.setTimer(200, attempt);
+          followLinkEvents(s, c.pool, leg, nullLogger);
+        });
+      };
+      attempt();
+    };
+
+    // ---- membership: removal, extend, replacement
+    /** Every member NORMAL and clean: no member holds data another lacks. */
+    const quiet = (): boolean =>
+      client.up && nodes.every((n) => !n.in_pool || n.up) && legs().length === members().length && legs().every((l) => l.state === 'NORMAL' && !l.maintenance) && members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true);
+    const removeMember = (n: SimNode, i: number): void => {
+      client.pool.delSess(n.member, 'delete', (st, why) => {
+        if (st !== 0) return t(`fault #${i}: del_sess ${n.member} refused (${why ?? st})`);
+        t(`node${n.member} removed from the pool`);
+        n.in_pool = false;
+        n.gen++;
         for (const tk of n.tickers) tk.stop();
         n.bsync?.close();
-      }
-    });
-    if (client.open() !== 0) throw new Error('open failed');
-    // Members joined after the first start fully dirty: let them sync before the workload.
-    wait('initial sync', () => nodes.every((n) => n.pool.ownMap()?.isEmpty() === true), 20_000);
-    t(`bring-up done: ${members} members, faults ${faults.join(',') || 'none'}`);
-
-    // ---- mutations (deliberate bugs) for the mutation checks
-    if (o.mutation === 'skip_map_add') {
-      for (const leg of legs) (leg.channel as { sendMapAdd: unknown }).sendMapAdd = (_m: unknown, cb: (s: number) => void) => clock.setTimer(0, () => cb(0));
-    }
-    if (o.mutation === 'no_piggyback') client.members.clear();
-
-    // ---- the workload and the oracle
-    const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);
-    /** Times of storage-node crashes. */
-    const crashes: number[] = [];
-    let inflight = 0;
-    const check = (b: number, got: Buffer, inv: number, end: number): void => {
-      reads_checked++;
-      const v = valueOf(got, b);
-      if (v === null) return violate(`read validity: block ${b} holds no whole written value (id ${got.readUInt32LE(0)})`);
-      const h = history[b] as WriteRec[];
-      // Candidates: writes not superseded before the read began. A write is superseded when
-      // another acknowledged write was invoked after it ended and acknowledged before `inv`,
-      // unless a storage node crashed after that acknowledgement and before the write was
-      // durable (a crash may lose acknowledged writes that no flush or FUA covered). So an
-      // acknowledged durable write is never lost: the durability invariant.
-      const lost = (u: WriteRec): boolean => crashes.some((tc) => tc > u.end && tc < inv && u.durable_at > tc);
-      const ok = (w: { id: number; inv: number; end: number }): boolean => {
-        if (w.inv >= end) return false;
-        return !h.some((u) => u.acked && u !== w && u.inv > w.end && u.end < inv && !lost(u));
-      };
-      const initial = { id: 0, inv: -1, end: -1 };
-      const allowed = [initial, ...h].filter(ok).map((w) => w.id);
-      if (!allowed.includes(v)) violate(`read validity: block ${b} read value ${v} in [${inv.toFixed(3)}, ${end.toFixed(3)}], allowed ${allowed.join(',')}`);
-    };
-    // Workers: each issues an op, and the next one a little after it completes.
-    let end_at = Infinity;
-    const after = (): void => {
-      inflight--;
-      if (clock.now() < end_at) clock.setTimer(random.float(), issue);
-    };
-    const issue = (): void => {
-      const r = random.float();
-      const first = random.int(BLOCKS);
-      const count = 1 + random.int(Math.min(8, BLOCKS - first));
-      const inv = clock.now();
-      inflight++;
-      const kind = r < 0.45 ? 'write' : r < 0.8 ? 'read' : r < 0.87 ? 'discard' : r < 0.93 ? 'write_zeroes' : 'flush';
-      if (kind === 'flush') {
-        client.submit('flush', 0, 0, null, {}, (s) => {
-          t(`flush -> ${s}`);
-          // Everything acknowledged before the flush was issued is durable now.
-          if (s === 0) for (const h of history) for (const w of h) if (w.acked && w.end <= inv && w.durable_at === Infinity) w.durable_at = clock.now();
-          after();
-        });
-        return;
-      }
-      if (kind === 'read') {
-        client.submit('read', first * BLOCK, count * BLOCK, null, {}, (s, d) => {
-          t(`read ${first}+${count} -> ${s}`);
-          if (s === 0 && d !== null) for (let i = 0; i < count; i++) check(first + i, d.subarray(i * BLOCK, (i + 1) * BLOCK), inv, clock.now());
-          after();
-        });
-        return;
-      }
-      const id = kind === 'write' ? ++next_id : 0;
-      if (id === 0) next_id++;
-      const recs: WriteRec[] = [];
-      for (let i = 0; i < count; i++) {
-        const w: WriteRec = { id, inv, end: Infinity, acked: false, durable_at: Infinity };
-        (history[first + i] as WriteRec[]).push(w);
-        recs.push(w);
-      }
-      const data = kind === 'write' ? Buffer.concat(Array.from({ length: count }, (_, i) => blockValue(id, first + i))) : null;
-      const fua = kind === 'write' && random.float() < 0.2;
-      client.submit(kind, first * BLOCK, count * BLOCK, data, { fua }, (s) => {
-        for (const w of recs) {
-          w.end = clock.now();
-          w.acked = s === 0;
-          if (w.acked && fua) w.durable_at = w.end;
+        n.bsync = null;
+        // The operator's step on the other nodes (§9.6): their sync legs to it go.
+        for (const p of members()) {
+          p.source?.removePeer(n.member);
+          p.sync_sessions.get(n.member)?.close('peer removed');
+          p.sync_sessions.delete(n.member);
         }
-        t(`${kind}${fua ? '+fua' : ''} ${first}+${count} id ${id} -> ${s}`);
-        after();
+        for (const s of n.sync_sessions.values()) s.close('removed');
+        client.sessions.get(n.member)?.close('removed');
       });
     };
+    const extendPool = async (i: number): Promise<void> => {
+      const m = Math.max(...nodes.map((x) => x.member)) + 1;
+      const n = await newNode(m);
+      t(`fault #${i}: extend with node${m}`);
+      joinPeers(n);
+      for (const p of members()) if (p !== n) connectPeer(p, n, () => undefined);
+      const c = client;
+      let s = session('client', n.host);
+      c.sessions.set(m, s);
+      void s.open().catch(() => undefined);
+      const attempt = (): void => {
+        if (c.gen !== client.gen || !c.up) return;
+        if (s.state === 'CLOSED') {
+          s = session('client', n.host);
+          c.sessions.set(m, s);
+          void s.open().catch(() => undefined);
+        }
+        if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        c.pool.extend(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 128, (st, leg, why) => {
+          if (c.gen !== client.gen) return;
+          if (st !== 0 || leg === null) {
+            t(`extend node${m}: ${why ?? st}, retried`);
+            return void clock.setTimer(200, attempt);
+          }
+          followLinkEvents(s, c.pool, leg, nullLogger);
+        });
+      };
+      attempt();
+    };
+    const replaceDisk = (n: SimNode, i: number): void => {
+      const gen = n.gen;
+      n.bsync?.close();
+      n.bsync = null;
+      // remove_store: the maps are persisted, the store leaves the pool (once no chunk sync runs).
+      const unregister = (tries: number): void => {
+        if (n.gen !== gen) return;
+        const err = n.pool.unregister('remove_store');
+        if (err !== null) {
+          if (tries > 100) return violate(`liveness: replace of node${n.member}: ${err}`);
+          return void clock.setTimer(10, () => unregister(tries + 1));
+        }
+        n.gen++;
+        const g2 = n.gen;
+        n.data = new MemDisk(SIZE, clock, random);
+        n.meta = new MemDisk(1 << 20, clock, random);
+        n.data.faults.latency_ms = 0.2;
+        n.data.faults.tear_unit = BLOCK;
+        n.meta.faults.latency_ms = 0.1;
+        registerStore(n, n.pool, 'replace');
+        t(`fault #${i}: node${n.member} disk replaced by an empty one`);
+        n.pool.persistMetadata((st) => {
+          if (n.gen !== g2) return;
+          if (st !== 0) return violate(`replace: node${n.member} metadata not persisted (${st})`);
+          startTickers(n);
+          n.bsync = new BackgroundSync(n.pool, clock, { tick_ms: 20, min_bytes_per_s: 1 << 20, max_bytes_per_s: 1 << 30 }, (f, to, r) => {
+            if (n.gen === g2) t(`node${n.member} sync ${f}>${to} (${r})`);
+          });
+        });
+      };
+      n.pool.persistMetadata(() => unregister(0));
+    };
+
     // ---- faults
-    const hosts = nodes.map((n) => n.host);
     // The schedule is drawn up front from its own random stream, so a fault can be left out
     // (drop_faults: the shrinking search for a shorter reproduction) without changing what
     // the others are.
@@ -411,28 +752,39 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     const fr = new SimRandom((seed ^ 0x9e3779b9) >>> 0);
     const n_faults = faults.length === 0 ? 0 : 1 + fr.int(6);
     const schedule: FaultSpec[] = [];
+    const hosts0 = nodes.map((n) => n.host);
     for (let i = 0; i < n_faults; i++) {
       schedule.push({
         at: fr.float() * duration,
         kind: faults[fr.int(faults.length)] as FaultKind,
-        h: hosts[fr.int(hosts.length)] as string,
-        other: fr.float() < 0.5 ? 'client' : (hosts[fr.int(hosts.length)] as string),
+        h: hosts0[fr.int(hosts0.length)] as string,
+        other: fr.float() < 0.5 ? 'client' : (hosts0[fr.int(hosts0.length)] as string),
         node: fr.int(nodes.length),
         mode: (['process', 'drop', 'tear'] as const)[fr.int(3)] ?? 'process',
         off: fr.int(BLOCKS) * BLOCK,
         heal_ms: 200 + fr.int(2000),
       });
     }
+    const maintenance_legs = new Set<number>();
+    /** Membership faults wait (up to a second) for a quiet pool: no member holding data another lacks. */
+    const whenQuiet = (i: number, fn: () => void, tries = 0): void => {
+      if (quiet()) return fn();
+      if (tries >= 20) return t(`fault #${i}: skipped, the pool was never quiet`);
+      clock.setTimer(50, () => whenQuiet(i, fn, tries + 1));
+    };
     const fault = (f: FaultSpec, i: number): void => {
       const { kind, h, other } = f;
+      const hit = (what: string): void => {
+        kinds_hit.add(kind);
+        fault_log.push(`#${i} ${what}`);
+        t(`fault #${i}: ${what}`);
+      };
       if (kind === 'link_cut') {
         const n = other === h ? net.cut(h) : net.cut(h, other) + net.cut(other, h);
-        fault_log.push(`#${i} cut ${h}-${other}`);
-        t(`fault #${i}: cut ${h}-${other} (${n} streams)`);
+        hit(`cut ${h}-${other} (${n} streams)`);
       } else if (kind === 'partition' && other !== h) {
         net.partition(h, other, true);
-        fault_log.push(`#${i} partition ${h}-${other}`);
-        t(`fault #${i}: partition ${h}-${other}`);
+        hit(`partition ${h}-${other}`);
         clock.setTimer(f.heal_ms, () => {
           net.partition(h, other, false);
           t(`heal: partition ${h}-${other}`);
@@ -440,20 +792,94 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       } else if (kind === 'crash') {
         // One node down at a time, and never while a node is still restarting.
         if (nodes.some((n) => !n.up)) return;
-        const n = nodes[f.node] as SimNode;
+        const n = nodes[f.node % nodes.length] as SimNode;
+        if (!n.in_pool) return;
         crashes.push(clock.now());
-        fault_log.push(`#${i} crash node${n.member} ${f.mode}`);
-        t(`fault #${i}: crash node${n.member} (${f.mode}; ${n.data.unflushedWrites} unflushed writes)`);
+        hit(`crash node${n.member} ${f.mode} (${n.data.unflushedWrites} unflushed writes)`);
         crashNode(n, f.mode);
         clock.setTimer(300 + f.heal_ms, () => restartNode(n));
       } else if (kind === 'disk_error') {
-        const node = nodes[f.node] as SimNode;
+        const node = nodes[f.node % nodes.length] as SimNode;
         node.data.faults.bad_ranges.push({ offset: f.off, length: BLOCK });
-        fault_log.push(`#${i} disk error node${node.member}@${f.off}`);
-        t(`fault #${i}: disk error node${node.member} at ${f.off}`);
+        hit(`disk error node${node.member}@${f.off}`);
+        const d = node.data;
         clock.setTimer(100 + f.heal_ms, () => {
-          node.data.faults.bad_ranges = [];
+          d.faults.bad_ranges = [];
           t(`heal: disk node${node.member}`);
+        });
+      } else if (kind === 'one_way' && other !== h) {
+        // Derived from the drawn values, not drawn: the schedule of the other kinds stays.
+        const [from, to] = f.node % 2 === 0 ? [h, other] : [other, h];
+        net.partitionOneWay(from, to, true);
+        hit(`one-way ${from}>${to}`);
+        clock.setTimer(f.heal_ms, () => {
+          net.partitionOneWay(from, to, false);
+          t(`heal: one-way ${from}>${to}`);
+        });
+      } else if (kind === 'bandwidth' && other !== h) {
+        // 0.25 .. 16 MiB/s each way.
+        const rate = 2 ** (18 + ((f.off / BLOCK) % 7));
+        net.limitBandwidth(h, other, rate);
+        net.limitBandwidth(other, h, rate);
+        hit(`bandwidth ${h}-${other} ${rate}`);
+        clock.setTimer(f.heal_ms, () => {
+          net.limitBandwidth(h, other, 0);
+          net.limitBandwidth(other, h, 0);
+          t(`heal: bandwidth ${h}-${other}`);
+        });
+      } else if (kind === 'stop_reading') {
+        // A host that hangs without closing its sockets: a storage node, or the client.
+        const who = other === 'client' && f.node % 2 === 0 ? 'client' : h;
+        net.stopReading(who, true);
+        hit(`stop reading ${who}`);
+        clock.setTimer(f.heal_ms, () => {
+          net.stopReading(who, false);
+          t(`heal: ${who} reads again`);
+        });
+      } else if (kind === 'client_crash') {
+        if (!client.up) return;
+        hit('client crash');
+        crashClient();
+        clock.setTimer(300 + f.heal_ms, () => {
+          if (!client.up) restartClient();
+        });
+      } else if (kind === 'maintenance') {
+        const n = nodes[f.node % nodes.length] as SimNode;
+        const leg = client.pool.leg(n.member);
+        if (!client.up || leg === undefined || leg.maintenance || leg.state !== 'NORMAL') return;
+        hit(`maintenance node${n.member}`);
+        const c = client;
+        maintenance_legs.add(n.member);
+        c.pool.maintenance(n.member, true, (st, why) => {
+          if (st !== 0) t(`maintenance on node${n.member}: ${why ?? st}`);
+          clock.setTimer(f.heal_ms, () => {
+            if (c !== client) return;
+            c.pool.maintenance(n.member, false, (s2, w2) => {
+              maintenance_legs.delete(n.member);
+              t(`maintenance off node${n.member}: ${s2 === 0 ? 'ok' : (w2 ?? s2)}`);
+            });
+          });
+        });
+      } else if (kind === 'remove') {
+        const n = nodes[f.node % nodes.length] as SimNode;
+        whenQuiet(i, () => {
+          if (members().length <= 2 || !n.in_pool) return;
+          hit(`remove node${n.member}`);
+          removeMember(n, i);
+        });
+      } else if (kind === 'extend') {
+        whenQuiet(i, () => {
+          if (members().length >= MAX_MEMBERS || nodes.length >= 6) return;
+          kinds_hit.add(kind);
+          fault_log.push(`#${i} extend`);
+          void extendPool(i).catch((e: unknown) => violate(`extend: ${String(e)}`));
+        });
+      } else if (kind === 'replace') {
+        const n = nodes[f.node % nodes.length] as SimNode;
+        whenQuiet(i, () => {
+          if (!n.in_pool) return;
+          hit(`replace node${n.member}`);
+          replaceDisk(n, i);
         });
       }
     };
@@ -462,48 +888,73 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (o.drop_faults?.includes(i) !== true) clock.setTimer(f.at, () => fault(f, i));
     });
     scheduled = schedule.length;
-    for (let w = 0; w < 4; w++) issue();
-    while (clock.now() < end_at && found === null) clock.runUntil(Math.min(end_at, clock.now() + 10));
+    startWorkers();
+    let next_probe = clock.now() + 20;
+    while (clock.now() < end_at && found === null) {
+      clock.runUntil(Math.min(end_at, clock.now() + 10));
+      if (clock.now() >= next_probe) {
+        probe();
+        next_probe = clock.now() + 20;
+      }
+    }
     raise();
     // ---- heal everything and check that the pool comes back and converges
-    for (const a of [...hosts, 'client']) for (const b of [...hosts, 'client']) if (a < b) net.partition(a, b, false);
+    const hosts = [...nodes.map((n) => n.host), 'client'];
+    for (const a of hosts) {
+      net.stopReading(a, false);
+      for (const b of hosts) {
+        if (a === b) continue;
+        net.partitionOneWay(a, b, false);
+        net.limitBandwidth(a, b, 0);
+      }
+    }
     for (const n of nodes) n.data.faults.bad_ranges = [];
     t('healed');
+    // A crashed client comes back now; a leg left in maintenance leaves it.
+    if (!client.up) restartClient();
+    wait('every IO answered', () => inflight === 0, 30_000);
+    // A leg whose "maintenance off" did not get through leaves it now (retried).
+    const leaveMaintenance = (): void => {
+      for (const l of legs()) {
+        if (!l.maintenance || maintenance_legs.has(l.member_id)) continue;
+        maintenance_legs.add(l.member_id);
+        client.pool.maintenance(l.member_id, false, () => maintenance_legs.delete(l.member_id));
+      }
+      clock.setTimer(500, leaveMaintenance);
+    };
+    leaveMaintenance();
+    wait('every member restarted', () => nodes.every((n) => n.up), 10_000);
     try {
-      wait('every IO answered', () => inflight === 0, 30_000);
+      wait('every leg NORMAL', () => legs().length === members().length && legs().every((l) => l.state === 'NORMAL'), 60_000);
     } catch (e) {
-      throw new Violation(`${e instanceof Error ? e.message : String(e)} (${inflight} ops; client ${JSON.stringify(client.status())})`);
+      const srv = members().map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`).join(' ');
+      throw new Violation(`${e instanceof Error ? e.message : String(e)} (client ${JSON.stringify(client.pool.status())}; ${srv})`);
     }
     try {
-      wait('every leg NORMAL', () => legs.every((l) => l.state === 'NORMAL'), 60_000);
+      wait('every member synced', () => members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
     } catch (e) {
-      const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`).join(' ');
-      throw new Violation(`${e instanceof Error ? e.message : String(e)} (client ${JSON.stringify(client.status())}; ${srv})`);
-    }
-    try {
-      wait('every member synced', () => nodes.every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
-    } catch (e) {
-      const srv = nodes.map((n) => `node${n.member}:${n.pool.state}/own dirty ${n.pool.ownMap()?.dirtyCount ?? -1} first ${n.pool.ownMap()?.nextDirty(0) ?? -1}`).join(' ');
-      const sy = nodes.map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`).join(' ');
+      const srv = members().map((n) => `node${n.member}:${n.pool.state}/own dirty ${n.pool.ownMap()?.dirtyCount ?? -1} first ${n.pool.ownMap()?.nextDirty(0) ?? -1}`).join(' ');
+      const sy = members().map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`).join(' ');
       throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
     }
-    // Stability: the same bytes from every member, read through the pool's own reads.
-    const ref = nodes[0]?.data.contents() as Buffer;
-    for (const n of nodes) {
+    // Convergence: the same bytes on every member.
+    const ref_node = members()[0] as SimNode;
+    const ref = ref_node.data.contents();
+    for (const n of members()) {
       if (!n.data.contents().equals(ref)) {
         let b = 0;
         while (b < BLOCKS && n.data.contents(b * BLOCK, BLOCK).equals(ref.subarray(b * BLOCK, (b + 1) * BLOCK))) b++;
-        const ids = nodes.map((x) => `node${x.member}=${x.data.contents(b * BLOCK, 4).readUInt32LE(0)}`).join(' ');
+        const ids = members().map((x) => `node${x.member}=${x.data.contents(b * BLOCK, 4).readUInt32LE(0)}`).join(' ');
         const h = (history[b] as WriteRec[]).slice(-4).map((w) => `${w.id}[${w.inv.toFixed(1)}-${w.end.toFixed(1)}${w.acked ? '' : ' failed'}]`).join(' ');
-        throw new Violation(`convergence: node${n.member} differs from node1 at block ${b} (${ids}; last writes ${h})`);
+        throw new Violation(`convergence: node${n.member} differs from node${ref_node.member} at block ${b} (${ids}; last writes ${h})`);
       }
     }
-    // Peer maps are cleaned by the periodic check (lost MAP_CLEARs).
-    wait('every map clean', () => nodes.every((n) => [...n.pool.maps.values()].every((m) => m.isEmpty())), 20_000);
+    // Peer maps are cleaned by the periodic check (lost MAP_CLEARs); a removed member's map is gone.
+    wait('every map clean', () => members().every((n) => [...n.pool.maps.values()].every((m) => m.isEmpty() && members().some((x) => x.member === m.member_id))), 20_000);
     // Final read of everything: each block is a valid value of the register model.
     let done = false;
     const inv = clock.now();
-    client.submit('read', 0, SIZE, null, {}, (s, d) => {
+    client.pool.submit('read', 0, SIZE, null, {}, (s, d) => {
       done = true;
       if (s !== 0 || d === null) return violate(`liveness: final read failed ${s}`);
       for (let b = 0; b < BLOCKS; b++) check(b, d.subarray(b * BLOCK, (b + 1) * BLOCK), inv, clock.now());
@@ -518,7 +969,6 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     }
     throw e;
   } finally {
-    for (const tk of tickers) tk.stop();
     for (const c of cleanups) c();
   }
 }

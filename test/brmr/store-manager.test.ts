@@ -186,7 +186,9 @@ for (const kind of ['file', 'memory'] as const) {
     assert.ok(h.pool_uuid.equals(pool_uuid));
     assert.equal(n2.pool.ownMap()?.isFull(), true, 'every chunk dirty for this member');
     assert.ok(n2.events.some((e) => e.kind === 'store_need_full_resync' && e.member_id === 1));
-    assert.equal(n2.pool.marked_create, true, 'joins in create mode, so the peers hold it fully dirty too');
+    assert.equal(n2.pool.marked_create, false, 'the member comes back through its rejoin, not a create join');
+    assert.equal(n2.pool.discarded.has(1), true, 'flagged until every peer holds it fully dirty');
+    assert.equal(n2.pool.pool_md?.srv_md.find((x) => x.member_id === 1)?.discard_entries, true, 'the flag is persisted');
     assert.deepEqual(await remove(n2), [0, null]);
     // Replace refuses a disk that holds a store.
     const [s4, , why4] = await add(node(open), join(dir, 'new.img'), { mode: 'replace', pool_uuid, mapped_size: SIZE });
@@ -215,7 +217,7 @@ test('create_store refuses a device too small; a backend error closes the store 
   await cmd(store, encodeRequest({ cmd: 'MAP', mapped_size: SIZE, pool_uuid: Buffer.alloc(16, 3), params: defaultParams() }));
   assert.equal(store.ioAllowed(), true);
   (devices.get('mem0') as MemDevice).bad_write_ranges.push({ offset: 4096, length: 4096 });
-  const io = { offset: 0, length: 4096, flags: 1, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0 };
+  const io = { offset: 0, length: 4096, flags: 1, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 };
   const status = await new Promise<number>((r) => n.pool.handleIo(io, Buffer.alloc(4096, 1), false, (s) => r(s)));
   assert.equal(status, Errno.EIO);
   assert.equal(store.open, false, 'the store is unusable');

@@ -79,6 +79,16 @@ test('dirty map matches a Set model under random operations', () => {
       for (let c = map.nextDirty(0); c !== -1; c = map.nextDirty(c + 1)) seen.push(c);
       assert.deepEqual(seen, [...model].sort((a, b) => a - b));
       for (let c = 0; c < n; c += Math.max(1, Math.floor(n / 500))) assert.equal(map.isDirty(c), model.has(c), `chunk ${c}`);
+      // Runs: maximal, in order, covering exactly the model.
+      const runs = map.runs();
+      const fromRuns: number[] = [];
+      for (const [first, count] of runs) {
+        assert.ok(count > 0);
+        assert.ok(first === 0 || !model.has(first - 1), `run at ${first} is maximal`);
+        assert.ok(first + count === n || !model.has(first + count), `run at ${first}+${count} is maximal`);
+        for (let c = first; c < first + count; c++) fromRuns.push(c);
+      }
+      assert.deepEqual(fromRuns, seen);
     }),
     { numRuns: 300 },
   );

@@ -210,3 +210,40 @@ test('when the flush that would free the record fails, waiting writes get the er
   clock.runUntil(15);
   assert.deepEqual(got, [0, -5, -5]);
 });
+
+test('an extent leaves the record only once the client settled its writes; a new client keeps its predecessor\'s until reconciled', () => {
+  const clock = new SimClock();
+  const disk = new MemDisk(1 << 20, clock, new SimRandom(4));
+  let flushes = 0;
+  const log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 1, requestFlush: () => flushes++ });
+  const flush = (): void => {
+    const covered = log.flushStarted();
+    log.flushDone(covered);
+  };
+  const got: string[] = [];
+  log.begin(0, 1, (s) => got.push(`a${s}`), 5);
+  clock.runUntil(5);
+  log.end(0, 1, true); // durable here, but the client has not seen every leg answer write 5
+  assert.equal(log.begin(8192, 1, (s) => got.push(`b${s}`), 6), false);
+  clock.runUntil(10);
+  flush();
+  clock.runUntil(15);
+  assert.deepEqual(got, ['a0'], 'write 6 waits: extent 0 holds unsettled write 5');
+  assert.ok(flushes > 0);
+  assert.deepEqual(log.recorded(), [0]);
+  log.settle(6); // every write below 6 settled
+  clock.runUntil(20);
+  assert.deepEqual(got, ['a0', 'b0']);
+  assert.deepEqual(log.recorded(), [2]);
+  log.end(8192, 1, true);
+  // The client dies with write 6 unsettled; a new one joins and starts its sequence over.
+  log.newClient();
+  assert.equal(log.begin(0, 1, (s) => got.push(`c${s}`), 1), false);
+  log.settle(50);
+  clock.runUntil(25);
+  assert.deepEqual(got, ['a0', 'b0'], "the former client's extent stays until reconciled");
+  log.reconciled();
+  clock.runUntil(30);
+  assert.deepEqual(got, ['a0', 'b0', 'c0']);
+  assert.deepEqual(log.recorded(), [0]);
+});

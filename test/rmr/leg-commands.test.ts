@@ -19,9 +19,12 @@ function roundTrip(cmd: LegCommand): LegCommand | null {
 
 test('commands round-trip through their wire form', () => {
   const cmds: LegCommand[] = [
-    { kind: 'join', create: true, dirty: false, queue_depth: 64, members: [{ id: 2, dirty: true }, { id: 3, dirty: false }] },
+    { kind: 'join', create: true, dirty: false, extend: false, queue_depth: 64, members: [{ id: 2, dirty: true }, { id: 3, dirty: false }] },
+    { kind: 'join', create: true, dirty: true, extend: true, queue_depth: 64, members: [{ id: 1, dirty: false }] },
     { kind: 'rejoin' },
     { kind: 'enable_pool', enable: true },
+    { kind: 'maintenance', on: true },
+    { kind: 'maintenance', on: false },
     { kind: 'map_ready' },
     { kind: 'map_send', receiver: 3, map_ver: 2 ** 40 },
     { kind: 'map_done', enable: false },
@@ -36,6 +39,13 @@ test('commands round-trip through their wire form', () => {
     { kind: 'read_map_buf', map_idx: 2, page: 77 },
     { kind: 'intent_to_map', with_intent: true, ranges: [] },
     { kind: 'intent_to_map', with_intent: false, ranges: [[0, 1], [7, 300], [2 ** 32 - 2, 1]] },
+    { kind: 'own_dirty', from_chunk: 2 ** 33 },
+    { kind: 'map_mark', member_id: 3, conditional: true, ranges: [[5, 2]] },
+    { kind: 'map_mark', member_id: 1, conditional: false, ranges: [] },
+    { kind: 'send_discard', member_id: 2 },
+    { kind: 'discard_clear', member_id: 2 },
+    { kind: 'chunk_hash', first_chunk: 2 ** 30, chunk_count: 64 },
+    { kind: 'verify', first_chunk: 7, chunk_count: 16, members: [2, 4] },
   ];
   for (const c of cmds) assert.deepEqual(roundTrip(c), c, c.kind);
 });

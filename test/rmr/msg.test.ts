@@ -33,7 +33,7 @@ function fieldArb(t: FieldType): fc.Arbitrary<number | string | Buffer> {
   return fc.array(fc.integer({ min: 0, max: 5 }), { minLength: t.bytes, maxLength: t.bytes }).map((a) => Buffer.from(a));
 }
 
-const FLAGS = ['dirty', 'create', 'rejoin', 'delete', 'enable', 'sync', 'read_full_md'];
+const FLAGS = ['dirty', 'create', 'rejoin', 'delete', 'enable', 'sync', 'read_full_md', 'conditional', 'extend'];
 
 /** Nudges random values towards validity so every layout gets many valid cases. */
 function repair(v: Record<string, number | string | Buffer>): void {
@@ -48,6 +48,8 @@ function repair(v: Record<string, number | string | Buffer>): void {
   }
   for (const k of ['member_id', 'receiver_member_id']) if (v[k] === 0) v[k] = 1;
   if (typeof v.chunk_count === 'number' && v.chunk_count === 0) v.chunk_count = 1;
+  // CHUNK_HASH and VERIFY: at most MAX_VERIFY_CHUNKS chunks.
+  if (typeof v.chunk_count === 'number' && !('failed_cnt' in v) && !('member_id' in v)) v.chunk_count = 1 + (v.chunk_count % 64);
   if (typeof v.failed_cnt === 'number' && 'chunk_count' in v && v.failed_cnt === 0) {
     v.failed_cnt = 1;
     v.failed_ids = Buffer.from([1, 0, 0, 0]);
@@ -128,6 +130,8 @@ test('whole messages: 64-bit offsets travel intact; garbage and trailing bytes a
     failed_cnt: 1,
     failed_ids: Buffer.from([3, 0, 0, 0]),
     sync: 0,
+    seq: 2 ** 40 + 3,
+    settled: 2 ** 40,
   };
   const b = encodeIo(0xdeadbeef, io);
   const d = decodeMessage(b);
@@ -145,7 +149,7 @@ test('whole messages: 64-bit offsets travel intact; garbage and trailing bytes a
   assert.throws(() => encodeMapAdd(1, { first_chunk: 10, chunk_count: 3, map_ver: 2, failed_cnt: 2, failed_ids: Buffer.from([1, 1, 0, 0]) }), /listed twice/);
 
   const join = encodeCmd(5, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'pool1' }, {
-    queue_depth: 128, chunk_size: 131072, dirty: 0, create: 1, rejoin: 0, member_cnt: 1, member_ids: Buffer.from([2, 0, 0, 0]), member_dirty: Buffer.alloc(4),
+    queue_depth: 128, chunk_size: 131072, dirty: 0, create: 1, rejoin: 0, extend: 0, member_cnt: 1, member_ids: Buffer.from([2, 0, 0, 0]), member_dirty: Buffer.alloc(4),
   });
   const j = decodeMessage(join);
   assert.ok(j.ok && j.msg.type === 'CMD');

@@ -92,7 +92,7 @@ for (const rf of [2, 3]) {
 
     let got: [number, Buffer | null] | null = null;
     returning.handleIo(
-      { offset: dirtyChunk * CHUNK, length: 4096, flags: 0, map_ver: 1, prio: 0, member_id: victim, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0 },
+      { offset: dirtyChunk * CHUNK, length: 4096, flags: 0, map_ver: 1, prio: 0, member_id: victim, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 },
       Buffer.alloc(0),
       false,
       (s, d) => (got = [s, d]),

@@ -46,8 +46,8 @@ function request(user_hdr: Buffer, kind: 'read' | 'write', data: Buffer, read_le
 }
 
 const valid = [
-  encodeIo(42, { offset: 0, length: 4096, flags: IoOp.WRITE, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0 }),
-  encodeIo(42, { offset: 4096, length: 4096, flags: IoOp.READ, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0 }),
+  encodeIo(42, { offset: 0, length: 4096, flags: IoOp.WRITE, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 }),
+  encodeIo(42, { offset: 4096, length: 4096, flags: IoOp.READ, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 }),
   encodeMapAdd(42, { first_chunk: 1, chunk_count: 2, map_ver: 3, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }),
   encodeCmd(42, { cmd_type: CmdType.MAP_CHECK, sync: 0, pool_name: 'p' }, {}),
   encodeCmd(42, { cmd_type: CmdType.USER, sync: 0, pool_name: 'p' }, { usr_len: 3 }, Buffer.from('abc')),
@@ -65,7 +65,7 @@ test('hostile user headers: always one answer, never a throw, the pool still ser
   const { clock, pool, node } = setup();
   const answers: number[] = [];
   // This session joins as a compute client (assemble), so well-formed IO reaches the pool too.
-  node.onRequest(request(encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 0, rejoin: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4) }), 'read', Buffer.alloc(0), 4096, answers));
+  node.onRequest(request(encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 0, rejoin: 0, extend: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4) }), 'read', Buffer.alloc(0), 4096, answers));
   clock.runUntil(5);
   assert.deepEqual(answers.splice(0), [0]);
   let sent = 0;

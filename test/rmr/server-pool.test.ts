@@ -3,7 +3,7 @@
 // dirtiness over a chunk range, and "lock, sync, resume" for dirty chunks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServerPool, type PeerMapCommand, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
+import { ServerPool, type PeerMapCommand, type PeerQuery, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
@@ -16,7 +16,7 @@ const CHUNK = 64 * 1024;
 const SIZE = 16 * CHUNK;
 
 function io(op: number, offset: number, length: number, extra: Partial<IoMsgValue> = {}): IoMsgValue {
-  return { offset, length, flags: op, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, ...extra };
+  return { offset, length, flags: op, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0, ...extra };
 }
 
 class FakePeer implements SyncSource {
@@ -35,6 +35,9 @@ class FakePeer implements SyncSource {
   }
   peerMapCheck(_member: number, cb: (status: number, empty: boolean) => void): void {
     this.disk.read(0, 0, () => cb(Errno.ENOTCONN, false));
+  }
+  peerQuery(_member: number, _q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void {
+    cb(Errno.ENOTCONN, null);
   }
   peerCommand(_receiver: number, _cmd: PeerMapCommand, cb: (status: number) => void): void {
     this.disk.read(0, 0, () => cb(Errno.ENOTCONN));
@@ -238,6 +241,18 @@ test('the sync rate follows its share of application traffic within min and max'
   assert.ok(Math.abs(limit - 1_000_000 / 3) < 20_000, `sync limited to a third of application throughput (25 % of the total), got ${limit}`);
   n.clock.runUntil(n.clock.now() + 300);
   assert.equal(bs.progress().rate_limit_bytes_per_s, 1e9, 'idle application: full speed');
+  // The operator changes the rate: a new ceiling for an idle application, a new share.
+  assert.equal(bs.setRate({ max_bytes_per_s: 5e6 }), null);
+  n.clock.runUntil(n.clock.now() + 100);
+  assert.equal(bs.progress().rate_limit_bytes_per_s, 5e6);
+  assert.equal(bs.setRate({ share: 0.5 }), null);
+  for (let i = 0; i < 3; i++) {
+    n.pool.stats.app_bytes += 100_000;
+    n.clock.runUntil(n.clock.now() + 100);
+  }
+  assert.ok(Math.abs(bs.progress().rate_limit_bytes_per_s - 1_000_000) < 20_000, 'half of the total: as much as the application');
+  assert.match(bs.setRate({ share: 1 }) ?? '', /share/);
+  assert.match(bs.setRate({ min_bytes_per_s: 1e7, max_bytes_per_s: 1e6 }) ?? '', /min_bytes_per_s/);
   bs.close();
 });
 

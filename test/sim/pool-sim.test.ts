@@ -3,27 +3,47 @@
 // the simulator stops seeing them). The bulk of fresh seeds is in pool-sim-seeds.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runSeed, type FaultKind } from '../../src/sim/pool-sim.js';
+import { runSeed, type FaultKind, type Mutation } from '../../src/sim/pool-sim.js';
 
 /**
  * Seeds that once found a bug (the commit that fixed each names it; docs/rmr-core.md lists
  * them). Histories change with the code, so these keep the shapes, not the exact traces.
  */
+/** The kinds the early seeds ran with (a seed's fault schedule depends on the kinds listed). */
+const FIRST_KINDS: FaultKind[] = ['link_cut', 'partition', 'disk_error'];
+const NET_KINDS: FaultKind[] = ['link_cut', 'partition', 'disk_error', 'crash', 'one_way', 'bandwidth', 'stop_reading'];
+const LIFECYCLE_KINDS: FaultKind[] = [...NET_KINDS, 'client_crash', 'maintenance', 'remove', 'extend', 'replace'];
 const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; duration_ms?: number }[] = [
-  { seed: 2 },
-  { seed: 10 },
-  { seed: 15 },
-  { seed: 45 },
-  { seed: 3050 },
-  { seed: 1011, swarm: true },
-  { seed: 5088 },
-  { seed: 5092 },
-  { seed: 5140 },
-  { seed: 7008, swarm: true },
+  { seed: 2, faults: FIRST_KINDS },
+  { seed: 10, faults: FIRST_KINDS },
+  { seed: 15, faults: FIRST_KINDS },
+  { seed: 45, faults: FIRST_KINDS },
+  { seed: 3050, faults: FIRST_KINDS },
+  { seed: 1011, swarm: true, faults: FIRST_KINDS },
+  { seed: 5088, faults: FIRST_KINDS },
+  { seed: 5092, faults: FIRST_KINDS },
+  { seed: 5140, faults: FIRST_KINDS },
+  { seed: 7008, swarm: true, faults: FIRST_KINDS },
   { seed: 8, faults: ['crash'] },
   { seed: 9, faults: ['crash'] },
   { seed: 17, faults: ['crash'] },
   { seed: 100, faults: ['link_cut', 'partition', 'disk_error', 'crash'], duration_ms: 1500 },
+  { seed: 4009, faults: ['link_cut', 'partition', 'disk_error', 'crash'] },
+  { seed: 4057, faults: ['link_cut', 'partition', 'disk_error', 'crash'] },
+  { seed: 4127, faults: ['link_cut', 'partition', 'disk_error', 'crash'] },
+  { seed: 14, faults: NET_KINDS },
+  { seed: 26, faults: NET_KINDS },
+  { seed: 49, faults: NET_KINDS },
+  // With compute-client crashes, maintenance and membership changes:
+  { seed: 8, faults: LIFECYCLE_KINDS },
+  { seed: 20, faults: LIFECYCLE_KINDS },
+  { seed: 27, faults: LIFECYCLE_KINDS },
+  { seed: 28, faults: LIFECYCLE_KINDS },
+  { seed: 72, faults: LIFECYCLE_KINDS },
+  { seed: 2000, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
+  { seed: 2026, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
+  { seed: 2098, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
+  { seed: 10084, faults: LIFECYCLE_KINDS },
 ];
 
 test('regression seeds stay fixed', async () => {
@@ -51,20 +71,23 @@ test('leaving a scheduled fault out changes only that fault', async () => {
 });
 
 /** Runs seeds from 1 until the mutation is caught; the number of seeds it took, or null. */
-async function seedsToCatch(mutation: 'skip_map_add' | 'no_piggyback', limit: number): Promise<{ seeds: number; violation: string } | null> {
+async function seedsToCatch(mutation: Mutation, limit: number): Promise<{ seeds: number; violation: string } | null> {
   for (let seed = 1; seed <= limit; seed++) {
-    const r = await runSeed({ seed, mutation });
+    const r = await runSeed({ seed, mutation, duration_ms: 1500 });
     if (r.violation !== null) return { seeds: seed, violation: r.violation };
   }
   return null;
 }
 
-test('mutation checks: the oracle catches a client that skips piggyback or MAP_ADD within 30 seeds', async () => {
-  // When this was written: no piggyback was caught by the 2nd seed, a skipped MAP_ADD by the 12th.
+test('mutation checks: the oracle catches a client that skips piggyback or MAP_ADD, and a node whose intent record never reaches its disk, within 30 seeds', async () => {
+  // When this was written (all fault kinds, 1.5 s): each was caught by the 2nd or 3rd seed.
   const piggy = await seedsToCatch('no_piggyback', 30);
   assert.ok(piggy !== null, 'dropping the piggyback must be caught');
-  assert.match(piggy.violation, /read validity|convergence/);
+  assert.match(piggy.violation, /read validity|convergence|stability/);
   const mapAdd = await seedsToCatch('skip_map_add', 30);
   assert.ok(mapAdd !== null, 'skipping MAP_ADD must be caught');
-  assert.match(mapAdd.violation, /convergence|read validity/);
+  assert.match(mapAdd.violation, /convergence|read validity|stability/);
+  const intent = await seedsToCatch('drop_intent', 30);
+  assert.ok(intent !== null, 'dropping the intent record must be caught');
+  assert.match(intent.violation, /convergence|read validity|stability/);
 });

@@ -4,7 +4,7 @@
 // The channels take any Clock: test/util/brmr-cluster.ts runs them on the real one.
 import assert from 'node:assert/strict';
 import { ClientPool, type LegChannel } from '../../src/rmr/client-pool.js';
-import { ServerPool, type PeerMapCommand, type SyncSource } from '../../src/rmr/server-pool.js';
+import { ServerPool, type PeerMapCommand, type PeerQuery, type SyncSource } from '../../src/rmr/server-pool.js';
 import { applyPeerMapCommand, executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/msg.js';
@@ -64,7 +64,7 @@ export class PeerSource implements SyncSource {
     const attempt = (i: number): void => {
       const p = list[i];
       if (p === undefined) return void this.clock.setTimer(0, () => cb(Errno.EIO, null));
-      const msg: IoMsgValue = { offset, length, flags: IoOp.READ, map_ver: 0, prio: 0, member_id: p.member_id, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 1 };
+      const msg: IoMsgValue = { offset, length, flags: IoOp.READ, map_ver: 0, prio: 0, member_id: p.member_id, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 1, seq: 0, settled: 0 };
       p.handleIo(msg, Buffer.alloc(0), true, (s, d) => (s === 0 ? cb(0, d) : attempt(i + 1)));
     };
     attempt(0);
@@ -78,6 +78,11 @@ export class PeerSource implements SyncSource {
     const r = this.peers().find((p) => p.member_id === receiver_member_id);
     if (r === undefined || !this.reachable(r)) return void this.clock.setTimer(0, () => cb(Errno.ENOTCONN));
     this.clock.setTimer(0.05, () => cb(applyPeerMapCommand(r, cmd)));
+  }
+  peerQuery(member_id: number, q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void {
+    const r = this.peers().find((p) => p.member_id === member_id);
+    if (r === undefined || !this.reachable(r)) return void this.clock.setTimer(0, () => cb(Errno.ENOTCONN, null));
+    this.clock.setTimer(0.05, () => executeLegCommand(r, q, true, (s, _v, _r, d) => this.clock.setTimer(0.05, () => cb(s, s === 0 ? (d ?? null) : null))));
   }
   mapClear(first: number, count: number, member_id: number): void {
     for (const p of this.peers()) {

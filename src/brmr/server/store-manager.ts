@@ -169,13 +169,11 @@ export class StoreManager {
     const bail = (status: number, why: string): void => store.close(why, () => done(status, null, why));
     b.writeZeroes(header.meta_offset, header.meta_size, (s0) => {
       if (s0 !== 0) return bail(s0, `cannot clear the metadata region (${errnoName(s0)})`);
-      const err = sp.register(store.registered(), 'create', header.mapped_size);
+      // replace: an empty disk; RMR holds every chunk dirty for this member and keeps a
+      // persisted discard flag until every peer holds it fully dirty too (§9.8).
+      const err = sp.register(store.registered(), mode, header.mapped_size);
       if (err !== null) return bail(Errno.EINVAL, `RMR refused the store: ${err}`);
-      if (mode === 'replace') {
-        // An empty disk: every chunk must come from the peers.
-        sp.ownMap()?.setAll();
-        this.emit({ kind: 'store_need_full_resync', pool: header.pool_name, member_id: header.member_id });
-      }
+      if (mode === 'replace') this.emit({ kind: 'store_need_full_resync', pool: header.pool_name, member_id: header.member_id });
       store.writeHeader(header, (s1) => {
         if (s1 !== 0) {
           sp.unregister('store header write failed');
@@ -255,10 +253,12 @@ export class StoreManager {
   /**
    * add_store mode=replace: an empty disk (no BRMR header) becomes the store of this node's
    * member: a fresh header with the pool UUID, a new store UUID, MAPPED (it replaces a member
-   * of a mapped device) and NEED_SYNC; RMR gets it in create mode with every chunk dirty for
-   * this member. The client then deletes the old member's leg and adds this node in create
-   * mode (del_sess mode=delete, add_sess mode=create), so the peers hold it fully dirty too
-   * and it copies everything from them.
+   * of a mapped device) and NEED_SYNC; RMR gets it in replace mode: every chunk dirty for
+   * this member and a persisted discard flag. The compute client's leg (failed by the
+   * store's absence) comes back through its store check; seeing the flag in the node's
+   * pool_md, the client has every peer mark the member fully dirty (SEND_DISCARD) before the
+   * member gets its maps, and clears the flags after; the member then copies everything from
+   * its peers while IO continues (client-recovery.ts).
    */
   private replace(sp: ServerPool, a: AddStoreArgs, done: StoreCallback): void {
     if (a.pool_uuid === undefined || a.pool_uuid.length !== 16 || a.pool_uuid.every((x) => x === 0)) return done(Errno.EINVAL, null, 'replace needs the pool UUID');

@@ -1,0 +1,323 @@
+// The operator's actions on a compute client's pool (reference §9.5-§9.7, §9.10): add_sess
+// (create / assemble), extend (a new member on a live pool), enable, del_sess (delete /
+// disassemble), maintenance mode. Each holds the pool's lock; the ones that change which
+// legs take writes freeze IO while they do (a freeze drains the IO in flight first).
+//
+// POOL_INFO (a member added or removed) goes to every other leg; a FAILED leg gets it queued
+// and replayed before its next map (client-recovery.ts), so a node that was away does not
+// keep a removed member or miss a new one.
+
+import { Errno } from '../util/errno.js';
+import type { ClientPool, Leg, LegChannel, OpCallback } from './client-pool.js';
+import type { LegCommand } from './leg-commands.js';
+import { MAX_MEMBERS } from './msg.js';
+
+export interface DelSessOptions {
+  /** Delete even if the member holds the only clean copy of some chunks (they are lost). */
+  force?: boolean;
+}
+
+type LegCallback = (status: number, leg: Leg | null, reason: string | null) => void;
+
+export class ClientLifecycle {
+  private readonly p: ClientPool;
+
+  constructor(pool: ClientPool) {
+    this.p = pool;
+  }
+
+  /** Runs `fn` under the pool's lock; `fn` calls `release` exactly once. */
+  private locked(busy: () => void, fn: (release: () => void) => void): void {
+    const p = this.p;
+    let released = false;
+    const release = (): void => {
+      if (released) throw new Error('invariant: pool lock released twice');
+      released = true;
+      p.unlock();
+    };
+    if (!p.lock(() => fn(release))) busy();
+  }
+
+  // ------------------------------------------------------------------ add_sess
+
+  addSess(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, cb: LegCallback): void {
+    const p = this.p;
+    if (p.sync !== (mode === null)) return cb(Errno.EINVAL, null, p.sync ? 'sync pools take no mode' : 'a mode (create or assemble) is required');
+    this.locked(
+      () => cb(Errno.EBUSY, null, 'too many operations waiting for the pool'),
+      (release) =>
+        this.join(name, channel, mode, queue_depth, false, (status, leg, reason) => {
+          release();
+          // An assembled member may complete the set (Cases 3/4) or find a NORMAL leg.
+          if (status === 0 && mode === 'assemble') p.tryEnable(() => undefined);
+          cb(status, leg, reason);
+        }),
+    );
+  }
+
+  extend(name: string, channel: LegChannel, queue_depth: number, cb: LegCallback): void {
+    const p = this.p;
+    if (p.sync) return cb(Errno.EINVAL, null, 'sync pools are not extended');
+    this.locked(
+      () => cb(Errno.EBUSY, null, 'too many operations waiting for the pool'),
+      (release) => {
+        if (p.normalLegs().length === 0) {
+          release();
+          return cb(Errno.ENODEV, null, 'extend needs a NORMAL leg to copy the maps and data from');
+        }
+        this.join(name, channel, 'create', queue_depth, true, (status, leg, reason) => {
+          if (status !== 0 || leg === null) {
+            release();
+            return cb(status, null, reason);
+          }
+          // It serves once it has the maps (Case 1); every chunk is dirty for it until synced.
+          p.recovery.enableLocked((s2) => {
+            release();
+            cb(0, leg, s2 === 0 ? null : `joined, the map spread will be retried (${s2})`);
+          });
+        });
+      },
+    );
+  }
+
+  /**
+   * The join of a leg and what the others must learn. `extend`: a new member on a live pool:
+   * fully dirty, straight to RECONNECTING (the reference reuses CREATED and lets MAP_READY in
+   * there, §9.7).
+   */
+  private join(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, extend: boolean, cb: LegCallback): void {
+    const p = this.p;
+    const others = [...p.legs()].filter((l) => l.state !== 'REMOVING');
+    if (others.length >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${p.pool} already has ${MAX_MEMBERS} legs`);
+    const create = mode === 'create';
+    const dirty = extend || (create && others.length > 0);
+    const members = others.map((l) => ({ id: l.member_id, dirty: !(p.maps.get(l.member_id)?.isEmpty() ?? true) }));
+    channel.command({ kind: 'join', create, dirty, extend, queue_depth, members }, (status, member_id, reason) => {
+      if (status !== 0) return cb(status, null, reason);
+      if (p.leg(member_id) !== undefined) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
+      if (!p.members.has(member_id) && p.members.size >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${p.pool} already has ${MAX_MEMBERS} members`);
+      if (queue_depth > p.queue_depth) p.queue_depth = queue_depth;
+      const leg = p.addLeg(name, member_id, channel);
+      if (dirty) p.mapOf(member_id).setAll(p.now());
+      if (p.sync) {
+        p.setLegState(leg, 'NORMAL', 'sync leg joined');
+        return cb(0, leg, null);
+      }
+      const attach = (): void => {
+        // The other members learn of it (and, for a new member, that it starts dirty).
+        this.poolInfoAll({ kind: 'pool_info', member_id, op: 'add', mode: create ? 'create' : 'assemble', dirty }, leg, () => {
+          if (!create || extend) p.setLegState(leg, 'RECONNECTING', extend ? 'extend' : 'assembled');
+          cb(0, leg, null);
+        });
+      };
+      if (create && !extend) return attach();
+      // Assemble (and extend): the node's pool_md tells the members the pool has (§8.7).
+      p.recovery.readMd(leg, (s2, md) => {
+        if (s2 !== 0 || md === null) {
+          p.removeLeg(member_id, false);
+          return cb(s2 !== 0 ? s2 : Errno.EBADMSG, null, `pool metadata of member ${member_id} unreadable (${s2})`);
+        }
+        if (!extend) {
+          for (const slot of md.srv_md) {
+            if (slot.member_id === 0 || p.members.has(slot.member_id)) continue;
+            if (p.members.size >= MAX_MEMBERS) break;
+            p.members.add(slot.member_id);
+            // A member listed but not attached yet: writes piggyback it until it is back.
+            p.mapOf(slot.member_id);
+          }
+        }
+        attach();
+      });
+    });
+  }
+
+  /**
+   * POOL_INFO to every leg but `except`: FAILED legs get it queued for their return; a leg
+   * that fails it is failed (and gets it queued). `cb` once every live leg answered, with
+   * how many members took it (persisted) and how many legs there were.
+   */
+  private poolInfoAll(cmd: LegCommand, except: Leg | null, cb: (took: number, legs: number) => void): void {
+    const p = this.p;
+    const rest = [...p.legs()].filter((l) => l !== except && l.state !== 'REMOVING');
+    let pending = rest.length;
+    let took = 0;
+    if (pending === 0) return cb(0, 0);
+    for (const o of rest) {
+      if (o.state === 'FAILED') {
+        p.queuePoolInfo(o, cmd);
+        if (--pending === 0) cb(took, rest.length);
+        continue;
+      }
+      o.channel.command(cmd, (status) => {
+        if (status === 0) took++;
+        else {
+          p.failLeg(o, `${cmd.kind} failed (${status})`);
+          p.queuePoolInfo(o, cmd);
+        }
+        if (--pending === 0) cb(took, rest.length);
+      });
+    }
+  }
+
+  /** The user's enable of a created leg (ENABLE_POOL(1), then NORMAL); or maintenance off. */
+  enableLeg(leg: Leg, cb: OpCallback): void {
+    const p = this.p;
+    if (leg.maintenance) return this.maintenance(leg.member_id, false, cb);
+    this.locked(
+      () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
+      (release) =>
+        leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
+          if (status !== 0) {
+            release();
+            return cb(status, reason);
+          }
+          const err = p.setLegState(leg, 'NORMAL', 'enabled');
+          release();
+          cb(err === null ? 0 : Errno.EINVAL, err);
+        }),
+    );
+  }
+
+  // ------------------------------------------------------------------ del_sess (§9.6)
+
+  delSess(member_id: number, mode: 'delete' | 'disassemble', cb: OpCallback, opts: DelSessOptions): void {
+    const p = this.p;
+    this.locked(
+      () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
+      (release) => {
+        const done = (status: number, reason: string | null): void => {
+          release();
+          cb(status, reason);
+        };
+        const leg = p.leg(member_id);
+        if (leg === undefined) {
+          // Already detached: a delete still forgets the member (idempotent).
+          if (mode === 'delete' && p.members.has(member_id)) {
+            p.members.delete(member_id);
+            p.maps.delete(member_id);
+            return this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode: 'delete', dirty: false }, null, (took, legs) =>
+              done(took > 0 || legs === 0 ? 0 : Errno.EIO, took > 0 || legs === 0 ? null : 'no member recorded the removal: re-run del_sess'),
+            );
+          }
+          return done(0, null);
+        }
+        p.freeze(() => {
+          // Checked with IO drained, right before the leg goes: legs may have failed while
+          // the freeze waited, leaving this one the only holder (found by the simulator, seed
+          // 10084: the check passed when del_sess was called, the other legs failed during the
+          // drain, and the writes only the deleted member held were lost).
+          if (mode === 'delete' && opts.force !== true && leg.state !== 'REMOVING') {
+            const only = this.onlyCleanCopies(member_id);
+            const last = leg.state === 'NORMAL' && p.normalLegs().length === 1 && [...p.legs()].some((l) => l !== leg && l.state !== 'REMOVING');
+            if (only > 0 || last) {
+              p.unfreeze();
+              return done(Errno.EBUSY, last ? `member ${member_id} is the only NORMAL member: the others need its maps (or force)` : `member ${member_id} holds the only clean copy of ${only} chunks: wait until the others have synced them (or force)`);
+            }
+          }
+          // Out of IO service first; a re-run (after a failure below) skips what is done.
+          p.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
+          const leave = (next: () => void): void => {
+            if (leg.left) return next();
+            // The node may be gone already: leaving it is best effort, the others must know.
+            leg.channel.command({ kind: 'leave', member_id, delete: mode === 'delete' }, (status) => {
+              if (status === 0) leg.left = true;
+              next();
+            });
+          };
+          leave(() => {
+            if (mode === 'delete') {
+              p.members.delete(member_id);
+              p.maps.delete(member_id);
+            }
+            this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, (took, legs) => {
+              // A removal no remaining member recorded would come back with the next client
+              // (it learns the members from their pool_md): the leg stays REMOVING and a
+              // re-run finishes the job.
+              if (mode === 'delete' && took === 0 && legs > 0) {
+                p.unfreeze();
+                return done(Errno.EIO, 'no member recorded the removal: re-run del_sess');
+              }
+              p.legs_by_id.delete(member_id);
+              // The last leg gone: the maps are rebuilt from pool_md at the next assemble.
+              if (p.legs_by_id.size === 0 && mode === 'disassemble') p.maps.clear();
+              p.unfreeze();
+              done(0, null);
+            });
+          });
+        });
+      },
+    );
+  }
+
+  /**
+   * Chunks no other member holds clean (by the client's maps, which only over-approximate
+   * dirtiness): deleting `member_id` would lose them.
+   */
+  private onlyCleanCopies(member_id: number): number {
+    const p = this.p;
+    const mine = p.mapOf(member_id);
+    const others = [...p.members].filter((id) => id !== member_id).map((id) => p.mapOf(id));
+    const first_other = others[0];
+    if (first_other === undefined) return 0;
+    // Candidates are dirty for every other member, so for the first one: walk its runs.
+    let n = 0;
+    for (const [first, count] of first_other.runs()) {
+      for (let c = first; c < first + count; c++) if (!mine.isDirty(c) && others.every((m) => m.isDirty(c))) n++;
+    }
+    return n;
+  }
+
+  // ------------------------------------------------------------------ maintenance (§9.5)
+
+  maintenance(member_id: number, on: boolean, cb: OpCallback): void {
+    const p = this.p;
+    if (p.sync) return cb(Errno.EINVAL, 'sync pools have no maintenance mode');
+    this.locked(
+      () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
+      (release) => {
+        const done = (status: number, reason: string | null): void => {
+          release();
+          cb(status, reason);
+        };
+        const leg = p.leg(member_id);
+        if (leg === undefined) return done(Errno.ENOENT, `pool ${p.pool} has no leg for member ${member_id}`);
+        if (leg.state === 'CREATED' || leg.state === 'REMOVING') return done(Errno.EINVAL, `a ${leg.state.toLowerCase()} leg has no maintenance mode`);
+        if (on) return leg.maintenance ? done(0, null) : this.enterMaintenance(leg, done);
+        if (!leg.maintenance) return done(0, null);
+        // The node clears its flag and stays out of IO service until it has a map.
+        leg.channel.command({ kind: 'maintenance', on: false }, (status, _v, reason) => {
+          if (status !== 0 && leg.state !== 'FAILED') return done(status, reason ?? `leaving maintenance failed (${status})`);
+          leg.maintenance = false;
+          // FAILED: recovery goes on when it reconnects; otherwise Case 1, 2 or 3/4 now.
+          if (leg.state === 'FAILED') return done(0, null);
+          p.recovery.enableLocked((s2) => done(0, s2 === 0 ? null : `maintenance off; recovery will retry (${s2})`));
+        });
+      },
+    );
+  }
+
+  /**
+   * With IO drained, the node leaves IO service first (ENABLE_POOL(0)), then the leg stops
+   * taking writes: in the other order a peer could sync a chunk from the node that it had
+   * just missed.
+   */
+  private enterMaintenance(leg: Leg, done: OpCallback): void {
+    const p = this.p;
+    p.freeze(() => {
+      leg.channel.command({ kind: 'maintenance', on: true }, (status, _v, reason) => {
+        leg.maintenance = true;
+        p.map_ver++;
+        if (status !== 0) {
+          // Unreachable or refused: out of service anyway, as a failed leg in maintenance.
+          p.failLeg(leg, `maintenance on failed (${status})`);
+          p.unfreeze();
+          return done(0, reason);
+        }
+        if (leg.state === 'NORMAL') p.setLegState(leg, 'RECONNECTING', 'maintenance');
+        p.unfreeze();
+        done(0, null);
+      });
+    });
+  }
+}
+

@@ -1,0 +1,475 @@
+// Pool recovery on the compute client (reference §8.2-§8.5, §9.1-§9.4): rejoin, try_enable
+// with all four cases, the map spread, and the recovery tick.
+//
+//   Case 1   a leg is NORMAL: it spreads its maps to the RECONNECTING legs (IO frozen only
+//            for the spread), which then serve IO.
+//   Case 2   no leg is NORMAL, the last authoritative leg is back: it is enabled directly
+//            (its maps are complete), then Case 1 from it.
+//   Case 3/4 no leg is NORMAL and every member of the pool is attached and RECONNECTING: a
+//            compute-client crash (or a disassembled pool assembled again). The maps with the
+//            highest version are the base; each member's own dirtiness and crash chunks are
+//            marked on it; then each member in turn turns its intent record into dirty
+//            entries (INTENT_TO_MAP) and spreads the result to all others, so each chunk a
+//            crashed client may have left different gets one source and is dirty for the
+//            others. Every spread is MAP_DONE(enable=0); the members are enabled together at
+//            the end. Correct for any number of members (the reference's last-IO update
+//            enables in each round and loses entries with three or more, §12.4).
+//
+// Before any spread to a receiver: the POOL_INFO it missed while FAILED is replayed; a
+// replaced store is marked fully dirty on every NORMAL member first (SEND_DISCARD) and the
+// flag is cleared on all of them only after the receiver has its maps (DISCARD_CLEAR_FLAG,
+// §9.8); what the receiver knows of its own dirtiness (its own map and the intent chunks of
+// its crash) is marked on the source and every NORMAL leg, where another member is clean for
+// it (MAP_MARK, conditional).
+
+import { Errno } from '../util/errno.js';
+import type { ClientPool, Leg } from './client-pool.js';
+import { decodeRanges } from './leg-commands.js';
+import { MAX_INTENT_RANGES, IoOp } from './msg.js';
+import { decodePoolMd, encodePoolMd, type PoolMd } from './pool-md.js';
+
+type Done = (status: number) => void;
+
+export class ClientRecovery {
+  private readonly p: ClientPool;
+  /** Settled mark last sent to each member (the tick's beacon sends only news). */
+  private readonly beacon_sent = new Map<number, number>();
+
+  constructor(pool: ClientPool) {
+    this.p = pool;
+  }
+
+  // ------------------------------------------------------------------ rejoin
+
+  rejoinLeg(leg: Leg, cb: Done): void {
+    const p = this.p;
+    leg.channel.command({ kind: 'rejoin' }, (status) => {
+      if (status !== 0) return cb(status);
+      // A sync leg needs no map: it serves peer reads again at once (§7.1).
+      if (p.sync) return cb(p.setLegState(leg, 'NORMAL', 'sync leg rejoined') === null ? 0 : Errno.EINVAL);
+      // Its pool_md says whether its store was replaced meanwhile (§9.8).
+      this.readMd(leg, (s2) => {
+        if (s2 !== 0) return cb(s2);
+        if (leg.state !== 'FAILED' && leg.state !== 'CREATED') return cb(0);
+        if (p.setLegState(leg, 'RECONNECTING', 'rejoined') !== null) return cb(Errno.EINVAL);
+        p.tryEnable(() => undefined);
+        cb(0);
+      });
+    });
+  }
+
+  /**
+   * MD_SEND(read_full_md): the node's pool_md. Learns the pool's identity, the members it
+   * lists (on assemble), and whether this node's store was replaced.
+   */
+  readMd(leg: Leg, cb: (status: number, md: PoolMd | null) => void): void {
+    const p = this.p;
+    leg.channel.command({ kind: 'md_read' }, (status, _v, _r, data) => {
+      if (status !== 0) return cb(status, null);
+      const md = decodePoolMd(data ?? Buffer.alloc(0));
+      if (typeof md === 'string') return cb(Errno.EBADMSG, null);
+      if (md.header.pool_name !== p.pool || md.header.chunk_size !== p.chunk_size) return cb(Errno.EINVAL, null);
+      if (p.pool_uuid.every((x) => x === 0)) p.pool_uuid = Buffer.from(md.header.pool_uuid);
+      if (md.header.queue_depth > p.queue_depth) p.queue_depth = md.header.queue_depth;
+      leg.replaced = md.srv_md.some((s) => s.member_id === leg.member_id && s.discard_entries);
+      cb(0, md);
+    });
+  }
+
+  // ------------------------------------------------------------------ try_enable
+
+  tryEnable(cb: Done): void {
+    const p = this.p;
+    if (p.sync) return cb(0);
+    if (!p.tryLock()) return cb(Errno.EBUSY);
+    this.enableLocked((st) => {
+      p.unlock();
+      cb(st);
+    });
+  }
+
+  /** try_enable with the pool's lock held (operator actions call it too). */
+  enableLocked(cb: Done): void {
+    const p = this.p;
+    if (p.normalLegs().length === 0) return this.decide(cb);
+    // Case 1 (and the uncertain chunks) need IO drained, and draining may take long: a leg
+    // can fail meanwhile, so the case is decided once IO is frozen. Found by the simulator
+    // (seed 49: a spread chose its source, waited for a stalled write, and by then the
+    // source had failed and missed writes; the receiver got its stale maps).
+    p.freeze(() =>
+      this.decide((status) => {
+        p.unfreeze();
+        cb(status);
+      }),
+    );
+  }
+
+  private decide(cb: Done): void {
+    const p = this.p;
+    const legs = [...p.legs()];
+    const receivers = legs.filter((l) => l.state === 'RECONNECTING' && !l.maintenance);
+    const source = legs.find((l) => l.state === 'NORMAL');
+    if (receivers.length === 0) {
+      if (source === undefined || p.uncertain.isEmpty()) return cb(0);
+      // Nothing to spread, but writes failed everywhere: give those chunks a source now.
+      return this.reconcileUncertain(cb);
+    }
+    const auth = legs.find((l) => l.was_last_authoritative);
+    if (source !== undefined && auth !== undefined) throw new Error(`invariant: authoritative leg ${auth.member_id} beside NORMAL leg ${source.member_id}`);
+    if (source === undefined) {
+      if (auth !== undefined && auth.state === 'RECONNECTING' && !auth.maintenance && !auth.replaced) {
+        // Case 2: its map is complete; it serves again without a spread.
+        return this.replayPoolInfo(auth, (s0) => {
+          if (s0 !== 0) return cb(s0);
+          auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
+            if (status !== 0) {
+              p.failLeg(auth, `enable of the last authoritative leg failed (${status})`);
+              return cb(status);
+            }
+            if (p.setLegState(auth, 'NORMAL', 'last authoritative leg enabled') !== null) return cb(Errno.EINVAL);
+            // Case 1 from it; nothing ran meanwhile (no NORMAL leg, so no IO).
+            p.freeze(() =>
+              this.decide((status) => {
+                p.unfreeze();
+                cb(status);
+              }),
+            );
+          });
+        });
+      }
+      // Cases 3/4: every member back, none NORMAL, none known authoritative (a replaced store
+      // is no authority: what only its old disk held is gone).
+      const all_back = p.members.size > 0 && [...p.members].every((id) => receivers.some((l) => l.member_id === id));
+      if (all_back && (auth === undefined || auth.replaced)) return this.reassemble(receivers, cb);
+      return cb(Errno.EAGAIN);
+    }
+    // Case 1, with IO frozen (the caller's).
+    if (!p.isFrozen) throw new Error('invariant: Case 1 spread without an IO freeze');
+    this.reconcileUncertain((s0) => {
+      if (s0 !== 0) return cb(s0);
+      this.spread(source, receivers, true, cb);
+    });
+  }
+
+  /**
+   * With IO frozen (so the set is stable): every NORMAL leg turns the uncertain chunks into
+   * dirty entries with one source per chunk (INTENT_TO_MAP), so the spread that follows
+   * carries them and the members converge on one value. Found by the simulator (seeds 1011,
+   * 5088, 5092, 5140: both legs of a pair failed around a write that landed on one of them;
+   * the spread from the last authoritative leg left the other different).
+   */
+  private reconcileUncertain(cb: Done): void {
+    const p = this.p;
+    if (p.uncertain.isEmpty()) return cb(0);
+    const ranges = p.uncertain.runs();
+    const targets = p.normalLegs();
+    if (targets.length === 0) return cb(Errno.ENODEV);
+    const batches: [number, number][][] = [];
+    for (let i = 0; i < ranges.length; i += MAX_INTENT_RANGES) batches.push(ranges.slice(i, i + MAX_INTENT_RANGES));
+    let pending = targets.length * batches.length;
+    let err = 0;
+    for (const leg of targets) {
+      for (const batch of batches) {
+        leg.channel.command({ kind: 'intent_to_map', with_intent: false, ranges: batch }, (status) => {
+          if (status !== 0) {
+            err = status;
+            p.failLeg(leg, `intent_to_map failed (${status})`);
+          }
+          if (--pending > 0) return;
+          if (err === 0) p.uncertainReconciled();
+          cb(err);
+        });
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ Cases 3/4
+
+  /**
+   * The client-crash reconciliation over `legs` (every member, all RECONNECTING, with the
+   * lock held). See the file comment.
+   */
+  private reassemble(legs: Leg[], cb: Done): void {
+    const p = this.p;
+    const ordered = [...legs].sort((a, b) => a.member_id - b.member_id);
+    p.freeze(() => {
+      const done = (status: number): void => {
+        p.unfreeze();
+        cb(status);
+      };
+      const failAll = (status: number, what: string): void => {
+        for (const l of ordered) l.channel.command({ kind: 'map_disable' }, () => undefined);
+        void what;
+        done(status);
+      };
+      this.collect(ordered, (status, versions) => {
+        if (status !== 0 || versions === null) return failAll(status, 'map versions');
+        // The newest maps are the base (first on ties); never a replaced store's.
+        const candidates = ordered.filter((l) => !l.replaced);
+        let s = candidates[0];
+        if (s === undefined) return failAll(Errno.ENODEV, 'every member replaced');
+        for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s.member_id) ?? 0)) s = l;
+        const source = s;
+        p.map_ver = Math.max(p.map_ver, ...versions.values());
+        // Replaced members are fully dirty in the base before anything else (§9.8).
+        this.each(ordered.filter((l) => l.replaced), (l, next) => this.command(source, { kind: 'send_discard', member_id: l.member_id }, next), (s1) => {
+          if (s1 !== 0) return failAll(s1, 'send_discard');
+          // What each member knows of its own dirtiness goes into the base.
+          this.each(ordered, (l, next) => this.markOwn(l, [source], next), (s2) => {
+            if (s2 !== 0) return failAll(s2, 'own dirtiness');
+            // Each member in turn: its intent record into the maps, then everyone gets them.
+            const rounds = [source, ...ordered.filter((l) => l !== source)];
+            this.each(
+              rounds,
+              (l, next) =>
+                this.command(l, { kind: 'intent_to_map', with_intent: true, ranges: [] }, (s3) => {
+                  if (s3 !== 0) return next(s3);
+                  this.spread(l, ordered.filter((x) => x !== l), false, next);
+                }),
+              (s4) => {
+                if (s4 !== 0) return failAll(s4, 'spread');
+                this.enableAll(ordered, source, done);
+              },
+            );
+          });
+        });
+      });
+    });
+  }
+
+  /** MAP_GET_VER of every leg. */
+  private collect(legs: Leg[], cb: (status: number, versions: Map<number, number> | null) => void): void {
+    const versions = new Map<number, number>();
+    this.each(
+      legs,
+      (l, next) =>
+        l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
+          if (status !== 0) {
+            this.p.failLeg(l, `map_get_ver failed (${status})`);
+            return next(status);
+          }
+          versions.set(l.member_id, value);
+          next(0);
+        }),
+      (status) => cb(status, status === 0 ? versions : null),
+    );
+  }
+
+  /** The last step of Cases 3/4: every member serves again, and the client loads the maps. */
+  private enableAll(legs: Leg[], source: Leg, cb: Done): void {
+    const p = this.p;
+    this.each(
+      legs,
+      (l, next) =>
+        l.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
+          if (status !== 0) p.failLeg(l, `enable after reconciliation failed (${status})`);
+          next(0);
+        }),
+      () => {
+        const enabled = legs.filter((l) => l.state === 'RECONNECTING');
+        p.loadMapsFrom(source, (s) => {
+          // The maps are on every member; the client's copy only guides piggyback and MAP_CHECK.
+          if (s !== 0) for (const l of legs) p.mapOf(l.member_id).setAll(p.now());
+          for (const l of enabled) p.setLegState(l, 'NORMAL', 'client-crash reconciliation');
+          cb(enabled.length === legs.length ? 0 : Errno.EIO);
+        });
+      },
+    );
+  }
+
+  // ------------------------------------------------------------------ the spread (§8.2)
+
+  /**
+   * Map spread from `source` to each receiver in turn: MAP_READY, MAP_SEND, MAP_DONE(enable).
+   * With `enable` the receivers go NORMAL; a failure puts the ones not yet promoted back out
+   * of service (MAP_DISABLE).
+   */
+  spread(source: Leg, receivers: Leg[], enable: boolean, cb: Done): void {
+    const p = this.p;
+    let i = 0;
+    const fail = (status: number): void => {
+      // Receivers promoted earlier in this spread are NORMAL now and keep serving (the
+      // reference skips NORMAL legs too); only the rest are put back out of service.
+      // Found by the simulator (seed 3050: an earlier receiver was disabled behind the
+      // client's back and stayed NO_IO while its leg looked NORMAL).
+      for (const other of receivers.slice(i)) other.channel.command({ kind: 'map_disable' }, () => undefined);
+      cb(status);
+    };
+    const next = (): void => {
+      const r = receivers[i];
+      if (r === undefined) return cb(0);
+      this.prepare(source, r, (s0) => {
+        if (s0 !== 0) return fail(s0);
+        r.channel.command({ kind: 'map_ready' }, (s1) => {
+          if (s1 !== 0) return fail(s1);
+          source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: p.map_ver }, (s2) => {
+            // A source that is no map source (its store went, it restarted) is failed, so the
+            // next try picks another (found by the simulator, seed 2026: a replaced node's leg
+            // stayed NORMAL and every spread from it failed).
+            if (s2 === Errno.ENODEV) p.failLeg(source, 'the map source cannot send maps');
+            if (s2 !== 0) return fail(s2);
+            r.channel.command({ kind: 'map_done', enable }, (s3) => {
+              if (s3 !== 0) return fail(s3);
+              this.finishReplace(r, (s4) => {
+                if (s4 !== 0) return fail(s4);
+                // The client keeps its own map of the member: it is cleaned only through
+                // MAP_CHECK with the timestamp guard (§8.5), once the member reports itself clean.
+                if (enable && p.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);
+                i++;
+                next();
+              });
+            });
+          });
+        });
+      });
+    };
+    next();
+  }
+
+  /** What must reach the nodes before `r` gets maps from `source`. */
+  private prepare(source: Leg, r: Leg, cb: Done): void {
+    const p = this.p;
+    const targets = [...new Set([source, ...p.normalLegs()])].filter((l) => l !== r);
+    this.replayPoolInfo(r, (s0) => {
+      if (s0 !== 0) return cb(s0);
+      const discard = (next: Done): void => {
+        if (!r.replaced) return next(0);
+        p.mapOf(r.member_id).setAll(p.now());
+        this.each(targets, (l, n) => this.command(l, { kind: 'send_discard', member_id: r.member_id }, n), next);
+      };
+      discard((s1) => {
+        if (s1 !== 0) return cb(s1);
+        this.markOwn(r, targets, cb);
+      });
+    });
+  }
+
+  /**
+   * A receiver's own knowledge of what it lacks (its own map and the intent chunks of its
+   * crash) is marked on `targets` where another member is clean for it. Without this only the
+   * receiver knew, and a later source choice trusted the others' maps (simulator seed 14:
+   * three members each dirty for a chunk, nobody able to sync it).
+   */
+  private markOwn(r: Leg, targets: Leg[], cb: Done): void {
+    const p = this.p;
+    const step = (from: number, rounds: number): void => {
+      if (rounds > p.no_of_chunks / MAX_INTENT_RANGES + 2) return cb(Errno.ELOOP);
+      r.channel.command({ kind: 'own_dirty', from_chunk: from }, (s0, next, _r, data) => {
+        if (s0 !== 0) return cb(s0);
+        const ranges = decodeRanges(data ?? Buffer.alloc(0));
+        if (ranges === null) return cb(Errno.EBADMSG);
+        const map = p.mapOf(r.member_id);
+        for (const [first, count] of ranges) if (first + count <= p.no_of_chunks) map.setDirty(first, count, p.now());
+        const go = (): void => (next > from && next < p.no_of_chunks ? step(next, rounds + 1) : cb(0));
+        if (ranges.length === 0) return go();
+        this.each(
+          targets.filter((l) => l !== r),
+          (l, n) => this.command(l, { kind: 'map_mark', member_id: r.member_id, conditional: true, ranges }, n),
+          (s1) => (s1 !== 0 ? cb(s1) : go()),
+        );
+      });
+    };
+    step(0, 0);
+  }
+
+  /** After a replaced member has its maps: every leg clears the discard flag, the member last. */
+  private finishReplace(r: Leg, cb: Done): void {
+    const p = this.p;
+    if (!r.replaced) return cb(0);
+    const others = [...p.legs()].filter((l) => l !== r && l.state !== 'FAILED' && l.state !== 'REMOVING');
+    this.each(others, (l, n) => this.command(l, { kind: 'discard_clear', member_id: r.member_id }, n), (s0) => {
+      if (s0 !== 0) return cb(s0);
+      this.command(r, { kind: 'discard_clear', member_id: r.member_id }, (s1) => {
+        if (s1 === 0) r.replaced = false;
+        cb(s1);
+      });
+    });
+  }
+
+  /** POOL_INFO the node missed while FAILED, in order (§12.1: the reference drops them). */
+  private replayPoolInfo(r: Leg, cb: Done): void {
+    const step = (): void => {
+      const cmd = r.pending_info[0];
+      if (cmd === undefined) return cb(0);
+      r.channel.command(cmd, (status) => {
+        if (status !== 0) return cb(status);
+        r.pending_info.shift();
+        step();
+      });
+    };
+    step();
+  }
+
+  // ------------------------------------------------------------------ the tick
+
+  tick(): void {
+    const p = this.p;
+    if (p.sync) return;
+    // A spread that failed leaves legs RECONNECTING: try again every tick until it works.
+    if ([...p.legs()].some((l) => l.state === 'RECONNECTING' && !l.maintenance) || !p.uncertain.isEmpty()) p.tryEnable(() => undefined);
+    const md = encodePoolMd(p.poolMd());
+    const settled = p.settledBelow();
+    for (const leg of p.legs()) {
+      if (leg.state === 'FAILED' && leg.channel.isConnected()) {
+        leg.channel.command({ kind: 'store_check' }, (status, value) => {
+          if (status !== 0 || value !== 1 || leg.state !== 'FAILED') return;
+          // As after a reconnect: the node may still think itself NORMAL; REJOIN takes it
+          // out of IO service so it can receive a map. A leg in maintenance rejoins too and
+          // waits in RECONNECTING (§9.5).
+          this.rejoinLeg(leg, () => undefined);
+        });
+        continue;
+      }
+      if (leg.state !== 'NORMAL' && leg.state !== 'RECONNECTING') continue;
+      // The client's pool_md to every member (SEND_MD_BUF, §8.7); the node keeps the header.
+      // A NORMAL leg whose node answers that it is out of IO service (its store was replaced,
+      // a peer's read of it failed) is failed here, so recovery brings it back; otherwise
+      // nothing would until some IO of the client failed on it. Found by the simulator
+      // (seeds 72 and 2000: an idle pool never noticed).
+      const failures = leg.failures;
+      const was_normal = leg.state === 'NORMAL';
+      leg.channel.command({ kind: 'md_write', md }, (status, serving) => {
+        if (status !== 0 || serving !== 0 || !was_normal || leg.state !== 'NORMAL' || leg.failures !== failures || p.isLocked) return;
+        p.failLeg(leg, 'the node reports it is out of IO service');
+      });
+      if (leg.state !== 'NORMAL') continue;
+      // The settled mark, when no IO has carried it there (intent-log.ts).
+      if ((this.beacon_sent.get(leg.member_id) ?? 0) < settled) {
+        this.beacon_sent.set(leg.member_id, settled);
+        leg.channel.sendIo(p.ioMsg(leg, 0, 0, IoOp.READ, [], 0), null, () => undefined);
+      }
+      if (leg.maintenance) continue;
+      // Map cleaning with the timestamp guard (§8.5): wiped only if nothing was added since
+      // the question was asked nor within the clean delay; single-threaded, so check and
+      // wipe cannot interleave with a write's map update (the race the reference admits).
+      const map = p.maps.get(leg.member_id);
+      if (map === undefined || map.isEmpty()) continue;
+      const ts_asked = map.ts;
+      leg.channel.command({ kind: 'map_check' }, (status, value) => {
+        if (status !== 0 || value !== 1) return;
+        if (map.ts !== ts_asked || p.now() - map.ts < p.map_clean_delay_ms) return;
+        map.clearAll(p.now());
+      });
+    }
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  /** A command that must succeed; a failure fails the leg (it is retried when it is back). */
+  private command(l: Leg, cmd: Parameters<Leg['channel']['command']>[0], cb: Done): void {
+    l.channel.command(cmd, (status) => {
+      if (status !== 0 && cmd.kind !== 'discard_clear') this.p.failLeg(l, `${cmd.kind} failed (${status})`);
+      cb(status);
+    });
+  }
+
+  /** Runs `fn` on each item in order; stops at the first failure. */
+  private each<T>(items: readonly T[], fn: (item: T, next: Done) => void, cb: Done): void {
+    const step = (i: number): void => {
+      const x = items[i];
+      if (x === undefined) return cb(0);
+      fn(x, (status) => (status !== 0 ? cb(status) : step(i + 1)));
+    };
+    step(0);
+  }
+}

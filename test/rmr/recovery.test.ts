@@ -1,0 +1,411 @@
+// Recovery and lifecycle on in-process pools (RF=2 and RF=3, simulated time): every case of
+// try_enable (reference §8.3), compute-client crash and re-assembly, storage-node crash and
+// restart, the combined failures of §9.4, maintenance, removal, extend, disk replacement,
+// queued POOL_INFO, map cleaning. Each scenario ends with every leg NORMAL, every map empty
+// and the members' data areas byte-identical.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RecoveryCluster, pattern } from '../util/recovery-cluster.js';
+import { Errno } from '../../src/util/errno.js';
+
+const CHUNK = 16 * 1024;
+
+for (const rf of [2, 3]) {
+  test(`RF=${rf}: a member away misses writes: they are dirty entries (not zero), its return resyncs exactly those chunks`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(20, model);
+    c.settle();
+    const away = 2;
+    c.cut(away);
+    c.writeStream(15, model, 2);
+    const survivor = c.node(1).pool;
+    const missed = survivor.maps.get(away)?.dirtyCount ?? 0;
+    assert.ok(missed > 0, 'writes to the degraded pool produced dirty entries');
+    assert.equal(c.client.maps.get(away)?.dirtyCount, missed, 'the client recorded the same misses');
+    const syncs_before = c.node(away).pool.stats.chunk_syncs;
+    c.heal(away);
+    c.settle();
+    assert.equal(c.node(away).pool.stats.chunk_syncs - syncs_before, missed, 'exactly the missed chunks were resynced');
+    c.assertIdentical(model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+
+  test(`RF=${rf}: a member away while nothing is written resyncs nothing`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.settle();
+    c.cut(2);
+    c.run(500);
+    assert.equal(c.node(1).pool.maps.get(2)?.dirtyCount, 0);
+    const before = c.node(2).pool.stats.chunk_syncs;
+    c.heal(2);
+    c.settle();
+    assert.equal(c.node(2).pool.stats.chunk_syncs, before, 'no chunk synced');
+    c.assertIdentical(model);
+    c.close();
+  });
+
+  test(`RF=${rf}: Case 2 — every leg failed; the last authoritative one is enabled directly, the others get its maps`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    for (let m = 1; m < rf; m++) {
+      c.cut(m);
+      c.writeStream(5, model, 10 + m);
+    }
+    // The last NORMAL leg fails: it held the complete maps.
+    c.cut(rf);
+    const last = c.client.leg(rf);
+    assert.equal(last?.was_last_authoritative, true);
+    // It comes back first, alone: Case 2, it serves again.
+    c.heal(rf);
+    c.until('last authoritative NORMAL', () => last?.state === 'NORMAL');
+    for (let m = 1; m < rf; m++) assert.equal(c.client.leg(m)?.state, 'FAILED');
+    c.writeStream(5, model, 20);
+    for (let m = 1; m < rf; m++) c.heal(m);
+    c.settle();
+    c.assertIdentical(model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+
+  test(`RF=${rf}: Cases 3/4 — the compute client crashes with writes in flight; a new client assembles every member and the pool converges`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.settle();
+    // Writes in flight, reaching the members at different times: the client dies while
+    // some landed on some members only.
+    const slow = c.channels.get(2);
+    assert.ok(slow !== undefined);
+    slow.latency_ms = 5;
+    for (let i = 0; i < 8; i++) c.client.submit('write', i * 2 * CHUNK, 4096, pattern(500 + i, 4096), {}, () => undefined);
+    c.run(1);
+    c.crashClient();
+    c.run(20);
+    // The in-flight writes landed somewhere: block i*2*CHUNK holds either value per member.
+    c.restartClient();
+    c.settle();
+    c.assertIdentical();
+    // Blocks untouched by the in-flight writes hold what was acknowledged.
+    const d = c.members()[0]?.data.contents() as Buffer;
+    for (let i = 0; i < 8; i++) model.fill(0, i * 2 * CHUNK, i * 2 * CHUNK + 4096);
+    const masked = Buffer.from(d);
+    for (let i = 0; i < 8; i++) masked.fill(0, i * 2 * CHUNK, i * 2 * CHUNK + 4096);
+    assert.ok(masked.equals(model));
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+
+  test(`RF=${rf}: client crash after one member flushed a write the others never got: its intent extent stays until the client settled it`, () => {
+    const c = new RecoveryCluster(rf);
+    c.settle();
+    // Member 1 takes the write at once; the others' links are slow, and the client dies first.
+    for (const [id, ch] of c.channels) if (id !== 1) ch.latency_ms = 50;
+    let acked = false;
+    c.client.submit('write', 5 * CHUNK, 4096, pattern(77, 4096), {}, () => (acked = true));
+    c.run(2);
+    // A flush on member 1 alone (as any other client IO would trigger): under the old rule the
+    // extent would leave its intent record here.
+    let fl = 1;
+    c.node(1).pool.handleIo({ offset: 0, length: 0, flags: 5, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 }, Buffer.alloc(0), false, (s) => (fl = s));
+    c.run(2);
+    assert.equal(fl, 0);
+    // Another write on member 1 rewrites its record: a flushed extent would leave it now.
+    let wr = 1;
+    c.node(1).pool.handleIo({ offset: 20 * CHUNK, length: 4096, flags: 1, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync: 0, seq: 0, settled: 0 }, Buffer.alloc(4096), false, (s) => (wr = s));
+    c.run(2);
+    assert.equal(wr, 0);
+    assert.ok(c.node(1).pool.intentRecorded().includes(5), 'extent of chunk 5 still recorded');
+    c.crashClient();
+    assert.equal(acked, false);
+    c.run(200);
+    assert.ok(c.node(1).data.contents(5 * CHUNK, 4).readUInt32LE(0) !== 0, 'member 1 holds the write');
+    c.restartClient();
+    c.settle();
+    c.assertIdentical();
+    c.close();
+  });
+
+  test(`RF=${rf}: storage node crash with power loss and restart from its disks: NO_IO until a map update, its lost writes resynced`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    assert.equal(c.flush(), 0);
+    c.writeStream(10, model, 2); // unflushed on every member
+    c.crashNode(2, 'drop');
+    c.writeStream(5, model, 3);
+    c.restartNode(2, false);
+    assert.equal(c.node(2).pool.state, 'REGISTERED');
+    const leg = c.client.leg(2);
+    assert.ok(leg !== undefined);
+    c.client.rejoinLeg(leg, () => undefined);
+    c.until('rejoined', () => leg.state !== 'FAILED');
+    assert.notEqual(c.node(2).pool.state, 'NORMAL', 'admitted only after a map update');
+    c.settle();
+    c.assertIdentical(model);
+    c.close();
+  });
+
+  test(`RF=${rf}: §9.4 storage node crashes, then the client; all come back and converge`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.crashNode(1, 'tear');
+    c.writeStream(10, model, 2);
+    c.crashClient();
+    c.restartNode(1, false);
+    c.restartClient();
+    c.settle();
+    c.assertIdentical(model);
+    c.close();
+  });
+
+  test(`RF=${rf}: §9.4 the client crashes, then a storage node (power loss) before the client is back`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.writeStream(10, model, 2);
+    c.crashClient();
+    c.crashNode(2, 'drop');
+    c.restartNode(2, false);
+    c.restartClient();
+    c.settle();
+    c.assertIdentical();
+    c.close();
+  });
+
+  test(`RF=${rf}: maintenance on a leg — dirtiness accumulates, leaving it resyncs exactly that (Case 1)`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.settle();
+    c.must('maintenance on', (cb) => c.client.maintenance(2, true, cb));
+    const leg = c.client.leg(2);
+    assert.equal(leg?.state, 'RECONNECTING');
+    assert.equal(leg?.maintenance, true);
+    assert.equal(c.node(2).pool.state, 'NO_IO');
+    assert.equal(c.node(2).pool.maintenance, true);
+    c.must('maintenance on again (idempotent)', (cb) => c.client.maintenance(2, true, cb));
+    c.writeStream(10, model, 2);
+    c.run(500);
+    assert.equal(leg?.state, 'RECONNECTING', 'recovery leaves a leg in maintenance alone');
+    const missed = c.node(1).pool.maps.get(2)?.dirtyCount ?? 0;
+    assert.ok(missed > 0);
+    const before = c.node(2).pool.stats.chunk_syncs;
+    c.must('maintenance off', (cb) => c.client.maintenance(2, false, cb));
+    c.settle();
+    assert.equal(c.node(2).pool.stats.chunk_syncs - before, missed);
+    assert.equal(c.node(2).pool.maintenance, false);
+    c.assertIdentical(model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+
+  test(`RF=${rf}: extend — a brand-new member joins the live pool fully dirty and syncs while IO continues`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(15, model);
+    const leg = c.extend(rf + 1);
+    assert.equal(c.node(rf + 1).pool.state !== 'CREATED', true, 'not the reference\'s CREATED reuse');
+    c.writeStream(10, model, 2);
+    c.settle();
+    assert.equal(leg.state, 'NORMAL');
+    assert.equal(c.node(rf + 1).pool.stats.chunk_syncs >= 1, true);
+    c.assertIdentical(model);
+    for (const n of c.members()) assert.ok(n.pool.maps.has(rf + 1), `member ${n.member_id} knows the new member`);
+    c.close();
+  });
+
+  test(`RF=${rf}: disk replacement — an empty store takes a member's place; every peer holds it fully dirty before any clears it; full resync while IO runs`, () => {
+    const c = new RecoveryCluster(rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(20, model);
+    c.settle();
+    // Before the replaced member gets any maps, every other member holds it fully dirty.
+    let checked = 0;
+    c.onCommand = (to, cmd) => {
+      if (to !== 2 || cmd.kind !== 'map_ready') return;
+      checked++;
+      for (const n of c.members()) if (n.member_id !== 2) assert.equal(n.pool.maps.get(2)?.isFull(), true, `member ${n.member_id} holds member 2 fully dirty`);
+    };
+    c.replaceDisk(2);
+    // The client finds out through IO errors and the store check.
+    c.writeStream(5, model, 2);
+    const leg = c.client.leg(2);
+    c.until('replaced member back', () => leg?.state === 'NORMAL');
+    assert.ok(checked > 0);
+    c.onCommand = null;
+    for (const n of c.members()) assert.equal(n.pool.discarded.has(2), false, 'flag cleared after the spread');
+    c.writeStream(5, model, 3);
+    c.settle();
+    assert.ok(c.node(2).pool.stats.chunk_syncs >= c.node(2).pool.no_of_chunks - 1, 'every chunk copied');
+    c.assertIdentical(model);
+    c.close();
+  });
+}
+
+test('RF=3: del_sess delete updates every remaining member\'s persisted pool_md, is idempotent, and refuses to drop the only clean copy', () => {
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  // Member 3 the only clean one for some chunks: members 1 and 2 away while it takes writes.
+  c.cut(1);
+  c.cut(2);
+  c.writeStream(4, model, 2);
+  const [st, why] = c.call('del_sess refused', (cb) => c.client.delSess(3, 'delete', cb));
+  assert.equal(st, Errno.EBUSY, why ?? '');
+  assert.match(why ?? '', /only (clean copy|NORMAL member)/);
+  c.heal(1);
+  c.heal(2);
+  c.settle();
+  c.must('del_sess delete', (cb) => c.client.delSess(3, 'delete', cb));
+  c.node(3).in_pool = false;
+  c.must('del_sess delete again', (cb) => c.client.delSess(3, 'delete', cb));
+  assert.equal(c.client.members.has(3), false);
+  for (const id of [1, 2]) {
+    const p = c.node(id).pool;
+    assert.equal(p.maps.has(3), false);
+    // Persisted: a restart of the node does not bring member 3 back.
+    c.crashNode(id, 'process');
+    c.restartNode(id);
+    assert.equal(c.node(id).pool.pool_md?.srv_md.some((s) => s.member_id === 3), false, `member ${id}'s pool_md`);
+    c.settle();
+  }
+  c.writeStream(5, model, 3);
+  c.settle();
+  c.assertIdentical(model);
+  c.close();
+});
+
+test('RF=3: POOL_INFO to a FAILED leg is queued and replayed when it comes back', () => {
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(5, model);
+  c.settle();
+  c.cut(3);
+  c.must('del_sess delete 2', (cb) => c.client.delSess(2, 'delete', cb));
+  c.node(2).in_pool = false;
+  assert.equal(c.client.leg(3)?.pending_info.length, 1);
+  assert.equal(c.node(3).pool.maps.has(2), true, 'member 3 missed it');
+  c.heal(3);
+  c.settle();
+  assert.equal(c.node(3).pool.maps.has(2), false, 'replayed');
+  assert.equal(c.client.leg(3)?.pending_info.length, 0);
+  c.assertIdentical(model);
+  c.close();
+});
+
+test('RF=2: del_sess disassemble keeps the member, dirtiness accumulates; after a full disassemble the pool assembles again (Cases 3/4)', () => {
+  const c = new RecoveryCluster(2);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  c.must('disassemble 2', (cb) => c.client.delSess(2, 'disassemble', cb));
+  c.writeStream(5, model, 2);
+  assert.ok((c.node(1).pool.maps.get(2)?.dirtyCount ?? 0) > 0, 'piggybacked for the detached member');
+  c.must('disassemble 1', (cb) => c.client.delSess(1, 'disassemble', cb));
+  c.crashClient();
+  c.restartClient();
+  c.settle();
+  c.assertIdentical(model);
+  c.close();
+});
+
+test('online verify: a chunk corrupted on one member is found by hashes, marked dirty for it and resynced; identical chunks move no data', () => {
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(20, model);
+  c.settle();
+  // Bit rot on member 3, chunk 4; member 2, chunk 9.
+  const rot = (id: number, chunk: number): void => {
+    let done = false;
+    c.node(id).data.write(chunk * CHUNK + 100, Buffer.from('rot'), true, () => (done = true));
+    c.until('rot', () => done);
+  };
+  rot(3, 4);
+  rot(2, 9);
+  const syncs = [1, 2, 3].map((id) => c.node(id).pool.stats.chunk_syncs);
+  // IO runs during the verify.
+  let writes = 0;
+  const writer = (): void => {
+    c.client.submit('write', 20 * CHUNK, 4096, pattern(900 + writes, 4096), {}, (s) => {
+      assert.equal(s, 0);
+      pattern(900 + writes, 4096).copy(model, 20 * CHUNK);
+      if (++writes < 30) c.clock.setTimer(1, writer);
+    });
+  };
+  writer();
+  c.must('verify', (cb) => c.client.verifyStart({ source: 1, batch_chunks: 4 }, cb));
+  c.until('verify done', () => c.client.verifyProgress().state === 'done' && writes === 30);
+  const rep = c.client.verifyReport();
+  assert.ok(rep !== null);
+  assert.deepEqual(rep.differences, [
+    { chunk: 4, members: [3] },
+    { chunk: 9, members: [2] },
+  ]);
+  assert.equal(rep.differing, 2);
+  c.settle();
+  assert.deepEqual([1, 2, 3].map((id, i) => c.node(id).pool.stats.chunk_syncs - (syncs[i] as number)), [0, 1, 1], 'only the differing chunks moved');
+  c.assertIdentical(model);
+  // A second verify finds nothing.
+  c.must('verify again', (cb) => c.client.verifyStart({}, cb));
+  c.until('verify done', () => c.client.verifyProgress().state === 'done');
+  assert.equal(c.client.verifyReport()?.differing, 0);
+  c.close();
+});
+
+test('client map cleaning: a clean MAP_CHECK answer wipes the client copy only if no entry was added since the question', () => {
+  const c = new RecoveryCluster(2);
+  c.settle();
+  c.cut(2);
+  assert.equal(c.write(0, pattern(1, 4096)), 0);
+  c.heal(2);
+  c.until('member 2 clean', () => c.node(2).pool.ownMap()?.isEmpty() === true && c.client.leg(2)?.state === 'NORMAL');
+  const map = c.client.maps.get(2);
+  assert.ok(map !== undefined);
+  // Pretend a write that failed on member 2 raced with the check: an entry added after the
+  // question and before the answer must survive the answer.
+  const ch = c.channels.get(2);
+  assert.ok(ch !== undefined);
+  ch.latency_ms = 10;
+  assert.equal(map.isEmpty(), false);
+  c.client.recoveryTick(); // asks MAP_CHECK
+  c.run(1);
+  map.setDirty(7, 1, c.clock.now());
+  c.run(30);
+  assert.equal(map.isDirty(7), true, 'the entry added during the check stays');
+  ch.latency_ms = 0.05;
+  c.close();
+});
+
+test('metadata exchange: the client pushes its pool_md header each tick (SEND_MD_BUF); peers merge each other\'s srv_md slot (MD_SEND); an assemble learns the members from a node', () => {
+  const c = new RecoveryCluster(3);
+  c.settle();
+  // The client's queue depth reaches every node's pool_md through the tick.
+  for (const n of c.members()) assert.equal(n.pool.pool_md?.header.queue_depth, 128, `member ${n.member_id} has the client's header`);
+  // Member 2 leaves IO service; member 1 learns its state from member 2's own slot.
+  c.cut(2);
+  c.run(300);
+  const slot = c.node(1).pool.pool_md?.srv_md.find((s) => s.member_id === 2);
+  assert.equal(slot?.srv_state, 'NO_IO', "member 1's copy of member 2's slot");
+  c.heal(2);
+  c.settle();
+  c.run(300);
+  assert.equal(c.node(1).pool.pool_md?.srv_md.find((s) => s.member_id === 2)?.srv_state, 'NORMAL');
+  // A new client assembling only member 3 learns of members 1 and 2 from its pool_md and waits for them.
+  c.crashClient();
+  c.restartClient([3]);
+  assert.deepEqual([...c.client.members].sort(), [1, 2, 3]);
+  c.run(500);
+  assert.equal(c.client.leg(3)?.state, 'RECONNECTING', 'Cases 3/4 wait for every listed member');
+  c.join(c.node(1), 'assemble');
+  c.join(c.node(2), 'assemble');
+  c.settle();
+  c.assertIdentical();
+  c.close();
+});
