@@ -74,8 +74,11 @@ async function upStorage(cf: ClusterFile, pool: ClusterPool, ctl: (node: string)
   return created;
 }
 
-/** The compute client's pool and legs: new members in create mode (then enabled), others assembled. */
-async function upClientLegs(cf: ClusterFile, pool: ClusterPool, ctl: (node: string) => NodeCtl, created: Set<string>, say: Say): Promise<void> {
+/**
+ * The compute client's pool and legs: new members in create mode (then enabled), or in
+ * extend mode when the pool is live already (§9.7); known members are assembled.
+ */
+async function upClientLegs(cf: ClusterFile, pool: ClusterPool, ctl: (node: string) => NodeCtl, created: Set<string>, live: boolean, say: Say): Promise<void> {
   const client = cf.client;
   if (client === null) return;
   const c = ctl(client.node);
@@ -87,7 +90,7 @@ async function upClientLegs(cf: ClusterFile, pool: ClusterPool, ctl: (node: stri
     const base = `rmr-client/pools/${pool.name}/sessions/${sess}`;
     let state = await c.read(`${base}/state`);
     if (state === null) {
-      const mode = created.has(m.node) ? 'create' : 'assemble';
+      const mode = created.has(m.node) ? (live ? 'extend' : 'create') : 'assemble';
       await step(c, say, `rmr-client/pools/${pool.name}/add_sess`, `sessname=${sess} ${paths(cf, m.node)} mode=${mode}`);
       state = await c.read(`${base}/state`);
     }
@@ -124,11 +127,26 @@ async function upDevices(cf: ClusterFile, pool: ClusterPool, ctl: (node: string)
 }
 
 /** The whole bring-up, pool by pool. Returns the pools whose members were created now. */
+/** Whether the client already serves the pool with at least one leg (a new member then extends it). */
+async function clientPoolLive(cf: ClusterFile, pool: ClusterPool, ctl: (node: string) => NodeCtl): Promise<boolean> {
+  if (cf.client === null) return false;
+  const st = await ctl(cf.client.node).read(`rmr-client/pools/${pool.name}/status`);
+  if (st === null) return false;
+  const legs = (JSON.parse(st) as { legs?: unknown[] }).legs;
+  return Array.isArray(legs) && legs.length > 0;
+}
+
 export async function clusterUp(cf: ClusterFile, ctl: (node: string) => NodeCtl, say: Say): Promise<void> {
   for (const pool of cf.pools) {
     const created = await upStorage(cf, pool, ctl, say);
-    await upClientLegs(cf, pool, ctl, created, say);
-    await upSyncPools(cf, pool, ctl, say);
+    if (await clientPoolLive(cf, pool, ctl)) {
+      // Extend: the new members reach their peers (and the peers them) before they join.
+      await upSyncPools(cf, pool, ctl, say);
+      await upClientLegs(cf, pool, ctl, created, true, say);
+    } else {
+      await upClientLegs(cf, pool, ctl, created, false, say);
+      await upSyncPools(cf, pool, ctl, say);
+    }
     await upDevices(cf, pool, ctl, say);
   }
 }

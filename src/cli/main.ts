@@ -37,6 +37,7 @@ Commands:
   up         start or contact a cluster's daemons and bring it up from a cluster file
   down       tear a cluster down in the documented order (disassemble; --delete wipes)
   sync       start, stop, rate-limit or watch the background sync of a pool
+  verify     compare a pool's members chunk by chunk (hashes) and resync what differs
   daemon     run the node daemon (rmr daemon --help)
   ctl        read, write and list the control tree (rmr ctl --help)
   status     daemon, roles and pool legs (rmr status --help)
@@ -106,6 +107,15 @@ reuses the data. Defaults: --data-dir ${'$'}{XDG_STATE_HOME:-~/.local/state}/rmr
 Controls the background sync on every storage daemon of the pool (or the one daemon
 given by --socket). start --wait (and status --wait) show progress until every member is
 clean: a progress bar on a terminal, plain lines otherwise.`,
+  verify: `Usage: rmr verify POOL [--source MEMBER] [--rate BYTES_PER_S] [--json] [--cluster FILE | --data-dir DIR]
+
+Online verify, with IO running: the client walks the device in batches; the source member
+(default the lowest NORMAL one) hashes its chunks and asks every other NORMAL member for
+theirs (hashes cross the network, data does not). Chunks that differ are marked dirty for
+the members that disagree with the source and resynced. Shows progress (a bar on a
+terminal), then the report. Exit code 0 when every member agreed, 1 when chunks differed
+(they are being resynced) or the verify failed. --cluster/--data-dir reach the client
+daemon of the cluster; otherwise --socket.`,
   metrics: `Usage: rmr metrics
 
 Prints the daemon's metrics in the Prometheus text format.
@@ -387,6 +397,51 @@ async function cmdSync(args: string[]): Promise<void> {
   if (what === 'status' || values.wait === true) await watchSync(targets, base, values.wait === true, seconds(values, 'timeout', 3600) * 1000);
 }
 
+async function cmdVerify(args: string[]): Promise<void> {
+  const { values, positionals } = parse('verify', args, { ...CLIENT_OPTIONS, ...CLUSTER_OPTIONS, source: { type: 'string' }, rate: { type: 'string' }, json: { type: 'boolean' }, timeout: { type: 'string' } });
+  if (values.help === true) return void process.stdout.write(`${HELP.verify}\n`);
+  const [pool] = positionals;
+  if (pool === undefined || positionals.length > 1) throw new CliError('rmr verify: give one POOL (see rmr verify --help)', EXIT_USAGE);
+  const lc = clusterOf(values);
+  let t: Target;
+  if (lc !== null) {
+    const node = lc.file.client?.node;
+    if (node === undefined) throw new CliError(`rmr verify: ${lc.path} has no client`, EXIT_USAGE);
+    t = clusterTarget(lc, node);
+  } else t = target(values);
+  const base = `rmr-client/pools/${pool}`;
+  const opts: string[] = ['start'];
+  if (typeof values.source === 'string') opts.push(`source=${values.source}`);
+  if (typeof values.rate === 'string') {
+    const n = parseSize(values.rate);
+    if (n === null) throw new CliError(`rmr verify: --rate takes bytes per second (e.g. 200M), got '${values.rate}'`, EXIT_USAGE);
+    opts.push(`rate=${n}`);
+  }
+  ok(await call(t, 'PUT', treeUrl(`${base}/verify`, false), opts.join(' ')), `verify ${pool}`);
+  const tty = process.stdout.isTTY && values.json !== true;
+  const deadline = Date.now() + seconds(values, 'timeout', 24 * 3600) * 1000;
+  let last = 0;
+  for (;;) {
+    const p = JSON.parse(ok(await call(t, 'GET', treeUrl(`${base}/verify`, true)), 'verify progress').body) as { state: string; chunks_done: number; chunks_total: number; differing: number };
+    const pct = p.chunks_total === 0 ? 100 : Math.floor((100 * p.chunks_done) / p.chunks_total);
+    const line = `${tty ? `[${'#'.repeat(Math.floor(pct / 5)).padEnd(20, '.')}] ` : ''}${pct}% ${p.chunks_done}/${p.chunks_total} chunks, ${p.differing} differing`;
+    const running = p.state === 'running' || p.state === 'stopping';
+    if (tty) process.stdout.write(`\r${line}\x1b[K${running ? '' : '\n'}`);
+    else if (values.json !== true && (!running || Date.now() - last >= 2000)) {
+      process.stdout.write(`${line}\n`);
+      last = Date.now();
+    }
+    if (!running) break;
+    if (Date.now() > deadline) throw new CliError('rmr verify: not done before --timeout', EXIT_FAILED);
+    await new Promise((r) => setTimeout(r, tty ? 250 : 500));
+  }
+  const rep = ok(await call(t, 'GET', treeUrl(`${base}/verify_report`, values.json === true)), 'verify report').body;
+  process.stdout.write(rep.endsWith('\n') ? rep : `${rep}\n`);
+  const r = JSON.parse(ok(await call(t, 'GET', treeUrl(`${base}/verify_report`, true)), 'verify report').body) as { differing: number; error: string | null; done: boolean };
+  if (r.error !== null || !r.done) throw new CliError(`rmr verify: the verify of ${pool} did not complete${r.error !== null ? `: ${r.error}` : ''}`, EXIT_FAILED);
+  if (r.differing > 0) throw new CliError(`rmr verify: ${r.differing} chunks of ${pool} differed between members; they are marked dirty and resync`, EXIT_FAILED);
+}
+
 async function watchSync(targets: { node: string; t: Target }[], base: string, wait: boolean, timeout_ms: number): Promise<void> {
   const tty = process.stdout.isTTY;
   const deadline = Date.now() + timeout_ms;
@@ -467,6 +522,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'sync':
       await cmdSync(args);
+      return 0;
+    case 'verify':
+      await cmdVerify(args);
       return 0;
     case 'ctl':
       await cmdCtl(args);

@@ -29,7 +29,7 @@ import { mapSummaryText } from './map-text.js';
 import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/map-compare.js';
 import type { DirtyMap } from '../rmr/dirty-map.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
-import { parseIntegers, parseWord } from './kv.js';
+import { parseIntegers, parseKv, parseWord } from './kv.js';
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
 
@@ -244,13 +244,14 @@ export class RmrClientModule {
    * add_sess: opens (or shares) the session, learns the pool's size from the member, joins
    * it. `persist` false when the daemon resumes a leg it already recorded.
    */
-  addSess(e: ClientPoolEntry, sessname: string, paths: readonly string[], mode: 'create' | 'assemble' | null, persist = true): Promise<Leg> {
+  addSess(e: ClientPoolEntry, sessname: string, paths: readonly string[], mode: 'create' | 'assemble' | 'extend' | null, persist = true): Promise<Leg> {
     return e.serial(async () => {
       if (!SESS_NAME_RE.test(sessname)) throw new ControlError('EINVAL', `sessname=${sessname}: 1-128 characters [A-Za-z0-9_.@:+,=-]`);
       if (e.legs.has(sessname)) throw new ControlError('EEXIST', `pool ${e.name} has a session ${sessname}`);
       if (paths.length === 0) throw new ControlError('EINVAL', 'add_sess needs path=ip:<address>');
       if (paths.length > MAX_SESSION_PATHS) throw new ControlError('EINVAL', `at most ${MAX_SESSION_PATHS} paths`);
-      if (e.sync !== (mode === null)) throw new ControlError('EINVAL', e.sync ? 'sync pools take no mode=' : 'mode=create or mode=assemble is required');
+      if (e.sync !== (mode === null)) throw new ControlError('EINVAL', e.sync ? 'sync pools take no mode=' : 'mode=create, mode=assemble or mode=extend is required');
+      if (mode === 'extend' && e.pool === null) throw new ControlError('EINVAL', `mode=extend adds a member to a live pool; pool ${e.name} has no members yet (mode=create)`);
       if (this.ports.secret === null) throw new ControlError('EINVAL', 'this daemon has no cluster secret: set secret_file');
       const tls = this.ports.tls;
       const addresses: Address[] = paths.map((p) => ({ ...parseSessPath(p), ...(tls !== null ? { tls } : {}) }));
@@ -287,9 +288,11 @@ export class RmrClientModule {
           leg = found;
         } else {
           const metered = new MeteredLeg(channel, e.name, sessname, this.ctx.clock, this.legMetrics);
-          leg = await new Promise<Leg>((resolve, reject) =>
-            pool.addSess(sessname, metered, mode, LEG_QUEUE_DEPTH, (status, l, reason) => (status === 0 && l !== null ? resolve(l) : reject(statusError(status, `add_sess ${sessname}: ${reason ?? errnoName(status)}`)))),
-          );
+          leg = await new Promise<Leg>((resolve, reject) => {
+            const done = (status: number, l: Leg | null, reason: string | null): void => (status === 0 && l !== null ? resolve(l) : reject(statusError(status, `add_sess ${sessname}: ${reason ?? errnoName(status)}`)));
+            if (mode === 'extend') pool.extend(sessname, metered, LEG_QUEUE_DEPTH, done);
+            else pool.addSess(sessname, metered, mode, LEG_QUEUE_DEPTH, done);
+          });
         }
         const unfollow = followLinkEvents(session, pool, leg, this.ctx.logger);
         e.legs.set(sessname, { sessname, paths, session, leg, unfollow });
@@ -336,33 +339,34 @@ export class RmrClientModule {
     this.dropSession(sl.session);
   }
 
-  delSess(e: ClientPoolEntry, sessname: string, mode: 'delete' | 'disassemble'): Promise<void> {
+  delSess(e: ClientPoolEntry, sessname: string, mode: 'delete' | 'disassemble', force = false): Promise<void> {
     return e.serial(async () => {
       const sl = e.legs.get(sessname);
       if (sl === undefined || e.pool === null) throw new ControlError('ENOENT', `pool ${e.name} has no session ${sessname}`);
       const pool = e.pool;
-      await rmrCall(`del_sess ${sessname}`, (done) => pool.delSess(sl.leg.member_id, mode, done));
+      // A sync leg holds no maps (§9.6: only "exclude" and "free" apply): it just goes.
+      if (e.sync) (e.source as SyncPoolSource).removePeer(sl.leg.member_id);
+      else await rmrCall(`del_sess ${sessname}`, (done) => pool.delSess(sl.leg.member_id, mode, done, force ? { force: true } : {}));
       this.dropLeg(e, sl);
       await this.book.remove((r) => r.kind === 'session' && r.pool === e.name && r.sessname === sessname && r.sync === e.sync);
     });
   }
 
-  /** enable=1: a CREATED leg is enabled (create mode), a leg in maintenance leaves it. */
+  /** enable=1: a CREATED leg is enabled (create mode), a leg in maintenance leaves it (§9.5). */
   enableLeg(e: ClientPoolEntry, sl: SessionLeg): Promise<void> {
     return e.serial(async () => {
       const pool = e.pool as ClientPool;
-      if (sl.leg.state === 'CREATED') return rmrCall(`enable ${sl.sessname}`, (done) => pool.enableLeg(sl.leg, done));
-      if (sl.leg.maintenance) throw new ControlError('EOPNOTSUPP', 'leaving maintenance mode is not available in this build');
+      if (sl.leg.state === 'CREATED' || sl.leg.maintenance) return rmrCall(`enable ${sl.sessname}`, (done) => pool.enableLeg(sl.leg, done));
       throw new ControlError('EINVAL', `session ${sl.sessname} is ${sl.leg.state.toLowerCase()}, not created or in maintenance`);
     });
   }
 
-  /** enable=0: maintenance mode (§9.5). */
+  /** enable=0: maintenance mode (§9.5): the leg leaves IO service, dirtiness accumulates. */
   enterMaintenance(e: ClientPoolEntry, sl: SessionLeg): Promise<void> {
-    return e.serial(() => {
+    return e.serial(async () => {
       if (e.sync) throw new ControlError('EINVAL', 'sync pools have no maintenance mode');
-      void sl;
-      throw new ControlError('EOPNOTSUPP', 'maintenance mode is not available in this build');
+      const pool = e.pool as ClientPool;
+      return rmrCall(`maintenance on ${sl.sessname}`, (done) => pool.maintenance(sl.leg.member_id, true, done));
     });
   }
 
@@ -416,6 +420,32 @@ export class RmrClientModule {
       this.closePool(e);
     }
     this.pools(sync).clear();
+  }
+
+  /** The `verify` file's writes: `start [key=value ...]` or `stop`. */
+  private verifyControl(e: ClientPoolEntry, pool: ClientPool, v: string): Promise<void> {
+    const [word = '', ...rest] = v.split(/\s+/);
+    if (word === 'stop') {
+      pool.verifyStop();
+      return Promise.resolve();
+    }
+    if (word !== 'start') throw new ControlError('EINVAL', `expected start [source=<member>] [first_chunk=N] [chunk_count=N] [rate=<bytes/s>] or stop, got '${word}'`);
+    const o = parseKv(
+      { source: { type: 'int', min: 1, max: 255 }, first_chunk: { type: 'int', min: 0 }, chunk_count: { type: 'int', min: 1 }, rate: { type: 'int', min: 1 << 16, max: 2 ** 40 } },
+      rest.join(' '),
+    );
+    const clock = this.ctx.clock;
+    return rmrCall(`verify of pool ${e.name}`, (done) =>
+      pool.verifyStart(
+        {
+          ...(o.source !== undefined ? { source: o.source } : {}),
+          ...(o.first_chunk !== undefined ? { first_chunk: o.first_chunk } : {}),
+          ...(o.chunk_count !== undefined ? { chunk_count: o.chunk_count } : {}),
+          ...(o.rate !== undefined ? { pace: { setTimer: (ms: number, fn: () => void) => clock.setTimer(ms, fn), bytes_per_s: o.rate } } : {}),
+        },
+        done,
+      ),
+    );
   }
 
   /**
@@ -477,7 +507,7 @@ export class RmrClientModule {
     };
     return dir({
       add_sess: kvFile(
-        { sessname: { type: 'string', required: true, max_len: 128 }, path: { type: 'list', required: true, repeat: MAX_SESSION_PATHS }, mode: { type: 'enum', values: ['create', 'assemble'] as const } },
+        { sessname: { type: 'string', required: true, max_len: 128 }, path: { type: 'list', required: true, repeat: MAX_SESSION_PATHS }, mode: { type: 'enum', values: ['create', 'assemble', 'extend'] as const } },
         async (v) => {
           await this.addSess(e, v.sessname, v.path, v.mode ?? null);
         },
@@ -506,6 +536,17 @@ export class RmrClientModule {
           m.setDirty(first, count);
         },
         help: 'read: dirty chunks per member; write "<a> <b> <member_id>": mark chunks b..b+a-1 dirty (debug)',
+      }),
+      verify: file({
+        read: () => JSON.stringify(need().verifyProgress()),
+        json: () => ({ ...need().verifyProgress() }),
+        write: (v) => this.verifyControl(e, need(), v),
+        help: 'start [source=<member>] [first_chunk=N] [chunk_count=N] [rate=<bytes/s>] | stop: online verify (hashes over the sync pools); reads the progress',
+      }),
+      verify_report: file({
+        read: () => verifyReportText(need()),
+        json: () => (need().verifyReport() as unknown as JsonValue) ?? null,
+        help: 'the last verify: chunks compared, skipped, differing (now dirty for the members that disagreed)',
       }),
       test_map: file({
         write: async (v) => {
@@ -544,7 +585,7 @@ export class RmrClientModule {
         write: (v) => (parseWord(v, ['0', '1']) === '1' ? this.enableLeg(e, sl) : this.enterMaintenance(e, sl)),
         help: '1: enable a created leg or leave maintenance; 0: enter maintenance',
       }),
-      del_sess: kvFile({ mode: { type: 'enum', required: true, values: ['delete', 'disassemble'] as const } }, (v) => this.delSess(e, sl.sessname, v.mode), 'remove the leg'),
+      del_sess: kvFile({ mode: { type: 'enum', required: true, values: ['delete', 'disassemble'] as const }, force: { type: 'bool' } }, (v) => this.delSess(e, sl.sessname, v.mode, v.force ?? false), 'remove the leg (delete is refused while the member holds the only clean copy of a chunk, unless force=y)'),
       state: roFile(() => `${sl.leg.state.toLowerCase()}\nMaintenance mode: ${sl.leg.maintenance ? 1 : 0}`),
       member_id: roFile(() => String(sl.leg.member_id)),
       check_map: file({
@@ -614,3 +655,12 @@ export class RmrClientModule {
   }
 }
 
+/** The verify report as text: a summary line, then one line per differing chunk (at most 1000). */
+function verifyReportText(pool: ClientPool): string {
+  const r = pool.verifyReport();
+  if (r === null) return 'no verify has run';
+  const p = pool.verifyProgress();
+  const head = `${p.state}: source member ${r.source}, chunks ${r.first_chunk}..${r.first_chunk + r.chunk_count - 1}: ${r.compared} compared, ${r.skipped} skipped (dirty), ${r.differing} differing${r.error !== null ? `, error: ${r.error}` : ''}`;
+  const lines = r.differences.slice(0, 1000).map((d) => `chunk ${d.chunk}: members ${d.members.join(',')} differed (now dirty for them)`);
+  return [head, ...lines, ...(r.differences.length > 1000 ? [`... ${r.differences.length - 1000} more`] : [])].join('\n');
+}

@@ -20,7 +20,7 @@ import { groupId } from '../util/jhash.js';
 import { errnoName } from '../util/errno.js';
 import { ControlError } from './control-error.js';
 import { dir, dynamicDir, file, kvFile, roFile, type JsonValue, type TreeNode } from './control-tree.js';
-import { parseInteger, parseWord } from './kv.js';
+import { parseInteger, parseKv, parseWord } from './kv.js';
 import { mapSummaryText } from './map-text.js';
 import { DEFAULT_CHUNK_SIZE, statusError, type RmrClientModule } from './rmr-client-module.js';
 import type { RoleContext, RolePorts } from './daemon.js';
@@ -335,12 +335,23 @@ export class StorageModule {
       sync_state: roFile(() => SYNC_STATE_TEXT[e().sync.state]),
       sync_progress: file({ read: () => JSON.stringify(this.progressJson(name)), json: () => this.progressJson(name), help: 'dirty chunks, bytes synced, rate, ETA' }),
       sync_rate: file({
-        read: () => String(e().sync.opts.max_bytes_per_s),
-        write: (v) => {
-          const n = parseInteger('sync_rate', v, 1 << 20, 1 << 40);
-          (e().sync.opts as { max_bytes_per_s: number }).max_bytes_per_s = n;
+        read: () => {
+          const o = e().sync.opts;
+          return `max=${o.max_bytes_per_s} min=${o.min_bytes_per_s} share_percent=${Math.round(o.share * 100)}`;
         },
-        help: 'largest background sync rate in bytes/s (the share controller stays below it)',
+        write: (v) => {
+          // `<max bytes/s>`, or `max=<bytes/s> min=<bytes/s> share_percent=<1..99>`.
+          const o = /^[0-9]+$/.test(v)
+            ? { max: parseInteger('sync_rate', v, 1 << 16, 2 ** 40) }
+            : parseKv({ max: { type: 'int', min: 1 << 16, max: 2 ** 40 }, min: { type: 'int', min: 1 << 16, max: 2 ** 40 }, share_percent: { type: 'int', min: 1, max: 99 } }, v);
+          const err = e().sync.setRate({
+            ...(o.max !== undefined ? { max_bytes_per_s: o.max } : {}),
+            ...('min' in o && o.min !== undefined ? { min_bytes_per_s: o.min } : {}),
+            ...('share_percent' in o && o.share_percent !== undefined ? { share: o.share_percent / 100 } : {}),
+          });
+          if (err !== null) throw new ControlError('EINVAL', err);
+        },
+        help: '<max bytes/s> or max=<bytes/s> min=<bytes/s> share_percent=<1..99>: the background sync rate controller',
       }),
       state: roFile(() => `${e().pool.state.toLowerCase()}\nMaintenance mode: ${e().pool.maintenance ? 1 : 0}`),
       member_id: roFile(() => String(e().pool.member_id)),

@@ -132,6 +132,19 @@ test('link failure: the leg fails, writes go on and are dirty for the member, th
   await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x22 8M 2M', NBD]);
 });
 
+test('maintenance mode (§9.5): enable 0 takes the leg out of IO, writes accumulate dirtiness, enable 1 brings it back and it resyncs', async () => {
+  const leg = 'rmr-client/pools/ionos_pool/sessions/psrv1@stg-rmr1';
+  await w('cli', `${leg}/enable`, '0');
+  assert.equal(await r('cli', `${leg}/state`), 'reconnecting\nMaintenance mode: 1');
+  assert.equal(await readsBack('stg1', 'rmr-server/pools/ionos_pool/state', /Maintenance mode: 1/), 'no_io\nMaintenance mode: 1');
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x44 20M 1M', NBD]);
+  assert.match(await r('stg0', 'rmr-server/pools/ionos_pool/map_summary'), /member 43: \[160 .*\] 8\/512 dirty/);
+  await w('cli', `${leg}/enable`, '1');
+  await readsBack('cli', `${leg}/state`, /^normal\nMaintenance mode: 0/);
+  await readsBack('stg1', 'rmr-server/pools/ionos_pool/map_summary', /member 43: \[\] 0\/512 dirty/);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x44 20M 1M', NBD]);
+});
+
 test('storage node crash: SIGKILL, writes go on; after the restart the operator re-adds the store (add_store) and the node resyncs', async () => {
   const p = procs.get('stg1');
   assert.ok(p !== undefined);

@@ -6,7 +6,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -14,7 +14,7 @@ import { dataArea, firstDifference, rmr, rmrOk, until, waitEvent } from '../util
 import { runOk } from '../util/nbd-checks.js';
 
 const SIZE = 64 << 20;
-const BASE = 21000 + (process.pid % 2000) * 4;
+const BASE = 21000 + (process.pid % 1000) * 8;
 const NBD_PORT = BASE + 3;
 let dir = '';
 let cluster = '';
@@ -112,6 +112,10 @@ test('NBD writes reach every member; SIGKILL of a storage daemon under fio; rmr 
     return s.legs.filter((l) => l.side === 'server' || l.node === 'cli').every((l) => l.state === 'normal' && (l.dirty_chunks ?? 0) === 0) ? true : null;
   }, 60_000, 200);
   await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 2M', uri()]);
+  // Online verify compares the members by hashes: nothing differs.
+  const v = await rmr(['verify', 'p3', '--cluster', cluster]);
+  assert.equal(v.code, 0, `rmr verify: ${v.stderr}\n${v.stdout}`);
+  assert.match(v.stdout, /done: source member 1, chunks 0\.\.511: 512 compared, 0 skipped \(dirty\), 0 differing/);
   // Down (disassemble) flushes and closes the stores; then they must hold the same bytes.
   await rmrOk(['down', cluster], 60_000);
   const a = dataArea(store(1), SIZE);
@@ -119,4 +123,31 @@ test('NBD writes reach every member; SIGKILL of a storage daemon under fio; rmr 
     const d = firstDifference(a, dataArea(store(n), SIZE));
     assert.equal(d, -1, `store ${n} differs from store 1 first at byte ${d}`);
   }
+  // And up brings the disassembled cluster back from its stores (every member assembled:
+  // recovery Cases 3/4), with the data.
+  await rmrOk(['up', cluster, '--timeout', '60', '--quiet'], 90_000);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 2M', uri()]);
+});
+
+test('extend: a 4th member added to the cluster file joins the live pool through rmr up, copies everything, verify agrees', async () => {
+  const text = readFileSync(cluster, 'utf8')
+    .replace('  - {name: cli,', `  - {name: stg4, addresses: [127.0.0.6], port: ${BASE + 4}}\n  - {name: cli,`)
+    .replace('{node: stg3, member_id: 3}]', '{node: stg3, member_id: 3}, {node: stg4, member_id: 4}]')
+    .replace('client:', '  - {node: stg4, pool: p3, path: stg4.img, size: 64M}\nclient:');
+  writeFileSync(cluster, text);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x6b 4M 4M', uri()]);
+  await rmrOk(['up', cluster, '--timeout', '60', '--quiet'], 90_000);
+  const s = await status();
+  assert.equal(s.legs.find((l) => l.node === 'cli' && l.member_id === 4)?.state, 'normal');
+  await until('member 4 clean', async () => {
+    const x = await status();
+    return x.legs.filter((l) => l.side === 'server').every((l) => l.state === 'normal' && l.dirty_chunks === 0) && x.legs.filter((l) => l.side === 'server').length === 4 ? true : null;
+  }, 60_000, 200);
+  const v = await rmr(['verify', 'p3', '--cluster', cluster]);
+  assert.equal(v.code, 0, `rmr verify: ${v.stderr}\n${v.stdout}`);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x6b 4M 4M', '-c', 'read -P 0x5a 0 2M', uri()]);
+  await rmrOk(['down', cluster], 60_000);
+  const a = dataArea(store(1), SIZE);
+  const d = firstDifference(a, dataArea(store(4), SIZE));
+  assert.equal(d, -1, `the new member differs from member 1 first at byte ${d}`);
 });

@@ -61,6 +61,27 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
     demo.kill('SIGTERM');
     assert.equal(await within('demo exit', exited, 60_000), 0, err);
     assert.deepEqual(pids.filter(alive), [], 'no daemon outlives the demo');
+    // Running it again reuses the data: every daemon resumes, the client re-assembles.
+    const again = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out2 = '';
+    let err2 = '';
+    again.stdout.on('data', (c: Buffer) => (out2 += c.toString()));
+    again.stderr.on('data', (c: Buffer) => (err2 += c.toString()));
+    const exited2 = new Promise<number | null>((r) => again.on('exit', (c) => r(c)));
+    try {
+      await within('the second demo banner', new Promise<void>((resolve, reject) => {
+        again.stdout.on('data', () => (out2.includes('RMR demo is up') ? resolve() : undefined));
+        void exited2.then((c) => reject(new Error(`second demo exited ${String(c)} before it was up:\n${err2}`)));
+      }), 90_000);
+      assert.doesNotMatch(err2, /create_store/, 'the stores are re-added, not created again');
+      await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x3c 1M 1M', uri]);
+      const s2 = JSON.parse(await rmrOk(['status', '--data-dir', dir, '--json'])) as { daemons: { pid: number }[] };
+      pids = s2.daemons.map((d) => d.pid);
+      again.kill('SIGTERM');
+      assert.equal(await within('second demo exit', exited2, 60_000), 0, err2);
+    } finally {
+      if (again.exitCode === null) again.kill('SIGKILL');
+    }
   } finally {
     if (demo.exitCode === null) demo.kill('SIGKILL');
     for (const p of pids) if (alive(p)) process.kill(p, 'SIGKILL');
