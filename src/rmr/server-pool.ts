@@ -461,6 +461,9 @@ export class ServerPool {
       if (this.marked_create) return `pool ${this.name} was created and awaits its create-mode join`;
       const err = this.sm.change('NO_IO', j.rejoin === true ? 'rejoin' : 'assemble join');
       if (err !== null) return err;
+      // A map update under way is void: a MAP_DONE that arrives after the client came back
+      // (replayed by the transport) must not enable the node.
+      this.map_update_state = 'DISABLED';
       // A rejoin is the same client coming back: it must get a map before serving IO.
       if (j.rejoin === true && this.client_sessions > 0) return null;
     }
