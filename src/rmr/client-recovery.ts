@@ -310,6 +310,10 @@ export class ClientRecovery {
             if (s2 !== 0) return fail(s2);
             r.channel.command({ kind: 'map_done', enable }, (s3) => {
               if (s3 !== 0) return fail(s3);
+              // The receiver's link failed meanwhile: it is no NORMAL leg now; the node is put
+              // back out of service (best effort; its rejoin does it too). Found by the
+              // simulator (seed 60008: a promotion from FAILED was attempted).
+              if (r.state !== 'RECONNECTING') return fail(Errno.EAGAIN);
               this.finishReplace(r, (s4) => {
                 if (s4 !== 0) return fail(s4);
                 // The client keeps its own map of the member: it is cleaned only through

@@ -472,6 +472,9 @@ export class ServerPool {
       if (this.marked_create) return `pool ${this.name} was created and awaits its create-mode join`;
       const err = this.sm.change('NO_IO', j.rejoin === true ? 'rejoin' : 'assemble join');
       if (err !== null) return err;
+      // A map update under way is void: a MAP_DONE that arrives after the client came back
+      // (replayed by the transport) must not enable the node.
+      this.map_update_state = 'DISABLED';
       // A rejoin is the same client coming back: it must get a map before serving IO.
       if (j.rejoin === true && this.client_sessions > 0) return null;
     }
@@ -490,6 +493,7 @@ export class ServerPool {
         return null; // leaving maintenance does not enable; a map update will
       }
       const err = this.sm.change('NORMAL', 'enable');
+      if (err === null) this.servesAgain();
       // Enabled directly (the last authoritative member): this node is the source of its
       // intent chunks, which every other member resyncs from it. Its crash may have lost
       // writes there that the others kept (none durable: those reached this node's disk), so
@@ -690,7 +694,9 @@ export class ServerPool {
     if (!enable) return null;
     // The client spreads only to a leg it took out of maintenance.
     this.maintenance = false;
-    return this.sm.change('NORMAL', 'map update done');
+    const err = this.sm.change('NORMAL', 'map update done');
+    if (err === null) this.servesAgain();
+    return err;
   }
 
   /** MAP_DISABLE: the spread failed; out of IO service until the next one. */
@@ -766,6 +772,16 @@ export class ServerPool {
   /** The extents in the intent record now (what a crash would leave). */
   intentRecorded(): number[] {
     return this.intent?.recorded() ?? [];
+  }
+
+  /**
+   * The node serves again after a recovery: whatever a former client left unsettled in the
+   * intent record has been dealt with (Cases 3/4 run INTENT_TO_MAP with the record before
+   * enabling; Case 1 follows a rejoin of the same, live client). Without this, a leg
+   * disassembled and assembled again by a live client would pin its extents for good.
+   */
+  private servesAgain(): void {
+    this.intent?.reconciled();
   }
 
   /** INTENT_TO_MAP with the record is durable: the former client's extents may go. */

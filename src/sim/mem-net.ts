@@ -245,9 +245,9 @@ export class MemStream implements NetStream {
 
   write(chunks: readonly Buffer[]): boolean {
     if (this.closed || this.ending) return true;
-    const data = chunks.length === 1 ? Buffer.from(chunks[0] as Buffer) : Buffer.concat(chunks);
-    if (data.length === 0) return true;
-    this.send(data);
+    // The Net contract: the caller does not modify the buffers afterwards, so they travel
+    // as they are (no copy), one delivery each, in order.
+    for (const c of chunks) if (c.length > 0) this.send(c);
     if (this.pendingWriteBytes <= MEM_STREAM_HIGH_WATER) return true;
     this.want_drain = true;
     return false;

@@ -344,3 +344,26 @@ test('INTENT_TO_MAP gives each uncertain chunk one source: this node when clean,
   assert.ok((n.pool.intentToMap([], true) as number) >= 1);
   assert.deepEqual([dirty(1, 9), dirty(2, 9), dirty(3, 9)], [false, true, true]);
 });
+
+test("a leg disassembled and assembled again by a live client: the extents its last writes left unsettled leave the intent record once it serves again", () => {
+  const n = normal();
+  // A write the client had not settled yet when this node last heard from it (settled 5 < seq 5+).
+  const w = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 0, 4096, { seq: 5, settled: 5 }), Buffer.alloc(4096, 1), false, (s) => cb(s)));
+  assert.equal(w, 0);
+  assert.equal(run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.FLUSH, 0, 0, { settled: 5 }), Buffer.alloc(0), false, (s) => cb(s))), 0);
+  assert.deepEqual(n.pool.intentRecorded(), [0]);
+  // del_sess disassemble, then add_sess assemble: a non-rejoin join pins what was unsettled.
+  assert.equal(n.pool.leave(1, false), null);
+  assert.equal(n.pool.join({ sync: false, create: false, dirty: false, chunk_size: CHUNK, members: [] }), null);
+  // Case 1: the maps arrive, MAP_DONE(enable) — the node serves again.
+  assert.equal(n.pool.mapReady(false), null);
+  assert.equal(n.pool.mapBufDone(n.pool.map_ver), null);
+  assert.equal(n.pool.mapDone(true), null);
+  assert.equal(n.pool.state, 'NORMAL');
+  // Writes elsewhere with the client's later mark: the old extent can make room now.
+  for (let e = 1; e < 12; e++) {
+    const s = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE | IO_F_FUA, e * 65536, 4096, { seq: 100 + e, settled: 100 + e }), Buffer.alloc(4096, 2), false, (st) => cb(st)));
+    assert.equal(s, 0, `write into extent ${e}`);
+  }
+  assert.equal(n.pool.intentRecorded().includes(0), false, 'extent 0 left the record');
+});

@@ -44,6 +44,7 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 2026, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
   { seed: 2098, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
   { seed: 10084, faults: LIFECYCLE_KINDS },
+  { seed: 60008, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
 ];
 
 test('regression seeds stay fixed', async () => {
@@ -71,23 +72,26 @@ test('leaving a scheduled fault out changes only that fault', async () => {
 });
 
 /** Runs seeds from 1 until the mutation is caught; the number of seeds it took, or null. */
-async function seedsToCatch(mutation: Mutation, limit: number): Promise<{ seeds: number; violation: string } | null> {
+async function seedsToCatch(mutation: Mutation, limit: number, faults?: FaultKind[]): Promise<{ seeds: number; violation: string } | null> {
   for (let seed = 1; seed <= limit; seed++) {
-    const r = await runSeed({ seed, mutation, duration_ms: 1500 });
+    const r = await runSeed({ seed, mutation, duration_ms: 1500, ...(faults ? { faults } : {}) });
     if (r.violation !== null) return { seeds: seed, violation: r.violation };
   }
   return null;
 }
 
 test('mutation checks: the oracle catches a client that skips piggyback or MAP_ADD, and a node whose intent record never reaches its disk, within 30 seeds', async () => {
-  // When this was written (all fault kinds, 1.5 s): each was caught by the 2nd or 3rd seed.
+  // When this was written (1.5 s each): no piggyback caught by the 2nd seed, a skipped MAP_ADD
+  // by the 14th (all fault kinds); the intent record matters only when a storage node crashes,
+  // so that mutation runs with crashes alone: caught by the 1st seed (with every kind mixed
+  // in, about one seed in 60 crashes a node where it shows).
   const piggy = await seedsToCatch('no_piggyback', 30);
   assert.ok(piggy !== null, 'dropping the piggyback must be caught');
   assert.match(piggy.violation, /read validity|convergence|stability/);
   const mapAdd = await seedsToCatch('skip_map_add', 30);
   assert.ok(mapAdd !== null, 'skipping MAP_ADD must be caught');
   assert.match(mapAdd.violation, /convergence|read validity|stability/);
-  const intent = await seedsToCatch('drop_intent', 30);
+  const intent = await seedsToCatch('drop_intent', 30, ['crash']);
   assert.ok(intent !== null, 'dropping the intent record must be caught');
   assert.match(intent.violation, /convergence|read validity|stability/);
 });
