@@ -418,6 +418,27 @@ export class FaultCluster {
       else for (const l of parseMapText(ms)) if (l.dirty > 0) out.push(`${m} map: member ${l.member} ${l.dirty}/${l.total} dirty`);
       const sync = await this.tryRead(m, `rmr-server/pools/${POOL}/sync_state`);
       if (sync !== 'Stopped') out.push(`${m} sync: ${sync ?? 'unreadable'}`);
+      // Its sync pool's legs to every other member (what it resyncs from).
+      const legs = await this.syncLegs(m);
+      for (const peer of this.members) {
+        if (peer === m) continue;
+        const st = legs.get(this.node(peer).member_id);
+        if (st !== 'sync normal') out.push(`${m} sync leg to ${peer}: ${st ?? 'missing'}`);
+      }
+    }
+    return out;
+  }
+
+  /** A storage node's sync-pool legs (member id → state) from its status. */
+  async syncLegs(name: string): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    try {
+      const r = await call(this.target(name), 'GET', '/v1/status', undefined, 5000);
+      if (r.status !== 200) return out;
+      const roles = (JSON.parse(r.body) as { roles?: { status?: { legs?: { pool: string; side: string; member_id: number; state: string }[] } }[] }).roles ?? [];
+      for (const role of roles) for (const l of role.status?.legs ?? []) if (l.pool === POOL && l.side === 'client') out.set(l.member_id, l.state);
+    } catch {
+      // unreachable: no legs
     }
     return out;
   }
@@ -451,7 +472,7 @@ export class FaultCluster {
     if (r.code !== 0) throw new Error(`rmr down exited ${String(r.code)}: ${r.stderr.trim()}`);
     for (const n of this.nodes.values()) {
       if (n.exited === null) continue;
-      const how = await Promise.race([n.exited, sleepMs(20_000).then(() => 'still running')]);
+      const how = await Promise.race([n.exited, unrefSleep(20_000).then(() => 'still running')]);
       if (how === 'still running') throw new Error(`daemon ${n.name} still runs 20 s after rmr down`);
     }
     this.compareStores();
@@ -496,7 +517,7 @@ export class FaultCluster {
       p.kill('SIGCONT');
       p.kill('SIGKILL');
     }
-    await Promise.race([Promise.all(waits), sleepMs(10_000)]);
+    await Promise.race([Promise.all(waits), unrefSleep(10_000)]);
     const labError = this.lab === null ? null : await this.lab.close().then(() => null, (e: unknown) => (e instanceof Error ? e : new Error('netns cleanup failed', { cause: e })));
     if (this.failed && process.env.RMR_KEEP_FAILED === '1') process.stderr.write(`fault cluster kept in ${this.dir}\n`);
     else rmSync(this.dir, { recursive: true, force: true });
@@ -506,6 +527,11 @@ export class FaultCluster {
 
 export function sleepMs(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A deadline for a race: does not keep the process alive once the race is won. */
+function unrefSleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 /** Host of a node in the lab (throws without namespaces). */

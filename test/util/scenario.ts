@@ -12,6 +12,7 @@ import { runWorkload, type WorkloadOptions, type WorkloadResult } from './histor
 import { describeFio, startFio, type FioJob, type FioOutcome } from './fio-run.js';
 import type { FaultCluster } from './fault-cluster.js';
 import { sleepMs } from './fault-cluster.js';
+import { runOk } from './nbd-checks.js';
 
 /**
  * The history workload's region: 128 blocks of 4 KiB (512 KiB, four 128 KiB chunks) at offset
@@ -21,7 +22,23 @@ import { sleepMs } from './fault-cluster.js';
  */
 export const HISTORY_BLOCKS = 128;
 export const HISTORY_BLOCK_BYTES = 4096;
-export const FIO_OFFSET = 1 << 20;
+/**
+ * Each load of a cluster writes its history into a fresh 512 KiB slot of the first 4 MiB
+ * (the checker assumes blocks start as zeroes); a slot used before is zeroed first.
+ */
+const HISTORY_SLOTS = 8;
+const HISTORY_SLOT_BYTES = HISTORY_BLOCKS * HISTORY_BLOCK_BYTES;
+export const FIO_OFFSET = HISTORY_SLOTS * HISTORY_SLOT_BYTES;
+const slotsUsed = new WeakMap<FaultCluster, number>();
+
+/** The byte offset of the next history slot of a cluster, zeroed if it was used before. */
+async function historySlot(c: FaultCluster): Promise<number> {
+  const n = slotsUsed.get(c) ?? 0;
+  slotsUsed.set(c, n + 1);
+  const base = (n % HISTORY_SLOTS) * HISTORY_SLOT_BYTES;
+  if (n >= HISTORY_SLOTS) await runOk('qemu-io', ['-f', 'raw', '-c', `write -z ${base} ${HISTORY_SLOT_BYTES}`, c.nbdUri], 60_000);
+  return base;
+}
 
 export interface LoadOptions {
   seed: number;
@@ -58,6 +75,7 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
   const log = (line: string): void => {
     faults.push(`${((performance.now() - t0) / 1000).toFixed(1)}s ${line}`);
   };
+  const base_offset = o.history === null ? 0 : await historySlot(c);
   const fio =
     o.fio === null
       ? null
@@ -87,6 +105,7 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
   let check: CheckResult | null = null;
   if (o.history !== null) {
     workload = await runWorkload({
+      base_offset,
       target: c.nbdTarget,
       export_name: 'disk0',
       seed: o.seed,
