@@ -3,14 +3,14 @@
 // failing reads and writes of stg2's store: the store closes at its first error, stg2 leaves
 // IO service (NO_IO), the client fails its leg and goes on with the other two, and no NBD
 // client sees an error. Then the operator replaces the disk: remove_store, an empty file in
-// its place, `add_store ... mode=replace` with the pool's UUID, and on the client del_sess
-// mode=delete + add_sess mode=create + enable (store-manager.ts replace()): every chunk is
-// dirty for the new member, which copies the whole device from its peers under load. At the
-// end every map is clean, the history is valid and the three stores are identical.
+// its place, `add_store ... mode=replace` with the pool's UUID (store-manager.ts replace());
+// the client's failed leg comes back through its store check by itself, every chunk is dirty
+// for the new member, which copies the whole device from its peers under load. At the end
+// every map is clean, the history is valid and the three stores are identical.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, truncateSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { FaultCluster, POOL, parseMapText } from '../util/fault-cluster.js';
 import { describeLoad, runLoad } from '../util/scenario.js';
 import { until } from '../util/cli-cluster.js';
@@ -50,34 +50,10 @@ test('disk errors on one member under load: it leaves IO service, the others ser
     const mdErrors = readFileSync(stg2.log, 'utf8').split('\n').filter((l) => l.includes('pool metadata write failed')).length;
     assert.ok(mdErrors >= 1 && mdErrors <= 2, `metadata write failures logged ${mdErrors} times`);
 
-    const pool_uuid = await c.read('stg1', `brmr-server/stores/${POOL}/pool_uuid`);
-    const syncs = async (): Promise<number> => {
-      const s = JSON.parse(await c.read('stg2', `rmr-server/pools/${POOL}/stats`)) as { chunk_syncs: number; chunk_sync_failures: number };
-      return s.chunk_syncs - s.chunk_sync_failures;
-    };
-    const syncs_before = await syncs();
-    const replaced = await runLoad(c, {
-      seed: 702,
-      runtime_s: 10,
-      faults: async (log) => {
-        // The filter belongs to the device path, which the new disk takes over: clear it first.
-        await c.write('stg2', `brmr-server/stores/${POOL}/fault_injection`, 'off=1');
-        await c.write('stg2', `brmr-server/stores/${POOL}/remove_store`, '1');
-        truncateSync(stg2.store, 0); // the new, empty disk in the old one's place
-        await c.write('stg2', 'brmr-server/ctl/add_store', `device=${stg2.store} pool=${POOL} mode=replace pool_uuid=${pool_uuid} mapped_size=${c.store_size / 512}`);
-        const own = parseMapText(await c.read('stg2', `rmr-server/pools/${POOL}/map_summary`)).find((l) => l.member === 2);
-        assert.ok(own !== undefined && own.dirty === own.total, `the new disk is dirty everywhere: ${JSON.stringify(own)}`);
-        log('stg2 disk replaced (add_store mode=replace)');
-        const sess = `rmr-client/pools/${POOL}/sessions/cli@stg2`;
-        await c.write('cli', `${sess}/del_sess`, 'mode=delete');
-        await c.write('cli', `rmr-client/pools/${POOL}/add_sess`, `sessname=cli@stg2 path=ip:${stg2.ip}:${stg2.port} mode=create`);
-        await c.write('cli', `${sess}/enable`, '1');
-        log('client: member 2 deleted and added again (create)');
-        await until('member 2 NORMAL', async () => ((await c.legStates()).get(2) === 'normal' ? true : null), 30_000, 100);
-      },
-    });
+    const syncs_before = await c.chunkSyncs('stg2');
+    const replaced = await runLoad(c, { seed: 702, runtime_s: 10, faults: (log) => c.replaceDisk('stg2', log) });
     t.diagnostic(describeLoad('disk replaced', replaced));
-    const copied = (await syncs()) - syncs_before;
+    const copied = (await c.chunkSyncs('stg2')) - syncs_before;
     const chunks = c.store_size / c.chunk_size;
     assert.ok(copied >= chunks, `the new disk copied every chunk: ${copied} chunk syncs for ${chunks} chunks`);
     t.diagnostic(`replacement: ${copied} chunk syncs for ${chunks} chunks`);

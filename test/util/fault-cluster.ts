@@ -11,7 +11,7 @@
 // failure.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -452,6 +452,48 @@ export class FaultCluster {
       if (Date.now() > end) throw new Error(`${what}: not NORMAL and clean after ${timeout_ms} ms: ${last.join('; ')}`);
       await sleepMs(250);
     }
+  }
+
+  // ------------------------------------------------------------------ operator procedures
+
+  /**
+   * Replaces a member's disk by an empty one in its place, as store-manager.ts replace()
+   * documents: its fault filter cleared, remove_store, the file emptied, `add_store
+   * mode=replace` with the pool's UUID (every chunk dirty for it, a discard flag in its
+   * pool_md). Nothing is done on the client: its failed leg comes back through its store
+   * check, has the peers mark the member fully dirty and the member copies the whole device
+   * from them. Returns once the leg is NORMAL (the copy runs on).
+   */
+  async replaceDisk(name: string, log: (line: string) => void = () => undefined): Promise<void> {
+    const n = this.node(name);
+    const other = this.members.find((m) => m !== name);
+    if (other === undefined) throw new Error('a replacement needs another member to copy from');
+    const pool_uuid = await this.read(other, `brmr-server/stores/${POOL}/pool_uuid`);
+    // The fault filter belongs to the device path, which the new disk takes over.
+    if ((await this.tryRead(name, `brmr-server/stores/${POOL}/fault_injection`)) !== null) await this.write(name, `brmr-server/stores/${POOL}/fault_injection`, 'off=1');
+    if ((await this.tryRead(name, `brmr-server/stores/${POOL}/state`)) !== null) await this.write(name, `brmr-server/stores/${POOL}/remove_store`, '1');
+    truncateSync(n.store, 0);
+    await this.write(name, 'brmr-server/ctl/add_store', `device=${n.store} pool=${POOL} mode=replace pool_uuid=${pool_uuid} mapped_size=${this.store_size / 512}`);
+    const own = parseMapText(await this.read(name, `rmr-server/pools/${POOL}/map_summary`)).find((l) => l.member === n.member_id);
+    if (own === undefined || own.dirty !== own.total) throw new Error(`${name}: the new disk is not dirty everywhere: ${JSON.stringify(own)}`);
+    log(`${name} disk replaced (add_store mode=replace)`);
+    const end = Date.now() + 60_000;
+    while ((await this.legStates()).get(n.member_id) !== 'normal') {
+      if (Date.now() > end) throw new Error(`member ${n.member_id} not NORMAL 60 s after its disk was replaced: ${(await this.unclean()).join('; ')}`);
+      await sleepMs(100);
+    }
+    log(`member ${n.member_id} NORMAL again (store check, rejoin)`);
+  }
+
+  /** Chunks a storage node synced from its peers so far (background and on demand). */
+  async chunkSyncs(name: string): Promise<number> {
+    const s = JSON.parse(await this.read(name, `rmr-server/pools/${POOL}/stats`)) as { chunk_syncs: number; chunk_sync_failures: number };
+    return s.chunk_syncs - s.chunk_sync_failures;
+  }
+
+  /** Application bytes a storage node served so far. */
+  async appBytes(name: string): Promise<number> {
+    return (JSON.parse(await this.read(name, `rmr-server/pools/${POOL}/stats`)) as { app_bytes: number }).app_bytes;
   }
 
   // ------------------------------------------------------------------ bring-up, teardown
