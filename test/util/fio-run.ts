@@ -18,6 +18,7 @@ export interface FioJob {
   /** Region of the device (bytes). */
   offset: number;
   size: number;
+  /** Seconds of a time-based run; 0: the job ends when its region is done. */
   runtime_s: number;
   /** Verify each N blocks written while running (0: no verification, e.g. for bandwidth runs). */
   verify_backlog?: number;
@@ -59,8 +60,7 @@ export function startFio(j: FioJob): FioRun {
     `--iodepth=${j.iodepth ?? 16}`,
     `--offset=${j.offset}`,
     `--size=${j.size}`,
-    '--time_based',
-    `--runtime=${j.runtime_s}`,
+    ...(j.runtime_s > 0 ? ['--time_based', `--runtime=${j.runtime_s}`] : []),
     ...(verify > 0 ? ['--verify=crc32c', `--verify_backlog=${verify}`, '--verify_fatal=1', '--verify_state_save=0'] : []),
     '--output-format=json',
     `--output=${out}`,

@@ -54,6 +54,11 @@ export interface LoadOptions {
   settle_timeout_ms?: number;
   /** The NBD clients must see no error and lose no connection (default true: a member fault is hidden by the others). */
   no_client_errors?: boolean;
+  /**
+   * No NBD request may be answered with an error (default true), also when connections are
+   * lost (a client crash: its requests in flight have unknown outcomes, none fails).
+   */
+  no_failed_ops?: boolean;
 }
 
 export interface LoadReport {
@@ -66,6 +71,8 @@ export interface LoadReport {
   faults: string[];
   /** Longest time an acknowledged history op took (how long a fault stalled IO). */
   max_latency_ms: number;
+  /** When history ops failed (NBD error replies), in seconds after the load started: [first, last], or null. */
+  failed_window_s: [number, number] | null;
 }
 
 /** Runs the load with the faults and checks it; throws on an fio error or a history violation. */
@@ -135,6 +142,7 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
     ops_checked: (fioOut?.write_ios ?? 0) + (fioOut?.read_ios ?? 0) + (workload?.ops.length ?? 0),
     violations,
     faults,
+    failed_window_s: failedWindow(workload, t0),
     max_latency_ms: Math.round((workload?.ops ?? []).reduce((m, x) => (x.outcome === 'ok' && x.final !== true ? Math.max(m, x.complete - x.invoke) : m), 0)),
   };
   if (fioOut !== null) {
@@ -144,6 +152,10 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
   }
   if (check !== null && workload !== null) {
     assert.deepEqual(check.violations.map((v) => v.message), [], `the history checker finds no violation; around them:\n${explain(check, workload)}`);
+    if (o.no_failed_ops !== false) {
+      const failed = workload.ops.filter((x) => x.outcome === 'fail');
+      assert.equal(failed.length, 0, `no NBD request failed (${failed.length} did between ${String(report.failed_window_s?.[0])}s and ${String(report.failed_window_s?.[1])}s: ${[...new Set(failed.map((x) => x.note ?? '?'))].join(' | ')}); faults: ${faults.join('; ')}`);
+    }
     if (o.no_client_errors !== false) {
       const s = workload.stats;
       assert.ok(s.failed === 0 && s.unknown === 0 && s.connection_failures === 0, `the history's NBD clients saw no error: ${s.failed} failed, ${s.unknown} unknown, ${s.connection_failures} connection failures (${[...new Set(workload.ops.filter((x) => x.outcome !== 'ok').map((x) => `${x.note ?? '?'} at ${((x.invoke - t0) / 1000).toFixed(1)}s`))].join(' | ')}); faults: ${faults.join('; ')}`);
@@ -153,10 +165,15 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
   return report;
 }
 
+function failedWindow(w: WorkloadResult | null, t0: number): [number, number] | null {
+  const failed = (w?.ops ?? []).filter((x) => x.outcome === 'fail').map((x) => Math.round((x.invoke - t0) / 100) / 10);
+  return failed.length === 0 ? null : [Math.min(...failed.slice(0, 100_000)), Math.max(...failed.slice(0, 100_000))];
+}
+
 /** One line per scenario run for the suite's report (t.diagnostic). */
 export function describeLoad(name: string, r: LoadReport): string {
   const h = r.workload?.stats;
-  return `${name}: faults [${r.faults.join('; ')}]; fio ${r.fio?.write_ios ?? 0} writes + ${r.fio?.read_ios ?? 0} verified reads; history ${r.workload?.ops.length ?? 0} ops (${h?.unknown ?? 0} unknown, ${h?.failed ?? 0} failed, ${h?.connection_failures ?? 0} connection failures, longest op ${r.max_latency_ms} ms); ${r.ops_checked} IO operations checked; ${r.violations} violations`;
+  return `${name}: faults [${r.faults.join('; ')}]; fio ${r.fio?.write_ios ?? 0} writes + ${r.fio?.read_ios ?? 0} verified reads; history ${r.workload?.ops.length ?? 0} ops (${h?.unknown ?? 0} unknown, ${h?.failed ?? 0} failed${r.failed_window_s !== null ? ` between ${r.failed_window_s[0]}s and ${r.failed_window_s[1]}s` : ''}, ${h?.connection_failures ?? 0} connection failures, longest op ${r.max_latency_ms} ms); ${r.ops_checked} IO operations checked; ${r.violations} violations`;
 }
 
 /** The ops on each violation's block that overlap it in time (±50 ms), for the failure message. */
