@@ -512,6 +512,9 @@ export class FaultCluster {
   async downAndCompare(): Promise<number> {
     const r = await rmr(['down', this.cluster_file], 120_000);
     if (r.code !== 0) throw new Error(`rmr down exited ${String(r.code)}: ${r.stderr.trim()}`);
+    // rmr down stops the daemons of the pool's members and the client; the others (spares,
+    // removed members) get the same SIGTERM here.
+    for (const n of this.nodes.values()) if (n.role === 'storage' && !this.members.includes(n.name) && n.proc !== null && n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM');
     for (const n of this.nodes.values()) {
       if (n.exited === null) continue;
       const how = await Promise.race([n.exited, unrefSleep(20_000).then(() => 'still running')]);
