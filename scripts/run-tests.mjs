@@ -1,6 +1,9 @@
 // Runs every compiled test file with Node's built-in runner. Files are listed explicitly
 // because `node --test <dir>` behaves differently on Node 20 and Node 22+.
-// Usage: [TEST_EXCLUDE=a,b] node scripts/run-tests.mjs [substring-filter ...]
+// Usage: [TEST_EXCLUDE=a,b] node scripts/run-tests.mjs [--full] [substring-filter ...]
+// Files named *.full.test.ts (the long fault scenarios in test/faults/, and those that wait
+// for work on other branches) run only with --full (`npm run test:faults`); every other
+// file, including the fault suite's CI subset *.ci.test.ts, runs in plain `npm test`.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -15,13 +18,16 @@ const walk = (dir) => {
   }
 };
 walk(root);
-const filters = process.argv.slice(2);
+const args = process.argv.slice(2);
+const full = args.includes('--full');
+const filters = args.filter((a) => a !== '--full');
 // TEST_EXCLUDE: comma-separated substrings of files to leave out (CI's second Node version
 // runs the in-process suites only; the multi-process ones ran under the first).
 const exclude = (process.env.TEST_EXCLUDE ?? '').split(',').filter((s) => s !== '');
-const chosen = (filters.length ? files.filter((f) => filters.some((s) => f.includes(s))) : files).filter((f) => !exclude.some((s) => f.includes(s)));
+const runnable = (full ? files : files.filter((f) => !f.endsWith('.full.test.js'))).filter((f) => !exclude.some((s) => f.includes(s)));
+const chosen = filters.length ? runnable.filter((f) => filters.some((s) => f.includes(s))) : runnable;
 if (chosen.length === 0) {
-  console.error(`no test files under ${root} match ${filters.join(' ')}`);
+  console.error(`no test files under ${root} match ${filters.join(' ')}${full ? '' : ' (*.full.test.js files need --full)'}`);
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';

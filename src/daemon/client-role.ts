@@ -42,10 +42,14 @@ export class ClientRole implements Role {
       if (e === undefined) continue;
       const sessions = book.list('session').filter((s) => !s.sync && s.pool === r.pool);
       const legs = sessions.map((s) => resumer.run(`session ${r.pool}/${s.sessname}`, () => book.has(s) && !e.legs.has(s.sessname), () => clients.addSess(e, s.sessname, s.paths, 'assemble', false)));
-      // A device is re-mapped once a first member is back (the others rejoin through recovery).
+      // A device is re-mapped and exported once its pool serves again (a NORMAL leg): after
+      // a client crash every member stays RECONNECTING until recovery (Cases 3/4) has them
+      // all and reconciles them, and an export before that failed its IO with ENODEV (the
+      // client-crash fault scenario saw hundreds of failed NBD requests right after the
+      // restart). Until then NBD clients find no export, as while the daemon was down.
       const devs = book.list('device').filter((d) => d.pool === r.pool);
       if (devs.length === 0 || legs.length === 0) continue;
-      void Promise.race(legs).then(() => {
+      this.whenServing(ctx, r.pool, () => {
         for (const d of devs) {
           void resumer.run(`map_device ${d.name}`, () => book.has(d) && !devices.devices.has(d.name), () => devices.mapDevice(d.pool, d.size_sectors, d.name, d.export, false));
         }
@@ -53,7 +57,25 @@ export class ClientRole implements Role {
     }
   }
 
+  /** Calls `fn` once the IO pool has a NORMAL leg (now, or at the leg event that makes one). */
+  private whenServing(ctx: RoleContext, pool: string, fn: () => void): void {
+    const serving = (): boolean => [...(this.clients?.io_pools.get(pool)?.legs.values() ?? [])].some((sl) => sl.leg.state === 'NORMAL');
+    if (serving()) return fn();
+    const unsubscribe = ctx.events.subscribe((ev) => {
+      if (ev.kind !== 'pool_session' || !ev.subject.startsWith(`${pool}/`) || ev.to !== 'normal' || !serving()) return;
+      unsubscribe();
+      this.waiting.delete(unsubscribe);
+      fn();
+    });
+    this.waiting.add(unsubscribe);
+  }
+
+  /** Subscriptions of devices waiting for their pool (dropped at stop). */
+  private readonly waiting = new Set<() => void>();
+
   async stop(): Promise<void> {
+    for (const u of this.waiting) u();
+    this.waiting.clear();
     this.resumer?.stop();
     await this.devices?.shutdown();
     this.clients?.shutdown(false);

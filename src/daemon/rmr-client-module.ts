@@ -199,7 +199,12 @@ export class RmrClientModule {
         secret: this.ports.secret ?? Buffer.alloc(0),
         heartbeat_interval_ms: c.heartbeat_interval_ms,
         heartbeat_timeout_ms: c.heartbeat_timeout_ms,
-        disconnect_timeout_ms: OPEN_TIMEOUT_MS,
+        // A leg whose session lost its last path is FAILED at once and its writes are
+        // recorded as missed on the other members; holding its requests for a reconnect
+        // only held the application's IO (a SIGKILLed member stalled every write in flight
+        // for 10 s). They fail now and are never sent again.
+        disconnect_timeout_ms: 0,
+        open_timeout_ms: OPEN_TIMEOUT_MS,
         reconnect_delay_ms: 200,
         reconnect_max_delay_ms: 2000,
       },

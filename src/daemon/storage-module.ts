@@ -31,6 +31,8 @@ const POOL_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const SECTOR = 512;
 /** Sync progress events while a sync runs: at most one per this many ms per pool. */
 const PROGRESS_EVENT_MS = 1000;
+/** A pool whose metadata writes keep failing logs it at most once per this many ms. */
+const MD_ERROR_LOG_MS = 60_000;
 
 export interface StorageSettings {
   readonly sync_max_bytes_per_s: number;
@@ -47,6 +49,9 @@ interface ServerPoolEntry {
   /** Name of the sync client pool attached by add_clt. */
   clt: string | null;
   last_progress_ms: number;
+  /** Metadata write failures not logged yet, and when the last one was. */
+  md_errors_unlogged: number;
+  md_error_logged_ms: number;
 }
 
 const SYNC_STATE_TEXT: Readonly<Record<SyncState, string>> = { RUNNING: 'Running', STOPPED: 'Stopped', WAIT: 'Request_to_stop' };
@@ -136,11 +141,24 @@ export class StorageModule {
     const sync = new BackgroundSync(pool, this.ctx.clock, { max_bytes_per_s: s.sync_max_bytes_per_s, min_bytes_per_s: s.sync_min_bytes_per_s, share: s.sync_share }, (from, to, reason) => {
       this.ctx.events.emit({ kind: 'sync', subject: name, from: from.toLowerCase(), to: to.toLowerCase(), detail: { reason, ...(this.progressJson(name) as Record<string, JsonValue>) } });
     });
-    const entry: ServerPoolEntry = { pool, sync, tickers: [], clt: null, last_progress_ms: 0 };
-    entry.tickers = serverPoolTickers(this.ctx.clock, pool, (status) => this.ctx.logger.log('error', 'pool metadata write failed', { pool: name, status: errnoName(status) }));
+    const entry: ServerPoolEntry = { pool, sync, tickers: [], clt: null, last_progress_ms: 0, md_errors_unlogged: 0, md_error_logged_ms: -Infinity };
+    entry.tickers = serverPoolTickers(this.ctx.clock, pool, (status) => this.metadataWriteFailed(entry, status));
     this.pools.set(name, entry);
     this.ctx.events.emit({ kind: 'server_pool', subject: name, to: 'empty', detail: { member_id, chunk_size } });
     if (persist) await this.book.put({ kind: 'server_pool', pool: name, member_id, chunk_size });
+  }
+
+  /**
+   * The metadata ticker retries every 500 ms: a failed store (closed after an IO error, until
+   * the operator removes it) must not flood the log with two error lines a second.
+   */
+  private metadataWriteFailed(e: ServerPoolEntry, status: number): void {
+    e.md_errors_unlogged++;
+    const now = this.ctx.clock.now();
+    if (now - e.md_error_logged_ms < MD_ERROR_LOG_MS) return;
+    this.ctx.logger.log('error', 'pool metadata write failed', { pool: e.pool.name, status: errnoName(status), failures: e.md_errors_unlogged, next_report_s: MD_ERROR_LOG_MS / 1000 });
+    e.md_errors_unlogged = 0;
+    e.md_error_logged_ms = now;
   }
 
   private need(name: string): ServerPoolEntry {

@@ -159,22 +159,29 @@ export class ClientLifecycle {
     }
   }
 
-  /** The user's enable of a created leg (ENABLE_POOL(1), then NORMAL); or maintenance off. */
+  /**
+   * The user's enable of a created leg (ENABLE_POOL(1), then NORMAL), with IO drained; or
+   * maintenance off. A write in flight went only to the NORMAL legs and is not recorded as
+   * missed by a created member (it is dirty everywhere), so once NORMAL the member could
+   * sync that chunk from a peer the write had not reached yet and keep the old bytes as
+   * clean. Found by the disk-replacement fault scenario (a stale read after add_sess
+   * mode=create + enable under load).
+   */
   enableLeg(leg: Leg, cb: OpCallback): void {
     const p = this.p;
     if (leg.maintenance) return this.maintenance(leg.member_id, false, cb);
     this.locked(
       () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
       (release) =>
-        leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
-          if (status !== 0) {
+        p.freeze(() =>
+          leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
+            const err = status === 0 ? p.setLegState(leg, 'NORMAL', 'enabled') : null;
+            p.unfreeze();
             release();
-            return cb(status, reason);
-          }
-          const err = p.setLegState(leg, 'NORMAL', 'enabled');
-          release();
-          cb(err === null ? 0 : Errno.EINVAL, err);
-        }),
+            if (status !== 0) return cb(status, reason);
+            cb(err === null ? 0 : Errno.EINVAL, err);
+          }),
+        ),
     );
   }
 

@@ -19,8 +19,9 @@
 // Requests: a permit (tag) is taken (waiting or not), `send` transmits on a path chosen by
 // the policy. A request whose path dies is re-sent on another path with the same tag and id;
 // the server executes each id at most once. A request is failed to its caller on its own
-// timeout, or when the session stays without any path for `disconnect_timeout_ms`; a failed
-// request is never transmitted again (a late copy could overwrite newer data).
+// timeout, or when the session stays without any path for `disconnect_timeout_ms` (0: as
+// soon as the last path is down); a failed request is never transmitted again (a late copy
+// could overwrite newer data).
 
 import type { Clock, Logger, Random, TimerId } from '../util/ports.js';
 import { nullLogger } from '../util/ports.js';
@@ -91,8 +92,14 @@ export interface ClientSessionOptions {
   connect_timeout_ms?: number;
   /** A request not answered within this time fails with ETIMEDOUT. */
   request_timeout_ms?: number;
-  /** Requests wait this long for a path while the session has none, then fail ENOTCONN. */
+  /**
+   * Requests wait this long for a path while the session has none, then fail ENOTCONN. 0:
+   * they fail as soon as the last path is down (a caller with redundancy of its own, like an
+   * RMR leg, gains nothing from waiting for this server to come back).
+   */
   disconnect_timeout_ms?: number;
+  /** open() fails when no path is up within this long (default: the larger of disconnect and connect timeouts). */
+  open_timeout_ms?: number;
   reconnect_delay_ms?: number;
   reconnect_max_delay_ms?: number;
   /** Consecutive failed attempts while disconnected before the session closes; -1 = never. */
@@ -121,6 +128,7 @@ function resolve(o: ClientSessionOptions): Resolved {
     connect_timeout_ms: o.connect_timeout_ms ?? 5000,
     request_timeout_ms: o.request_timeout_ms ?? 30_000,
     disconnect_timeout_ms: o.disconnect_timeout_ms ?? 30_000,
+    open_timeout_ms: o.open_timeout_ms ?? Math.max(o.disconnect_timeout_ms ?? 30_000, o.connect_timeout_ms ?? 5000),
     reconnect_delay_ms: o.reconnect_delay_ms ?? 200,
     reconnect_max_delay_ms: o.reconnect_max_delay_ms ?? 30_000,
     max_reconnect_attempts: o.max_reconnect_attempts ?? -1,
@@ -137,6 +145,7 @@ function resolve(o: ClientSessionOptions): Resolved {
   checkInt('connect_timeout_ms', r.connect_timeout_ms, 1, 3_600_000);
   checkInt('request_timeout_ms', r.request_timeout_ms, 1, 86_400_000);
   checkInt('disconnect_timeout_ms', r.disconnect_timeout_ms, 0, 86_400_000);
+  checkInt('open_timeout_ms', r.open_timeout_ms, 1, 86_400_000);
   checkInt('reconnect_delay_ms', r.reconnect_delay_ms, 1, 3_600_000);
   checkInt('reconnect_max_delay_ms', r.reconnect_max_delay_ms, r.reconnect_delay_ms, 3_600_000);
   checkInt('max_reconnect_attempts', r.max_reconnect_attempts, -1, 2 ** 31);
@@ -320,7 +329,7 @@ export class ClientSession {
     if (this._state !== 'CONNECTING') return Promise.resolve();
     const p = new Promise<void>((resolve, reject) => this.open_waiters.push({ resolve, reject }));
     if (this.open_timer === null && this.open_waiters.length === 1) {
-      const bound = Math.max(this.o.disconnect_timeout_ms, this.o.connect_timeout_ms);
+      const bound = this.o.open_timeout_ms;
       this.open_timer = this.clock.setTimer(bound, () => {
         this.open_timer = null;
         if (this._state === 'CONNECTING') {
@@ -359,6 +368,8 @@ export class ClientSession {
         this.disconnected_since = this.clock.now();
         this.attempts_while_down = 0;
         this.emit({ type: 'DISCONNECTED', reason });
+        // Nothing waits for a path: what was in flight or queued fails now, not at the next sweep.
+        if (this.o.disconnect_timeout_ms === 0) this.sweep();
         break;
       case 'CLOSED': {
         const ws = this.open_waiters;

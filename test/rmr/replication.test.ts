@@ -5,8 +5,11 @@
 // byte-identical data.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeCluster, type Cluster } from '../util/inproc-cluster.js';
+import { DirectChannel, PeerSource, makeCluster, type Cluster } from '../util/inproc-cluster.js';
 import { Errno } from '../../src/util/errno.js';
+import { ServerPool } from '../../src/rmr/server-pool.js';
+import { MemDisk } from '../../src/sim/mem-disk.js';
+import type { Leg } from '../../src/rmr/client-pool.js';
 
 const CHUNK = 64 * 1024;
 
@@ -287,4 +290,46 @@ test('READ_MAP_BUF: the client loads every map a node holds, page slices in memb
   assert.equal(c.client.maps.get(3)?.dirtyCount, 4);
   assert.equal(c.client.maps.get(3)?.isDirty(0), false);
   assert.equal(c.client.maps.get(1)?.dirtyCount, 0);
+});
+
+test('a member created on a live pool and enabled while a write is in flight ends up with that write (IO drains before it serves)', () => {
+  // Found by test/faults/disk-errors: after a disk replacement (add_sess mode=create, then
+  // enable under load) a read returned the value an acknowledged write had overwritten. The
+  // write was sent only to the NORMAL legs (the new one was CREATED, and not recorded as
+  // missing: it was fully dirty); the new member, NORMAL at once, synced the chunk from a
+  // peer the write had not reached yet, kept the old bytes and marked the chunk clean.
+  const c = makeCluster(2);
+  const size = c.client.mapped_size;
+  const disk = new MemDisk(size, c.clock, c.random);
+  const meta = new MemDisk(1 << 20, c.clock, c.random);
+  const s3 = new ServerPool({ pool_name: 'pool1', group_id: 1, member_id: 3, chunk_size: CHUNK, intent_extent_shift: 20, intent_max_extents: 64 }, () => undefined);
+  assert.equal(s3.register({ block: disk, meta, meta_base: 0, ioAllowed: () => true }, 'create', size), null);
+  const all = [...c.servers, s3];
+  s3.sync_source = new PeerSource(c.clock, s3, () => all, () => true);
+  const wait = (what: string, start: (done: () => void) => void): void => {
+    let over = false;
+    start(() => (over = true));
+    c.clock.runUntilTrue(what, () => over, c.clock.now() + 10_000);
+  };
+  let leg: Leg | null = null;
+  wait('add_sess create', (done) => c.client.addSess('client@node3', new DirectChannel(c.clock, s3), 'create', 128, (st, l) => (assert.equal(st, 0), (leg = l), done())));
+  const created = leg as Leg | null;
+  assert.ok(created !== null && created.state === 'CREATED');
+  // The write's first touch of an extent waits for the intent record on members 1 and 2.
+  for (const m of c.metas) m.faults.latency_ms = 5;
+  const data = pattern(9, 4096);
+  let write_status: number | null = null;
+  c.client.submit('write', 0, 4096, data, {}, (st) => (write_status = st));
+  wait('enable', (done) => c.client.enableLeg(created, (st) => (assert.equal(st, 0), done())));
+  // Reads on every leg right after the enable (the new member syncs the chunk on demand).
+  const reads: (Buffer | null)[] = [];
+  for (let i = 0; i < 3; i++) c.client.submit('read', 0, 4096, null, {}, (st, d) => reads.push(st === 0 ? d : null));
+  c.clock.runUntilTrue('write and reads', () => write_status !== null && reads.length === 3, c.clock.now() + 10_000);
+  assert.equal(write_status, 0);
+  for (let i = 0; i < 6; i++) {
+    const [st, d] = c.read(0, 4096);
+    assert.equal(st, 0);
+    assert.ok(d?.equals(data), `read ${i} returns the acknowledged write`);
+  }
+  assert.ok(disk.contents().subarray(0, 4096).equals(data), 'the new member holds the write');
 });

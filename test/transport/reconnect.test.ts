@@ -1,7 +1,7 @@
 // Liveness and reconnect against a server in its own process: SIGSTOP is detected within
 // the heartbeat bound; SIGKILL and a restart on the same port bring the session back by
 // itself; requests issued during the outage ride it out, or fail with ENOTCONN after the
-// disconnect timeout when the server stays away.
+// disconnect timeout when the server stays away, or at once with a disconnect timeout of 0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -121,6 +121,38 @@ test('with no server, requests fail with ENOTCONN after the disconnect timeout; 
   await assert.rejects(session.request('read', null, null, 1), (e: TransportError) => e.code === 'ENOTCONN');
   const closed = await nextEvent('CLOSED', linkEvents(session), (e) => e.type === 'CLOSED', 20_000);
   assert.match((closed as { reason: string }).reason, /reconnect attempts exhausted/);
+});
+
+test('disconnect_timeout_ms 0: requests in flight fail as soon as the last path is down, and new ones at once; the session reconnects', async (t) => {
+  const env = new Env();
+  const srv = await startServer(0, [1000, 5000]);
+  t.after(async () => {
+    await env.close();
+    srv.proc.kill('SIGCONT');
+    await kill(srv.proc, 'SIGKILL');
+  });
+  const { session } = env.client([{ host: '127.0.0.1', port: srv.port }], {
+    heartbeat_interval_ms: 100,
+    heartbeat_timeout_ms: 500,
+    disconnect_timeout_ms: 0,
+    open_timeout_ms: 5000,
+    reconnect_delay_ms: 50,
+    reconnect_max_delay_ms: 100,
+    connect_timeout_ms: 300,
+  });
+  await session.open();
+  srv.proc.kill('SIGSTOP');
+  const start = Date.now();
+  // Sent on the live path; the server never answers; the heartbeat bound takes the path down.
+  await assert.rejects(within('in-flight failure', session.request('read', hdr(7), null, 64), 5000), (e: TransportError) => e.code === 'ENOTCONN');
+  const took = Date.now() - start;
+  assert.ok(took < 500 + 100 + 1000, `failed ${took} ms after the server stopped (heartbeat bound 600 ms), not after a reconnect`);
+  await assert.rejects(session.request('read', hdr(8), null, 64), (e: TransportError) => e.code === 'ENOTCONN');
+  const back = nextEvent('RECONNECTED', linkEvents(session), (e) => e.type === 'RECONNECTED', 15_000);
+  srv.proc.kill('SIGCONT');
+  await back;
+  assert.deepEqual((await session.request('read', hdr(9), null, 10)).data, pattern(9, 10));
+  assert.equal(session.stats.timeouts, 0);
 });
 
 test('manual reconnect moves the session to a new address', async (t) => {

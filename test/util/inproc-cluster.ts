@@ -100,6 +100,8 @@ export interface Cluster {
   client: ClientPool;
   servers: ServerPool[];
   disks: MemDisk[];
+  /** The members' metadata disks (pool_md, maps, the intent record). */
+  metas: MemDisk[];
   channels: DirectChannel[];
   syncs: BackgroundSync[];
   write(offset: number, data: Buffer): number;
@@ -113,6 +115,7 @@ export function makeCluster(rf: number, opts: { chunk_size?: number; size?: numb
   const random = new SimRandom(opts.seed ?? 1);
   const servers: ServerPool[] = [];
   const disks: MemDisk[] = [];
+  const metas: MemDisk[] = [];
   const channels: DirectChannel[] = [];
   const syncs: BackgroundSync[] = [];
   const client = new ClientPool({ pool_name: 'pool1', group_id: 1, chunk_size, mapped_size: size, max_io_size: 1 << 20, min_replicas: opts.min_replicas ?? 0 }, () => clock.now(), () => undefined);
@@ -131,6 +134,7 @@ export function makeCluster(rf: number, opts: { chunk_size?: number; size?: numb
     assert.equal(s.enable(true), null);
     servers.push(s);
     disks.push(disk);
+    metas.push(meta);
     const ch = new DirectChannel(clock, s);
     channels.push(ch);
     const leg = client.addLeg(`client@node${member}`, member, ch);
@@ -153,6 +157,7 @@ export function makeCluster(rf: number, opts: { chunk_size?: number; size?: numb
     client,
     servers,
     disks,
+    metas,
     channels,
     syncs,
     write: (offset, data) => wait<number>((cb) => client.submit('write', offset, data.length, data, {}, (s) => cb(s))),

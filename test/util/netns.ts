@@ -115,6 +115,8 @@ export class NetLab {
   private readonly hosts = new Map<string, Host>();
   private readonly children = new Set<ChildProcess>();
   private readonly namespaces: string[] = [];
+  /** Where each host of a lan() is plugged in: the switch and its port toward the host. */
+  private readonly switch_ports = new Map<string, { sw: Host; port: string }>();
   private ifno = 0;
   private subnet = 0;
   private closed = false;
@@ -183,6 +185,7 @@ export class NetLab {
       const ip = `${net}.${k + 1}`;
       sh(IP, ['link', 'add', i, 'netns', h.ns, 'type', 'veth', 'peer', 'name', port, 'netns', sw.ns]);
       sh(IP, ['-n', sw.ns, 'link', 'set', port, 'master', 'br0']);
+      this.switch_ports.set(h.name, { sw, port });
       sh(IP, ['-n', sw.ns, 'link', 'set', port, 'up']);
       sh(IP, ['-n', h.ns, 'addr', 'add', `${ip}/24`, 'dev', i]);
       sh(IP, ['-n', h.ns, 'link', 'set', i, 'up']);
@@ -247,6 +250,21 @@ export class NetLab {
   /** Caps what h sends on `iface` with tc tbf (`rate` as tc takes it: 10mbit, 500kbit). */
   rate(h: Host, rate: string, iface = h.ifaces[0]?.name ?? '', burst = '32kb', latency = '50ms'): void {
     sh(IP, ['netns', 'exec', h.ns, TC, 'qdisc', 'replace', 'dev', iface, 'root', 'tbf', 'rate', rate, 'burst', burst, 'latency', latency]);
+  }
+
+  /**
+   * Caps what reaches h over its lan() segment (tc tbf on the switch port toward it): with
+   * rate() on h as well, the host's link is capped both ways.
+   */
+  rateInto(h: Host, rate: string, burst = '32kb', latency = '50ms'): void {
+    const p = this.switch_ports.get(h.name);
+    if (p === undefined) throw new Error(`host ${h.name} is on no lan()`);
+    this.rate(p.sw, rate, p.port, burst, latency);
+  }
+
+  unrateInto(h: Host): void {
+    const p = this.switch_ports.get(h.name);
+    if (p !== undefined) this.unrate(p.sw, p.port);
   }
 
   unrate(h: Host, iface = h.ifaces[0]?.name ?? ''): void {

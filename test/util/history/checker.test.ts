@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkHistory, type CheckOptions, type ViolationKind } from './checker.js';
-import { GARBAGE, decodeBlock, encodeBlock, type Op } from './model.js';
+import { GARBAGE, TORN, decodeBlock, encodeBlock, type Op } from './model.js';
 
 const OPTS: CheckOptions = { multi_conn: true, trim: 'zeroes', final: 'register' };
 
@@ -51,6 +51,32 @@ test('block values: encode/decode round trip; zeroes, foreign and torn blocks ar
   const flipped = Buffer.from(b);
   flipped[4000] = (flipped[4000] as number) ^ 1;
   assert.equal(decodeBlock(7, flipped).value, GARBAGE);
+});
+
+test('block values: a torn block is told apart as pieces of the values written to it; bytes of no such value stay garbage', () => {
+  const a = encodeBlock(7, 5, 4096);
+  const b = encodeBlock(7, 9, 4096);
+  const torn = Buffer.concat([a.subarray(0, 3968), b.subarray(3968)]);
+  assert.deepEqual(decodeBlock(7, torn, [5, 9, 11]), { value: TORN, pieces: [5, 9], note: 'torn: v5 from byte 0, v9 from byte 3968' });
+  const fromZero = Buffer.concat([Buffer.alloc(2048), a.subarray(2048)]);
+  assert.deepEqual(decodeBlock(7, fromZero, [5]).pieces, [0, 5]);
+  assert.equal(decodeBlock(7, torn, [5]).value, GARBAGE, 'v9 was never written');
+  const flipped = Buffer.from(torn);
+  flipped[4000] = (flipped[4000] as number) ^ 1;
+  assert.equal(decodeBlock(7, flipped, [5, 9]).value, GARBAGE);
+});
+
+const TR = (block: number, pieces: number[], inv: number, comp: number): Op => ({ ...R(block, TORN, inv, comp), pieces });
+
+test('torn reads: pieces of concurrent values pass; a stale, future or phantom piece is caught', () => {
+  // Reading while v2 replaces v1: the first bytes already new, the rest still old.
+  valid([W(0, 1, 0, 10), W(0, 2, 20, 30), TR(0, [2, 1], 21, 25), FIN(0, 2)]);
+  caught([W(0, 1, 0, 10), W(0, 2, 20, 30), TR(0, [2, 1], 31, 35), FIN(0, 2)], 'stale_read', {}, /holds bytes of write v1/);
+  caught([W(0, 1, 0, 10), TR(0, [1, 2], 11, 15), W(0, 2, 20, 30), FIN(0, 2)], 'future_read');
+  caught([W(0, 1, 0, 10), TR(0, [1, 3], 11, 15), FIN(0, 1)], 'phantom');
+  // A torn final read loses a durable write when any of its pieces is older.
+  const r = checkHistory([W(0, 1, 0, 10), W(0, 2, 20, 30, { fua: true }), { ...TR(0, [2, 1], 100, 101), final: true }], OPTS);
+  assert.deepEqual(r.violations.map((v) => v.kind).sort(), ['lost_write', 'stale_read']);
 });
 
 test('valid: sequential and concurrent writes and reads, with a final read-back', () => {

@@ -13,7 +13,7 @@
 // A write with an unknown outcome may or may not take effect, at any time after its invoke;
 // a write answered with an error may or may not have taken effect before the answer.
 
-import { GARBAGE, type Op } from './model.js';
+import { GARBAGE, TORN, type Op } from './model.js';
 
 export interface CheckOptions {
   /** A flush covers writes completed on every connection (NBD_FLAG_CAN_MULTI_CONN), else only its own. */
@@ -40,7 +40,7 @@ export interface Violation {
 export interface CheckResult {
   ok: boolean;
   violations: Violation[];
-  stats: { ops: number; blocks: number; reads_checked: number; reads_excused: number; writes: number; durable_writes: number; final_reads: number };
+  stats: { ops: number; blocks: number; reads_checked: number; reads_excused: number; reads_torn: number; writes: number; durable_writes: number; final_reads: number };
 }
 
 /** A write as the checker sees it: the window in which it may take effect. */
@@ -63,7 +63,8 @@ function t(x: number): string {
 
 export function describeOp(o: Op | null): string {
   if (o === null) return 'the initial zeroes';
-  const what = o.kind === 'flush' ? 'flush' : `${o.kind}${o.fua ? '(fua)' : ''} ${o.kind === 'read' && o.value === GARBAGE ? 'garbage' : `v${o.value}`} @block ${o.block}`;
+  const read = o.kind === 'read' && o.value === GARBAGE ? 'garbage' : o.kind === 'read' && o.value === TORN ? `torn(${(o.pieces ?? []).map((v) => `v${v}`).join('|')})` : `v${o.value}`;
+  const what = o.kind === 'flush' ? 'flush' : `${o.kind}${o.fua ? '(fua)' : ''} ${read} @block ${o.block}`;
   return `${o.final === true ? 'final ' : ''}${what} conn ${o.conn} [${t(o.invoke)}, ${t(o.complete)}] ${o.outcome}${o.note !== undefined ? ` (${o.note})` : ''}`;
 }
 
@@ -73,7 +74,7 @@ function describeW(w: W): string {
 
 export function checkHistory(ops: readonly Op[], o: CheckOptions): CheckResult {
   const violations: Violation[] = [];
-  const stats = { ops: ops.length, blocks: 0, reads_checked: 0, reads_excused: 0, writes: 0, durable_writes: 0, final_reads: 0 };
+  const stats = { ops: ops.length, blocks: 0, reads_checked: 0, reads_excused: 0, reads_torn: 0, writes: 0, durable_writes: 0, final_reads: 0 };
   const byBlock = new Map<number, Op[]>();
   const flushes: Op[] = [];
   for (const op of ops) {
@@ -117,8 +118,8 @@ function checkBlock(block: number, list: readonly Op[], o: CheckOptions, flushed
   const checked = o.final === 'register' ? reads : reads.filter((r) => r.final !== true);
 
   // A value that was read was written: its write took effect whatever its answer said.
-  for (const r of reads) if (r.value > 0) {
-    const w = byValue.get(r.value);
+  for (const r of reads) for (const v of r.value === TORN ? (r.pieces ?? []) : [r.value]) if (v > 0) {
+    const w = byValue.get(v);
     if (w !== undefined) w.effective = true;
   }
   // Effective writes by invoke, with the smallest complete of each suffix: "some effective
@@ -156,6 +157,29 @@ function checkBlock(block: number, list: readonly Op[], o: CheckOptions, flushed
     if (r.value === GARBAGE) return report('garbage', `${describeOp(r)} returned bytes no write put there`, [r]);
     if (candidates(r.value).length === 0) report('phantom', `${describeOp(r)} returned value ${r.value}, which no write put into this block`, [r]);
   };
+  /** Each piece of a torn read is a read of its own bytes (not used for the order checks). */
+  const tornRead = (r: Op): void => {
+    stats.reads_torn++;
+    for (const v of new Set(r.pieces ?? [])) {
+      const cands = candidates(v);
+      if (cands.length === 0) {
+        report('phantom', `${describeOp(r)} holds bytes of value ${v}, which no write put into this block`, [r]);
+        return;
+      }
+      const started = cands.filter((c) => c.invoke <= r.complete);
+      if (started.length === 0) {
+        const c = cands[0] as W;
+        report('future_read', `${describeOp(r)} holds bytes of ${describeW(c)}, which began after the read ended`, [r, c.op]);
+        return;
+      }
+      if (!started.some((c) => possible(c, r))) {
+        const c = started.reduce((a, b) => (b.complete > a.complete ? b : a));
+        const by = overwrittenBy(c, r.invoke) as W;
+        report('stale_read', `${describeOp(r)} holds bytes of ${describeW(c)}, overwritten by ${describeW(by)} before the read began`, [r, c.op, by.op]);
+        return;
+      }
+    }
+  };
   for (const r of checked) {
     // After a trim the spec allows any content until the next write.
     if (trims.some((tr) => possible(tr, r))) {
@@ -163,6 +187,10 @@ function checkBlock(block: number, list: readonly Op[], o: CheckOptions, flushed
       continue;
     }
     stats.reads_checked++;
+    if (r.value === TORN) {
+      tornRead(r);
+      continue;
+    }
     if (r.value === GARBAGE || candidates(r.value).length === 0) {
       validity(r);
       continue;
@@ -182,7 +210,12 @@ function checkBlock(block: number, list: readonly Op[], o: CheckOptions, flushed
     }
     if (cands.length === 1) observed.push({ r, w: cands[0] as W });
   }
-  if (o.final === 'durable') for (const r of finals) validity(r);
+  if (o.final === 'durable') {
+    for (const r of finals) {
+      if (r.value === TORN) tornRead(r);
+      else validity(r);
+    }
+  }
 
   // ---- the orders reads reveal, against each other and real time
   if (out.length === before) {
@@ -193,9 +226,11 @@ function checkBlock(block: number, list: readonly Op[], o: CheckOptions, flushed
   }
 
   // ---- durability: the final read-back keeps every acknowledged durable write
-  for (const f of finals) {
-    if (f.value === GARBAGE) continue;
-    const cands = candidates(f.value);
+  // A torn final read: every piece must hold the durable write or a newer one.
+  const finalPieces = finals.flatMap((f) => (f.value === TORN ? [...new Set(f.pieces ?? [])] : [f.value]).map((value) => ({ f, value })));
+  for (const { f, value } of finalPieces) {
+    if (value === GARBAGE) continue;
+    const cands = candidates(value);
     if (cands.length === 0) continue;
     for (const w of writers) {
       if (w.op === null || w.kind === 'trim' || w.op.outcome !== 'ok') continue;

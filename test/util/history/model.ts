@@ -38,9 +38,18 @@ export interface Op {
   final?: boolean;
   /** Why a read is garbage, or the server's error. */
   note?: string;
+  /** A TORN read: the values its bytes hold, in byte order (0 for zeroes). */
+  pieces?: number[];
 }
 
 export const GARBAGE = -1;
+/**
+ * A read whose bytes are pieces of several whole values of the block: what a read
+ * concurrent with a write may return from a store whose copies are not atomic against it
+ * (the page cache copies bytes while another thread reads them). Each piece is judged as a
+ * read of its own.
+ */
+export const TORN = -2;
 const MAGIC = 0x54534948;
 
 function word(block: number, value: number, i: number): number {
@@ -61,18 +70,56 @@ export function encodeBlock(block: number, value: number, block_size: number): B
   return b;
 }
 
-/** The value a block holds (0 = zeroes), or GARBAGE with the reason. */
-export function decodeBlock(block: number, b: Buffer): { value: number; note?: string } {
+export interface Decoded {
+  value: number;
+  note?: string;
+  pieces?: number[];
+}
+
+/**
+ * The value a block holds (0 = zeroes), or GARBAGE with the reason. Given the values
+ * written to the block so far (`written`), a block whose words change from one value's
+ * pattern to another's is TORN with its pieces; bytes of no such value stay GARBAGE.
+ */
+export function decodeBlock(block: number, b: Buffer, written?: Iterable<number>): Decoded {
   if (b.length < 16) return { value: GARBAGE, note: `short block (${b.length} bytes)` };
   if (b.every((x) => x === 0)) return { value: 0 };
-  if (b.readUInt32LE(0) !== MAGIC) return { value: GARBAGE, note: 'no value header' };
-  const owner = b.readUInt32LE(4);
-  const value = b.readUInt32LE(8);
-  if (owner !== block >>> 0) return { value: GARBAGE, note: `holds value ${value} of block ${owner}` };
   const words = (b.length - 16) >> 2;
-  if (b.readUInt32LE(12) !== words) return { value: GARBAGE, note: 'bad word count' };
-  for (let i = 0; i < words; i++) {
-    if (b.readUInt32LE(16 + 4 * i) !== word(block, value, i)) return { value: GARBAGE, note: `value ${value} torn or corrupt at byte ${16 + 4 * i}` };
+  let value: number;
+  if (b.readUInt32LE(0) === MAGIC) {
+    const owner = b.readUInt32LE(4);
+    value = b.readUInt32LE(8);
+    if (owner !== block >>> 0) return { value: GARBAGE, note: `holds value ${value} of block ${owner}` };
+    if (b.readUInt32LE(12) !== words) return { value: GARBAGE, note: 'bad word count' };
+  } else if (written !== undefined && b.subarray(0, 16).every((x) => x === 0)) {
+    value = 0; // zeroes, torn by a write of a value
+  } else {
+    return { value: GARBAGE, note: 'no value header' };
   }
-  return { value };
+  const expect = (v: number, i: number): number => (v === 0 ? 0 : word(block, v, i));
+  for (let i = 0; i < words; i++) {
+    if (b.readUInt32LE(16 + 4 * i) === expect(value, i)) continue;
+    const bad = { value: GARBAGE, note: `value ${value} torn or corrupt at byte ${16 + 4 * i}` };
+    if (written === undefined) return bad;
+    return tornPieces(b, i, value, [0, ...written], expect) ?? bad;
+  }
+  return value === 0 ? { value: GARBAGE, note: 'no value header' } : { value };
+}
+
+/** Explains a block from word `from` on as pieces of the candidate values, or null. */
+function tornPieces(b: Buffer, from: number, first: number, candidates: number[], expect: (v: number, i: number) => number): Decoded | null {
+  const words = (b.length - 16) >> 2;
+  const pieces = [first];
+  const at: number[] = [];
+  let cur = first;
+  for (let i = from; i < words; i++) {
+    const got = b.readUInt32LE(16 + 4 * i);
+    if (got === expect(cur, i)) continue;
+    const next = candidates.find((v) => v !== cur && expect(v, i) === got);
+    if (next === undefined) return null;
+    pieces.push(next);
+    at.push(16 + 4 * i);
+    cur = next;
+  }
+  return { value: TORN, pieces, note: `torn: ${pieces.map((v, k) => `v${v} from byte ${k === 0 ? 0 : (at[k - 1] as number)}`).join(', ')}` };
 }

@@ -70,6 +70,8 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
   const ops: Op[] = [];
   const stats: WorkloadResult['stats'] = { connects: 0, connection_failures: 0, unknown: 0, failed: 0, by_kind: { write: 0, zero: 0, trim: 0, read: 0, flush: 0 }, duration_ms: 0 };
   let next_value = 1;
+  /** Values written to each block so far: what a torn read may hold pieces of. */
+  const written = new Map<number, number[]>();
   let issued = 0;
   let completed = 0;
   let multi_conn = false;
@@ -115,6 +117,11 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
     const { kind, fua } = pick(flags);
     const block = kind === 'flush' ? -1 : rnd.int(blocks);
     const value = kind === 'write' ? next_value++ : 0;
+    if (value > 0) {
+      const l = written.get(block);
+      if (l === undefined) written.set(block, [value]);
+      else l.push(value);
+    }
     const op: Op = { conn, kind, block, value, fua, invoke: 0, complete: Infinity, outcome: 'unknown' };
     const off = base + block * bs;
     const f = fua ? CmdFlag.FUA : 0;
@@ -153,9 +160,10 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
     } else {
       op.outcome = 'ok';
       if (op.kind === 'read') {
-        const d = decodeBlock(op.block, r.data ?? Buffer.alloc(0));
+        const d = decodeBlock(op.block, r.data ?? Buffer.alloc(0), written.get(op.block));
         op.value = d.value;
         if (d.note !== undefined) op.note = d.note;
+        if (d.pieces !== undefined) op.pieces = d.pieces;
       }
     }
     completed++;
@@ -234,9 +242,10 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
         }
         op.complete = performance.now();
         op.outcome = 'ok';
-        const d = decodeBlock(b, r.data ?? Buffer.alloc(0));
+        const d = decodeBlock(b, r.data ?? Buffer.alloc(0), written.get(b));
         op.value = d.value;
         if (d.note !== undefined) op.note = d.note;
+        if (d.pieces !== undefined) op.pieces = d.pieces;
         ops.push(op);
         todo.delete(b);
       }
