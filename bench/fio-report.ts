@@ -16,6 +16,8 @@ export interface FioSample {
 /** A sample with the servers' CPU time over the run. */
 export interface Sample extends FioSample {
   cpu_s: number;
+  /** The same, per server process (rmr: storage nodes, then the compute client). */
+  cpu_per_process?: number[];
 }
 
 /** Medians of one job on one server over all rounds. */

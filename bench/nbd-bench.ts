@@ -12,7 +12,8 @@
 // Options: --quick (1 round, short jobs, 256 MiB), --rounds N, --runtime S, --size MiB,
 //          --jobs a,b (names below), --no-resync, --profile (node --cpu-prof of the rmr
 //          processes, profiles under bench/results/), --threadpool N (UV_THREADPOOL_SIZE
-//          of the rmr processes).
+//          of the rmr processes), --servers nbdkit,rmr2 (run only these; for profiling),
+//          --keep (leave the work directory).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, openSync, closeSync, writeSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir, cpus, hostname } from 'node:os';
@@ -50,6 +51,7 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     threadpool: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    servers: { type: 'string' },
   },
 });
 const quick = args.quick === true;
@@ -58,6 +60,7 @@ const RUNTIME_S = Number(args.runtime ?? (quick ? 3 : 10));
 const SIZE = Number(args.size ?? (quick ? 256 : 1024)) * 2 ** 20;
 const JOBS = args.jobs !== undefined ? ALL_JOBS.filter((j) => (args.jobs as string).split(',').includes(j.name)) : ALL_JOBS;
 const THREADPOOL = args.threadpool ?? '8';
+const ONLY = args.servers !== undefined ? args.servers.split(',') : null;
 if (JOBS.length === 0) throw new Error(`no such jobs: ${args.jobs}; known: ${ALL_JOBS.map((j) => j.name).join(', ')}`);
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -142,11 +145,11 @@ interface Target {
 let fio_seq = 0;
 async function measure(t: Target, job: Job, runtime_s: number): Promise<Sample> {
   const out = join(work, `fio-${fio_seq++}.json`);
-  const cpu0 = cpuSecondsOf(t.pids);
+  const cpu0 = t.pids.map((p) => cpuSecondsOf([p]));
   await runFio(fioArgs(t.uri, job, runtime_s, out));
-  const cpu_s = cpuSecondsOf(t.pids) - cpu0;
+  const per_process = t.pids.map((p, i) => cpuSecondsOf([p]) - (cpu0[i] as number));
   const s: FioSample = parseFio(readFileSync(out, 'utf8'));
-  return { ...s, cpu_s };
+  return { ...s, cpu_s: per_process.reduce((a, b) => a + b, 0), cpu_per_process: per_process };
 }
 
 /** cp of a file of the device's size (and its fsync: a resync is durable), bytes per second. */
@@ -206,10 +209,10 @@ try {
     { name: 'rmr2', uri: rmr2.nbd_uri, pids: rmr2.pids },
     { name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids },
   ];
-  say('servers up');
+  say(`servers up; rmr2 pids ${rmr2.pids.join(',')}, rmr3 pids ${rmr3.pids.join(',')} (storage nodes, then the client)`);
   if (!quick) {
     // Warm up every server (JIT, page cache, connections) before anything is recorded.
-    for (const t of targets) await measure(t, ALL_JOBS[4] as Job, 3);
+    for (const t of targets) if (ONLY === null || ONLY.includes(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
   }
   const samples = new Map<string, Record<Server, Sample[]>>();
   for (const j of JOBS) samples.set(j.name, { nbdkit: [], rmr2: [], rmr3: [] });
@@ -218,9 +221,10 @@ try {
       const row = samples.get(j.name) as Record<Server, Sample[]>;
       const line: string[] = [];
       for (const t of targets) {
+        if (ONLY !== null && !ONLY.includes(t.name)) continue;
         const s = await measure(t, j, RUNTIME_S);
         row[t.name].push(s);
-        line.push(`${t.name} ${Math.round(s.iops)} IOPS p99 ${s.p99_us.toFixed(0)} us cpu ${s.cpu_s.toFixed(2)} s`);
+        line.push(`${t.name} ${Math.round(s.iops)} IOPS p99 ${s.p99_us.toFixed(0)} us cpu ${s.cpu_s.toFixed(2)} s (${(s.cpu_per_process ?? []).map((c) => c.toFixed(2)).join('+')})`);
       }
       say(`round ${r + 1}/${ROUNDS} ${j.name}: ${line.join(', ')}`);
     }
