@@ -7,7 +7,7 @@
 // exclusive openers); its size and queue limits come from /sys/dev/block/<maj>:<min>/.
 // A regular file has no such lock: two daemons on one file are the operator's mistake.
 
-import { constants } from 'node:fs';
+import { constants, fdatasync, read, write } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { Errno } from '../../util/errno.js';
 import type { IoCallback, ReadCallback } from '../../rmr/store.js';
@@ -120,63 +120,70 @@ export class NodeFileBackend implements StoreBackend {
     return !Number.isSafeInteger(pos) || !Number.isSafeInteger(length) || pos < 0 || length < 0 || pos + length > this.size_bytes ? Errno.EINVAL : 0;
   }
 
-  private done(p: Promise<unknown>, cb: IoCallback): void {
-    p.then(
-      () => cb(0),
-      (e: unknown) => cb(errnoOf(e)),
-    );
-  }
-
-  private async writeAll(data: Buffer, pos: number): Promise<void> {
+  /**
+   * Data IO goes through the callback API on the FileHandle's descriptor, not the promise
+   * API: the same positional pread/pwrite in the thread pool, at about half the CPU per IO
+   * (no promise, async frame and microtask per call; measured 18 vs 11 us per 4 KiB read).
+   */
+  private writeAll(data: Buffer, pos: number, cb: IoCallback): void {
+    if (data.length === 0) return void queueMicrotask(() => cb(0));
+    const fd = this.fh.fd;
     let off = 0;
-    while (off < data.length) {
-      const { bytesWritten } = await this.fh.write(data, off, data.length - off, pos + off);
-      if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
-      off += bytesWritten;
-    }
+    const step = (e: NodeJS.ErrnoException | null, n: number): void => {
+      if (e !== null) return cb(errnoOf(e));
+      if (n <= 0) return cb(Errno.EIO); // short write
+      off += n;
+      if (off < data.length) return void write(fd, data, off, data.length - off, pos + off, step);
+      cb(0);
+    };
+    write(fd, data, 0, data.length, pos, step);
   }
 
   read(pos: number, length: number, cb: ReadCallback): void {
     const err = this.bad(pos, length);
     if (err !== 0) return void queueMicrotask(() => cb(err, null));
     const buf = Buffer.allocUnsafe(length);
-    const run = async (): Promise<void> => {
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await this.fh.read(buf, got, length - got, pos + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
+    if (length === 0) return void queueMicrotask(() => cb(0, buf));
+    const fd = this.fh.fd;
+    let got = 0;
+    const step = (e: NodeJS.ErrnoException | null, n: number): void => {
+      if (e !== null) return cb(errnoOf(e), null);
+      got += n;
       // Past the end of a short file reads as zeroes.
-      if (got < length) buf.fill(0, got);
+      if (n === 0) buf.fill(0, got);
+      else if (got < length) return void read(fd, buf, got, length - got, pos + got, step);
+      cb(0, buf);
     };
-    run().then(
-      () => cb(0, buf),
-      (e: unknown) => cb(errnoOf(e), null),
-    );
+    read(fd, buf, 0, length, pos, step);
   }
 
   write(pos: number, data: Buffer, fua: boolean, cb: IoCallback): void {
     const err = this.bad(pos, data.length);
     if (err !== 0) return void queueMicrotask(() => cb(err));
-    this.done(fua ? this.writeAll(data, pos).then(() => this.fh.datasync()) : this.writeAll(data, pos), cb);
+    if (!fua) return this.writeAll(data, pos, cb);
+    this.writeAll(data, pos, (s) => (s !== 0 ? cb(s) : this.datasync(cb)));
   }
 
   writeZeroes(pos: number, length: number, cb: IoCallback): void {
     const err = this.bad(pos, length);
     if (err !== 0) return void queueMicrotask(() => cb(err));
-    const run = async (): Promise<void> => {
-      for (let done = 0; done < length; done += ZEROES.length) {
-        await this.writeAll(ZEROES.subarray(0, Math.min(ZEROES.length, length - done)), pos + done);
-      }
+    const next = (done: number): void => {
+      if (done >= length) return cb(0);
+      const n = Math.min(ZEROES.length, length - done);
+      this.writeAll(ZEROES.subarray(0, n), pos + done, (s) => (s !== 0 ? cb(s) : next(done + n)));
     };
-    this.done(run(), cb);
+    if (length === 0) return void queueMicrotask(() => cb(0));
+    next(0);
   }
 
   flush(cb: IoCallback): void {
     const err = this.bad(0, 0);
     if (err !== 0) return void queueMicrotask(() => cb(err));
-    this.done(this.fh.datasync(), cb);
+    this.datasync(cb);
+  }
+
+  private datasync(cb: IoCallback): void {
+    fdatasync(this.fh.fd, (e) => cb(e === null ? 0 : errnoOf(e)));
   }
 
   close(cb: () => void): void {
