@@ -15,11 +15,11 @@
 //          of the rmr processes), --servers nbdkit,rmr2 (run only these; for profiling),
 //          --keep (leave the work directory).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, openSync, closeSync, writeSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { prefill } from './prefill.js';
 import { tmpdir, cpus, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import net from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { cpuSecondsOf } from './child.js';
 import { startRmr, storePath, STORE_DATA_OFFSET, type RmrSetup } from './rmr-setup.js';
@@ -69,18 +69,6 @@ mkdirSync(results_dir, { recursive: true });
 const prof_dir = join(results_dir, `prof-${stamp}`);
 const work = mkdtempSync(join(tmpdir(), 'rmr-bench-'));
 const say = (s: string): void => void process.stderr.write(`${s}\n`);
-
-/** Writes the same pseudo-random bytes into [offset, offset + size) of each file. */
-function prefill(files: string[], offset: number, size: number): void {
-  const block = randomBytes(1 << 20);
-  const fds = files.map((f) => openSync(f, 'w'));
-  for (let at = 0; at < size; at += block.length) {
-    // Vary each block a little so no two blocks are identical.
-    block.writeUInt32LE(at / block.length, 0);
-    for (const fd of fds) writeSync(fd, block, 0, Math.min(block.length, size - at), offset + at);
-  }
-  for (const fd of fds) closeSync(fd);
-}
 
 function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -209,6 +197,7 @@ try {
     { name: 'rmr2', uri: rmr2.nbd_uri, pids: rmr2.pids },
     { name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids },
   ];
+  say(`initial sync (members 2.. copy the device from member 1): rmr2 ${(rmr2.initial_sync_ms / 1000).toFixed(1)} s, rmr3 ${(rmr3.initial_sync_ms / 1000).toFixed(1)} s`);
   say(`servers up; rmr2 pids ${rmr2.pids.join(',')}, rmr3 pids ${rmr3.pids.join(',')} (storage nodes, then the client)`);
   if (!quick) {
     // Warm up every server (JIT, page cache, connections) before anything is recorded.

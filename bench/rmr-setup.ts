@@ -28,6 +28,7 @@ export interface RmrSetupOptions {
   /** Background sync settings of the storage nodes. */
   sync?: Partial<SyncOptions>;
   queue_depth?: number;
+  initial_sync_timeout_ms?: number;
 }
 
 export interface RmrSetup {
@@ -40,6 +41,11 @@ export interface RmrSetup {
   resync(member_id: number, timeout_ms?: number): Promise<{ ms: number; bytes: number }>;
   /** Every storage node's state, dirty chunks and sync progress. */
   status(): Promise<Record<string, unknown>[]>;
+  /**
+   * How long the initial sync took: a new pool's members after the first start fully
+   * dirty and copy the device from the first (startRmr waits for it).
+   */
+  initial_sync_ms: number;
   stop(): Promise<void>;
 }
 
@@ -85,7 +91,25 @@ export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
     children.push(client);
     const m = await client.wait((x) => x.ready === true || typeof x.error === 'string');
     if (typeof m.error === 'string') throw new Error(`client: ${m.error}`);
+    const status = async (): Promise<Record<string, unknown>[]> => {
+      const out: Record<string, unknown>[] = [];
+      for (const n of nodes) {
+        n.send({ cmd: 'status' });
+        out.push((await n.wait((x) => typeof x.status === 'object')).status as Record<string, unknown>);
+      }
+      return out;
+    };
+    // Every member but the first joined a pool that had members already: it starts fully
+    // dirty and copies the device from them. Measurements start once all are clean.
+    const t0 = performance.now();
+    const deadline = Date.now() + (o.initial_sync_timeout_ms ?? 600_000);
+    while ((await status()).some((x) => x.dirty_chunks !== 0 || x.state !== 'NORMAL')) {
+      if (Date.now() > deadline) throw new Error('the initial sync did not finish');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const initial_sync_ms = performance.now() - t0;
     return {
+      initial_sync_ms,
       nbd_uri: `nbd://${host}:${m.nbd_port as number}/rmr`,
       pids: children.map((c) => c.pid),
       dataFiles: ids.map((id) => storePath(o.dir, id)),
@@ -97,14 +121,7 @@ export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
         const r = await n.wait((x) => x.resynced === true, timeout_ms);
         return { ms: r.ms as number, bytes: r.bytes as number };
       },
-      status: async () => {
-        const out: Record<string, unknown>[] = [];
-        for (const n of nodes) {
-          n.send({ cmd: 'status' });
-          out.push((await n.wait((x) => typeof x.status === 'object')).status as Record<string, unknown>);
-        }
-        return out;
-      },
+      status,
       stop,
     };
   } catch (e) {
