@@ -208,8 +208,100 @@ function header(group_id: number, type: MsgTypeValue): Buffer {
   return MsgHeader.encode({ group_id, type, proto_ver: RMR_PROTO_VER, reserved: 0 });
 }
 
+// The IO message is on every IO's path (encoded per leg on the client, decoded per request
+// on the node): a hand-written codec for exactly the bytes of MsgHeader + IoMsg, with the
+// same checks (test/rmr/msg.test.ts holds it to the generic layouts byte for byte and
+// reason for reason). Anything it is unsure of goes to the generic layouts, which encode,
+// or throw and refuse with the reason.
+const IO_MSG_BYTES = MsgHeader.min_size + IoMsg.min_size;
+const U64_MAX = Number.MAX_SAFE_INTEGER;
+
+const isU = (x: number, max: number): boolean => Number.isInteger(x) && x >= 0 && x <= max;
+
+/** checkMembers without allocating: true when the list is valid. */
+function membersOk(cnt: number, ids: Buffer): boolean {
+  if (cnt > MAX_MEMBERS) return false;
+  for (let i = 0; i < MAX_MEMBERS; i++) {
+    const id = ids[i] as number;
+    if (i >= cnt) {
+      if (id !== 0) return false;
+      continue;
+    }
+    if (id === 0) return false;
+    for (let j = 0; j < i; j++) if (ids[j] === id) return false;
+  }
+  return true;
+}
+
+function ioRulesOk(offset: number, length: number, flags: number, sync: number, failed_cnt: number, failed_ids: Buffer): boolean {
+  return (flags & ~IO_FLAGS_KNOWN) === 0 && (flags & IO_OP_MASK) <= IoOp.MD_WRITE && offset + length <= U64_MAX && sync <= 1 && membersOk(failed_cnt, failed_ids);
+}
+
+function putU64(b: Buffer, o: number, x: number): void {
+  b.writeUInt32LE(x % 0x1_0000_0000, o);
+  b.writeUInt32LE(Math.floor(x / 0x1_0000_0000), o + 4);
+}
+
 export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
-  return Buffer.concat([header(group_id, MsgType.IO), IoMsg.encode(body)]);
+  const v = body;
+  const fast =
+    isU(group_id, 0xffffffff) &&
+    isU(v.offset, U64_MAX) &&
+    isU(v.length, U64_MAX) &&
+    isU(v.flags, 0xffffffff) &&
+    isU(v.map_ver, U64_MAX) &&
+    isU(v.prio, 0xffff) &&
+    isU(v.member_id, 0xff) &&
+    isU(v.failed_cnt, 0xff) &&
+    isU(v.sync, 0xff) &&
+    Buffer.isBuffer(v.failed_ids) &&
+    v.failed_ids.length === MAX_MEMBERS &&
+    ioRulesOk(v.offset, v.length, v.flags, v.sync, v.failed_cnt, v.failed_ids);
+  if (!fast) return Buffer.concat([header(group_id, MsgType.IO), IoMsg.encode(body)]);
+  const b = Buffer.allocUnsafe(IO_MSG_BYTES);
+  b.writeUInt32LE(group_id, 0);
+  b.writeUInt16LE(MsgType.IO, 4);
+  b[6] = RMR_PROTO_VER;
+  b[7] = 0;
+  putU64(b, 8, v.offset);
+  putU64(b, 16, v.length);
+  b.writeUInt32LE(v.flags, 24);
+  putU64(b, 28, v.map_ver);
+  b.writeUInt16LE(v.prio, 36);
+  b[38] = v.member_id;
+  b[39] = v.failed_cnt;
+  v.failed_ids.copy(b, 40, 0, MAX_MEMBERS);
+  b[44] = v.sync;
+  return b;
+}
+
+/** The IO fast path of decodeMessage: null when the generic decoder must decide. */
+function decodeIoFast(buf: Buffer): RmrMessage | null {
+  if (buf.length !== IO_MSG_BYTES || buf.readUInt16LE(4) !== MsgType.IO || buf[6] !== RMR_PROTO_VER) return null;
+  const hi_off = buf.readUInt32LE(12);
+  const hi_len = buf.readUInt32LE(20);
+  const hi_ver = buf.readUInt32LE(32);
+  if (hi_off > 0x1f_ffff || hi_len > 0x1f_ffff || hi_ver > 0x1f_ffff) return null;
+  const offset = buf.readUInt32LE(8) + hi_off * 0x1_0000_0000;
+  const length = buf.readUInt32LE(16) + hi_len * 0x1_0000_0000;
+  const flags = buf.readUInt32LE(24);
+  const failed_cnt = buf[39] as number;
+  const sync = buf[44] as number;
+  // A view, not a copy: the transport never reuses received memory.
+  const failed_ids = buf.subarray(40, 44);
+  if (!ioRulesOk(offset, length, flags, sync, failed_cnt, failed_ids)) return null;
+  const body: IoMsgValue = {
+    offset,
+    length,
+    flags,
+    map_ver: buf.readUInt32LE(28) + hi_ver * 0x1_0000_0000,
+    prio: buf.readUInt16LE(36),
+    member_id: buf[38] as number,
+    failed_cnt,
+    failed_ids,
+    sync,
+  };
+  return { type: 'IO', group_id: buf.readUInt32LE(0), body };
 }
 export function encodeMapAdd(group_id: number, body: MapAddValue): Buffer {
   return Buffer.concat([header(group_id, MsgType.MAP_ADD), MapAddMsg.encode(body)]);
@@ -242,6 +334,8 @@ export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Reco
  * either matches exactly or the message is rejected with a reason.
  */
 export function decodeMessage(buf: Buffer): { ok: true; msg: RmrMessage } | { ok: false; reason: string } {
+  const io = decodeIoFast(buf);
+  if (io !== null) return { ok: true, msg: io };
   const h = MsgHeader.decode(buf);
   if (!h.ok) return h;
   const { group_id, type } = h.value;
