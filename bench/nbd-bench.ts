@@ -59,7 +59,7 @@ const ROUNDS = Number(args.rounds ?? (quick ? 1 : 3));
 const RUNTIME_S = Number(args.runtime ?? (quick ? 3 : 10));
 const SIZE = Number(args.size ?? (quick ? 256 : 1024)) * 2 ** 20;
 const JOBS = args.jobs !== undefined ? ALL_JOBS.filter((j) => (args.jobs as string).split(',').includes(j.name)) : ALL_JOBS;
-const THREADPOOL = args.threadpool ?? '8';
+const THREADPOOL = args.threadpool ?? '2';
 const ONLY = args.servers !== undefined ? args.servers.split(',') : null;
 if (JOBS.length === 0) throw new Error(`no such jobs: ${args.jobs}; known: ${ALL_JOBS.map((j) => j.name).join(', ')}`);
 

@@ -1,6 +1,6 @@
 // Starts the benchmark's RMR cluster (bench/rmr-setup.ts) and keeps it up until Ctrl-C, for
 // profiling and poking at it by hand (fio, strace, perf). Prints the NBD URI and the pids.
-// Usage: node dist/bench/rmr-up.js [--nodes N] [--size MiB] [--dir DIR] [--threadpool N] [--profile DIR]
+// Usage: node dist/bench/rmr-up.js [--nodes N] [--size MiB] [--dir DIR] [--threadpool N] [--profile DIR] [--node-args '...']
 // Without --dir the store files are pre-filled in a new temporary directory.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { startRmr, storePath, STORE_DATA_OFFSET } from './rmr-setup.js';
 import { prefill } from './prefill.js';
 
-const { values: a } = parseArgs({ options: { nodes: { type: 'string' }, size: { type: 'string' }, dir: { type: 'string' }, threadpool: { type: 'string' }, profile: { type: 'string' } } });
+const { values: a } = parseArgs({ options: { nodes: { type: 'string' }, size: { type: 'string' }, dir: { type: 'string' }, threadpool: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' } } });
 const dir = a.dir ?? mkdtempSync(join(tmpdir(), 'rmr-up-'));
 const nodes = Number(a.nodes ?? 2);
 const size_bytes = Number(a.size ?? 256) * 2 ** 20;
@@ -19,8 +19,8 @@ const rmr = await startRmr({
   nodes,
   dir,
   size_bytes,
-  env: { UV_THREADPOOL_SIZE: a.threadpool ?? '8' },
-  node_args: a.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${a.profile}`] : [],
+  env: { UV_THREADPOOL_SIZE: a.threadpool ?? '2' },
+  node_args: [...(a.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${a.profile}`] : []), ...(a['node-args'] ?? '').split(' ').filter(Boolean)],
 });
 console.log(JSON.stringify({ nbd_uri: rmr.nbd_uri, pids: rmr.pids, dir, initial_sync_ms: Math.round(rmr.initial_sync_ms) }));
 const stop = (): void => {
