@@ -24,7 +24,7 @@ import { ClientSession } from '../src/transport/client-session.js';
 import { TransportServer } from '../src/transport/server.js';
 import { NodeNet } from '../src/transport/node-net.js';
 import { StoreManager } from '../src/brmr/server/store-manager.js';
-import { nodeFileOpener } from '../src/brmr/server/node-file-backend.js';
+import { NodeFileBackend, nodeFileOpener } from '../src/brmr/server/node-file-backend.js';
 import { groupId } from '../src/util/jhash.js';
 import { NodeClock, NodeRandom } from '../src/util/node-ports.js';
 import type { Logger } from '../src/util/ports.js';
@@ -93,7 +93,9 @@ async function joinPeers(peers: { member_id: number; port: number }[]): Promise<
 }
 
 function status(): Record<string, unknown> {
-  return { state: pool.state, dirty_chunks: pool.ownMap()?.dirtyCount ?? -1, sync: sync?.progress() ?? null, stats: pool.stats };
+  const backend = manager.store(cfg.pool)?.backend;
+  const gates = backend instanceof NodeFileBackend ? { read: backend.read_gate?.stats ?? null, write: backend.write_gate?.stats ?? null } : null;
+  return { state: pool.state, dirty_chunks: pool.ownMap()?.dirtyCount ?? -1, sync: sync?.progress() ?? null, stats: pool.stats, sync_io: gates };
 }
 
 createInterface({ input: process.stdin }).on('line', (line) => {

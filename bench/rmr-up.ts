@@ -33,4 +33,11 @@ const stop = (): void => {
   );
 };
 process.on('SIGINT', stop);
+// Every line on stdin prints the storage nodes' status (state, dirty chunks, sync, IO gates).
+process.stdin.on('data', () => {
+  rmr.status().then(
+    (st) => console.log(JSON.stringify(st)),
+    () => undefined,
+  );
+});
 process.on('SIGTERM', stop);
