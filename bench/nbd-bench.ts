@@ -81,18 +81,10 @@ function freePort(): Promise<number> {
   });
 }
 
-async function waitListening(port: number, timeout_ms = 10_000): Promise<void> {
+async function waitFor(cond: () => boolean, what: string, timeout_ms = 10_000): Promise<void> {
   const deadline = Date.now() + timeout_ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((res) => {
-      const c = net.connect(port, '127.0.0.1', () => {
-        c.destroy();
-        res(true);
-      });
-      c.once('error', () => res(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port}`);
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -184,8 +176,9 @@ try {
   say('files pre-filled');
 
   const kit_port = await freePort();
-  nbdkit = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(kit_port), 'file', kit_file], { stdio: ['ignore', 'inherit', 'inherit'] });
-  await waitListening(kit_port);
+  const kit_pid = join(work, 'nbdkit.pid');
+  nbdkit = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(kit_port), '-P', kit_pid, 'file', kit_file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  await waitFor(() => existsSync(kit_pid), 'nbdkit to write its pid file (it does once it listens)');
   const node_args = args.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${prof_dir}`] : [];
   const env = { UV_THREADPOOL_SIZE: THREADPOOL };
   const rmr2 = await startRmr({ nodes: 2, dir: join(work, 'rmr2'), size_bytes: SIZE, node_args, env });
