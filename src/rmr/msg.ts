@@ -215,6 +215,17 @@ function header(group_id: number, type: MsgTypeValue): Buffer {
 // or throw and refuse with the reason.
 const IO_MSG_BYTES = MsgHeader.min_size + IoMsg.min_size;
 const U64_MAX = Number.MAX_SAFE_INTEGER;
+/**
+ * The layouts this codec was written for. If either changes (a field added, moved, retyped),
+ * the fast path switches itself off and every IO message takes the generic layouts until
+ * the codec is brought in line: slower, never wrong.
+ */
+const IO_FAST_FIELDS = 'group_id:u32 type:u16 proto_ver:u8 reserved:u8 | offset:u64 length:u64 flags:u32 map_ver:u64 prio:u16 member_id:u8 failed_cnt:u8 failed_ids:4 sync:u8';
+const fieldsOf = (spec: Readonly<Record<string, unknown>>): string =>
+  Object.entries(spec)
+    .map(([k, t]) => `${k}:${typeof t === 'object' && t !== null ? String((t as { bytes: number }).bytes) : String(t)}`)
+    .join(' ');
+export const IO_FAST_PATH = `${fieldsOf(MsgHeader.spec)} | ${fieldsOf(IoMsg.spec)}` === IO_FAST_FIELDS && IO_MSG_BYTES === 45;
 
 const isU = (x: number, max: number): boolean => Number.isInteger(x) && x >= 0 && x <= max;
 
@@ -245,6 +256,7 @@ function putU64(b: Buffer, o: number, x: number): void {
 export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
   const v = body;
   const fast =
+    IO_FAST_PATH &&
     isU(group_id, 0xffffffff) &&
     isU(v.offset, U64_MAX) &&
     isU(v.length, U64_MAX) &&
@@ -277,7 +289,7 @@ export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
 
 /** The IO fast path of decodeMessage: null when the generic decoder must decide. */
 function decodeIoFast(buf: Buffer): RmrMessage | null {
-  if (buf.length !== IO_MSG_BYTES || buf.readUInt16LE(4) !== MsgType.IO || buf[6] !== RMR_PROTO_VER) return null;
+  if (!IO_FAST_PATH || buf.length !== IO_MSG_BYTES || buf.readUInt16LE(4) !== MsgType.IO || buf[6] !== RMR_PROTO_VER) return null;
   const hi_off = buf.readUInt32LE(12);
   const hi_len = buf.readUInt32LE(20);
   const hi_ver = buf.readUInt32LE(32);
