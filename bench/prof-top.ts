@@ -1,5 +1,5 @@
 // Summarises V8 .cpuprofile files (node --cpu-prof): the functions with the most self time,
-// per profile, with their share of the sampled time. `npm run bench -- --profile` writes one
+// per profile, with their share of the time the process was not idle. `npm run bench -- --profile` writes one
 // profile per rmr process; this names where their time goes.
 // Usage: node dist/bench/prof-top.js <dir or .cpuprofile files> [--top N]
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -25,7 +25,7 @@ export interface TopEntry {
 }
 
 /** Self time per function (name + file + line), largest first. */
-export function topSelf(p: Profile, n: number): { total_ms: number; top: TopEntry[] } {
+export function topSelf(p: Profile, n: number): { total_ms: number; busy_ms: number; top: TopEntry[] } {
   const byId = new Map<number, ProfNode>();
   for (const node of p.nodes) byId.set(node.id, node);
   const self = new Map<string, number>();
@@ -40,11 +40,14 @@ export function topSelf(p: Profile, n: number): { total_ms: number; top: TopEntr
     const key = `${f.functionName === '' ? '(anonymous)' : f.functionName}${file}`;
     self.set(key, (self.get(key) ?? 0) + dt);
   }
+  // Shares of the busy time: "(idle)" is the loop waiting for events.
+  const busy = total - (self.get('(idle)') ?? 0);
   const top = [...self.entries()]
+    .filter(([name]) => name !== '(idle)')
     .sort((a, b) => b[1] - a[1])
     .slice(0, n)
-    .map(([name, ms]) => ({ name, self_ms: Math.round(ms), share: ms / total }));
-  return { total_ms: Math.round(total), top };
+    .map(([name, ms]) => ({ name, self_ms: Math.round(ms), share: ms / busy }));
+  return { total_ms: Math.round(total), busy_ms: Math.round(busy), top };
 }
 
 const argv = process.argv.slice(2);
@@ -57,7 +60,7 @@ for (const p of paths) {
   if (p.endsWith('.cpuprofile')) files.push(p);
 }
 for (const f of files) {
-  const { total_ms, top } = topSelf(JSON.parse(readFileSync(f, 'utf8')) as Profile, n);
-  console.log(`\n${basename(f)}: ${total_ms} ms sampled`);
+  const { total_ms, busy_ms, top } = topSelf(JSON.parse(readFileSync(f, 'utf8')) as Profile, n);
+  console.log(`\n${basename(f)}: ${total_ms} ms sampled, ${busy_ms} ms not idle (shares below are of that)`);
   for (const e of top) console.log(`${(e.share * 100).toFixed(1).padStart(6)} %  ${String(e.self_ms).padStart(7)} ms  ${e.name}`);
 }
