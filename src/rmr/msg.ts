@@ -211,23 +211,26 @@ function header(group_id: number, type: MsgTypeValue): Buffer {
 // The IO message is on every IO's path (encoded per leg on the client, decoded per request
 // on the node): a hand-written codec for exactly the bytes of MsgHeader + IoMsg, with the
 // same checks (test/rmr/msg.test.ts holds it to the generic layouts byte for byte and
-// reason for reason). Anything it is unsure of goes to the generic layouts, which encode,
-// or throw and refuse with the reason.
-const IO_MSG_BYTES = MsgHeader.min_size + IoMsg.min_size;
+// decision for decision). Anything it is unsure of goes to the generic layouts, which
+// encode, or throw and refuse with the reason.
 const U64_MAX = Number.MAX_SAFE_INTEGER;
+const fieldsOf = (spec: Readonly<Record<string, unknown>>): string[] =>
+  Object.entries(spec).map(([k, t]) => `${k}:${typeof t === 'object' && t !== null ? String((t as { bytes: number }).bytes) : String(t)}`);
 /**
- * The layouts this codec was written for. If either changes (a field added, moved, retyped),
- * the fast path switches itself off and every IO message takes the generic layouts until
- * the codec is brought in line: slower, never wrong.
+ * The fields the codec was written for, in wire order; u64 fields after them (numbers with
+ * no rule of their own) are handled too. Any other change of either layout switches the
+ * fast path off: every IO message then takes the generic layouts (slower, never wrong).
  */
-const IO_FAST_FIELDS = 'group_id:u32 type:u16 proto_ver:u8 reserved:u8 | offset:u64 length:u64 flags:u32 map_ver:u64 prio:u16 member_id:u8 failed_cnt:u8 failed_ids:4 sync:u8';
-const fieldsOf = (spec: Readonly<Record<string, unknown>>): string =>
-  Object.entries(spec)
-    .map(([k, t]) => `${k}:${typeof t === 'object' && t !== null ? String((t as { bytes: number }).bytes) : String(t)}`)
-    .join(' ');
-export const IO_FAST_PATH = `${fieldsOf(MsgHeader.spec)} | ${fieldsOf(IoMsg.spec)}` === IO_FAST_FIELDS && IO_MSG_BYTES === 45;
+const IO_FAST_HEAD = ['group_id:u32', 'type:u16', 'proto_ver:u8', 'reserved:u8', 'offset:u64', 'length:u64', 'flags:u32', 'map_ver:u64', 'prio:u16', 'member_id:u8', 'failed_cnt:u8', 'failed_ids:4', 'sync:u8'];
+const IO_FIELDS = [...fieldsOf(MsgHeader.spec), ...fieldsOf(IoMsg.spec)];
+const IO_TAIL = IO_FIELDS.slice(IO_FAST_HEAD.length);
+/** Names of the trailing u64 fields, at byte 45 + 8 i. */
+const IO_TAIL_U64: readonly string[] = IO_TAIL.map((f) => f.slice(0, -':u64'.length));
+const IO_MSG_BYTES = MsgHeader.min_size + IoMsg.min_size;
+export const IO_FAST_PATH =
+  IO_FAST_HEAD.every((f, i) => IO_FIELDS[i] === f) && IO_TAIL.every((f) => f.endsWith(':u64')) && IO_MSG_BYTES === 45 + 8 * IO_TAIL.length;
 
-const isU = (x: number, max: number): boolean => Number.isInteger(x) && x >= 0 && x <= max;
+const isU = (x: unknown, max: number): boolean => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= max;
 
 /** checkMembers without allocating: true when the list is valid. */
 function membersOk(cnt: number, ids: Buffer): boolean {
@@ -253,8 +256,15 @@ function putU64(b: Buffer, o: number, x: number): void {
   b.writeUInt32LE(Math.floor(x / 0x1_0000_0000), o + 4);
 }
 
+/** A u64 at `o`, or -1 beyond 2^53 (the layouts refuse those). */
+function getU64(b: Buffer, o: number): number {
+  const hi = b.readUInt32LE(o + 4);
+  return hi > 0x1f_ffff ? -1 : b.readUInt32LE(o) + hi * 0x1_0000_0000;
+}
+
 export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
   const v = body;
+  const tail = v as unknown as Readonly<Record<string, unknown>>;
   const fast =
     IO_FAST_PATH &&
     isU(group_id, 0xffffffff) &&
@@ -268,6 +278,7 @@ export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
     isU(v.sync, 0xff) &&
     Buffer.isBuffer(v.failed_ids) &&
     v.failed_ids.length === MAX_MEMBERS &&
+    IO_TAIL_U64.every((k) => isU(tail[k], U64_MAX)) &&
     ioRulesOk(v.offset, v.length, v.flags, v.sync, v.failed_cnt, v.failed_ids);
   if (!fast) return Buffer.concat([header(group_id, MsgType.IO), IoMsg.encode(body)]);
   const b = Buffer.allocUnsafe(IO_MSG_BYTES);
@@ -284,35 +295,29 @@ export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
   b[39] = v.failed_cnt;
   v.failed_ids.copy(b, 40, 0, MAX_MEMBERS);
   b[44] = v.sync;
+  for (let i = 0; i < IO_TAIL_U64.length; i++) putU64(b, 45 + 8 * i, tail[IO_TAIL_U64[i] as string] as number);
   return b;
 }
 
 /** The IO fast path of decodeMessage: null when the generic decoder must decide. */
 function decodeIoFast(buf: Buffer): RmrMessage | null {
   if (!IO_FAST_PATH || buf.length !== IO_MSG_BYTES || buf.readUInt16LE(4) !== MsgType.IO || buf[6] !== RMR_PROTO_VER) return null;
-  const hi_off = buf.readUInt32LE(12);
-  const hi_len = buf.readUInt32LE(20);
-  const hi_ver = buf.readUInt32LE(32);
-  if (hi_off > 0x1f_ffff || hi_len > 0x1f_ffff || hi_ver > 0x1f_ffff) return null;
-  const offset = buf.readUInt32LE(8) + hi_off * 0x1_0000_0000;
-  const length = buf.readUInt32LE(16) + hi_len * 0x1_0000_0000;
+  const offset = getU64(buf, 8);
+  const length = getU64(buf, 16);
+  const map_ver = getU64(buf, 28);
+  if (offset < 0 || length < 0 || map_ver < 0) return null;
   const flags = buf.readUInt32LE(24);
   const failed_cnt = buf[39] as number;
   const sync = buf[44] as number;
   // A view, not a copy: the transport never reuses received memory.
   const failed_ids = buf.subarray(40, 44);
   if (!ioRulesOk(offset, length, flags, sync, failed_cnt, failed_ids)) return null;
-  const body: IoMsgValue = {
-    offset,
-    length,
-    flags,
-    map_ver: buf.readUInt32LE(28) + hi_ver * 0x1_0000_0000,
-    prio: buf.readUInt16LE(36),
-    member_id: buf[38] as number,
-    failed_cnt,
-    failed_ids,
-    sync,
-  };
+  const body = { offset, length, flags, map_ver, prio: buf.readUInt16LE(36), member_id: buf[38] as number, failed_cnt, failed_ids, sync } as IoMsgValue;
+  for (let i = 0; i < IO_TAIL_U64.length; i++) {
+    const x = getU64(buf, 45 + 8 * i);
+    if (x < 0) return null;
+    (body as unknown as Record<string, number>)[IO_TAIL_U64[i] as string] = x;
+  }
   return { type: 'IO', group_id: buf.readUInt32LE(0), body };
 }
 export function encodeMapAdd(group_id: number, body: MapAddValue): Buffer {

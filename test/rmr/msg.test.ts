@@ -199,8 +199,11 @@ test('the IO fast codec writes and accepts exactly what the generic layouts do',
     }),
     { numRuns: 3000 },
   );
-  // Decoding: valid encodings and every kind of mutation of them.
-  const base = encodeIo(77, { offset: 4096, length: 8192, flags: IoOp.WRITE | IO_F_FUA, map_ver: 9, prio: 0, member_id: 2, failed_cnt: 2, failed_ids: Buffer.from([1, 3, 0, 0]), sync: 0 });
+  // Decoding: valid encodings and every kind of mutation of them. The value is built from
+  // the layout's own field list, so fields added later take part too.
+  const value: Record<string, number | Buffer> = Object.fromEntries(Object.entries(IoMsg.spec).map(([k, t]) => [k, typeof t === 'object' ? Buffer.alloc(t.bytes) : 5]));
+  Object.assign(value, { offset: 4096, length: 8192, flags: IoOp.WRITE | IO_F_FUA, map_ver: 9, member_id: 2, failed_cnt: 2, failed_ids: Buffer.from([1, 3, 0, 0]), sync: 0 });
+  const base = encodeIo(77, value as unknown as Parameters<typeof encodeIo>[1]);
   fc.assert(
     fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: base.length - 1 }), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }), (edits) => {
       const b = Buffer.from(base);
