@@ -9,9 +9,11 @@
 //          RUNNING --stop / error / pool not NORMAL--> WAIT (in-flight syncs drain) --> STOPPED
 //
 // Rate: every tick the controller grants bytes for the next tick. While the application
-// moves A bytes/s, sync gets share/(1-share) x A (so sync is `share` of the total), never
-// less than min_bytes_per_s nor more than max_bytes_per_s; an idle application leaves sync
-// at its maximum.
+// moves A bytes/s in N IOs/s, sync gets share/(1-share) of either, whichever allows more:
+// x A bytes/s (sync is `share` of the bandwidth), or x N chunk syncs/s (`share` of the
+// IOs: a small-block application keeps a node busy with few bytes, and one chunk sync is
+// one IO of each kind); never less than min_bytes_per_s nor more than max_bytes_per_s. An
+// idle application leaves sync at its maximum.
 
 import type { Clock, TimerId } from '../util/ports.js';
 import type { DirtyMap } from './dirty-map.js';
@@ -27,6 +29,8 @@ export interface SyncTarget {
   syncChunk(chunk: number, done: (status: number) => void): void;
   /** Application bytes served so far (monotonic). */
   appBytes(): number;
+  /** Application IOs served so far (monotonic); without it, only bytes count. */
+  appIos?(): number;
 }
 
 export interface SyncOptions {
@@ -76,6 +80,7 @@ export class BackgroundSync {
   private budget = 0;
   private last_tick = 0;
   private last_app = 0;
+  private last_ios = 0;
   private rate_limit = 0;
   /** Smoothed sync throughput. */
   private rate_ewma = 0;
@@ -153,6 +158,7 @@ export class BackgroundSync {
   private arm(): void {
     this.last_tick = this.clock.now();
     this.last_app = this.target.appBytes();
+    this.last_ios = this.target.appIos?.() ?? 0;
     this.timer = this.clock.setTimer(this.opts.tick_ms, this.tick);
   }
 
@@ -161,10 +167,13 @@ export class BackgroundSync {
     const dt = Math.max(1e-3, (now - this.last_tick) / 1000);
     const app = this.target.appBytes();
     const app_rate = (app - this.last_app) / dt;
+    const app_iops = ((this.target.appIos?.() ?? 0) - this.last_ios) / dt;
     this.rate_ewma += (this.synced_in_tick / dt - this.rate_ewma) / 4;
     this.synced_in_tick = 0;
     const o = this.opts;
-    this.rate_limit = app_rate > 0 ? Math.min(o.max_bytes_per_s, Math.max(o.min_bytes_per_s, (o.share / (1 - o.share)) * app_rate)) : o.max_bytes_per_s;
+    const f = o.share / (1 - o.share);
+    const allowed = Math.max(f * app_rate, f * app_iops * this.target.chunk_size);
+    this.rate_limit = app_rate > 0 ? Math.min(o.max_bytes_per_s, Math.max(o.min_bytes_per_s, allowed)) : o.max_bytes_per_s;
     // Unused budget does not pile up beyond one tick's worth.
     this.budget = Math.min(this.budget, 0) + (this.rate_limit * o.tick_ms) / 1000;
     if (this._state === 'RUNNING' && !this.target.canSync()) this.end('pool left NORMAL');
