@@ -9,13 +9,15 @@
 //          RUNNING --stop / error / pool not NORMAL--> WAIT (in-flight syncs drain) --> STOPPED
 //
 // Rate: every tick the controller grants bytes for the next tick. While the application
-// moves A bytes/s, sync gets share/(1-share) x A (so sync is `share` of the total), never
-// less than min_bytes_per_s nor more than max_bytes_per_s; an idle application leaves sync
-// at its maximum. A is averaged over `rate_window_ms`, and the application counts as idle
-// only after a whole window without traffic: judged per tick, a busy application whose IO
-// sat for one tick behind the sync's own traffic on a slow link looked idle, the sync took
-// its maximum, and the application's share of the link fell from 70 % to about 50 %
-// (test/faults/bandwidth.full.test.ts).
+// moves A bytes/s in N IOs/s, sync gets share/(1-share) of either, whichever allows more:
+// x A bytes/s (sync is `share` of the bandwidth), or x N chunk syncs/s (`share` of the
+// IOs: a small-block application keeps a node busy with few bytes, and one chunk sync is
+// one IO of each kind); never less than min_bytes_per_s nor more than max_bytes_per_s. An
+// idle application leaves sync at its maximum. A and N are averaged over `rate_window_ms`,
+// and the application counts as idle only after a whole window without traffic: judged per
+// tick, a busy application whose IO sat for one tick behind the sync's own traffic on a slow
+// link looked idle, the sync took its maximum, and the application's share of the link fell
+// from 70 % to about 50 % (test/faults/bandwidth.full.test.ts).
 
 import type { Clock, TimerId } from '../util/ports.js';
 import type { DirtyMap } from './dirty-map.js';
@@ -31,6 +33,8 @@ export interface SyncTarget {
   syncChunk(chunk: number, done: (status: number) => void): void;
   /** Application bytes served so far (monotonic). */
   appBytes(): number;
+  /** Application IOs served so far (monotonic); without it, only bytes count. */
+  appIos?(): number;
 }
 
 export interface SyncOptions {
@@ -82,8 +86,8 @@ export class BackgroundSync {
   private timer: TimerId | null = null;
   private budget = 0;
   private last_tick = 0;
-  /** Application bytes at the ticks of the last rate window (oldest first, at or before its start). */
-  private app_samples: { t: number; bytes: number }[] = [];
+  /** Application bytes and IOs at the ticks of the last rate window (oldest first, at or before its start). */
+  private app_samples: { t: number; bytes: number; ios: number }[] = [];
   private rate_limit = 0;
   /** Smoothed sync throughput. */
   private rate_ewma = 0;
@@ -177,7 +181,7 @@ export class BackgroundSync {
 
   private arm(): void {
     this.last_tick = this.clock.now();
-    this.app_samples.push({ t: this.last_tick, bytes: this.target.appBytes() });
+    this.app_samples.push({ t: this.last_tick, bytes: this.target.appBytes(), ios: this.target.appIos?.() ?? 0 });
     this.timer = this.clock.setTimer(this.opts.tick_ms, this.tick);
   }
 
@@ -185,14 +189,19 @@ export class BackgroundSync {
     const now = this.clock.now();
     const dt = Math.max(1e-3, (now - this.last_tick) / 1000);
     const app = this.target.appBytes();
+    const ios = this.target.appIos?.() ?? 0;
     const samples = this.app_samples;
     while (samples.length > 1 && now - (samples[1] as { t: number }).t >= this.opts.rate_window_ms) samples.shift();
-    const since = samples[0] ?? { t: now, bytes: app };
-    const app_rate = (app - since.bytes) / Math.max(1e-3, (now - since.t) / 1000);
+    const since = samples[0] ?? { t: now, bytes: app, ios };
+    const window_s = Math.max(1e-3, (now - since.t) / 1000);
+    const app_rate = (app - since.bytes) / window_s;
+    const app_iops = (ios - since.ios) / window_s;
     this.rate_ewma += (this.synced_in_tick / dt - this.rate_ewma) / 4;
     this.synced_in_tick = 0;
     const o = this.opts;
-    this.rate_limit = app_rate > 0 ? Math.min(o.max_bytes_per_s, Math.max(o.min_bytes_per_s, (o.share / (1 - o.share)) * app_rate)) : o.max_bytes_per_s;
+    const f = o.share / (1 - o.share);
+    const allowed = Math.max(f * app_rate, f * app_iops * this.target.chunk_size);
+    this.rate_limit = app_rate > 0 ? Math.min(o.max_bytes_per_s, Math.max(o.min_bytes_per_s, allowed)) : o.max_bytes_per_s;
     // Unused budget does not pile up beyond one tick's worth.
     this.budget = Math.min(this.budget, 0) + (this.rate_limit * o.tick_ms) / 1000;
     if (this._state === 'RUNNING' && !this.target.canSync()) this.end('pool left NORMAL');

@@ -69,6 +69,8 @@ export function slotVerdict(slots: MetaSlots, rec: SlotRecord | null): 'ok' | 'r
 /**
  * One record in two slots at `base` and `base + MD_PAGE`. Stores are serialised: while one
  * is being written, later payloads coalesce into the next write (only the newest matters).
+ * A payload equal to the newest good copy is durable already and costs no IO: periodic
+ * persistence of unchanged metadata must not turn into a flush of the store every tick.
  */
 export class MetaSlots {
   private readonly meta: MetaStore;
@@ -78,6 +80,8 @@ export class MetaSlots {
   /** Slot holding the newest good copy (-1: none yet) and its sequence number. */
   private slot = -1;
   private seq = 0;
+  /** Payload of the newest good copy, when known (loaded or written by us). */
+  private durable: Buffer | null = null;
   private writing = false;
   private next: { payload: Buffer; cbs: IoCallback[] } | null = null;
   /** Why the last load ignored a slot (for operators); blank (never written) slots are not noted. */
@@ -120,13 +124,17 @@ export class MetaSlots {
       }
       this.slot = best_slot;
       this.seq = best?.seq ?? 0;
+      this.durable = best?.payload ?? null;
       cb(0, best);
     });
   }
 
-  /** Durably stores `payload` as the newest record. */
+  /** Durably stores `payload` as the newest record (cb(0) at once when it is already). */
   store(payload: Buffer, cb: IoCallback): void {
     if (payload.length > MD_MAX_PAYLOAD) throw new RangeError(`metadata payload ${payload.length} > ${MD_MAX_PAYLOAD}`);
+    // At once, not later: the simulator runs on a synchronous clock, where a microtask would
+    // wait for the end of the run.
+    if (!this.writing && this.next === null && this.durable !== null && this.durable.equals(payload)) return cb(0);
     if (this.next === null) this.next = { payload, cbs: [cb] };
     else {
       this.next.payload = payload;
@@ -155,7 +163,8 @@ export class MetaSlots {
       if (status === 0) {
         this.slot = target;
         this.seq = seq;
-      }
+        this.durable = Buffer.from(job.payload);
+      } else this.durable = null;
       for (const c of job.cbs) c(status);
       this.writeNext();
     });

@@ -235,8 +235,117 @@ function header(group_id: number, type: MsgTypeValue): Buffer {
   return MsgHeader.encode({ group_id, type, proto_ver: RMR_PROTO_VER, reserved: 0 });
 }
 
+// The IO message is on every IO's path (encoded per leg on the client, decoded per request
+// on the node): a hand-written codec for exactly the bytes of MsgHeader + IoMsg, with the
+// same checks (test/rmr/msg.test.ts holds it to the generic layouts byte for byte and
+// decision for decision). Anything it is unsure of goes to the generic layouts, which
+// encode, or throw and refuse with the reason.
+const U64_MAX = Number.MAX_SAFE_INTEGER;
+const fieldsOf = (spec: Readonly<Record<string, unknown>>): string[] =>
+  Object.entries(spec).map(([k, t]) => `${k}:${typeof t === 'object' && t !== null ? String((t as { bytes: number }).bytes) : String(t)}`);
+/**
+ * The fields the codec was written for, in wire order; u64 fields after them (numbers with
+ * no rule of their own) are handled too. Any other change of either layout switches the
+ * fast path off: every IO message then takes the generic layouts (slower, never wrong).
+ */
+const IO_FAST_HEAD = ['group_id:u32', 'type:u16', 'proto_ver:u8', 'reserved:u8', 'offset:u64', 'length:u64', 'flags:u32', 'map_ver:u64', 'prio:u16', 'member_id:u8', 'failed_cnt:u8', 'failed_ids:4', 'sync:u8'];
+const IO_FIELDS = [...fieldsOf(MsgHeader.spec), ...fieldsOf(IoMsg.spec)];
+const IO_TAIL = IO_FIELDS.slice(IO_FAST_HEAD.length);
+/** Names of the trailing u64 fields, at byte 45 + 8 i. */
+const IO_TAIL_U64: readonly string[] = IO_TAIL.map((f) => f.slice(0, -':u64'.length));
+const IO_MSG_BYTES = MsgHeader.min_size + IoMsg.min_size;
+export const IO_FAST_PATH =
+  IO_FAST_HEAD.every((f, i) => IO_FIELDS[i] === f) && IO_TAIL.every((f) => f.endsWith(':u64')) && IO_MSG_BYTES === 45 + 8 * IO_TAIL.length;
+
+const isU = (x: unknown, max: number): boolean => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= max;
+
+/** checkMembers without allocating: true when the list is valid. */
+function membersOk(cnt: number, ids: Buffer): boolean {
+  if (cnt > MAX_MEMBERS) return false;
+  for (let i = 0; i < MAX_MEMBERS; i++) {
+    const id = ids[i] as number;
+    if (i >= cnt) {
+      if (id !== 0) return false;
+      continue;
+    }
+    if (id === 0) return false;
+    for (let j = 0; j < i; j++) if (ids[j] === id) return false;
+  }
+  return true;
+}
+
+function ioRulesOk(offset: number, length: number, flags: number, sync: number, failed_cnt: number, failed_ids: Buffer): boolean {
+  return (flags & ~IO_FLAGS_KNOWN) === 0 && (flags & IO_OP_MASK) <= IoOp.MD_WRITE && offset + length <= U64_MAX && sync <= 1 && membersOk(failed_cnt, failed_ids);
+}
+
+function putU64(b: Buffer, o: number, x: number): void {
+  b.writeUInt32LE(x % 0x1_0000_0000, o);
+  b.writeUInt32LE(Math.floor(x / 0x1_0000_0000), o + 4);
+}
+
+/** A u64 at `o`, or -1 beyond 2^53 (the layouts refuse those). */
+function getU64(b: Buffer, o: number): number {
+  const hi = b.readUInt32LE(o + 4);
+  return hi > 0x1f_ffff ? -1 : b.readUInt32LE(o) + hi * 0x1_0000_0000;
+}
+
 export function encodeIo(group_id: number, body: IoMsgValue): Buffer {
-  return Buffer.concat([header(group_id, MsgType.IO), IoMsg.encode(body)]);
+  const v = body;
+  const tail = v as unknown as Readonly<Record<string, unknown>>;
+  const fast =
+    IO_FAST_PATH &&
+    isU(group_id, 0xffffffff) &&
+    isU(v.offset, U64_MAX) &&
+    isU(v.length, U64_MAX) &&
+    isU(v.flags, 0xffffffff) &&
+    isU(v.map_ver, U64_MAX) &&
+    isU(v.prio, 0xffff) &&
+    isU(v.member_id, 0xff) &&
+    isU(v.failed_cnt, 0xff) &&
+    isU(v.sync, 0xff) &&
+    Buffer.isBuffer(v.failed_ids) &&
+    v.failed_ids.length === MAX_MEMBERS &&
+    IO_TAIL_U64.every((k) => isU(tail[k], U64_MAX)) &&
+    ioRulesOk(v.offset, v.length, v.flags, v.sync, v.failed_cnt, v.failed_ids);
+  if (!fast) return Buffer.concat([header(group_id, MsgType.IO), IoMsg.encode(body)]);
+  const b = Buffer.allocUnsafe(IO_MSG_BYTES);
+  b.writeUInt32LE(group_id, 0);
+  b.writeUInt16LE(MsgType.IO, 4);
+  b[6] = RMR_PROTO_VER;
+  b[7] = 0;
+  putU64(b, 8, v.offset);
+  putU64(b, 16, v.length);
+  b.writeUInt32LE(v.flags, 24);
+  putU64(b, 28, v.map_ver);
+  b.writeUInt16LE(v.prio, 36);
+  b[38] = v.member_id;
+  b[39] = v.failed_cnt;
+  v.failed_ids.copy(b, 40, 0, MAX_MEMBERS);
+  b[44] = v.sync;
+  for (let i = 0; i < IO_TAIL_U64.length; i++) putU64(b, 45 + 8 * i, tail[IO_TAIL_U64[i] as string] as number);
+  return b;
+}
+
+/** The IO fast path of decodeMessage: null when the generic decoder must decide. */
+function decodeIoFast(buf: Buffer): RmrMessage | null {
+  if (!IO_FAST_PATH || buf.length !== IO_MSG_BYTES || buf.readUInt16LE(4) !== MsgType.IO || buf[6] !== RMR_PROTO_VER) return null;
+  const offset = getU64(buf, 8);
+  const length = getU64(buf, 16);
+  const map_ver = getU64(buf, 28);
+  if (offset < 0 || length < 0 || map_ver < 0) return null;
+  const flags = buf.readUInt32LE(24);
+  const failed_cnt = buf[39] as number;
+  const sync = buf[44] as number;
+  // A view, not a copy: the transport never reuses received memory.
+  const failed_ids = buf.subarray(40, 44);
+  if (!ioRulesOk(offset, length, flags, sync, failed_cnt, failed_ids)) return null;
+  const body = { offset, length, flags, map_ver, prio: buf.readUInt16LE(36), member_id: buf[38] as number, failed_cnt, failed_ids, sync } as IoMsgValue;
+  for (let i = 0; i < IO_TAIL_U64.length; i++) {
+    const x = getU64(buf, 45 + 8 * i);
+    if (x < 0) return null;
+    (body as unknown as Record<string, number>)[IO_TAIL_U64[i] as string] = x;
+  }
+  return { type: 'IO', group_id: buf.readUInt32LE(0), body };
 }
 export function encodeMapAdd(group_id: number, body: MapAddValue): Buffer {
   return Buffer.concat([header(group_id, MsgType.MAP_ADD), MapAddMsg.encode(body)]);
@@ -270,6 +379,8 @@ export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Reco
  * either matches exactly or the message is rejected with a reason.
  */
 export function decodeMessage(buf: Buffer): { ok: true; msg: RmrMessage } | { ok: false; reason: string } {
+  const io = decodeIoFast(buf);
+  if (io !== null) return { ok: true, msg: io };
   const h = MsgHeader.decode(buf);
   if (!h.ok) return h;
   const { group_id, type } = h.value;

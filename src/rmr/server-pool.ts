@@ -111,8 +111,9 @@ export interface ServerPoolOptions {
 }
 
 export interface ServerPoolStats {
-  /** Bytes of compute-client IO served (the sync rate controller compares against it). */
+  /** Bytes and IOs of compute-client IO served (the sync rate controller compares against them). */
   app_bytes: number;
+  app_ios: number;
   reads: number;
   writes: number;
   refused: number;
@@ -164,7 +165,7 @@ export class ServerPool {
   sync_source: SyncSource | null = null;
   private readonly emit: (ev: ServerPoolEvent) => void;
   private readonly opts: Required<ServerPoolOptions>;
-  readonly stats: ServerPoolStats = { app_bytes: 0, reads: 0, writes: 0, refused: 0, parked: 0, chunk_syncs: 0, chunk_sync_failures: 0, store_errors: 0 };
+  readonly stats: ServerPoolStats = { app_bytes: 0, app_ios: 0, reads: 0, writes: 0, refused: 0, parked: 0, chunk_syncs: 0, chunk_sync_failures: 0, store_errors: 0 };
 
   constructor(opts: ServerPoolOptions, emit: (ev: ServerPoolEvent) => void) {
     const bad = checkChunkSize(opts.chunk_size);
@@ -588,6 +589,10 @@ export class ServerPool {
 
   appBytes(): number {
     return this.stats.app_bytes;
+  }
+
+  appIos(): number {
+    return this.stats.app_ios;
   }
 
   /**
@@ -1054,7 +1059,10 @@ export class ServerPool {
     if (op === IoOp.FLUSH) return this.flush(reply);
     if (op !== IoOp.READ && op !== IoOp.WRITE && op !== IoOp.DISCARD && op !== IoOp.WRITE_ZEROES) return reply(Errno.EOPNOTSUPP, null);
     if (io.length === 0) return reply(0, op === IoOp.READ ? Buffer.alloc(0) : null);
-    if (!from_sync) this.stats.app_bytes += io.length;
+    if (!from_sync) {
+      this.stats.app_bytes += io.length;
+      this.stats.app_ios++;
+    }
     this.submitChecked({ io, data, reply }, from_sync);
   }
 

@@ -41,7 +41,7 @@ export interface NetStream {
   attach(handlers: StreamHandlers): void;
   /**
    * Queues the buffers for sending, in order. Buffers are not copied: the caller must not
-   * modify them afterwards. Writes issued in the same turn of the event loop are batched.
+   * modify them afterwards. Writes issued in the same iteration of the event loop are batched.
    * Returns false when pending bytes exceed the high-water mark (wait for onDrain).
    */
   write(chunks: readonly Buffer[]): boolean;

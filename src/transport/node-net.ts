@@ -1,6 +1,6 @@
 // The real Net adapter: TCP through node:net, TLS (certificates or TLS-PSK) through node:tls.
 // It owns the socket details the sans-IO transport must not see: batching writes into one
-// writev per turn, holding reads until attach(), and turning socket events into one onClose.
+// writev per event-loop iteration, holding reads until attach(), and turning socket events into one onClose.
 
 import net from 'node:net';
 import tls from 'node:tls';
@@ -129,7 +129,9 @@ class NodeStream implements NetStream {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(this.uncork);
+      // After the poll phase, not after this callback: every socket read and file-IO
+      // completion of this loop iteration adds its replies to the same writev.
+      setImmediate(this.uncork);
     }
     for (const c of chunks) this.socket.write(c);
     if (this.socket.writableLength > this.highWaterMark) {
@@ -141,7 +143,7 @@ class NodeStream implements NetStream {
 
   private readonly uncork = (): void => {
     this.corked = false;
-    // Everything written this turn leaves in one writev.
+    // Everything written this loop iteration leaves in one writev.
     if (!this.socket.destroyed) this.socket.uncork();
   };
 

@@ -94,3 +94,39 @@ test('maps persist across a reopen; a torn image in the other bank is harmless; 
   assert.notEqual(got.s, 0);
   assert.match(got.why ?? '', /checksum/);
 });
+
+test('storing maps equal to the stored ones costs no IO; a failed store is not taken as durable', () => {
+  const clock = new SimClock();
+  const pages = Math.ceil(N / CHUNKS_PER_PAGE);
+  const disk = new MemDisk(mapStoreBytes(pages) + 4096, clock, new SimRandom(9));
+  const store = new MapStore(disk, 4096, pages);
+  const m = new DirtyMap<unknown>(1, N);
+  m.setDirty(10, 3);
+  const statuses: number[] = [];
+  const put = (ver: number): void => {
+    store.store([m], ver, (s) => statuses.push(s));
+    clock.runUntil(clock.now() + 10);
+  };
+  put(3);
+  const after_first = disk.stats.writes;
+  assert.equal(after_first, 2, 'image and directory');
+  put(3);
+  assert.equal(disk.stats.writes, after_first, 'the same maps and version: nothing written');
+  put(4);
+  assert.equal(disk.stats.writes, after_first + 2, 'a new version is written');
+  m.clear(10, 1);
+  disk.faults.write_error_rate = 1;
+  put(4);
+  disk.faults.write_error_rate = 0;
+  put(4);
+  assert.deepEqual(statuses.slice(-2).map((s) => s === 0), [false, true]);
+  assert.equal(disk.stats.writes, after_first + 2 + 1 + 2, 'after a failed store the same maps are written again');
+  // A reopened store knows what is on disk, too.
+  const again = new MapStore(disk, 4096, pages);
+  again.load(N, () => undefined);
+  clock.runUntil(clock.now() + 10);
+  const before = disk.stats.writes;
+  again.store([m], 4, (s) => assert.equal(s, 0));
+  clock.runUntil(clock.now() + 10);
+  assert.equal(disk.stats.writes, before, 'loaded maps equal to the stored ones: nothing written');
+});

@@ -93,3 +93,25 @@ test('pool_md persists in alternating slots and survives a torn update', () => {
   clock.runUntil(4);
   assert.equal((got as PoolMd | null)?.header.map_ver, 1, 'the previous good copy');
 });
+
+test('storing pool_md equal to the newest good copy costs no IO', () => {
+  const clock = new SimClock();
+  const disk = new MemDisk(1 << 20, clock);
+  const store = new PoolMdStore(disk, 4096);
+  const md: PoolMd = {
+    header: { pool_name: 'pool1', pool_uuid: Buffer.alloc(16, 1), group_id: 7, chunk_size: 131072, mapped_size: 1 << 30, queue_depth: 128, map_ver: 1 },
+    srv_md: [{ ...emptySrvMd(), member_id: 1, srv_state: 'NORMAL', store_state: true }, emptySrvMd(), emptySrvMd(), emptySrvMd()],
+  };
+  const put = (): void => {
+    store.store(md, (s) => assert.equal(s, 0));
+    clock.runUntil(clock.now() + 1);
+  };
+  put();
+  const w = disk.stats.writes;
+  put();
+  put();
+  assert.equal(disk.stats.writes, w, 'unchanged: no write');
+  md.srv_md[0] = { ...emptySrvMd(), member_id: 1, srv_state: 'NO_IO', store_state: true };
+  put();
+  assert.equal(disk.stats.writes, w + 1, 'changed: one write');
+});

@@ -261,6 +261,30 @@ test('the sync rate follows its share of application traffic within min and max'
   bs.close();
 });
 
+test('a small-block application: the sync rate follows its share of IOs, one chunk sync per IO', () => {
+  const n = normal();
+  n.pool.sync_source = new FakePeer(new MemDisk(SIZE, n.clock));
+  const bs = new BackgroundSync(n.pool, n.clock, { share: 0.25, min_bytes_per_s: 1000, max_bytes_per_s: 1e9, tick_ms: 100 }, () => undefined);
+  // 1,000 IOs/s of 4 KiB: 4 MB/s, which as bytes would give sync only ~1.4 MB/s.
+  for (let i = 0; i < 10; i++) {
+    n.pool.stats.app_bytes += 100 * 4096;
+    n.pool.stats.app_ios += 100;
+    n.clock.runUntil(n.clock.now() + 100);
+  }
+  const limit = bs.progress().rate_limit_bytes_per_s;
+  const want = (1000 / 3) * CHUNK; // a third of the IOs (25 % of the total), in chunks
+  assert.ok(Math.abs(limit - want) < want * 0.05, `sync limited to a third of the application's IOs in chunks, ${want} bytes/s; got ${limit}`);
+  // Large IOs: the bandwidth share allows more, and applies.
+  for (let i = 0; i < 10; i++) {
+    n.pool.stats.app_bytes += 10 * (1 << 20);
+    n.pool.stats.app_ios += 10;
+    n.clock.runUntil(n.clock.now() + 100);
+  }
+  const big = bs.progress().rate_limit_bytes_per_s;
+  assert.ok(Math.abs(big - (100 * (1 << 20)) / 3) < 2e6, `a third of 100 MiB/s; got ${big}`);
+  bs.close();
+});
+
 test('a restarted node restores pool_md and maps; its intent chunks become dirty for it at a map update from a peer, not when enabled as the source', () => {
   const n = normal();
   // Member 2 missed chunks 1..2 (piggyback), recorded and persisted.

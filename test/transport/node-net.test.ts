@@ -273,17 +273,20 @@ void test('listen reports the port it bound when asked for port 0', async () => 
   });
 });
 
-void test('write batching: 1,000 small writes in one turn are corked, then arrive whole and in order', async () => {
+void test('write batching: 1,000 small writes in one loop iteration are corked, then arrive whole and in order', async () => {
   await withServer(async (net, server) => {
     const [c, s] = await pair(net, server);
     const frames: Buffer[] = [];
     for (let i = 0; i < 1000; i++) frames.push(Buffer.from(`${i.toString(36).padStart(2, '0')},`));
     const total = frames.reduce((n, f) => n + f.length, 0);
     for (const f of frames) assert.equal(c.stream.write([f]), true);
-    // Nothing reached the kernel yet: the whole turn's writes wait for one uncork.
+    // Nothing reached the kernel yet: the whole iteration's writes wait for one uncork,
+    // also past the end of this callback (other IO callbacks of the poll phase add theirs)...
     assert.equal(c.stream.pendingWriteBytes, total);
-    // ...and they leave at the end of this turn, not later (loopback takes these 3 KB at once).
     await new Promise<void>((r) => process.nextTick(r));
+    assert.equal(c.stream.pendingWriteBytes, total);
+    // ...and they leave at the end of this loop iteration, not later (loopback takes 3 KB at once).
+    await new Promise<void>((r) => setImmediate(r));
     assert.equal(c.stream.pendingWriteBytes, 0);
     await s.bytes(total);
     assert.deepEqual(s.received, Buffer.concat(frames));

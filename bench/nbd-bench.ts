@@ -1,0 +1,233 @@
+// `npm run bench`: the NBD export of this project against nbdkit's file plugin, on the same
+// kind of backing (pre-filled files of the same size in one directory), in one invocation:
+//   nbdkit  nbdkit file, one file over TCP (one copy)
+//   rmr2    2 storage-node processes + a compute-client process exporting NBD over TCP
+//   rmr3    the same with 3 storage nodes
+// fio (--ioengine=nbd) jobs run interleaved nbdkit, rmr2, rmr3, nbdkit, ... for every round;
+// the table shows medians per job and the ratios rmr/nbdkit. Then the resync of a fully
+// dirty member of the rmr2 device from its peer, under application IO, against cp of the
+// same file. A benchmark, never a test: figures from a shared 2-core machine are noisy, so
+// compare only within one run. Results go to bench/results/ (git-ignored).
+//
+// Options: --quick (1 round, short jobs, 256 MiB), --rounds N, --runtime S, --size MiB,
+//          --jobs a,b (names below), --no-resync, --profile (node --cpu-prof of the rmr
+//          processes, profiles under bench/results/), --threadpool N (UV_THREADPOOL_SIZE
+//          of the rmr processes), --servers nbdkit,rmr2 (run only these; for profiling),
+//          --keep (leave the work directory).
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { prefill } from './prefill.js';
+import { tmpdir, cpus, hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { cpuSecondsOf } from './child.js';
+import { startRmr, storePath, STORE_DATA_OFFSET, type RmrSetup } from './rmr-setup.js';
+import { checkTargets, formatTable, jobResult, jsonLine, parseFio, type FioSample, type JobResult, type ResyncResult, type Sample, type Server } from './fio-report.js';
+
+interface Job {
+  name: string;
+  rw: string;
+  bs: string;
+  iodepth: number;
+  extra?: string[];
+}
+const ALL_JOBS: Job[] = [
+  { name: 'randwrite-4k-qd32', rw: 'randwrite', bs: '4k', iodepth: 32 },
+  { name: 'randread-4k-qd32', rw: 'randread', bs: '4k', iodepth: 32 },
+  { name: 'write-1m-qd8', rw: 'write', bs: '1M', iodepth: 8 },
+  { name: 'read-1m-qd8', rw: 'read', bs: '1M', iodepth: 8 },
+  { name: 'randrw70-4k-qd32', rw: 'randrw', bs: '4k', iodepth: 32, extra: ['--rwmixread=70'] },
+];
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    runtime: { type: 'string' },
+    size: { type: 'string' },
+    jobs: { type: 'string' },
+    'no-resync': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    threadpool: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    servers: { type: 'string' },
+  },
+});
+const quick = args.quick === true;
+const ROUNDS = Number(args.rounds ?? (quick ? 1 : 3));
+const RUNTIME_S = Number(args.runtime ?? (quick ? 3 : 10));
+const SIZE = Number(args.size ?? (quick ? 256 : 1024)) * 2 ** 20;
+const JOBS = args.jobs !== undefined ? ALL_JOBS.filter((j) => (args.jobs as string).split(',').includes(j.name)) : ALL_JOBS;
+const THREADPOOL = args.threadpool ?? '2';
+const ONLY = args.servers !== undefined ? args.servers.split(',') : null;
+if (JOBS.length === 0) throw new Error(`no such jobs: ${args.jobs}; known: ${ALL_JOBS.map((j) => j.name).join(', ')}`);
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const results_dir = resolve('bench/results');
+mkdirSync(results_dir, { recursive: true });
+const prof_dir = join(results_dir, `prof-${stamp}`);
+const work = mkdtempSync(join(tmpdir(), 'rmr-bench-'));
+const say = (s: string): void => void process.stderr.write(`${s}\n`);
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function waitFor(cond: () => boolean, what: string, timeout_ms = 10_000): Promise<void> {
+  const deadline = Date.now() + timeout_ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function fioArgs(uri: string, job: Job, runtime_s: number, out: string, extra: string[] = []): string[] {
+  return [
+    `--name=${job.name}`,
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    `--rw=${job.rw}`,
+    `--bs=${job.bs}`,
+    `--iodepth=${job.iodepth}`,
+    `--size=${SIZE}`,
+    '--time_based',
+    `--runtime=${runtime_s}`,
+    '--unified_rw_reporting=mixed',
+    '--output-format=json',
+    `--output=${out}`,
+    ...(job.extra ?? []),
+    ...extra,
+  ];
+}
+
+function runFio(argv: string[]): Promise<void> {
+  return new Promise((res, rej) => {
+    const p = spawn('fio', argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+    p.once('error', rej);
+    p.once('exit', (code) => (code === 0 ? res() : rej(new Error(`fio exited ${code}: fio ${argv.join(' ')}`))));
+  });
+}
+
+interface Target {
+  name: Server;
+  uri: string;
+  pids: number[];
+}
+
+let fio_seq = 0;
+async function measure(t: Target, job: Job, runtime_s: number): Promise<Sample> {
+  const out = join(work, `fio-${fio_seq++}.json`);
+  const cpu0 = t.pids.map((p) => cpuSecondsOf([p]));
+  await runFio(fioArgs(t.uri, job, runtime_s, out));
+  const per_process = t.pids.map((p, i) => cpuSecondsOf([p]) - (cpu0[i] as number));
+  const s: FioSample = parseFio(readFileSync(out, 'utf8'));
+  return { ...s, cpu_s: per_process.reduce((a, b) => a + b, 0), cpu_per_process: per_process };
+}
+
+/** cp of a file of the device's size (and its fsync: a resync is durable), bytes per second. */
+function cpSpeed(src: string): { with_sync: number; without_sync: number } {
+  const dst = join(work, 'cp-copy.img');
+  const t0 = performance.now();
+  execFileSync('cp', ['--sparse=never', src, dst]);
+  const t1 = performance.now();
+  execFileSync('sync', ['-d', dst]);
+  const t2 = performance.now();
+  const bytes = Number(execFileSync('stat', ['-c', '%s', src]).toString().trim());
+  rmSync(dst);
+  return { with_sync: bytes / ((t2 - t0) / 1000), without_sync: bytes / ((t1 - t0) / 1000) };
+}
+
+/** Resync of member 2 of `rmr` (fully dirty) while an application job keeps running. */
+async function measureResync(rmr: RmrSetup): Promise<ResyncResult> {
+  const cp = cpSpeed(storePath(join(work, 'rmr2'), 1));
+  say(`cp: ${(cp.with_sync / 2 ** 20).toFixed(0)} MiB/s with fsync, ${(cp.without_sync / 2 ** 20).toFixed(0)} MiB/s without`);
+  const app: Job = { name: 'app-during-resync', rw: 'randrw', bs: '4k', iodepth: 4, extra: ['--rwmixread=70'] };
+  const out = join(work, 'fio-resync.json');
+  const fio: ChildProcess = spawn('fio', fioArgs(rmr.nbd_uri, app, 3600, out), { stdio: ['ignore', 'ignore', 'inherit'] });
+  const fio_done = new Promise<void>((res) => fio.once('exit', () => res()));
+  await new Promise((r) => setTimeout(r, 1000));
+  const r = await rmr.resync(2);
+  fio.kill('SIGINT');
+  await fio_done;
+  const a = parseFio(readFileSync(out, 'utf8'));
+  const bytes_per_s = r.bytes / (r.ms / 1000);
+  return { bytes: r.bytes, bytes_per_s, cp_bytes_per_s: cp.with_sync, ratio: bytes_per_s / cp.with_sync, app_iops: a.iops, app_p99_us: a.p99_us };
+}
+
+const started: { stop: () => Promise<void> }[] = [];
+let nbdkit: ChildProcess | null = null;
+try {
+  say(`work dir ${work}; size ${SIZE / 2 ** 20} MiB, ${ROUNDS} round(s) x ${JOBS.length} jobs x ${RUNTIME_S} s`);
+  const kit_file = join(work, 'nbdkit.img');
+  mkdirSync(join(work, 'rmr2'));
+  mkdirSync(join(work, 'rmr3'));
+  prefill([kit_file], 0, SIZE);
+  prefill([1, 2].map((i) => storePath(join(work, 'rmr2'), i)), STORE_DATA_OFFSET, SIZE);
+  prefill([1, 2, 3].map((i) => storePath(join(work, 'rmr3'), i)), STORE_DATA_OFFSET, SIZE);
+  execFileSync('sync');
+  say('files pre-filled');
+
+  const kit_port = await freePort();
+  const kit_pid = join(work, 'nbdkit.pid');
+  nbdkit = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(kit_port), '-P', kit_pid, 'file', kit_file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  await waitFor(() => existsSync(kit_pid), 'nbdkit to write its pid file (it does once it listens)');
+  const node_args = args.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${prof_dir}`] : [];
+  const env = { UV_THREADPOOL_SIZE: THREADPOOL };
+  const rmr2 = await startRmr({ nodes: 2, dir: join(work, 'rmr2'), size_bytes: SIZE, node_args, env });
+  started.push(rmr2);
+  const rmr3 = await startRmr({ nodes: 3, dir: join(work, 'rmr3'), size_bytes: SIZE, node_args, env });
+  started.push(rmr3);
+  const targets: Target[] = [
+    { name: 'nbdkit', uri: `nbd://127.0.0.1:${kit_port}/`, pids: [nbdkit.pid as number] },
+    { name: 'rmr2', uri: rmr2.nbd_uri, pids: rmr2.pids },
+    { name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids },
+  ];
+  say(`initial sync (members 2.. copy the device from member 1): rmr2 ${(rmr2.initial_sync_ms / 1000).toFixed(1)} s, rmr3 ${(rmr3.initial_sync_ms / 1000).toFixed(1)} s`);
+  say(`servers up; rmr2 pids ${rmr2.pids.join(',')}, rmr3 pids ${rmr3.pids.join(',')} (storage nodes, then the client)`);
+  if (!quick) {
+    // Warm up every server (JIT, page cache, connections) before anything is recorded.
+    for (const t of targets) if (ONLY === null || ONLY.includes(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
+  }
+  const samples = new Map<string, Record<Server, Sample[]>>();
+  for (const j of JOBS) samples.set(j.name, { nbdkit: [], rmr2: [], rmr3: [] });
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const j of JOBS) {
+      const row = samples.get(j.name) as Record<Server, Sample[]>;
+      const line: string[] = [];
+      for (const t of targets) {
+        if (ONLY !== null && !ONLY.includes(t.name)) continue;
+        const s = await measure(t, j, RUNTIME_S);
+        row[t.name].push(s);
+        line.push(`${t.name} ${Math.round(s.iops)} IOPS p99 ${s.p99_us.toFixed(0)} us cpu ${s.cpu_s.toFixed(2)} s (${(s.cpu_per_process ?? []).map((c) => c.toFixed(2)).join('+')})`);
+      }
+      say(`round ${r + 1}/${ROUNDS} ${j.name}: ${line.join(', ')}`);
+    }
+  }
+  const jobs: JobResult[] = JOBS.map((j) => jobResult(j.name, samples.get(j.name) as Record<Server, Sample[]>));
+  let resync: ResyncResult | null = null;
+  if (args['no-resync'] !== true) {
+    await rmr3.stop(); // idle, but one process fewer on two cores
+    resync = await measureResync(rmr2);
+  }
+  const checks = checkTargets(jobs, resync);
+  const machine = `${hostname()}, ${cpus().length} x ${cpus()[0]?.model ?? '?'}, node ${process.version}`;
+  console.log(`\nNBD benchmark ${new Date().toISOString()} on ${machine}`);
+  console.log(`medians of ${ROUNDS} interleaved round(s) x ${RUNTIME_S} s, device ${SIZE / 2 ** 20} MiB; ratio = rmr IOPS / nbdkit IOPS\n`);
+  console.log(formatTable(jobs, resync, checks));
+  const line = jsonLine(jobs, resync, { date: new Date().toISOString(), machine, rounds: ROUNDS, runtime_s: RUNTIME_S, size_bytes: SIZE, quick, threadpool: Number(THREADPOOL) });
+  writeFileSync(join(results_dir, `nbd-${stamp}.json`), `${JSON.stringify({ summary: JSON.parse(line) as unknown, targets: checks, samples: Object.fromEntries(samples) })}\n`);
+  console.log(`\n${line}`);
+  if (args.profile === true) say(`profiles in ${prof_dir} (summarise: node dist/bench/prof-top.js ${prof_dir})`);
+} finally {
+  for (const s of started) await s.stop();
+  nbdkit?.kill('SIGTERM');
+  if (args.keep !== true && existsSync(work)) rmSync(work, { recursive: true, force: true });
+}

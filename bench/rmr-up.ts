@@ -1,0 +1,43 @@
+// Starts the benchmark's RMR cluster (bench/rmr-setup.ts) and keeps it up until Ctrl-C, for
+// profiling and poking at it by hand (fio, strace, perf). Prints the NBD URI and the pids.
+// Usage: node dist/bench/rmr-up.js [--nodes N] [--size MiB] [--dir DIR] [--threadpool N] [--profile DIR] [--node-args '...']
+// Without --dir the store files are pre-filled in a new temporary directory.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startRmr, storePath, STORE_DATA_OFFSET } from './rmr-setup.js';
+import { prefill } from './prefill.js';
+
+const { values: a } = parseArgs({ options: { nodes: { type: 'string' }, size: { type: 'string' }, dir: { type: 'string' }, threadpool: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' } } });
+const dir = a.dir ?? mkdtempSync(join(tmpdir(), 'rmr-up-'));
+const nodes = Number(a.nodes ?? 2);
+const size_bytes = Number(a.size ?? 256) * 2 ** 20;
+// As the benchmark does: written files, no holes.
+if (a.dir === undefined) prefill(Array.from({ length: nodes }, (_, i) => storePath(dir, i + 1)), STORE_DATA_OFFSET, size_bytes);
+const rmr = await startRmr({
+  nodes,
+  dir,
+  size_bytes,
+  env: { UV_THREADPOOL_SIZE: a.threadpool ?? '2' },
+  node_args: [...(a.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${a.profile}`] : []), ...(a['node-args'] ?? '').split(' ').filter(Boolean)],
+});
+console.log(JSON.stringify({ nbd_uri: rmr.nbd_uri, pids: rmr.pids, dir, initial_sync_ms: Math.round(rmr.initial_sync_ms) }));
+const stop = (): void => {
+  rmr.stop().then(
+    () => {
+      if (a.dir === undefined) rmSync(dir, { recursive: true, force: true });
+      process.exit(0);
+    },
+    () => process.exit(1),
+  );
+};
+process.on('SIGINT', stop);
+// Every line on stdin prints the storage nodes' status (state, dirty chunks, sync, IO gates).
+process.stdin.on('data', () => {
+  rmr.status().then(
+    (st) => console.log(JSON.stringify(st)),
+    () => undefined,
+  );
+});
+process.on('SIGTERM', stop);
