@@ -11,6 +11,7 @@ import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { HEADER_BYTES } from '../../src/brmr/server/header.js';
 import type { BrmrStore } from '../../src/brmr/server/store.js';
 import { MD_PAGE } from '../../src/rmr/md-slots.js';
+import { mapBankBytes } from '../../src/rmr/map-store.js';
 import { NodeRandom } from '../../src/util/node-ports.js';
 import { MemoryLogger } from '../../src/util/ports.js';
 import { Errno } from '../../src/util/errno.js';
@@ -36,8 +37,13 @@ async function prepared(): Promise<{ devices: Map<string, MemDevice>; bytes: Buf
   const n = node(devices);
   const [s] = await new Promise<Res>((r) => n.mgr.createStore({ pool: POOL, device: 'd', mapped_size: SIZE }, (a, b, c) => r([a, b, c, undefined])));
   assert.equal(s, 0);
+  // Metadata equal to the stored copy is not written again (md-slots.ts), so the second
+  // persist has something new to write: it lands in the other slot.
   n.pool.ownMap()?.setDirty(2, 1);
-  for (let i = 0; i < 2; i++) assert.equal(await new Promise<number>((r) => n.pool.persistMetadata(r)), 0);
+  for (let i = 0; i < 2; i++) {
+    n.pool.map_ver++;
+    assert.equal(await new Promise<number>((r) => n.pool.persistMetadata(r)), 0);
+  }
   await new Promise<void>((r) => n.mgr.removeStore(POOL, () => r()));
   return { devices, bytes: (devices.get('d') as MemDevice).bytes };
 }
@@ -119,8 +125,12 @@ test('both intent record copies damaged: refused (a lost record would hide write
 
 test('a damaged map image: every chunk becomes dirty for this node, with the reason', async () => {
   const { devices, bytes } = await prepared();
-  // Damage everything after the map directory: the live bank among it.
-  for (let at = META + MD_MAPS_OFFSET + 2 * MD_PAGE; at < META + MD_MAPS_OFFSET + 2 * MD_PAGE + 8192; at += 97) bytes[at] = (bytes[at] as number) ^ 0x55;
+  // Damage the start of both banks after the map directory: the live one among them.
+  const bank = mapBankBytes(1);
+  for (const b of [0, 1]) {
+    const from = META + MD_MAPS_OFFSET + 2 * MD_PAGE + b * bank;
+    for (let at = from; at < from + 8192; at += 97) bytes[at] = (bytes[at] as number) ^ 0x55;
+  }
   const { n, res } = await add(devices);
   assert.equal(res[0], 0, res[2] ?? '');
   assert.match(res[3]?.maps_lost ?? '', /checksum|map/i);

@@ -19,6 +19,7 @@ import {
   IO_FAST_PATH,
   MsgHeader,
   MsgType,
+  RMR_PROTO_VER,
   decodeMessage,
   encodeCmd,
   encodeIo,
@@ -194,7 +195,7 @@ test('the IO fast codec writes and accepts exactly what the generic layouts do',
       const typed = body as unknown as Parameters<typeof encodeIo>[1];
       let generic: Buffer | null;
       try {
-        generic = Buffer.concat([MsgHeader.encode({ group_id: gid, type: MsgType.IO, proto_ver: 1, reserved: 0 }), IoMsg.encode(typed)]);
+        generic = Buffer.concat([MsgHeader.encode({ group_id: gid, type: MsgType.IO, proto_ver: RMR_PROTO_VER, reserved: 0 }), IoMsg.encode(typed)]);
       } catch {
         generic = null;
       }
