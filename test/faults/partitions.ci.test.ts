@@ -16,7 +16,7 @@ import { until } from '../util/cli-cluster.js';
 const skip = faultClusterUnavailable({ netns: true });
 
 test('partitions of a storage node (from the client, from its peers, from everyone) under load, healed: rejoin, resync; stores identical', { skip: skip ?? false, timeout: 360_000 }, async (t) => {
-  const c = await FaultCluster.start({ label: 'part', netns: true, heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1200 });
+  const c = await FaultCluster.start({ label: 'part', netns: true, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 });
   const lab = c.lab;
   assert.ok(lab !== null);
   try {
@@ -52,6 +52,7 @@ test('partitions of a storage node (from the client, from its peers, from everyo
       seed: 302,
       runtime_s: 10,
       faults: async (log) => {
+        const mark = await c.eventMark('cli');
         lab.partition(victim, { peer: stg1 });
         lab.partition(victim, { peer: stg3 });
         log('stg2 cut from stg1 and stg3');
@@ -63,7 +64,13 @@ test('partitions of a storage node (from the client, from its peers, from everyo
         await moreIo(400);
         // The client still reaches every member: nothing is missed.
         assert.equal((await c.legStates()).get(2), 'normal', 'the client keeps member 2');
-        assert.equal(await dirtyFor2(), 0, 'no write is missed by member 2');
+        const missed = await dirtyFor2();
+        if (missed !== 0) {
+          // Say why: a leg of member 2 that failed (e.g. its heartbeats starved on a loaded
+          // machine) is a different story from writes missed while the client reached it.
+          const legs = (await c.events('cli', mark)).filter((e) => e.kind === 'pool_session' && e.detail?.member_id === 2 && e.detail.sync !== true).map((e) => `${e.from ?? '?'}->${e.to ?? '?'} (${String(e.detail?.reason)})`);
+          assert.fail(`${missed} chunks dirty for member 2 while the client reached it; its leg meanwhile: ${legs.join(', ') || 'no transition'}`);
+        }
         lab.heal();
         log('healed');
         await until('the sync legs are back', async () => ((await c.syncLegs('stg1')).get(2) === 'sync normal' && (await c.syncLegs('stg2')).get(1) === 'sync normal' ? true : null), 60_000, 100);
