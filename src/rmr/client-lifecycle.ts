@@ -38,6 +38,18 @@ export class ClientLifecycle {
     if (!p.lock(() => fn(release))) busy();
   }
 
+  /** An operator operation under the pool lock: `done` releases it, then answers. */
+  private lockedOp(cb: OpCallback, fn: (done: OpCallback) => void): void {
+    this.locked(
+      () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
+      (release) =>
+        fn((status, reason) => {
+          release();
+          cb(status, reason);
+        }),
+    );
+  }
+
   // ------------------------------------------------------------------ add_sess
 
   addSess(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, cb: LegCallback): void {
@@ -189,71 +201,64 @@ export class ClientLifecycle {
 
   delSess(member_id: number, mode: 'delete' | 'disassemble', cb: OpCallback, opts: DelSessOptions): void {
     const p = this.p;
-    this.locked(
-      () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
-      (release) => {
-        const done = (status: number, reason: string | null): void => {
-          release();
-          cb(status, reason);
+    this.lockedOp(cb, (done) => {
+      const leg = p.leg(member_id);
+      if (leg === undefined) {
+        // Already detached: a delete still forgets the member (idempotent).
+        if (mode === 'delete' && p.members.has(member_id)) {
+          p.members.delete(member_id);
+          p.maps.delete(member_id);
+          return this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode: 'delete', dirty: false }, null, (took, legs) =>
+            done(took > 0 || legs === 0 ? 0 : Errno.EIO, took > 0 || legs === 0 ? null : 'no member recorded the removal: re-run del_sess'),
+          );
+        }
+        return done(0, null);
+      }
+      p.freeze(() => {
+        // Checked with IO drained, right before the leg goes: legs may have failed while
+        // the freeze waited, leaving this one the only holder (found by the simulator, seed
+        // 10084: the check passed when del_sess was called, the other legs failed during the
+        // drain, and the writes only the deleted member held were lost).
+        if (mode === 'delete' && opts.force !== true && leg.state !== 'REMOVING') {
+          const only = this.onlyCleanCopies(member_id);
+          const last = leg.state === 'NORMAL' && p.normalLegs().length === 1 && [...p.legs()].some((l) => l !== leg && l.state !== 'REMOVING');
+          if (only > 0 || last) {
+            p.unfreeze();
+            return done(Errno.EBUSY, last ? `member ${member_id} is the only NORMAL member: the others need its maps (or force)` : `member ${member_id} holds the only clean copy of ${only} chunks: wait until the others have synced them (or force)`);
+          }
+        }
+        // Out of IO service first; a re-run (after a failure below) skips what is done.
+        p.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
+        const leave = (next: () => void): void => {
+          if (leg.left) return next();
+          // The node may be gone already: leaving it is best effort, the others must know.
+          leg.channel.command({ kind: 'leave', member_id, delete: mode === 'delete' }, (status) => {
+            if (status === 0) leg.left = true;
+            next();
+          });
         };
-        const leg = p.leg(member_id);
-        if (leg === undefined) {
-          // Already detached: a delete still forgets the member (idempotent).
-          if (mode === 'delete' && p.members.has(member_id)) {
+        leave(() => {
+          if (mode === 'delete') {
             p.members.delete(member_id);
             p.maps.delete(member_id);
-            return this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode: 'delete', dirty: false }, null, (took, legs) =>
-              done(took > 0 || legs === 0 ? 0 : Errno.EIO, took > 0 || legs === 0 ? null : 'no member recorded the removal: re-run del_sess'),
-            );
           }
-          return done(0, null);
-        }
-        p.freeze(() => {
-          // Checked with IO drained, right before the leg goes: legs may have failed while
-          // the freeze waited, leaving this one the only holder (found by the simulator, seed
-          // 10084: the check passed when del_sess was called, the other legs failed during the
-          // drain, and the writes only the deleted member held were lost).
-          if (mode === 'delete' && opts.force !== true && leg.state !== 'REMOVING') {
-            const only = this.onlyCleanCopies(member_id);
-            const last = leg.state === 'NORMAL' && p.normalLegs().length === 1 && [...p.legs()].some((l) => l !== leg && l.state !== 'REMOVING');
-            if (only > 0 || last) {
+          this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, (took, legs) => {
+            // A removal no remaining member recorded would come back with the next client
+            // (it learns the members from their pool_md): the leg stays REMOVING and a
+            // re-run finishes the job.
+            if (mode === 'delete' && took === 0 && legs > 0) {
               p.unfreeze();
-              return done(Errno.EBUSY, last ? `member ${member_id} is the only NORMAL member: the others need its maps (or force)` : `member ${member_id} holds the only clean copy of ${only} chunks: wait until the others have synced them (or force)`);
+              return done(Errno.EIO, 'no member recorded the removal: re-run del_sess');
             }
-          }
-          // Out of IO service first; a re-run (after a failure below) skips what is done.
-          p.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
-          const leave = (next: () => void): void => {
-            if (leg.left) return next();
-            // The node may be gone already: leaving it is best effort, the others must know.
-            leg.channel.command({ kind: 'leave', member_id, delete: mode === 'delete' }, (status) => {
-              if (status === 0) leg.left = true;
-              next();
-            });
-          };
-          leave(() => {
-            if (mode === 'delete') {
-              p.members.delete(member_id);
-              p.maps.delete(member_id);
-            }
-            this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, (took, legs) => {
-              // A removal no remaining member recorded would come back with the next client
-              // (it learns the members from their pool_md): the leg stays REMOVING and a
-              // re-run finishes the job.
-              if (mode === 'delete' && took === 0 && legs > 0) {
-                p.unfreeze();
-                return done(Errno.EIO, 'no member recorded the removal: re-run del_sess');
-              }
-              p.legs_by_id.delete(member_id);
-              // The last leg gone: the maps are rebuilt from pool_md at the next assemble.
-              if (p.legs_by_id.size === 0 && mode === 'disassemble') p.maps.clear();
-              p.unfreeze();
-              done(0, null);
-            });
+            p.legs_by_id.delete(member_id);
+            // The last leg gone: the maps are rebuilt from pool_md at the next assemble.
+            if (p.legs_by_id.size === 0 && mode === 'disassemble') p.maps.clear();
+            p.unfreeze();
+            done(0, null);
           });
         });
-      },
-    );
+      });
+    });
   }
 
   /**
@@ -279,28 +284,21 @@ export class ClientLifecycle {
   maintenance(member_id: number, on: boolean, cb: OpCallback): void {
     const p = this.p;
     if (p.sync) return cb(Errno.EINVAL, 'sync pools have no maintenance mode');
-    this.locked(
-      () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
-      (release) => {
-        const done = (status: number, reason: string | null): void => {
-          release();
-          cb(status, reason);
-        };
-        const leg = p.leg(member_id);
-        if (leg === undefined) return done(Errno.ENOENT, `pool ${p.pool} has no leg for member ${member_id}`);
-        if (leg.state === 'CREATED' || leg.state === 'REMOVING') return done(Errno.EINVAL, `a ${leg.state.toLowerCase()} leg has no maintenance mode`);
-        if (on) return leg.maintenance ? done(0, null) : this.enterMaintenance(leg, done);
-        if (!leg.maintenance) return done(0, null);
-        // The node clears its flag and stays out of IO service until it has a map.
-        leg.channel.command({ kind: 'maintenance', on: false }, (status, _v, reason) => {
-          if (status !== 0 && leg.state !== 'FAILED') return done(status, reason ?? `leaving maintenance failed (${status})`);
-          leg.maintenance = false;
-          // FAILED: recovery goes on when it reconnects; otherwise Case 1, 2 or 3/4 now.
-          if (leg.state === 'FAILED') return done(0, null);
-          p.recovery.enableLocked((s2) => done(0, s2 === 0 ? null : `maintenance off; recovery will retry (${s2})`));
-        });
-      },
-    );
+    this.lockedOp(cb, (done) => {
+      const leg = p.leg(member_id);
+      if (leg === undefined) return done(Errno.ENOENT, `pool ${p.pool} has no leg for member ${member_id}`);
+      if (leg.state === 'CREATED' || leg.state === 'REMOVING') return done(Errno.EINVAL, `a ${leg.state.toLowerCase()} leg has no maintenance mode`);
+      if (on) return leg.maintenance ? done(0, null) : this.enterMaintenance(leg, done);
+      if (!leg.maintenance) return done(0, null);
+      // The node clears its flag and stays out of IO service until it has a map.
+      leg.channel.command({ kind: 'maintenance', on: false }, (status, _v, reason) => {
+        if (status !== 0 && leg.state !== 'FAILED') return done(status, reason ?? `leaving maintenance failed (${status})`);
+        leg.maintenance = false;
+        // FAILED: recovery goes on when it reconnects; otherwise Case 1, 2 or 3/4 now.
+        if (leg.state === 'FAILED') return done(0, null);
+        p.recovery.enableLocked((s2) => done(0, s2 === 0 ? null : `maintenance off; recovery will retry (${s2})`));
+      });
+    });
   }
 
   /**
