@@ -10,6 +10,9 @@
 //                  then the disk replaced by an empty one and copied from the peers (7, 4)
 //   client_kill    SIGKILL of the compute client and restart: reassembly (5)
 //   maintenance    a member's leg into maintenance mode and back (8)
+//   double         two members out at once, each by SIGKILL, SIGSTOP, a cut from everyone
+//                  or maintenance, overlapping; one member serves alone; both come back, in
+//                  either order (the combined member failures of §9.4)
 // and runs it under the load of the scenarios (scenario.ts runLoad: fio with crc32c verify
 // and the history workload judged by the checker; the client crash runs the history alone,
 // fio's connections die with the daemon); after each round every leg must be NORMAL and
@@ -25,8 +28,9 @@ import { FaultCluster, POOL, faultClusterUnavailable, hostOf } from '../util/fau
 import { describeLoad, runLoad, type LoadOptions, type LoadReport } from '../util/scenario.js';
 import { runSteps } from '../util/crash-scenario.js';
 import { rmr } from '../util/cli-cluster.js';
+import type { NetLab } from '../util/netns.js';
 
-const KINDS = ['storage_kill', 'storage_stop', 'partition', 'disk_errors', 'client_kill', 'maintenance'] as const;
+const KINDS = ['storage_kill', 'storage_stop', 'partition', 'disk_errors', 'client_kill', 'maintenance', 'double'] as const;
 type Kind = (typeof KINDS)[number];
 type Log = (line: string) => void;
 
@@ -66,6 +70,8 @@ const stamp = (t0: number): string => `${((Date.now() - t0) / 1000).toFixed(1).p
 /** One round's fault: its kind, what it does (for the sequence), and the load options that go with it. */
 interface Planned {
   kind: Kind;
+  /** Faults it injects (double: two). */
+  count?: number;
   what: string;
   faults: (log: Log) => Promise<void>;
   load: Partial<LoadOptions>;
@@ -187,6 +193,30 @@ function plan(c: FaultCluster, rnd: SimRandom, kinds: readonly Kind[]): Planned 
         faults: (log) => runSteps(c, [{ io }, { kill: 'cli' }, { restart: 'cli' }], log),
       };
     }
+    case 'double': {
+      const [a, b] = pickTwo(rnd, members);
+      const fa = memberFault(c, a, rnd);
+      const fb = memberFault(c, b, rnd);
+      const b_first = rnd.int(2) === 1;
+      return {
+        kind,
+        count: 2,
+        what: `${fa.what} and ${fb.what} overlapping, ${hold} requests, back ${b_first ? `${b} first` : `${a} first`}`,
+        load: {},
+        faults: async (log) => {
+          await fa.inject(log);
+          await c.moreRequests(Math.floor(hold / 4));
+          await fb.inject(log);
+          try {
+            await c.moreRequests(hold);
+            for (const x of [a, b]) if ((await c.dirtyFor(c.node(x).member_id)) === 0) throw new Error(`${x} missed writes while out, but nothing is dirty for it`);
+          } finally {
+            for (const f of b_first ? [fb, fa] : [fa, fb]) await f.recover(log);
+          }
+          for (const x of [a, b]) await c.waitLeg(c.node(x).member_id, `member ${c.node(x).member_id} NORMAL again`, normal, 90_000);
+        },
+      };
+    }
     case 'maintenance': {
       const sess = `rmr-client/pools/${POOL}/sessions/cli@${victim}`;
       return {
@@ -207,6 +237,85 @@ function plan(c: FaultCluster, rnd: SimRandom, kinds: readonly Kind[]): Planned 
   }
 }
 
+function pickTwo(rnd: SimRandom, members: readonly string[]): [string, string] {
+  const a = members[rnd.int(members.length)] as string;
+  const rest = members.filter((m) => m !== a);
+  return [a, rest[rnd.int(rest.length)] as string];
+}
+
+/** One member taken out of IO service and brought back, in two steps (for overlapping faults). */
+interface MemberFault {
+  what: string;
+  inject: (log: Log) => Promise<void>;
+  recover: (log: Log) => Promise<void>;
+}
+
+function memberFault(c: FaultCluster, victim: string, rnd: SimRandom): MemberFault {
+  const id = c.node(victim).member_id;
+  const ways = c.lab !== null ? (['kill', 'stop', 'cut', 'maintenance'] as const) : (['kill', 'stop', 'maintenance'] as const);
+  const how = ways[rnd.int(ways.length)] as 'kill' | 'stop' | 'cut' | 'maintenance';
+  const out = (): Promise<string | undefined> => c.waitLeg(id, `the client fails member ${id}`, (st) => st !== 'normal', 15_000);
+  const sess = `rmr-client/pools/${POOL}/sessions/cli@${victim}`;
+  switch (how) {
+    case 'kill':
+      return {
+        what: `SIGKILL ${victim}`,
+        inject: async (log) => {
+          await c.kill(victim);
+          log(`SIGKILL ${victim}`);
+          await out();
+        },
+        recover: async (log) => {
+          await c.restart(victim);
+          log(`restart ${victim}`);
+        },
+      };
+    case 'stop':
+      return {
+        what: `SIGSTOP ${victim}`,
+        inject: async (log) => {
+          c.stop(victim);
+          log(`SIGSTOP ${victim}`);
+          await out();
+        },
+        recover: (log) => {
+          c.cont(victim);
+          log(`SIGCONT ${victim}`);
+          return Promise.resolve();
+        },
+      };
+    case 'cut': {
+      const lab = c.lab as NetLab;
+      const h = hostOf(c, victim);
+      return {
+        what: `${victim} cut from everyone`,
+        inject: async (log) => {
+          lab.partition(h, 'all');
+          log(`${victim} cut from all`);
+          await out();
+        },
+        recover: (log) => {
+          lab.heal(h);
+          log(`${victim} healed`);
+          return Promise.resolve();
+        },
+      };
+    }
+    case 'maintenance':
+      return {
+        what: `${victim} in maintenance`,
+        inject: async (log) => {
+          await c.write('cli', `${sess}/enable`, '0');
+          log(`${victim} into maintenance`);
+        },
+        recover: async (log) => {
+          await c.write('cli', `${sess}/enable`, '1');
+          log(`${victim} out of maintenance`);
+        },
+      };
+  }
+}
+
 async function waitCond(what: string, cond: () => Promise<boolean>, timeout_ms: number): Promise<void> {
   const end = Date.now() + timeout_ms;
   while (!(await cond())) {
@@ -218,6 +327,7 @@ async function waitCond(what: string, cond: () => Promise<boolean>, timeout_ms: 
 interface Totals {
   rounds: number;
   per_kind: Map<Kind, number>;
+  faults: number;
   fio_writes: number;
   fio_reads: number;
   history_ops: number;
@@ -241,7 +351,7 @@ async function main(): Promise<number> {
   out(`soak: seed ${a.seed}, ${a.minutes} min, kinds ${kinds.join(' ')}${netns_skip !== null && a.kinds.includes('partition') ? ` (no partitions: ${netns_skip})` : ''}; rmr verify every ${a.verify_every} rounds`);
   const rnd = new SimRandom(a.seed);
   const sequence: string[] = [];
-  const totals: Totals = { rounds: 0, per_kind: new Map(KINDS.map((k) => [k, 0])), fio_writes: 0, fio_reads: 0, history_ops: 0, history_unknown: 0, ops_checked: 0, verifies: 0, violations: [] };
+  const totals: Totals = { rounds: 0, per_kind: new Map(KINDS.map((k) => [k, 0])), faults: 0, fio_writes: 0, fio_reads: 0, history_ops: 0, history_unknown: 0, ops_checked: 0, verifies: 0, violations: [] };
   const c = await FaultCluster.start({ label: 'soak', netns: netns_skip === null, storage: { fault_injection: true }, heartbeat_interval_ms: HB_INTERVAL_MS, heartbeat_timeout_ms: HB_TIMEOUT_MS });
   const onSignal = (): void => {
     out('interrupted: cleaning up');
@@ -266,6 +376,7 @@ async function main(): Promise<number> {
       const runtime_s = 8 + rnd.int(7);
       sequence.push(`${round}:${p.kind}(${p.what})`);
       totals.per_kind.set(p.kind, (totals.per_kind.get(p.kind) ?? 0) + 1);
+      totals.faults += p.count ?? 1;
       out(`round ${round}: ${p.kind}: ${p.what}; load ${runtime_s} s, seed ${seed}`);
       let r: LoadReport;
       try {
@@ -310,7 +421,7 @@ async function main(): Promise<number> {
   process.stdout.write(
     [
       `  seed ${a.seed}, ${((Date.now() - t0) / 60_000).toFixed(1)} min, ${totals.rounds} rounds completed`,
-      `  faults injected: ${sequence.length} (${kindsLine})`,
+      `  faults injected: ${totals.faults} in ${sequence.length} rounds (rounds per kind: ${kindsLine})`,
       `  IO operations checked: ${totals.ops_checked} (fio ${totals.fio_writes} writes + ${totals.fio_reads} verified reads; history ${totals.history_ops} ops, ${totals.history_unknown} of unknown outcome)`,
       `  rmr verify runs: ${totals.verifies}`,
       `  violations: ${totals.violations.length}`,
