@@ -1,7 +1,7 @@
 // Scenario 9: a randomized soak (`npm run soak -- --minutes N [--seed S]`). One FaultCluster
 // (3 storage daemons with fault-injecting stores, one compute client; each daemon in a
 // network namespace when the machine allows it) runs round after round until the time is
-// up. Each round picks one fault from the scenarios' kinds with a seeded generator, and a
+// up. Each round picks a fault kind of the scenarios with a seeded generator, and a
 // victim and variant for it:
 //   storage_kill   SIGKILL of a member's daemon, writes go on, restart (scenario 1)
 //   storage_stop   SIGSTOP beyond the heartbeat bound, SIGCONT (scenario 2)
