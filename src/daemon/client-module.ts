@@ -3,7 +3,7 @@
 // one Unix socket per device (`<nbd.socket_dir>/<export>.sock`) and, when configured, one
 // TCP listener serving every export. IO is timed per device and operation for /metrics.
 
-import { mapDevice, type BrmrDevice } from '../brmr/client/device.js';
+import { mapDevice, mapJoiningMember, type BrmrDevice } from '../brmr/client/device.js';
 import type { BlockDevice, WriteFlags, ZeroFlags } from '../nbd/block-device.js';
 import { ForwardingDevice } from '../nbd/forwarding-device.js';
 import { NbdServer } from '../nbd/server.js';
@@ -106,6 +106,14 @@ export class ClientModule {
     this.nbd = new NbdServer({ clock: ctx.clock, logger: ctx.logger });
     this.hist = ctx.metrics.histogram('rmr_device_io_duration_seconds', 'Latency of device IO as NBD clients see it.', ['device', 'op']);
     this.registerMetrics();
+    // A member added to a live pool must hold the mapped device before it takes IO.
+    clients.beforeExtend = (pool, send) => {
+      const d = [...this.devices.values()].find((x) => x.pool === pool);
+      if (d === undefined) return Promise.resolve();
+      return new Promise<void>((resolve, reject) =>
+        mapJoiningMember(d.dev, send, (status, reason) => (status === 0 ? resolve() : reject(statusError(status, `add_sess mode=extend: device ${d.name} on the new member: ${reason ?? errnoName(status)}`)))),
+      );
+    };
   }
 
   /** The NBD TCP listener, if configured (every export on one port). */

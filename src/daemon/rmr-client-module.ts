@@ -186,6 +186,11 @@ export class RmrClientModule {
   /** Roles that enabled this module: IO pools need the client role, sync pools the storage role. */
   io_enabled = false;
   sync_enabled = false;
+  /**
+   * Runs before a new member joins a live IO pool (add_sess mode=extend), with a way to send
+   * it USER commands: the device layer maps its store (client-module.ts). Null: nothing.
+   */
+  beforeExtend: ((pool: string, send: (bytes: Buffer, rsp_len: number, cb: (status: number, data: Buffer | null) => void) => void) => Promise<void>) | null = null;
 
   constructor(ctx: RoleContext) {
     if (ctx.ports === null) throw new Error('rmr-client needs IO ports');
@@ -292,6 +297,9 @@ export class RmrClientModule {
           if (found === undefined) throw new ControlError('EIO', `sync leg ${sessname} vanished after its join`);
           leg = found;
         } else {
+          if (mode === 'extend' && this.beforeExtend !== null) {
+            await this.beforeExtend(e.name, (bytes, rsp_len, cb) => channel.command({ kind: 'user', bytes, rsp_len }, (status, _v, _r, data) => cb(status, data ?? null)));
+          }
           const metered = new MeteredLeg(channel, e.name, sessname, this.ctx.clock, this.legMetrics);
           leg = await new Promise<Leg>((resolve, reject) => {
             const done = (status: number, l: Leg | null, reason: string | null): void => (status === 0 && l !== null ? resolve(l) : reject(statusError(status, `add_sess ${sessname}: ${reason ?? errnoName(status)}`)));

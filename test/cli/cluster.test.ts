@@ -139,13 +139,17 @@ test('extend: a 4th member added to the cluster file joins the live pool through
   await rmrOk(['up', cluster, '--timeout', '60', '--quiet'], 90_000);
   const s = await status();
   assert.equal(s.legs.find((l) => l.node === 'cli' && l.member_id === 4)?.state, 'normal');
+  // Writes after the extend reach the new member too: its store holds the mapped device
+  // (before the fix it refused them, store not MAPPED, and its leg failed at the first one).
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x7c 12M 1M', uri()]);
+  assert.equal((await status()).legs.find((l) => l.node === 'cli' && l.member_id === 4)?.state, 'normal', 'member 4 takes writes after the extend');
   await until('member 4 clean', async () => {
     const x = await status();
     return x.legs.filter((l) => l.side === 'server').every((l) => l.state === 'normal' && l.dirty_chunks === 0) && x.legs.filter((l) => l.side === 'server').length === 4 ? true : null;
   }, 60_000, 200);
   const v = await rmr(['verify', 'p3', '--cluster', cluster]);
   assert.equal(v.code, 0, `rmr verify: ${v.stderr}\n${v.stdout}`);
-  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x6b 4M 4M', '-c', 'read -P 0x5a 0 2M', uri()]);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x6b 4M 4M', '-c', 'read -P 0x5a 0 2M', '-c', 'read -P 0x7c 12M 1M', uri()]);
   await rmrOk(['down', cluster], 60_000);
   const a = dataArea(store(1), SIZE);
   const d = firstDifference(a, dataArea(store(4), SIZE));

@@ -9,8 +9,9 @@
 //                the client, its peers drop their sync sessions to it, and it deletes its
 //                store and leaves the pool).
 // After each: every leg NORMAL, every map clean, the history valid; at the end the remaining
-// members' stores are identical. In test:faults only (*.full.test.ts): maintenance mode is in
-// the RMR core (client-lifecycle.ts) but the daemon's control tree does not call it yet.
+// members' stores are identical. In test:faults only (*.full.test.ts): four daemons and three
+// loads make it the longest scenario. The extend test found that a new member's store was
+// not mapped (the device's MAP now reaches it before it joins, ec47d95).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

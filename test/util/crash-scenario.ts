@@ -22,7 +22,7 @@ async function fioOk(j: FioJob, what: string): Promise<number> {
   return o.read_ios;
 }
 
-async function allNormal(c: FaultCluster, timeout_ms = 90_000): Promise<void> {
+export async function allNormal(c: FaultCluster, timeout_ms = 90_000): Promise<void> {
   await until('every leg of the restarted client NORMAL', async () => {
     const legs = await c.legStates();
     return c.memberNames.every((m) => legs.get(c.node(m).member_id) === 'normal') ? true : null;
@@ -31,6 +31,31 @@ async function allNormal(c: FaultCluster, timeout_ms = 90_000): Promise<void> {
 
 /** A daemon killed or restarted, or `io`: this many more device requests first (the load runs on). */
 export type Step = { kill: string } | { restart: string } | { io: number };
+
+/**
+ * Runs the steps in order (each kill and restart followed by half a second of load), then
+ * waits for every leg of the client NORMAL: the fault part of scenarios 5 and 6 and of the
+ * soak's client crash.
+ */
+export async function runSteps(c: FaultCluster, steps: readonly Step[], log: (line: string) => void): Promise<void> {
+  for (const s of steps) {
+    if ('io' in s) {
+      await c.moreRequests(s.io);
+      log(`${s.io} more requests`);
+      continue;
+    }
+    if ('kill' in s) {
+      await c.kill(s.kill);
+      log(`SIGKILL ${s.kill}`);
+    } else {
+      await c.restart(s.restart);
+      log(`restart ${s.restart}`);
+    }
+    await sleepMs(500);
+  }
+  await allNormal(c);
+  log('every leg NORMAL');
+}
 
 export async function crashScenario(t: { diagnostic: (s: string) => void }, label: string, seed: number, steps: Step[]): Promise<void> {
   const c = await FaultCluster.start({ label, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 });
@@ -47,26 +72,7 @@ export async function crashScenario(t: { diagnostic: (s: string) => void }, labe
       fio: null,
       no_client_errors: false,
       history: { op_timeout_ms: 5000, final_deadline_ms: 120_000 },
-      faults: async (log) => {
-        for (const s of steps) {
-          if ('io' in s) {
-            const before = await c.deviceRequests();
-            await until(`${s.io} more device requests`, async () => ((await c.deviceRequests()) >= before + s.io ? true : null), 30_000, 50);
-            log(`${s.io} more requests`);
-            continue;
-          }
-          if ('kill' in s) {
-            await c.kill(s.kill);
-            log(`SIGKILL ${s.kill}`);
-          } else {
-            await c.restart(s.restart);
-            log(`restart ${s.restart}`);
-          }
-          await sleepMs(500);
-        }
-        await allNormal(c);
-        log('every leg NORMAL');
-      },
+      faults: (log) => runSteps(c, steps, log),
       settle_timeout_ms: 120_000,
     });
     t.diagnostic(describeLoad(label, r));

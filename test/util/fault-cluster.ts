@@ -382,6 +382,32 @@ export class FaultCluster {
     return t === null ? -1 : Number(t.split(/\s+/)[0]);
   }
 
+  /** Waits until the device has taken `n` more requests (the load ran on through a fault). */
+  async moreRequests(n: number, timeout_ms = 30_000): Promise<void> {
+    const before = await this.deviceRequests();
+    const end = Date.now() + timeout_ms;
+    while ((await this.deviceRequests()) < before + n) {
+      if (Date.now() > end) throw new Error(`timed out after ${timeout_ms} ms waiting for ${n} more device requests`);
+      await sleepMs(50);
+    }
+  }
+
+  /** Waits until the client's leg of a member is in a state `ok` accepts (undefined: no leg); returns it. */
+  async waitLeg(member_id: number, what: string, ok: (state: string | undefined) => boolean, timeout_ms = 60_000): Promise<string | undefined> {
+    const end = Date.now() + timeout_ms;
+    for (;;) {
+      const st = (await this.legStates()).get(member_id);
+      if (ok(st)) return st;
+      if (Date.now() > end) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} (leg of member ${member_id}: ${st ?? 'missing'})`);
+      await sleepMs(50);
+    }
+  }
+
+  /** Chunks the client's map records as dirty for a member (what it missed). */
+  async dirtyFor(member_id: number): Promise<number> {
+    return parseMapText(await this.read('cli', `rmr-client/pools/${POOL}/map`)).find((l) => l.member === member_id)?.dirty ?? 0;
+  }
+
   // ------------------------------------------------------------------ state checks
 
   /** The client's leg states by member id. */

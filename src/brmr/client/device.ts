@@ -163,6 +163,26 @@ export function mapDevice(o: MapDeviceOptions, cb: MapCallback): void {
   });
 }
 
+/** Delivers a USER command to one member and calls back with its answer (status, data). */
+export type UserSend = (bytes: Buffer, rsp_len: number, cb: (status: number, data: Buffer | null) => void) => void;
+
+/**
+ * MAP of a mapped device on a member that joins its pool later (extend, §9.7). The first
+ * map marks every member's store MAPPED; a store made later by create_store is not, and
+ * io_allowed = OPEN && MAPPED makes it refuse the application's IO: the first write after
+ * an extend under load failed the new member's leg (found by fault scenario 8). `send`
+ * reaches the new member before it joins, so it takes no IO unmapped.
+ */
+export function mapJoiningMember(dev: BrmrDevice, send: UserSend, cb: (status: number, reason: string | null) => void): void {
+  send(encodeRequest({ cmd: 'MAP', mapped_size: dev.size_bytes, pool_uuid: dev.pool_uuid, params: dev.params }), BRMR_RSP_MAX, (status, data) => {
+    if (status !== 0 || data === null) return cb(status !== 0 ? status : Errno.EBADMSG, `MAP: ${errnoName(status !== 0 ? status : Errno.EBADMSG)}`);
+    const d = decodeAnswer(data, 'MAP');
+    if (typeof d === 'string') return cb(Errno.EBADMSG, `MAP: ${d}`);
+    if (d.status !== 0) return cb(d.status, `MAP: ${d.reason !== '' ? d.reason : errnoName(d.status)}`);
+    cb(0, null);
+  });
+}
+
 export class BrmrDevice implements BlockDevice {
   readonly name: string;
   readonly pool: ClientPool;
