@@ -261,27 +261,31 @@ test('the sync rate follows its share of application traffic within min and max'
   bs.close();
 });
 
-test('a small-block application: the sync rate follows its share of IOs, one chunk sync per IO', () => {
+test('the application keeps its share of both its IOs and its bytes: the sync gets the smaller allowance (one chunk sync is one IO)', () => {
   const n = normal();
   n.pool.sync_source = new FakePeer(new MemDisk(SIZE, n.clock));
   const bs = new BackgroundSync(n.pool, n.clock, { share: 0.25, min_bytes_per_s: 1000, max_bytes_per_s: 1e9, tick_ms: 100 }, () => undefined);
-  // 1,000 IOs/s of 4 KiB: 4 MB/s, which as bytes would give sync only ~1.4 MB/s.
+  // 1,000 IOs/s of 4 KiB (4 MB/s): a third of its IOs in chunks would be far more bytes than
+  // a third of its bytes; on a slow link those bytes would be taken from the application.
   for (let i = 0; i < 10; i++) {
     n.pool.stats.app_bytes += 100 * 4096;
     n.pool.stats.app_ios += 100;
     n.clock.runUntil(n.clock.now() + 100);
   }
-  const limit = bs.progress().rate_limit_bytes_per_s;
-  const want = (1000 / 3) * CHUNK; // a third of the IOs (25 % of the total), in chunks
-  assert.ok(Math.abs(limit - want) < want * 0.05, `sync limited to a third of the application's IOs in chunks, ${want} bytes/s; got ${limit}`);
-  // Large IOs: the bandwidth share allows more, and applies.
+  const small = bs.progress().rate_limit_bytes_per_s;
+  const by_bytes = (1000 * 4096) / 3;
+  assert.ok(Math.abs(small - by_bytes) < by_bytes * 0.05, `a third of the application's bytes, ${by_bytes} bytes/s; got ${small}`);
+  // 100 IOs/s of 1 MiB: a third of its bytes would be ~33 chunk syncs of ${CHUNK} bytes per
+  // IO... far more IOs than a third of its 100 IOs/s: the IO share applies.
   for (let i = 0; i < 10; i++) {
     n.pool.stats.app_bytes += 10 * (1 << 20);
     n.pool.stats.app_ios += 10;
     n.clock.runUntil(n.clock.now() + 100);
   }
   const big = bs.progress().rate_limit_bytes_per_s;
-  assert.ok(Math.abs(big - (100 * (1 << 20)) / 3) < 2e6, `a third of 100 MiB/s; got ${big}`);
+  const by_ios = (100 / 3) * CHUNK;
+  assert.ok(by_ios < (100 * (1 << 20)) / 3, 'the test needs chunks smaller than 1 MiB');
+  assert.ok(Math.abs(big - by_ios) < by_ios * 0.05, `a third of the application's IOs in chunks, ${by_ios} bytes/s; got ${big}`);
   bs.close();
 });
 
