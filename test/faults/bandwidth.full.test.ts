@@ -18,17 +18,16 @@ const SHARE_PERCENT = 30;
 const LINK = '40mbit'; // 5 MB/s each way
 
 test(`a full resync over a ${LINK} link under fio: it finishes and the application keeps its ${100 - SHARE_PERCENT}% share`, { skip: skip ?? false, timeout: 400_000 }, async (t) => {
-  const c = await FaultCluster.start({
+  await FaultCluster.run({
     label: 'rate',
     netns: true,
     store_size: 16 << 20,
     storage: { sync_share_percent: SHARE_PERCENT, sync_min_bytes_per_s: 65536 },
     heartbeat_interval_ms: 250,
     heartbeat_timeout_ms: 3000,
-  });
-  const lab = c.lab;
-  assert.ok(lab !== null);
-  try {
+  }, async (c) => {
+    const lab = c.lab;
+    assert.ok(lab !== null);
     await c.waitClean('after bring-up (initial sync)');
     const h3 = hostOf(c, 'stg3');
     lab.rate(h3, LINK);
@@ -80,10 +79,5 @@ test(`a full resync over a ${LINK} link under fio: it finishes and the applicati
     assert.ok(sync_bytes >= c.store_size, `every chunk was copied: ${line}`);
     assert.ok(share >= (100 - SHARE_PERCENT) / 100 - 0.15, `the application kept its share: ${line}`);
     await c.downAndCompare();
-  } catch (e) {
-    c.markFailed();
-    throw e;
-  } finally {
-    await c.close();
-  }
+  });
 });

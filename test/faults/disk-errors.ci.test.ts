@@ -16,8 +16,7 @@ import { describeLoad, runLoad } from '../util/scenario.js';
 import { until } from '../util/cli-cluster.js';
 
 test('disk errors on one member under load: it leaves IO service, the others serve; replaced by an empty disk it resyncs fully; stores identical', { timeout: 300_000 }, async (t) => {
-  const c = await FaultCluster.start({ label: 'disk', storage: { fault_injection: true }, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 });
-  try {
+  await FaultCluster.run({ label: 'disk', storage: { fault_injection: true }, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 }, async (c) => {
     await c.waitClean('after bring-up (initial sync)');
     const stg2 = c.node('stg2');
     const errors = await runLoad(c, {
@@ -58,10 +57,5 @@ test('disk errors on one member under load: it leaves IO service, the others ser
     assert.ok(copied >= chunks, `the new disk copied every chunk: ${copied} chunk syncs for ${chunks} chunks`);
     t.diagnostic(`replacement: ${copied} chunk syncs for ${chunks} chunks`);
     await c.downAndCompare();
-  } catch (e) {
-    c.markFailed();
-    throw e;
-  } finally {
-    await c.close();
-  }
+  });
 });

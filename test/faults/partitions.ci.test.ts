@@ -16,10 +16,9 @@ import { until } from '../util/cli-cluster.js';
 const skip = faultClusterUnavailable({ netns: true });
 
 test('partitions of a storage node (from the client, from its peers, from everyone) under load, healed: rejoin, resync; stores identical', { skip: skip ?? false, timeout: 360_000 }, async (t) => {
-  const c = await FaultCluster.start({ label: 'part', netns: true, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 });
-  const lab = c.lab;
-  assert.ok(lab !== null);
-  try {
+  await FaultCluster.run({ label: 'part', netns: true, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 }, async (c) => {
+    const lab = c.lab;
+    assert.ok(lab !== null);
     await c.waitClean('after bring-up (initial sync)');
     const victim = hostOf(c, 'stg2');
     const [cli, stg1, stg3] = [hostOf(c, 'cli'), hostOf(c, 'stg1'), hostOf(c, 'stg3')];
@@ -95,10 +94,5 @@ test('partitions of a storage node (from the client, from its peers, from everyo
     });
     t.diagnostic(describeLoad('partition from everyone', fromAll));
     await c.downAndCompare();
-  } catch (e) {
-    c.markFailed();
-    throw e;
-  } finally {
-    await c.close();
-  }
+  });
 });

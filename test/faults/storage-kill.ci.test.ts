@@ -11,8 +11,7 @@ import { describeLoad, runLoad } from '../util/scenario.js';
 import { until } from '../util/cli-cluster.js';
 
 test('SIGKILL of a storage daemon under load: the others serve, it restarts, rejoins and resyncs; stores identical', { timeout: 240_000 }, async (t) => {
-  const c = await FaultCluster.start({ label: 'kill', heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 });
-  try {
+  await FaultCluster.run({ label: 'kill', heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 }, async (c) => {
     await c.waitClean('after bring-up (initial sync)');
     const victim = 'stg2';
     const r = await runLoad(c, {
@@ -35,10 +34,5 @@ test('SIGKILL of a storage daemon under load: the others serve, it restarts, rej
     });
     t.diagnostic(describeLoad('storage SIGKILL', r));
     await c.downAndCompare();
-  } catch (e) {
-    c.markFailed();
-    throw e;
-  } finally {
-    await c.close();
-  }
+  });
 });

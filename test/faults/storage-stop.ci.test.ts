@@ -16,8 +16,7 @@ const HB_INTERVAL_MS = 200;
 const HB_TIMEOUT_MS = 1200;
 
 test('SIGSTOP of a storage daemon beyond the heartbeat bound under load, then SIGCONT: leg failed within the bound, rejoin, resync; stores identical', { timeout: 240_000 }, async (t) => {
-  const c = await FaultCluster.start({ label: 'stop', heartbeat_interval_ms: HB_INTERVAL_MS, heartbeat_timeout_ms: HB_TIMEOUT_MS });
-  try {
+  await FaultCluster.run({ label: 'stop', heartbeat_interval_ms: HB_INTERVAL_MS, heartbeat_timeout_ms: HB_TIMEOUT_MS }, async (c) => {
     await c.waitClean('after bring-up (initial sync)');
     const victim = 'stg3';
     let detected_ms = 0;
@@ -44,10 +43,5 @@ test('SIGSTOP of a storage daemon beyond the heartbeat bound under load, then SI
     // Detection is bounded by the heartbeat timeout plus one interval, with slack for a loaded machine.
     assert.ok(detected_ms <= HB_TIMEOUT_MS + HB_INTERVAL_MS + 1500, `the leg failed ${detected_ms} ms after SIGSTOP (heartbeat bound ${HB_TIMEOUT_MS + HB_INTERVAL_MS} ms)`);
     await c.downAndCompare();
-  } catch (e) {
-    c.markFailed();
-    throw e;
-  } finally {
-    await c.close();
-  }
+  });
 });

@@ -58,8 +58,7 @@ export async function runSteps(c: FaultCluster, steps: readonly Step[], log: (li
 }
 
 export async function crashScenario(t: { diagnostic: (s: string) => void }, label: string, seed: number, steps: Step[]): Promise<void> {
-  const c = await FaultCluster.start({ label, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 });
-  try {
+  await FaultCluster.run({ label, heartbeat_interval_ms: 250, heartbeat_timeout_ms: 2000 }, async (c) => {
     await c.waitClean('after bring-up (initial sync)');
     // A job without time_based: size-bound, verified after its write phase.
     const before = durableJob(c);
@@ -83,11 +82,6 @@ export async function crashScenario(t: { diagnostic: (s: string) => void }, labe
     assert.equal(reverified, verified_before, 'fio verified the whole region again');
     t.diagnostic(`${label}: fio wrote and verified ${verified_before} blocks of 64 KiB before the crash and verified them again after it`);
     await c.downAndCompare();
-  } catch (e) {
-    c.markFailed();
-    throw e;
-  } finally {
-    await c.close();
-  }
+  });
 }
 

@@ -144,6 +144,22 @@ export class FaultCluster {
   }
 
   /** Starts every daemon and brings the cluster up with `rmr up`; cleans up if that fails. */
+  /**
+   * A cluster for the length of `body`: started, handed to it, closed after it; a failure
+   * marks the run failed first (the directory is kept for a post-mortem with RMR_KEEP_FAILED=1).
+   */
+  static async run<T>(o: FaultClusterOptions, body: (c: FaultCluster) => Promise<T>): Promise<T> {
+    const c = await FaultCluster.start(o);
+    try {
+      return await body(c);
+    } catch (e) {
+      c.markFailed();
+      throw e;
+    } finally {
+      await c.close();
+    }
+  }
+
   static async start(o: FaultClusterOptions): Promise<FaultCluster> {
     const c = new FaultCluster(o);
     try {
