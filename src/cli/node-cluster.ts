@@ -15,6 +15,7 @@ import { parseConfigText } from '../daemon/config.js';
 import { formatListen } from '../daemon/validate.js';
 import { call, CliError, errorLine, EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, type Target } from './node-client.js';
 import type { NodeCtl } from './cluster-ops.js';
+import { processAlive } from '../util/node-ports.js';
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const START_DEADLINE_MS = 20_000;
@@ -200,17 +201,8 @@ export async function stopDaemons(lc: LoadedCluster, order: readonly string[], s
     }
     say(`${name}: stopping daemon pid ${pid}`);
     const deadline = Date.now() + 15_000;
-    while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (alive(pid)) say(`${name}: daemon pid ${pid} did not stop within 15 s`);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+    while (processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (processAlive(pid)) say(`${name}: daemon pid ${pid} did not stop within 15 s`);
   }
 }
 

@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, writeFileSync, unlinkSync, existsSync, renameSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
-import { NodeClock } from '../util/node-ports.js';
+import { NodeClock, processAlive } from '../util/node-ports.js';
 import type { DaemonConfig } from './config.js';
 import { Daemon, type Role, type RoleFactory } from './daemon.js';
 import { NodeLogger } from './node-logger.js';
@@ -53,15 +53,6 @@ export function buildRoles(c: DaemonConfig, factories: Readonly<Record<string, R
   return roles;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(path);
@@ -98,7 +89,7 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
   const pidFile = pidFilePath(c);
   if (existsSync(pidFile)) {
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
       throw new StartError(`another daemon (pid ${pid}) uses state directory ${c.state_dir}; stop it (kill ${pid}) or give another --state-dir`);
     }
   }

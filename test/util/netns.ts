@@ -9,6 +9,7 @@
 // created; nothing is routed to the root namespace or beyond.
 
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { processAlive } from '../../src/util/node-ports.js';
 
 export const NETNS_PREFIX = 'rmrf';
 const RUN = process.pid.toString(36);
@@ -38,15 +39,6 @@ function sh(cmd: string, args: readonly string[], input?: string): string {
   } catch (e) {
     const err = e as { stderr?: string; message: string };
     throw new Error(`${cmd} ${args.join(' ')} failed: ${(err.stderr ?? '').trim() || err.message}`, { cause: e });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -97,7 +89,7 @@ export function sweepNetns(all = false): string[] {
     const m = new RegExp(`^${NETNS_PREFIX}([0-9a-z]+)-`).exec(ns);
     if (m === null) continue;
     const pid = parseInt(m[1] as string, 36);
-    if (!all && (pid === process.pid || alive(pid))) continue;
+    if (!all && (pid === process.pid || processAlive(pid))) continue;
     killNamespacePids(ns);
     try {
       sh(IP, ['netns', 'del', ns]);
