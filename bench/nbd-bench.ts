@@ -1,8 +1,9 @@
 // `npm run bench`: the NBD export of this project against nbdkit's file plugin, on the same
 // kind of backing (pre-filled files of the same size in one directory), in one invocation:
 //   nbdkit  nbdkit file, one file over TCP (one copy)
-//   rmr2    2 storage-node processes + a compute-client process exporting NBD over TCP
-//   rmr3    the same with 3 storage nodes
+//   rmr2    2 `rmr daemon` processes with the storage role (file stores) + one with the
+//           client role exporting NBD over TCP, brought up as `rmr up` does (rmr-setup.ts)
+//   rmr3    the same with 3 storage daemons
 // fio (--ioengine=nbd) jobs run interleaved nbdkit, rmr2, rmr3, nbdkit, ... for every round;
 // the table shows medians per job and the ratios rmr/nbdkit. Then the resync of a fully
 // dirty member of the rmr2 device from its peer, under application IO, against cp of the
@@ -12,7 +13,8 @@
 // Options: --quick (1 round, short jobs, 256 MiB), --rounds N, --runtime S, --size MiB,
 //          --jobs a,b (names below), --no-resync, --profile (node --cpu-prof of the rmr
 //          processes, profiles under bench/results/), --threadpool N (UV_THREADPOOL_SIZE
-//          of the rmr processes), --servers nbdkit,rmr2 (run only these; for profiling),
+//          of every rmr daemon; default: what `rmr up` gives them, i.e. the core count
+//          clamped to 2..4 for storage daemons), --servers nbdkit,rmr2 (run only these),
 //          --keep (leave the work directory).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -23,6 +25,7 @@ import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { cpuSecondsOf } from './child.js';
 import { startRmr, storePath, STORE_DATA_OFFSET, type RmrSetup } from './rmr-setup.js';
+import { storageThreadpoolSize } from '../src/cli/node-cluster.js';
 import { checkTargets, formatTable, jobResult, jsonLine, parseFio, type FioSample, type JobResult, type ResyncResult, type Sample, type Server } from './fio-report.js';
 
 interface Job {
@@ -59,7 +62,7 @@ const ROUNDS = Number(args.rounds ?? (quick ? 1 : 3));
 const RUNTIME_S = Number(args.runtime ?? (quick ? 3 : 10));
 const SIZE = Number(args.size ?? (quick ? 256 : 1024)) * 2 ** 20;
 const JOBS = args.jobs !== undefined ? ALL_JOBS.filter((j) => (args.jobs as string).split(',').includes(j.name)) : ALL_JOBS;
-const THREADPOOL = args.threadpool ?? '2';
+const THREADPOOL = args.threadpool ?? null;
 const ONLY = args.servers !== undefined ? args.servers.split(',') : null;
 if (JOBS.length === 0) throw new Error(`no such jobs: ${args.jobs}; known: ${ALL_JOBS.map((j) => j.name).join(', ')}`);
 
@@ -164,6 +167,18 @@ async function measureResync(rmr: RmrSetup): Promise<ResyncResult> {
 
 const started: { stop: () => Promise<void> }[] = [];
 let nbdkit: ChildProcess | null = null;
+// The rmr daemons run in their own process groups (as `rmr up` starts them): a Ctrl-C or
+// SIGTERM of the benchmark stops them, and nbdkit, before it exits.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    say(`${sig}: stopping the servers`);
+    void Promise.all(started.map((s) => s.stop())).finally(() => {
+      nbdkit?.kill('SIGTERM');
+      if (args.keep !== true && existsSync(work)) rmSync(work, { recursive: true, force: true });
+      process.exit(130);
+    });
+  });
+}
 try {
   say(`work dir ${work}; size ${SIZE / 2 ** 20} MiB, ${ROUNDS} round(s) x ${JOBS.length} jobs x ${RUNTIME_S} s`);
   const kit_file = join(work, 'nbdkit.img');
@@ -180,7 +195,7 @@ try {
   nbdkit = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(kit_port), '-P', kit_pid, 'file', kit_file], { stdio: ['ignore', 'inherit', 'inherit'] });
   await waitFor(() => existsSync(kit_pid), 'nbdkit to write its pid file (it does once it listens)');
   const node_args = args.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${prof_dir}`] : [];
-  const env = { UV_THREADPOOL_SIZE: THREADPOOL };
+  const env = THREADPOOL === null ? {} : { UV_THREADPOOL_SIZE: THREADPOOL };
   const rmr2 = await startRmr({ nodes: 2, dir: join(work, 'rmr2'), size_bytes: SIZE, node_args, env });
   started.push(rmr2);
   const rmr3 = await startRmr({ nodes: 3, dir: join(work, 'rmr3'), size_bytes: SIZE, node_args, env });
@@ -191,7 +206,7 @@ try {
     { name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids },
   ];
   say(`initial sync (members 2.. copy the device from member 1): rmr2 ${(rmr2.initial_sync_ms / 1000).toFixed(1)} s, rmr3 ${(rmr3.initial_sync_ms / 1000).toFixed(1)} s`);
-  say(`servers up; rmr2 pids ${rmr2.pids.join(',')}, rmr3 pids ${rmr3.pids.join(',')} (storage nodes, then the client)`);
+  say(`servers up; rmr2 pids ${rmr2.pids.join(',')}, rmr3 pids ${rmr3.pids.join(',')} (rmr daemons: storage nodes, then the client)`);
   if (!quick) {
     // Warm up every server (JIT, page cache, connections) before anything is recorded.
     for (const t of targets) if (ONLY === null || ONLY.includes(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
@@ -222,7 +237,7 @@ try {
   console.log(`\nNBD benchmark ${new Date().toISOString()} on ${machine}`);
   console.log(`medians of ${ROUNDS} interleaved round(s) x ${RUNTIME_S} s, device ${SIZE / 2 ** 20} MiB; ratio = rmr IOPS / nbdkit IOPS\n`);
   console.log(formatTable(jobs, resync, checks));
-  const line = jsonLine(jobs, resync, { date: new Date().toISOString(), machine, rounds: ROUNDS, runtime_s: RUNTIME_S, size_bytes: SIZE, quick, threadpool: Number(THREADPOOL) });
+  const line = jsonLine(jobs, resync, { date: new Date().toISOString(), machine, rounds: ROUNDS, runtime_s: RUNTIME_S, size_bytes: SIZE, quick, threadpool: THREADPOOL === null ? `storage ${storageThreadpoolSize()} (rmr up default)` : Number(THREADPOOL) });
   writeFileSync(join(results_dir, `nbd-${stamp}.json`), `${JSON.stringify({ summary: JSON.parse(line) as unknown, targets: checks, samples: Object.fromEntries(samples) })}\n`);
   console.log(`\n${line}`);
   if (args.profile === true) say(`profiles in ${prof_dir} (summarise: node dist/bench/prof-top.js ${prof_dir})`);

@@ -1,39 +1,41 @@
-// The benchmark's RMR cluster behind one function: N storage-node processes and one
-// compute-client process exporting the device over NBD on TCP. Today the processes are the
-// fixtures bench/rmr-storage-node.ts and bench/rmr-compute-client.ts (the library wired as
-// test/util/brmr-cluster.ts wires it); when `rmr daemon` hosts the storage and client roles,
-// only this file changes. The caller gets the NBD URI, every server pid (for CPU
+// The benchmark's RMR cluster behind one function: the product itself, N `rmr daemon`
+// processes with the storage role (file stores) and one with the client role exporting the
+// device over NBD on TCP, brought up as `rmr up` does it: a cluster file, the daemons started
+// by the CLI's spawner (src/cli/node-cluster.ts), the admin guide's bring-up as control-tree
+// writes (src/cli/cluster-ops.ts). The caller gets the NBD URI, every daemon pid (for CPU
 // accounting), the store files, and control of resync.
-import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { JsonChild } from './child.js';
-import type { StorageNodeConfig } from './rmr-storage-node.js';
-import type { ComputeClientConfig } from './rmr-compute-client.js';
-import type { SyncOptions } from '../src/rmr/background-sync.js';
+import { stringify as toYaml } from 'yaml';
+import { up } from '../src/cli/cluster-cmds.js';
+import { loadCluster, nodeCtl, nodeTarget, stopDaemons, stopOrder, type LoadedCluster, type Started } from '../src/cli/node-cluster.js';
+import { call, errorLine, type Target } from '../src/cli/node-client.js';
 
 /** Where a store's data area starts in its file (BRMR header before it). */
 export const STORE_DATA_OFFSET = 4096;
 
 export interface RmrSetupOptions {
   nodes: number;
-  /** Directory of the store files (store<member_id>.img). */
+  /** Directory of the store files (store<member_id>.img), the cluster file and the daemons' state. */
   dir: string;
   size_bytes: number;
   chunk_size?: number;
-  /** Extra node arguments of every server process (e.g. --cpu-prof). */
+  /** Extra node arguments of every daemon (e.g. --cpu-prof). */
   node_args?: string[];
-  /** Extra environment of every server process (e.g. UV_THREADPOOL_SIZE). */
+  /**
+   * Extra environment of every daemon. Without UV_THREADPOOL_SIZE the spawner gives the
+   * storage daemons its default (src/cli/node-cluster.ts storageThreadpoolSize).
+   */
   env?: NodeJS.ProcessEnv;
-  /** Background sync settings of the storage nodes. */
-  sync?: Partial<SyncOptions>;
-  queue_depth?: number;
   initial_sync_timeout_ms?: number;
+  /** Progress lines of the bring-up (default: none). */
+  say?: (line: string) => void;
 }
 
 export interface RmrSetup {
   nbd_uri: string;
-  /** Every server process: storage nodes first, then the compute client. */
+  /** Every daemon: storage nodes first, then the compute client. */
   pids: number[];
   /** Store files, member 1 first; the device's bytes start at STORE_DATA_OFFSET. */
   dataFiles: string[];
@@ -54,72 +56,137 @@ export function storePath(dir: string, member_id: number): string {
   return join(dir, `store${member_id}.img`);
 }
 
-const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+const POOL = 'bench';
+const EXPORT = 'rmr';
+
+/** The cluster file: storage nodes stg1..N with a file store each, the client exporting EXPORT. */
+async function clusterFile(o: RmrSetupOptions, host: string, nbd_port: number): Promise<Record<string, unknown>> {
+  const stg = [];
+  for (let i = 1; i <= o.nodes; i++) stg.push({ name: `stg${i}`, addresses: [host], port: await freePort() });
+  return {
+    cluster: 'bench',
+    state_dir: join(o.dir, 'daemons'),
+    nodes: [...stg, { name: 'client', addresses: [host], port: await freePort() }],
+    pools: [{ name: POOL, chunk_size: o.chunk_size ?? 128 * 1024, members: stg.map((n, i) => ({ node: n.name, member_id: i + 1 })) }],
+    stores: stg.map((n, i) => ({ node: n.name, pool: POOL, path: storePath(o.dir, i + 1), size: o.size_bytes })),
+    client: { node: 'client', devices: [{ name: 'disk0', pool: POOL, size: o.size_bytes, export: EXPORT }], nbd: { socket_dir: join(o.dir, 'nbd'), tcp: `${host}:${nbd_port}` } },
+  };
+}
+
+type J = Record<string, unknown>;
+const obj = (v: unknown): J => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as J) : {});
+
+/** The daemon's events after `since` (long poll of up to `wait_ms`), and the next `since`. */
+async function events(t: Target, since: number, wait_ms: number): Promise<{ next: number; events: J[] }> {
+  const r = await call(t, 'GET', `/v1/events?since=${since}&wait_ms=${wait_ms}`, undefined, wait_ms + 10_000);
+  if (r.status !== 200) throw new Error(errorLine(r));
+  const next = Number(r.headers['x-rmr-events-next'] ?? since);
+  return { next, events: r.body.split('\n').filter((l) => l.trim() !== '').map((l) => obj(JSON.parse(l))) };
+}
+
+async function lastEventSeq(t: Target): Promise<number> {
+  const r = await call(t, 'GET', '/v1/status');
+  if (r.status !== 200) throw new Error(errorLine(r));
+  return Number(obj(obj(JSON.parse(r.body)).daemon).last_event_seq ?? 0);
+}
 
 export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
-  const pool = 'bench';
-  const chunk_size = o.chunk_size ?? 128 * 1024;
-  const secret_hex = randomBytes(32).toString('hex');
   const host = '127.0.0.1';
-  const spawnOpts = { node_args: o.node_args ?? [], env: o.env ?? {} };
-  const nodes: JsonChild[] = [];
-  const children: JsonChild[] = [];
+  const say = o.say ?? ((): void => undefined);
+  const nbd_port = await freePort();
+  const path = join(o.dir, 'cluster.yaml');
+  const cf = await clusterFile(o, host, nbd_port);
+  writeFileSync(path, `# the benchmark's cluster (bench/rmr-setup.ts)\n${toYaml(cf)}`);
+  const lc: LoadedCluster = loadCluster(path);
+  const storage = lc.file.nodes.filter((n) => n.name !== 'client');
+  const ctl = (name: string): ReturnType<typeof nodeCtl> => {
+    const n = lc.file.nodes.find((x) => x.name === name);
+    if (n === undefined) throw new Error(`no node ${name}`);
+    return nodeCtl(name, nodeTarget(lc, n));
+  };
+  let started: Started[] = [];
   const stop = async (): Promise<void> => {
-    await Promise.all(children.map((c) => c.stop()));
+    // SIGTERM, client first (a profiled daemon writes its profile as it exits).
+    await stopDaemons(lc, stopOrder(lc.file), say);
+    await Promise.all(started.map((s) => s.exited));
+  };
+  const status = async (): Promise<Record<string, unknown>[]> => {
+    const out: Record<string, unknown>[] = [];
+    for (const n of storage) {
+      const c = ctl(n.name);
+      const sync = obj(JSON.parse((await c.read(`rmr-server/pools/${POOL}/sync_progress`)) ?? 'null'));
+      const state = ((await c.read(`rmr-server/pools/${POOL}/state`)) ?? '').split('\n')[0] ?? '';
+      const stats = JSON.parse((await c.read(`rmr-server/pools/${POOL}/stats`)) ?? 'null') as unknown;
+      out.push({ node: n.name, state: state.toUpperCase(), dirty_chunks: typeof sync.dirty_chunks === 'number' ? sync.dirty_chunks : -1, sync, stats });
+    }
+    return out;
   };
   try {
-    const ids = Array.from({ length: o.nodes }, (_, i) => i + 1);
-    for (const member_id of ids) {
-      const c: StorageNodeConfig = { pool, member_id, path: storePath(o.dir, member_id), size_bytes: o.size_bytes, chunk_size, secret_hex, host, sync: o.sync };
-      const child = new JsonChild(`node${member_id}`, here('./rmr-storage-node.js'), [JSON.stringify(c)], spawnOpts);
-      nodes.push(child);
-      children.push(child);
-    }
-    const peers: { member_id: number; port: number }[] = [];
-    for (const [i, n] of nodes.entries()) {
-      const m = await n.wait((x) => typeof x.listening === 'number' || typeof x.error === 'string');
-      if (typeof m.error === 'string') throw new Error(`${n.name}: ${m.error}`);
-      peers.push({ member_id: i + 1, port: m.listening as number });
-    }
-    for (const n of nodes) n.send({ cmd: 'peers', peers });
-    for (const n of nodes) {
-      const m = await n.wait((x) => x.ready === true || typeof x.error === 'string');
-      if (typeof m.error === 'string') throw new Error(`${n.name}: ${m.error}`);
-    }
-    const cc: ComputeClientConfig = { pool, export_name: 'rmr', size_bytes: o.size_bytes, chunk_size, secret_hex, host, nodes: peers, queue_depth: o.queue_depth ?? 128 };
-    const client = new JsonChild('client', here('./rmr-compute-client.js'), [JSON.stringify(cc)], spawnOpts);
-    children.push(client);
-    const m = await client.wait((x) => x.ready === true || typeof x.error === 'string');
-    if (typeof m.error === 'string') throw new Error(`client: ${m.error}`);
-    const status = async (): Promise<Record<string, unknown>[]> => {
-      const out: Record<string, unknown>[] = [];
-      for (const n of nodes) {
-        n.send({ cmd: 'status' });
-        out.push((await n.wait((x) => typeof x.status === 'object')).status as Record<string, unknown>);
-      }
-      return out;
+    const r = await up(lc, { attached: true, wait_ms: 120_000, say, spawn: { node_args: o.node_args ?? [], env: o.env ?? {} } });
+    started = r.started;
+    const byName = new Map(r.started.map((s) => [s.node, s.child.pid ?? 0]));
+    const pids = [...storage.map((n) => byName.get(n.name) ?? 0), byName.get('client') ?? 0];
+    if (pids.some((p) => p === 0)) throw new Error(`startRmr: a daemon was running already (pids ${pids.join(',')}): stop the daemons under ${lc.state_dir}`);
+    const clientClean = async (): Promise<boolean> => {
+      const j = obj(JSON.parse((await ctl('client').read(`rmr-client/pools/${POOL}/status`)) ?? 'null'));
+      const legs = Array.isArray(j.legs) ? j.legs.map(obj) : [];
+      return legs.length === storage.length && legs.every((l) => l.state === 'normal' && l.dirty_chunks === 0);
     };
     // Every member but the first joined a pool that had members already: it starts fully
-    // dirty and copies the device from them. Measurements start once all are clean.
+    // dirty and copies the device from them. Measurements start once all are clean, as
+    // both the members and the client see it.
     const t0 = performance.now();
     const deadline = Date.now() + (o.initial_sync_timeout_ms ?? 600_000);
-    while ((await status()).some((x) => x.dirty_chunks !== 0 || x.state !== 'NORMAL')) {
+    let members_ms: number | null = null;
+    for (;;) {
+      const members = !(await status()).some((x) => x.dirty_chunks !== 0 || x.state !== 'NORMAL');
+      if (members) members_ms ??= performance.now() - t0;
+      if (members && (await clientClean())) break;
       if (Date.now() > deadline) throw new Error('the initial sync did not finish');
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((res) => setTimeout(res, 100));
     }
-    const initial_sync_ms = performance.now() - t0;
+    // The client learns that a member became clean from its periodic map checks, some
+    // seconds after the member did: the sync itself is the members' time.
+    const initial_sync_ms = members_ms ?? performance.now() - t0;
+    say(`initial sync: members clean after ${(initial_sync_ms / 1000).toFixed(1)} s, the client's maps after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const chunk_size = lc.file.pools[0]?.chunk_size ?? 128 * 1024;
+    const chunks = Math.ceil(o.size_bytes / chunk_size);
     return {
       initial_sync_ms,
-      nbd_uri: `nbd://${host}:${m.nbd_port as number}/rmr`,
-      pids: children.map((c) => c.pid),
-      dataFiles: ids.map((id) => storePath(o.dir, id)),
+      nbd_uri: `nbd://${host}:${nbd_port}/${EXPORT}`,
+      pids,
+      dataFiles: storage.map((_, i) => storePath(o.dir, i + 1)),
       resync: async (member_id, timeout_ms = 600_000) => {
-        const n = nodes[member_id - 1];
+        const n = storage[member_id - 1];
         if (n === undefined) throw new Error(`no member ${member_id}`);
-        n.send({ cmd: 'dirty_all' });
-        await n.wait((x) => typeof x.dirty === 'number');
-        const r = await n.wait((x) => x.resynced === true, timeout_ms);
-        return { ms: r.ms as number, bytes: r.bytes as number };
+        const t = nodeTarget(lc, n);
+        // The member's own map entirely dirty: what add_store mode=replace leaves for a new
+        // disk. The background sync starts by itself (the node is NORMAL with a dirty own
+        // map) and reports progress as events: `sync_progress` about once a second, and the
+        // `sync` transition running -> stopped once the map is clean; either carries the
+        // dirty count.
+        let since = await lastEventSeq(t);
+        const t1 = performance.now();
+        await ctl(n.name).write(`rmr-server/pools/${POOL}/map`, `${chunks} 0 ${member_id}`);
+        const end = Date.now() + timeout_ms;
+        for (;;) {
+          const e = await events(t, since, Math.max(1, Math.min(10_000, end - Date.now())));
+          since = e.next;
+          if (e.events.some((x) => (x.kind === 'sync_progress' || x.kind === 'sync') && x.subject === POOL && obj(x.detail).dirty_chunks === 0)) break;
+          if (Date.now() > end) throw new Error(`the resync of member ${member_id} did not finish within ${timeout_ms} ms`);
+        }
+        return { ms: performance.now() - t1, bytes: chunks * chunk_size };
       },
       status,
       stop,

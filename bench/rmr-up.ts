@@ -1,7 +1,9 @@
-// Starts the benchmark's RMR cluster (bench/rmr-setup.ts) and keeps it up until Ctrl-C, for
-// profiling and poking at it by hand (fio, strace, perf). Prints the NBD URI and the pids.
+// Starts the benchmark's RMR cluster (bench/rmr-setup.ts: `rmr daemon` processes brought up as
+// `rmr up` does) and keeps it up until Ctrl-C, for profiling and poking at it by hand (fio,
+// strace, perf, `rmr status --cluster DIR/cluster.yaml`). Prints the NBD URI and the pids.
 // Usage: node dist/bench/rmr-up.js [--nodes N] [--size MiB] [--dir DIR] [--threadpool N] [--profile DIR] [--node-args '...']
-// Without --dir the store files are pre-filled in a new temporary directory.
+// Without --dir the store files are pre-filled in a new temporary directory. Without
+// --threadpool the storage daemons get rmr up's default UV_THREADPOOL_SIZE.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +21,8 @@ const rmr = await startRmr({
   nodes,
   dir,
   size_bytes,
-  env: { UV_THREADPOOL_SIZE: a.threadpool ?? '2' },
+  say: (l) => void process.stderr.write(`${l}\n`),
+  env: a.threadpool !== undefined ? { UV_THREADPOOL_SIZE: a.threadpool } : {},
   node_args: [...(a.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${a.profile}`] : []), ...(a['node-args'] ?? '').split(' ').filter(Boolean)],
 });
 console.log(JSON.stringify({ nbd_uri: rmr.nbd_uri, pids: rmr.pids, dir, initial_sync_ms: Math.round(rmr.initial_sync_ms) }));
@@ -33,7 +36,7 @@ const stop = (): void => {
   );
 };
 process.on('SIGINT', stop);
-// Every line on stdin prints the storage nodes' status (state, dirty chunks, sync, IO gates).
+// Every line on stdin prints the storage daemons' status (state, dirty chunks, sync, stats).
 process.stdin.on('data', () => {
   rmr.status().then(
     (st) => console.log(JSON.stringify(st)),

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { call, CliError, errorLine, EXIT_FAILED, EXIT_USAGE, type Target } from './node-client.js';
 import { clusterDown, clusterUp, type NodeCtl } from './cluster-ops.js';
-import { ensureDaemons, loadCluster, nodeCtl, nodeTarget, stopDaemons, stopOrder, type LoadedCluster, type Started } from './node-cluster.js';
+import { ensureDaemons, loadCluster, nodeCtl, nodeTarget, stopDaemons, stopOrder, type LoadedCluster, type SpawnOptions, type Started } from './node-cluster.js';
 import { formatTable, type Cell } from './format.js';
 
 type J = unknown;
@@ -135,8 +135,8 @@ export async function waitNormal(lc: LoadedCluster, timeout_ms: number, say: (l:
   }
 }
 
-export async function up(lc: LoadedCluster, o: { attached: boolean; wait_ms: number; say: (l: string) => void }): Promise<{ started: Started[]; status: ClusterStatus }> {
-  const started = await ensureDaemons(lc, o.attached, o.say);
+export async function up(lc: LoadedCluster, o: { attached: boolean; wait_ms: number; say: (l: string) => void; spawn?: SpawnOptions }): Promise<{ started: Started[]; status: ClusterStatus }> {
+  const started = await ensureDaemons(lc, o.attached, o.say, o.spawn);
   await runSteps('up', () => clusterUp(lc.file, ctlOf(lc), o.say));
   const status = o.wait_ms > 0 ? await waitNormal(lc, o.wait_ms, o.say) : await clusterStatus(lc);
   return { started, status };

@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, closeSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
@@ -127,6 +128,48 @@ export function ensureSecret(lc: LoadedCluster): void {
   chmodSync(lc.secret_file, 0o600);
 }
 
+/** How `rmr up` spawns the daemons it starts: extra node arguments and environment. */
+export interface SpawnOptions {
+  /** Node arguments before the script (e.g. `--cpu-prof`). */
+  readonly node_args?: readonly string[];
+  /** Added to this process's environment. */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * libuv's thread-pool size for a storage daemon: the core count, at least 2 and at most 4
+ * (libuv's own default). The pool serves the store's file IO; more threads than cores
+ * contend for the CPUs and the file's inode lock (docs/bench.md: on 2 cores, 2 threads
+ * instead of 4-8 gave +8-10 % IOPS at -15 % CPU per IO). libuv reads UV_THREADPOOL_SIZE once,
+ * at the first use of the pool, so it has to be in the environment the process starts with.
+ */
+export function storageThreadpoolSize(cores = availableParallelism()): number {
+  return Math.min(4, Math.max(2, cores));
+}
+
+/**
+ * The environment of a daemon `rmr up` starts: this process's, plus `extra`, plus
+ * UV_THREADPOOL_SIZE for a node with a store unless either already sets it.
+ */
+export function daemonEnv(lc: LoadedCluster, n: ClusterNode, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  const storage = lc.file.stores.some((s) => s.node === n.name);
+  if (storage && (env.UV_THREADPOOL_SIZE ?? '') === '') env.UV_THREADPOOL_SIZE = String(storageThreadpoolSize());
+  return env;
+}
+
+/**
+ * Node arguments of every daemon `rmr up` starts. A daemon's heap after start-up (control
+ * tree, roles, modules: ~9 MB) sits close to V8's first old-generation limit; under large IO
+ * every 1 MiB payload is an external allocation, and external-memory pressure then started
+ * incremental marking and a full mark-compact several times a second (60-90 per 256 MiB
+ * copied, against 1 for the same library code in a smaller process), ~30 % of a storage
+ * daemon's busy time under 1 MiB writes. A larger initial old space keeps those collections
+ * scavenges, which free the short-lived payloads just as well. It is a limit, not memory
+ * taken: the heap only grows as far as garbage accumulates between collections.
+ */
+export const DAEMON_NODE_ARGS: readonly string[] = ['--initial-old-space-size=64'];
+
 export interface Started {
   readonly node: string;
   readonly child: ChildProcess;
@@ -138,7 +181,7 @@ export interface Started {
  * nodes). `attached` keeps the started daemons as children of this process (the demo);
  * otherwise they are detached and outlive it.
  */
-export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (l: string) => void): Promise<Started[]> {
+export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (l: string) => void, spawnOpts: SpawnOptions = {}): Promise<Started[]> {
   const started: Started[] = [];
   ensureSecret(lc);
   const need = lc.file.nodes.filter((n) => lc.file.stores.some((s) => s.node === n.name) || lc.file.client?.node === n.name);
@@ -156,7 +199,7 @@ export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (
     const out = openSync(join(dir, 'stderr.log'), 'a');
     // Its own process group either way: a Ctrl-C meant for the demo must not reach the
     // daemons, which the demo stops in order (client first) itself.
-    const child = spawn(process.execPath, [MAIN, 'daemon', '--config', cfgPath], { stdio: ['ignore', out, out], detached: true });
+    const child = spawn(process.execPath, [...DAEMON_NODE_ARGS, ...(spawnOpts.node_args ?? []), MAIN, 'daemon', '--config', cfgPath], { stdio: ['ignore', out, out], detached: true, env: daemonEnv(lc, n, spawnOpts.env) });
     closeSync(out);
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     if (!attached) child.unref();

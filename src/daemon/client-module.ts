@@ -13,7 +13,7 @@ import type { Clock } from '../util/ports.js';
 import { ControlError } from './control-error.js';
 import { dir, dynamicDir, file, kvFile, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseWord } from './kv.js';
-import type { Histogram } from './metrics.js';
+import type { Histogram, HistogramSeries } from './metrics.js';
 import { statusError, type RmrClientModule } from './rmr-client-module.js';
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
@@ -26,22 +26,23 @@ type Op = 'read' | 'write' | 'trim' | 'write_zeroes' | 'flush';
 
 /** A BlockDevice that times every IO of the device it wraps (one histogram per device and op). */
 class MeteredDevice extends ForwardingDevice {
-  private readonly labels: Record<Op, { device: string; op: Op }>;
+  private readonly series: Record<Op, HistogramSeries>;
 
   constructor(
     dev: BlockDevice,
     name: string,
     private readonly clock: Clock,
-    private readonly hist: Histogram,
+    hist: Histogram,
     readonly bytes: Record<'read' | 'write', number>,
   ) {
     super(dev);
-    const l = (op: Op): { device: string; op: Op } => ({ device: name, op });
-    this.labels = { read: l('read'), write: l('write'), trim: l('trim'), write_zeroes: l('write_zeroes'), flush: l('flush') };
+    // Series resolved once: this runs on every IO.
+    const l = (op: Op): HistogramSeries => hist.series_of({ device: name, op });
+    this.series = { read: l('read'), write: l('write'), trim: l('trim'), write_zeroes: l('write_zeroes'), flush: l('flush') };
   }
 
   private done(op: Op, t0: number): void {
-    this.hist.observe(this.labels[op], (this.clock.now() - t0) / 1000);
+    this.series[op].observe((this.clock.now() - t0) / 1000);
   }
 
   override read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {

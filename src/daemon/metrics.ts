@@ -62,6 +62,20 @@ abstract class Metric<S extends Series> {
     return this.label_names.map((n) => (labels as Labels)[n] as string);
   }
 
+  /**
+   * The series for `labels` resolved once, for per-IO callers: `get()` costs one map lookup
+   * by the prepared key (to notice a `remove`), where `at(labels)` checks and joins the
+   * labels on every call. Created on first use, as by `at`; undefined while the metric is full.
+   */
+  protected handle(labels: Labels | undefined): () => S | undefined {
+    const key = this.labelValues(labels).join('\u0000');
+    let s: S | undefined;
+    return () => {
+      if (s === undefined || this.series.get(key) !== s) s = this.at(labels);
+      return s;
+    };
+  }
+
   /** Forget one label set (a pool left) or all. */
   remove(labels?: Labels): void {
     if (labels === undefined) this.series.clear();
@@ -111,11 +125,27 @@ abstract class ScalarMetric extends Metric<ScalarSeries> {
   }
 }
 
+/** One series of a counter, for callers that count on every IO. */
+export interface CounterSeries {
+  inc(n?: number): void;
+}
+
 export class Counter extends ScalarMetric {
   readonly type = 'counter';
   inc(labels?: Labels, n = 1): void {
     if (!(n >= 0)) throw new Error(`counter ${this.name} cannot go down (inc by ${n})`);
     this.add(labels, n);
+  }
+  /** The series of `labels`, resolved once (labels checked now, the series made on first use). */
+  series_of(labels?: Labels): CounterSeries {
+    const get = this.handle(labels);
+    return {
+      inc: (n = 1): void => {
+        if (!(n >= 0)) throw new Error(`counter ${this.name} cannot go down (inc by ${n})`);
+        const s = get();
+        if (s !== undefined) s.value += n;
+      },
+    };
   }
 }
 
@@ -130,6 +160,11 @@ export class Gauge extends ScalarMetric {
   dec(labels?: Labels, n = 1): void {
     this.add(labels, -n);
   }
+}
+
+/** One series of a histogram, for callers that observe every IO. */
+export interface HistogramSeries {
+  observe(v: number): void;
 }
 
 export class Histogram extends Metric<HistSeries> {
@@ -147,7 +182,14 @@ export class Histogram extends Metric<HistSeries> {
     return { values, counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 };
   }
   observe(labels: Labels | undefined, v: number): void {
-    const s = this.at(labels);
+    this.record(this.at(labels), v);
+  }
+  /** The series of `labels`, resolved once (labels checked now, the series made on first use). */
+  series_of(labels?: Labels): HistogramSeries {
+    const get = this.handle(labels);
+    return { observe: (v: number): void => this.record(get(), v) };
+  }
+  private record(s: HistSeries | undefined, v: number): void {
     if (s === undefined) return;
     // Per-bucket counts here; exposition makes them cumulative.
     let i = 0;

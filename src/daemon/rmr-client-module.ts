@@ -11,7 +11,7 @@
 import { ClientPool, type Leg, type LegChannel } from '../rmr/client-pool.js';
 import { IO_OP_MASK, type IoMsgValue, type MapAddValue } from '../rmr/msg.js';
 import type { LegCommand, LegCommandCallback } from '../rmr/leg-commands.js';
-import type { Counter, Histogram } from './metrics.js';
+import type { Counter, CounterSeries, Histogram, HistogramSeries } from './metrics.js';
 import type { Clock } from '../util/ports.js';
 import { TransportLeg } from '../rmr/transport-leg.js';
 import { SyncPoolSource } from '../rmr/sync-pool.js';
@@ -97,26 +97,38 @@ const OP_NAMES = ['read', 'write', 'discard', 'syncreq', 'write_zeroes', 'flush'
  * A leg's channel that times each IO (latency histogram per pool, leg and op) and counts
  * IOs, bytes and failures: what one member costs the client, as /metrics shows it.
  */
+interface LegOpSeries {
+  readonly moves_data: boolean;
+  readonly hist: HistogramSeries;
+  readonly ios: CounterSeries;
+  readonly bytes: CounterSeries;
+  readonly errors: CounterSeries;
+}
+
 class MeteredLeg implements LegChannel {
-  private readonly labels: { pool: string; leg: string; op: string }[];
+  /** Per op, its series resolved once: this runs on every IO of every leg. */
+  private readonly ops: LegOpSeries[];
   constructor(
     private readonly inner: TransportLeg,
     pool: string,
     leg: string,
     private readonly clock: Clock,
-    private readonly m: { hist: Histogram; ios: Counter; bytes: Counter; errors: Counter },
+    m: { hist: Histogram; ios: Counter; bytes: Counter; errors: Counter },
   ) {
-    this.labels = OP_NAMES.map((op) => ({ pool, leg, op }));
+    this.ops = OP_NAMES.map((op) => {
+      const l = { pool, leg, op };
+      return { moves_data: op === 'read' || op === 'write', hist: m.hist.series_of(l), ios: m.ios.series_of(l), bytes: m.bytes.series_of(l), errors: m.errors.series_of(l) };
+    });
   }
   sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void {
     const t0 = this.clock.now();
-    const l = this.labels[Math.min(msg.flags & IO_OP_MASK, OP_NAMES.length - 1)];
+    const o = this.ops[Math.min(msg.flags & IO_OP_MASK, OP_NAMES.length - 1)];
     this.inner.sendIo(msg, data, (status, d) => {
-      if (l !== undefined) {
-        this.m.hist.observe(l, (this.clock.now() - t0) / 1000);
-        this.m.ios.inc(l);
-        if (status === 0) this.m.bytes.inc(l, l.op === 'read' || l.op === 'write' ? msg.length : 0);
-        else this.m.errors.inc(l);
+      if (o !== undefined) {
+        o.hist.observe((this.clock.now() - t0) / 1000);
+        o.ios.inc();
+        if (status === 0) o.bytes.inc(o.moves_data ? msg.length : 0);
+        else o.errors.inc();
       }
       cb(status, d);
     });

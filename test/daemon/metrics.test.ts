@@ -112,3 +112,25 @@ test('the test parser itself rejects invalid expositions', () => {
   assert.throws(() => parseProm('# HELP rmr_x h\n# TYPE rmr_x counter\nrmr_y 1\n'), /outside its family/);
   assert.throws(() => parseProm('# HELP rmr_x h'), /newline/);
 });
+
+test('series handles (series_of) count into the same series as labelled calls and survive remove', () => {
+  const r = new MetricsRegistry();
+  const io = r.counter('rmr_leg_io_total', 'IOs.', ['leg']);
+  const lat = r.histogram('rmr_leg_io_duration_seconds', 'Latency.', ['leg'], [0.001, 0.01]);
+  assert.throws(() => io.series_of({ nope: 'x' }), /takes labels \{leg\}/);
+  const a = io.series_of({ leg: 'a' });
+  const h = lat.series_of({ leg: 'a' });
+  // Nothing is exposed before the first use, as with labelled calls.
+  assert.equal(parseProm(r.expose()).get('rmr_leg_io_total')?.samples.length ?? 0, 0);
+  a.inc();
+  a.inc(2);
+  io.inc({ leg: 'a' });
+  h.observe(0.005);
+  assert.equal(io.get({ leg: 'a' }), 4);
+  assert.throws(() => a.inc(-1), /cannot go down/);
+  io.remove({ leg: 'a' });
+  a.inc();
+  assert.equal(io.get({ leg: 'a' }), 1);
+  const f = parseProm(r.expose());
+  assert.equal(f.get('rmr_leg_io_duration_seconds')?.samples.find((s) => s.name.endsWith('_count'))?.value, 1);
+});
