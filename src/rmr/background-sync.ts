@@ -270,7 +270,9 @@ export class BackgroundSync {
       total_chunks: map?.no_of_chunks ?? 0,
       synced_bytes: this.synced_bytes,
       bytes_per_s: Math.round(rate),
-      eta_s: rate > 0 ? (dirty * this.target.chunk_size) / rate : null,
+      // Only a running sync has an ETA; its rate decays towards 0 while stopped (a leftover
+      // 1e-150 bytes/s gave an ETA of 1e148 s at the next start).
+      eta_s: this._state === 'RUNNING' && rate >= 1 ? Math.round((dirty * this.target.chunk_size) / rate) : null,
       last_error: this.last_error,
       stop_reason: this.stop_reason,
       rate_limit_bytes_per_s: Math.round(this.rate_limit),

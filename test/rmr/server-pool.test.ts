@@ -211,6 +211,16 @@ test('background sync starts by itself, drains the map, yields to application IO
   n.clock.runUntilTrue('stopped', () => bs.state === 'STOPPED', n.clock.now() + 1000);
   assert.deepEqual(states.slice(0, 2), ['STOPPED>RUNNING: own map dirty', 'RUNNING>STOPPED: all chunks in sync']);
   assert.equal(bs.progress().synced_bytes, 8 * CHUNK);
+  // Long after, its rate has decayed to almost nothing: no ETA while stopped, and a sane one
+  // once it runs again.
+  n.clock.runUntil(n.clock.now() + 60_000);
+  n.pool.ownMap()?.setDirty(10, 6);
+  assert.equal(bs.progress().eta_s, null, 'a stopped sync has no ETA');
+  n.clock.runUntilTrue('running again', () => bs.state === 'RUNNING' && bs.progress().eta_s !== null, n.clock.now() + 1000);
+  const eta = bs.progress().eta_s ?? -1;
+  assert.ok(eta >= 0 && eta < 60, `an ETA in seconds for 6 chunks at 10..100 chunks/s, got ${eta}`);
+  n.clock.runUntilTrue('map drained again', () => n.pool.ownMap()?.isEmpty() === true, n.clock.now() + 5000);
+  n.clock.runUntilTrue('stopped again', () => bs.state === 'STOPPED', n.clock.now() + 1000);
   // An operator stop holds against auto-start; an error stops with its reason.
   bs.stop();
   n.pool.ownMap()?.setDirty(8, 4);
