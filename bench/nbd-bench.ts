@@ -196,17 +196,20 @@ try {
   await waitFor(() => existsSync(kit_pid), 'nbdkit to write its pid file (it does once it listens)');
   const node_args = args.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${prof_dir}`] : [];
   const env = THREADPOOL === null ? {} : { UV_THREADPOOL_SIZE: THREADPOOL };
-  const rmr2 = await startRmr({ nodes: 2, dir: join(work, 'rmr2'), size_bytes: SIZE, node_args, env });
-  started.push(rmr2);
-  const rmr3 = await startRmr({ nodes: 3, dir: join(work, 'rmr3'), size_bytes: SIZE, node_args, env });
-  started.push(rmr3);
-  const targets: Target[] = [
-    { name: 'nbdkit', uri: `nbd://127.0.0.1:${kit_port}/`, pids: [nbdkit.pid as number] },
-    { name: 'rmr2', uri: rmr2.nbd_uri, pids: rmr2.pids },
-    { name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids },
-  ];
-  say(`initial sync (members 2.. copy the device from member 1): rmr2 ${(rmr2.initial_sync_ms / 1000).toFixed(1)} s, rmr3 ${(rmr3.initial_sync_ms / 1000).toFixed(1)} s`);
-  say(`servers up; rmr2 pids ${rmr2.pids.join(',')}, rmr3 pids ${rmr3.pids.join(',')} (rmr daemons: storage nodes, then the client)`);
+  // Only the servers asked for run (rmr2 also for the resync); the others are not started.
+  const wanted = (name: Server): boolean => ONLY === null || ONLY.includes(name);
+  const start = async (name: 'rmr2' | 'rmr3', nodes: number): Promise<RmrSetup | null> => {
+    if (!wanted(name) && !(name === 'rmr2' && args['no-resync'] !== true)) return null;
+    const c = await startRmr({ nodes, dir: join(work, name), size_bytes: SIZE, node_args, env });
+    started.push(c);
+    say(`${name}: initial sync (members 2.. copy the device from member 1) ${(c.initial_sync_ms / 1000).toFixed(1)} s; pids ${c.pids.join(',')} (storage daemons, then the client)`);
+    return c;
+  };
+  const rmr2 = await start('rmr2', 2);
+  const rmr3 = await start('rmr3', 3);
+  const targets: Target[] = [{ name: 'nbdkit', uri: `nbd://127.0.0.1:${kit_port}/`, pids: [nbdkit.pid as number] }];
+  if (rmr2 !== null) targets.push({ name: 'rmr2', uri: rmr2.nbd_uri, pids: rmr2.pids });
+  if (rmr3 !== null) targets.push({ name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids });
   if (!quick) {
     // Warm up every server (JIT, page cache, connections) before anything is recorded.
     for (const t of targets) if (ONLY === null || ONLY.includes(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
@@ -229,7 +232,8 @@ try {
   const jobs: JobResult[] = JOBS.map((j) => jobResult(j.name, samples.get(j.name) as Record<Server, Sample[]>));
   let resync: ResyncResult | null = null;
   if (args['no-resync'] !== true) {
-    await rmr3.stop(); // idle, but one process fewer on two cores
+    await rmr3?.stop(); // idle, but one process fewer on two cores
+    if (rmr2 === null) throw new Error('invariant: rmr2 runs for the resync');
     resync = await measureResync(rmr2);
   }
   const checks = checkTargets(jobs, resync);
