@@ -21,10 +21,9 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync
 import { prefill } from './prefill.js';
 import { tmpdir, cpus, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { cpuSecondsOf } from './child.js';
-import { startRmr, storePath, STORE_DATA_OFFSET, type RmrSetup } from './rmr-setup.js';
+import { freePort, startRmr, storePath, STORE_DATA_OFFSET, type RmrSetup } from './rmr-setup.js';
 import { storageThreadpoolSize } from '../src/cli/node-cluster.js';
 import { checkTargets, formatTable, jobResult, jsonLine, parseFio, type FioSample, type JobResult, type ResyncResult, type Sample, type Server } from './fio-report.js';
 
@@ -72,17 +71,6 @@ mkdirSync(results_dir, { recursive: true });
 const prof_dir = join(results_dir, `prof-${stamp}`);
 const work = mkdtempSync(join(tmpdir(), 'rmr-bench-'));
 const say = (s: string): void => void process.stderr.write(`${s}\n`);
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 async function waitFor(cond: () => boolean, what: string, timeout_ms = 10_000): Promise<void> {
   const deadline = Date.now() + timeout_ms;

@@ -56,7 +56,8 @@ export function storePath(dir: string, member_id: number): string {
   return join(dir, `store${member_id}.img`);
 }
 
-function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = net.createServer();
     s.once('error', rej);
