@@ -39,6 +39,18 @@ function kill(proc: ChildProcess, sig: NodeJS.Signals): Promise<void> {
   return within(`exit after ${sig}`, exited);
 }
 
+/** A client environment and a server process the test may SIGSTOP; both go after the test. */
+async function stoppableServer(t: { after: (fn: () => Promise<void>) => void }): Promise<{ env: Env; srv: { proc: ChildProcess; port: number } }> {
+  const env = new Env();
+  const srv = await startServer(0, [1000, 5000]);
+  t.after(async () => {
+    await env.close();
+    srv.proc.kill('SIGCONT');
+    await kill(srv.proc, 'SIGKILL');
+  });
+  return { env, srv };
+}
+
 test('a server killed and restarted on the same port: the session reconnects by itself', async (t) => {
   const env = new Env();
   let srv = await startServer(0);
@@ -66,13 +78,7 @@ test('a server killed and restarted on the same port: the session reconnects by 
 });
 
 test('a stopped server (SIGSTOP) is detected within the heartbeat bound', async (t) => {
-  const env = new Env();
-  const srv = await startServer(0, [1000, 5000]);
-  t.after(async () => {
-    await env.close();
-    srv.proc.kill('SIGCONT');
-    await kill(srv.proc, 'SIGKILL');
-  });
+  const { env, srv } = await stoppableServer(t);
   const interval = 100;
   const timeout = 500;
   const { session } = env.client([{ host: '127.0.0.1', port: srv.port }], {
@@ -124,13 +130,7 @@ test('with no server, requests fail with ENOTCONN after the disconnect timeout; 
 });
 
 test('disconnect_timeout_ms 0: requests in flight fail as soon as the last path is down, and new ones at once; the session reconnects', async (t) => {
-  const env = new Env();
-  const srv = await startServer(0, [1000, 5000]);
-  t.after(async () => {
-    await env.close();
-    srv.proc.kill('SIGCONT');
-    await kill(srv.proc, 'SIGKILL');
-  });
+  const { env, srv } = await stoppableServer(t);
   const { session } = env.client([{ host: '127.0.0.1', port: srv.port }], {
     heartbeat_interval_ms: 100,
     heartbeat_timeout_ms: 500,
