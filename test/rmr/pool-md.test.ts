@@ -69,14 +69,19 @@ test('a member listed twice or a bad chunk size is refused', () => {
   assert.throws(() => encodePoolMd(md), /power of two/);
 });
 
+/** pool_md of a one-member pool (member 1 NORMAL with its store), map_ver 1. */
+function onePoolMd(): PoolMd {
+  return {
+    header: { pool_name: 'pool1', pool_uuid: Buffer.alloc(16, 1), group_id: 7, chunk_size: 131072, mapped_size: 1 << 30, queue_depth: 128, map_ver: 1 },
+    srv_md: [{ ...emptySrvMd(), member_id: 1, srv_state: 'NORMAL', store_state: true }, emptySrvMd(), emptySrvMd(), emptySrvMd()],
+  };
+}
+
 test('pool_md persists in alternating slots and survives a torn update', () => {
   const clock = new SimClock();
   const disk = new MemDisk(1 << 20, clock);
   const store = new PoolMdStore(disk, 4096);
-  const md: PoolMd = {
-    header: { pool_name: 'pool1', pool_uuid: Buffer.alloc(16, 1), group_id: 7, chunk_size: 131072, mapped_size: 1 << 30, queue_depth: 128, map_ver: 1 },
-    srv_md: [{ ...emptySrvMd(), member_id: 1, srv_state: 'NORMAL', store_state: true }, emptySrvMd(), emptySrvMd(), emptySrvMd()],
-  };
+  const md = onePoolMd();
   store.store(md, (s) => assert.equal(s, 0));
   clock.runUntil(1);
   md.header.map_ver = 2;
@@ -98,10 +103,7 @@ test('storing pool_md equal to the newest good copy costs no IO', () => {
   const clock = new SimClock();
   const disk = new MemDisk(1 << 20, clock);
   const store = new PoolMdStore(disk, 4096);
-  const md: PoolMd = {
-    header: { pool_name: 'pool1', pool_uuid: Buffer.alloc(16, 1), group_id: 7, chunk_size: 131072, mapped_size: 1 << 30, queue_depth: 128, map_ver: 1 },
-    srv_md: [{ ...emptySrvMd(), member_id: 1, srv_state: 'NORMAL', store_state: true }, emptySrvMd(), emptySrvMd(), emptySrvMd()],
-  };
+  const md = onePoolMd();
   const put = (): void => {
     store.store(md, (s) => assert.equal(s, 0));
     clock.runUntil(clock.now() + 1);
