@@ -176,6 +176,8 @@ export class FaultController {
   private readonly clock: Clock;
   private readonly port_random: Random;
   private held: Held[] = [];
+  /** Backends closed through failHeld(status, owner), with that status. */
+  private readonly gone = new WeakMap<object, number>();
   readonly stats: FaultStats = { ios: { read: 0, write: 0, flush: 0 }, errors: { read: 0, write: 0, flush: 0 }, delayed: 0, held: 0, held_total: 0 };
 
   constructor(deps: { clock: Clock; random: Random }, initial = '') {
@@ -314,8 +316,13 @@ export class FaultController {
     return take.length;
   }
 
-  /** Fails the held IOs (of one backend, or all) with `status`: the device went away. */
+  /**
+   * Fails the held IOs (of one backend, or all) with `status`: the device went away. With an
+   * owner, that backend is gone for good: its IO still under a delay fails with `status` too
+   * when the delay ends (it was pushed onto the held list after close and waited for stall=0).
+   */
   failHeld(status: number, owner: object | null = null): number {
+    if (owner !== null) this.gone.set(owner, status);
     const take = owner === null ? this.held : this.held.filter((h) => h.owner === owner);
     this.held = owner === null ? [] : this.held.filter((h) => h.owner !== owner);
     this.stats.held = this.held.length;
@@ -359,6 +366,8 @@ export class FaultController {
     if (s.jitter_ms > 0) delay += this.rnd.float() * s.jitter_ms;
     const go = (): void => start(inject);
     const after_delay = (): void => {
+      const gone = owner === null ? undefined : this.gone.get(owner);
+      if (gone !== undefined) return fail(gone);
       if (this.s.stall && this.s.stall_ops.has(op)) {
         this.held.push({ op, owner, go, fail });
         this.stats.held = this.held.length;
