@@ -149,6 +149,11 @@ function parseFlag(key: string, text: string): boolean {
   return bad(`${key}: '${text}' is not one of 1, 0, y, n`);
 }
 
+/** The op a per-op key names: `read_error_rate` -> read. */
+function opOf(key: string): FaultOp {
+  return key.slice(0, key.indexOf('_')) as FaultOp;
+}
+
 function overlaps(ranges: readonly ByteRange[], pos: number, length: number): boolean {
   const end = pos + Math.max(length, 1);
   for (const r of ranges) if (pos < r.offset + r.length && r.offset < end) return true;
@@ -229,11 +234,11 @@ export class FaultController {
         case 'read_error_rate':
         case 'write_error_rate':
         case 'flush_error_rate':
-          next.error_rate[key.slice(0, key.indexOf('_')) as FaultOp] = parseRate(key, v);
+          next.error_rate[opOf(key)] = parseRate(key, v);
           break;
         case 'read_error_ranges':
         case 'write_error_ranges':
-          next.error_ranges[key.slice(0, key.indexOf('_')) as 'read' | 'write'] = parseRanges(key, v);
+          next.error_ranges[opOf(key) as 'read' | 'write'] = parseRanges(key, v);
           break;
         case 'write_error_after':
           next.write_error_after = parseFlag(key, v);
@@ -244,7 +249,7 @@ export class FaultController {
         case 'read_delay_ms':
         case 'write_delay_ms':
         case 'flush_delay_ms':
-          next.op_delay_ms[key.slice(0, key.indexOf('_')) as FaultOp] = parseMs(key, v);
+          next.op_delay_ms[opOf(key)] = parseMs(key, v);
           break;
         case 'jitter_ms':
           next.jitter_ms = parseMs(key, v);
