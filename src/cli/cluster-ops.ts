@@ -126,7 +126,6 @@ async function upDevices(cf: ClusterFile, pool: ClusterPool, ctl: (node: string)
   }
 }
 
-/** The whole bring-up, pool by pool. Returns the pools whose members were created now. */
 /** Whether the client already serves the pool with at least one leg (a new member then extends it). */
 async function clientPoolLive(cf: ClusterFile, pool: ClusterPool, ctl: (node: string) => NodeCtl): Promise<boolean> {
   if (cf.client === null) return false;
@@ -136,6 +135,7 @@ async function clientPoolLive(cf: ClusterFile, pool: ClusterPool, ctl: (node: st
   return Array.isArray(legs) && legs.length > 0;
 }
 
+/** The whole bring-up, pool by pool: storage, then the client's legs and the sync pools (in the order extend needs when the pool is live), then the devices. */
 export async function clusterUp(cf: ClusterFile, ctl: (node: string) => NodeCtl, say: Say): Promise<void> {
   for (const pool of cf.pools) {
     const created = await upStorage(cf, pool, ctl, say);

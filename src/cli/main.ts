@@ -107,15 +107,16 @@ reuses the data. Defaults: --data-dir ${'$'}{XDG_STATE_HOME:-~/.local/state}/rmr
 Controls the background sync on every storage daemon of the pool (or the one daemon
 given by --socket). start --wait (and status --wait) show progress until every member is
 clean: a progress bar on a terminal, plain lines otherwise.`,
-  verify: `Usage: rmr verify POOL [--source MEMBER] [--rate BYTES_PER_S] [--json] [--cluster FILE | --data-dir DIR]
+  verify: `Usage: rmr verify POOL [--source MEMBER] [--rate BYTES_PER_S] [--timeout S] [--json] [--cluster FILE | --data-dir DIR]
 
 Online verify, with IO running: the client walks the device in batches; the source member
 (default the lowest NORMAL one) hashes its chunks and asks every other NORMAL member for
 theirs (hashes cross the network, data does not). Chunks that differ are marked dirty for
 the members that disagree with the source and resynced. Shows progress (a bar on a
 terminal), then the report. Exit code 0 when every member agreed, 1 when chunks differed
-(they are being resynced) or the verify failed. --cluster/--data-dir reach the client
-daemon of the cluster; otherwise --socket.`,
+(they are being resynced) or the verify failed. --timeout (default 24 h) bounds the wait
+for the report; the verify itself keeps running (its control file takes 'stop').
+--cluster/--data-dir reach the client daemon of the cluster; otherwise --socket.`,
   metrics: `Usage: rmr metrics
 
 Prints the daemon's metrics in the Prometheus text format.

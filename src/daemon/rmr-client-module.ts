@@ -28,6 +28,7 @@ import { ControlError, type ControlCode } from './control-error.js';
 import { mapSummaryText } from './map-text.js';
 import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/map-compare.js';
 import type { DirtyMap } from '../rmr/dirty-map.js';
+import type { UserSend } from '../brmr/client/device.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseIntegers, parseKv, parseWord } from './kv.js';
 import type { RoleContext, RolePorts } from './daemon.js';
@@ -93,10 +94,7 @@ export function parseSessPath(text: string): { host: string; port: number } {
 
 const OP_NAMES = ['read', 'write', 'discard', 'syncreq', 'write_zeroes', 'flush', 'md_read', 'md_write'];
 
-/**
- * A leg's channel that times each IO (latency histogram per pool, leg and op) and counts
- * IOs, bytes and failures: what one member costs the client, as /metrics shows it.
- */
+/** One op's metric series of a MeteredLeg. */
 interface LegOpSeries {
   readonly moves_data: boolean;
   readonly hist: HistogramSeries;
@@ -105,6 +103,10 @@ interface LegOpSeries {
   readonly errors: CounterSeries;
 }
 
+/**
+ * A leg's channel that times each IO (latency histogram per pool, leg and op) and counts
+ * IOs, bytes and failures: what one member costs the client, as /metrics shows it.
+ */
 class MeteredLeg implements LegChannel {
   /** Per op, its series resolved once: this runs on every IO of every leg. */
   private readonly ops: LegOpSeries[];
@@ -202,7 +204,7 @@ export class RmrClientModule {
    * Runs before a new member joins a live IO pool (add_sess mode=extend), with a way to send
    * it USER commands: the device layer maps its store (client-module.ts). Null: nothing.
    */
-  beforeExtend: ((pool: string, send: (bytes: Buffer, rsp_len: number, cb: (status: number, data: Buffer | null) => void) => void) => Promise<void>) | null = null;
+  beforeExtend: ((pool: string, send: UserSend) => Promise<void>) | null = null;
 
   constructor(ctx: RoleContext) {
     if (ctx.ports === null) throw new Error('rmr-client needs IO ports');

@@ -166,6 +166,17 @@ test('off=1 clears everything and releases held IO; close fails what its backend
   assert.equal(c.heldCount, 1);
 });
 
+test('close during a delay: the delayed IO fails ENXIO when its delay ends, not held by a stall until stall=0', async () => {
+  const { clock, c, b } = setup('delay_ms=10 stall=1');
+  let s1: number | null = null;
+  b.flush((s) => (s1 = s));
+  await advance(clock, 5);
+  let closed = false;
+  b.close(() => (closed = true));
+  await advance(clock, 10);
+  assert.deepEqual([s1, closed, c.heldCount], [Errno.ENXIO, true, 0]);
+});
+
 test('bad input is refused with a message naming the token, and changes nothing', () => {
   const { c } = setup('delay_ms=5');
   const bad: [string, RegExp][] = [

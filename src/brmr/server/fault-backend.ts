@@ -149,6 +149,11 @@ function parseFlag(key: string, text: string): boolean {
   return bad(`${key}: '${text}' is not one of 1, 0, y, n`);
 }
 
+/** The op a per-op key names: `read_error_rate` -> read. */
+function opOf(key: string): FaultOp {
+  return key.slice(0, key.indexOf('_')) as FaultOp;
+}
+
 function overlaps(ranges: readonly ByteRange[], pos: number, length: number): boolean {
   const end = pos + Math.max(length, 1);
   for (const r of ranges) if (pos < r.offset + r.length && r.offset < end) return true;
@@ -176,6 +181,8 @@ export class FaultController {
   private readonly clock: Clock;
   private readonly port_random: Random;
   private held: Held[] = [];
+  /** Backends closed through failHeld(status, owner), with that status. */
+  private readonly gone = new WeakMap<object, number>();
   readonly stats: FaultStats = { ios: { read: 0, write: 0, flush: 0 }, errors: { read: 0, write: 0, flush: 0 }, delayed: 0, held: 0, held_total: 0 };
 
   constructor(deps: { clock: Clock; random: Random }, initial = '') {
@@ -227,11 +234,11 @@ export class FaultController {
         case 'read_error_rate':
         case 'write_error_rate':
         case 'flush_error_rate':
-          next.error_rate[key.slice(0, key.indexOf('_')) as FaultOp] = parseRate(key, v);
+          next.error_rate[opOf(key)] = parseRate(key, v);
           break;
         case 'read_error_ranges':
         case 'write_error_ranges':
-          next.error_ranges[key.slice(0, key.indexOf('_')) as 'read' | 'write'] = parseRanges(key, v);
+          next.error_ranges[opOf(key) as 'read' | 'write'] = parseRanges(key, v);
           break;
         case 'write_error_after':
           next.write_error_after = parseFlag(key, v);
@@ -242,7 +249,7 @@ export class FaultController {
         case 'read_delay_ms':
         case 'write_delay_ms':
         case 'flush_delay_ms':
-          next.op_delay_ms[key.slice(0, key.indexOf('_')) as FaultOp] = parseMs(key, v);
+          next.op_delay_ms[opOf(key)] = parseMs(key, v);
           break;
         case 'jitter_ms':
           next.jitter_ms = parseMs(key, v);
@@ -314,8 +321,13 @@ export class FaultController {
     return take.length;
   }
 
-  /** Fails the held IOs (of one backend, or all) with `status`: the device went away. */
+  /**
+   * Fails the held IOs (of one backend, or all) with `status`: the device went away. With an
+   * owner, that backend is gone for good: its IO still under a delay fails with `status` too
+   * when the delay ends (it was pushed onto the held list after close and waited for stall=0).
+   */
   failHeld(status: number, owner: object | null = null): number {
+    if (owner !== null) this.gone.set(owner, status);
     const take = owner === null ? this.held : this.held.filter((h) => h.owner === owner);
     this.held = owner === null ? [] : this.held.filter((h) => h.owner !== owner);
     this.stats.held = this.held.length;
@@ -359,6 +371,8 @@ export class FaultController {
     if (s.jitter_ms > 0) delay += this.rnd.float() * s.jitter_ms;
     const go = (): void => start(inject);
     const after_delay = (): void => {
+      const gone = owner === null ? undefined : this.gone.get(owner);
+      if (gone !== undefined) return fail(gone);
       if (this.s.stall && this.s.stall_ops.has(op)) {
         this.held.push({ op, owner, go, fail });
         this.stats.held = this.held.length;

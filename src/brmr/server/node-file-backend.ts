@@ -264,9 +264,4 @@ export function makeNodeFileOpener(o: NodeFileBackendOptions = {}): BackendOpene
 }
 
 /** The BackendOpener the daemon uses (default options). */
-export const nodeFileOpener: BackendOpener = (path, opts, cb) => {
-  NodeFileBackend.open(path, opts).then(
-    (b) => cb(0, b, null),
-    (e: unknown) => cb(errnoOf(e), null, `${path}: ${e instanceof Error ? e.message : String(e)}`),
-  );
-};
+export const nodeFileOpener: BackendOpener = makeNodeFileOpener();
