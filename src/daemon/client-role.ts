@@ -59,7 +59,9 @@ export class ClientRole implements Role {
 
   /** Calls `fn` once the IO pool has a NORMAL leg (now, or at the leg event that makes one). */
   private whenServing(ctx: RoleContext, pool: string, fn: () => void): void {
-    const serving = (): boolean => [...(this.clients?.io_pools.get(pool)?.legs.values() ?? [])].some((sl) => sl.leg.state === 'NORMAL');
+    // The pool's own legs: the module's session list fills only when add_sess answers, which
+    // may come after the leg event that made the pool serve.
+    const serving = (): boolean => [...(this.clients?.io_pools.get(pool)?.pool?.legs() ?? [])].some((l) => l.state === 'NORMAL');
     if (serving()) return fn();
     const unsubscribe = ctx.events.subscribe((ev) => {
       if (ev.kind !== 'pool_session' || !ev.subject.startsWith(`${pool}/`) || ev.to !== 'normal' || !serving()) return;
