@@ -290,7 +290,11 @@ export class IntentLog {
         first.cb(Errno.E2BIG);
         return this.pump();
       }
-      if (!this.flush_requested) {
+      // Only when a flush frees something: extents held by in-flight writes are freed by
+      // end(), unsettled ones by settle(), recovered ones by reset(), and each pumps again.
+      // Asking regardless would flush the store back to back until the client's settled
+      // mark arrives (every flushDone pumps here again).
+      if (!this.flush_requested && [...keep].some((e) => this.extents.get(e)?.unflushed === true)) {
         this.flush_requested = true;
         this.requestFlush();
       }
