@@ -33,9 +33,10 @@ export function readNodeMaps(command: CommandFn, no_of_chunks: number, cb: (stat
       for (let i = 0; i < n; i++) {
         if (map.decodePage(first + i, data.subarray(READ_MAP_HEADER + i * PAGE_BYTES, READ_MAP_HEADER + (i + 1) * PAGE_BYTES), 'overwrite') !== null) return cb(Errno.EBADMSG, null);
       }
-      // Past the last map slot: done. Asking for map index MAX_MEMBERS would throw inside
-      // the transport callback (the READ_MAP_BUF layout refuses it); a node with four maps
-      // answers so after its last (loadMapsFrom in client-pool.ts has the same guard).
+      // Past the last map slot: done. A node with four maps answers so after its last, and
+      // map index MAX_MEMBERS does not encode (READ_MAP_BUF layout): the transport leg fails
+      // it with EINVAL, so test_map of a four-member pool failed; a bare command function
+      // threw. loadMapsFrom in client-pool.ts has the same guard.
       const next_idx = data[1] as number;
       if (next_idx >= MAX_MEMBERS) return cb(0, maps);
       step(next_idx, data.readUInt32LE(12), rounds + 1);
