@@ -108,6 +108,9 @@ export class IntentLog {
       const shift = p.readUInt32LE(0);
       const count = p.readUInt32LE(4);
       if (count > INTENT_MAX_EXTENTS || p.length !== 8 + 8 * count) return cb(Errno.EBADMSG, null, ['intent record length mismatch']);
+      // Only shifts this code writes (the constructor's range): a larger one would expand
+      // each recorded extent into 2^(shift - extent_shift) extents of ours, without bound.
+      if (shift < 12 || shift > 40) return cb(Errno.EBADMSG, null, [`intent record extent_shift ${shift} outside 12..40`]);
       const out: number[] = [];
       for (let i = 0; i < count; i++) {
         const lo = p.readUInt32LE(8 + 8 * i);
@@ -290,7 +293,11 @@ export class IntentLog {
         first.cb(Errno.E2BIG);
         return this.pump();
       }
-      if (!this.flush_requested) {
+      // Only when a flush frees something: extents held by in-flight writes are freed by
+      // end(), unsettled ones by settle(), recovered ones by reset(), and each pumps again.
+      // Asking regardless would flush the store back to back until the client's settled
+      // mark arrives (every flushDone pumps here again).
+      if (!this.flush_requested && [...keep].some((e) => this.extents.get(e)?.unflushed === true)) {
         this.flush_requested = true;
         this.requestFlush();
       }

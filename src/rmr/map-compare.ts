@@ -6,6 +6,7 @@
 import { Errno } from '../util/errno.js';
 import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
 import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+import { MAX_MEMBERS } from './msg.js';
 
 export type CommandFn = (cmd: LegCommand, cb: LegCommandCallback) => void;
 
@@ -25,12 +26,20 @@ export function readNodeMaps(command: CommandFn, no_of_chunks: number, cb: (stat
       const first = data.readUInt32LE(4);
       const n = data.readUInt32LE(8);
       if (data.length !== READ_MAP_HEADER + n * PAGE_BYTES) return cb(Errno.EBADMSG, null);
+      // A node holds at most MAX_MEMBERS maps: more is a bad answer, not more allocations.
+      if (!maps.has(member) && maps.size >= MAX_MEMBERS) return cb(Errno.EBADMSG, null);
       let map = maps.get(member);
       if (map === undefined) maps.set(member, (map = new DirtyMap(member, no_of_chunks)));
       for (let i = 0; i < n; i++) {
         if (map.decodePage(first + i, data.subarray(READ_MAP_HEADER + i * PAGE_BYTES, READ_MAP_HEADER + (i + 1) * PAGE_BYTES), 'overwrite') !== null) return cb(Errno.EBADMSG, null);
       }
-      step(data[1] as number, data.readUInt32LE(12), rounds + 1);
+      // Past the last map slot: done. A node with four maps answers so after its last, and
+      // map index MAX_MEMBERS does not encode (READ_MAP_BUF layout): the transport leg fails
+      // it with EINVAL, so test_map of a four-member pool failed; a bare command function
+      // threw. loadMapsFrom in client-pool.ts has the same guard.
+      const next_idx = data[1] as number;
+      if (next_idx >= MAX_MEMBERS) return cb(0, maps);
+      step(next_idx, data.readUInt32LE(12), rounds + 1);
     });
   };
   step(0, 0, 0);

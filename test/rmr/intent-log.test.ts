@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { IntentLog, INTENT_MAGIC, INTENT_VERSION } from '../../src/rmr/intent-log.js';
-import { MD_PAGE, decodeSlotPage } from '../../src/rmr/md-slots.js';
+import { MD_PAGE, MetaSlots, decodeSlotPage } from '../../src/rmr/md-slots.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SimRandom } from '../../src/sim/sim-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
@@ -223,13 +223,17 @@ test('an extent leaves the record only once the client settled its writes; a new
   const got: string[] = [];
   log.begin(0, 1, (s) => got.push(`a${s}`), 5);
   clock.runUntil(5);
-  log.end(0, 1, true); // durable here, but the client has not seen every leg answer write 5
+  log.end(0, 1, false); // not durable yet; and the client has not seen every leg answer write 5
   assert.equal(log.begin(8192, 1, (s) => got.push(`b${s}`), 6), false);
   clock.runUntil(10);
+  assert.ok(flushes > 0);
   flush();
   clock.runUntil(15);
   assert.deepEqual(got, ['a0'], 'write 6 waits: extent 0 holds unsettled write 5');
-  assert.ok(flushes > 0);
+  const after_flush = flushes;
+  flush();
+  clock.runUntil(17);
+  assert.equal(flushes, after_flush, 'a flush frees nothing unsettled: no further flush is asked for (it would loop)');
   assert.deepEqual(log.recorded(), [0]);
   log.settle(6); // every write below 6 settled
   clock.runUntil(20);
@@ -246,4 +250,19 @@ test('an extent leaves the record only once the client settled its writes; a new
   clock.runUntil(30);
   assert.deepEqual(got, ['a0', 'b0', 'c0']);
   assert.deepEqual(log.recorded(), [0]);
+});
+
+test('a record with an extent_shift this code never writes is refused, not expanded', () => {
+  const clock = new SimClock();
+  const disk = new MemDisk(1 << 20, clock, new SimRandom(5));
+  const payload = Buffer.alloc(16);
+  payload.writeUInt32LE(63, 0); // 2^51 extents of 4 KiB per recorded extent
+  payload.writeUInt32LE(1, 4);
+  payload.writeUInt32LE(1, 8);
+  new MetaSlots(disk, BASE, INTENT_MAGIC, INTENT_VERSION).store(payload, () => undefined);
+  clock.runUntil(5);
+  let got: { status: number; notes: string } | null = null;
+  new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 16, requestFlush: () => undefined }).load((status, _e, notes) => (got = { status, notes: notes.join(';') }));
+  clock.runUntil(10);
+  assert.deepEqual(got, { status: -74, notes: 'intent record extent_shift 63 outside 12..40' });
 });

@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { DirtyMap } from '../../src/rmr/dirty-map.js';
-import { compareMaps, formatDifferences } from '../../src/rmr/map-compare.js';
+import { compareMaps, formatDifferences, readNodeMaps } from '../../src/rmr/map-compare.js';
+import { READ_MAP_HEADER, legCommandToWire } from '../../src/rmr/leg-commands.js';
+import { encodeCmd } from '../../src/rmr/msg.js';
 
 const CHUNKS = 70_000; // more than two bitmap pages
 
@@ -48,4 +50,29 @@ test('a member known on one side only is a difference', () => {
   const diffs = compareMaps(new Map([[1, a.map]]), new Map());
   assert.deepEqual(diffs, [{ member_id: 1, ours: 3, theirs: null, differing: 3, first: [] }]);
   assert.match(formatDifferences('leg', diffs), /member 1: ours 3 dirty, theirs none dirty, 3 chunks differ/);
+});
+
+test('readNodeMaps stops after the last map slot of a node with four maps (no request for map index 4)', () => {
+  // One empty slice per map; after the fourth the cursor names map index 4 (MAX_MEMBERS).
+  const answer = (idx: number): Buffer => {
+    const b = Buffer.alloc(READ_MAP_HEADER);
+    b[0] = idx + 1;
+    b[1] = idx + 1;
+    return b;
+  };
+  let asked = 0;
+  let got: { status: number; ids: number[] } | null = null;
+  readNodeMaps(
+    (cmd, cb) => {
+      // Encoded as the channel does: a refused field throws here.
+      const w = legCommandToWire(cmd, 4096);
+      encodeCmd(1, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p' }, w.payload, w.tail ?? null);
+      asked++;
+      cb(0, 0, null, answer((cmd as { map_idx: number }).map_idx));
+    },
+    64,
+    (status, maps) => (got = { status, ids: [...(maps?.keys() ?? [])] }),
+  );
+  assert.deepEqual(got, { status: 0, ids: [1, 2, 3, 4] });
+  assert.equal(asked, 4);
 });
