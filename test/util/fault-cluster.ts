@@ -361,13 +361,17 @@ export class FaultCluster {
   async waitEvent(name: string, what: string, pred: (e: EventLine) => boolean, since: number, timeout_ms = 60_000): Promise<EventLine> {
     const end = Date.now() + timeout_ms;
     let next = since;
+    let last_error: string | null = null;
     for (;;) {
       const left = end - Date.now();
-      if (left <= 0) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} on ${name}`);
+      if (left <= 0) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} on ${name}${last_error !== null ? ` (last events request failed: ${last_error})` : ''}`);
       let ev: EventLine[];
       try {
         ev = await this.events(name, next, Math.min(left, 2000));
-      } catch {
+        last_error = null;
+      } catch (e) {
+        // The daemon may be restarting: retry, but say so if the deadline comes.
+        last_error = e instanceof Error ? e.message : String(e);
         await sleepMs(200);
         continue;
       }
