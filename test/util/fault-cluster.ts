@@ -150,14 +150,17 @@ export class FaultCluster {
    */
   static async run<T>(o: FaultClusterOptions, body: (c: FaultCluster) => Promise<T>): Promise<T> {
     const c = await FaultCluster.start(o);
+    let result: T;
     try {
-      return await body(c);
+      result = await body(c);
     } catch (e) {
       c.markFailed();
+      // A cleanup failure (netns) must not replace the scenario's own failure.
+      await c.close().catch((ce: unknown) => process.stderr.write(`fault cluster cleanup after a failure: ${ce instanceof Error ? ce.message : String(ce)}\n`));
       throw e;
-    } finally {
-      await c.close();
     }
+    await c.close();
+    return result;
   }
 
   static async start(o: FaultClusterOptions): Promise<FaultCluster> {
