@@ -171,7 +171,7 @@ export class FaultCluster {
       return c;
     } catch (e) {
       c.failed = true;
-      await c.close();
+      await c.close().catch((ce: unknown) => process.stderr.write(`fault cluster cleanup after a failed start: ${ce instanceof Error ? ce.message : String(ce)}\n`));
       throw e;
     }
   }
