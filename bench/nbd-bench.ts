@@ -144,10 +144,18 @@ async function measureResync(rmr: RmrSetup): Promise<ResyncResult> {
   const out = join(work, 'fio-resync.json');
   const fio: ChildProcess = spawn('fio', fioArgs(rmr.nbd_uri, app, 3600, out), { stdio: ['ignore', 'ignore', 'inherit'] });
   const fio_done = new Promise<void>((res) => fio.once('exit', () => res()));
+  // fio's start-up; a job that has already ended (bad URI, NBD error) would leave the resync
+  // measured without its application load.
   await new Promise((r) => setTimeout(r, 1000));
-  const r = await rmr.resync(2);
-  fio.kill('SIGINT');
-  await fio_done;
+  if (fio.exitCode !== null || fio.signalCode !== null) throw new Error(`the application fio job ended before the resync (exit ${String(fio.exitCode ?? fio.signalCode)})`);
+  let r: { ms: number; bytes: number };
+  try {
+    r = await rmr.resync(2);
+  } finally {
+    // Also when the resync fails: the job is time-bound to an hour.
+    fio.kill('SIGINT');
+    await fio_done;
+  }
   const a = parseFio(readFileSync(out, 'utf8'));
   const bytes_per_s = r.bytes / (r.ms / 1000);
   return { bytes: r.bytes, bytes_per_s, cp_bytes_per_s: cp.with_sync, ratio: bytes_per_s / cp.with_sync, app_iops: a.iops, app_p99_us: a.p99_us };

@@ -151,10 +151,11 @@ export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
     const deadline = Date.now() + (o.initial_sync_timeout_ms ?? 600_000);
     let members_ms: number | null = null;
     for (;;) {
-      const members = !(await status()).some((x) => x.dirty_chunks !== 0 || x.state !== 'NORMAL');
+      const st = await status();
+      const members = !st.some((x) => x.dirty_chunks !== 0 || x.state !== 'NORMAL');
       if (members) members_ms ??= performance.now() - t0;
       if (members && (await clientClean())) break;
-      if (Date.now() > deadline) throw new Error('the initial sync did not finish');
+      if (Date.now() > deadline) throw new Error(`the initial sync did not finish within ${o.initial_sync_timeout_ms ?? 600_000} ms: ${members ? "the members are clean, the client's maps not" : st.map((x) => `${String(x.node)} ${String(x.state)} ${String(x.dirty_chunks)} dirty`).join(', ')}`);
       await new Promise((res) => setTimeout(res, 100));
     }
     // The client learns that a member became clean from its periodic map checks, some

@@ -108,6 +108,8 @@ export function rawExchange(to: { path: string } | { port: number }, data: Buffe
 export async function httpGet(to: { path: string } | { port: number }, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   const h = Object.entries({ host: 'x', connection: 'close', ...headers }).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   const r = await rawExchange(to, `GET ${path} HTTP/1.1\r\n${h}\r\n`, 5000);
+  // No answer is a failure of its own, not "status 0" for the caller's assertion to puzzle over.
+  if (r.statuses.length === 0) throw new Error(`GET ${path}: ${r.closed ? 'the server closed the connection without an answer' : 'no answer within 5000 ms'}${r.text !== '' ? ` (got ${JSON.stringify(r.text.slice(0, 200))})` : ''}`);
   const at = r.text.indexOf('\r\n\r\n');
   return { status: r.statuses[0] ?? 0, body: at < 0 ? '' : r.text.slice(at + 4) };
 }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { FaultCluster, sleepMs } from './fault-cluster.js';
 import { FIO_OFFSET, describeLoad, runLoad } from './scenario.js';
-import { describeFio, startFio, type FioJob } from './fio-run.js';
+import { describeFio, fioDone, startFio, type FioJob } from './fio-run.js';
 import { until } from './cli-cluster.js';
 
 const MIB = 1 << 20;
@@ -16,8 +16,10 @@ function durableJob(c: FaultCluster): FioJob {
 }
 
 /** Runs a job to its end; returns the verified reads. */
-async function fioOk(j: FioJob, what: string): Promise<number> {
-  const o = await startFio(j).done;
+async function fioOk(c: FaultCluster, j: FioJob, what: string): Promise<number> {
+  const run = startFio(j);
+  c.track(run.child);
+  const o = await fioDone(run, what, 120_000);
   assert.ok(o.code === 0 && o.error === 0 && o.read_ios > 0, `${what}: ${describeFio(o)}`);
   return o.read_ios;
 }
@@ -62,7 +64,7 @@ export async function crashScenario(t: { diagnostic: (s: string) => void }, labe
     await c.waitClean('after bring-up (initial sync)');
     // A job without time_based: size-bound, verified after its write phase.
     const before = durableJob(c);
-    const verified_before = await fioOk(before, 'fio before the crash');
+    const verified_before = await fioOk(c, before, 'fio before the crash');
     const dying = startFio({ uri: c.nbdUri, dir: c.dir, name: 'across', offset: FIO_OFFSET + 4 * MIB, size: 8 * MIB, runtime_s: 30 });
     c.track(dying.child);
     const r = await runLoad(c, {
@@ -75,10 +77,10 @@ export async function crashScenario(t: { diagnostic: (s: string) => void }, labe
       settle_timeout_ms: 120_000,
     });
     t.diagnostic(describeLoad(label, r));
-    const across = await dying.done;
+    const across = await fioDone(dying, 'fio across the crash (runtime 30 s)', 120_000);
     t.diagnostic(`fio across the crash: ${describeFio(across)}`);
     // What fio wrote and verified before the crash reads back the same.
-    const reverified = await fioOk({ ...before, name: 'reverify', extra: [...(before.extra ?? []), '--verify_only'] }, 'fio --verify_only after the restart');
+    const reverified = await fioOk(c, { ...before, name: 'reverify', extra: [...(before.extra ?? []), '--verify_only'] }, 'fio --verify_only after the restart');
     assert.equal(reverified, verified_before, 'fio verified the whole region again');
     t.diagnostic(`${label}: fio wrote and verified ${verified_before} blocks of 64 KiB before the crash and verified them again after it`);
     await c.downAndCompare();

@@ -150,14 +150,17 @@ export class FaultCluster {
    */
   static async run<T>(o: FaultClusterOptions, body: (c: FaultCluster) => Promise<T>): Promise<T> {
     const c = await FaultCluster.start(o);
+    let result: T;
     try {
-      return await body(c);
+      result = await body(c);
     } catch (e) {
       c.markFailed();
+      // A cleanup failure (netns) must not replace the scenario's own failure.
+      await c.close().catch((ce: unknown) => process.stderr.write(`fault cluster cleanup after a failure: ${ce instanceof Error ? ce.message : String(ce)}\n`));
       throw e;
-    } finally {
-      await c.close();
     }
+    await c.close();
+    return result;
   }
 
   static async start(o: FaultClusterOptions): Promise<FaultCluster> {
@@ -168,7 +171,7 @@ export class FaultCluster {
       return c;
     } catch (e) {
       c.failed = true;
-      await c.close();
+      await c.close().catch((ce: unknown) => process.stderr.write(`fault cluster cleanup after a failed start: ${ce instanceof Error ? ce.message : String(ce)}\n`));
       throw e;
     }
   }
@@ -361,13 +364,17 @@ export class FaultCluster {
   async waitEvent(name: string, what: string, pred: (e: EventLine) => boolean, since: number, timeout_ms = 60_000): Promise<EventLine> {
     const end = Date.now() + timeout_ms;
     let next = since;
+    let last_error: string | null = null;
     for (;;) {
       const left = end - Date.now();
-      if (left <= 0) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} on ${name}`);
+      if (left <= 0) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} on ${name}${last_error !== null ? ` (last events request failed: ${last_error})` : ''}`);
       let ev: EventLine[];
       try {
         ev = await this.events(name, next, Math.min(left, 2000));
-      } catch {
+        last_error = null;
+      } catch (e) {
+        // The daemon may be restarting: retry, but say so if the deadline comes.
+        last_error = e instanceof Error ? e.message : String(e);
         await sleepMs(200);
         continue;
       }

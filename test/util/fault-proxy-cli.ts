@@ -31,6 +31,8 @@ function answer(proxy: FaultProxy, line: string): string {
   }
 }
 
+const CTL_ANSWER_MS = 10_000;
+
 async function ctl(path: string, commands: string[]): Promise<number> {
   const s = net.connect(path);
   const lines = createInterface({ input: s });
@@ -38,14 +40,27 @@ async function ctl(path: string, commands: string[]): Promise<number> {
     s.once('connect', resolve);
     s.once('error', reject);
   });
+  // A proxy that goes away mid-command is an error, not an empty answer (exit 0), and one
+  // that stops answering is given up on rather than waited for forever.
+  // (readline ends on 'end' only: a reset must end the wait too.)
+  const closed = new Promise<'closed'>((resolve) => s.once('close', () => resolve('closed')));
+  s.on('error', () => undefined);
   let code = 0;
   const it = lines[Symbol.asyncIterator]();
   for (const c of commands) {
     s.write(`${c}\n`);
-    const r = await it.next();
-    const text = typeof r.value === 'string' ? r.value : '';
-    process.stdout.write(`${text}\n`);
-    if (text.startsWith('{"error"')) code = 1;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), CTL_ANSWER_MS)));
+    const r = await Promise.race([it.next(), timeout, closed]);
+    clearTimeout(timer);
+    if (r === 'timeout' || r === 'closed' || r.done === true || typeof r.value !== 'string') {
+      const why = r === 'timeout' ? `no answer within ${CTL_ANSWER_MS} ms` : 'the proxy closed the control connection';
+      process.stdout.write(`${JSON.stringify({ error: `'${c}': ${why}` })}\n`);
+      s.destroy();
+      return 1;
+    }
+    process.stdout.write(`${r.value}\n`);
+    if (r.value.startsWith('{"error"')) code = 1;
   }
   s.end();
   return code;

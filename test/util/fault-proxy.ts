@@ -269,6 +269,10 @@ export class FaultProxy {
       if ('path' in l) this.server.listen(l.path, () => resolve());
       else this.server.listen(l.port ?? 0, l.host ?? '127.0.0.1', () => resolve());
     });
+    // Once listening, an accept error (EMFILE under a connection flood) costs that one
+    // connection; without a listener the second such error would end the test process.
+    this.server.removeAllListeners('error');
+    this.server.on('error', () => undefined);
     const a = this.server.address();
     if (a !== null && typeof a === 'object') this.port = a.port;
     return this;

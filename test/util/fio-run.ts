@@ -96,3 +96,19 @@ export function startFio(j: FioJob): FioRun {
 export function describeFio(o: FioOutcome): string {
   return `fio exit ${String(o.code)}${o.signal !== null ? ` (${o.signal})` : ''} error ${o.error}, ${o.write_ios} writes, ${o.read_ios} verify reads in ${o.runtime_ms} ms${o.stderr.trim() !== '' ? `: ${o.stderr.trim().slice(-600)}` : ''}`;
 }
+
+/**
+ * The outcome of a run, or an error naming `what` if fio has not ended within `timeout_ms`
+ * (an NBD request stuck on a stopped server can hold fio past its runtime): the job is
+ * killed, so the cluster's close() is not kept waiting by it either.
+ */
+export async function fioDone(run: FioRun, what: string, timeout_ms: number): Promise<FioOutcome> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeout_ms)));
+  const o = await Promise.race([run.done, late]);
+  clearTimeout(timer);
+  if (o !== null) return o;
+  run.child.kill('SIGKILL');
+  const killed = await run.done;
+  throw new Error(`${what}: fio still running ${timeout_ms} ms after it was expected to end (killed): ${describeFio(killed)}`);
+}

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { checkHistory, describeOp, type CheckResult } from './history/checker.js';
 import { runWorkload, type WorkloadOptions, type WorkloadResult } from './history/nbd-workload.js';
-import { describeFio, startFio, type FioJob, type FioOutcome } from './fio-run.js';
+import { describeFio, fioDone, startFio, type FioJob, type FioOutcome } from './fio-run.js';
 import type { FaultCluster } from './fault-cluster.js';
 import { sleepMs } from './fault-cluster.js';
 import { runOk } from './nbd-checks.js';
@@ -130,7 +130,8 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
   } else {
     await settle();
   }
-  const fioOut = fio === null ? null : await fio.done;
+  // The history workload ran its duration and the settle: fio's runtime is over by now.
+  const fioOut = fio === null ? null : await fioDone(fio, 'the scenario\'s fio job', 120_000);
   const faultError = await faultsSettled;
   if (faultError !== null) throw faultError;
   if (workload !== null) check = checkHistory(workload.ops, { multi_conn: workload.multi_conn, trim: 'undefined', final: 'register' });

@@ -57,6 +57,28 @@ interface W {
 
 const INITIAL = (): W => ({ op: null, value: 0, kind: 'initial', invoke: -Infinity, complete: -Infinity, effective: true });
 
+/**
+ * For writes sorted by invoke: sufMin[i] is the smallest complete of sorted[i..] (Infinity
+ * past the end), firstAfter(x) the index of the first write that began after time x. So
+ * "the writes that began after x" are sorted[firstAfter(x)..], and their earliest end is
+ * one look-up.
+ */
+function byInvokeIndex(sorted: readonly W[]): { sufMin: Float64Array; firstAfter: (x: number) => number } {
+  const sufMin = new Float64Array(sorted.length + 1).fill(Infinity);
+  for (let i = sorted.length - 1; i >= 0; i--) sufMin[i] = Math.min(sufMin[i + 1] as number, (sorted[i] as W).complete);
+  const firstAfter = (x: number): number => {
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((sorted[mid] as W).invoke > x) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
+  return { sufMin, firstAfter };
+}
+
 function t(x: number): string {
   return Number.isFinite(x) ? x.toFixed(1) : x > 0 ? '∞' : '-∞';
 }
@@ -125,18 +147,7 @@ function checkBlock(block: number, list: readonly Op[], o: CheckOptions, flushed
   // Effective writes by invoke, with the smallest complete of each suffix: "some effective
   // write began after c ended and ended before `at`" is one binary search.
   const eff = writers.filter((w) => w.effective).sort((a, b) => a.invoke - b.invoke);
-  const sufMin = new Float64Array(eff.length + 1).fill(Infinity);
-  for (let i = eff.length - 1; i >= 0; i--) sufMin[i] = Math.min(sufMin[i + 1] as number, (eff[i] as W).complete);
-  const firstAfter = (x: number): number => {
-    let lo = 0;
-    let hi = eff.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((eff[mid] as W).invoke > x) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
-  };
+  const { sufMin, firstAfter } = byInvokeIndex(eff);
   /** Whether an effective write surely replaced `c` before time `at`. */
   const overwritten = (c: W, at: number): boolean => (sufMin[firstAfter(c.complete)] as number) < at;
   /** The latest such write (for messages). */
@@ -294,18 +305,7 @@ function orderCycle(nodes: W[], observed: { r: Op; w: W }[]): Step[] | null {
   // writes that began after `a` ended, those that began before the first of them ended
   // reach every other through real-time edges). Keeps the graph near linear in size.
   const byInvoke = [...nodes].sort((x, y) => x.invoke - y.invoke);
-  const sufMin = new Float64Array(byInvoke.length + 1).fill(Infinity);
-  for (let i = byInvoke.length - 1; i >= 0; i--) sufMin[i] = Math.min(sufMin[i + 1] as number, (byInvoke[i] as W).complete);
-  const firstAfter = (x: number): number => {
-    let lo = 0;
-    let hi = byInvoke.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((byInvoke[mid] as W).invoke > x) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
-  };
+  const { sufMin, firstAfter } = byInvokeIndex(byInvoke);
   /** Calls fn for the minimal writes among those that began after time x. */
   const minimalAfter = (x: number, fn: (b: W) => void): void => {
     const i0 = firstAfter(x);
