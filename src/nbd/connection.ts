@@ -45,6 +45,9 @@ import {
   encodeSimpleReply,
 } from './proto.js';
 
+/** Write payloads from this size on are collected in place as they arrive (ByteQueue.reserve). */
+const DIRECT_PAYLOAD_BYTES = 64 * 1024;
+
 export interface ConnectionLimits {
   /** Requests handed to the device and not yet answered; reading pauses at this bound. */
   max_inflight_requests: number;
@@ -115,6 +118,7 @@ export class NbdConnection {
   ) {
     stream.attach({
       onData: (chunk) => this.onData(chunk),
+      readTarget: () => this.queue.target(),
       onDrain: () => this.onDrain(),
       onClose: (err) => this.onClose(err),
     });
@@ -289,7 +293,13 @@ export class NbdConnection {
       this.replyError(r, this.pending_error, 'write refused');
       return true;
     }
-    if (this.queue.length < r.length) return false;
+    if (this.queue.length < r.length) {
+      // A large payload is collected where it is used: the rest is read straight into it.
+      // Only once an eighth of it came, so a request header alone makes us allocate at
+      // most 8 times what the client sent.
+      if (r.length >= DIRECT_PAYLOAD_BYTES && !this.queue.reserved && this.queue.length * 8 >= r.length) this.queue.reserve(r.length);
+      return false;
+    }
     const data = this.queue.take(r.length);
     this.pending = null;
     this.write(dev, r, data);

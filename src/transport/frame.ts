@@ -148,6 +148,11 @@ export interface FrameSink {
 
 const EMPTY = Buffer.alloc(0);
 
+/** True when `chunk` starts at byte `at` of `dest` (the bytes are already where they go). */
+export function sameMemory(chunk: Buffer, dest: Buffer, at: number): boolean {
+  return chunk.buffer === dest.buffer && chunk.byteOffset === dest.byteOffset + at;
+}
+
 /**
  * Streaming decoder. Whole frames inside one received chunk are passed on as views of that
  * chunk (no copy); a frame spanning chunks is assembled once into a buffer of exactly its
@@ -181,6 +186,15 @@ export class FrameDecoder {
     return this.stopped;
   }
 
+  /**
+   * The unfilled rest of the frame being assembled (null when none): the stream may read
+   * the next bytes straight into it (StreamHandlers.readTarget). The decoder allocated that
+   * buffer after validating the header, so nothing a peer sends widens it.
+   */
+  readTarget(): Buffer | null {
+    return this.body === null ? null : this.body.subarray(this.body_fill);
+  }
+
   push(chunk: Buffer): void {
     if (this.stopped) return;
     this.bytes_in += chunk.length;
@@ -191,7 +205,8 @@ export class FrameDecoder {
         // Continue assembling a frame that spans chunks.
         const want = this.body.length - this.body_fill;
         const take = Math.min(want, n - pos);
-        chunk.copy(this.body, this.body_fill, pos, pos + take);
+        // A stream that read into readTarget() hands over bytes already in place.
+        if (pos !== 0 || !sameMemory(chunk, this.body, this.body_fill)) chunk.copy(this.body, this.body_fill, pos, pos + take);
         this.body_fill += take;
         pos += take;
         if (this.body_fill === this.body.length) {

@@ -183,6 +183,10 @@ export class Link implements StreamHandlers, FrameSink {
     }
   }
 
+  readTarget(): Buffer | null {
+    return this.down ? null : this.decoder.readTarget();
+  }
+
   onDrain(): void {
     if (this.reads_paused && !this.down) {
       this.reads_paused = false;

@@ -24,6 +24,14 @@ export interface Address {
 export interface StreamHandlers {
   /** Bytes arrived. The buffer belongs to the receiver from now on. */
   onData(chunk: Buffer): void;
+  /**
+   * Optional: where the receiver wants the next bytes to land, i.e. the unfilled rest of a
+   * large message it is assembling (null: anywhere). A stream able to read into caller
+   * memory may read straight into it and then hands over a view of its first bytes through
+   * onData, so the receiver finds them already in place and copies nothing. Asked before
+   * every socket read; a stream may ignore it (the receiver then copies as usual).
+   */
+  readTarget?(): Buffer | null;
   /** The stream's pending write bytes fell back below its high-water mark. */
   onDrain(): void;
   /** The stream is closed (by either side or by error). Called exactly once. */

@@ -62,6 +62,84 @@ function checkPsk(psk: { identity: string; key: Buffer }): Error | null {
   return null;
 }
 
+/** Receive buffers: a read gets at least this much room (a new slab when less is left). */
+const MIN_READ_BYTES = 64 * 1024;
+const SLAB_BYTES = 256 * 1024;
+
+/**
+ * The receive side of a plain TCP or Unix socket opened with `onread`: libuv reads into
+ * memory chosen here before every read. That is the receiver's own buffer when it is
+ * assembling a large message (StreamHandlers.readTarget: a 1 MiB payload then lands where it
+ * is used, with no copy in user space), else the free tail of a slab shared by consecutive
+ * reads. Chunks are views of that memory, never reused: they belong to the receiver, as
+ * with 'data' events.
+ */
+class DirectReader {
+  private slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  private used = 0;
+  /** Bytes read before a stream took them over (none in practice: reads start on attach). */
+  private early: Buffer[] = [];
+  private sink: ((chunk: Buffer) => boolean) | null = null;
+  private target: (() => Buffer | null) | null = null;
+  readonly onread = {
+    buffer: (): Buffer => this.next(),
+    callback: (n: number, buf: Uint8Array): boolean => this.got(n, buf as Buffer),
+  };
+
+  /** `sink` returns false to stop reading (the socket pauses). */
+  bind(sink: (chunk: Buffer) => boolean, target: (() => Buffer | null) | null): void {
+    this.sink = sink;
+    this.target = target;
+    const early = this.early;
+    this.early = [];
+    for (const c of early) sink(c);
+  }
+
+  private next(): Buffer {
+    const t = this.target !== null ? this.target() : null;
+    if (t !== null && t.length >= MIN_READ_BYTES) return t;
+    if (SLAB_BYTES - this.used < MIN_READ_BYTES) {
+      this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+      this.used = 0;
+    }
+    return this.slab.subarray(this.used);
+  }
+
+  private got(n: number, buf: Buffer): boolean {
+    // buf is what next() returned last: the slab's tail, or the receiver's target.
+    if (buf.buffer === this.slab.buffer && buf.byteOffset === this.used) this.used += n;
+    const chunk = buf.subarray(0, n);
+    if (this.sink === null) {
+      this.early.push(Buffer.from(chunk));
+      return true;
+    }
+    return this.sink(chunk);
+  }
+}
+
+/**
+ * The same connection as a socket that reads through `reader`, for an accepted connection
+ * (net.Server offers no `onread`): its handle moves to a new net.Socket created with one, as
+ * net.Server itself creates sockets around accepted handles. null when this Node keeps the
+ * handle elsewhere; the caller then goes on with 'data' events.
+ */
+function rewrapWithReader(socket: net.Socket, reader: DirectReader): net.Socket | null {
+  const holder = socket as unknown as { _handle?: { useUserBuffer?: unknown } | null };
+  const handle = holder._handle;
+  if (handle === null || handle === undefined || typeof handle.useUserBuffer !== 'function') return null;
+  let fresh: net.Socket;
+  try {
+    const opts = { handle, onread: reader.onread, pauseOnCreate: true, readable: true, writable: true };
+    fresh = new net.Socket(opts);
+  } catch {
+    return null;
+  }
+  // The old socket lets go of the handle; destroying it only settles the server's count.
+  holder._handle = null;
+  socket.destroy();
+  return fresh;
+}
+
 /** A connected socket (TLS handshake done) as a NetStream. */
 class NodeStream implements NetStream {
   readonly remote: string;
@@ -77,9 +155,11 @@ class NodeStream implements NetStream {
   constructor(
     private readonly socket: net.Socket,
     private readonly highWaterMark: number,
+    /** Set when the socket reads through onread (plain TCP and Unix sockets). */
+    private readonly reader: DirectReader | null,
+    unixPath: string,
   ) {
     // A Unix-socket peer has no address; name it after the socket path.
-    const unixPath = socket.remoteAddress === undefined && socket.localAddress === undefined ? unixPathOf(socket) : '';
     this.remote = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.remoteAddress, socket.remotePort);
     this.local = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.localAddress, socket.localPort);
     // pause() before the 'data' listener keeps the socket out of flowing mode: bytes stay
@@ -106,6 +186,13 @@ class NodeStream implements NetStream {
   attach(handlers: StreamHandlers): void {
     if (this.handlers !== null) throw new Error('NetStream.attach called twice');
     this.handlers = handlers;
+    if (this.reader !== null) {
+      const target = handlers.readTarget !== undefined ? (): Buffer | null => (this.closed ? null : (handlers.readTarget as () => Buffer | null)()) : null;
+      this.reader.bind((chunk) => {
+        if (!this.closed) handlers.onData(chunk);
+        return !this.readPaused;
+      }, target);
+    }
     if (this.closed) {
       // Closed before anyone listened; the caller still gets its one onClose, but not from
       // inside attach().
@@ -219,9 +306,16 @@ export class NodeNet implements Net {
     socket.setKeepAlive(true, this.keepAliveDelay);
   }
 
-  private stream(socket: net.Socket): NodeStream {
+  private stream(socket: net.Socket, reader: DirectReader | null = null, unixPath = ''): NodeStream {
     // Never below the socket's own mark: then a false return implies the socket owes a 'drain'.
-    return new NodeStream(socket, Math.max(this.highWaterMark, socket.writableHighWaterMark));
+    return new NodeStream(socket, Math.max(this.highWaterMark, socket.writableHighWaterMark), reader, unixPath);
+  }
+
+  /** An accepted plain socket as a stream that reads through a DirectReader when it can. */
+  private acceptedStream(socket: net.Socket, unixPath: string): NodeStream {
+    const reader = new DirectReader();
+    const fresh = rewrapWithReader(socket, reader);
+    return fresh === null ? this.stream(socket, null, unixPath) : this.stream(fresh, reader, unixPath);
   }
 
   connect(addr: Address, timeout_ms: number, cb: (err: Error | null, stream: NetStream | null) => void): void {
@@ -245,6 +339,7 @@ export class NodeNet implements Net {
       }
     }
 
+    const reader = tlsOpts === undefined ? new DirectReader() : null;
     const connected = (): void => {
       if (settled || socket === null) return;
       if (tlsOpts?.psk !== undefined && socket instanceof tls.TLSSocket && !pskOnly(socket)) {
@@ -256,7 +351,7 @@ export class NodeNet implements Net {
       socket.removeListener('error', onConnectError);
       socket.removeListener('close', onSetupClose);
       // The stream installs its own 'error' listener in the same tick: no gap to crash in.
-      cb(null, this.stream(socket));
+      cb(null, this.stream(socket, reader));
     };
     const onConnectError = (err: Error): void => fail(err);
     const onSetupClose = (): void =>
@@ -264,7 +359,7 @@ export class NodeNet implements Net {
 
     try {
       if (tlsOpts === undefined) {
-        socket = net.connect({ host: addr.host, port: addr.port });
+        socket = net.connect({ host: addr.host, port: addr.port, onread: (reader as DirectReader).onread });
         socket.once('connect', connected);
       } else {
         socket = tls.connect(clientTlsOptions(addr, tlsOpts));
@@ -300,7 +395,11 @@ export class NodeNet implements Net {
       if (tlsOpts === undefined) {
         server = net.createServer({ pauseOnConnect: true }, (socket) => {
           this.tune(socket);
-          accept(socket);
+          if (!state.open) {
+            socket.destroy();
+            return;
+          }
+          onConnection(this.acceptedStream(socket, ''));
         });
       } else {
         const psk = tlsOpts.psk;
@@ -351,7 +450,7 @@ export class NodeNet implements Net {
         socket.destroy();
         return;
       }
-      onConnection(this.stream(socket));
+      onConnection(this.acceptedStream(socket, path));
     });
     return new Promise<Listener>((resolve, reject) => {
       const onBindError = (err: Error): void => reject(err);
@@ -363,13 +462,6 @@ export class NodeNet implements Net {
       });
     });
   }
-}
-
-/** The path a Unix-socket connection was accepted on ('' when unknown). */
-function unixPathOf(socket: net.Socket): string {
-  const server = (socket as net.Socket & { server?: net.Server }).server;
-  const a = server?.address();
-  return typeof a === 'string' ? a : '';
 }
 
 /** True when the server proved itself with the PSK rather than with a certificate. */

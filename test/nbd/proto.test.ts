@@ -103,6 +103,53 @@ test('ByteQueue hands out exactly the bytes pushed, across any chunking', () => 
   assert.throws(() => new ByteQueue().take(1), /take/);
 });
 
+test('ByteQueue.reserve: a payload collected in place equals the bytes pushed; bytes after it queue behind', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.uint8Array({ minLength: 1, maxLength: 60 }), { minLength: 1, maxLength: 12 }),
+      fc.integer({ min: 0, max: 200 }),
+      fc.array(fc.boolean(), { maxLength: 30 }),
+      (chunks, want, direct) => {
+        const q = new ByteQueue();
+        const all = Buffer.concat(chunks.map((c) => Buffer.from(c)));
+        const n = Math.min(want, all.length);
+        let at = 0;
+        let in_place = 0;
+        chunks.forEach((c, i) => {
+          // Reserve as the NBD parser does: once some of the payload came, before all of it.
+          if (!q.reserved && q.length > 0 && q.length < n && at < n) q.reserve(n);
+          const t = q.target();
+          if (t !== null && direct[i] === true) {
+            // A stream reading into the target: as many bytes as fit land in place.
+            const k = Math.min(t.length, c.length);
+            Buffer.from(c).copy(t, 0, 0, k);
+            q.push(t.subarray(0, k));
+            in_place += k;
+            if (k < c.length) q.push(Buffer.from(c).subarray(k));
+          } else q.push(Buffer.from(c));
+          at += c.length;
+        });
+        assert.equal(q.length, all.length);
+        assert.deepEqual(q.take(n), all.subarray(0, n));
+        assert.equal(q.reserved, false);
+        assert.deepEqual(q.take(q.length), all.subarray(n));
+        assert.ok(in_place <= n);
+      },
+    ),
+  );
+  const q = new ByteQueue();
+  q.push(Buffer.from('abc'));
+  assert.throws(() => q.reserve(3), /reserve/, 'nothing to reserve: the bytes are all here');
+  q.reserve(8);
+  assert.throws(() => q.reserve(9), /reservation is open/);
+  assert.throws(() => q.take(3), /reservation/);
+  assert.throws(() => q.drop(1), /reservation/);
+  assert.equal(q.target()?.length, 5);
+  q.clear();
+  assert.equal(q.reserved, false);
+  assert.equal(q.length, 0);
+});
+
 const dev = new MemBlockDevice({ size_bytes: 1 << 20, block_sizes: { minimum: 512, preferred: 4096, maximum: 65536 } });
 const ro = new MemBlockDevice({ size_bytes: 1 << 20, writable: false });
 const req = (type: number, offset: number, length: number, flags = 0): ReturnType<typeof decodeRequest> => ({ magic_ok: true, flags, type, cookie_hi: 0, cookie_lo: 1, offset, length });

@@ -113,6 +113,38 @@ test('a whole frame inside one chunk is delivered as a view, not a copy', () => 
   assert.equal((seen as Buffer).buffer, chunk.buffer, 'data shares memory with the received chunk');
 });
 
+test('readTarget: the rest of a spanning frame, read into in place, is delivered without a copy', () => {
+  const lim: DecoderLimits = { allowed: ALL, max_user_hdr: 256, max_data: 1 << 20 };
+  const hdr = Buffer.from('user header');
+  const payload = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 13) & 0xff));
+  const wire = Buffer.concat([encodeFrameHead(FrameType.REQ, 0, hdr, payload.length, 3, 0, 9, 0), payload, encodeFrameHead(FrameType.PING, 0, null, 0, 0, 0, 5, 0)]);
+  const got: { type: number; hdr: Buffer; data: Buffer }[] = [];
+  const d = new FrameDecoder({ onFrame: (f, h, data) => got.push({ type: f.type, hdr: h, data }), onProtocolError: assert.fail }, lim);
+  assert.equal(d.readTarget(), null, 'nothing is being assembled');
+  const first = 1000;
+  d.push(wire.subarray(0, first));
+  let at = first;
+  let target = d.readTarget();
+  assert.ok(target !== null);
+  const body_start = FRAME_HEADER_BYTES;
+  const body = target.buffer;
+  assert.equal(target.length, hdr.length + payload.length - (first - body_start));
+  // A stream reads the next bytes straight into the target, in two reads, then the rest.
+  for (const k of [100_000, target.length - 100_000]) {
+    target = d.readTarget();
+    wire.copy(target, 0, at, at + k);
+    d.push(target.subarray(0, k));
+    at += k;
+  }
+  assert.equal(d.readTarget(), null);
+  d.push(wire.subarray(at));
+  assert.equal(got.length, 2);
+  assert.deepEqual(got[0]?.hdr, hdr);
+  assert.deepEqual(got[0]?.data, payload);
+  assert.equal(got[0]?.data.buffer, body, 'the payload is the buffer the bytes were read into');
+  assert.equal(got[1]?.type, FrameType.PING);
+});
+
 test('random bytes never crash the decoder; anything rejected comes with a reason', () => {
   fc.assert(
     fc.property(fc.array(fc.uint8Array({ maxLength: 200 }), { maxLength: 10 }), (chunks) => {
