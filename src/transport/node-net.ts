@@ -62,7 +62,11 @@ function checkPsk(psk: { identity: string; key: Buffer }): Error | null {
   return null;
 }
 
-/** Receive buffers: a read gets at least this much room (a new slab when less is left). */
+/**
+ * Receive buffers: a read into the slab gets this much room (Node's own read size), so at
+ * most this much of a large message arrives before its receiver can offer a target; a
+ * target is used from this size on.
+ */
 const MIN_READ_BYTES = 64 * 1024;
 const SLAB_BYTES = 256 * 1024;
 
@@ -102,7 +106,7 @@ class DirectReader {
       this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
       this.used = 0;
     }
-    return this.slab.subarray(this.used);
+    return this.slab.subarray(this.used, this.used + MIN_READ_BYTES);
   }
 
   private got(n: number, buf: Buffer): boolean {
