@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { daemonEnv, loadCluster, storageThreadpoolSize } from '../../src/cli/node-cluster.js';
+import { DAEMON_MALLOC_TUNABLES, daemonEnv, loadCluster, storageThreadpoolSize } from '../../src/cli/node-cluster.js';
 
 test('storage thread pool: the core count, at least 2, at most libuv default 4', () => {
   assert.deepEqual([1, 2, 3, 4, 64].map((c) => storageThreadpoolSize(c)), [2, 2, 3, 4, 4]);
 });
 
-test('daemonEnv: storage nodes get UV_THREADPOOL_SIZE unless it is set; the client does not', () => {
+test('daemonEnv: storage nodes get UV_THREADPOOL_SIZE unless it is set; the client does not; every daemon gets the malloc tunables unless set', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rmr-env-'));
   try {
     const path = join(dir, 'cluster.yaml');
@@ -31,8 +31,13 @@ test('daemonEnv: storage nodes get UV_THREADPOOL_SIZE unless it is set; the clie
     const [s1, c] = lc.file.nodes;
     assert.ok(s1 !== undefined && c !== undefined);
     const saved = process.env.UV_THREADPOOL_SIZE;
+    const saved_tunables = process.env.GLIBC_TUNABLES;
     delete process.env.UV_THREADPOOL_SIZE;
+    delete process.env.GLIBC_TUNABLES;
     try {
+      assert.equal(daemonEnv(lc, s1).GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES);
+      assert.equal(daemonEnv(lc, c).GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES);
+      assert.equal(daemonEnv(lc, c, { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, 'glibc.malloc.arena_max=2');
       assert.equal(daemonEnv(lc, s1).UV_THREADPOOL_SIZE, String(storageThreadpoolSize()));
       assert.equal(daemonEnv(lc, c).UV_THREADPOOL_SIZE, undefined);
       assert.equal(daemonEnv(lc, s1, { UV_THREADPOOL_SIZE: '7' }).UV_THREADPOOL_SIZE, '7');
@@ -41,6 +46,8 @@ test('daemonEnv: storage nodes get UV_THREADPOOL_SIZE unless it is set; the clie
     } finally {
       if (saved === undefined) delete process.env.UV_THREADPOOL_SIZE;
       else process.env.UV_THREADPOOL_SIZE = saved;
+      if (saved_tunables === undefined) delete process.env.GLIBC_TUNABLES;
+      else process.env.GLIBC_TUNABLES = saved_tunables;
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

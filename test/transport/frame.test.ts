@@ -124,16 +124,17 @@ test('readTarget: the rest of a spanning frame, read into in place, is delivered
   const first = 1000;
   d.push(wire.subarray(0, first));
   let at = first;
-  let target = d.readTarget();
+  const target = d.readTarget();
   assert.ok(target !== null);
   const body_start = FRAME_HEADER_BYTES;
   const body = target.buffer;
   assert.equal(target.length, hdr.length + payload.length - (first - body_start));
   // A stream reads the next bytes straight into the target, in two reads, then the rest.
   for (const k of [100_000, target.length - 100_000]) {
-    target = d.readTarget();
-    wire.copy(target, 0, at, at + k);
-    d.push(target.subarray(0, k));
+    const t = d.readTarget();
+    assert.ok(t !== null && t.length >= k);
+    wire.copy(t, 0, at, at + k);
+    d.push(t.subarray(0, k));
     at += k;
   }
   assert.equal(d.readTarget(), null);
