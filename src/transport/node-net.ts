@@ -153,6 +153,8 @@ class NodeStream implements NetStream {
   private closeErr: Error | null = null;
   private closeReported = false;
   private readPaused = false;
+  /** end() was called: received bytes are dropped, reading goes on to see the peer's close. */
+  private ending = false;
   private corked = false;
   private waitingDrain = false;
 
@@ -170,7 +172,7 @@ class NodeStream implements NetStream {
     // in the kernel (or up to the readable high-water mark) until attach().
     socket.pause();
     socket.on('data', (chunk: Buffer) => {
-      if (this.handlers !== null && !this.closed) this.handlers.onData(chunk);
+      if (this.handlers !== null && !this.closed && !this.ending) this.handlers.onData(chunk);
     });
     socket.on('drain', () => {
       if (!this.waitingDrain || this.closed || this.handlers === null) return;
@@ -191,8 +193,9 @@ class NodeStream implements NetStream {
     if (this.handlers !== null) throw new Error('NetStream.attach called twice');
     this.handlers = handlers;
     if (this.reader !== null) {
-      const target = handlers.readTarget !== undefined ? (): Buffer | null => (this.closed ? null : (handlers.readTarget as () => Buffer | null)()) : null;
+      const target = handlers.readTarget !== undefined ? (): Buffer | null => (this.closed || this.ending ? null : (handlers.readTarget as () => Buffer | null)()) : null;
       this.reader.bind((chunk) => {
+        if (this.ending) return true;
         if (!this.closed) handlers.onData(chunk);
         return !this.readPaused;
       }, target);
@@ -244,7 +247,7 @@ class NodeStream implements NetStream {
 
   pauseReading(): void {
     this.readPaused = true;
-    if (!this.closed) this.socket.pause();
+    if (!this.closed && !this.ending) this.socket.pause();
   }
 
   resumeReading(): void {
@@ -256,6 +259,11 @@ class NodeStream implements NetStream {
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     if (this.corked) this.uncork();
     this.socket.end();
+    // Keep reading (and drop what comes) to see the peer's close: with onread a paused
+    // socket reads nothing at all, so its FIN would wait for the linger timer. A 'data'
+    // socket took it anyway, since pause() there stops only the 'data' events.
+    this.ending = true;
+    this.socket.resume();
     // A peer that never reads would keep the socket (and its buffers) forever.
     const t = setTimeout(() => this.socket.destroy(), Math.max(0, linger_ms));
     t.unref();

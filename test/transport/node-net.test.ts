@@ -478,6 +478,24 @@ void test('end(): bytes written in the same turn arrive, then both sides close o
   });
 });
 
+void test('end() with reading paused: the peer\'s close is seen at once, not after linger_ms', async () => {
+  await withServer(async (net, server) => {
+    // A plain socket peer that closes when it sees our FIN (allowHalfOpen false).
+    const raw = nodeNet.connect({ host: HOST, port: server.listener.address.port });
+    raw.on('error', () => undefined);
+    raw.resume();
+    const s = new Peer(await server.next());
+    // Reading has started (attach) before it is paused.
+    await turns(3);
+    s.stream.pauseReading();
+    await turns(3);
+    s.stream.end(60_000);
+    await s.closed();
+    assert.deepEqual(s.closes, [null]);
+    raw.destroy();
+  });
+});
+
 void test('end(): a peer that keeps the connection open is cut after linger_ms', async () => {
   const net = new NodeNet();
   const raw: nodeNet.Socket[] = [];
