@@ -49,6 +49,9 @@ const MAX_FROZEN_QUEUE = 4096;
 const MAX_LOCK_WAITERS = 64;
 /** POOL_INFO messages kept for a FAILED leg at most (beyond it the oldest are dropped with a note). */
 const MAX_PENDING_INFO = 64;
+/** An IO message's empty list of members that missed it (read-only: shared by every IO). */
+const NO_IDS = Buffer.alloc(MAX_MEMBERS);
+const NO_MEMBERS: readonly number[] = [];
 
 export class Leg implements LegStateHolder {
   readonly member_id: number;
@@ -272,7 +275,7 @@ export class ClientPool implements LegPoolCounters {
       if (op === 'write' ? data === null || data.length !== length : data !== null) return cb(Errno.EINVAL, null);
     }
     const f = OP_CODE[op] | (flags.fua === true ? IO_F_FUA : 0) | (flags.sync === true ? IO_F_SYNC : 0);
-    if (op === 'read') return this.read(offset, length, f, new Set(), 0, cb);
+    if (op === 'read') return this.read(offset, length, f, null, 0, cb);
     this.replicate(op, offset, length, data, f, cb);
   }
 
@@ -605,21 +608,35 @@ export class ClientPool implements LegPoolCounters {
 
   // ------------------------------------------------------------------ reads (§6.3)
 
-  private read(offset: number, length: number, flags: number, tried: Set<number>, first_err: number, cb: (status: number, data: Buffer | null) => void): void {
-    const candidates = this.normalLegs().filter((l) => !tried.has(l.member_id));
-    if (candidates.length === 0) {
+  /** `tried`: the members this read already failed on (null on the first attempt). */
+  private read(offset: number, length: number, flags: number, tried: Set<number> | null, first_err: number, cb: (status: number, data: Buffer | null) => void): void {
+    // Round robin over the NORMAL legs not tried yet, in leg order (no arrays: every read
+    // passes here).
+    let n = 0;
+    for (const l of this.legs_by_id.values()) if (l.state === 'NORMAL' && (tried === null || !tried.has(l.member_id))) n++;
+    if (n === 0) {
       this.stats.failed_ios++;
-      return cb(tried.size === 0 ? Errno.ENODEV : first_err, null);
+      return cb(tried === null ? Errno.ENODEV : first_err, null);
     }
-    const leg = candidates[this.rr++ % candidates.length] as Leg;
-    tried.add(leg.member_id);
-    if (tried.size === 1) this.stats.reads++;
+    let pick = this.rr++ % n;
+    let leg: Leg | null = null;
+    for (const l of this.legs_by_id.values()) {
+      if (l.state !== 'NORMAL' || (tried !== null && tried.has(l.member_id))) continue;
+      if (pick-- === 0) {
+        leg = l;
+        break;
+      }
+    }
+    const chosen = leg as Leg;
+    if (tried === null) this.stats.reads++;
     else this.stats.read_retries++;
-    leg.channel.sendIo(this.ioMsg(leg, offset, length, flags, [], 0), null, (status, d) => {
+    chosen.channel.sendIo(this.ioMsg(chosen, offset, length, flags, NO_MEMBERS, 0), null, (status, d) => {
       if (status === 0 && d !== null && d.length === length) return cb(0, d);
       const err = status !== 0 ? status : Errno.EIO;
-      if (!this.sync) this.failLeg(leg, `read failed (${err})`);
-      this.read(offset, length, flags, tried, first_err === 0 ? err : first_err, cb);
+      if (!this.sync) this.failLeg(chosen, `read failed (${err})`);
+      const again = tried ?? new Set<number>();
+      again.add(chosen.member_id);
+      this.read(offset, length, flags, again, first_err === 0 ? err : first_err, cb);
     });
   }
 
@@ -779,9 +796,13 @@ export class ClientPool implements LegPoolCounters {
   }
 
   /** @internal An IO message for `leg` (also the recovery tick's settled beacon). */
-  ioMsg(leg: Leg, offset: number, length: number, flags: number, missing: number[], seq: number): IoMsgValue {
-    const ids = Buffer.alloc(MAX_MEMBERS);
-    missing.forEach((id, i) => (ids[i] = id));
+  ioMsg(leg: Leg, offset: number, length: number, flags: number, missing: readonly number[], seq: number): IoMsgValue {
+    // Messages are encoded at once and never kept: the common empty list shares one buffer.
+    let ids = NO_IDS;
+    if (missing.length > 0) {
+      ids = Buffer.alloc(MAX_MEMBERS);
+      missing.forEach((id, i) => (ids[i] = id));
+    }
     return {
       offset,
       length,

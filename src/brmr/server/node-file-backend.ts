@@ -20,6 +20,13 @@ import { SyncIoGate, type SyncIoGateOptions } from './sync-io-gate.js';
 const ZEROES = Buffer.alloc(1 << 20);
 /** Larger IOs always go to the thread pool (their copy is worth a worker's core). */
 const SYNC_IO_MAX_BYTES = 64 * 1024;
+/**
+ * Small reads are views of a shared slab: Buffer.allocUnsafe pools only below 4 KiB, so every
+ * 4 KiB read was its own ArrayBuffer (allocation, sweeping). The memory is never reused: a
+ * view keeps its slab alive until the reply is gone.
+ */
+const READ_SLAB_BYTES = 256 * 1024;
+const READ_SLAB_MAX = 16 * 1024;
 
 export interface NodeFileBackendOptions {
   /** Small IO on the event loop while the page cache answers (default true); false: always the thread pool. */
@@ -88,6 +95,8 @@ export class NodeFileBackend implements StoreBackend {
   readonly params: DeviceParams;
   private readonly fh: FileHandle;
   private closed = false;
+  private read_slab = Buffer.allocUnsafe(0);
+  private read_slab_used = 0;
   /** Null: every data IO goes to the thread pool. Reads and writes are judged apart. */
   readonly read_gate: SyncIoGate | null;
   readonly write_gate: SyncIoGate | null;
@@ -176,10 +185,22 @@ export class NodeFileBackend implements StoreBackend {
     return true;
   }
 
+  private readBuffer(length: number): Buffer {
+    if (length > READ_SLAB_MAX) return Buffer.allocUnsafe(length);
+    if (this.read_slab.length - this.read_slab_used < length) {
+      this.read_slab = Buffer.allocUnsafeSlow(READ_SLAB_BYTES);
+      this.read_slab_used = 0;
+    }
+    const at = this.read_slab_used;
+    // 8-byte aligned views, as the allocator's own.
+    this.read_slab_used = at + ((length + 7) & ~7);
+    return this.read_slab.subarray(at, at + length);
+  }
+
   read(pos: number, length: number, cb: ReadCallback): void {
     const err = this.bad(pos, length);
     if (err !== 0) return void queueMicrotask(() => cb(err, null));
-    const buf = Buffer.allocUnsafe(length);
+    const buf = this.readBuffer(length);
     if (length === 0) return void queueMicrotask(() => cb(0, buf));
     const fd = this.fh.fd;
     const sync = (): number => {
