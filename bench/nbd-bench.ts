@@ -144,10 +144,18 @@ async function measureResync(rmr: RmrSetup): Promise<ResyncResult> {
   const out = join(work, 'fio-resync.json');
   const fio: ChildProcess = spawn('fio', fioArgs(rmr.nbd_uri, app, 3600, out), { stdio: ['ignore', 'ignore', 'inherit'] });
   const fio_done = new Promise<void>((res) => fio.once('exit', () => res()));
-  // fio's start-up; a job that has already ended (bad URI, NBD error) would leave the resync
-  // measured without its application load.
-  await new Promise((r) => setTimeout(r, 1000));
-  if (fio.exitCode !== null || fio.signalCode !== null) throw new Error(`the application fio job ended before the resync (exit ${String(fio.exitCode ?? fio.signalCode)})`);
+  // The resync starts once the application's IO reaches the members (their app_ios
+  // counters move), so it is measured under load; a job that ended (bad URI, NBD error)
+  // or never got going stops the benchmark instead.
+  const appIos = async (): Promise<number> => (await rmr.status()).reduce((n, m) => n + Number((m.stats as { app_ios?: number } | null)?.app_ios ?? 0), 0);
+  const ios0 = await appIos();
+  const until = Date.now() + 30_000;
+  for (;;) {
+    if (fio.exitCode !== null || fio.signalCode !== null) throw new Error(`the application fio job ended before the resync (exit ${String(fio.exitCode ?? fio.signalCode)})`);
+    if ((await appIos()) >= ios0 + 200) break;
+    if (Date.now() > until) throw new Error('the application fio job did no IO within 30 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
   let r: { ms: number; bytes: number };
   try {
     r = await rmr.resync(2);
