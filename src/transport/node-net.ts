@@ -31,6 +31,12 @@ export interface NodeNetOptions {
   keepAliveInitialDelayMs?: number;
   /** Server side: an incoming TLS handshake not done by then is dropped. Default 10 s. */
   tlsHandshakeTimeoutMs?: number;
+  /**
+   * Plain TCP and Unix sockets read through `onread` (DirectReader: large payloads land in
+   * the receiver's readTarget). Default true; false gives Node's 'data' events, as TLS
+   * sockets always have (the tests run both).
+   */
+  directReads?: boolean;
 }
 
 type NetError = Error & { code?: string };
@@ -306,9 +312,11 @@ export class NodeNet implements Net {
   private readonly highWaterMark: number;
   private readonly keepAliveDelay: number;
   private readonly handshakeTimeout: number;
+  private readonly directReads: boolean;
 
   constructor(opts: NodeNetOptions = {}) {
     this.highWaterMark = opts.highWaterMark ?? 1024 * 1024;
+    this.directReads = opts.directReads ?? true;
     this.keepAliveDelay = opts.keepAliveInitialDelayMs ?? 30_000;
     this.handshakeTimeout = opts.tlsHandshakeTimeoutMs ?? 10_000;
   }
@@ -325,6 +333,7 @@ export class NodeNet implements Net {
 
   /** An accepted plain socket as a stream that reads through a DirectReader when it can. */
   private acceptedStream(socket: net.Socket, unixPath: string): NodeStream {
+    if (!this.directReads) return this.stream(socket, null, unixPath);
     const reader = new DirectReader();
     const fresh = rewrapWithReader(socket, reader);
     return fresh === null ? this.stream(socket, null, unixPath) : this.stream(fresh, reader, unixPath);
@@ -351,7 +360,7 @@ export class NodeNet implements Net {
       }
     }
 
-    const reader = tlsOpts === undefined ? new DirectReader() : null;
+    const reader = tlsOpts === undefined && this.directReads ? new DirectReader() : null;
     const connected = (): void => {
       if (settled || socket === null) return;
       if (tlsOpts?.psk !== undefined && socket instanceof tls.TLSSocket && !pskOnly(socket)) {
@@ -371,7 +380,7 @@ export class NodeNet implements Net {
 
     try {
       if (tlsOpts === undefined) {
-        socket = net.connect({ host: addr.host, port: addr.port, onread: (reader as DirectReader).onread });
+        socket = net.connect(reader === null ? { host: addr.host, port: addr.port } : { host: addr.host, port: addr.port, onread: reader.onread });
         socket.once('connect', connected);
       } else {
         socket = tls.connect(clientTlsOptions(addr, tlsOpts));

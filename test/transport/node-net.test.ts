@@ -5,7 +5,7 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import * as nodeNet from 'node:net';
 import * as nodeTls from 'node:tls';
-import { NodeNet } from '../../src/transport/node-net.js';
+import { NodeNet, type NodeNetOptions } from '../../src/transport/node-net.js';
 import type { Address, Listener, NetStream, TlsOptions } from '../../src/transport/net.js';
 import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
 import { TestCerts } from '../util/tls-certs.js';
@@ -217,8 +217,8 @@ async function closeBoth(a: Peer, b: Peer): Promise<void> {
 }
 
 /** Runs `fn` with a fresh adapter and plain TCP server, closing the server afterwards. */
-async function withServer(fn: (net: NodeNet, server: Server) => Promise<void>, tls?: TlsOptions): Promise<void> {
-  const net = new NodeNet();
+async function withServer(fn: (net: NodeNet, server: Server) => Promise<void>, tls?: TlsOptions, opts: NodeNetOptions = {}): Promise<void> {
+  const net = new NodeNet(opts);
   const server = await Server.start(net, tls);
   try {
     await fn(net, server);
@@ -315,6 +315,40 @@ void test('plain TCP: a large message is read straight into the receiver\'s read
     }
     client.destroy();
   });
+});
+
+void test('directReads false: \'data\' events on both ends; a large message arrives intact, copied', async () => {
+  await withServer(
+    async (net, server) => {
+      const client = await connect(net, server.addr());
+      const accepted = await server.next();
+      const size = 2 * 1024 * 1024;
+      const msg = Buffer.from(Array.from({ length: size }, (_, i) => (i * 11) & 0xff));
+      const at_server = new Assembler(accepted, size);
+      const at_client = new Assembler(client, size);
+      client.write([msg]);
+      accepted.write([msg]);
+      for (const a of [at_server, at_client]) {
+        await waitFor(() => a.fill === size, 'the whole message');
+        assert.ok(a.dest.equals(msg));
+        assert.equal(a.in_place, 0, 'the switch is off: nothing is read into the target');
+      }
+      // Pause and end behave as with direct reads.
+      const s = new Peer(await (async () => {
+        const raw = nodeNet.connect({ host: HOST, port: server.listener.address.port });
+        raw.on('error', () => undefined);
+        raw.resume();
+        return server.next();
+      })());
+      await turns(3);
+      s.stream.pauseReading();
+      s.stream.end(60_000);
+      await s.closed();
+      client.destroy();
+    },
+    undefined,
+    { directReads: false },
+  );
 });
 
 void test('plain TCP: received chunks stay valid while later reads arrive (receive memory is never reused)', async () => {
