@@ -296,55 +296,40 @@ class Assembler {
   }
 }
 
+/**
+ * Sends a `size`-byte message each way between a fresh connection's two ends, each received
+ * by an Assembler; returns both (server side first) once the messages arrived intact.
+ */
+async function exchangeLarge(net: NodeNet, server: Server, size: number): Promise<[Assembler, Assembler]> {
+  const client = await connect(net, server.addr());
+  const accepted = await server.next();
+  const msg = Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + (i >> 12)) & 0xff));
+  // The accepted side (the storage node's and the NBD server's case) and the connecting side.
+  const both: [Assembler, Assembler] = [new Assembler(accepted, size), new Assembler(client, size)];
+  client.write([msg]);
+  accepted.write([msg]);
+  for (const a of both) {
+    await waitFor(() => a.fill === size, 'the whole message');
+    assert.ok(a.dest.equals(msg), 'the message arrived intact');
+  }
+  client.destroy();
+  return both;
+}
+
 void test('plain TCP: a large message is read straight into the receiver\'s readTarget, on both ends', async () => {
   await withServer(async (net, server) => {
-    const client = await connect(net, server.addr());
-    const accepted = await server.next();
     const size = 4 * 1024 * 1024;
-    const msg = Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + (i >> 12)) & 0xff));
-    // The accepted side (the storage node's and the NBD server's case) and the connecting side.
-    const at_server = new Assembler(accepted, size);
-    const at_client = new Assembler(client, size);
-    client.write([msg]);
-    accepted.write([msg]);
-    for (const a of [at_server, at_client]) {
-      await waitFor(() => a.fill === size, 'the whole message');
-      assert.ok(a.dest.equals(msg), 'the message arrived intact');
+    for (const a of await exchangeLarge(net, server, size)) {
       // Only what came before the target was offered (the first read) may have been copied.
       assert.ok(a.in_place >= size - 256 * 1024, `${a.in_place} of ${size} bytes in place, ${a.copied} copied`);
     }
-    client.destroy();
   });
 });
 
 void test('directReads false: \'data\' events on both ends; a large message arrives intact, copied', async () => {
   await withServer(
     async (net, server) => {
-      const client = await connect(net, server.addr());
-      const accepted = await server.next();
-      const size = 2 * 1024 * 1024;
-      const msg = Buffer.from(Array.from({ length: size }, (_, i) => (i * 11) & 0xff));
-      const at_server = new Assembler(accepted, size);
-      const at_client = new Assembler(client, size);
-      client.write([msg]);
-      accepted.write([msg]);
-      for (const a of [at_server, at_client]) {
-        await waitFor(() => a.fill === size, 'the whole message');
-        assert.ok(a.dest.equals(msg));
-        assert.equal(a.in_place, 0, 'the switch is off: nothing is read into the target');
-      }
-      // Pause and end behave as with direct reads.
-      const s = new Peer(await (async () => {
-        const raw = nodeNet.connect({ host: HOST, port: server.listener.address.port });
-        raw.on('error', () => undefined);
-        raw.resume();
-        return server.next();
-      })());
-      await turns(3);
-      s.stream.pauseReading();
-      s.stream.end(60_000);
-      await s.closed();
-      client.destroy();
+      for (const a of await exchangeLarge(net, server, 2 * 1024 * 1024)) assert.equal(a.in_place, 0, 'the switch is off: nothing is read into the target');
     },
     undefined,
     { directReads: false },
@@ -512,23 +497,32 @@ void test('end(): bytes written in the same turn arrive, then both sides close o
   });
 });
 
-void test('end() with reading paused: the peer\'s close is seen at once, not after linger_ms', async () => {
-  await withServer(async (net, server) => {
-    // A plain socket peer that closes when it sees our FIN (allowHalfOpen false).
-    const raw = nodeNet.connect({ host: HOST, port: server.listener.address.port });
-    raw.on('error', () => undefined);
-    raw.resume();
-    const s = new Peer(await server.next());
-    // Reading has started (attach) before it is paused.
-    await turns(3);
-    s.stream.pauseReading();
-    await turns(3);
-    s.stream.end(60_000);
-    await s.closed();
-    assert.deepEqual(s.closes, [null]);
-    raw.destroy();
+for (const [mode, opts] of [
+  ['onread', {}],
+  ["'data' events", { directReads: false }],
+] as const) {
+  void test(`end() with reading paused (${mode}): the peer's close is seen at once, not after linger_ms`, async () => {
+    await withServer(
+      async (_net, server) => {
+        // A plain socket peer that closes when it sees our FIN (allowHalfOpen false).
+        const raw = nodeNet.connect({ host: HOST, port: server.listener.address.port });
+        raw.on('error', () => undefined);
+        raw.resume();
+        const s = new Peer(await server.next());
+        // Reading has started (attach) before it is paused.
+        await turns(3);
+        s.stream.pauseReading();
+        await turns(3);
+        s.stream.end(60_000);
+        await s.closed();
+        assert.deepEqual(s.closes, [null]);
+        raw.destroy();
+      },
+      undefined,
+      opts,
+    );
   });
-});
+}
 
 void test('end(): a peer that keeps the connection open is cut after linger_ms', async () => {
   const net = new NodeNet();
