@@ -4,7 +4,7 @@
 // A large payload can instead be collected in one buffer as it arrives (reserve()): the stream
 // then reads straight into it (target()), and its bytes are not copied in user space at all.
 
-import { sameMemory } from '../transport/frame.js';
+import { sameMemory } from '../util/bytes.js';
 
 export class ByteQueue {
   private chunks: Buffer[] = [];

@@ -19,7 +19,8 @@ import { Errno } from '../util/errno.js';
 import { DirtyMap, chunkRange } from './dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
 import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
-import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
+import type { LegCommand, LegCommandCallback } from './leg-commands.js';
+import { readMapPages } from './map-compare.js';
 import { emptySrvMd, type PoolMd } from './pool-md.js';
 import { ClientRecovery } from './client-recovery.js';
 import { ClientLifecycle, type DelSessOptions } from './client-lifecycle.js';
@@ -348,30 +349,8 @@ export class ClientPool implements LegPoolCounters {
    * them: how the client learns the dirtiness after a reconciliation without a NORMAL leg.
    */
   loadMapsFrom(leg: Leg, cb: (status: number) => void): void {
-    const step = (map_idx: number, page: number, rounds: number): void => {
-      if (rounds > 1_000_000) return cb(Errno.ELOOP);
-      leg.channel.command({ kind: 'read_map_buf', map_idx, page }, (status, _v, _r, data) => {
-        if (status !== 0) return cb(status);
-        if (data === null || data === undefined || data.length < READ_MAP_HEADER) return cb(Errno.EBADMSG);
-        const member = data[0] as number;
-        if (member === 0) return cb(0);
-        const first = data.readUInt32LE(4);
-        const n = data.readUInt32LE(8);
-        if (data.length !== READ_MAP_HEADER + n * 4096) return cb(Errno.EBADMSG);
-        if (!this.members.has(member) && this.members.size >= MAX_MEMBERS) return cb(Errno.EBADMSG);
-        const map = this.mapOf(member);
-        for (let i = 0; i < n; i++) {
-          if (map.decodePage(first + i, data.subarray(READ_MAP_HEADER + i * 4096, READ_MAP_HEADER + (i + 1) * 4096), 'overwrite', this.now()) !== null) return cb(Errno.EBADMSG);
-        }
-        const next_idx = data[1] as number;
-        const next_page = data.readUInt32LE(12);
-        // Past the last map slot: done (found by the simulator with four members: asking for
-        // map index 4 threw inside a transport callback).
-        if (next_idx >= MAX_MEMBERS) return cb(0);
-        step(next_idx, next_page, rounds + 1);
-      });
-    };
-    step(0, 0, 0);
+    const mapFor = (member: number): DirtyMap | null => (!this.members.has(member) && this.members.size >= MAX_MEMBERS ? null : this.mapOf(member));
+    readMapPages((cmd, done) => leg.channel.command(cmd, done), mapFor, () => this.now(), cb);
   }
 
   /**

@@ -13,36 +13,52 @@ export type CommandFn = (cmd: LegCommand, cb: LegCommandCallback) => void;
 /** Answers of one node at most (a node holds at most MAX_MEMBERS maps of bounded pages). */
 const MAX_ROUNDS = 1 << 20;
 
-/** Every map the node behind `command` holds, read page slice by page slice. */
-export function readNodeMaps(command: CommandFn, no_of_chunks: number, cb: (status: number, maps: Map<number, DirtyMap> | null) => void): void {
-  const maps = new Map<number, DirtyMap>();
+/**
+ * Walks every map the node behind `command` holds (READ_MAP_BUF, page slice by page slice),
+ * decoding each page into `mapFor(member)`; null there refuses the member (EBADMSG). `now`
+ * stamps the decoded pages (undefined: the map's own clock). The client's map load after
+ * recovery (ClientPool.loadMapsFrom) and test_map both read through here.
+ */
+export function readMapPages(command: CommandFn, mapFor: (member: number) => DirtyMap | null, now: (() => number) | null, cb: (status: number) => void): void {
   const step = (map_idx: number, page: number, rounds: number): void => {
-    if (rounds > MAX_ROUNDS) return cb(Errno.ELOOP, null);
+    if (rounds > MAX_ROUNDS) return cb(Errno.ELOOP);
     command({ kind: 'read_map_buf', map_idx, page }, (status, _v, _r, data) => {
-      if (status !== 0) return cb(status, null);
-      if (data === null || data === undefined || data.length < READ_MAP_HEADER) return cb(Errno.EBADMSG, null);
+      if (status !== 0) return cb(status);
+      if (data === null || data === undefined || data.length < READ_MAP_HEADER) return cb(Errno.EBADMSG);
       const member = data[0] as number;
-      if (member === 0) return cb(0, maps);
+      if (member === 0) return cb(0);
       const first = data.readUInt32LE(4);
       const n = data.readUInt32LE(8);
-      if (data.length !== READ_MAP_HEADER + n * PAGE_BYTES) return cb(Errno.EBADMSG, null);
-      // A node holds at most MAX_MEMBERS maps: more is a bad answer, not more allocations.
-      if (!maps.has(member) && maps.size >= MAX_MEMBERS) return cb(Errno.EBADMSG, null);
-      let map = maps.get(member);
-      if (map === undefined) maps.set(member, (map = new DirtyMap(member, no_of_chunks)));
+      if (data.length !== READ_MAP_HEADER + n * PAGE_BYTES) return cb(Errno.EBADMSG);
+      const map = mapFor(member);
+      if (map === null) return cb(Errno.EBADMSG);
       for (let i = 0; i < n; i++) {
-        if (map.decodePage(first + i, data.subarray(READ_MAP_HEADER + i * PAGE_BYTES, READ_MAP_HEADER + (i + 1) * PAGE_BYTES), 'overwrite') !== null) return cb(Errno.EBADMSG, null);
+        const page_bytes = data.subarray(READ_MAP_HEADER + i * PAGE_BYTES, READ_MAP_HEADER + (i + 1) * PAGE_BYTES);
+        if ((now === null ? map.decodePage(first + i, page_bytes, 'overwrite') : map.decodePage(first + i, page_bytes, 'overwrite', now())) !== null) return cb(Errno.EBADMSG);
       }
       // Past the last map slot: done. A node with four maps answers so after its last, and
       // map index MAX_MEMBERS does not encode (READ_MAP_BUF layout): the transport leg fails
-      // it with EINVAL, so test_map of a four-member pool failed; a bare command function
-      // threw. loadMapsFrom in client-pool.ts has the same guard.
+      // it with EINVAL (test_map of a four-member pool failed), a bare command function
+      // threw (the simulator, four members).
       const next_idx = data[1] as number;
-      if (next_idx >= MAX_MEMBERS) return cb(0, maps);
+      if (next_idx >= MAX_MEMBERS) return cb(0);
       step(next_idx, data.readUInt32LE(12), rounds + 1);
     });
   };
   step(0, 0, 0);
+}
+
+/** Every map the node behind `command` holds, into fresh maps. */
+export function readNodeMaps(command: CommandFn, no_of_chunks: number, cb: (status: number, maps: Map<number, DirtyMap> | null) => void): void {
+  const maps = new Map<number, DirtyMap>();
+  const mapFor = (member: number): DirtyMap | null => {
+    let map = maps.get(member);
+    // A node holds at most MAX_MEMBERS maps: more is a bad answer, not more allocations.
+    if (map === undefined && maps.size >= MAX_MEMBERS) return null;
+    if (map === undefined) maps.set(member, (map = new DirtyMap(member, no_of_chunks)));
+    return map;
+  };
+  readMapPages(command, mapFor, null, (status) => cb(status, status === 0 ? maps : null));
 }
 
 export interface MapDifference {

@@ -24,6 +24,8 @@
 //   PING/PONG id = ping sequence number (PONG echoes it)
 //   CLOSE     graceful goodbye; data = utf-8 reason
 
+import { sameMemory } from '../util/bytes.js';
+
 export const FRAME_HEADER_BYTES = 32;
 
 export const FrameType = {
@@ -147,11 +149,6 @@ export interface FrameSink {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-/** True when `chunk` starts at byte `at` of `dest` (the bytes are already where they go). */
-export function sameMemory(chunk: Buffer, dest: Buffer, at: number): boolean {
-  return chunk.buffer === dest.buffer && chunk.byteOffset === dest.byteOffset + at;
-}
 
 /**
  * Streaming decoder. Whole frames inside one received chunk are passed on as views of that

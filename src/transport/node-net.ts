@@ -199,7 +199,7 @@ class NodeStream implements NetStream {
     if (this.handlers !== null) throw new Error('NetStream.attach called twice');
     this.handlers = handlers;
     if (this.reader !== null) {
-      const target = handlers.readTarget !== undefined ? (): Buffer | null => (this.closed || this.ending ? null : (handlers.readTarget as () => Buffer | null)()) : null;
+      const target = handlers.readTarget === undefined ? null : (): Buffer | null => (this.closed || this.ending ? null : (handlers.readTarget?.() ?? null));
       this.reader.bind((chunk) => {
         if (this.ending) return true;
         if (!this.closed) handlers.onData(chunk);
