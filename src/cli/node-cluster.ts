@@ -159,15 +159,22 @@ export const DAEMON_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=8388608:glibc
 
 /**
  * The environment of a daemon `rmr up` starts: this process's, plus `extra`, plus
- * UV_THREADPOOL_SIZE for a node with a store and GLIBC_TUNABLES for every node, unless
- * either already sets them.
+ * UV_THREADPOOL_SIZE for a node with a store unless either sets it, and for every node the
+ * malloc keys of DAEMON_MALLOC_TUNABLES that their GLIBC_TUNABLES does not set.
  */
 export function daemonEnv(lc: LoadedCluster, n: ClusterNode, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env = { ...process.env, ...extra };
   const storage = lc.file.stores.some((s) => s.node === n.name);
   if (storage && (env.UV_THREADPOOL_SIZE ?? '') === '') env.UV_THREADPOOL_SIZE = String(storageThreadpoolSize());
-  if ((env.GLIBC_TUNABLES ?? '') === '') env.GLIBC_TUNABLES = DAEMON_MALLOC_TUNABLES;
+  env.GLIBC_TUNABLES = withTunables(env.GLIBC_TUNABLES ?? '', DAEMON_MALLOC_TUNABLES);
   return env;
+}
+
+/** `ours` (key=value:…) added to `theirs`, each key only where `theirs` does not set it. */
+export function withTunables(theirs: string, ours: string): string {
+  const set = new Set(theirs.split(':').filter((kv) => kv !== '').map((kv) => kv.split('=')[0]));
+  const add = ours.split(':').filter((kv) => !set.has(kv.split('=')[0]));
+  return [...theirs.split(':').filter((kv) => kv !== ''), ...add].join(':');
 }
 
 /**

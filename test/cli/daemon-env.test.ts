@@ -37,7 +37,12 @@ test('daemonEnv: storage nodes get UV_THREADPOOL_SIZE unless it is set; the clie
     try {
       assert.equal(daemonEnv(lc, s1).GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES);
       assert.equal(daemonEnv(lc, c).GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES);
-      assert.equal(daemonEnv(lc, c, { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, 'glibc.malloc.arena_max=2');
+      // Another key of the user's is kept and ours are added; a key of ours the user set is theirs.
+      assert.equal(daemonEnv(lc, c, { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, `glibc.malloc.arena_max=2:${DAEMON_MALLOC_TUNABLES}`);
+      assert.equal(
+        daemonEnv(lc, c, { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=1048576' }).GLIBC_TUNABLES,
+        'glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=134217728',
+      );
       assert.equal(daemonEnv(lc, s1).UV_THREADPOOL_SIZE, String(storageThreadpoolSize()));
       assert.equal(daemonEnv(lc, c).UV_THREADPOOL_SIZE, undefined);
       assert.equal(daemonEnv(lc, s1, { UV_THREADPOOL_SIZE: '7' }).UV_THREADPOOL_SIZE, '7');
