@@ -144,23 +144,23 @@ async function measureResync(rmr: RmrSetup): Promise<ResyncResult> {
   const out = join(work, 'fio-resync.json');
   const fio: ChildProcess = spawn('fio', fioArgs(rmr.nbd_uri, app, 3600, out), { stdio: ['ignore', 'ignore', 'inherit'] });
   const fio_done = new Promise<void>((res) => fio.once('exit', () => res()));
-  // The resync starts once the application's IO reaches the members (their app_ios
-  // counters move), so it is measured under load; a job that ended (bad URI, NBD error)
-  // or never got going stops the benchmark instead.
-  const appIos = async (): Promise<number> => (await rmr.status()).reduce((n, m) => n + Number((m.stats as { app_ios?: number } | null)?.app_ios ?? 0), 0);
-  const ios0 = await appIos();
-  const until = Date.now() + 30_000;
-  for (;;) {
-    if (fio.exitCode !== null || fio.signalCode !== null) throw new Error(`the application fio job ended before the resync (exit ${String(fio.exitCode ?? fio.signalCode)})`);
-    if ((await appIos()) >= ios0 + 200) break;
-    if (Date.now() > until) throw new Error('the application fio job did no IO within 30 s');
-    await new Promise((r) => setTimeout(r, 20));
-  }
   let r: { ms: number; bytes: number };
   try {
+    // The resync starts once the application's IO reaches the members (their app_ios
+    // counters move), so it is measured under load; a job that ended (bad URI, NBD error)
+    // or never got going within 30 s stops the benchmark instead.
+    const appIos = async (): Promise<number> => (await rmr.status()).reduce((n, m) => n + Number((m.stats as { app_ios?: number } | null)?.app_ios ?? 0), 0);
+    const ios0 = await appIos();
+    const until = Date.now() + 30_000;
+    for (;;) {
+      if (fio.exitCode !== null || fio.signalCode !== null) throw new Error(`the application fio job ended before the resync (exit ${String(fio.exitCode ?? fio.signalCode)})`);
+      if ((await appIos()) >= ios0 + 200) break;
+      if (Date.now() > until) throw new Error('the application fio job did no IO within 30 s');
+      await new Promise((res) => setTimeout(res, 100));
+    }
     r = await rmr.resync(2);
   } finally {
-    // Also when the resync fails: the job is time-bound to an hour.
+    // Also when the wait or the resync fails: the job is time-bound to an hour.
     fio.kill('SIGINT');
     await fio_done;
   }
@@ -179,18 +179,22 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     void Promise.all(started.map((s) => s.stop())).finally(() => {
       nbdkit?.kill('SIGTERM');
       if (args.keep !== true && existsSync(work)) rmSync(work, { recursive: true, force: true });
-      process.exit(130);
+      process.exit(sig === 'SIGINT' ? 130 : 143);
     });
   });
 }
 try {
   say(`work dir ${work}; size ${SIZE / 2 ** 20} MiB, ${ROUNDS} round(s) x ${JOBS.length} jobs x ${RUNTIME_S} s`);
   const kit_file = join(work, 'nbdkit.img');
-  mkdirSync(join(work, 'rmr2'));
-  mkdirSync(join(work, 'rmr3'));
+  // Only the servers asked for run (rmr2 also for the resync), and only their files are made.
+  const wanted = (name: Server): boolean => ONLY === null || ONLY.includes(name);
+  const runs = (name: 'rmr2' | 'rmr3'): boolean => wanted(name) || (name === 'rmr2' && args['no-resync'] !== true);
   prefill([kit_file], 0, SIZE);
-  prefill([1, 2].map((i) => storePath(join(work, 'rmr2'), i)), STORE_DATA_OFFSET, SIZE);
-  prefill([1, 2, 3].map((i) => storePath(join(work, 'rmr3'), i)), STORE_DATA_OFFSET, SIZE);
+  for (const [name, nodes] of [['rmr2', 2], ['rmr3', 3]] as const) {
+    if (!runs(name)) continue;
+    mkdirSync(join(work, name));
+    prefill(Array.from({ length: nodes }, (_, i) => storePath(join(work, name), i + 1)), STORE_DATA_OFFSET, SIZE);
+  }
   execFileSync('sync');
   say('files pre-filled');
 
@@ -200,10 +204,8 @@ try {
   await waitFor(() => existsSync(kit_pid), 'nbdkit to write its pid file (it does once it listens)');
   const node_args = args.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${prof_dir}`] : [];
   const env = THREADPOOL === null ? {} : { UV_THREADPOOL_SIZE: THREADPOOL };
-  // Only the servers asked for run (rmr2 also for the resync); the others are not started.
-  const wanted = (name: Server): boolean => ONLY === null || ONLY.includes(name);
   const start = async (name: 'rmr2' | 'rmr3', nodes: number): Promise<RmrSetup | null> => {
-    if (!wanted(name) && !(name === 'rmr2' && args['no-resync'] !== true)) return null;
+    if (!runs(name)) return null;
     const c = await startRmr({ nodes, dir: join(work, name), size_bytes: SIZE, node_args, env });
     started.push(c);
     say(`${name}: initial sync (members 2.. copy the device from member 1) ${(c.initial_sync_ms / 1000).toFixed(1)} s; pids ${c.pids.join(',')} (storage daemons, then the client)`);
@@ -216,7 +218,7 @@ try {
   if (rmr3 !== null) targets.push({ name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids });
   if (!quick) {
     // Warm up every server (JIT, page cache, connections) before anything is recorded.
-    for (const t of targets) if (ONLY === null || ONLY.includes(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
+    for (const t of targets) if (wanted(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
   }
   const samples = new Map<string, Record<Server, Sample[]>>();
   for (const j of JOBS) samples.set(j.name, { nbdkit: [], rmr2: [], rmr3: [] });
@@ -225,7 +227,7 @@ try {
       const row = samples.get(j.name) as Record<Server, Sample[]>;
       const line: string[] = [];
       for (const t of targets) {
-        if (ONLY !== null && !ONLY.includes(t.name)) continue;
+        if (!wanted(t.name)) continue;
         const s = await measure(t, j, RUNTIME_S);
         row[t.name].push(s);
         line.push(`${t.name} ${Math.round(s.iops)} IOPS p99 ${s.p99_us.toFixed(0)} us cpu ${s.cpu_s.toFixed(2)} s (${(s.cpu_per_process ?? []).map((c) => c.toFixed(2)).join('+')})`);

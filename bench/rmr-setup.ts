@@ -120,6 +120,9 @@ export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
   const stop = async (): Promise<void> => {
     // SIGTERM, client first (a profiled daemon writes its profile as it exits).
     await stopDaemons(lc, stopOrder(lc.file), say);
+    // stopDaemons gives each 15 s; one still running then (stopped under a debugger, wedged)
+    // is killed, so stop() always ends.
+    for (const s of started) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
     await Promise.all(started.map((s) => s.exited));
   };
   const status = async (): Promise<Record<string, unknown>[]> => {
