@@ -113,27 +113,35 @@ test('ByteQueue.reserve: a payload collected in place equals the bytes pushed; b
         const q = new ByteQueue();
         const all = Buffer.concat(chunks.map((c) => Buffer.from(c)));
         const n = Math.min(want, all.length);
-        let at = 0;
-        let in_place = 0;
-        chunks.forEach((c, i) => {
+        // Where the reservation's memory starts (its buffer and offset).
+        let reserved: { buffer: ArrayBufferLike; offset: number } | null = null;
+        for (const [i, c] of chunks.entries()) {
           // Reserve as the NBD parser does: once some of the payload came, before all of it.
-          if (!q.reserved && q.length > 0 && q.length < n && at < n) q.reserve(n);
+          if (!q.reserved && q.length > 0 && q.length < n) {
+            q.reserve(n);
+            const t = q.target();
+            assert.ok(t !== null, 'a reservation short of its bytes has a target');
+            reserved = { buffer: t.buffer, offset: t.byteOffset - (n - t.length) };
+          }
           const t = q.target();
           if (t !== null && direct[i] === true) {
             // A stream reading into the target: as many bytes as fit land in place.
             const k = Math.min(t.length, c.length);
             Buffer.from(c).copy(t, 0, 0, k);
             q.push(t.subarray(0, k));
-            in_place += k;
             if (k < c.length) q.push(Buffer.from(c).subarray(k));
           } else q.push(Buffer.from(c));
-          at += c.length;
-        });
+        }
         assert.equal(q.length, all.length);
-        assert.deepEqual(q.take(n), all.subarray(0, n));
+        const payload = q.take(n);
+        assert.deepEqual(payload, all.subarray(0, n));
+        // A reserved payload is handed over as the buffer it was collected in, not a copy.
+        if (reserved !== null) {
+          assert.ok(payload.buffer === reserved.buffer, 'the same memory');
+          assert.equal(payload.byteOffset, reserved.offset);
+        }
         assert.equal(q.reserved, false);
         assert.deepEqual(q.take(q.length), all.subarray(n));
-        assert.ok(in_place <= n);
       },
     ),
   );

@@ -266,3 +266,22 @@ test('a record with an extent_shift this code never writes is refused, not expan
   clock.runUntil(10);
   assert.deepEqual(got, { status: -74, notes: 'intent record extent_shift 63 outside 12..40' });
 });
+
+test('a durable extent held only by an unsettled write asks for no flush: settle() frees it', () => {
+  const clock = new SimClock();
+  const disk = new MemDisk(1 << 20, clock, new SimRandom(6));
+  let flushes = 0;
+  const log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 1, requestFlush: () => flushes++ });
+  const got: string[] = [];
+  log.begin(0, 1, (s) => got.push(`a${s}`), 5);
+  clock.runUntil(5);
+  log.end(0, 1, true); // durable (FUA), but the client has not seen every leg answer write 5
+  assert.equal(log.begin(8192, 1, (s) => got.push(`b${s}`), 6), false);
+  clock.runUntil(10);
+  assert.deepEqual(got, ['a0'], 'write 6 waits for room');
+  assert.equal(flushes, 0, 'a flush would free nothing (the store flushed back to back before the fix)');
+  log.settle(6);
+  clock.runUntil(15);
+  assert.deepEqual(got, ['a0', 'b0']);
+  assert.deepEqual(log.recorded(), [2]);
+});

@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { within } from './wait.js';
 
 export interface FioJob {
   uri: string;
@@ -103,12 +104,12 @@ export function describeFio(o: FioOutcome): string {
  * killed, so the cluster's close() is not kept waiting by it either.
  */
 export async function fioDone(run: FioRun, what: string, timeout_ms: number): Promise<FioOutcome> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeout_ms)));
-  const o = await Promise.race([run.done, late]);
-  clearTimeout(timer);
-  if (o !== null) return o;
-  run.child.kill('SIGKILL');
-  const killed = await run.done;
-  throw new Error(`${what}: fio still running ${timeout_ms} ms after it was expected to end (killed): ${describeFio(killed)}`);
+  try {
+    return await within(`${what}: fio to end`, run.done, timeout_ms);
+  } catch {
+    run.child.kill('SIGKILL');
+    // A fio in uninterruptible sleep on a dead request may outlive even SIGKILL for a while.
+    const killed = await within(`${what}: fio to exit after SIGKILL`, run.done, 10_000);
+    throw new Error(`${what}: fio had not ended within ${timeout_ms} ms (killed): ${describeFio(killed)}`);
+  }
 }
