@@ -414,7 +414,8 @@ async function main(): Promise<number> {
     totals.violations.push(`${e instanceof Error ? e.message : String(e)}`);
   } finally {
     if (totals.violations.length > 0) c.markFailed();
-    await c.close();
+    // A cleanup error must not cost the summary (the seed and the fault sequence).
+    await c.close().catch((e: unknown) => totals.violations.push(`cleanup: ${e instanceof Error ? e.message : String(e)}`));
   }
   const kindsLine = [...totals.per_kind].filter(([k]) => kinds.includes(k)).map(([k, n]) => `${k} ${n}`).join(', ');
   out('summary:');

@@ -48,6 +48,12 @@ async function ctl(path: string, commands: string[]): Promise<number> {
   let code = 0;
   const it = lines[Symbol.asyncIterator]();
   for (const c of commands) {
+    // One command per line: a line break inside one would send two and shift every answer.
+    if (/[\r\n]/.test(c)) {
+      process.stdout.write(`${JSON.stringify({ error: `a command may not contain a line break: ${JSON.stringify(c)}` })}\n`);
+      s.destroy();
+      return 1;
+    }
     s.write(`${c}\n`);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), CTL_ANSWER_MS)));
@@ -60,10 +66,20 @@ async function ctl(path: string, commands: string[]): Promise<number> {
       return 1;
     }
     process.stdout.write(`${r.value}\n`);
-    if (r.value.startsWith('{"error"')) code = 1;
+    // An answer is one JSON object; a cut-short or foreign line counts as a failure.
+    const answer = jsonOrNull(r.value);
+    if (answer === null || typeof answer !== 'object' || 'error' in answer) code = 1;
   }
   s.end();
   return code;
+}
+
+function jsonOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -257,13 +257,21 @@ test('the CLI: listens, reports its port, obeys commands from stdin and its cont
   assert.ok((await rtt(c)) >= 49);
   child.stdin.write('bogus\n');
   assert.match(String((await next()).error), /unknown command 'bogus'/);
-  const run = (...cmds: string[]) =>
-    new Promise<string>((resolve) => {
+  const runCode = (...cmds: string[]) =>
+    new Promise<{ out: string; code: number | null }>((resolve) => {
       const p = spawn(process.execPath, [cli, 'ctl', ctl, ...cmds], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('exit', () => resolve(out));
+      p.on('exit', (code) => resolve({ out, code }));
     });
+  const run = async (...cmds: string[]): Promise<string> => (await runCode(...cmds)).out;
+  // An error answer fails the call; a line break would smuggle in a second command.
+  assert.equal((await within('ctl bogus', runCode('bogus'), 10_000)).code, 1);
+  const smuggled = await within('ctl with a line break', runCode('stats\ncut'), 10_000);
+  assert.equal(smuggled.code, 1);
+  assert.match(smuggled.out, /may not contain a line break/);
+  assert.equal(c.closed, false, 'the smuggled cut was not sent');
+  assert.equal((await within('ctl stats', runCode('stats'), 10_000)).code, 0);
   const out = await within('ctl', run('refuse=1', 'cut'), 10_000);
   assert.equal(out.trim().split('\n').length, 2);
   assert.match(out, /"refusing":true/);
