@@ -285,7 +285,7 @@ test('the application keeps its share of both its IOs and its bytes: the sync ge
   const small = bs.progress().rate_limit_bytes_per_s;
   const by_bytes = (1000 * 4096) / 3;
   assert.ok(Math.abs(small - by_bytes) < by_bytes * 0.05, `a third of the application's bytes, ${by_bytes} bytes/s; got ${small}`);
-  // 100 IOs/s of 1 MiB: a third of its bytes would be ~33 chunk syncs of ${CHUNK} bytes per
+  // 100 IOs/s of 1 MiB: a third of its bytes would be ~33 chunk syncs of 64 KiB per
   // IO... far more IOs than a third of its 100 IOs/s: the IO share applies.
   for (let i = 0; i < 10; i++) {
     n.pool.stats.app_bytes += 10 * (1 << 20);

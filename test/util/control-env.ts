@@ -111,5 +111,5 @@ export async function httpGet(to: { path: string } | { port: number }, path: str
   // No answer is a failure of its own, not "status 0" for the caller's assertion to puzzle over.
   if (r.statuses.length === 0) throw new Error(`GET ${path}: ${r.closed ? 'the server closed the connection without an answer' : 'no answer within 5000 ms'}${r.text !== '' ? ` (got ${JSON.stringify(r.text.slice(0, 200))})` : ''}`);
   const at = r.text.indexOf('\r\n\r\n');
-  return { status: r.statuses[0] ?? 0, body: at < 0 ? '' : r.text.slice(at + 4) };
+  return { status: r.statuses[0] as number, body: at < 0 ? '' : r.text.slice(at + 4) };
 }

@@ -143,7 +143,6 @@ export class FaultCluster {
     this.writeClusterFile();
   }
 
-  /** Starts every daemon and brings the cluster up with `rmr up`; cleans up if that fails. */
   /**
    * A cluster for the length of `body`: started, handed to it, closed after it; a failure
    * marks the run failed first (the directory is kept for a post-mortem with RMR_KEEP_FAILED=1).
@@ -163,6 +162,7 @@ export class FaultCluster {
     return result;
   }
 
+  /** Starts every daemon and brings the cluster up with `rmr up`; cleans up if that fails. */
   static async start(o: FaultClusterOptions): Promise<FaultCluster> {
     const c = new FaultCluster(o);
     try {
