@@ -206,8 +206,8 @@ try {
   const env = THREADPOOL === null ? {} : { UV_THREADPOOL_SIZE: THREADPOOL };
   const start = async (name: 'rmr2' | 'rmr3', nodes: number): Promise<RmrSetup | null> => {
     if (!runs(name)) return null;
-    const c = await startRmr({ nodes, dir: join(work, name), size_bytes: SIZE, node_args, env });
-    started.push(c);
+    // Known to the signal handlers before its daemons start (an interrupted bring-up stops too).
+    const c = await startRmr({ nodes, dir: join(work, name), size_bytes: SIZE, node_args, env, onStop: (stop) => started.push({ stop }) });
     say(`${name}: initial sync (members 2.. copy the device from member 1) ${(c.initial_sync_ms / 1000).toFixed(1)} s; pids ${c.pids.join(',')} (storage daemons, then the client)`);
     return c;
   };

@@ -31,6 +31,11 @@ export interface RmrSetupOptions {
   initial_sync_timeout_ms?: number;
   /** Progress lines of the bring-up (default: none). */
   say?: (line: string) => void;
+  /**
+   * Gets the cluster's stop() before any daemon starts: the daemons run in their own process
+   * groups, so a caller's Ctrl-C handler must be able to stop a cluster still coming up.
+   */
+  onStop?: (stop: () => Promise<void>) => void;
 }
 
 export interface RmrSetup {
@@ -125,6 +130,7 @@ export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
     for (const s of started) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
     await Promise.all(started.map((s) => s.exited));
   };
+  o.onStop?.(stop);
   const status = async (): Promise<Record<string, unknown>[]> => {
     const out: Record<string, unknown>[] = [];
     for (const n of storage) {

@@ -17,17 +17,10 @@ const nodes = Number(a.nodes ?? 2);
 const size_bytes = Number(a.size ?? 256) * 2 ** 20;
 // As the benchmark does: written files, no holes.
 if (a.dir === undefined) prefill(Array.from({ length: nodes }, (_, i) => storePath(dir, i + 1)), STORE_DATA_OFFSET, size_bytes);
-const rmr = await startRmr({
-  nodes,
-  dir,
-  size_bytes,
-  say: (l) => void process.stderr.write(`${l}\n`),
-  env: a.threadpool !== undefined ? { UV_THREADPOOL_SIZE: a.threadpool } : {},
-  node_args: [...(a.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${a.profile}`] : []), ...(a['node-args'] ?? '').split(' ').filter(Boolean)],
-});
-console.log(JSON.stringify({ nbd_uri: rmr.nbd_uri, pids: rmr.pids, dir, initial_sync_ms: Math.round(rmr.initial_sync_ms) }));
+// The daemons run in their own process groups: Ctrl-C stops them, also while they come up.
+let stopCluster: (() => Promise<void>) | null = null;
 const stop = (): void => {
-  rmr.stop().then(
+  (stopCluster ?? ((): Promise<void> => Promise.resolve()))().then(
     () => {
       if (a.dir === undefined) rmSync(dir, { recursive: true, force: true });
       process.exit(0);
@@ -36,6 +29,17 @@ const stop = (): void => {
   );
 };
 process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
+const rmr = await startRmr({
+  nodes,
+  dir,
+  size_bytes,
+  say: (l) => void process.stderr.write(`${l}\n`),
+  env: a.threadpool !== undefined ? { UV_THREADPOOL_SIZE: a.threadpool } : {},
+  node_args: [...(a.profile !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${a.profile}`] : []), ...(a['node-args'] ?? '').split(' ').filter(Boolean)],
+  onStop: (s) => (stopCluster = s),
+});
+console.log(JSON.stringify({ nbd_uri: rmr.nbd_uri, pids: rmr.pids, dir, initial_sync_ms: Math.round(rmr.initial_sync_ms) }));
 // Every line on stdin prints the storage daemons' status (state, dirty chunks, sync, stats).
 process.stdin.on('data', () => {
   rmr.status().then(
@@ -43,4 +47,3 @@ process.stdin.on('data', () => {
     () => undefined,
   );
 });
-process.on('SIGTERM', stop);
