@@ -3,6 +3,7 @@
 // ratio transport/baseline per case, and one JSON line. A benchmark, never a test.
 import net from 'node:net';
 import { BaselineReader } from './baseline-framing.js';
+import { procCpuSeconds } from './child.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -40,13 +41,6 @@ async function spawnServer(mode: string): Promise<{ proc: ChildProcess; port: nu
     proc.once('exit', (c) => reject(new Error(`${mode} server exited ${c}`)));
   });
   return { proc, port };
-}
-
-/** CPU seconds (user + system) a process has used so far, from /proc. */
-function procCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
 }
 
 /** Read and write syscalls a process has made so far. */
