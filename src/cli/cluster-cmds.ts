@@ -10,6 +10,7 @@ import { call, CliError, errorLine, EXIT_FAILED, EXIT_USAGE, type Target } from 
 import { clusterDown, clusterUp, type NodeCtl } from './cluster-ops.js';
 import { ensureDaemons, loadCluster, nodeCtl, nodeTarget, stopDaemons, stopOrder, type LoadedCluster, type SpawnOptions, type Started } from './node-cluster.js';
 import { formatTable, type Cell } from './format.js';
+import { daemonLiveness } from '../node/liveness.js';
 
 type J = unknown;
 const obj = (v: J): Record<string, J> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, J>) : {});
@@ -59,7 +60,11 @@ export async function clusterStatus(lc: LoadedCluster): Promise<ClusterStatus> {
       if (r.status !== 200) throw new Error(errorLine(r));
       body = obj(JSON.parse(r.body));
     } catch (e) {
-      out.daemons.push({ name: n.name, reachable: false, pid: null, state: null, roles: [], data_address: null, control, error: e instanceof Error ? e.message : String(e) });
+      // A local node's pid file tells a starting or hung daemon from one that is gone.
+      const live = n.control_url === null ? daemonLiveness(join(lc.state_dir, n.name, 'rmr.pid')) : null;
+      const state = live === null ? null : live.running ? 'not answering' : 'stopped';
+      const why = e instanceof Error ? e.message : String(e);
+      out.daemons.push({ name: n.name, reachable: false, pid: live?.running === true ? live.pid : null, state, roles: [], data_address: null, control, error: live === null ? why : `${why}; ${live.evidence}` });
       continue;
     }
     const d = obj(body.daemon);

@@ -16,7 +16,7 @@ import { parseConfigText } from '../daemon/config.js';
 import { formatListen } from '../daemon/validate.js';
 import { call, CliError, errorLine, EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, type Target } from './node-client.js';
 import type { NodeCtl } from './cluster-ops.js';
-import { processAlive } from '../util/node-ports.js';
+import { daemonLiveness, readPidFile, liveness, waitStopped } from '../node/liveness.js';
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const START_DEADLINE_MS = 20_000;
@@ -212,6 +212,17 @@ export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (
     }
     if (n.control_url !== null) throw new CliError(`the daemon of node ${n.name} does not answer at ${n.control_url}: start \`rmr daemon\` on that host`, EXIT_UNREACHABLE);
     const dir = join(lc.state_dir, n.name);
+    // A daemon that runs but does not answer yet is starting (or hung): wait for it rather
+    // than start a second one, which its pid file would refuse anyway.
+    const live = daemonLiveness(join(dir, 'rmr.pid'));
+    if (live?.running === true) {
+      say(`${n.name}: daemon ${live.evidence}; waiting for it to answer`);
+      await waitAnswers(n.name, t, () => {
+        const now = daemonLiveness(join(dir, 'rmr.pid'));
+        return now?.running === true ? null : `stopped (${now?.running === false ? now.evidence : 'its pid file is gone'})`;
+      }, join(dir, 'daemon.log'));
+      continue;
+    }
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const cfgPath = join(dir, 'daemon.yaml');
     writeFileSync(cfgPath, `# written by rmr up from ${lc.path}\n${toYaml(daemonConfigFor(lc, n))}`, { mode: 0o600 });
@@ -224,16 +235,22 @@ export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (
     if (!attached) child.unref();
     started.push({ node: n.name, child, exited });
     say(`${n.name}: started daemon pid ${child.pid ?? '?'} (config ${cfgPath})`);
-    const deadline = Date.now() + START_DEADLINE_MS;
-    let gone: number | null | undefined;
-    void exited.then((c) => (gone = c));
-    while (!(await answers(t))) {
-      if (gone !== undefined) throw new CliError(`the daemon of node ${n.name} exited with code ${String(gone)} at start: see ${join(dir, 'stderr.log')}: ${lastLine(join(dir, 'stderr.log'))}`, EXIT_FAILED);
-      if (Date.now() > deadline) throw new CliError(`the daemon of node ${n.name} did not answer within ${START_DEADLINE_MS / 1000} s: see ${join(dir, 'daemon.log')}`, EXIT_FAILED);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    let code: number | null | undefined;
+    void exited.then((c) => (code = c));
+    await waitAnswers(n.name, t, () => (code === undefined ? null : `exited with code ${String(code)}`), join(dir, 'stderr.log'));
   }
   return started;
+}
+
+/** Waits (bounded) until the node's daemon answers; fails at once when `stopped` says why it never will. */
+async function waitAnswers(node: string, t: Target, stopped: () => string | null, log: string): Promise<void> {
+  const deadline = Date.now() + START_DEADLINE_MS;
+  while (!(await answers(t))) {
+    const why = stopped();
+    if (why !== null) throw new CliError(`the daemon of node ${node} ${why} at start: see ${log}: ${lastLine(log)}`, EXIT_FAILED);
+    if (Date.now() > deadline) throw new CliError(`the daemon of node ${node} did not answer within ${START_DEADLINE_MS / 1000} s: see ${log}`, EXIT_FAILED);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 function lastLine(path: string): string {
@@ -245,26 +262,24 @@ function lastLine(path: string): string {
   }
 }
 
-/** Sends SIGTERM to the daemons of local nodes (by their pid file) and waits for them to go. */
+/**
+ * Sends SIGTERM to the daemons of local nodes (named by their pid files) and waits, at most
+ * 15 s each, for them to stop. A daemon that exited or is a zombie counts as stopped, and a
+ * pid now used by another program is never signalled.
+ */
 export async function stopDaemons(lc: LoadedCluster, order: readonly string[], say: (l: string) => void): Promise<void> {
   for (const name of order) {
-    const pidFile = join(lc.state_dir, name, 'rmr.pid');
-    let pid: number;
+    const id = readPidFile(join(lc.state_dir, name, 'rmr.pid'));
+    if (id === null) continue;
+    const l = liveness(id);
+    if (!l.running) continue;
     try {
-      pid = Number(readFileSync(pidFile, 'utf8').trim());
+      process.kill(id.pid, 'SIGTERM');
     } catch {
       continue;
     }
-    if (!Number.isInteger(pid) || pid <= 0) continue;
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      continue;
-    }
-    say(`${name}: stopping daemon pid ${pid}`);
-    const deadline = Date.now() + 15_000;
-    while (processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (processAlive(pid)) say(`${name}: daemon pid ${pid} did not stop within 15 s`);
+    say(`${name}: stopping daemon pid ${id.pid}`);
+    if (!(await waitStopped(id, 15_000))) say(`${name}: daemon pid ${id.pid} did not stop within 15 s`);
   }
 }
 

@@ -5,7 +5,8 @@
 import { mkdirSync, readFileSync, writeFileSync, unlinkSync, existsSync, renameSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
-import { NodeClock, processAlive } from '../util/node-ports.js';
+import { NodeClock } from '../util/node-ports.js';
+import { claimPidFile, releasePidFile, StateDirBusy } from '../node/liveness.js';
 import type { DaemonConfig } from './config.js';
 import { Daemon, type Role, type RoleFactory } from './daemon.js';
 import { NodeLogger } from './node-logger.js';
@@ -87,14 +88,26 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
   mkdirSync(c.state_dir, { recursive: true, mode: 0o700 });
   mkdirSync(dirname(c.control.socket), { recursive: true, mode: 0o700 });
   const pidFile = pidFilePath(c);
-  if (existsSync(pidFile)) {
-    const pid = Number(readFileSync(pidFile, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-      throw new StartError(`another daemon (pid ${pid}) uses state directory ${c.state_dir}; stop it (kill ${pid}) or give another --state-dir`);
-    }
+  // The pid file is the state directory's lock: taken exclusively before anything else,
+  // released on every way out (liveness.ts says when a file left by a dead daemon is stale).
+  let replaced: string | null;
+  try {
+    replaced = claimPidFile(pidFile).replaced;
+  } catch (e) {
+    if (e instanceof StateDirBusy) throw new StartError(`${e.message}; stop it (kill ${e.holder.pid}) or give another --state-dir`);
+    throw new StartError(`cannot take pid file ${pidFile}: ${(e as Error).message}`);
   }
+  try {
+    return await runClaimed(o, roles, pidFile, replaced);
+  } finally {
+    releasePidFile(pidFile);
+  }
+}
+
+async function runClaimed(o: RunDaemonOptions, roles: Role[], pidFile: string, replaced: string | null): Promise<number> {
+  const c = o.config;
   if (existsSync(c.control.socket)) {
-    if (await socketAnswers(c.control.socket)) throw new StartError(`control socket ${c.control.socket} is in use by a running daemon; stop it or give another --control-socket`);
+    if (await socketAnswers(c.control.socket)) throw new StartError(`control socket ${c.control.socket} answers: a running daemon uses it; stop it or give another --control-socket`);
     unlinkQuiet(c.control.socket); // left by a daemon that died
   }
   let token: string | null = null;
@@ -110,6 +123,7 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
   // Roles that serve data need the secret and TLS files; read them before anything starts.
   const ports = roles.length > 0 ? nodeRolePorts(c) : undefined;
   const logger = new NodeLogger({ daemon: c.name, level: c.log.level, format: c.log.format, file: c.log.file });
+  if (replaced !== null) logger.log('warn', 'took over the pid file of a daemon that no longer runs', { pid_file: pidFile, evidence: replaced });
   const clock = new NodeClock();
   const daemon = new Daemon({
     config: c,
@@ -131,7 +145,6 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
     max_connections: c.control.max_connections,
     max_followers: c.control.max_followers,
   });
-  writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
   const writeState = (state: string): void => {
     writeAtomic(
       stateFilePath(c),
@@ -140,7 +153,7 @@ export async function runDaemon(o: RunDaemonOptions): Promise<number> {
   };
   const cleanup = (): void => {
     unlinkQuiet(c.control.socket);
-    unlinkQuiet(pidFile);
+    releasePidFile(pidFile);
   };
   writeState('starting');
 

@@ -177,13 +177,3 @@ export class NodeRandom implements Random {
     return randomBytes(n);
   }
 }
-
-/** Whether a process with this id exists (EPERM: it does, owned by someone else). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

@@ -185,7 +185,7 @@ test('CLI errors are one line with a non-zero exit code', async () => {
   assert.equal(badCfg.stderr, "rmr: bad configuration: pools: unknown setting (known: name, state_dir, control, log, events, metrics, secret_file, data, nbd, resume, shutdown_timeout_ms, roles)\n  log.level: must be one of debug, info, warn, error, got 'loud'\n");
   const second = await rmr('daemon', '--name', 't1', '--state-dir', dir, '--control-socket', sock);
   assert.equal(second.code, 1);
-  assert.match(second.stderr, /^rmr daemon: cannot start: another daemon \(pid \d+\) uses state directory/);
+  assert.match(second.stderr, /^rmr daemon: cannot start: another daemon holds this state directory: pid \d+ started at \S+ is running/);
 });
 
 test('SIGTERM stops the daemon cleanly: exit 0, socket and pid file gone', async () => {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { MAIN, rmrOk } from '../util/cli-cluster.js';
 import { runOk } from '../util/nbd-checks.js';
 import { within } from '../util/wait.js';
-import { processAlive } from '../../src/util/node-ports.js';
+import { pidRunning } from '../../src/node/liveness.js';
 
 test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and URIs, SIGTERM stops it all', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'rmr-demo-'));
@@ -46,13 +46,13 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
     assert.deepEqual(s.daemons.map((d) => [d.name, d.roles.join(','), d.reachable]), [['stg1', 'storage', true], ['stg2', 'storage', true], ['stg3', 'storage', true], ['client', 'client', true]]);
     assert.deepEqual(s.daemons.slice(0, 3).map((d) => d.data_address), [0, 1, 2].map((i) => `127.0.0.1:${base + i}`));
     pids = s.daemons.map((d) => d.pid);
-    assert.ok(pids.every((p) => Number.isInteger(p) && p > 0 && processAlive(p)));
+    assert.ok(pids.every((p) => Number.isInteger(p) && p > 0 && pidRunning(p)));
     assert.deepEqual(s.devices.map((d) => d.name), ['disk0']);
     assert.ok(s.devices[0]?.uris.some((u) => u === uri) && s.devices[0].uris.some((u) => u.startsWith('nbd+unix:///disk0?socket=')));
     assert.ok(s.legs.filter((l) => l.node === 'client').every((l) => l.state === 'normal'));
     demo.kill('SIGTERM');
     assert.equal(await within('demo exit', exited, 60_000), 0, err);
-    assert.deepEqual(pids.filter(processAlive), [], 'no daemon outlives the demo');
+    assert.deepEqual(pids.filter(pidRunning), [], 'no daemon outlives the demo');
     // Running it again reuses the data: every daemon resumes, the client re-assembles.
     const again = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out2 = '';
@@ -79,7 +79,7 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
     for (const p of pids) {
       // EPERM (a reused pid of someone else's) must not hide the test's own failure.
       try {
-        if (processAlive(p)) process.kill(p, 'SIGKILL');
+        if (pidRunning(p)) process.kill(p, 'SIGKILL');
       } catch {
         /* not ours any more */
       }

@@ -9,7 +9,7 @@
 // created; nothing is routed to the root namespace or beyond.
 
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { processAlive } from '../../src/util/node-ports.js';
+import { pidRunning } from '../../src/node/liveness.js';
 
 export const NETNS_PREFIX = 'rmrf';
 const RUN = process.pid.toString(36);
@@ -89,7 +89,7 @@ export function sweepNetns(all = false): string[] {
     const m = new RegExp(`^${NETNS_PREFIX}([0-9a-z]+)-`).exec(ns);
     if (m === null) continue;
     const pid = parseInt(m[1] as string, 36);
-    if (!all && (pid === process.pid || processAlive(pid))) continue;
+    if (!all && (pid === process.pid || pidRunning(pid))) continue;
     killNamespacePids(ns);
     try {
       sh(IP, ['netns', 'del', ns]);

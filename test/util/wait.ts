@@ -1,8 +1,9 @@
 // Waiting in tests: on a condition or an event, always with a deadline, never a bare sleep.
 
-export async function waitFor(what: string, cond: () => boolean, timeout_ms = 10_000, poll_ms = 5): Promise<void> {
+/** Polls `cond` (synchronous or async) until it holds, or fails at the deadline. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeout_ms = 10_000, poll_ms = 5): Promise<void> {
   const start = Date.now();
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() - start > timeout_ms) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, poll_ms));
   }
