@@ -16,9 +16,18 @@ import { formatStatus } from './format.js';
 import { clusterStatus, defaultDemoDir, demoBanner, down, formatClusterStatus, loadCluster, up, untilSignal, writeDemoCluster, clusterTarget } from './cluster-cmds.js';
 import { parseSize } from '../daemon/validate.js';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { LoadedCluster } from './node-cluster.js';
 
-const VERSION = '0.1.0';
+/** The package's version: package.json sits three levels above this file, in the tree and installed. */
+const VERSION = ((): string => {
+  try {
+    const v = (JSON.parse(readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { version?: unknown }).version;
+    return typeof v === 'string' ? v : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+})();
 
 const CLIENT_HELP = `Daemon selection (every client command):
   --socket PATH        control socket (default: RMR_SOCKET, or the daemon default
