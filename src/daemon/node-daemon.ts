@@ -215,6 +215,11 @@ async function runClaimed(o: RunDaemonOptions, roles: Role[], pidFile: string, r
     };
     process.on('SIGTERM', () => shutdown('SIGTERM'));
     process.on('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGHUP', () => logger.log('info', 'SIGHUP ignored (restart the daemon to reload its configuration)'));
+    // SIGHUP reopens the log file (logrotate's postrotate); the configuration is not reloaded.
+    process.on('SIGHUP', () => {
+      const failed = logger.reopen();
+      if (failed !== null) logger.log('error', 'SIGHUP: cannot reopen the log file; still writing to the old one', { file: c.log.file ?? 'stderr', reason: failed });
+      else logger.log('info', 'SIGHUP: log file reopened (the configuration is not reloaded: restart the daemon for that)', { file: c.log.file ?? 'stderr' });
+    });
   });
 }

@@ -21,6 +21,7 @@ export class NodeLogger implements Logger {
   private readonly daemon: string;
   private fd: number;
   private readonly owned: boolean;
+  private readonly file: string | null;
   write_errors_total = 0;
 
   constructor(o: NodeLoggerOptions) {
@@ -28,6 +29,7 @@ export class NodeLogger implements Logger {
     this.level = o.level;
     this.format = o.format;
     this.owned = o.file !== null;
+    this.file = o.file;
     this.fd = o.file === null ? 2 : openSync(o.file, 'a', 0o640);
   }
 
@@ -39,6 +41,24 @@ export class NodeLogger implements Logger {
     } catch {
       this.write_errors_total++;
     }
+  }
+
+  /**
+   * Opens the log file again by its name (SIGHUP, after logrotate moved it away): later lines
+   * go to the new file. If it cannot be opened the old one is kept and the reason returned.
+   */
+  reopen(): string | null {
+    if (!this.owned || this.file === null || this.fd < 0) return null;
+    let fd: number;
+    try {
+      fd = openSync(this.file, 'a', 0o640);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    const old = this.fd;
+    this.fd = fd;
+    closeSync(old);
+    return null;
   }
 
   close(): void {
