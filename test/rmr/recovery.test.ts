@@ -465,3 +465,54 @@ for (const release of ['out of service', 'back in service'] as const) {
     c.close();
   });
 }
+
+// A recovery step readies a node to serve (MAP_DONE(enable), ENABLE_POOL, the maps loaded
+// after the client-crash reconciliation); the leg is promoted when the step is answered. If
+// the leg's link dropped meanwhile, the answer can still arrive (the transport replays
+// requests after it reconnects), but the leg is FAILED (or already rejoined): it must not be
+// promoted. Found by the simulator (seeds 63000709 and 58183127: FAILED -> NORMAL).
+for (const v of [
+  { name: 'Case 1 spread to a replaced member (the discard flag cleared after MAP_DONE)', rf: 2, victim: 2, trigger: 'discard_clear', on: 2 },
+  { name: 'Case 2 (the last authoritative leg enabled)', rf: 2, victim: 2, trigger: 'enable_pool', on: 2 },
+  { name: 'Cases 3/4 (the maps loaded after every member was enabled)', rf: 3, victim: 3, trigger: 'read_map_buf', on: 0 },
+] as const) {
+  test(`a leg whose link drops while the step readying its node is answered is not promoted: ${v.name}`, () => {
+    const c = new RecoveryCluster(v.rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.settle();
+    let dropped = false;
+    // The link drops: the leg fails (as on a DISCONNECTED link event) and the node leaves IO
+    // service; the command in flight is still executed and answered.
+    const drop = (): void => {
+      dropped = true;
+      const pool = c.node(v.victim).pool;
+      if (pool.state === 'NORMAL') pool.sm.change('NO_IO', 'client session lost (test)');
+      const leg = c.client.leg(v.victim);
+      if (leg !== undefined) c.client.setLegState(leg, 'FAILED', 'link dropped (test)');
+    };
+    c.onCommand = (to, cmd) => {
+      if (!dropped && cmd.kind === v.trigger && (v.on === 0 || to === v.on)) drop();
+    };
+    if (v.trigger === 'discard_clear') {
+      c.replaceDisk(2);
+      c.writeStream(5, model, 2);
+    } else if (v.trigger === 'enable_pool') {
+      c.cut(1);
+      c.writeStream(5, model, 2);
+      c.cut(2);
+      c.heal(2);
+    } else {
+      c.crashClient();
+      c.restartClient();
+    }
+    c.until('the leg dropped', () => dropped);
+    c.onCommand = null;
+    c.run(100);
+    for (const n of c.members()) c.heal(n.member_id);
+    c.settle();
+    c.assertIdentical(v.trigger === 'read_map_buf' ? undefined : model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+}
