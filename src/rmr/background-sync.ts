@@ -22,6 +22,7 @@
 // link looked idle, the sync took its maximum, and the application's share of the link fell
 // from 70 % to about 50 % (test/faults/bandwidth.full.test.ts).
 
+import { Errno } from '../util/errno.js';
 import type { Clock, TimerId } from '../util/ports.js';
 import type { DirtyMap } from './dirty-map.js';
 
@@ -248,6 +249,10 @@ export class BackgroundSync {
     if (status === 0) {
       this.synced_bytes += this.target.chunk_size;
       this.synced_in_tick += this.target.chunk_size;
+    } else if (status === Errno.ECANCELED) {
+      // The pool left NORMAL during the copy (ServerPool.syncChunk): not the peers' fault, so
+      // no backoff; the run ends while the pool is out of service.
+      if (!this.target.canSync()) this.end('pool left NORMAL');
     } else if (status !== -16 /* EBUSY: raced with an IO-triggered sync */) {
       this.last_error = `chunk sync failed with status ${status}`;
       this.failures++;

@@ -185,15 +185,24 @@ export class ClientLifecycle {
     this.locked(
       () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
       (release) =>
-        p.freeze(() =>
+        p.freeze(() => {
+          const from = leg.state;
+          const failures = leg.failures;
           leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
-            const err = status === 0 ? p.setLegState(leg, 'NORMAL', 'enabled') : null;
-            p.unfreeze();
-            release();
-            if (status !== 0) return cb(status, reason);
-            cb(err === null ? 0 : Errno.EINVAL, err);
-          }),
-        ),
+            const done = (st: number, why: string | null): void => {
+              p.unfreeze();
+              release();
+              cb(st, why);
+            };
+            if (status !== 0) return done(status, reason);
+            // A leg that failed while the enable was on the way stays out (ClientPool.promoteLeg).
+            if (from === 'CREATED' || from === 'RECONNECTING') {
+              return p.promoteLeg(leg, from, failures, 'enabled') ? done(0, null) : done(Errno.EAGAIN, 'the leg failed while it was enabled');
+            }
+            const err = p.setLegState(leg, 'NORMAL', 'enabled');
+            done(err === null ? 0 : Errno.EINVAL, err);
+          });
+        }),
     );
   }
 

@@ -227,6 +227,28 @@ export class ClientPool implements LegPoolCounters {
     return err;
   }
 
+  /**
+   * @internal The last step of readying a leg's node to serve was answered (MAP_DONE(enable),
+   * ENABLE_POOL, or the maps loaded after them): the leg goes NORMAL only if it is still in
+   * `from` and did not fail since `failures` was read, before the node was readied. A leg
+   * that failed meanwhile is not the leg the step readied, even if the answer arrived (the
+   * transport replays requests after a reconnect): from FAILED the move is illegal, and a
+   * leg that rejoined since is RECONNECTING with its node out of service again. Then the
+   * node is told to leave IO service (MAP_DISABLE, best effort; a rejoin does it too) and
+   * false is returned: recovery runs again once the leg is back. Found by the simulator
+   * (seeds 63000709 and 58183127: FAILED -> NORMAL after the reconciliation, after a spread).
+   */
+  promoteLeg(leg: Leg, from: 'CREATED' | 'RECONNECTING', failures: number, reason: string): boolean {
+    if (this.unchangedSince(leg, from, failures)) return this.setLegState(leg, 'NORMAL', reason) === null;
+    if (leg.state !== 'REMOVING' && leg.channel.isConnected()) leg.channel.command({ kind: 'map_disable' }, () => undefined);
+    return false;
+  }
+
+  /** @internal The leg is in `from` and has not failed since `failures` was read (Leg.failures). */
+  unchangedSince(leg: Leg, from: LegState, failures: number): boolean {
+    return leg.state === from && leg.failures === failures;
+  }
+
   /** @internal */
   mapOf(member_id: number): DirtyMap {
     let m = this.maps.get(member_id);

@@ -119,6 +119,7 @@ export class ClientRecovery {
     if (source === undefined) {
       if (auth !== undefined && auth.state === 'RECONNECTING' && !auth.maintenance && !auth.replaced) {
         // Case 2: its map is complete; it serves again without a spread.
+        const failures = auth.failures;
         return this.replayPoolInfo(auth, (s0) => {
           if (s0 !== 0) return cb(s0);
           auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
@@ -126,7 +127,7 @@ export class ClientRecovery {
               p.failLeg(auth, `enable of the last authoritative leg failed (${status})`);
               return cb(status);
             }
-            if (p.setLegState(auth, 'NORMAL', 'last authoritative leg enabled') !== null) return cb(Errno.EINVAL);
+            if (!p.promoteLeg(auth, 'RECONNECTING', failures, 'last authoritative leg enabled')) return cb(Errno.EAGAIN);
             // Case 1 from it; nothing ran meanwhile (no NORMAL leg, so no IO).
             p.freeze(() =>
               this.decide((status) => {
@@ -192,6 +193,8 @@ export class ClientRecovery {
   private reassemble(legs: Leg[], cb: Done): void {
     const p = this.p;
     const ordered = [...legs].sort((a, b) => a.member_id - b.member_id);
+    // A leg that fails during the reconciliation is not promoted at its end (enableAll).
+    const failures = new Map(ordered.map((l) => [l, l.failures]));
     p.freeze(() => {
       const done = (status: number): void => {
         p.unfreeze();
@@ -228,7 +231,7 @@ export class ClientRecovery {
                 }),
               (s4) => {
                 if (s4 !== 0) return failAll(s4, 'spread');
-                this.enableAll(ordered, source, done);
+                this.enableAll(ordered, source, failures, done);
               },
             );
           });
@@ -255,8 +258,11 @@ export class ClientRecovery {
     );
   }
 
-  /** The last step of Cases 3/4: every member serves again, and the client loads the maps. */
-  private enableAll(legs: Leg[], source: Leg, cb: Done): void {
+  /**
+   * The last step of Cases 3/4: every member serves again, and the client loads the maps.
+   * Only legs that did not fail since the reconciliation began (`failures`) are promoted.
+   */
+  private enableAll(legs: Leg[], source: Leg, failures: ReadonlyMap<Leg, number>, cb: Done): void {
     const p = this.p;
     this.each(
       legs,
@@ -266,12 +272,14 @@ export class ClientRecovery {
           next(0);
         }),
       () => {
-        const enabled = legs.filter((l) => l.state === 'RECONNECTING');
         p.loadMapsFrom(source, (s) => {
           // The maps are on every member; the client's copy only guides piggyback and MAP_CHECK.
           if (s !== 0) for (const l of legs) p.mapOf(l.member_id).setAll(p.now());
-          for (const l of enabled) p.setLegState(l, 'NORMAL', 'client-crash reconciliation');
-          cb(enabled.length === legs.length ? 0 : Errno.EIO);
+          // Decided now, not before the load: a leg can fail while the maps are read
+          // (simulator seed 63000709 promoted a leg that had failed meanwhile).
+          let promoted = 0;
+          for (const l of legs) if (p.promoteLeg(l, 'RECONNECTING', failures.get(l) ?? -1, 'client-crash reconciliation')) promoted++;
+          cb(promoted === legs.length ? 0 : Errno.EIO);
         });
       },
     );
@@ -298,6 +306,9 @@ export class ClientRecovery {
     const next = (): void => {
       const r = receivers[i];
       if (r === undefined) return cb(0);
+      // The update is for the leg as it is now: if it fails before it is promoted, the answers
+      // that follow (which the transport may deliver after a reconnect) do not promote it.
+      const failures = r.failures;
       this.prepare(source, r, (s0) => {
         if (s0 !== 0) return fail(s0);
         r.channel.command({ kind: 'map_ready' }, (s1) => {
@@ -313,9 +324,13 @@ export class ClientRecovery {
               // The receiver's link failed meanwhile: it is no NORMAL leg now; the node is put
               // back out of service (best effort; its rejoin does it too). Found by the
               // simulator (seed 60008: a promotion from FAILED was attempted).
-              if (r.state !== 'RECONNECTING') return fail(Errno.EAGAIN);
+              if (!p.unchangedSince(r, 'RECONNECTING', failures)) return fail(Errno.EAGAIN);
               this.finishReplace(r, (s4) => {
                 if (s4 !== 0) return fail(s4);
+                // And again after the discard flags went, which takes more round trips (seed
+                // 58183127: the receiver's node crashed meanwhile, and its answer came from the
+                // restarted node after the transport reconnected).
+                if (!p.unchangedSince(r, 'RECONNECTING', failures)) return fail(Errno.EAGAIN);
                 // The client keeps its own map of the member: it is cleaned only through
                 // MAP_CHECK with the timestamp guard (§8.5), once the member reports itself clean.
                 if (enable && p.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);

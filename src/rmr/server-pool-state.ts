@@ -11,6 +11,9 @@
 //   NO_IO           .        ok         ok       ok     -      assemble/rejoin, any failure,
 //                                                              maintenance on, MAP_DISABLE
 // A request for the current state is a no-op that succeeds.
+//
+// `service_epoch` counts the exits from NORMAL: work begun in IO service (a chunk sync) is
+// valid only if the node never left it meanwhile (see ServerPool.syncChunk).
 
 export const SERVER_POOL_STATES = ['EMPTY', 'REGISTERED', 'CREATED', 'NORMAL', 'NO_IO'] as const;
 export type ServerPoolState = (typeof SERVER_POOL_STATES)[number];
@@ -41,6 +44,9 @@ export class ServerPoolStateMachine {
   readonly pool: string;
   private readonly emit: (ev: ServerPoolStateEvent) => void;
 
+  /** Times the pool left NORMAL (IO service); never decreases. */
+  private _service_epoch = 0;
+
   /** Told of every refused transition (the simulator treats one as a violation). */
   on_refused: ((reason: string) => void) | null = null;
 
@@ -54,6 +60,10 @@ export class ServerPoolStateMachine {
     return this._state;
   }
 
+  get service_epoch(): number {
+    return this._service_epoch;
+  }
+
   /** Moves to `to` if the table allows it; returns the refusal reason otherwise. */
   change(to: ServerPoolState, reason: string): string | null {
     const from = this._state;
@@ -64,6 +74,7 @@ export class ServerPoolStateMachine {
       return why;
     }
     this._state = to;
+    if (from === 'NORMAL') this._service_epoch++;
     this.emit({ kind: 'server_pool_state', pool: this.pool, from, to, reason });
     return null;
   }

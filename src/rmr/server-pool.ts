@@ -1030,10 +1030,14 @@ export class ServerPool {
     // records the write as missed elsewhere, so this node must not go on serving (stale)
     // reads to its peers. Found by the simulator (seed 15: a chunk sync failed under a
     // discard, the node stayed NORMAL, and a returning peer synced stale data from it).
+    // Only an IO of the current service period counts: one admitted before the node left
+    // service and came back (parked behind a chunk sync that was then voided) says nothing
+    // about the maps the node got since.
+    const epoch = this.sm.service_epoch;
     const reply = from_sync
       ? answer
       : (status: number, d: Buffer | null): void => {
-          if (status !== 0 && this.sm.state === 'NORMAL') this.sm.change('NO_IO', `failed a client IO (${status})`);
+          if (status !== 0 && this.sm.state === 'NORMAL' && this.sm.service_epoch === epoch) this.sm.change('NO_IO', `failed a client IO (${status})`);
           answer(status, d);
         };
     const op = io.flags & IO_OP_MASK;
@@ -1177,7 +1181,20 @@ export class ServerPool {
 
   // ------------------------------------------------------------------ chunk sync (§7.2)
 
-  /** Pulls a whole chunk from a peer, then releases the IOs waiting for it. */
+  /**
+   * Pulls a whole chunk from a peer, then releases the IOs waiting for it.
+   *
+   * The copy makes the chunk clean (here and, by MAP_CLEAR, on the peers) only if this node
+   * served IO from its start to its end: meanwhile every client write to the chunk waits
+   * behind it here, so copy plus those writes is current. Once the node leaves IO service,
+   * writes miss it and are recorded for it on its peers; a copy finishing after that may be
+   * older than them (the peer read may even be a transport replay of an answer given before
+   * the node left), so it is void: the chunk stays dirty, its waiters fail (they were
+   * admitted before the node left service and must not run after it), and no MAP_CLEAR
+   * erases the peers' records. Found by the simulator (seed 61002973: the copy finished after
+   * the node went NO_IO, its MAP_CLEAR erased a peer's record of a write the node had missed,
+   * and the next spread left the node serving the old bytes).
+   */
   syncChunk(chunk: number, done?: (status: number) => void): void {
     const own = this.ownMap() as DirtyMap<ParkedIo>;
     const e = own.entry(chunk);
@@ -1187,7 +1204,9 @@ export class ServerPool {
     }
     const src = this.sync_source;
     const store = this.store;
-    const finish = (status: number): void => {
+    const epoch = this.sm.service_epoch;
+    const finish = (result: number): void => {
+      const status = result === 0 && (this.sm.state !== 'NORMAL' || this.sm.service_epoch !== epoch) ? Errno.ECANCELED : result;
       this.stats.chunk_syncs++;
       if (status !== 0) this.stats.chunk_sync_failures++;
       this.emit({ kind: 'chunk_synced', pool: this.name, chunk, ok: status === 0, status });
@@ -1202,9 +1221,9 @@ export class ServerPool {
       }
       done?.(status);
     };
-    if (src === null || store === null) {
+    if (src === null || store === null || this.sm.state !== 'NORMAL') {
       e.sync_cnt = -1;
-      return finish(Errno.ENOTCONN);
+      return finish(src === null || store === null ? Errno.ENOTCONN : Errno.ECANCELED);
     }
     const start = chunk * this.chunk_size;
     const len = Math.min(this.chunk_size, this.mapped_size - start);

@@ -409,3 +409,110 @@ test('metadata exchange: the client pushes its pool_md header each tick (SEND_MD
   c.assertIdentical();
   c.close();
 });
+
+// A chunk sync is a copy taken while the node serves: the writes that arrive meanwhile wait
+// behind it on the node. Once the node leaves IO service, writes miss it and are recorded for
+// it on its peers; a copy that finishes after that may predate them, so it must clean
+// nothing, neither here nor on the peers (MAP_CLEAR). Found by the simulator (seed 61002973:
+// the copy finished after the node went NO_IO, its MAP_CLEAR erased member 1's record of a
+// write the node had missed, and the next spread left the node serving the old bytes).
+for (const release of ['out of service', 'back in service'] as const) {
+  test(`RF=2: a chunk sync that outlives its node's time in IO service cleans nothing (copy released ${release})`, () => {
+    const c = new RecoveryCluster(2);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.settle();
+    // Chunk 5 becomes dirty for member 2; member 2's copy of it is held after its peer read.
+    c.cut(2);
+    const w1 = pattern(601, CHUNK);
+    assert.equal(c.write(5 * CHUNK, w1), 0);
+    w1.copy(model, 5 * CHUNK);
+    const n2 = c.node(2);
+    const read = n2.source.readPeer.bind(n2.source);
+    const held: (() => void)[] = [];
+    n2.source.readPeer = (o, l, cb) => read(o, l, (s, d) => held.push(() => cb(s, d)));
+    c.heal(2);
+    c.until('member 2 copying chunk 5', () => held.length > 0);
+    // A read of chunk 5 through member 2 waits behind the copy.
+    let parked: number | null = null;
+    c.client.readFrom(2, 5 * CHUNK, 4096, (s) => (parked = s));
+    c.run(1);
+    assert.equal(parked, null, 'the read waits for the copy');
+    // Member 2 leaves IO service; a write to chunk 5 misses it and is recorded on member 1.
+    c.cut(2);
+    const w2 = pattern(602, CHUNK);
+    assert.equal(c.write(5 * CHUNK, w2), 0);
+    w2.copy(model, 5 * CHUNK);
+    assert.equal(c.node(1).pool.maps.get(2)?.isDirty(5), true, 'member 1 records the miss');
+    n2.source.readPeer = read;
+    if (release === 'back in service') {
+      c.heal(2);
+      c.until('member 2 back', () => c.client.leg(2)?.state === 'NORMAL');
+    }
+    // The held copy (taken before w2) completes.
+    for (const h of held.splice(0)) h();
+    c.run(1);
+    assert.equal(c.node(1).pool.maps.get(2)?.isDirty(5), true, 'member 1 still records the miss');
+    assert.equal(n2.pool.ownMap()?.isDirty(5), true, 'member 2 still lacks chunk 5');
+    // The read admitted before member 2 left service fails (over a cut link, or with EIO);
+    // it does not take member 2, back in service with new maps, out again.
+    assert.equal(parked, release === 'back in service' ? Errno.EIO : Errno.ENOTCONN);
+    if (release === 'back in service') assert.equal(n2.pool.state, 'NORMAL');
+    if (release === 'out of service') c.heal(2);
+    c.settle();
+    c.assertIdentical(model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+}
+
+// A recovery step readies a node to serve (MAP_DONE(enable), ENABLE_POOL, the maps loaded
+// after the client-crash reconciliation); the leg is promoted when the step is answered. If
+// the leg's link dropped meanwhile, the answer can still arrive (the transport replays
+// requests after it reconnects), but the leg is FAILED (or already rejoined): it must not be
+// promoted. Found by the simulator (seeds 63000709 and 58183127: FAILED -> NORMAL).
+for (const v of [
+  { name: 'Case 1 spread to a replaced member (the discard flag cleared after MAP_DONE)', rf: 2, victim: 2, trigger: 'discard_clear', on: 2 },
+  { name: 'Case 2 (the last authoritative leg enabled)', rf: 2, victim: 2, trigger: 'enable_pool', on: 2 },
+  { name: 'Cases 3/4 (the maps loaded after every member was enabled)', rf: 3, victim: 3, trigger: 'read_map_buf', on: 0 },
+] as const) {
+  test(`a leg whose link drops while the step readying its node is answered is not promoted: ${v.name}`, () => {
+    const c = new RecoveryCluster(v.rf);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(10, model);
+    c.settle();
+    let dropped = false;
+    // The link drops: the leg fails (as on a DISCONNECTED link event) and the node leaves IO
+    // service; the command in flight is still executed and answered.
+    const drop = (): void => {
+      dropped = true;
+      const pool = c.node(v.victim).pool;
+      if (pool.state === 'NORMAL') pool.sm.change('NO_IO', 'client session lost (test)');
+      const leg = c.client.leg(v.victim);
+      if (leg !== undefined) c.client.setLegState(leg, 'FAILED', 'link dropped (test)');
+    };
+    c.onCommand = (to, cmd) => {
+      if (!dropped && cmd.kind === v.trigger && (v.on === 0 || to === v.on)) drop();
+    };
+    if (v.trigger === 'discard_clear') {
+      c.replaceDisk(2);
+      c.writeStream(5, model, 2);
+    } else if (v.trigger === 'enable_pool') {
+      c.cut(1);
+      c.writeStream(5, model, 2);
+      c.cut(2);
+      c.heal(2);
+    } else {
+      c.crashClient();
+      c.restartClient();
+    }
+    c.until('the leg dropped', () => dropped);
+    c.onCommand = null;
+    c.run(100);
+    for (const n of c.members()) c.heal(n.member_id);
+    c.settle();
+    c.assertIdentical(v.trigger === 'read_map_buf' ? undefined : model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+}

@@ -333,3 +333,33 @@ test('a member created on a live pool and enabled while a write is in flight end
   }
   assert.ok(disk.contents().subarray(0, 4096).equals(data), 'the new member holds the write');
 });
+
+test("a created leg whose link drops while its enable is answered stays out: not promoted, its node taken out of service again", () => {
+  // The answer can arrive after the drop (the transport replays requests after a reconnect);
+  // promoting then is FAILED -> NORMAL (ClientPool.promoteLeg, simulator seeds 63000709 and
+  // 58183127 on the recovery paths).
+  const c = makeCluster(2);
+  const size = c.client.mapped_size;
+  const s3 = new ServerPool({ pool_name: 'pool1', group_id: 1, member_id: 3, chunk_size: CHUNK, intent_extent_shift: 20, intent_max_extents: 64 }, () => undefined);
+  assert.equal(s3.register({ block: new MemDisk(size, c.clock, c.random), meta: new MemDisk(1 << 20, c.clock, c.random), meta_base: 0, ioAllowed: () => true }, 'create', size), null);
+  s3.sync_source = new PeerSource(c.clock, s3, () => [...c.servers, s3], () => true);
+  let leg: Leg | null = null;
+  class DroppingChannel extends DirectChannel {
+    override command(...args: Parameters<DirectChannel['command']>): void {
+      if (args[0].kind === 'enable_pool' && leg !== null) c.client.setLegState(leg, 'FAILED', 'link dropped (test)');
+      super.command(...args);
+    }
+  }
+  let st: number | null = null;
+  c.client.addSess('client@node3', new DroppingChannel(c.clock, s3), 'create', 128, (s, l) => ((st = s), (leg = l)));
+  c.clock.runUntilTrue('add_sess', () => st !== null, c.clock.now() + 10_000);
+  const created = leg as Leg | null;
+  assert.ok(created !== null && created.state === 'CREATED');
+  let en: [number, string | null] | null = null;
+  c.client.enableLeg(created, (s, r) => (en = [s, r]));
+  c.clock.runUntilTrue('enable answered', () => en !== null, c.clock.now() + 10_000);
+  c.clock.runUntil(c.clock.now() + 10);
+  assert.deepEqual(en, [Errno.EAGAIN, 'the leg failed while it was enabled']);
+  assert.equal(created.state, 'FAILED');
+  assert.equal(s3.state, 'NO_IO', 'the node enabled by the late answer leaves IO service');
+});

@@ -178,6 +178,32 @@ test('a failed chunk sync fails the waiting IOs, keeps the chunk dirty, and can 
   assert.equal(n.pool.ownMap()?.isDirty(5), false);
 });
 
+test('a chunk sync the node outlives its IO service with cleans nothing; the background sync takes it as no error', () => {
+  const n = normal();
+  const peer = new FakePeer(new MemDisk(SIZE, n.clock));
+  const held: (() => void)[] = [];
+  const read = peer.readPeer.bind(peer);
+  peer.readPeer = (o, l, cb) => read(o, l, (st, d) => held.push(() => cb(st, d)));
+  n.pool.sync_source = peer;
+  const bs = new BackgroundSync(n.pool, n.clock, { max_inflight: 1, tick_ms: 10 }, () => undefined);
+  n.pool.ownMap()?.setDirty(3, 1);
+  n.clock.runUntilTrue('every piece of the copy read', () => held.length === CHUNK / peer.max_io_size, n.clock.now() + 1000);
+  // Out of IO service (its client's session went): writes to chunk 3 now miss this node and
+  // are recorded for it on the peers; the copy may predate them.
+  assert.equal(n.pool.sm.change('NO_IO', 'test: client session lost'), null);
+  for (const h of held.splice(0)) h();
+  n.clock.runUntilTrue('copy done', () => n.pool.ownMap()?.entryCount === 0, n.clock.now() + 1000);
+  assert.equal(n.pool.ownMap()?.isDirty(3), true, 'the chunk stays dirty');
+  assert.deepEqual(peer.cleared, [], 'no MAP_CLEAR erases what the peers recorded');
+  assert.equal(bs.progress().last_error, null, 'not a failure of the peers: no backoff');
+  // Back in service (after a map update): the chunk is copied again at once.
+  peer.readPeer = read;
+  assert.equal(n.pool.sm.change('NORMAL', 'test: map update done'), null);
+  n.clock.runUntilTrue('copied again', () => n.pool.ownMap()?.isEmpty() === true, n.clock.now() + 200);
+  assert.deepEqual(peer.cleared, [[3, 1, 1]]);
+  bs.close();
+});
+
 test('a store error takes the node out of IO service, visibly', () => {
   const n = normal();
   n.data.faults.bad_ranges = [{ offset: 0, length: 4096 }];

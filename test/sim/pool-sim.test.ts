@@ -45,6 +45,9 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 2098, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
   { seed: 10084, faults: LIFECYCLE_KINDS },
   { seed: 60008, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
+  { seed: 61002973, faults: LIFECYCLE_KINDS },
+  { seed: 63000709, faults: LIFECYCLE_KINDS },
+  { seed: 58183127, faults: LIFECYCLE_KINDS },
 ];
 
 test('regression seeds stay fixed', async () => {
