@@ -237,19 +237,27 @@ export class ClientRecovery {
     });
   }
 
-  /** MAP_GET_VER of every leg. */
+  /**
+   * MAP_GET_VER of every leg, once it learned the membership changes it missed while FAILED:
+   * the base spreads before it is ever a receiver (whose POOL_INFO is replayed in `prepare`),
+   * so without this a member deleted while every leg was FAILED came back with its map on
+   * every member.
+   */
   private collect(legs: Leg[], cb: (status: number, versions: Map<number, number> | null) => void): void {
     const versions = new Map<number, number>();
     this.each(
       legs,
       (l, next) =>
-        l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
-          if (status !== 0) {
-            this.p.failLeg(l, `map_get_ver failed (${status})`);
-            return next(status);
-          }
-          versions.set(l.member_id, value);
-          next(0);
+        this.replayPoolInfo(l, (s0) => {
+          if (s0 !== 0) return next(s0);
+          l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
+            if (status !== 0) {
+              this.p.failLeg(l, `map_get_ver failed (${status})`);
+              return next(status);
+            }
+            versions.set(l.member_id, value);
+            next(0);
+          });
         }),
       (status) => cb(status, status === 0 ? versions : null),
     );
@@ -398,6 +406,7 @@ export class ClientRecovery {
       r.channel.command(cmd, (status) => {
         if (status !== 0) return cb(status);
         r.pending_info.shift();
+        if (cmd.kind === 'pool_info' && cmd.op === 'remove' && cmd.mode === 'delete') this.p.lifecycle.removalRecorded(cmd.member_id);
         step();
       });
     };

@@ -300,6 +300,41 @@ test('RF=3: POOL_INFO to a FAILED leg is queued and replayed when it comes back'
   c.close();
 });
 
+// Simulator seed 61002823: the client's host stopped reading, every leg failed while the
+// removal drained IO; POOL_INFO was queued for every remaining member, del_sess answered EIO,
+// and leg 2 stayed REMOVING although the returning members then recorded the removal. In the
+// seed member 1 failed last (Case 2 brings the pool back); with member 2 failing last no
+// member is authoritative once it is removed, and Cases 3/4 bring the others back.
+for (const order of [[2, 3, 1], [1, 3, 2]]) {
+  test(`RF=3: a del_sess delete that found every other leg FAILED completes when a member comes back and records it, no re-run (legs failing in order ${order.join(',')})`, () => {
+    const c = new RecoveryCluster(3);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(5, model);
+    c.settle();
+    for (const id of order) c.cut(id);
+    // The link to member 2 is back (LEAVE_POOL gets through), its leg still FAILED.
+    const ch2 = c.channels.get(2);
+    assert.ok(ch2 !== undefined);
+    ch2.cut = false;
+    const [st, why] = c.call('del_sess delete 2', (cb) => c.client.delSess(2, 'delete', cb));
+    assert.equal(st, Errno.EIO, why ?? '');
+    assert.equal(c.client.leg(2)?.state, 'REMOVING');
+    assert.equal(c.client.members.has(2), false);
+    c.node(2).in_pool = false;
+    c.heal(1);
+    c.heal(3);
+    c.until('leg 2 detached once a member recorded the removal', () => c.client.leg(2) === undefined, 10_000);
+    c.settle();
+    for (const id of [1, 3]) assert.equal(c.node(id).pool.maps.has(2), false, `member ${id} recorded the removal`);
+    assert.equal(c.client.maps.has(2), false, 'the client has no map for the removed member');
+    c.writeStream(5, model, 2);
+    c.settle();
+    c.assertIdentical(model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+}
+
 test('RF=2: del_sess disassemble keeps the member, dirtiness accumulates; after a full disassemble the pool assembles again (Cases 3/4)', () => {
   const c = new RecoveryCluster(2);
   const model = Buffer.alloc(c.size);
