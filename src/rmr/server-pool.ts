@@ -134,8 +134,8 @@ export class ServerPool {
   private intent: IntentLog | null = null;
   /** Chunks of the intent record found after an unclean stop, not yet decided (see loadMetadata). */
   private crash_chunks: DirtyMap<ParkedIo> | null = null;
-  /** This node's own dirty chunks, kept aside during a map update (see mapReady). */
-  private kept_own: DirtyMap<ParkedIo> | null = null;
+  /** The maps of a map update under way, received aside (see mapReady); null when none is. */
+  private staged: Map<number, DirtyMap<ParkedIo>> | null = null;
   private md_writing = false;
   private md_waiters: ((status: number) => void)[] = [];
   /** Count of map changes that must reach the disk before dependent answers; and how many did. */
@@ -273,6 +273,7 @@ export class ServerPool {
     this.marked_create = false;
     this.client_sessions = 0;
     this.map_update_state = 'DISABLED';
+    this.dropStaged();
     return null;
   }
 
@@ -476,6 +477,7 @@ export class ServerPool {
       // A map update under way is void: a MAP_DONE that arrives after the client came back
       // (replayed by the transport) must not enable the node.
       this.map_update_state = 'DISABLED';
+      this.dropStaged();
       // A rejoin is the same client coming back: it must get a map before serving IO.
       if (j.rejoin === true && this.client_sessions > 0) return null;
     }
@@ -625,26 +627,27 @@ export class ServerPool {
 
   // ------------------------------------------------------------------ map spread (§8.2)
 
-  /** MAP_READY: this node is about to receive every map; drop what it holds. */
+  /**
+   * MAP_READY: this node is about to receive every map. They are received aside and replace
+   * its maps only once complete (MAP_BUF_DONE): an update that fails half way leaves the
+   * node with its previous maps, complete as of when it left service, not with wiped ones
+   * (which claim every chunk clean for every member). The reference wipes them here. Found
+   * by the simulator (seed 55308163: a reconciliation's spread stopped after MAP_READY; the
+   * node, wiped, was then enabled directly as the last authoritative member and its empty
+   * maps spread to every other: a durable write was lost on three members).
+   */
   mapReady(from_sync: boolean): string | null {
     if (from_sync) return 'MAP_READY from a sync pool';
     if (this.sm.state !== 'NO_IO' && this.sm.state !== 'CREATED') return `MAP_READY in state ${this.sm.state}`;
     if (this.map_update_state !== 'DISABLED') return `map update already ${this.map_update_state}`;
-    // What this node knows it lacks (a crash's intent chunks, misses it was told of) stays
-    // true until it syncs those chunks, whatever the source says: kept aside (once, even
-    // across failed spreads) and merged back when the update completes. Found by the
-    // simulator: a node restarted after a power loss dropped its intent chunks at the
-    // first spread and kept stale data.
-    const own = this.maps.get(this.member_id);
-    if (this.kept_own === null && own !== undefined && !own.isEmpty()) {
-      const copy = new DirtyMap<ParkedIo>(this.member_id, this.no_of_chunks);
-      for (let p = 0; p < own.page_count; p++) copy.decodePage(p, own.encodePage(p), 'overwrite');
-      this.kept_own = copy;
-    }
-    for (const m of this.maps.values()) m.clearAll();
-    this.map_changes++;
+    this.staged = new Map();
     this.map_update_state = 'READY';
     return null;
+  }
+
+  /** A map update ends without replacing the maps (failed, or voided by a join). */
+  private dropStaged(): void {
+    this.staged = null;
   }
 
   /** SEND_MAP_BUF: pages of one member's map from the map source. */
@@ -654,9 +657,17 @@ export class ServerPool {
       if (!from_sync && this.sm.state !== 'EMPTY' && this.sm.state !== 'REGISTERED') this.sm.change('NO_IO', why);
       return why;
     };
+    const staged = this.staged;
+    if (staged === null) return `map buffer without a map update`;
     if (pages.length !== page_count * PAGE_BYTES) return fail(`map buffer of ${pages.length} bytes for ${page_count} pages`);
-    if (!this.maps.has(member_id) && this.maps.size >= MAX_MEMBERS) return fail(`no room for member ${member_id}'s map`);
-    const map = this.mapOf(member_id);
+    let map = staged.get(member_id);
+    if (map === undefined) {
+      // The maps kept and the ones received together fit (those the source lacks stay, empty).
+      const fresh = [...staged.keys()].filter((id) => !this.maps.has(id)).length;
+      if (!this.maps.has(member_id) && this.maps.size + fresh >= MAX_MEMBERS) return fail(`no room for member ${member_id}'s map`);
+      map = new DirtyMap<ParkedIo>(member_id, this.no_of_chunks);
+      staged.set(member_id, map);
+    }
     for (let i = 0; i < page_count; i++) {
       const err = map.decodePage(first_page + i, pages.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), 'overwrite');
       if (err !== null) return fail(`map page of member ${member_id}: ${err}`);
@@ -668,12 +679,27 @@ export class ServerPool {
   mapBufDone(map_ver: number): string | null {
     if (this.map_update_state !== 'READY') return `MAP_BUF_DONE while map update is ${this.map_update_state}`;
     if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
+    const staged = this.staged;
+    if (staged === null) return 'MAP_BUF_DONE without a map update';
     this.map_ver = map_ver;
-    // What this node knew it lacks stays (the client marked it on the source before the
-    // spread); where every other member is stale too, this node keeps the newest data.
-    const kept = this.kept_own;
-    if (kept !== null) this.mapMark(this.member_id, kept.runs(), true);
-    this.kept_own = null;
+    // What this node knows it lacks (a crash's intent chunks, misses it was told of) stays
+    // true until it syncs those chunks, whatever the source says (the client marked it on
+    // the source before the spread); where every other member is stale too, this node keeps
+    // the newest data. Found by the simulator: a node restarted after a power loss dropped
+    // its intent chunks at the first spread and kept stale data.
+    const own = this.ownMap();
+    const lacks = own === undefined ? [] : own.runs();
+    // The received maps replace every map held (the sync entries of the chunks stay); a
+    // member the source does not know keeps an empty map.
+    for (const m of this.maps.values()) {
+      const got = staged.get(m.member_id);
+      if (got !== undefined) m.takeBitsFrom(got);
+      else m.clearAll();
+    }
+    for (const [id, m] of staged) if (!this.maps.has(id)) this.maps.set(id, m);
+    this.staged = null;
+    this.map_changes++;
+    if (lacks.length > 0) this.mapMark(this.member_id, lacks, true);
     // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
     for (const id of this.discarded) this.mapOf(id).setAll();
     if (this.crash_chunks !== null) {
@@ -695,6 +721,7 @@ export class ServerPool {
   mapDone(enable: boolean): string | null {
     const reached = this.map_update_state === 'DONE';
     this.map_update_state = 'DISABLED';
+    this.dropStaged();
     if (!reached) return 'map update did not complete';
     if (!enable) return null;
     // The client spreads only to a leg it took out of maintenance.
@@ -707,6 +734,7 @@ export class ServerPool {
   /** MAP_DISABLE: the spread failed; out of IO service until the next one. */
   mapDisable(from_sync: boolean): void {
     this.map_update_state = 'DISABLED';
+    this.dropStaged();
     if (!from_sync && (this.sm.state === 'NORMAL' || this.sm.state === 'CREATED')) this.sm.change('NO_IO', 'map update disabled');
   }
 
