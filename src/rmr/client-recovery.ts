@@ -72,6 +72,12 @@ export class ClientRecovery {
       if (p.pool_uuid.every((x) => x === 0)) p.pool_uuid = Buffer.from(md.header.pool_uuid);
       if (md.header.queue_depth > p.queue_depth) p.queue_depth = md.header.queue_depth;
       leg.replaced = md.srv_md.some((s) => s.member_id === leg.member_id && s.discard_entries);
+      // Its authority was the maps on the disk that went: never again the last authoritative
+      // leg (Case 2). Checking `replaced` at Case 2 was not enough, since the flag is cleared
+      // once the member has its maps, also in a reconciliation that fails later. Found by the
+      // simulator (seed 55308163: Cases 3/4 stopped half way after the spread to the
+      // replaced member; Case 2 then enabled it, and its maps spread to every other).
+      if (leg.replaced) leg.was_last_authoritative = false;
       cb(0, md);
     });
   }

@@ -248,6 +248,47 @@ for (const rf of [2, 3]) {
   });
 }
 
+test('RF=3: a member whose disk was replaced is no longer the last authoritative one, also after a reconciliation that stopped half way', () => {
+  // Simulator seed 55308163: the last leg to fail was the replaced member's; Cases 3/4 ran
+  // (a replaced store is no authority), stopped after its spread had cleared its `replaced`
+  // flag, and Case 2 then enabled it directly and spread its maps to every other member.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  c.replaceDisk(3);
+  for (const id of [1, 2, 3]) c.cut(id);
+  assert.equal(c.client.leg(3)?.was_last_authoritative, true);
+  c.heal(3);
+  c.until('member 3 back', () => c.client.leg(3)?.state === 'RECONNECTING');
+  assert.equal(c.client.leg(3)?.replaced, true);
+  assert.equal(c.client.leg(3)?.was_last_authoritative, false, 'its authority went with its disk');
+  // The reconciliation stops at the next spread after member 3 got its maps.
+  let after_replace = false;
+  let stopped = false;
+  c.onCommand = (to, cmd) => {
+    if (cmd.kind === 'discard_clear' && to === 3) after_replace = true;
+    else if (cmd.kind === 'map_send' && after_replace && !stopped) {
+      stopped = true;
+      c.clock.setTimer(0, () => c.cut(to));
+    }
+  };
+  c.heal(1);
+  c.heal(2);
+  c.until('the reconciliation stopped', () => stopped && [...c.client.legs()].some((l) => l.state === 'FAILED'));
+  c.onCommand = null;
+  // Recovery ticks run while that member is away (Case 2 would be tried here).
+  c.run(300);
+  for (const id of [1, 2]) if (c.client.leg(id)?.state === 'FAILED') c.heal(id);
+  c.settle();
+  assert.equal(c.leg_events.some((e) => e.reason === 'last authoritative leg enabled'), false, 'no member was enabled directly');
+  c.writeStream(5, model, 2);
+  c.settle();
+  c.assertIdentical(model);
+  assert.deepEqual(c.refused, []);
+  c.close();
+});
+
 test('RF=3: del_sess delete updates every remaining member\'s persisted pool_md, is idempotent, and refuses to drop the only clean copy', () => {
   const c = new RecoveryCluster(3);
   const model = Buffer.alloc(c.size);
