@@ -29,8 +29,11 @@ export interface SyncSource {
   readonly max_io_size: number;
   /** Reads a range from some NORMAL peer (retrying on others); -EIO when none could serve it. */
   readPeer(offset: number, length: number, cb: ReadCallback): void;
-  /** Tells the peers that `member_id` is now clean for the chunk range (best effort). */
-  mapClear(first_chunk: number, chunk_count: number, member_id: number): void;
+  /**
+   * Tells the peers that `member_id` is now clean for the chunk range (best effort);
+   * `map_ver`: its map version when the sync began (a peer that knows a newer one ignores it).
+   */
+  mapClear(first_chunk: number, chunk_count: number, member_id: number, map_ver: number): void;
   /** MAP_CHECK to one peer: cb(0, true) when it is NORMAL with an empty own map. */
   peerMapCheck(member_id: number, cb: (status: number, empty: boolean) => void): void;
   /** Sends a map-transfer command to one peer (MAP_SEND streams maps peer to peer). */
@@ -153,6 +156,8 @@ export class ServerPool {
   maintenance = false;
   map_ver = 1;
   map_update_state: MapUpdateState = 'DISABLED';
+  /** Map updates completed here (MAP_BUF_DONE replaced the maps); see syncChunk. */
+  private map_updates = 0;
   /**
    * Members whose store was replaced and whose discard is not confirmed everywhere yet (the
    * reference's discard_entries): their map here is fully dirty, also after a spread.
@@ -698,6 +703,7 @@ export class ServerPool {
     }
     for (const [id, m] of staged) if (!this.maps.has(id)) this.maps.set(id, m);
     this.staged = null;
+    this.map_updates++;
     this.map_changes++;
     if (lacks.length > 0) this.mapMark(this.member_id, lacks, true);
     // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
@@ -1038,11 +1044,22 @@ export class ServerPool {
     return marked;
   }
 
-  /** MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers). */
+  /**
+   * MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers).
+   * Ignored when this node knows a newer map version than the peer had when its sync began:
+   * the peer's data may predate a write it missed, recorded here as dirty for it (every
+   * such record comes with a version above any the peer could have seen: its leg's failure
+   * bumped the client's, and a node learns a version only with the writes or maps of it).
+   * The clear would erase the only record of that write. Found by the simulator (seed
+   * 57684138: a chunk sync slowed by a bandwidth cap read a peer's chunk, the node's leg
+   * failed, a write to the chunk was recorded as missed by it, and the sync's MAP_CLEAR
+   * then erased that record on every peer).
+   */
   mapClear(m: MapClearValue): number {
     const map = this.maps.get(m.member_id);
     if (map === undefined || m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
     if (m.member_id === this.member_id) return Errno.EINVAL; // only peers report their own chunks
+    if (m.map_ver < this.map_ver) return 0;
     map.clear(m.first_chunk, m.chunk_count);
     return 0;
   }
@@ -1215,14 +1232,20 @@ export class ServerPool {
     }
     const src = this.sync_source;
     const store = this.store;
+    // What the pulled data can vouch for: the maps as they are now. A map update received
+    // meanwhile may say this node missed a write to the chunk after the peer's read (the
+    // sync is older than that record): the chunk stays dirty and is synced again. The
+    // peers get the version of now with the MAP_CLEAR (see mapClear).
+    const map_ver = this.map_ver;
+    const updates = this.map_updates;
     const finish = (status: number): void => {
       this.stats.chunk_syncs++;
       if (status !== 0) this.stats.chunk_sync_failures++;
       this.emit({ kind: 'chunk_synced', pool: this.name, chunk, ok: status === 0, status });
       const entry = own.takeEntry(chunk);
-      if (status === 0) {
+      if (status === 0 && this.map_updates === updates) {
         own.clear(chunk, 1);
-        src?.mapClear(chunk, 1, this.member_id);
+        src?.mapClear(chunk, 1, this.member_id, map_ver);
       }
       for (const w of entry?.waiters ?? []) {
         if (status === 0) this.submitChecked(w, false);

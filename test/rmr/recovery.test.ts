@@ -248,6 +248,48 @@ for (const rf of [2, 3]) {
   });
 }
 
+test('RF=3: a chunk sync that read its chunk before the node missed a write to it does not clear the record of that miss', () => {
+  // Simulator seed 57684138: node 1 was syncing a chunk under a bandwidth cap; its leg failed,
+  // a write to the chunk was recorded as missed by it on the others, and then the sync, with
+  // data read before that write, finished: its MAP_CLEAR erased the record on every peer, and
+  // the next map spread told node 1 the chunk was clean.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  const K = 9;
+  const at = K * CHUNK;
+  // Node 1 misses a write to chunk K and comes back: it must sync chunk K.
+  c.cut(1);
+  const w1 = pattern(901, CHUNK);
+  assert.equal(c.write(at, w1), 0);
+  w1.copy(model, at);
+  // Its peer read of chunk K is served at once, the answer held back.
+  const src = c.node(1).source;
+  const read = src.readPeer.bind(src);
+  let held: (() => void) | null = null;
+  src.readPeer = (off, len, cb) => read(off, len, (s, d) => (off === at && held === null ? (held = () => cb(s, d)) : cb(s, d)));
+  c.heal(1);
+  c.until('chunk K read from a peer', () => held !== null);
+  // Meanwhile node 1 is away again and misses another write to chunk K.
+  c.cut(1);
+  const w2 = pattern(902, CHUNK);
+  assert.equal(c.write(at, w2), 0);
+  w2.copy(model, at);
+  for (const id of [2, 3]) assert.equal(c.node(id).pool.maps.get(1)?.isDirty(K), true);
+  // The sync ends with the older data: the record of the second write stays.
+  const release = held as unknown as () => void;
+  release();
+  c.run(50);
+  for (const id of [2, 3]) assert.equal(c.node(id).pool.maps.get(1)?.isDirty(K), true, `member ${id} still holds chunk ${K} dirty for member 1`);
+  src.readPeer = read;
+  c.heal(1);
+  c.settle();
+  c.assertIdentical(model);
+  assert.deepEqual(c.refused, []);
+  c.close();
+});
+
 test('RF=3: a member whose disk was replaced is no longer the last authoritative one, also after a reconciliation that stopped half way', () => {
   // Simulator seed 55308163: the last leg to fail was the replaced member's; Cases 3/4 ran
   // (a replaced store is no authority), stopped after its spread had cleared its `replaced`

@@ -192,9 +192,12 @@ test('MAP_ADD and MAP_CLEAR update the named members over chunk ranges', () => {
   assert.equal(n.pool.mapAdd({ first_chunk: 4, chunk_count: 3, map_ver: 12, failed_cnt: 2, failed_ids: Buffer.from([2, 3, 0, 0]) }), 0);
   assert.equal(n.pool.maps.get(3)?.dirtyCount, 3);
   assert.equal(n.pool.map_ver, 12);
-  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 2 }), 0);
+  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 2, map_ver: 12 }), 0);
   assert.equal(n.pool.maps.get(2)?.dirtyCount, 2);
-  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 9 }), Errno.EINVAL);
+  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 9, map_ver: 12 }), Errno.EINVAL);
+  // A peer whose sync began before this node learned version 12 may hold older data.
+  assert.equal(n.pool.mapClear({ first_chunk: 4, chunk_count: 1, member_id: 2, map_ver: 11 }), 0);
+  assert.equal(n.pool.maps.get(2)?.isDirty(4), true, 'a clear from an older version is ignored');
   assert.equal(n.pool.mapAdd({ first_chunk: 15, chunk_count: 2, map_ver: 1, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }), Errno.EINVAL);
 });
 
