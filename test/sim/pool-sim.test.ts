@@ -45,6 +45,10 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 2098, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
   { seed: 10084, faults: LIFECYCLE_KINDS },
   { seed: 60008, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
+  // Every fault kind, the default 3 s workload:
+  { seed: 57684138, swarm: true },
+  { seed: 55308163, swarm: true },
+  { seed: 61002823 },
 ];
 
 test('regression seeds stay fixed', async () => {
