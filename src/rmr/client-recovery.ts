@@ -151,9 +151,19 @@ export class ClientRecovery {
     }
     // Case 1, with IO frozen (the caller's).
     if (!p.isFrozen) throw new Error('invariant: Case 1 spread without an IO freeze');
-    this.reconcileUncertain((s0) => {
+    // The uncertain chunks get a source from the maps of the NORMAL legs, so those maps must
+    // first hold what the receivers know of themselves: a replaced store (fully dirty) and
+    // each one's own dirtiness, which `prepare` marks before each receiver's spread anyway.
+    // Found by the simulator (seed 72000901: a chunk was given as source the member whose
+    // disk had just been replaced, clean in the source's maps; once that member was marked
+    // fully dirty, every member was dirty for the chunk and nobody could sync it).
+    const known = (next: Done): void => (p.uncertain.isEmpty() ? next(0) : this.each(receivers, (r, n) => this.prepare(source, r, n), next));
+    known((s0) => {
       if (s0 !== 0) return cb(s0);
-      this.spread(source, receivers, true, cb);
+      this.reconcileUncertain((s1) => {
+        if (s1 !== 0) return cb(s1);
+        this.spread(source, receivers, true, cb);
+      });
     });
   }
 

@@ -290,6 +290,55 @@ test('RF=3: a chunk sync that read its chunk before the node missed a write to i
   c.close();
 });
 
+test('RF=3: a write that failed everywhere gets its source after the receivers\' knowledge is marked: never a replaced member', () => {
+  // Simulator seed 72000901: Case 1 gave an uncertain chunk a source (INTENT_TO_MAP) before
+  // the spread marked the receiver whose disk had been replaced fully dirty; the source's
+  // maps still had it clean there, so it became the chunk's source, and once it was marked
+  // every member was dirty for the chunk: nobody could sync it.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  const K = 6;
+  // Member 2 misses a write to chunk K and comes back without syncing it yet.
+  c.node(2).sync.stop();
+  c.cut(2);
+  const w1 = pattern(611, CHUNK);
+  assert.equal(c.write(K * CHUNK, w1), 0);
+  w1.copy(model, K * CHUNK);
+  c.heal(2);
+  c.until('member 2 back', () => c.client.leg(2)?.state === 'NORMAL');
+  assert.equal(c.node(2).pool.ownMap()?.isDirty(K), true);
+  // Member 1's disk is replaced; the client does not know yet.
+  c.replaceDisk(1);
+  c.cut(1);
+  // A write to chunk K fails on both other legs: uncertain. Member 2 fails last.
+  let st = 1;
+  c.client.submit('write', K * CHUNK, 4096, pattern(612, 4096), {}, (s) => (st = s));
+  c.cut(3);
+  c.cut(2);
+  c.until('the write failed', () => st !== 1);
+  assert.notEqual(st, 0);
+  assert.equal(c.client.status().uncertain_chunks, 1);
+  // Member 1 comes back (replaced), then member 2 (Case 2, then Case 1 to member 1).
+  c.heal(1);
+  c.until('member 1 rejoined', () => c.client.leg(1)?.state === 'RECONNECTING');
+  c.heal(2);
+  c.until('member 2 serves', () => c.client.leg(2)?.state === 'NORMAL');
+  c.node(2).sync.start();
+  c.heal(3);
+  c.settle();
+  c.assertIdentical();
+  // Chunk K holds the acknowledged write or the failed one; every other chunk what was written.
+  const d = c.node(1).data.contents();
+  const k = d.subarray(K * CHUNK, K * CHUNK + 4096);
+  assert.ok(k.equals(model.subarray(K * CHUNK, K * CHUNK + 4096)) || k.equals(pattern(612, 4096)), 'chunk K holds one of the two values');
+  k.copy(model, K * CHUNK);
+  assert.ok(d.equals(model));
+  assert.deepEqual(c.refused, []);
+  c.close();
+});
+
 test('RF=3: a member whose disk was replaced is no longer the last authoritative one, also after a reconciliation that stopped half way', () => {
   // Simulator seed 55308163: the last leg to fail was the replaced member's; Cases 3/4 ran
   // (a replaced store is no authority), stopped after its spread had cleared its `replaced`

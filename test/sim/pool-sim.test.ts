@@ -49,6 +49,7 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 57684138, swarm: true },
   { seed: 55308163, swarm: true },
   { seed: 61002823 },
+  { seed: 72000901 },
   { seed: 72001092 },
 ];
 
