@@ -253,11 +253,12 @@ export class ClientLifecycle {
           }
           this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, (took, legs) => {
             // A removal no remaining member recorded would come back with the next client
-            // (it learns the members from their pool_md): the leg stays REMOVING and a
-            // re-run finishes the job.
+            // (it learns the members from their pool_md): the leg stays REMOVING until a
+            // member records it, at the replay of its queued POOL_INFO (removalRecorded) or
+            // at a re-run.
             if (mode === 'delete' && took === 0 && legs > 0) {
               p.unfreeze();
-              return done(Errno.EIO, 'no member recorded the removal: re-run del_sess');
+              return done(Errno.EIO, 'no member recorded the removal yet: it completes when a member comes back (or re-run del_sess)');
             }
             p.legs_by_id.delete(member_id);
             // The last leg gone: the maps are rebuilt from pool_md at the next assemble.
@@ -268,6 +269,21 @@ export class ClientLifecycle {
         });
       });
     });
+  }
+
+  /**
+   * A returning member recorded the deletion of `member_id` (the POOL_INFO queued for it
+   * while FAILED was replayed): a del_sess delete that found every other leg FAILED, and so
+   * left the leg REMOVING, is complete now. Without this only an operator's re-run finished
+   * it. Found by the simulator (seed 61002823: the client's host stopped reading, every leg
+   * failed during the removal's drain, and leg 2 stayed REMOVING). The node must have left
+   * (LEAVE_POOL answered); otherwise the re-run still has that to do.
+   */
+  removalRecorded(member_id: number): void {
+    const p = this.p;
+    const leg = p.leg(member_id);
+    if (leg === undefined || leg.state !== 'REMOVING' || !leg.left || p.members.has(member_id)) return;
+    p.legs_by_id.delete(member_id);
   }
 
   /**

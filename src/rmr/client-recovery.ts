@@ -72,6 +72,12 @@ export class ClientRecovery {
       if (p.pool_uuid.every((x) => x === 0)) p.pool_uuid = Buffer.from(md.header.pool_uuid);
       if (md.header.queue_depth > p.queue_depth) p.queue_depth = md.header.queue_depth;
       leg.replaced = md.srv_md.some((s) => s.member_id === leg.member_id && s.discard_entries);
+      // Its authority was the maps on the disk that went: never again the last authoritative
+      // leg (Case 2). Checking `replaced` at Case 2 was not enough, since the flag is cleared
+      // once the member has its maps, also in a reconciliation that fails later. Found by the
+      // simulator (seed 55308163: Cases 3/4 stopped half way after the spread to the
+      // replaced member; Case 2 then enabled it, and its maps spread to every other).
+      if (leg.replaced) leg.was_last_authoritative = false;
       cb(0, md);
     });
   }
@@ -146,9 +152,19 @@ export class ClientRecovery {
     }
     // Case 1, with IO frozen (the caller's).
     if (!p.isFrozen) throw new Error('invariant: Case 1 spread without an IO freeze');
-    this.reconcileUncertain((s0) => {
+    // The uncertain chunks get a source from the maps of the NORMAL legs, so those maps must
+    // first hold what the receivers know of themselves: a replaced store (fully dirty) and
+    // each one's own dirtiness, which `prepare` marks before each receiver's spread anyway.
+    // Found by the simulator (seed 72000901: a chunk was given as source the member whose
+    // disk had just been replaced, clean in the source's maps; once that member was marked
+    // fully dirty, every member was dirty for the chunk and nobody could sync it).
+    const known = (next: Done): void => (p.uncertain.isEmpty() ? next(0) : this.each(receivers, (r, n) => this.prepare(source, r, n), next));
+    known((s0) => {
       if (s0 !== 0) return cb(s0);
-      this.spread(source, receivers, true, cb);
+      this.reconcileUncertain((s1) => {
+        if (s1 !== 0) return cb(s1);
+        this.spread(source, receivers, true, cb);
+      });
     });
   }
 
@@ -240,19 +256,27 @@ export class ClientRecovery {
     });
   }
 
-  /** MAP_GET_VER of every leg. */
+  /**
+   * MAP_GET_VER of every leg, once it learned the membership changes it missed while FAILED:
+   * the base spreads before it is ever a receiver (whose POOL_INFO is replayed in `prepare`),
+   * so without this a member deleted while every leg was FAILED came back with its map on
+   * every member.
+   */
   private collect(legs: Leg[], cb: (status: number, versions: Map<number, number> | null) => void): void {
     const versions = new Map<number, number>();
     this.each(
       legs,
       (l, next) =>
-        l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
-          if (status !== 0) {
-            this.p.failLeg(l, `map_get_ver failed (${status})`);
-            return next(status);
-          }
-          versions.set(l.member_id, value);
-          next(0);
+        this.replayPoolInfo(l, (s0) => {
+          if (s0 !== 0) return next(s0);
+          l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
+            if (status !== 0) {
+              this.p.failLeg(l, `map_get_ver failed (${status})`);
+              return next(status);
+            }
+            versions.set(l.member_id, value);
+            next(0);
+          });
         }),
       (status) => cb(status, status === 0 ? versions : null),
     );
@@ -413,6 +437,7 @@ export class ClientRecovery {
       r.channel.command(cmd, (status) => {
         if (status !== 0) return cb(status);
         r.pending_info.shift();
+        if (cmd.kind === 'pool_info' && cmd.op === 'remove' && cmd.mode === 'delete') this.p.lifecycle.removalRecorded(cmd.member_id);
         step();
       });
     };

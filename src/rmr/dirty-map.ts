@@ -142,6 +142,23 @@ export class DirtyMap<W = unknown> {
     this.ts = now;
   }
 
+  /**
+   * Takes over the dirty bits of `from` (a map of the same size, which is left empty); this
+   * map's sync entries stay. A map update received aside replaces a member's map this way.
+   */
+  takeBitsFrom(from: DirtyMap<W>, now = this.ts): void {
+    if (from.no_of_chunks !== this.no_of_chunks) throw new RangeError(`map of ${from.no_of_chunks} chunks into one of ${this.no_of_chunks}`);
+    for (let p = 0; p < this.page_count; p++) {
+      this.pages[p] = from.pages[p] as Page;
+      this.page_dirty[p] = from.page_dirty[p] as number;
+    }
+    this.dirty = from.dirty;
+    this.ts = now;
+    from.pages.fill(null);
+    from.page_dirty.fill(0);
+    from.dirty = 0;
+  }
+
   private apply(first: number, count: number, set: boolean, now: number): number {
     this.checkRange(first, count);
     let changed = 0;

@@ -11,14 +11,18 @@
 //              (seq: the client's number of a modifying IO, 0 for others; settled: every
 //              client write below it was answered by every leg and its misses recorded)
 //   MAP_ADD    first_chunk u64 | chunk_count u64 | map_ver u64 | failed_cnt u8 | failed_ids [4]
-//   MAP_CLEAR  first_chunk u64 | chunk_count u64 | member_id u8
+//   MAP_CLEAR  first_chunk u64 | chunk_count u64 | member_id u8 | map_ver u64
+//              (map_ver: the sender's version when its chunk sync began, see ServerPool.mapClear)
 //   CMD        cmd_type u8 | sync u8 | pool_name (u16 len + utf-8) | payload of cmd_type
 //   CMD_RSP    cmd_type u8 | member_id u8 | err i32 | value u64 | chunk_size u32 | mapped_size u64
 
 import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
 
-/** 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts). */
-export const RMR_PROTO_VER = 2;
+/**
+ * 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts).
+ * 3: MAP_CLEAR carries a map version.
+ */
+export const RMR_PROTO_VER = 3;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
 export const MAX_MEMBERS = 4;
 
@@ -119,7 +123,7 @@ export const MapAddMsg = new Layout(
   (v) => (v.chunk_count < 1 ? 'empty chunk range' : v.failed_cnt < 1 ? 'no member listed' : checkMembers(v.failed_cnt, v.failed_ids)),
 );
 
-export const MapClearMsg = new Layout('MAP_CLEAR', { first_chunk: 'u64', chunk_count: 'u64', member_id: 'u8' }, (v) =>
+export const MapClearMsg = new Layout('MAP_CLEAR', { first_chunk: 'u64', chunk_count: 'u64', member_id: 'u8', map_ver: 'u64' }, (v) =>
   v.chunk_count < 1 ? 'empty chunk range' : v.member_id === 0 ? 'member id 0' : null,
 );
 

@@ -29,8 +29,11 @@ export interface SyncSource {
   readonly max_io_size: number;
   /** Reads a range from some NORMAL peer (retrying on others); -EIO when none could serve it. */
   readPeer(offset: number, length: number, cb: ReadCallback): void;
-  /** Tells the peers that `member_id` is now clean for the chunk range (best effort). */
-  mapClear(first_chunk: number, chunk_count: number, member_id: number): void;
+  /**
+   * Tells the peers that `member_id` is now clean for the chunk range (best effort);
+   * `map_ver`: its map version when the sync began (a peer that knows a newer one ignores it).
+   */
+  mapClear(first_chunk: number, chunk_count: number, member_id: number, map_ver: number): void;
   /** MAP_CHECK to one peer: cb(0, true) when it is NORMAL with an empty own map. */
   peerMapCheck(member_id: number, cb: (status: number, empty: boolean) => void): void;
   /** Sends a map-transfer command to one peer (MAP_SEND streams maps peer to peer). */
@@ -134,8 +137,8 @@ export class ServerPool {
   private intent: IntentLog | null = null;
   /** Chunks of the intent record found after an unclean stop, not yet decided (see loadMetadata). */
   private crash_chunks: DirtyMap<ParkedIo> | null = null;
-  /** This node's own dirty chunks, kept aside during a map update (see mapReady). */
-  private kept_own: DirtyMap<ParkedIo> | null = null;
+  /** The maps of a map update under way, received aside (see mapReady); null when none is. */
+  private staged: Map<number, DirtyMap<ParkedIo>> | null = null;
   private md_writing = false;
   private md_waiters: ((status: number) => void)[] = [];
   /** Count of map changes that must reach the disk before dependent answers; and how many did. */
@@ -153,6 +156,8 @@ export class ServerPool {
   maintenance = false;
   map_ver = 1;
   map_update_state: MapUpdateState = 'DISABLED';
+  /** Map updates completed here (MAP_BUF_DONE replaced the maps); see syncChunk. */
+  private map_updates = 0;
   /**
    * Members whose store was replaced and whose discard is not confirmed everywhere yet (the
    * reference's discard_entries): their map here is fully dirty, also after a spread.
@@ -273,6 +278,7 @@ export class ServerPool {
     this.marked_create = false;
     this.client_sessions = 0;
     this.map_update_state = 'DISABLED';
+    this.dropStaged();
     return null;
   }
 
@@ -476,6 +482,7 @@ export class ServerPool {
       // A map update under way is void: a MAP_DONE that arrives after the client came back
       // (replayed by the transport) must not enable the node.
       this.map_update_state = 'DISABLED';
+      this.dropStaged();
       // A rejoin is the same client coming back: it must get a map before serving IO.
       if (j.rejoin === true && this.client_sessions > 0) return null;
     }
@@ -625,26 +632,27 @@ export class ServerPool {
 
   // ------------------------------------------------------------------ map spread (§8.2)
 
-  /** MAP_READY: this node is about to receive every map; drop what it holds. */
+  /**
+   * MAP_READY: this node is about to receive every map. They are received aside and replace
+   * its maps only once complete (MAP_BUF_DONE): an update that fails half way leaves the
+   * node with its previous maps, complete as of when it left service, not with wiped ones
+   * (which claim every chunk clean for every member). The reference wipes them here. Found
+   * by the simulator (seed 55308163: a reconciliation's spread stopped after MAP_READY; the
+   * node, wiped, was then enabled directly as the last authoritative member and its empty
+   * maps spread to every other: a durable write was lost on three members).
+   */
   mapReady(from_sync: boolean): string | null {
     if (from_sync) return 'MAP_READY from a sync pool';
     if (this.sm.state !== 'NO_IO' && this.sm.state !== 'CREATED') return `MAP_READY in state ${this.sm.state}`;
     if (this.map_update_state !== 'DISABLED') return `map update already ${this.map_update_state}`;
-    // What this node knows it lacks (a crash's intent chunks, misses it was told of) stays
-    // true until it syncs those chunks, whatever the source says: kept aside (once, even
-    // across failed spreads) and merged back when the update completes. Found by the
-    // simulator: a node restarted after a power loss dropped its intent chunks at the
-    // first spread and kept stale data.
-    const own = this.maps.get(this.member_id);
-    if (this.kept_own === null && own !== undefined && !own.isEmpty()) {
-      const copy = new DirtyMap<ParkedIo>(this.member_id, this.no_of_chunks);
-      for (let p = 0; p < own.page_count; p++) copy.decodePage(p, own.encodePage(p), 'overwrite');
-      this.kept_own = copy;
-    }
-    for (const m of this.maps.values()) m.clearAll();
-    this.map_changes++;
+    this.staged = new Map();
     this.map_update_state = 'READY';
     return null;
+  }
+
+  /** A map update ends without replacing the maps (failed, or voided by a join). */
+  private dropStaged(): void {
+    this.staged = null;
   }
 
   /** SEND_MAP_BUF: pages of one member's map from the map source. */
@@ -654,9 +662,17 @@ export class ServerPool {
       if (!from_sync && this.sm.state !== 'EMPTY' && this.sm.state !== 'REGISTERED') this.sm.change('NO_IO', why);
       return why;
     };
+    const staged = this.staged;
+    if (staged === null) return `map buffer without a map update`;
     if (pages.length !== page_count * PAGE_BYTES) return fail(`map buffer of ${pages.length} bytes for ${page_count} pages`);
-    if (!this.maps.has(member_id) && this.maps.size >= MAX_MEMBERS) return fail(`no room for member ${member_id}'s map`);
-    const map = this.mapOf(member_id);
+    let map = staged.get(member_id);
+    if (map === undefined) {
+      // The maps kept and the ones received together fit (those the source lacks stay, empty).
+      const fresh = [...staged.keys()].filter((id) => !this.maps.has(id)).length;
+      if (!this.maps.has(member_id) && this.maps.size + fresh >= MAX_MEMBERS) return fail(`no room for member ${member_id}'s map`);
+      map = new DirtyMap<ParkedIo>(member_id, this.no_of_chunks);
+      staged.set(member_id, map);
+    }
     for (let i = 0; i < page_count; i++) {
       const err = map.decodePage(first_page + i, pages.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), 'overwrite');
       if (err !== null) return fail(`map page of member ${member_id}: ${err}`);
@@ -668,12 +684,28 @@ export class ServerPool {
   mapBufDone(map_ver: number): string | null {
     if (this.map_update_state !== 'READY') return `MAP_BUF_DONE while map update is ${this.map_update_state}`;
     if (map_ver < this.map_ver) return `map version ${map_ver} older than ours (${this.map_ver})`;
+    const staged = this.staged;
+    if (staged === null) return 'MAP_BUF_DONE without a map update';
     this.map_ver = map_ver;
-    // What this node knew it lacks stays (the client marked it on the source before the
-    // spread); where every other member is stale too, this node keeps the newest data.
-    const kept = this.kept_own;
-    if (kept !== null) this.mapMark(this.member_id, kept.runs(), true);
-    this.kept_own = null;
+    // What this node knows it lacks (a crash's intent chunks, misses it was told of) stays
+    // true until it syncs those chunks, whatever the source says (the client marked it on
+    // the source before the spread); where every other member is stale too, this node keeps
+    // the newest data. Found by the simulator: a node restarted after a power loss dropped
+    // its intent chunks at the first spread and kept stale data.
+    const own = this.ownMap();
+    const lacks = own === undefined ? [] : own.runs();
+    // The received maps replace every map held (the sync entries of the chunks stay); a
+    // member the source does not know keeps an empty map.
+    for (const m of this.maps.values()) {
+      const got = staged.get(m.member_id);
+      if (got !== undefined) m.takeBitsFrom(got);
+      else m.clearAll();
+    }
+    for (const [id, m] of staged) if (!this.maps.has(id)) this.maps.set(id, m);
+    this.staged = null;
+    this.map_updates++;
+    this.map_changes++;
+    if (lacks.length > 0) this.mapMark(this.member_id, lacks, true);
     // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
     for (const id of this.discarded) this.mapOf(id).setAll();
     if (this.crash_chunks !== null) {
@@ -695,6 +727,7 @@ export class ServerPool {
   mapDone(enable: boolean): string | null {
     const reached = this.map_update_state === 'DONE';
     this.map_update_state = 'DISABLED';
+    this.dropStaged();
     if (!reached) return 'map update did not complete';
     if (!enable) return null;
     // The client spreads only to a leg it took out of maintenance.
@@ -707,6 +740,7 @@ export class ServerPool {
   /** MAP_DISABLE: the spread failed; out of IO service until the next one. */
   mapDisable(from_sync: boolean): void {
     this.map_update_state = 'DISABLED';
+    this.dropStaged();
     if (!from_sync && (this.sm.state === 'NORMAL' || this.sm.state === 'CREATED')) this.sm.change('NO_IO', 'map update disabled');
   }
 
@@ -1010,11 +1044,22 @@ export class ServerPool {
     return marked;
   }
 
-  /** MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers). */
+  /**
+   * MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers).
+   * Ignored when this node knows a newer map version than the peer had when its sync began:
+   * the peer's data may predate a write it missed, recorded here as dirty for it (every
+   * such record comes with a version above any the peer could have seen: its leg's failure
+   * bumped the client's, and a node learns a version only with the writes or maps of it).
+   * The clear would erase the only record of that write. Found by the simulator (seed
+   * 57684138: a chunk sync slowed by a bandwidth cap read a peer's chunk, the node's leg
+   * failed, a write to the chunk was recorded as missed by it, and the sync's MAP_CLEAR
+   * then erased that record on every peer).
+   */
   mapClear(m: MapClearValue): number {
     const map = this.maps.get(m.member_id);
     if (map === undefined || m.first_chunk + m.chunk_count > this.no_of_chunks) return Errno.EINVAL;
     if (m.member_id === this.member_id) return Errno.EINVAL; // only peers report their own chunks
+    if (m.map_ver < this.map_ver) return 0;
     map.clear(m.first_chunk, m.chunk_count);
     return 0;
   }
@@ -1205,15 +1250,21 @@ export class ServerPool {
     const src = this.sync_source;
     const store = this.store;
     const epoch = this.sm.service_epoch;
+    // What the pulled data can vouch for: the maps as they are now. A map update received
+    // meanwhile may say this node missed a write to the chunk after the peer's read (the
+    // sync is older than that record): the chunk stays dirty and is synced again. The
+    // peers get the version of now with the MAP_CLEAR (see mapClear).
+    const map_ver = this.map_ver;
+    const updates = this.map_updates;
     const finish = (result: number): void => {
       const status = result === 0 && (this.sm.state !== 'NORMAL' || this.sm.service_epoch !== epoch) ? Errno.ECANCELED : result;
       this.stats.chunk_syncs++;
       if (status !== 0) this.stats.chunk_sync_failures++;
       this.emit({ kind: 'chunk_synced', pool: this.name, chunk, ok: status === 0, status });
       const entry = own.takeEntry(chunk);
-      if (status === 0) {
+      if (status === 0 && this.map_updates === updates) {
         own.clear(chunk, 1);
-        src?.mapClear(chunk, 1, this.member_id);
+        src?.mapClear(chunk, 1, this.member_id, map_ver);
       }
       for (const w of entry?.waiters ?? []) {
         if (status === 0) this.submitChecked(w, false);

@@ -42,11 +42,11 @@ export class SyncPoolSource implements SyncSource {
     this.pool.submit('read', offset, length, null, {}, cb);
   }
 
-  mapClear(first_chunk: number, chunk_count: number, member_id: number): void {
+  mapClear(first_chunk: number, chunk_count: number, member_id: number, map_ver: number): void {
     for (const leg of this.pool.legs()) {
       if (leg.state !== 'NORMAL') continue;
       // Best effort: the periodic peer-map check cleans up what is lost (§8.6).
-      this.channels.get(leg.member_id)?.sendMapClear(first_chunk, chunk_count, member_id, () => undefined);
+      this.channels.get(leg.member_id)?.sendMapClear(first_chunk, chunk_count, member_id, map_ver, () => undefined);
     }
   }
 

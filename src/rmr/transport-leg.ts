@@ -64,8 +64,8 @@ export class TransportLeg implements LegChannel {
     this.writeType(encodeMapAdd(this.group_id, msg), null, cb);
   }
 
-  sendMapClear(first_chunk: number, chunk_count: number, member_id: number, cb: (status: number) => void): void {
-    this.writeType(encodeMapClear(this.group_id, { first_chunk, chunk_count, member_id }), null, cb);
+  sendMapClear(first_chunk: number, chunk_count: number, member_id: number, map_ver: number, cb: (status: number) => void): void {
+    this.writeType(encodeMapClear(this.group_id, { first_chunk, chunk_count, member_id, map_ver }), null, cb);
   }
 
   sendPeerMap(cmd: PeerMapCommand, cb: (status: number) => void): void {

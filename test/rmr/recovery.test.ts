@@ -248,6 +248,138 @@ for (const rf of [2, 3]) {
   });
 }
 
+test('RF=3: a chunk sync that read its chunk before the node missed a write to it does not clear the record of that miss', () => {
+  // Simulator seed 57684138: node 1 was syncing a chunk under a bandwidth cap; its leg failed,
+  // a write to the chunk was recorded as missed by it on the others, and then the sync, with
+  // data read before that write, finished: its MAP_CLEAR erased the record on every peer, and
+  // the next map spread told node 1 the chunk was clean.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  const K = 9;
+  const at = K * CHUNK;
+  // Node 1 misses a write to chunk K and comes back: it must sync chunk K.
+  c.cut(1);
+  const w1 = pattern(901, CHUNK);
+  assert.equal(c.write(at, w1), 0);
+  w1.copy(model, at);
+  // Its peer read of chunk K is served at once, the answer held back.
+  const src = c.node(1).source;
+  const read = src.readPeer.bind(src);
+  let held: (() => void) | null = null;
+  src.readPeer = (off, len, cb) => read(off, len, (s, d) => (off === at && held === null ? (held = () => cb(s, d)) : cb(s, d)));
+  c.heal(1);
+  c.until('chunk K read from a peer', () => held !== null);
+  // Meanwhile node 1 is away again and misses another write to chunk K.
+  c.cut(1);
+  const w2 = pattern(902, CHUNK);
+  assert.equal(c.write(at, w2), 0);
+  w2.copy(model, at);
+  for (const id of [2, 3]) assert.equal(c.node(id).pool.maps.get(1)?.isDirty(K), true);
+  // The sync ends with the older data: the record of the second write stays.
+  const release = held as unknown as () => void;
+  release();
+  c.run(50);
+  for (const id of [2, 3]) assert.equal(c.node(id).pool.maps.get(1)?.isDirty(K), true, `member ${id} still holds chunk ${K} dirty for member 1`);
+  src.readPeer = read;
+  c.heal(1);
+  c.settle();
+  c.assertIdentical(model);
+  assert.deepEqual(c.refused, []);
+  c.close();
+});
+
+test('RF=3: a write that failed everywhere gets its source after the receivers\' knowledge is marked: never a replaced member', () => {
+  // Simulator seed 72000901: Case 1 gave an uncertain chunk a source (INTENT_TO_MAP) before
+  // the spread marked the receiver whose disk had been replaced fully dirty; the source's
+  // maps still had it clean there, so it became the chunk's source, and once it was marked
+  // every member was dirty for the chunk: nobody could sync it.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  const K = 6;
+  // Member 2 misses a write to chunk K and comes back without syncing it yet.
+  c.node(2).sync.stop();
+  c.cut(2);
+  const w1 = pattern(611, CHUNK);
+  assert.equal(c.write(K * CHUNK, w1), 0);
+  w1.copy(model, K * CHUNK);
+  c.heal(2);
+  c.until('member 2 back', () => c.client.leg(2)?.state === 'NORMAL');
+  assert.equal(c.node(2).pool.ownMap()?.isDirty(K), true);
+  // Member 1's disk is replaced; the client does not know yet.
+  c.replaceDisk(1);
+  c.cut(1);
+  // A write to chunk K fails on both other legs: uncertain. Member 2 fails last.
+  let st = 1;
+  c.client.submit('write', K * CHUNK, 4096, pattern(612, 4096), {}, (s) => (st = s));
+  c.cut(3);
+  c.cut(2);
+  c.until('the write failed', () => st !== 1);
+  assert.notEqual(st, 0);
+  assert.equal(c.client.status().uncertain_chunks, 1);
+  // Member 1 comes back (replaced), then member 2 (Case 2, then Case 1 to member 1).
+  c.heal(1);
+  c.until('member 1 rejoined', () => c.client.leg(1)?.state === 'RECONNECTING');
+  c.heal(2);
+  c.until('member 2 serves', () => c.client.leg(2)?.state === 'NORMAL');
+  c.node(2).sync.start();
+  c.heal(3);
+  c.settle();
+  c.assertIdentical();
+  // Chunk K holds the acknowledged write or the failed one; every other chunk what was written.
+  const d = c.node(1).data.contents();
+  const k = d.subarray(K * CHUNK, K * CHUNK + 4096);
+  assert.ok(k.equals(model.subarray(K * CHUNK, K * CHUNK + 4096)) || k.equals(pattern(612, 4096)), 'chunk K holds one of the two values');
+  k.copy(model, K * CHUNK);
+  assert.ok(d.equals(model));
+  assert.deepEqual(c.refused, []);
+  c.close();
+});
+
+test('RF=3: a member whose disk was replaced is no longer the last authoritative one, also after a reconciliation that stopped half way', () => {
+  // Simulator seed 55308163: the last leg to fail was the replaced member's; Cases 3/4 ran
+  // (a replaced store is no authority), stopped after its spread had cleared its `replaced`
+  // flag, and Case 2 then enabled it directly and spread its maps to every other member.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  c.replaceDisk(3);
+  for (const id of [1, 2, 3]) c.cut(id);
+  assert.equal(c.client.leg(3)?.was_last_authoritative, true);
+  c.heal(3);
+  c.until('member 3 back', () => c.client.leg(3)?.state === 'RECONNECTING');
+  assert.equal(c.client.leg(3)?.replaced, true);
+  assert.equal(c.client.leg(3)?.was_last_authoritative, false, 'its authority went with its disk');
+  // The reconciliation stops at the next spread after member 3 got its maps.
+  let after_replace = false;
+  let stopped = false;
+  c.onCommand = (to, cmd) => {
+    if (cmd.kind === 'discard_clear' && to === 3) after_replace = true;
+    else if (cmd.kind === 'map_send' && after_replace && !stopped) {
+      stopped = true;
+      c.clock.setTimer(0, () => c.cut(to));
+    }
+  };
+  c.heal(1);
+  c.heal(2);
+  c.until('the reconciliation stopped', () => stopped && [...c.client.legs()].some((l) => l.state === 'FAILED'));
+  c.onCommand = null;
+  // Recovery ticks run while that member is away (Case 2 would be tried here).
+  c.run(300);
+  for (const id of [1, 2]) if (c.client.leg(id)?.state === 'FAILED') c.heal(id);
+  c.settle();
+  assert.equal(c.leg_events.some((e) => e.reason === 'last authoritative leg enabled'), false, 'no member was enabled directly');
+  c.writeStream(5, model, 2);
+  c.settle();
+  c.assertIdentical(model);
+  assert.deepEqual(c.refused, []);
+  c.close();
+});
+
 test('RF=3: del_sess delete updates every remaining member\'s persisted pool_md, is idempotent, and refuses to drop the only clean copy', () => {
   const c = new RecoveryCluster(3);
   const model = Buffer.alloc(c.size);
@@ -299,6 +431,41 @@ test('RF=3: POOL_INFO to a FAILED leg is queued and replayed when it comes back'
   c.assertIdentical(model);
   c.close();
 });
+
+// Simulator seed 61002823: the client's host stopped reading, every leg failed while the
+// removal drained IO; POOL_INFO was queued for every remaining member, del_sess answered EIO,
+// and leg 2 stayed REMOVING although the returning members then recorded the removal. In the
+// seed member 1 failed last (Case 2 brings the pool back); with member 2 failing last no
+// member is authoritative once it is removed, and Cases 3/4 bring the others back.
+for (const order of [[2, 3, 1], [1, 3, 2]]) {
+  test(`RF=3: a del_sess delete that found every other leg FAILED completes when a member comes back and records it, no re-run (legs failing in order ${order.join(',')})`, () => {
+    const c = new RecoveryCluster(3);
+    const model = Buffer.alloc(c.size);
+    c.writeStream(5, model);
+    c.settle();
+    for (const id of order) c.cut(id);
+    // The link to member 2 is back (LEAVE_POOL gets through), its leg still FAILED.
+    const ch2 = c.channels.get(2);
+    assert.ok(ch2 !== undefined);
+    ch2.cut = false;
+    const [st, why] = c.call('del_sess delete 2', (cb) => c.client.delSess(2, 'delete', cb));
+    assert.equal(st, Errno.EIO, why ?? '');
+    assert.equal(c.client.leg(2)?.state, 'REMOVING');
+    assert.equal(c.client.members.has(2), false);
+    c.node(2).in_pool = false;
+    c.heal(1);
+    c.heal(3);
+    c.until('leg 2 detached once a member recorded the removal', () => c.client.leg(2) === undefined, 10_000);
+    c.settle();
+    for (const id of [1, 3]) assert.equal(c.node(id).pool.maps.has(2), false, `member ${id} recorded the removal`);
+    assert.equal(c.client.maps.has(2), false, 'the client has no map for the removed member');
+    c.writeStream(5, model, 2);
+    c.settle();
+    c.assertIdentical(model);
+    assert.deepEqual(c.refused, []);
+    c.close();
+  });
+}
 
 test('RF=2: del_sess disassemble keeps the member, dirtiness accumulates; after a full disassemble the pool assembles again (Cases 3/4)', () => {
   const c = new RecoveryCluster(2);

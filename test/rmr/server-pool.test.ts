@@ -218,9 +218,12 @@ test('MAP_ADD and MAP_CLEAR update the named members over chunk ranges', () => {
   assert.equal(n.pool.mapAdd({ first_chunk: 4, chunk_count: 3, map_ver: 12, failed_cnt: 2, failed_ids: Buffer.from([2, 3, 0, 0]) }), 0);
   assert.equal(n.pool.maps.get(3)?.dirtyCount, 3);
   assert.equal(n.pool.map_ver, 12);
-  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 2 }), 0);
+  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 2, map_ver: 12 }), 0);
   assert.equal(n.pool.maps.get(2)?.dirtyCount, 2);
-  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 9 }), Errno.EINVAL);
+  assert.equal(n.pool.mapClear({ first_chunk: 5, chunk_count: 1, member_id: 9, map_ver: 12 }), Errno.EINVAL);
+  // A peer whose sync began before this node learned version 12 may hold older data.
+  assert.equal(n.pool.mapClear({ first_chunk: 4, chunk_count: 1, member_id: 2, map_ver: 11 }), 0);
+  assert.equal(n.pool.maps.get(2)?.isDirty(4), true, 'a clear from an older version is ignored');
   assert.equal(n.pool.mapAdd({ first_chunk: 15, chunk_count: 2, map_ver: 1, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }), Errno.EINVAL);
 });
 
@@ -435,4 +438,37 @@ test("a leg disassembled and assembled again by a live client: the extents its l
     assert.equal(s, 0, `write into extent ${e}`);
   }
   assert.equal(n.pool.intentRecorded().includes(0), false, 'extent 0 left the record');
+});
+
+test('a map update replaces the maps only once complete: one that fails after MAP_READY leaves the previous maps, on disk too', () => {
+  // Simulator seed 55308163: a reconciliation's spread stopped after MAP_READY; the node kept
+  // wiped maps (every chunk clean for every member), was trusted as a map source, and its
+  // empty maps reached every other member.
+  const n = normal();
+  const w = run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE | IO_F_FUA, CHUNK, 2 * CHUNK, { failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]), map_ver: 3 }), Buffer.alloc(2 * CHUNK, 7), false, (s) => cb(s)));
+  assert.equal(w, 0);
+  assert.equal(n.pool.mapMark(1, [[5, 1]], false), 1, 'this node lacks chunk 5');
+  // Out of service, a map update begins, a page of member 2's map arrives, then it fails.
+  assert.equal(n.pool.join({ sync: false, create: false, dirty: false, rejoin: true, chunk_size: CHUNK, members: [] }), null);
+  assert.equal(n.pool.mapReady(false), null);
+  const page = Buffer.alloc(4096);
+  page[0] = 1 << 7; // member 2 dirty for chunk 7 only
+  assert.equal(n.pool.receiveMapBuf(2, 0, 1, page, true), null);
+  n.pool.mapDisable(false);
+  assert.deepEqual(n.pool.maps.get(2)?.runs(), [[1, 2]], 'member 2 still dirty for what it missed');
+  assert.deepEqual(n.pool.ownMap()?.runs(), [[5, 1]], 'what this node lacks is still known');
+  // What reaches the disk is the previous maps, not wiped ones.
+  assert.equal(run<number>(n.clock, (cb) => n.pool.persistMetadata(cb)), 0);
+  const again = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, () => undefined);
+  assert.equal(again.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  assert.equal(run<number>(n.clock, (cb) => again.loadMetadata((s) => cb(s))), 0);
+  assert.deepEqual(again.maps.get(2)?.runs(), [[1, 2]]);
+  // A complete update replaces them; what this node lacks stays (another member is clean there).
+  assert.equal(n.pool.mapReady(false), null);
+  assert.equal(n.pool.receiveMapBuf(2, 0, 1, page, true), null);
+  assert.equal(n.pool.mapBufDone(n.pool.map_ver), null);
+  assert.deepEqual(n.pool.maps.get(2)?.runs(), [[7, 1]], 'the source\'s map of member 2');
+  assert.deepEqual(n.pool.ownMap()?.runs(), [[5, 1]]);
+  assert.equal(n.pool.mapDone(true), null);
+  assert.equal(n.pool.state, 'NORMAL');
 });

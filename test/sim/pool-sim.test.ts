@@ -45,9 +45,15 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 2098, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
   { seed: 10084, faults: LIFECYCLE_KINDS },
   { seed: 60008, swarm: true, faults: LIFECYCLE_KINDS, duration_ms: 1500 },
-  { seed: 61002973, faults: LIFECYCLE_KINDS },
-  { seed: 63000709, faults: LIFECYCLE_KINDS },
-  { seed: 58183127, faults: LIFECYCLE_KINDS },
+  // Every fault kind, the default 3 s workload:
+  { seed: 61002973 },
+  { seed: 63000709 },
+  { seed: 58183127 },
+  { seed: 57684138, swarm: true },
+  { seed: 55308163, swarm: true },
+  { seed: 61002823 },
+  { seed: 72000901 },
+  { seed: 72001092 },
 ];
 
 test('regression seeds stay fixed', async () => {

@@ -84,11 +84,11 @@ export class PeerSource implements SyncSource {
     if (r === undefined || !this.reachable(r)) return void this.clock.setTimer(0, () => cb(Errno.ENOTCONN, null));
     this.clock.setTimer(0.05, () => executeLegCommand(r, q, true, (s, _v, _r, d) => this.clock.setTimer(0.05, () => cb(s, s === 0 ? (d ?? null) : null))));
   }
-  mapClear(first: number, count: number, member_id: number): void {
+  mapClear(first: number, count: number, member_id: number, map_ver: number): void {
     for (const p of this.peers()) {
       if (p !== this.self && this.reachable(p)) {
         this.cleared++;
-        p.mapClear({ first_chunk: first, chunk_count: count, member_id });
+        p.mapClear({ first_chunk: first, chunk_count: count, member_id, map_ver });
       }
     }
   }

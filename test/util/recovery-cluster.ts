@@ -9,6 +9,7 @@
 // disks are seen through a gate closed at the crash, its channels are cut.
 import assert from 'node:assert/strict';
 import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client-pool.js';
+import type { LegStateEvent } from '../../src/rmr/leg-state.js';
 import { ServerPool } from '../../src/rmr/server-pool.js';
 import { executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
@@ -141,6 +142,8 @@ export class RecoveryCluster {
   onCommand: ((member_id: number, cmd: LegCommand) => void) | null = null;
   /** Every leg state change refused by the gatekeeper (a test expects none). */
   readonly refused: string[] = [];
+  /** Every leg state change of the current and earlier clients, in order. */
+  readonly leg_events: LegStateEvent[] = [];
 
   constructor(rf: number, o: RecoveryClusterOptions = {}) {
     this.chunk_size = o.chunk_size ?? 16 * 1024;
@@ -205,7 +208,7 @@ export class RecoveryCluster {
 
   private newClient(): void {
     for (const t of this.client_tickers) t.stop();
-    this.client = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: this.chunk_size, mapped_size: this.size, max_io_size: 1 << 20, map_clean_delay_ms: 0, on_refused: (r) => this.refused.push(r) }, () => this.clock.now(), () => undefined);
+    this.client = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: this.chunk_size, mapped_size: this.size, max_io_size: 1 << 20, map_clean_delay_ms: 0, on_refused: (r) => this.refused.push(r) }, () => this.clock.now(), (ev) => this.leg_events.push(ev));
     this.channels = new Map();
     const client = this.client;
     this.client_tickers = [new Ticker(this.clock, 50, () => client.recoveryTick())];
