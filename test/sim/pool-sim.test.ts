@@ -54,6 +54,7 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 61002823 },
   { seed: 72000901 },
   { seed: 72001092 },
+  { seed: 72000061 },
 ];
 
 test('regression seeds stay fixed', async () => {
