@@ -10,7 +10,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdServer, type NbdTls } from '../../src/nbd/server.js';
@@ -48,6 +49,9 @@ let pskFile = '';
 let wrongPskFile = '';
 let qemuPskDir = '';
 let fioHome = '';
+let fioBase = '';
+/** libnbd ignores $HOME for root: fio then runs as nobody. */
+const fioUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : null;
 const pskKey = randomBytes(32);
 let ca = '';
 let clientPem: { cert: string; key: string } = { cert: '', key: '' };
@@ -97,10 +101,15 @@ before(async () => {
   qemuPskDir = join(dir, 'qemu-psk');
   mkdirSync(qemuPskDir, { mode: 0o700 });
   writeFileSync(join(qemuPskDir, 'keys.psk'), readFileSync(pskFile), { mode: 0o600 });
-  // libnbd in fio reads no file named in the URI: it takes $HOME/.pki/libnbd.
-  fioHome = join(dir, 'fio-home');
+  // libnbd in fio reads no file named in the URI: it takes $HOME/.pki/libnbd, for users other
+  // than root (root: /etc/pki/libnbd, not touched here). As root, fio runs as nobody.
+  fioBase = mkdtempSync(join(tmpdir(), 'nbd-tls-fio-'));
+  chmodSync(fioBase, 0o711);
+  fioHome = join(fioBase, 'home');
   mkdirSync(join(fioHome, '.pki'), { recursive: true });
   certs.layout(join(fioHome, '.pki', 'libnbd'), caPair, 'client', clientPem);
+  mkdirSync(join(fioBase, 'out'));
+  if (fioUser !== null) for (const p of [fioHome, join(fioHome, '.pki'), join(fioHome, '.pki', 'libnbd'), ...['ca-cert.pem', 'client-cert.pem', 'client-key.pem'].map((f) => join(fioHome, '.pki', 'libnbd', f)), join(fioBase, 'out')]) chownSync(p, fioUser.uid, fioUser.gid);
 
   const read = (f: string): Buffer => readFileSync(join(serverDir, f));
   const x509 = nodeNet.serverTls({ cert: read('server-cert.pem'), key: read('server-key.pem') });
@@ -121,6 +130,7 @@ after(async () => {
   await server.close();
   certs.remove();
   await rm(dir, { recursive: true, force: true });
+  if (fioBase !== '') await rm(fioBase, { recursive: true, force: true });
 });
 
 test('nbdinfo over nbds:// with certificates and with a PSK: TLS on, size, flags, contexts, list, block status', async () => {
@@ -162,14 +172,14 @@ test('qemu-img convert and qemu-io with tls-creds-x509 and tls-creds-psk', async
   }
 });
 
-test('fio (nbd engine, crc32c verify) over nbds:// with the certificates in $HOME/.pki/libnbd', async () => {
-  const d = await tempDir();
-  try {
-    const r = await checkFio(`nbds://127.0.0.1:${port.x509}/scratch`, 8 << 20, d, { HOME: fioHome });
-    assert.ok(r.write_bytes > 0 && r.read_bytes > 0);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+test('fio (nbd engine, crc32c verify) over nbds:// with the certificates in $HOME/.pki/libnbd, a client certificate included', async () => {
+  const out = join(fioBase, 'out');
+  const r = await checkFio(`nbds://127.0.0.1:${port.x509}/scratch`, 8 << 20, out, { HOME: fioHome }, fioUser);
+  assert.ok(r.write_bytes > 0 && r.read_bytes > 0);
+  // The listener that wants a client certificate lets fio in only if libnbd read the directory.
+  const v = await checkFio(`nbds://127.0.0.1:${port.verify}/scratch`, 4 << 20, out, { HOME: fioHome }, fioUser);
+  assert.ok(v.write_bytes > 0);
+  await assert.rejects(checkFio(`nbds://127.0.0.1:${port.verify}/scratch`, 4 << 20, out, { HOME: join(fioBase, 'out') }, fioUser), /fio/);
 });
 
 test('a plaintext client against require gets ERR_TLS_REQD and no export: nbdinfo and qemu-img fail, a raw client sees the error', async () => {

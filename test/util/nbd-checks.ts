@@ -18,9 +18,9 @@ export interface RunResult {
 }
 
 /** Runs a tool; kills it at the deadline. Output is capped so a runaway tool cannot eat memory. */
-export function run(cmd: string, args: string[], timeout_ms = 60_000, env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+export function run(cmd: string, args: string[], timeout_ms = 60_000, env: NodeJS.ProcessEnv = {}, ids: { uid: number; gid: number } | null = null): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: `/usr/bin:/usr/sbin:/bin:/sbin:${process.env.PATH ?? ''}`, ...env } });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: `/usr/bin:/usr/sbin:/bin:/sbin:${process.env.PATH ?? ''}`, ...env }, ...(ids ?? {}) });
     let stdout = '';
     let stderr = '';
     const cap = 1 << 20;
@@ -221,10 +221,10 @@ export interface FioResult {
 
 /**
  * fio's nbd engine, random read/write with crc32c verification of everything written. `env`
- * for fio: libnbd in fio takes no file from the URI, so TLS certificates come from
- * $HOME/.pki/libnbd.
+ * and `ids` for fio: libnbd in fio takes no file from the URI, so TLS certificates come from
+ * $HOME/.pki/libnbd, which libnbd reads for users other than root (root: /etc/pki/libnbd).
  */
-export async function checkFio(uri: string, io_bytes: number, dir: string, env: NodeJS.ProcessEnv = {}): Promise<FioResult> {
+export async function checkFio(uri: string, io_bytes: number, dir: string, env: NodeJS.ProcessEnv = {}, ids: { uid: number; gid: number } | null = null): Promise<FioResult> {
   const out = join(dir, 'fio.json');
   const r = await run(
     'fio',
@@ -245,6 +245,7 @@ export async function checkFio(uri: string, io_bytes: number, dir: string, env: 
     ],
     60_000,
     env,
+    ids,
   );
   let doc: { jobs?: { error: number; read: { io_bytes: number }; write: { io_bytes: number } }[] };
   try {
