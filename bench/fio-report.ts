@@ -141,6 +141,31 @@ export function checkTargets(jobs: readonly JobResult[], resync: ResyncResult | 
   return out;
 }
 
+/** One job on one server in clear and over TLS (`--tls`): the same server, another URI. */
+export interface TlsRow {
+  job: string;
+  server: 'nbdkit' | 'rmr2';
+  plain: Summary;
+  tls: Summary;
+  /** TLS IOPS / plaintext IOPS. */
+  ratio: number;
+}
+
+export function tlsRow(job: string, server: TlsRow['server'], plain: readonly Sample[], tls: readonly Sample[]): TlsRow {
+  const p = summarise(plain);
+  const t = summarise(tls);
+  return { job, server, plain: p, tls: t, ratio: round(t.iops / p.iops, 3) };
+}
+
+/** The TLS table: per job and server, IOPS, p99 and CPU per GiB in clear and over TLS. */
+export function formatTlsTable(rows: readonly TlsRow[]): string {
+  const lines = [`${'job'.padEnd(20)}${pad('server', 8)}${pad('IOPS', 9)}${pad('TLS IOPS', 10)}${pad('p99 us', 9)}${pad('TLS p99', 9)}${pad('cpu s/GiB', 11)}${pad('TLS cpu', 9)}${pad('TLS/plain', 11)}`];
+  for (const r of rows) {
+    lines.push(`${r.job.padEnd(20)}${pad(r.server, 8)}${pad(r.plain.iops, 9)}${pad(r.tls.iops, 10)}${pad(r.plain.p99_us, 9)}${pad(r.tls.p99_us, 9)}${pad(r.plain.cpu_s_per_gib, 11)}${pad(r.tls.cpu_s_per_gib, 9)}${pad(r.ratio.toFixed(2), 11)}`);
+  }
+  return lines.join('\n');
+}
+
 const pad = (s: string | number, n: number): string => String(s).padStart(n);
 
 /** The human table: medians per job and server, ratios, targets. */

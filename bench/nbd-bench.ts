@@ -15,7 +15,9 @@
 //          processes, profiles under bench/results/), --threadpool N (UV_THREADPOOL_SIZE
 //          of every rmr daemon; default: what `rmr up` gives them, i.e. the core count
 //          clamped to 2..4 for storage daemons), --servers nbdkit,rmr2 (run only these),
-//          --keep (leave the work directory).
+//          --keep (leave the work directory), --tls (also over TLS: nbdkit --tls=on and
+//          the rmr2 export with nbd.tls: on, each measured through nbds:// right after its
+//          plaintext run; a second table gives TLS/plaintext per job).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { prefill } from './prefill.js';
@@ -25,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { cpuSecondsOf } from './child.js';
 import { freePort, startRmr, storePath, STORE_DATA_OFFSET, type RmrSetup } from './rmr-setup.js';
 import { storageThreadpoolSize } from '../src/cli/node-cluster.js';
-import { checkTargets, formatTable, jobResult, jsonLine, parseFio, type FioSample, type JobResult, type ResyncResult, type Sample, type Server } from './fio-report.js';
+import { checkTargets, formatTable, formatTlsTable, jobResult, jsonLine, parseFio, tlsRow, type FioSample, type JobResult, type ResyncResult, type Sample, type Server, type TlsRow } from './fio-report.js';
 
 interface Job {
   name: string;
@@ -54,8 +56,10 @@ const { values: args } = parseArgs({
     threadpool: { type: 'string' },
     keep: { type: 'boolean', default: false },
     servers: { type: 'string' },
+    tls: { type: 'boolean', default: false },
   },
 });
+const TLS = args.tls === true;
 const quick = args.quick === true;
 const ROUNDS = Number(args.rounds ?? (quick ? 1 : 3));
 const RUNTIME_S = Number(args.runtime ?? (quick ? 3 : 10));
@@ -99,9 +103,9 @@ function fioArgs(uri: string, job: Job, runtime_s: number, out: string, extra: s
   ];
 }
 
-function runFio(argv: string[]): Promise<void> {
+function runFio(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
   return new Promise((res, rej) => {
-    const p = spawn('fio', argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+    const p = spawn('fio', argv, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
     p.once('error', rej);
     p.once('exit', (code) => (code === 0 ? res() : rej(new Error(`fio exited ${code}: fio ${argv.join(' ')}`))));
   });
@@ -109,15 +113,41 @@ function runFio(argv: string[]): Promise<void> {
 
 interface Target {
   name: Server;
+  /** The same server through nbds:// (--tls). */
+  tls: boolean;
   uri: string;
   pids: number[];
+  /** fio's environment: libnbd in fio reads the TLS certificates from $HOME/.pki/libnbd. */
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * --tls: a CA and a server certificate for 127.0.0.1 made with openssl, in the layout nbdkit
+ * and the rmr daemon read (server-cert.pem, server-key.pem), and a $HOME whose .pki/libnbd
+ * holds the CA for fio's libnbd (which takes no file from the URI). As root libnbd looks in
+ * /etc/pki/libnbd instead and, finding nothing, encrypts without checking the server: the
+ * cost measured is the same (the check is once per connection).
+ */
+function makeTlsFiles(dir: string): { server_dir: string; home: string } {
+  const server_dir = join(dir, 'server');
+  const libnbd = join(dir, 'home', '.pki', 'libnbd');
+  mkdirSync(server_dir, { recursive: true });
+  mkdirSync(libnbd, { recursive: true });
+  const ossl = (a: string[]): void => void execFileSync('openssl', a, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ossl(['req', '-x509', ...ec, '-keyout', join(dir, 'ca-key.pem'), '-out', join(dir, 'ca-cert.pem'), '-days', '2', '-subj', '/CN=bench CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  ossl(['req', ...ec, '-keyout', join(server_dir, 'server-key.pem'), '-out', join(dir, 'server.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  ossl(['x509', '-req', '-in', join(dir, 'server.csr'), '-CA', join(dir, 'ca-cert.pem'), '-CAkey', join(dir, 'ca-key.pem'), '-CAcreateserial', '-out', join(server_dir, 'server-cert.pem'), '-days', '2', '-extfile', join(dir, 'server.ext')]);
+  for (const d of [server_dir, libnbd]) writeFileSync(join(d, 'ca-cert.pem'), readFileSync(join(dir, 'ca-cert.pem')));
+  return { server_dir, home: join(dir, 'home') };
 }
 
 let fio_seq = 0;
 async function measure(t: Target, job: Job, runtime_s: number): Promise<Sample> {
   const out = join(work, `fio-${fio_seq++}.json`);
   const cpu0 = t.pids.map((p) => cpuSecondsOf([p]));
-  await runFio(fioArgs(t.uri, job, runtime_s, out));
+  await runFio(fioArgs(t.uri, job, runtime_s, out), t.env);
   const per_process = t.pids.map((p, i) => cpuSecondsOf([p]) - (cpu0[i] as number));
   const s: FioSample = parseFio(readFileSync(out, 'utf8'));
   return { ...s, cpu_s: per_process.reduce((a, b) => a + b, 0), cpu_per_process: per_process };
@@ -197,40 +227,49 @@ try {
   }
   execFileSync('sync');
   say('files pre-filled');
+  const tls_files = TLS ? makeTlsFiles(join(work, 'tls')) : null;
+  const tls_env = tls_files === null ? undefined : { HOME: tls_files.home };
 
   const kit_port = await freePort();
   const kit_pid = join(work, 'nbdkit.pid');
-  nbdkit = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(kit_port), '-P', kit_pid, 'file', kit_file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const kit_tls = tls_files === null ? [] : ['--tls=on', `--tls-certificates=${tls_files.server_dir}`];
+  nbdkit = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(kit_port), '-P', kit_pid, ...kit_tls, 'file', kit_file], { stdio: ['ignore', 'inherit', 'inherit'] });
   await waitFor(() => existsSync(kit_pid), 'nbdkit to write its pid file (it does once it listens)');
   const node_args = args.profile === true ? ['--cpu-prof', `--cpu-prof-dir=${prof_dir}`] : [];
   const env = THREADPOOL === null ? {} : { UV_THREADPOOL_SIZE: THREADPOOL };
   const start = async (name: 'rmr2' | 'rmr3', nodes: number): Promise<RmrSetup | null> => {
     if (!runs(name)) return null;
     // Known to the signal handlers before its daemons start (an interrupted bring-up stops too).
-    const c = await startRmr({ nodes, dir: join(work, name), size_bytes: SIZE, node_args, env, onStop: (stop) => started.push({ stop }) });
+    const tls_opt = tls_files !== null && name === 'rmr2' ? { nbd_tls_certificates: tls_files.server_dir } : {};
+    const c = await startRmr({ nodes, dir: join(work, name), size_bytes: SIZE, node_args, env, ...tls_opt, onStop: (stop) => started.push({ stop }) });
     say(`${name}: initial sync (members 2.. copy the device from member 1) ${(c.initial_sync_ms / 1000).toFixed(1)} s; pids ${c.pids.join(',')} (storage daemons, then the client)`);
     return c;
   };
   const rmr2 = await start('rmr2', 2);
   const rmr3 = await start('rmr3', 3);
-  const targets: Target[] = [{ name: 'nbdkit', uri: `nbd://127.0.0.1:${kit_port}/`, pids: [nbdkit.pid as number] }];
-  if (rmr2 !== null) targets.push({ name: 'rmr2', uri: rmr2.nbd_uri, pids: rmr2.pids });
-  if (rmr3 !== null) targets.push({ name: 'rmr3', uri: rmr3.nbd_uri, pids: rmr3.pids });
+  const targets: Target[] = [{ name: 'nbdkit', tls: false, uri: `nbd://127.0.0.1:${kit_port}/`, pids: [nbdkit.pid as number] }];
+  if (tls_env !== undefined) targets.push({ name: 'nbdkit', tls: true, uri: `nbds://127.0.0.1:${kit_port}/`, pids: [nbdkit.pid as number], env: tls_env });
+  if (rmr2 !== null) targets.push({ name: 'rmr2', tls: false, uri: rmr2.nbd_uri, pids: rmr2.pids });
+  if (rmr2 !== null && rmr2.nbds_uri !== null && tls_env !== undefined) targets.push({ name: 'rmr2', tls: true, uri: rmr2.nbds_uri, pids: rmr2.pids, env: tls_env });
+  if (rmr3 !== null) targets.push({ name: 'rmr3', tls: false, uri: rmr3.nbd_uri, pids: rmr3.pids });
   if (!quick) {
     // Warm up every server (JIT, page cache, connections) before anything is recorded.
     for (const t of targets) if (wanted(t.name)) await measure(t, ALL_JOBS[4] as Job, 3);
   }
   const samples = new Map<string, Record<Server, Sample[]>>();
-  for (const j of JOBS) samples.set(j.name, { nbdkit: [], rmr2: [], rmr3: [] });
+  const tls_samples = new Map<string, Record<Server, Sample[]>>();
+  for (const j of JOBS) {
+    samples.set(j.name, { nbdkit: [], rmr2: [], rmr3: [] });
+    tls_samples.set(j.name, { nbdkit: [], rmr2: [], rmr3: [] });
+  }
   for (let r = 0; r < ROUNDS; r++) {
     for (const j of JOBS) {
-      const row = samples.get(j.name) as Record<Server, Sample[]>;
       const line: string[] = [];
       for (const t of targets) {
         if (!wanted(t.name)) continue;
         const s = await measure(t, j, RUNTIME_S);
-        row[t.name].push(s);
-        line.push(`${t.name} ${Math.round(s.iops)} IOPS p99 ${s.p99_us.toFixed(0)} us cpu ${s.cpu_s.toFixed(2)} s (${(s.cpu_per_process ?? []).map((c) => c.toFixed(2)).join('+')})`);
+        (t.tls ? tls_samples : samples).get(j.name)?.[t.name].push(s);
+        line.push(`${t.name}${t.tls ? '+tls' : ''} ${Math.round(s.iops)} IOPS p99 ${s.p99_us.toFixed(0)} us cpu ${s.cpu_s.toFixed(2)} s (${(s.cpu_per_process ?? []).map((c) => c.toFixed(2)).join('+')})`);
       }
       say(`round ${r + 1}/${ROUNDS} ${j.name}: ${line.join(', ')}`);
     }
@@ -247,8 +286,21 @@ try {
   console.log(`\nNBD benchmark ${new Date().toISOString()} on ${machine}`);
   console.log(`medians of ${ROUNDS} interleaved round(s) x ${RUNTIME_S} s, device ${SIZE / 2 ** 20} MiB; ratio = rmr IOPS / nbdkit IOPS\n`);
   console.log(formatTable(jobs, resync, checks));
-  const line = jsonLine(jobs, resync, { date: new Date().toISOString(), machine, rounds: ROUNDS, runtime_s: RUNTIME_S, size_bytes: SIZE, quick, threadpool: THREADPOOL === null ? `storage ${storageThreadpoolSize()} (rmr up default)` : Number(THREADPOOL) });
-  writeFileSync(join(results_dir, `nbd-${stamp}.json`), `${JSON.stringify({ summary: JSON.parse(line) as unknown, targets: checks, samples: Object.fromEntries(samples) })}\n`);
+  const tls_rows: TlsRow[] = [];
+  if (TLS) {
+    for (const j of JOBS) {
+      for (const server of ['nbdkit', 'rmr2'] as const) {
+        const plain = samples.get(j.name)?.[server] ?? [];
+        const tls = tls_samples.get(j.name)?.[server] ?? [];
+        if (plain.length > 0 && tls.length > 0) tls_rows.push(tlsRow(j.name, server, plain, tls));
+      }
+    }
+    console.log(`\nNBD over TLS (STARTTLS, X.509, nbds://) against the same server in clear, measured right after it in each round\n`);
+    console.log(formatTlsTable(tls_rows));
+  }
+  const line = jsonLine(jobs, resync, {
+    ...(TLS ? { tls: tls_rows } : {}), date: new Date().toISOString(), machine, rounds: ROUNDS, runtime_s: RUNTIME_S, size_bytes: SIZE, quick, threadpool: THREADPOOL === null ? `storage ${storageThreadpoolSize()} (rmr up default)` : Number(THREADPOOL) });
+  writeFileSync(join(results_dir, `nbd-${stamp}.json`), `${JSON.stringify({ summary: JSON.parse(line) as unknown, targets: checks, samples: Object.fromEntries(samples), ...(TLS ? { tls_samples: Object.fromEntries(tls_samples) } : {}) })}\n`);
   console.log(`\n${line}`);
   if (args.profile === true) say(`profiles in ${prof_dir} (summarise: node dist/bench/prof-top.js ${prof_dir})`);
 } finally {

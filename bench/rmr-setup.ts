@@ -32,6 +32,11 @@ export interface RmrSetupOptions {
   /** Progress lines of the bring-up (default: none). */
   say?: (line: string) => void;
   /**
+   * A server certificate directory (server-cert.pem, server-key.pem): the export then offers
+   * STARTTLS (nbd.tls: on), so one cluster serves nbd_uri in clear and nbds_uri over TLS.
+   */
+  nbd_tls_certificates?: string;
+  /**
    * Gets the cluster's stop() before any daemon starts: the daemons run in their own process
    * groups, so a caller's Ctrl-C handler must be able to stop a cluster still coming up.
    */
@@ -40,6 +45,8 @@ export interface RmrSetupOptions {
 
 export interface RmrSetup {
   nbd_uri: string;
+  /** The same export over TLS (nbds://), when nbd_tls_certificates was given. */
+  nbds_uri: string | null;
   /** Every daemon: storage nodes first, then the compute client. */
   pids: number[];
   /** Store files, member 1 first; the device's bytes start at STORE_DATA_OFFSET. */
@@ -86,7 +93,11 @@ async function clusterFile(o: RmrSetupOptions, host: string, nbd_port: number): 
     nodes: [...stg, { name: 'client', addresses: [host], port: await freePort() }],
     pools: [{ name: POOL, chunk_size: o.chunk_size ?? 128 * 1024, members: stg.map((n, i) => ({ node: n.name, member_id: i + 1 })) }],
     stores: stg.map((n, i) => ({ node: n.name, pool: POOL, path: storePath(o.dir, i + 1), size: o.size_bytes })),
-    client: { node: 'client', devices: [{ name: 'disk0', pool: POOL, size: o.size_bytes, export: EXPORT }], nbd: { socket_dir: join(o.dir, 'nbd'), tcp: `${host}:${nbd_port}` } },
+    client: {
+      node: 'client',
+      devices: [{ name: 'disk0', pool: POOL, size: o.size_bytes, export: EXPORT }],
+      nbd: { socket_dir: join(o.dir, 'nbd'), tcp: `${host}:${nbd_port}`, ...(o.nbd_tls_certificates !== undefined ? { tls: 'on', tls_certificates: o.nbd_tls_certificates } : {}) },
+    },
   };
 }
 
@@ -176,6 +187,7 @@ export async function startRmr(o: RmrSetupOptions): Promise<RmrSetup> {
     return {
       initial_sync_ms,
       nbd_uri: `nbd://${host}:${nbd_port}/${EXPORT}`,
+      nbds_uri: o.nbd_tls_certificates !== undefined ? `nbds://${host}:${nbd_port}/${EXPORT}` : null,
       pids,
       dataFiles: storage.map((_, i) => storePath(o.dir, i + 1)),
       resync: async (member_id, timeout_ms = 600_000) => {

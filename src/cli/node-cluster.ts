@@ -12,7 +12,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { validateClusterFile, type ClusterFile, type ClusterNode } from '../daemon/cluster.js';
-import { parseConfigText } from '../daemon/config.js';
+import { formatMode, parseConfigText } from '../daemon/config.js';
 import { formatListen } from '../daemon/validate.js';
 import { call, CliError, errorLine, EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, type Target } from './node-client.js';
 import type { NodeCtl } from './cluster-ops.js';
@@ -40,13 +40,14 @@ export function loadCluster(path: string): LoadedCluster {
   }
   const base = dirname(resolve(path));
   const abs = (p: string): string => (isAbsolute(p) ? p : join(base, p));
+  const absOrNull = (p: string | null): string | null => (p === null ? null : abs(p));
   const raw = validateClusterFile(parseConfigText(text, path));
   const state_dir = abs(raw.state_dir ?? `.rmr-${raw.cluster}`);
   const file: ClusterFile = {
     ...raw,
     stores: raw.stores.map((s) => ({ ...s, path: abs(s.path) })),
     nodes: raw.nodes.map((n) => ({ ...n, control_socket: n.control_socket === null ? null : abs(n.control_socket) })),
-    client: raw.client === null ? null : { ...raw.client, nbd: { ...raw.client.nbd, socket_dir: raw.client.nbd.socket_dir === null ? null : abs(raw.client.nbd.socket_dir) } },
+    client: raw.client === null ? null : { ...raw.client, nbd: { ...raw.client.nbd, socket_dir: absOrNull(raw.client.nbd.socket_dir), tls_certificates: absOrNull(raw.client.nbd.tls_certificates), tls_psk_file: absOrNull(raw.client.nbd.tls_psk_file) } },
     token_file: raw.token_file === null ? null : abs(raw.token_file),
   };
   return { file, path: resolve(path), state_dir, secret_file: raw.secret_file === null ? join(state_dir, 'secret') : abs(raw.secret_file) };
@@ -106,7 +107,21 @@ export function daemonConfigFor(lc: LoadedCluster, n: ClusterNode): Record<strin
   const storage = cf.stores.some((s) => s.node === n.name);
   const client = cf.client?.node === n.name;
   const listen = n.addresses.length === 1 ? formatListen({ host: n.addresses[0] as string, port: n.port }) : formatListen({ host: '0.0.0.0', port: n.port });
-  const nbd = client && cf.client !== null ? { socket_dir: cf.client.nbd.socket_dir ?? join(dir, 'nbd'), tcp: cf.client.nbd.tcp === null ? null : formatListen(cf.client.nbd.tcp) } : undefined;
+  const cn = client && cf.client !== null ? cf.client.nbd : null;
+  const nbd =
+    cn !== null
+      ? {
+          socket_dir: cn.socket_dir ?? join(dir, 'nbd'),
+          tcp: cn.tcp === null ? null : formatListen(cn.tcp),
+          tls: cn.tls,
+          tls_certificates: cn.tls_certificates,
+          tls_psk_file: cn.tls_psk_file,
+          tls_verify_peer: cn.tls_verify_peer,
+          allow_insecure: cn.allow_insecure,
+          ...(cn.socket_mode !== null ? { socket_mode: formatMode(cn.socket_mode) } : {}),
+          socket_group: cn.socket_group,
+        }
+      : undefined;
   return {
     name: n.name,
     state_dir: dir,

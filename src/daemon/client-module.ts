@@ -6,7 +6,7 @@
 import { mapDevice, mapJoiningMember, type BrmrDevice } from '../brmr/client/device.js';
 import type { BlockDevice, WriteFlags, ZeroFlags } from '../nbd/block-device.js';
 import { ForwardingDevice } from '../nbd/forwarding-device.js';
-import { NbdServer } from '../nbd/server.js';
+import { NbdServer, type NbdTls } from '../nbd/server.js';
 import type { Listener } from '../transport/net.js';
 import { errnoName } from '../util/errno.js';
 import type { Clock } from '../util/ports.js';
@@ -18,6 +18,7 @@ import { statusError, type RmrClientModule } from './rmr-client-module.js';
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
 import { formatListen } from './validate.js';
+import { isLoopbackHost } from './config.js';
 
 const EXPORT_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_DEVICES = 64;
@@ -96,6 +97,9 @@ export class ClientModule {
   private readonly clients: RmrClientModule;
   private readonly hist: Histogram;
   private readonly queue_depth: number;
+  /** TLS of the TCP listener (nbd.tls) and of the Unix sockets (offered, never required). */
+  private readonly tcp_tls: NbdTls;
+  private readonly unix_tls: NbdTls;
 
   constructor(ctx: RoleContext, clients: RmrClientModule, queue_depth: number) {
     if (ctx.ports === null) throw new Error('the client role needs IO ports');
@@ -105,6 +109,11 @@ export class ClientModule {
     this.clients = clients;
     this.queue_depth = queue_depth;
     this.nbd = new NbdServer({ clock: ctx.clock, logger: ctx.logger });
+    const context = this.ports.nbd_tls;
+    this.tcp_tls = context === null ? { mode: 'off', context: null } : { mode: ctx.config.nbd.tls, context };
+    // A Unix socket is reached only by who its mode and group let in; TLS there is the
+    // client's choice (nbds+unix://), so local tools need no credentials.
+    this.unix_tls = context === null ? { mode: 'off', context: null } : { mode: 'on', context };
     this.hist = ctx.metrics.histogram('rmr_device_io_duration_seconds', 'Latency of device IO as NBD clients see it.', ['device', 'op']);
     this.registerMetrics();
     // A member added to a live pool must hold the mapped device before it takes IO.
@@ -121,8 +130,12 @@ export class ClientModule {
   async listen(): Promise<void> {
     const t = this.ctx.config.nbd.tcp;
     if (t === null) return;
-    this.tcp = await this.ports.net.listen({ host: t.host, port: t.port }, (s) => this.nbd.accept(s));
-    this.ctx.logger.log('info', 'NBD listening', { address: formatListen(this.tcp.address) });
+    this.tcp = await this.ports.net.listen({ host: t.host, port: t.port }, (s) => this.nbd.accept(s, this.tcp_tls));
+    this.ctx.logger.log('info', 'NBD listening', { address: formatListen(this.tcp.address), tls: this.tcp_tls.mode });
+    // Only nbd.allow_insecure lets a daemon start like this (config.ts): say so at every start.
+    if (!isLoopbackHost(t.host) && this.tcp_tls.mode !== 'require') {
+      this.ctx.logger.log('warn', 'NBD served without required TLS on a non-loopback address (nbd.allow_insecure): anyone who reaches it can read and write the disks', { address: formatListen(this.tcp.address), tls: this.tcp_tls.mode });
+    }
   }
 
   get tcpAddress(): { host: string; port: number } | null {
@@ -165,7 +178,7 @@ export class ClientModule {
     this.devices.set(dev_name, entry);
     try {
       const path = `${this.ctx.config.nbd.socket_dir}/${exp}.sock`;
-      entry.unix = await this.ports.listenUnix(path, (s) => this.nbd.accept(s));
+      entry.unix = await this.ports.listenUnix(path, (s) => this.nbd.accept(s, this.unix_tls));
       entry.socket_path = path;
       if (persist) await this.book.put({ kind: 'device', pool: pool_name, name: dev_name, size_sectors, ...(exp !== dev_name ? { export: exp } : {}) });
     } catch (err) {
@@ -190,11 +203,19 @@ export class ClientModule {
     if (persist) await this.book.remove((r) => r.kind === 'device' && r.name === name);
   }
 
+  /** How clients reach the export: nbd:// in clear, nbds:// with TLS (client credentials not included). */
   uris(d: DeviceEntry): string[] {
     const out: string[] = [];
-    if (d.socket_path !== null) out.push(`nbd+unix:///${d.export_name}?socket=${d.socket_path}`);
+    if (d.socket_path !== null) {
+      out.push(`nbd+unix:///${d.export_name}?socket=${d.socket_path}`);
+      if (this.unix_tls.mode !== 'off') out.push(`nbds+unix:///${d.export_name}?socket=${d.socket_path}`);
+    }
     const t = this.tcp?.address;
-    if (t !== undefined) out.push(`nbd://${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}/${d.export_name}`);
+    if (t !== undefined) {
+      const hp = `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}/${d.export_name}`;
+      if (this.tcp_tls.mode !== 'require') out.push(`nbd://${hp}`);
+      if (this.tcp_tls.mode !== 'off') out.push(`nbds://${hp}`);
+    }
     return out;
   }
 

@@ -7,6 +7,8 @@
 import { MAX_MEMBERS } from '../rmr/msg.js';
 import { NAME_MAX } from '../rmr/layout.js';
 import { Reader, formatSize, type ListenAddress } from './validate.js';
+import { checkNbdSettings, readSettingAs } from './config.js';
+import type { TlsMode } from '../nbd/handshake.js';
 
 export interface ClusterNode {
   readonly name: string;
@@ -58,8 +60,20 @@ export interface ClusterClient {
     readonly socket_dir: string | null;
     /** Optional TCP listener serving every export. */
     readonly tcp: ListenAddress | null;
+    /** The client daemon's nbd.* TLS and socket settings, passed through (see config.ts). */
+    readonly tls: TlsMode;
+    readonly tls_certificates: string | null;
+    readonly tls_psk_file: string | null;
+    readonly tls_verify_peer: boolean;
+    readonly allow_insecure: boolean;
+    /** null: the daemon's default (0660). */
+    readonly socket_mode: number | null;
+    readonly socket_group: string | null;
   };
 }
+
+/** The client.nbd keys that are daemon nbd.* settings, passed through as they are. */
+const NBD_PASSED = ['tls', 'tls_certificates', 'tls_psk_file', 'tls_verify_peer', 'allow_insecure', 'socket_mode', 'socket_group'] as const;
 
 export interface ClusterFile {
   readonly cluster: string;
@@ -266,15 +280,30 @@ export function validateClusterFile(raw: unknown): ClusterFile {
       unique(r, devices, (d) => d.pool, (k) => deviceAt[k] ?? '?', 'pool', 'pool (one device per pool)');
       let socket_dir: string | null = null;
       let tcp: ListenAddress | null = null;
+      const passed = new Map<string, unknown>();
       if (o.nbd !== undefined && o.nbd !== null) {
-        const n = r.object('client.nbd', o.nbd, ['socket_dir', 'tcp']);
+        const n = r.object('client.nbd', o.nbd, ['socket_dir', 'tcp', ...NBD_PASSED]);
         if (n !== undefined) {
           socket_dir = n.socket_dir === undefined || n.socket_dir === null ? null : (r.string('client.nbd.socket_dir', n.socket_dir) ?? null);
           tcp = n.tcp === undefined || n.tcp === null ? null : (r.listen('client.nbd.tcp', n.tcp) ?? null);
           if (n.socket_dir === undefined && n.tcp === undefined) r.fail('client.nbd', 'give socket_dir and/or tcp, or the devices are not reachable');
+          for (const k of NBD_PASSED) if (n[k] !== undefined) passed.set(k, readSettingAs(r, `client.nbd.${k}`, `nbd.${k}`, n[k]));
         }
       }
-      if (node !== undefined) client = { node, devices, nbd: { socket_dir, tcp } };
+      const nbd = {
+        socket_dir,
+        tcp,
+        tls: (passed.get('tls') ?? 'off') as TlsMode,
+        tls_certificates: (passed.get('tls_certificates') ?? null) as string | null,
+        tls_psk_file: (passed.get('tls_psk_file') ?? null) as string | null,
+        tls_verify_peer: passed.get('tls_verify_peer') === true,
+        allow_insecure: passed.get('allow_insecure') === true,
+        socket_mode: (passed.get('socket_mode') ?? null) as number | null,
+        socket_group: (passed.get('socket_group') ?? null) as string | null,
+      };
+      // The client daemon would refuse these at start: refuse them before anything starts.
+      checkNbdSettings(r, 'client.nbd.', (k) => nbd[k]);
+      if (node !== undefined) client = { node, devices, nbd };
     }
   }
   if (token_file === null && nodes.some((n) => n.control_url !== null)) r.fail('token_file', 'nodes reached by control_url need the bearer token file');

@@ -6,6 +6,7 @@
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError, Reader, join, formatListen, type ListenAddress, type RawObject } from './validate.js';
 import type { LogLevel } from '../util/ports.js';
+import type { TlsMode } from '../nbd/handshake.js';
 
 export type LogFormat = 'human' | 'json';
 
@@ -42,12 +43,30 @@ export interface DaemonConfig {
     readonly heartbeat_timeout_ms: number;
   };
   /** NBD exports of the client role: `<socket_dir>/<export>.sock`, and optionally TCP. */
-  readonly nbd: { readonly socket_dir: string; readonly tcp: ListenAddress | null };
+  readonly nbd: NbdConfig;
   /** Re-create the pools, stores, legs and devices of the last run at start. */
   readonly resume: boolean;
   readonly shutdown_timeout_ms: number;
   /** Role name → that role's settings (opaque here). */
   readonly roles: Readonly<Record<string, unknown>>;
+}
+
+export interface NbdConfig {
+  readonly socket_dir: string;
+  readonly tcp: ListenAddress | null;
+  /** STARTTLS policy of the TCP listener (the Unix sockets offer TLS as `on` when it is configured). */
+  readonly tls: TlsMode;
+  /** nbdkit's layout: server-cert.pem, server-key.pem, and ca-cert.pem for tls_verify_peer. */
+  readonly tls_certificates: string | null;
+  /** `identity:hexkey` lines (psktool, nbdkit --tls-psk, libnbd tls-psk-file). */
+  readonly tls_psk_file: string | null;
+  /** Clients must show a certificate signed by the CA in tls_certificates. */
+  readonly tls_verify_peer: boolean;
+  /** Serve plaintext NBD (tls not require) on a non-loopback nbd.tcp. */
+  readonly allow_insecure: boolean;
+  /** Mode and group of the Unix sockets. */
+  readonly socket_mode: number;
+  readonly socket_group: string | null;
 }
 
 /** Where defaults come from: the host, not the code (so tests pass their own). */
@@ -67,7 +86,9 @@ type Kind =
   | { readonly t: 'listen?' }
   | { readonly t: 'int'; readonly min: number; readonly max: number }
   | { readonly t: 'enum'; readonly values: readonly string[] }
-  | { readonly t: 'bool' };
+  | { readonly t: 'bool' }
+  | { readonly t: 'mode' }
+  | { readonly t: 'group?' };
 
 type Value = string | number | boolean | ListenAddress | null;
 
@@ -85,6 +106,19 @@ function asText(v: Value): string {
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** A file mode in octal, as a string: YAML reads an unquoted 0660 as the decimal 660. */
+const MODE_RE = /^(?:0o?)?([0-7]{3})$/;
+const GROUP_RE = /^(?:[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?)$/;
+
+/** 127.0.0.0/8, ::1 and localhost: addresses only this host reaches. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^::ffff:/, '');
+  return h === 'localhost' || h === '::1' || /^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$/.test(h);
+}
+
+export function formatMode(mode: number): string {
+  return `0${mode.toString(8).padStart(3, '0')}`;
+}
 
 export const SETTINGS: readonly Setting[] = [
   { key: 'name', kind: { t: 'name' }, help: 'daemon name (events, logs, default paths)', def: (_, e) => e.hostname.split('.')[0] || 'rmr' },
@@ -109,7 +143,14 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'data.heartbeat_interval_ms', kind: { t: 'int', min: 10, max: 60_000 }, help: 'transport heartbeat period', def: () => 1000 },
   { key: 'data.heartbeat_timeout_ms', kind: { t: 'int', min: 20, max: 600_000 }, help: 'a path silent this long is declared dead', def: () => 5000 },
   { key: 'nbd.socket_dir', kind: { t: 'path' }, help: 'directory of the NBD Unix sockets (<export>.sock)', def: (got) => `${asText(got('state_dir'))}/nbd` },
-  { key: 'nbd.tcp', kind: { t: 'listen?' }, help: 'NBD TCP listener host:port (all exports)', def: () => null },
+  { key: 'nbd.tcp', kind: { t: 'listen?' }, help: 'NBD TCP listener host:port (all exports); off loopback it needs nbd.tls: require or nbd.allow_insecure', def: () => null },
+  { key: 'nbd.tls', kind: { t: 'enum', values: ['off', 'on', 'require'] }, help: 'NBD STARTTLS: off, on (client\'s choice) or require (no option before TLS)', def: () => 'off' },
+  { key: 'nbd.tls_certificates', kind: { t: 'path?' }, help: 'directory with server-cert.pem, server-key.pem (and ca-cert.pem for tls_verify_peer)', def: () => null },
+  { key: 'nbd.tls_psk_file', kind: { t: 'path?' }, help: 'TLS-PSK keys, one identity:hexkey per line (psktool format), instead of certificates', def: () => null },
+  { key: 'nbd.tls_verify_peer', kind: { t: 'bool' }, help: 'NBD clients must show a certificate signed by ca-cert.pem', def: () => false },
+  { key: 'nbd.allow_insecure', kind: { t: 'bool' }, help: 'allow plaintext NBD on a non-loopback nbd.tcp (anyone who reaches it can read and write the disks)', def: () => false },
+  { key: 'nbd.socket_mode', kind: { t: 'mode' }, help: 'mode of the NBD Unix sockets, octal in quotes', def: () => 0o660 },
+  { key: 'nbd.socket_group', kind: { t: 'group?' }, help: 'group (name or gid) of the NBD Unix sockets; default the daemon\'s', def: () => null },
   { key: 'resume', kind: { t: 'bool' }, help: 'recreate the objects of the last run at start (false: the operator replays the bring-up)', def: () => true },
   { key: 'shutdown_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of a clean shutdown before exit 1', def: () => 10_000 },
 ];
@@ -177,6 +218,7 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
   if (got('control.tcp') !== null && got('control.token_file') === null) {
     r.fail('control.tcp', 'a TCP control listener needs control.token_file (bearer token); refusing an unauthenticated one');
   }
+  checkNbdSettings(r, 'nbd.', (k) => got(`nbd.${k}`));
   r.done();
   const str = (k: string): string => values.get(k) as string;
   const num = (k: string): number => values.get(k) as number;
@@ -204,11 +246,47 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
       heartbeat_interval_ms: num('data.heartbeat_interval_ms'),
       heartbeat_timeout_ms: num('data.heartbeat_timeout_ms'),
     },
-    nbd: { socket_dir: str('nbd.socket_dir'), tcp: values.get('nbd.tcp') as ListenAddress | null },
+    nbd: {
+      socket_dir: str('nbd.socket_dir'),
+      tcp: values.get('nbd.tcp') as ListenAddress | null,
+      tls: str('nbd.tls') as TlsMode,
+      tls_certificates: values.get('nbd.tls_certificates') as string | null,
+      tls_psk_file: values.get('nbd.tls_psk_file') as string | null,
+      tls_verify_peer: values.get('nbd.tls_verify_peer') as boolean,
+      allow_insecure: values.get('nbd.allow_insecure') as boolean,
+      socket_mode: num('nbd.socket_mode'),
+      socket_group: values.get('nbd.socket_group') as string | null,
+    },
     resume: values.get('resume') as boolean,
     shutdown_timeout_ms: num('shutdown_timeout_ms'),
     roles,
   };
+}
+
+/**
+ * NBD TLS settings that make sense together, and the rule that a disk is not served in
+ * clear beyond this host unless the operator says so in as many words. `get` reads the
+ * settings by short name (tls, tcp, ...); `at` prefixes the paths in the messages (`nbd.` in
+ * a daemon config, `client.nbd.` in a cluster file).
+ */
+export function checkNbdSettings(r: Reader, at: string, get: (key: 'tls' | 'tcp' | 'tls_certificates' | 'tls_psk_file' | 'tls_verify_peer' | 'allow_insecure') => unknown): void {
+  const tls = get('tls') as TlsMode;
+  const certs = get('tls_certificates');
+  const psk = get('tls_psk_file');
+  const verify = get('tls_verify_peer') === true;
+  if (tls === 'off') {
+    for (const k of ['tls_certificates', 'tls_psk_file'] as const) if (get(k) !== null) r.fail(`${at}${k}`, `is set but ${at}tls is off: set ${at}tls: require (or on), or remove it`);
+    if (verify) r.fail(`${at}tls_verify_peer`, `is true but ${at}tls is off`);
+  } else {
+    if (certs === null && psk === null) r.fail(`${at}tls`, `${tls} needs ${at}tls_certificates (a directory with server-cert.pem and server-key.pem) or ${at}tls_psk_file`);
+    if (certs !== null && psk !== null) r.fail(`${at}tls_psk_file`, `give ${at}tls_certificates or ${at}tls_psk_file, not both`);
+    if (verify && certs === null) r.fail(`${at}tls_verify_peer`, `needs ${at}tls_certificates with ca-cert.pem (PSK clients are authenticated by their key)`);
+  }
+  const tcp = get('tcp') as ListenAddress | null;
+  if (tcp !== null && !isLoopbackHost(tcp.host) && tls !== 'require' && get('allow_insecure') !== true) {
+    const why = tls === 'on' ? `${at}tls: on still serves clients that skip TLS` : 'NBD would be plaintext and unauthenticated';
+    r.fail(`${at}tcp`, `${formatListen(tcp)} is not a loopback address and ${why}: set ${at}tls: require (with ${at}tls_certificates or ${at}tls_psk_file), or ${at}allow_insecure: true`);
+  }
 }
 
 /** File mapping → dotted keys, reporting keys that are no setting. */
@@ -226,6 +304,13 @@ function flatten(r: Reader, o: RawObject, at: string, out: Map<string, unknown>)
     const sub = r.object(key, v, children);
     if (sub !== undefined) flatten(r, sub, key, out);
   }
+}
+
+/** Reads `v` as the daemon setting `key` would be read (cluster files reuse the daemon's rules). */
+export function readSettingAs(r: Reader, at: string, key: string, v: unknown): Value | undefined {
+  const s = SETTINGS.find((x) => x.key === key);
+  if (s === undefined) throw new Error(`no setting ${key}`);
+  return readSetting(r, at, s.kind, v);
 }
 
 function readSetting(r: Reader, at: string, kind: Kind, v: unknown): Value | undefined {
@@ -246,6 +331,15 @@ function readSetting(r: Reader, at: string, kind: Kind, v: unknown): Value | und
       return r.oneOf(at, v, kind.values);
     case 'bool':
       return r.bool(at, v);
+    case 'mode': {
+      const m = typeof v === 'string' ? MODE_RE.exec(v.trim()) : null;
+      if (m === null) return r.fail(at, `must be an octal mode in quotes, e.g. '0660', got ${typeof v === 'number' ? `the number ${v} (quote it: YAML reads 0660 as decimal)` : JSON.stringify(v)}`);
+      return parseInt(m[1] as string, 8);
+    }
+    case 'group?':
+      if (v === null || v === '') return null;
+      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return String(v);
+      return r.string(at, v, { pattern: GROUP_RE, hint: 'a group name or numeric gid' });
   }
 }
 
@@ -260,7 +354,7 @@ export function configToPlain(c: DaemonConfig): Record<string, unknown> {
     metrics: c.metrics,
     secret_file: c.secret_file,
     data: { ...c.data, listen: formatListen(c.data.listen) },
-    nbd: { socket_dir: c.nbd.socket_dir, tcp: c.nbd.tcp === null ? null : formatListen(c.nbd.tcp) },
+    nbd: { ...c.nbd, tcp: c.nbd.tcp === null ? null : formatListen(c.nbd.tcp), socket_mode: formatMode(c.nbd.socket_mode) },
     resume: c.resume,
     shutdown_timeout_ms: c.shutdown_timeout_ms,
     roles: c.roles,

@@ -4,7 +4,7 @@
 // signals are node-daemon.ts's business; this file runs the same under tests.
 
 import type { Clock, Logger, LogLevel, Random } from '../util/ports.js';
-import type { Listener, Net, TlsOptions } from '../transport/net.js';
+import type { Listener, Net, ServerTls, TlsOptions } from '../transport/net.js';
 import type { NetStream } from '../transport/net.js';
 import type { BackendOpener } from '../brmr/server/backend.js';
 import { ObjectBook, type StateFile } from './objects.js';
@@ -31,6 +31,8 @@ export interface RolePorts {
   readonly secret: Buffer | null;
   /** Transport TLS, for the listener and for outgoing sessions (null: plain TCP). */
   readonly tls: TlsOptions | null;
+  /** NBD STARTTLS material (config nbd.tls*), ready for NetStream.startTls; null when nbd.tls is off. */
+  readonly nbd_tls: ServerTls | null;
   readonly objects: StateFile;
 }
 

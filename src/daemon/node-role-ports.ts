@@ -5,13 +5,14 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { NodeNet } from '../transport/node-net.js';
-import type { TlsOptions } from '../transport/net.js';
+import type { ServerTls, TlsOptions } from '../transport/net.js';
 import { NodeRandom } from '../util/node-ports.js';
 import { nodeFileOpener } from '../brmr/server/node-file-backend.js';
 import type { DaemonConfig } from './config.js';
 import type { RolePorts } from './daemon.js';
 import type { StateFile } from './objects.js';
 import { StartError } from './start-error.js';
+import { CERT_FILES, groupId, parsePskFile } from './nbd-tls.js';
 
 export const SECRET_MIN_BYTES = 16;
 
@@ -61,6 +62,35 @@ export function nodeStateFile(path: string): StateFile {
   };
 }
 
+/**
+ * The NBD server's TLS from nbd.tls_certificates or nbd.tls_psk_file, parsed now so a bad
+ * file stops the start with its name, not the first client.
+ */
+function nbdServerTls(c: DaemonConfig, net: NodeNet): ServerTls | null {
+  const n = c.nbd;
+  if (n.tls === 'off') return null;
+  try {
+    if (n.tls_psk_file !== null) {
+      const keys = parsePskFile(readFile(n.tls_psk_file, 'nbd.tls_psk_file').toString('utf8'), n.tls_psk_file);
+      return net.serverTls({ psk: (id) => keys.get(id) ?? null });
+    }
+    const d = n.tls_certificates as string;
+    const f = (name: string): Buffer => readFile(join(d, name), 'nbd.tls_certificates file');
+    return net.serverTls({ cert: f(CERT_FILES.cert), key: f(CERT_FILES.key), ...(n.tls_verify_peer ? { ca: f(CERT_FILES.ca), verifyPeer: true } : {}) });
+  } catch (e) {
+    if (e instanceof StartError) throw e;
+    throw new StartError(`nbd TLS: ${(e as Error).message}`);
+  }
+}
+
+function nbdSocketGid(c: DaemonConfig): number | undefined {
+  const g = c.nbd.socket_group;
+  if (g === null) return undefined;
+  const gid = groupId(g, /^[0-9]+$/.test(g) ? '' : readFile('/etc/group', 'the group file').toString('utf8'));
+  if (gid === null) throw new StartError(`nbd.socket_group: no group ${g} in /etc/group`);
+  return gid;
+}
+
 export function nodeRolePorts(c: DaemonConfig): RolePorts {
   let secret: Buffer | null = null;
   if (c.secret_file !== null) {
@@ -78,12 +108,15 @@ export function nodeRolePorts(c: DaemonConfig): RolePorts {
     };
   }
   const net = new NodeNet();
+  const nbd_tls = nbdServerTls(c, net);
+  const gid = nbdSocketGid(c);
   return {
     net,
     listenUnix: (path, on) => {
       mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-      return net.listenUnix(path, on);
+      return net.listenUnix(path, on, { mode: c.nbd.socket_mode, ...(gid !== undefined ? { gid } : {}) });
     },
+    nbd_tls,
     random: new NodeRandom(),
     open: nodeFileOpener,
     secret,

@@ -6,6 +6,10 @@
 //   client_flags   4 bytes of known flags              options
 //   client_flags   unknown flags / not fixed newstyle  closed
 //   options        option handled, continue            options
+//   options        STARTTLS accepted (ACK sent)        tls
+//   options        bytes queued behind STARTTLS        closed (they would bypass TLS)
+//   tls            handshake done                      options (negotiation starts afresh)
+//   tls            handshake failed / timed out, data  closed
 //   options        GO / EXPORT_NAME of an export       transmission
 //   options        ABORT, bad magic, limits, timeout   closed
 //   transmission   request                             transmission
@@ -14,7 +18,7 @@
 //   draining       last in-flight request answered     closed
 //   any            stream closed by the peer           closed (late completions dropped)
 
-import type { NetStream } from '../transport/net.js';
+import type { NetStream, ServerTls } from '../transport/net.js';
 import type { Clock, Logger, TimerId } from '../util/ports.js';
 import { errnoName } from '../util/errno.js';
 import type { BlockDevice, Extent } from './block-device.js';
@@ -22,7 +26,7 @@ import { ByteQueue } from './byte-queue.js';
 import { allAllocated, checkRequest, clampExtents } from './commands.js';
 import { nbdError } from './errno-map.js';
 import { type ExportTable, type NbdExport, maxPayload } from './export-info.js';
-import { type Negotiated, handleOption, newNegotiated } from './handshake.js';
+import { type Negotiated, type TlsMode, handleOption, newNegotiated } from './handshake.js';
 import {
   BASE_ALLOCATION,
   CLIENT_FLAGS_KNOWN,
@@ -87,9 +91,12 @@ export interface ConnectionDeps {
   logger: Logger;
   clock: Clock | null;
   onClosed: (c: NbdConnection) => void;
+  /** TLS policy of this connection; `tls` is needed (and the stream's startTls) unless off. */
+  tls_mode: TlsMode;
+  tls: ServerTls | null;
 }
 
-export type Phase = 'client_flags' | 'options' | 'transmission' | 'draining' | 'closed';
+export type Phase = 'client_flags' | 'options' | 'tls' | 'transmission' | 'draining' | 'closed';
 
 export class NbdConnection {
   phase: Phase = 'client_flags';
@@ -126,7 +133,7 @@ export class NbdConnection {
     if (deps.clock !== null) {
       this.timer = deps.clock.setTimer(deps.limits.handshake_timeout_ms, () => {
         this.timer = null;
-        if (this.phase === 'client_flags' || this.phase === 'options') this.fail('handshake timed out');
+        if (this.phase === 'client_flags' || this.phase === 'options' || this.phase === 'tls') this.fail('handshake timed out');
       });
     }
   }
@@ -139,9 +146,14 @@ export class NbdConnection {
     return this.exp?.name ?? null;
   }
 
+  /** TLS is up on this connection. */
+  get tls(): boolean {
+    return this.neg.tls;
+  }
+
   /** Server shutdown: no new requests; answer what is in flight, then close. */
   shutdown(): void {
-    if (this.phase === 'client_flags' || this.phase === 'options') this.fail('server shutting down', 'info');
+    if (this.phase === 'client_flags' || this.phase === 'options' || this.phase === 'tls') this.fail('server shutting down', 'info');
     else if (this.phase === 'transmission') this.startDraining();
   }
 
@@ -149,6 +161,8 @@ export class NbdConnection {
 
   private onData(chunk: Buffer): void {
     if (this.phase === 'closed' || this.phase === 'draining') return;
+    // The stream promises none; a byte here would be clear text taken for protected.
+    if (this.phase === 'tls') return void this.fail('data during the TLS handshake');
     this.queue.push(chunk);
     this.guarded(() => this.pump());
   }
@@ -171,6 +185,8 @@ export class NbdConnection {
 
   private onClose(err: Error | null): void {
     const was = this.phase;
+    // A wrong PSK, a bad certificate or junk instead of a ClientHello ends here.
+    if (was === 'tls') this.deps.logger.log('warn', 'nbd TLS handshake failed', { remote: this.remote, err: err?.message.trim() ?? 'connection closed' });
     this.phase = 'closed';
     this.queue.clear();
     this.cancelTimers();
@@ -210,6 +226,8 @@ export class NbdConnection {
         return this.stepClientFlags();
       case 'options':
         return this.stepOption();
+      case 'tls':
+        return false;
       case 'transmission':
         return this.stepRequest();
       case 'draining':
@@ -242,7 +260,8 @@ export class NbdConnection {
     const opt = this.option;
     if (this.queue.length < opt.length) return false;
     this.option = null;
-    const out = handleOption(this.neg, this.deps.table, opt.option, this.queue.take(opt.length));
+    const out = handleOption(this.neg, this.deps.table, opt.option, this.queue.take(opt.length), this.deps.tls_mode);
+    if (out.kind === 'starttls') return this.startTls(out.replies);
     if (out.replies.length > 0) this.send(out.replies);
     if (out.kind === 'close') {
       this.deps.logger.log('info', 'nbd handshake ended', { remote: this.remote, reason: out.reason });
@@ -256,6 +275,32 @@ export class NbdConnection {
       this.deps.logger.log('debug', 'nbd client attached', { remote: this.remote, export: out.export.name, structured: this.neg.structured });
     }
     return true;
+  }
+
+  /**
+   * STARTTLS accepted: the client must wait for our ACK before its ClientHello, so bytes
+   * already queued behind the option were sent blind. They are refused, never parsed after
+   * the handshake: that is how STARTTLS command injection works (a man in the middle
+   * appends clear-text commands the server would then take as protected).
+   */
+  private startTls(ack: Buffer[]): false {
+    const tls = this.deps.tls;
+    if (tls === null || this.stream.startTls === undefined) return this.fail('STARTTLS accepted without a TLS-capable stream (a server bug)');
+    if (this.queue.length > 0) return this.fail(`${this.queue.length} bytes after STARTTLS ahead of the TLS handshake`);
+    this.send(ack);
+    this.phase = 'tls';
+    this.stream.startTls(tls, (err) => this.guarded(() => this.tlsUp(err)));
+    return false;
+  }
+
+  private tlsUp(err: Error | null): void {
+    if (this.phase !== 'tls') return;
+    if (err !== null) return void this.fail(`TLS handshake failed: ${err.message}`);
+    // What was negotiated in clear could have been altered on the way: start afresh.
+    this.neg = newNegotiated(this.neg.no_zeroes, true);
+    this.phase = 'options';
+    this.deps.logger.log('debug', 'nbd TLS established', { remote: this.remote });
+    this.pump();
   }
 
   private stepRequest(): boolean {

@@ -11,7 +11,12 @@
 //   STRUCTURED_REPLY    ACK                               (data must be empty)
 //   LIST_META_CONTEXT   META_CONTEXT per match, ACK
 //   SET_META_CONTEXT    META_CONTEXT per selection, ACK  (needs STRUCTURED_REPLY first)
-//   STARTTLS, others    ERR_UNSUP, keep parsing
+//   STARTTLS            tls off: ERR_UNSUP; else ACK, then the TLS handshake (outcome
+//                       'starttls'); once TLS is up: ERR_INVALID (the spec's answer)
+//   others              ERR_UNSUP, keep parsing
+// With tls 'require' (the spec's FORCEDTLS) every option before TLS but STARTTLS and ABORT
+// gets ERR_TLS_REQD, and EXPORT_NAME (which cannot carry an error) closes the connection:
+// nothing about the exports leaks and no transmission starts in clear.
 // Malformed data gets ERR_INVALID and the negotiation continues.
 
 import {
@@ -30,6 +35,12 @@ import {
 } from './proto.js';
 import { type ExportTable, type NbdExport, contextsOf, matchContexts, maxPayload, transmissionFlags } from './export-info.js';
 
+/**
+ * off: no TLS (STARTTLS gets ERR_UNSUP); on: TLS at the client's choice (SELECTIVETLS with no
+ * TLS-only export); require: TLS before anything else (FORCEDTLS, no downgrade).
+ */
+export type TlsMode = 'off' | 'on' | 'require';
+
 export interface MetaSelection {
   readonly id: number;
   readonly name: string;
@@ -42,21 +53,29 @@ export interface Negotiated {
   /** The export SET_META_CONTEXT was for; a GO to another export drops the selection. */
   meta_export: string | null;
   meta: MetaSelection[];
+  /** TLS is up on this connection (STARTTLS done). */
+  tls: boolean;
 }
 
 export type OptionOutcome =
   | { kind: 'continue'; replies: Buffer[] }
+  /** Send the replies (the ACK), then run the TLS handshake; no byte may follow in clear. */
+  | { kind: 'starttls'; replies: Buffer[] }
   | { kind: 'close'; replies: Buffer[]; reason: string }
   | { kind: 'transmit'; replies: Buffer[]; export: NbdExport };
 
-export function newNegotiated(no_zeroes: boolean): Negotiated {
-  return { structured: false, no_zeroes, meta_export: null, meta: [] };
+export function newNegotiated(no_zeroes: boolean, tls = false): Negotiated {
+  return { structured: false, no_zeroes, meta_export: null, meta: [], tls };
 }
 
 const cont = (replies: Buffer[]): OptionOutcome => ({ kind: 'continue', replies });
 const invalid = (opt: number, msg: string): OptionOutcome => cont(encodeOptionError(opt, Rep.ERR_INVALID, msg));
 
-export function handleOption(st: Negotiated, table: ExportTable, opt: number, data: Buffer): OptionOutcome {
+export function handleOption(st: Negotiated, table: ExportTable, opt: number, data: Buffer, tls: TlsMode = 'off'): OptionOutcome {
+  if (tls === 'require' && !st.tls && opt !== Opt.STARTTLS && opt !== Opt.ABORT) {
+    if (opt === Opt.EXPORT_NAME) return { kind: 'close', replies: [], reason: 'EXPORT_NAME before STARTTLS while TLS is required' };
+    return cont(encodeOptionError(opt, Rep.ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first'));
+  }
   switch (opt) {
     case Opt.EXPORT_NAME: {
       const name = data.toString('utf8');
@@ -86,7 +105,10 @@ export function handleOption(st: Negotiated, table: ExportTable, opt: number, da
     case Opt.SET_META_CONTEXT:
       return metaContext(st, table, opt, data);
     case Opt.STARTTLS:
-      return cont(encodeOptionError(opt, Rep.ERR_UNSUP, 'TLS is not supported by this server'));
+      if (tls === 'off') return cont(encodeOptionError(opt, Rep.ERR_UNSUP, 'TLS is not enabled on this server'));
+      if (st.tls) return invalid(opt, 'TLS is already active');
+      if (data.length !== 0) return invalid(opt, 'STARTTLS takes no data');
+      return { kind: 'starttls', replies: encodeOptionReply(opt, Rep.ACK, null) };
     default:
       return cont(encodeOptionError(opt, Rep.ERR_UNSUP, `option ${opt} not supported`));
   }

@@ -2,11 +2,21 @@
 // accepted for them. It never listens itself: whoever owns the sockets (TCP, Unix, TLS, or an
 // in-memory stream in tests) hands each accepted NetStream to accept().
 
-import type { NetStream } from '../transport/net.js';
+import type { NetStream, ServerTls } from '../transport/net.js';
 import { type Clock, type Logger, nullLogger } from '../util/ports.js';
 import type { BlockDevice } from './block-device.js';
 import { type ConnectionLimits, DEFAULT_LIMITS, NbdConnection } from './connection.js';
 import { type ExportTable, type NbdExport, checkDevice } from './export-info.js';
+import type { TlsMode } from './handshake.js';
+
+/** TLS of a server or of one listener: the policy, and the Net adapter's ServerTls for it. */
+export interface NbdTls {
+  readonly mode: TlsMode;
+  /** Needed unless mode is off (NodeNet.serverTls). */
+  readonly context: ServerTls | null;
+}
+
+const NO_TLS: NbdTls = { mode: 'off', context: null };
 
 export interface NbdServerOptions {
   limits?: Partial<ConnectionLimits>;
@@ -17,6 +27,8 @@ export interface NbdServerOptions {
   default_export?: string;
   /** Connections at once, across all exports; beyond it new streams are closed at once. */
   max_connections?: number;
+  /** TLS for every accepted stream unless accept() is given another; default off. */
+  tls?: NbdTls;
 }
 
 export class NbdServer implements ExportTable {
@@ -27,6 +39,7 @@ export class NbdServer implements ExportTable {
   private readonly clock: Clock | null;
   private readonly default_export: string | null;
   private readonly max_connections: number;
+  private readonly tls: NbdTls;
   private closing = false;
   private idle_waiters: (() => void)[] = [];
   /** Connections refused because of max_connections or shutdown. */
@@ -38,6 +51,7 @@ export class NbdServer implements ExportTable {
     this.clock = opts.clock ?? null;
     this.default_export = opts.default_export ?? null;
     this.max_connections = opts.max_connections ?? 1024;
+    this.tls = checkTls(opts.tls ?? NO_TLS);
   }
 
   addExport(name: string, device: BlockDevice, description = ''): void {
@@ -62,10 +76,16 @@ export class NbdServer implements ExportTable {
     return [...this.exports.values()];
   }
 
-  accept(stream: NetStream): void {
-    if (this.closing || this.connections.size >= this.max_connections) {
+  /** Serves a connected stream; `tls` overrides the server's TLS for it (e.g. per listener). */
+  accept(stream: NetStream, tls: NbdTls = this.tls): void {
+    let mode = checkTls(tls).mode;
+    // A stream that cannot upgrade (an in-memory one, say) is served as if TLS were off,
+    // unless TLS is required: then it gets nothing at all.
+    if (mode === 'on' && stream.startTls === undefined) mode = 'off';
+    const refuse = this.closing ? 'shutting down' : this.connections.size >= this.max_connections ? 'too many connections' : mode === 'require' && stream.startTls === undefined ? 'TLS required but this stream cannot do TLS' : null;
+    if (refuse !== null) {
       this.refused++;
-      this.logger.log('warn', 'nbd connection refused', { remote: stream.remote, reason: this.closing ? 'shutting down' : 'too many connections' });
+      this.logger.log('warn', 'nbd connection refused', { remote: stream.remote, reason: refuse });
       stream.attach({ onData: () => undefined, onDrain: () => undefined, onClose: () => undefined });
       stream.destroy();
       return;
@@ -75,6 +95,8 @@ export class NbdServer implements ExportTable {
       limits: this.limits,
       logger: this.logger,
       clock: this.clock,
+      tls_mode: mode,
+      tls: tls.context,
       onClosed: (c) => {
         this.connections.delete(c);
         if (this.connections.size === 0) for (const w of this.idle_waiters.splice(0)) w();
@@ -94,4 +116,9 @@ export class NbdServer implements ExportTable {
     if (this.connections.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idle_waiters.push(resolve));
   }
+}
+
+function checkTls(t: NbdTls): NbdTls {
+  if (t.mode !== 'off' && t.context === null) throw new Error(`NBD TLS mode ${t.mode} needs a ServerTls`);
+  return t;
 }

@@ -15,6 +15,31 @@ export interface TlsOptions {
   psk?: { identity: string; key: Buffer };
 }
 
+/**
+ * Server-side TLS for upgrading an accepted plaintext stream in place (NBD's STARTTLS),
+ * with certificates or with TLS-PSK (one key per client identity).
+ */
+export interface ServerTlsOptions {
+  /** PEM certificate chain and key of this server (certificate mode). */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** PEM CA bundle; with `verifyPeer`, a client must show a certificate it signed. */
+  ca?: string | Buffer;
+  verifyPeer?: boolean;
+  /** TLS-PSK instead of certificates: the key of a client identity, null when unknown. */
+  psk?: (identity: string) => Buffer | null;
+  /** A handshake not done by then fails (default: the adapter's TLS handshake timeout). */
+  handshakeTimeoutMs?: number;
+}
+
+/**
+ * Server TLS made ready once by the Net adapter (PEM parsed, context built), then handed to
+ * NetStream.startTls for every upgrade; opaque to the core.
+ */
+export interface ServerTls {
+  readonly mode: 'x509' | 'psk';
+}
+
 export interface Address {
   host: string;
   port: number;
@@ -68,6 +93,14 @@ export interface NetStream {
   destroy(err?: Error): void;
   readonly remote: string;
   readonly local: string;
+  /**
+   * Optional: turns this accepted plaintext stream into the server end of a TLS session, in
+   * place (the handlers stay attached). Bytes written before are sent in clear first; every
+   * byte after goes through TLS. Exactly one of: cb(null) once the handshake is done (and
+   * the client's certificate checked, if asked), or the stream closes (onClose with the
+   * reason: a failed or timed-out handshake). No onData is delivered in between.
+   */
+  startTls?(tls: ServerTls, cb: (err: Error | null) => void): void;
 }
 
 export interface Listener {

@@ -4,8 +4,8 @@
 
 import net from 'node:net';
 import tls from 'node:tls';
-import { lstatSync, unlinkSync } from 'node:fs';
-import type { Address, Listener, Net, NetStream, StreamHandlers, TlsOptions } from './net.js';
+import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
+import type { Address, Listener, Net, NetStream, ServerTls, ServerTlsOptions, StreamHandlers, TlsOptions } from './net.js';
 
 /**
  * TLS-PSK settings. Node hands the PSK to OpenSSL through the TLS 1.2-style callbacks; in
@@ -150,6 +150,38 @@ function rewrapWithReader(socket: net.Socket, reader: DirectReader): net.Socket 
   return fresh;
 }
 
+/** ServerTls of this adapter: the secure context built once, used by every upgrade. */
+class NodeServerTls implements ServerTls {
+  constructor(
+    readonly mode: 'x509' | 'psk',
+    readonly context: tls.SecureContext,
+    readonly verifyPeer: boolean,
+    readonly psk: ((identity: string) => Buffer | null) | null,
+    readonly handshakeTimeoutMs: number,
+  ) {}
+}
+
+/**
+ * The client-certificate check of a server-side TLSSocket made by hand. Node verifies the
+ * chain during the handshake but accepts the connection whatever the result (its VerifyCallback
+ * always says yes), and only tls.Server's own 'secure' listener turns a bad result into a
+ * refusal, reading it from the TLS handle. A socket upgraded in place has no tls.Server, so
+ * we read it the same way; a Node without that method refuses every client (fail closed).
+ */
+function peerVerifyError(socket: tls.TLSSocket): Error | null {
+  const handle = (socket as unknown as { _handle?: { verifyError?: () => Error | null } | null })._handle;
+  if (handle === null || handle === undefined || typeof handle.verifyError !== 'function') {
+    return netError('ERR_TLS_VERIFY_UNAVAILABLE', 'cannot check the client certificate (no verifyError on this Node)');
+  }
+  const err = handle.verifyError();
+  if (err !== null && err !== undefined) return netError('ERR_TLS_CLIENT_CERT', `client certificate refused: ${err.message}`);
+  const cert = socket.getPeerCertificate() as tls.PeerCertificate | null;
+  if (cert === null || Object.keys(cert).length === 0) return netError('ERR_TLS_CLIENT_CERT', 'the client sent no certificate');
+  return null;
+}
+
+type TlsState = 'plain' | 'upgrading' | 'tls';
+
 /** A connected socket (TLS handshake done) as a NetStream. */
 class NodeStream implements NetStream {
   readonly remote: string;
@@ -163,45 +195,65 @@ class NodeStream implements NetStream {
   private ending = false;
   private corked = false;
   private waitingDrain = false;
+  /** startTls: the socket is the raw one until 'upgrading', then the TLS socket over it. */
+  private tlsState: TlsState = 'plain';
+  private socket: net.Socket;
+  /** Set when the socket reads through onread (plain TCP and Unix sockets). */
+  private reader: DirectReader | null;
+  private readonly onSocketData = (chunk: Buffer): void => {
+    if (this.handlers !== null && !this.closed && !this.ending) this.handlers.onData(chunk);
+  };
+  private readonly onSocketDrain = (): void => {
+    if (!this.waitingDrain || this.closed || this.handlers === null) return;
+    this.waitingDrain = false;
+    this.handlers.onDrain();
+  };
+  // 'error' is always followed by 'close': keep the first error, report once on 'close'.
+  private readonly onSocketError = (err: Error): void => {
+    this.closeErr ??= err;
+  };
+  private readonly onSocketClose = (): void => {
+    this.closed = true;
+    this.reportClose();
+  };
 
   constructor(
-    private readonly socket: net.Socket,
+    socket: net.Socket,
     private readonly highWaterMark: number,
-    /** Set when the socket reads through onread (plain TCP and Unix sockets). */
-    private readonly reader: DirectReader | null,
+    reader: DirectReader | null,
     unixPath: string,
   ) {
+    this.socket = socket;
+    this.reader = reader;
     // A Unix-socket peer has no address; name it after the socket path.
     this.remote = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.remoteAddress, socket.remotePort);
     this.local = unixPath !== '' ? `unix:${unixPath}` : hostPort(socket.localAddress, socket.localPort);
+    this.listenTo(socket);
+  }
+
+  private listenTo(socket: net.Socket): void {
     // pause() before the 'data' listener keeps the socket out of flowing mode: bytes stay
     // in the kernel (or up to the readable high-water mark) until attach().
     socket.pause();
-    socket.on('data', (chunk: Buffer) => {
-      if (this.handlers !== null && !this.closed && !this.ending) this.handlers.onData(chunk);
-    });
-    socket.on('drain', () => {
-      if (!this.waitingDrain || this.closed || this.handlers === null) return;
-      this.waitingDrain = false;
-      this.handlers.onDrain();
-    });
-    // 'error' is always followed by 'close': keep the first error, report once on 'close'.
-    socket.on('error', (err: Error) => {
-      this.closeErr ??= err;
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.reportClose();
-    });
+    socket.on('data', this.onSocketData);
+    socket.on('drain', this.onSocketDrain);
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
   }
 
   attach(handlers: StreamHandlers): void {
     if (this.handlers !== null) throw new Error('NetStream.attach called twice');
     this.handlers = handlers;
     if (this.reader !== null) {
-      const target = handlers.readTarget === undefined ? null : (): Buffer | null => (this.closed || this.ending ? null : (handlers.readTarget?.() ?? null));
+      const target = handlers.readTarget === undefined ? null : (): Buffer | null => (this.closed || this.ending || this.tlsState !== 'plain' ? null : (handlers.readTarget?.() ?? null));
       this.reader.bind((chunk) => {
         if (this.ending) return true;
+        // Once startTls began, the handle's bytes belong to TLS: a clear byte that still
+        // came this way must never reach the receiver as if it had been protected.
+        if (this.tlsState !== 'plain') {
+          this.socket.destroy(netError('ERR_TLS_PLAINTEXT', 'plaintext bytes after the TLS upgrade began'));
+          return false;
+        }
         if (!this.closed) handlers.onData(chunk);
         return !this.readPaused;
       }, target);
@@ -242,6 +294,7 @@ class NodeStream implements NetStream {
   }
 
   private readonly uncork = (): void => {
+    if (!this.corked) return;
     this.corked = false;
     // Everything written this loop iteration leaves in one writev.
     if (!this.socket.destroyed) this.socket.uncork();
@@ -258,7 +311,67 @@ class NodeStream implements NetStream {
 
   resumeReading(): void {
     this.readPaused = false;
-    if (this.handlers !== null && !this.closed) this.socket.resume();
+    // During a TLS upgrade reading starts when the handshake is done.
+    if (this.handlers !== null && !this.closed && this.tlsState !== 'upgrading') this.socket.resume();
+  }
+
+  /**
+   * The socket's handle moves under a server-side TLSSocket (node:tls wraps the handle in
+   * place: every byte the kernel delivers from now on goes to OpenSSL first). What was
+   * written before leaves in clear ahead of the first TLS record (Node queues the TLS
+   * output behind writes still in flight); bytes the raw socket had read but not handed
+   * over are fed to TLS too (Node's initRead), so an early byte can only ever be TLS input.
+   */
+  startTls(t: ServerTls, cb: (err: Error | null) => void): void {
+    if (this.tlsState !== 'plain') throw new Error('NetStream.startTls called twice');
+    if (this.handlers === null) throw new Error('NetStream.startTls before attach');
+    this.tlsState = 'upgrading';
+    if (this.closed || this.ending || this.socket.destroyed) return; // onClose comes or came
+    if (!(t instanceof NodeServerTls)) {
+      this.socket.destroy(netError('ERR_TLS_CONFIG', 'startTls needs a ServerTls made by NodeNet.serverTls'));
+      return;
+    }
+    const raw = this.socket;
+    this.uncork();
+    raw.pause();
+    raw.removeListener('data', this.onSocketData);
+    raw.removeListener('drain', this.onSocketDrain);
+    raw.removeListener('error', this.onSocketError);
+    raw.removeListener('close', this.onSocketClose);
+    // Node's TLSSocket adds its own 'error' listener on raw; this one covers the gap.
+    raw.on('error', () => undefined);
+    this.reader = null;
+    let secure: tls.TLSSocket;
+    try {
+      secure = new tls.TLSSocket(raw, {
+        isServer: true,
+        secureContext: t.context,
+        requestCert: t.verifyPeer,
+        rejectUnauthorized: t.verifyPeer,
+        ...(t.psk !== null ? { pskCallback: pskServerCallback(t.psk) } : {}),
+      });
+    } catch (e) {
+      this.socket = raw;
+      this.listenTo(raw);
+      raw.destroy(toError(e));
+      return;
+    }
+    this.socket = secure;
+    this.listenTo(secure);
+    const timer = setTimeout(() => secure.destroy(netError('ETIMEDOUT', `TLS handshake not done within ${t.handshakeTimeoutMs} ms`)), Math.min(Math.max(0, t.handshakeTimeoutMs), TIMEOUT_MAX_MS));
+    secure.once('close', () => clearTimeout(timer));
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      if (this.closed || secure.destroyed) return;
+      const bad = t.verifyPeer ? peerVerifyError(secure) : null;
+      if (bad !== null) {
+        secure.destroy(bad);
+        return;
+      }
+      this.tlsState = 'tls';
+      cb(null);
+      if (!this.readPaused && !this.closed && !this.ending) secure.resume();
+    });
   }
 
   end(linger_ms: number): void {
@@ -455,11 +568,35 @@ export class NodeNet implements Net {
   }
 
   /**
+   * Server TLS for NetStream.startTls: the PEM material is parsed here, once, so a bad
+   * certificate or key fails at configuration time rather than at the first client.
+   * Certificates (with `verifyPeer`, clients must show one signed by `ca`) or PSK, not both.
+   */
+  serverTls(o: ServerTlsOptions): ServerTls {
+    const timeout = o.handshakeTimeoutMs ?? this.handshakeTimeout;
+    if (o.psk !== undefined) {
+      if (o.cert !== undefined || o.key !== undefined || o.verifyPeer === true) throw netError('ERR_TLS_CONFIG', 'server TLS takes certificates or a PSK, not both');
+      // Same suites and version as the transport's PSK mode (see PSK_CIPHERS): TLS 1.3
+      // with (EC)DHE, so a recorded session stays secret even if the key leaks later.
+      const context = tls.createSecureContext({ ciphers: PSK_CIPHERS, minVersion: PSK_TLS_VERSION, maxVersion: PSK_TLS_VERSION });
+      return new NodeServerTls('psk', context, false, o.psk, timeout);
+    }
+    if (o.cert === undefined || o.key === undefined) throw netError('ERR_TLS_CONFIG', 'server TLS needs a certificate and its key, or a PSK');
+    if (o.verifyPeer === true && o.ca === undefined) throw netError('ERR_TLS_CONFIG', 'verifying client certificates needs a CA');
+    const context = tls.createSecureContext({ cert: o.cert, key: o.key, ...(o.ca !== undefined ? { ca: o.ca } : {}) });
+    return new NodeServerTls('x509', context, o.verifyPeer === true, null, timeout);
+  }
+
+  /**
    * Listens on a Unix socket (plain, no TLS). A stale socket file at `path` (left by a
    * process that died) is removed first; any other kind of file there is an error.
    * The listener's address is { host: path, port: 0 }; close() removes the socket file.
+   * The socket file gets `mode` (default 0600) and, when given, group `gid`; it is bound
+   * owner-only (umask 0177), so it never exists with the umask's wider mode, and widened
+   * to `mode` only after the group is set.
    */
-  listenUnix(path: string, onConnection: (stream: NetStream) => void): Promise<Listener> {
+  listenUnix(path: string, onConnection: (stream: NetStream) => void, access: { mode?: number; gid?: number } = {}): Promise<Listener> {
+    const mode = access.mode ?? 0o600;
     try {
       if (lstatSync(path, { throwIfNoEntry: false })?.isSocket() === true) unlinkSync(path);
     } catch (e) {
@@ -476,13 +613,36 @@ export class NodeNet implements Net {
     return new Promise<Listener>((resolve, reject) => {
       const onBindError = (err: Error): void => reject(err);
       server.once('error', onBindError);
-      server.listen({ path }, () => {
-        server.removeListener('error', onBindError);
-        server.on('error', () => undefined);
-        resolve(new NodeListener(server, state, { host: path, port: 0 }));
-      });
+      // bind() runs inside listen()'s synchronous part: the umask changes for that call only.
+      const umask = process.umask(0o177);
+      try {
+        server.listen({ path }, () => {
+          server.removeListener('error', onBindError);
+          server.on('error', () => undefined);
+          const listener = new NodeListener(server, state, { host: path, port: 0 });
+          try {
+            if (access.gid !== undefined) chownSync(path, -1, access.gid);
+            chmodSync(path, mode);
+          } catch (e) {
+            void listener.close();
+            reject(toError(e));
+            return;
+          }
+          resolve(listener);
+        });
+      } finally {
+        process.umask(umask);
+      }
     });
   }
+}
+
+function pskServerCallback(keyOf: (identity: string) => Buffer | null): (socket: tls.TLSSocket, identity: string) => Buffer | null {
+  // null: unknown identity, the handshake fails with an alert.
+  return (_socket, identity) => {
+    const key = keyOf(identity);
+    return key === null || key.length === 0 || key.length > PSK_MAX_KEY_BYTES ? null : key;
+  };
 }
 
 /** True when the server proved itself with the PSK rather than with a certificate. */

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { checkTargets, formatTable, jobResult, jsonLine, median, parseFio, summarise, type JobResult, type Sample } from '../../bench/fio-report.js';
+import { checkTargets, formatTable, formatTlsTable, jobResult, jsonLine, median, parseFio, summarise, tlsRow, type JobResult, type Sample } from '../../bench/fio-report.js';
 
 const fixture = (name: string): string => readFileSync(new URL(`../../../test/fixtures/fio/${name}`, import.meta.url), 'utf8');
 
@@ -83,4 +83,14 @@ test('targets: each verdict from the medians; the table and the JSON line carry 
     ['randread-4k-qd32', 0.7, 0.69],
   ]);
   assert.equal(line.resync.ratio, 0.6);
+});
+
+test('--tls: TLS/plaintext per job and server from the medians, and its table', () => {
+  const r = tlsRow('randread-4k-qd32', 'rmr2', [sample(1000, 100, 2), sample(1200, 120, 2), sample(800, 90, 2)], [sample(900, 130, 3), sample(700, 110, 3), sample(800, 150, 3)]);
+  assert.equal(r.plain.iops, 1000);
+  assert.equal(r.tls.iops, 800);
+  assert.equal(r.ratio, 0.8);
+  assert.equal(r.tls.p99_us, 130);
+  assert.ok(r.tls.cpu_s_per_gib > r.plain.cpu_s_per_gib, 'more CPU per GiB over TLS in this sample');
+  assert.match(formatTlsTable([r]), /randread-4k-qd32 +rmr2 +1000 +800 +100 +130 .* 0\.80$/m);
 });

@@ -3,7 +3,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveDaemonConfig, parseConfigText, envName, flagName, SETTINGS, configToPlain, type ConfigEnv } from '../../src/daemon/config.js';
+import { resolveDaemonConfig, parseConfigText, envName, flagName, SETTINGS, configToPlain, isLoopbackHost, type ConfigEnv } from '../../src/daemon/config.js';
+import { groupId, parsePskFile } from '../../src/daemon/nbd-tls.js';
 import { validateClusterFile } from '../../src/daemon/cluster.js';
 import { ConfigError, parseSize, formatSize, parseListen } from '../../src/daemon/validate.js';
 
@@ -215,4 +216,82 @@ test('sizes and listen addresses', () => {
   assert.deepEqual(parseListen('[fe80::1]:80'), { host: 'fe80::1', port: 80 });
   assert.equal(parseListen('host:0'), null);
   assert.equal(parseListen('::1:80'), null);
+});
+
+test('nbd: TLS settings, the non-loopback rule and the socket mode', () => {
+  const d = resolveDaemonConfig(undefined, env);
+  assert.deepEqual(
+    { tls: d.nbd.tls, certs: d.nbd.tls_certificates, psk: d.nbd.tls_psk_file, verify: d.nbd.tls_verify_peer, insecure: d.nbd.allow_insecure, mode: d.nbd.socket_mode, group: d.nbd.socket_group },
+    { tls: 'off', certs: null, psk: null, verify: false, insecure: false, mode: 0o660, group: null },
+  );
+  assert.equal((configToPlain(d).nbd as Record<string, unknown>).socket_mode, '0660');
+  const nbd = (n: Record<string, unknown>): unknown => ({ nbd: n });
+  // Loopback needs nothing; off loopback, plaintext is refused unless allow_insecure.
+  for (const tcp of ['127.0.0.1:10809', '127.0.0.5:10809', '[::1]:10809', 'localhost:10809']) assert.equal(resolveDaemonConfig(nbd({ tcp }), env).nbd.tcp?.port, 10809, tcp);
+  assert.deepEqual(problems(() => resolveDaemonConfig(nbd({ tcp: '0.0.0.0:10809' }), env)), [
+    'nbd.tcp: 0.0.0.0:10809 is not a loopback address and NBD would be plaintext and unauthenticated: set nbd.tls: require (with nbd.tls_certificates or nbd.tls_psk_file), or nbd.allow_insecure: true',
+  ]);
+  assert.deepEqual(problems(() => resolveDaemonConfig(nbd({ tcp: '10.1.2.3:10809', tls: 'on', tls_certificates: '/etc/rmr/nbd' }), env)), [
+    'nbd.tcp: 10.1.2.3:10809 is not a loopback address and nbd.tls: on still serves clients that skip TLS: set nbd.tls: require (with nbd.tls_certificates or nbd.tls_psk_file), or nbd.allow_insecure: true',
+  ]);
+  assert.equal(resolveDaemonConfig(nbd({ tcp: '0.0.0.0:10809', allow_insecure: true }), env).nbd.allow_insecure, true);
+  const c = resolveDaemonConfig(nbd({ tcp: '0.0.0.0:10809', tls: 'require', tls_certificates: '/etc/rmr/nbd', tls_verify_peer: true }), env);
+  assert.deepEqual([c.nbd.tls, c.nbd.tls_certificates, c.nbd.tls_verify_peer], ['require', '/etc/rmr/nbd', true]);
+  assert.equal(resolveDaemonConfig(undefined, { ...env, vars: { RMR_NBD_TLS: 'require', RMR_NBD_TLS_PSK_FILE: '/etc/rmr/nbd.psk', RMR_NBD_TCP: '[::]:10809' } }).nbd.tls_psk_file, '/etc/rmr/nbd.psk');
+  assert.equal(resolveDaemonConfig(undefined, env, { 'nbd.socket_mode': '0600', 'nbd.socket_group': 'disk' }).nbd.socket_mode, 0o600);
+  // Settings that do not go together, each a one-line message naming the setting.
+  const cases: [Record<string, unknown>, string[]][] = [
+    [{ tls: 'require' }, ['nbd.tls: require needs nbd.tls_certificates (a directory with server-cert.pem and server-key.pem) or nbd.tls_psk_file']],
+    [{ tls: 'on', tls_certificates: '/c', tls_psk_file: '/p' }, ['nbd.tls_psk_file: give nbd.tls_certificates or nbd.tls_psk_file, not both']],
+    [{ tls: 'require', tls_psk_file: '/p', tls_verify_peer: true }, ['nbd.tls_verify_peer: needs nbd.tls_certificates with ca-cert.pem (PSK clients are authenticated by their key)']],
+    [{ tls_certificates: '/c' }, ['nbd.tls_certificates: is set but nbd.tls is off: set nbd.tls: require (or on), or remove it']],
+    [{ tls_verify_peer: true }, ['nbd.tls_verify_peer: is true but nbd.tls is off']],
+    [{ tls: 'yes' }, ["nbd.tls: must be one of off, on, require, got 'yes'"]],
+    [{ socket_mode: 660 }, ['nbd.socket_mode: must be an octal mode in quotes, e.g. \'0660\', got the number 660 (quote it: YAML reads 0660 as decimal)']],
+    [{ socket_mode: '0999' }, ['nbd.socket_mode: must be an octal mode in quotes, e.g. \'0660\', got "0999"']],
+    [{ socket_group: 'no such group!' }, ["nbd.socket_group: 'no such group!' is not a group name or numeric gid"]],
+  ];
+  for (const [n, want] of cases) assert.deepEqual(problems(() => resolveDaemonConfig(nbd(n), env)), want, JSON.stringify(n));
+  // From YAML, the quoted mode is read in octal.
+  assert.equal(resolveDaemonConfig(parseConfigText("nbd:\n  socket_mode: '0640'\n  socket_group: 6\n", 'd.yaml'), env).nbd.socket_mode, 0o640);
+});
+
+test('cluster file: client.nbd TLS settings pass through and follow the daemon rules', () => {
+  const c = validateClusterFile(edit((x) => Object.assign(at(x, 'client', 'nbd'), { tcp: '0.0.0.0:10809', tls: 'require', tls_psk_file: 'nbd.psk', socket_mode: '0600', socket_group: 'disk' })));
+  assert.deepEqual([c.client?.nbd.tls, c.client?.nbd.tls_psk_file, c.client?.nbd.socket_mode, c.client?.nbd.socket_group], ['require', 'nbd.psk', 0o600, 'disk']);
+  assert.deepEqual(problems(() => validateClusterFile(edit((x) => (at(x, 'client', 'nbd').tcp = '192.168.1.5:10809')))), [
+    'client.nbd.tcp: 192.168.1.5:10809 is not a loopback address and NBD would be plaintext and unauthenticated: set client.nbd.tls: require (with client.nbd.tls_certificates or client.nbd.tls_psk_file), or client.nbd.allow_insecure: true',
+  ]);
+  assert.deepEqual(problems(() => validateClusterFile(edit((x) => (at(x, 'client', 'nbd').tls = 'require')))), [
+    'client.nbd.tls: require needs client.nbd.tls_certificates (a directory with server-cert.pem and server-key.pem) or client.nbd.tls_psk_file',
+  ]);
+  assert.equal(validateClusterFile(edit((x) => Object.assign(at(x, 'client', 'nbd'), { tcp: '0.0.0.0:10809', allow_insecure: true }))).client?.nbd.allow_insecure, true);
+});
+
+test('isLoopbackHost: 127/8, ::1 and localhost only', () => {
+  for (const h of ['127.0.0.1', '127.3.2.1', '::1', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(h), true, h);
+  for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'example.com', '127.0.0.1.example.com', '::ffff:10.0.0.1']) assert.equal(isLoopbackHost(h), false, h);
+});
+
+test('PSK files in the psktool format; groups by name or gid', () => {
+  const k = 'ab'.repeat(32);
+  const m = parsePskFile(`alice:${k}\n\r\nbob:${'CD'.repeat(16)}\r\n`, 'keys.psk');
+  assert.deepEqual([...m.keys()], ['alice', 'bob']);
+  assert.equal(m.get('bob')?.length, 16);
+  for (const [text, msg] of [
+    ['', 'keys.psk: no identity:hexkey line'],
+    [`# comment\nalice:${k}\n`, 'keys.psk:1: expected identity:hexkey'],
+    [`alice:${k}\n:${k}\n`, 'keys.psk:2: expected identity:hexkey'],
+    ['alice:abc\n', 'keys.psk:1: the key of alice is not an even number of hex digits'],
+    ['alice:zz\n', 'keys.psk:1: the key of alice is not an even number of hex digits'],
+    ['alice:0011\n', 'keys.psk:1: the key of alice has 2 bytes; use 16..256 random bytes (psktool makes 32)'],
+    [`alice:${k}\nalice:${k}\n`, 'keys.psk:2: identity alice appears twice'],
+    [`${'x'.repeat(129)}:${k}\n`, 'keys.psk:1: the identity is longer than 128 bytes'],
+  ] as const) {
+    assert.throws(() => parsePskFile(text, 'keys.psk'), (e: Error) => e.message === msg && !e.message.includes(k), msg);
+  }
+  const etc = 'root:x:0:\ndisk:x:6:alice\nrmr:x:998:\n';
+  assert.equal(groupId('disk', etc), 6);
+  assert.equal(groupId('1234', etc), 1234);
+  assert.equal(groupId('nope', etc), null);
 });

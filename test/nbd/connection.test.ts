@@ -11,7 +11,9 @@ import { Cmd, CmdFlag, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, NbdErr, Opt, R
 import { Errno } from '../../src/util/errno.js';
 import { MemoryLogger } from '../../src/util/ports.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
+import type { TlsMode } from '../../src/nbd/handshake.js';
 import { FilterDevice } from '../util/filter-device.js';
+import { CLIENT_HELLO, FAKE_SERVER_TLS, FakeTlsStream } from '../util/fake-tls.js';
 import { memStreamPair, type MemEnd } from '../util/mem-stream.js';
 import { WireClient, goData, metaData, type Reply } from '../util/nbd-wire-client.js';
 import { waitFor } from '../util/wait.js';
@@ -480,4 +482,165 @@ test('many connections to one export in parallel, each with its own region', asy
     }),
   );
   await waitFor('all closed', () => e.server.connections.size === 0, 2000);
+});
+
+// ---- STARTTLS (the handshake is the in-memory stand-in of test/util/fake-tls.ts; real TLS
+// with real clients is in tls.test.ts) ----
+
+function tlsEnv(mode: TlsMode, clock?: SimClock): { server: NbdServer; logger: MemoryLogger; connect(): { client: WireClient; clientEnd: MemEnd; stream: FakeTlsStream } } {
+  const logger = new MemoryLogger();
+  const server = new NbdServer({ logger, tls: { mode, context: FAKE_SERVER_TLS }, ...(clock !== undefined ? { clock, limits: { handshake_timeout_ms: 1000 } } : {}) });
+  server.addExport('mem', new MemBlockDevice({ size_bytes: 4 * MiB, dirty_context: 'rmr:dirty:1' }), 'memory');
+  return {
+    server,
+    logger,
+    connect: () => {
+      const [c, s] = memStreamPair();
+      const stream = new FakeTlsStream(s);
+      server.accept(stream);
+      return { client: new WireClient(c), clientEnd: c, stream };
+    },
+  };
+}
+
+async function startTls(client: WireClient): Promise<void> {
+  client.sendOption(Opt.STARTTLS);
+  const r = await client.optionReply();
+  assert.equal(r.type, Rep.ACK, 'STARTTLS acknowledged');
+  client.send(CLIENT_HELLO);
+}
+
+test('tls require: every option but STARTTLS and ABORT gets ERR_TLS_REQD; after TLS all work and a second STARTTLS is refused', async () => {
+  const e = tlsEnv('require');
+  const { client, stream } = e.connect();
+  await client.greeting();
+  flags(client);
+  for (const [opt, data] of [
+    [Opt.LIST, Buffer.alloc(0)],
+    [Opt.INFO, goData('mem', [Info.NAME])],
+    [Opt.GO, goData('mem')],
+    [Opt.STRUCTURED_REPLY, Buffer.alloc(0)],
+    [Opt.LIST_META_CONTEXT, metaData('mem', [])],
+    [Opt.SET_META_CONTEXT, metaData('mem', ['base:allocation'])],
+    [99, Buffer.from('junk')],
+  ] as const) {
+    client.sendOption(opt, data);
+    const r = await client.optionReply();
+    assert.equal(r.type, Rep.ERR_TLS_REQD, `option ${opt} before TLS`);
+  }
+  client.sendOption(Opt.STARTTLS, Buffer.from('x'));
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID, 'STARTTLS takes no data');
+  assert.equal(stream.started, 0);
+  await startTls(client);
+  client.sendOption(Opt.LIST);
+  assert.deepEqual((await client.optionReplies()).map((r) => r.type), [Rep.SERVER, Rep.ACK]);
+  assert.equal(stream.established, 1);
+  client.sendOption(Opt.STARTTLS);
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID, 'a second STARTTLS');
+  assert.equal(stream.started, 1, 'no second upgrade was begun');
+  // Structured replies, meta contexts and block status over TLS.
+  const { size } = await client.connect('mem', { structured: true, contexts: ['base:allocation', 'rmr:dirty:1'], skipGreeting: true });
+  assert.equal(size, 4 * MiB);
+  const payload = Buffer.alloc(4096, 7);
+  client.request(Cmd.WRITE, 8192, payload.length, { payload });
+  assert.equal((await simple(client)).error, 0);
+  client.request(Cmd.BLOCK_STATUS, 0, 64 * 1024);
+  const chunks = await client.chunks();
+  assert.equal(chunks.length, 2);
+  assert.ok(chunks.every((c) => c.kind === 'chunk' && c.type === ReplyType.BLOCK_STATUS));
+  client.request(Cmd.READ, 8192, 4096);
+  const rd = await client.reply();
+  assert.ok(rd.kind === 'chunk' && rd.type === ReplyType.OFFSET_DATA && rd.payload.subarray(8).equals(payload));
+});
+
+test('tls require: EXPORT_NAME before TLS closes without a reply; ABORT is acknowledged', async () => {
+  const e = tlsEnv('require');
+  const a = e.connect().client;
+  await a.greeting();
+  flags(a);
+  a.sendOption(Opt.EXPORT_NAME, Buffer.from('mem'));
+  await a.waitClosed();
+  assert.equal(a.buffered, 0, 'no export info leaked');
+  assert.equal(e.logger.count((l) => l.fields.reason === 'EXPORT_NAME before STARTTLS while TLS is required'), 1);
+  const b = e.connect().client;
+  await b.greeting();
+  flags(b);
+  b.sendOption(Opt.ABORT);
+  assert.equal((await b.optionReply()).type, Rep.ACK);
+  await b.waitClosed();
+});
+
+test('tls on: options work in clear; what was negotiated before STARTTLS is forgotten after it', async () => {
+  const e = tlsEnv('on');
+  const { client } = e.connect();
+  await client.greeting();
+  flags(client);
+  client.sendOption(Opt.LIST);
+  assert.equal((await client.optionReplies()).pop()?.type, Rep.ACK);
+  client.sendOption(Opt.STRUCTURED_REPLY);
+  assert.equal((await client.optionReply()).type, Rep.ACK);
+  await startTls(client);
+  // A man in the middle could have sent STRUCTURED_REPLY in clear: it no longer counts.
+  client.sendOption(Opt.SET_META_CONTEXT, metaData('mem', ['base:allocation']));
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID);
+  client.sendOption(Opt.STARTTLS);
+  assert.equal((await client.optionReply()).type, Rep.ERR_INVALID);
+  // And a plain client is served in 'on' mode.
+  const plain = e.connect().client;
+  const { size } = await plain.connect('mem');
+  assert.equal(size, 4 * MiB);
+});
+
+test('STARTTLS hostile paths: bytes behind the request, junk for a ClientHello, a silent client, a stream without TLS', async () => {
+  const clock = new SimClock();
+  const e = tlsEnv('require', clock);
+  // Early bytes: an option sent right behind STARTTLS, before the ACK (an injection).
+  const a = e.connect();
+  await a.client.greeting();
+  flags(a.client);
+  const opt = (o: number): Buffer => {
+    const h = Buffer.alloc(16);
+    h.write('IHAVEOPT', 'latin1');
+    h.writeUInt32BE(o, 8);
+    return h;
+  };
+  a.client.send(Buffer.concat([opt(Opt.STARTTLS), opt(Opt.LIST)]));
+  await a.client.waitClosed();
+  assert.equal(a.client.buffered, 0, 'not even the ACK');
+  assert.equal(a.stream.started, 0);
+  assert.equal(e.logger.count((l) => l.fields.reason === '16 bytes after STARTTLS ahead of the TLS handshake'), 1);
+  // Junk instead of a ClientHello.
+  const b = e.connect();
+  await b.client.greeting();
+  flags(b.client);
+  b.client.sendOption(Opt.STARTTLS);
+  assert.equal((await b.client.optionReply()).type, Rep.ACK);
+  b.client.sendOption(Opt.LIST);
+  await b.client.waitClosed();
+  await waitFor('the failed handshake is logged', () => e.logger.count((l) => l.msg === 'nbd TLS handshake failed') === 1, 2000);
+  // Silence after the ACK: the handshake timeout covers the TLS phase.
+  const c = e.connect();
+  await c.client.greeting();
+  flags(c.client);
+  c.client.sendOption(Opt.STARTTLS);
+  assert.equal((await c.client.optionReply()).type, Rep.ACK);
+  clock.runUntil(1001);
+  await c.client.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'handshake timed out'), 1);
+  // A stream that cannot do TLS is refused when TLS is required ...
+  const [pc, ps] = memStreamPair();
+  e.server.accept(ps);
+  const p = new WireClient(pc);
+  await p.waitClosed();
+  assert.equal(e.server.refused, 1);
+  // ... and served without TLS when it is optional.
+  const on = tlsEnv('on');
+  const [qc, qs] = memStreamPair();
+  on.server.accept(qs);
+  const q = new WireClient(qc);
+  await q.greeting();
+  flags(q);
+  q.sendOption(Opt.STARTTLS);
+  assert.equal((await q.optionReply()).type, Rep.ERR_UNSUP);
+  await waitFor('connections gone', () => e.server.connections.size === 0, 2000);
 });

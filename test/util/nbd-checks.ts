@@ -18,9 +18,9 @@ export interface RunResult {
 }
 
 /** Runs a tool; kills it at the deadline. Output is capped so a runaway tool cannot eat memory. */
-export function run(cmd: string, args: string[], timeout_ms = 60_000): Promise<RunResult> {
+export function run(cmd: string, args: string[], timeout_ms = 60_000, env: NodeJS.ProcessEnv = {}, ids: { uid: number; gid: number } | null = null): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: `/usr/bin:/usr/sbin:/bin:/sbin:${process.env.PATH ?? ''}` } });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: `/usr/bin:/usr/sbin:/bin:/sbin:${process.env.PATH ?? ''}`, ...env }, ...(ids ?? {}) });
     let stdout = '';
     let stderr = '';
     const cap = 1 << 20;
@@ -118,8 +118,24 @@ export async function readMap(uri: string, size_bytes: number, context?: string)
   return ext;
 }
 
+/**
+ * How qemu reaches an export it cannot name by URI (TLS): a `--object` (tls-creds-x509 or
+ * tls-creds-psk) and block options naming it, e.g.
+ * driver=raw,file.driver=nbd,file.server.type=inet,...,file.tls-creds=tls0.
+ */
+export interface QemuTarget {
+  readonly object: string;
+  readonly image_opts: string;
+}
+
+/** qemu-io / qemu-img arguments for a URI or a QemuTarget (`-f raw URI` or `--object O --image-opts OPTS`). */
+function qemuOpen(t: string | QemuTarget): { pre: string[]; image: string } {
+  return typeof t === 'string' ? { pre: ['-f', 'raw'], image: t } : { pre: ['--object', t.object, '--image-opts'], image: t.image_opts };
+}
+
 /** qemu-io: pattern write/read, discard, write-zeroes, all verified by reading back. */
-export async function checkQemuIo(uri: string, size_bytes: number): Promise<void> {
+export async function checkQemuIo(uri: string | QemuTarget, size_bytes: number): Promise<void> {
+  const q = qemuOpen(uri);
   const base = Math.max(0, Math.min(size_bytes - 4 * 1048576, 8 * 1048576));
   const M = 1048576;
   const cmds = [
@@ -137,17 +153,17 @@ export async function checkQemuIo(uri: string, size_bytes: number): Promise<void
     `read -P 0xab ${base + 256 * 1024} 768k`,
     'flush',
   ];
-  const args = ['-f', 'raw'];
+  const args = [...q.pre];
   for (const c of cmds) args.push('-c', c);
-  args.push(uri);
+  args.push(q.image);
   const r = await runOk('qemu-io', args, 30_000);
   // qemu-io exits 0 even when a pattern check fails; it says so on stdout.
   if (/Pattern verification failed|error|failed/i.test(r.stdout + r.stderr)) fail('qemu-io', r.stdout + r.stderr);
   // A fast zero may be refused (ENOTSUP: "not fast here"); if it is done, it must read as zeroes.
-  const z = await run('qemu-io', ['-f', 'raw', '-c', `write -P 0x77 ${base + 3 * M} 64k`, '-c', `write -z -u -n ${base + 3 * M} 64k`, uri], 30_000);
+  const z = await run('qemu-io', [...q.pre, '-c', `write -P 0x77 ${base + 3 * M} 64k`, '-c', `write -z -u -n ${base + 3 * M} 64k`, q.image], 30_000);
   if (/not supported/i.test(z.stdout + z.stderr)) return;
   if (z.code !== 0 || /fail|error/i.test(z.stdout + z.stderr)) fail('qemu-io fast zero', z.stdout + z.stderr);
-  const zr = await runOk('qemu-io', ['-f', 'raw', '-c', `read -P 0 ${base + 3 * M} 64k`, uri], 30_000);
+  const zr = await runOk('qemu-io', [...q.pre, '-c', `read -P 0 ${base + 3 * M} 64k`, q.image], 30_000);
   if (/Pattern verification failed|error|failed/i.test(zr.stdout + zr.stderr)) fail('qemu-io fast zero read back', zr.stdout + zr.stderr);
 }
 
@@ -170,12 +186,17 @@ async function sameBytes(what: string, want: Buffer, path: string): Promise<void
 }
 
 /** qemu-img convert of a random image into the export and back out; byte comparison. */
-export async function checkQemuImg(uri: string, image_bytes: number, dir: string): Promise<void> {
+export async function checkQemuImg(uri: string | QemuTarget, image_bytes: number, dir: string): Promise<void> {
   const src = join(dir, 'qemu-in.img');
   const out = join(dir, 'qemu-out.img');
   const data = await randomFile(src, image_bytes);
-  await runOk('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', src, uri], 60_000);
-  await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, out], 60_000);
+  if (typeof uri === 'string') {
+    await runOk('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', src, uri], 60_000);
+    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, out], 60_000);
+  } else {
+    await runOk('qemu-img', ['convert', '--object', uri.object, '-n', '-f', 'raw', '--target-image-opts', src, uri.image_opts], 60_000);
+    await runOk('qemu-img', ['convert', '--object', uri.object, '--image-opts', '-O', 'raw', uri.image_opts, out], 60_000);
+  }
   await sameBytes('qemu-img round trip', data, out);
   await rm(out, { force: true });
   await rm(src, { force: true });
@@ -198,8 +219,12 @@ export interface FioResult {
   write_bytes: number;
 }
 
-/** fio's nbd engine, random read/write with crc32c verification of everything written. */
-export async function checkFio(uri: string, io_bytes: number, dir: string): Promise<FioResult> {
+/**
+ * fio's nbd engine, random read/write with crc32c verification of everything written. `env`
+ * and `ids` for fio: libnbd in fio takes no file from the URI, so TLS certificates come from
+ * $HOME/.pki/libnbd, which libnbd reads for users other than root (root: /etc/pki/libnbd).
+ */
+export async function checkFio(uri: string, io_bytes: number, dir: string, env: NodeJS.ProcessEnv = {}, ids: { uid: number; gid: number } | null = null): Promise<FioResult> {
   const out = join(dir, 'fio.json');
   const r = await run(
     'fio',
@@ -219,6 +244,8 @@ export async function checkFio(uri: string, io_bytes: number, dir: string): Prom
       `--output=${out}`,
     ],
     60_000,
+    env,
+    ids,
   );
   let doc: { jobs?: { error: number; read: { io_bytes: number }; write: { io_bytes: number } }[] };
   try {

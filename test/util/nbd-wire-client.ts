@@ -147,12 +147,25 @@ export class WireClient {
     }
   }
 
-  /** Greeting, flags, optional STRUCTURED_REPLY and SET_META_CONTEXT, then GO. */
-  async connect(name: string, o: { structured?: boolean; contexts?: string[] } = {}): Promise<{ size: number; flags: number }> {
-    await this.greeting();
-    const f = Buffer.alloc(4);
-    f.writeUInt32BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 0);
-    this.send(f);
+  /**
+   * Greeting, flags, STARTTLS when `tls` is given (it runs the client's TLS handshake over
+   * this stream once the server acknowledged), optional STRUCTURED_REPLY and
+   * SET_META_CONTEXT, then GO. `skipGreeting`: the greeting and flags were done already.
+   */
+  async connect(name: string, o: { structured?: boolean; contexts?: string[]; skipGreeting?: boolean; tls?: () => Promise<void> } = {}): Promise<{ size: number; flags: number }> {
+    if (o.skipGreeting !== true) {
+      await this.greeting();
+      const f = Buffer.alloc(4);
+      f.writeUInt32BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 0);
+      this.send(f);
+    }
+    if (o.tls !== undefined) {
+      this.sendOption(Opt.STARTTLS);
+      const r = await this.optionReply();
+      if (r.type !== Rep.ACK) throw new Error(`STARTTLS refused: 0x${r.type.toString(16)}`);
+      if (this.q.length > 0) throw new Error('bytes behind the STARTTLS reply');
+      await o.tls();
+    }
     if (o.structured === true) {
       this.sendOption(Opt.STRUCTURED_REPLY);
       const r = await this.optionReplies();

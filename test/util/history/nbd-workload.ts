@@ -11,7 +11,8 @@
 import { Cmd, CmdFlag, TFlag } from '../../../src/nbd/proto.js';
 import { SimRandom } from '../../../src/sim/sim-random.js';
 import { WireClient, type Reply } from '../nbd-wire-client.js';
-import { connectStream, type SocketTarget } from '../socket-stream.js';
+import type { SocketStream} from '../socket-stream.js';
+import { connectStream, type ClientTls, type SocketTarget } from '../socket-stream.js';
 import { decodeBlock, encodeBlock, type Op, type OpKind } from './model.js';
 
 export type Mix = Record<'write' | 'fua' | 'read' | 'flush' | 'trim' | 'zero', number>;
@@ -22,6 +23,8 @@ export interface WorkloadOptions {
   /** Where the read-back connects (default: target). */
   final_target?: SocketTarget;
   export_name: string;
+  /** NBD over TLS: STARTTLS first, then this client TLS (certificates or PSK). */
+  tls?: ClientTls;
   seed: number;
   duration_ms: number;
   /** Stop issuing after this many operations in all (default: unbounded). */
@@ -84,7 +87,8 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
     const stream = await connectStream(to, timeout);
     const c = new WireClient(stream);
     try {
-      const { size, flags } = await c.connect(o.export_name);
+      const tls = o.tls;
+      const { size, flags } = await c.connect(o.export_name, tls === undefined ? {} : { tls: () => (stream as SocketStream).startClientTls(tls) });
       if (size < base + blocks * bs) throw new Error(`export ${o.export_name} is ${size} bytes, the workload needs ${base + blocks * bs}`);
       stats.connects++;
       return { c, flags };
