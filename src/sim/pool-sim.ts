@@ -41,7 +41,7 @@ import { groupId } from '../util/jhash.js';
 import { Errno } from '../util/errno.js';
 import { nullLogger, type Logger } from '../util/ports.js';
 import { SimClock } from './sim-clock.js';
-import { SimRandom } from './sim-random.js';
+import { SeededRandom } from '../util/seeded-random.js';
 import { MemNetwork } from './mem-net.js';
 import { MemDisk } from './mem-disk.js';
 
@@ -169,7 +169,7 @@ class DropIntent implements MetaStore {
 
 export async function runSeed(o: SimOptions): Promise<SimResult> {
   const seed = o.seed >>> 0;
-  const random = new SimRandom(seed);
+  const random = new SeededRandom(seed);
   const clock = new SimClock();
   const net = new MemNetwork(clock, random, { latency_ms: 0.05 + random.float() * 0.2, jitter_ms: random.float() * 0.3 });
   const trace: string[] = [];
@@ -762,7 +762,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       off: number;
       heal_ms: number;
     }
-    const fr = new SimRandom((seed ^ 0x9e3779b9) >>> 0);
+    const fr = new SeededRandom((seed ^ 0x9e3779b9) >>> 0);
     const n_faults = faults.length === 0 ? 0 : 1 + fr.int(6);
     const schedule: FaultSpec[] = [];
     const hosts0 = nodes.map((n) => n.host);

@@ -13,7 +13,7 @@ import type { BrmrStore } from '../../src/brmr/server/store.js';
 import { MD_PAGE } from '../../src/rmr/md-slots.js';
 import { mapBankBytes } from '../../src/rmr/map-store.js';
 import { NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { Errno } from '../../src/util/errno.js';
 
 const CHUNK = 64 * 1024;

@@ -15,7 +15,7 @@ import type { BrmrStore } from '../../src/brmr/server/store.js';
 import { decodeAnswer, encodeRequest, BRMR_RSP_MAX } from '../../src/brmr/msg.js';
 import { defaultParams } from '../../src/brmr/params.js';
 import { NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { Errno } from '../../src/util/errno.js';
 import type { RecoveryReport } from '../../src/rmr/server-pool.js';
 

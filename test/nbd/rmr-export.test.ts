@@ -11,7 +11,7 @@ import { NbdServer } from '../../src/nbd/server.js';
 import { NodeNet } from '../../src/transport/node-net.js';
 import type { Listener } from '../../src/transport/net.js';
 import { NodeClock } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { makeBrmrCluster, type BrmrCluster } from '../util/brmr-cluster.js';
 import { waitFor } from '../util/wait.js';
 import { checkErrors, checkFilesystem, checkList, checkFio, checkInfo, checkNbdcopy, checkQemuImg, checkQemuIo, readMap, tempDir } from '../util/nbd-checks.js';

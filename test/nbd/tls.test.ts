@@ -20,7 +20,7 @@ import { Cmd, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, Opt, Rep, ReplyType } f
 import { NodeNet, PSK_CIPHERS } from '../../src/transport/node-net.js';
 import type { Listener } from '../../src/transport/net.js';
 import { NodeClock } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { TestCerts } from '../util/tls-certs.js';
 import { WireClient, goData } from '../util/nbd-wire-client.js';
 import type { SocketStream} from '../util/socket-stream.js';

@@ -10,7 +10,7 @@ import { CmdType, IoOp, encodeCmd, encodeIo, encodeMapAdd } from '../../src/rmr/
 import type { ServerRequest, ServerSession } from '../../src/transport/server.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 
 const CHUNK = 65536;
 const SIZE = 16 * CHUNK;

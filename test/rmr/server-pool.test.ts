@@ -7,7 +7,7 @@ import { ServerPool, type PeerMapCommand, type PeerQuery, type ServerPoolEvent, 
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
 import type { ReadCallback } from '../../src/rmr/store.js';
@@ -46,7 +46,7 @@ class FakePeer implements SyncSource {
 
 function node(mode: 'create' | 'add' = 'create', allowed = { io: true }) {
   const clock = new SimClock();
-  const random = new SimRandom(1);
+  const random = new SeededRandom(1);
   const data = new MemDisk(SIZE, clock, random);
   const meta = new MemDisk(1 << 20, clock, random);
   data.faults.latency_ms = 0.1;

@@ -18,7 +18,7 @@ import { SyncPoolSource } from '../../src/rmr/sync-pool.js';
 import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { followLinkEvents } from '../../src/rmr/leg-links.js';
 import { groupId } from '../../src/util/jhash.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { TcpProxy } from '../util/tcp-proxy.js';
 import { waitFor } from '../util/wait.js';

@@ -20,7 +20,7 @@ import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { Ticker } from '../../src/rmr/tickers.js';
 import { groupId } from '../../src/util/jhash.js';
 import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from './memory-logger.js';
 import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { nodeFileOpener } from '../../src/brmr/server/node-file-backend.js';
 import { StoreManager, type StoreManagerEvent } from '../../src/brmr/server/store-manager.js';

@@ -10,7 +10,7 @@ import { BackgroundSync } from '../../src/rmr/background-sync.js';
 import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/msg.js';
 import type { ReadCallback } from '../../src/rmr/store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
 import type { Clock } from '../../src/util/ports.js';
@@ -96,7 +96,7 @@ export class PeerSource implements SyncSource {
 
 export interface Cluster {
   clock: SimClock;
-  random: SimRandom;
+  random: SeededRandom;
   client: ClientPool;
   servers: ServerPool[];
   disks: MemDisk[];
@@ -112,7 +112,7 @@ export function makeCluster(rf: number, opts: { chunk_size?: number; size?: numb
   const chunk_size = opts.chunk_size ?? 64 * 1024;
   const size = opts.size ?? 32 * chunk_size;
   const clock = new SimClock();
-  const random = new SimRandom(opts.seed ?? 1);
+  const random = new SeededRandom(opts.seed ?? 1);
   const servers: ServerPool[] = [];
   const disks: MemDisk[] = [];
   const metas: MemDisk[] = [];

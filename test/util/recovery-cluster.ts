@@ -17,7 +17,7 @@ import { Ticker } from '../../src/rmr/tickers.js';
 import type { IoMsgValue, MapAddValue } from '../../src/rmr/msg.js';
 import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../src/rmr/store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
 import { PeerSource } from './inproc-cluster.js';
@@ -130,7 +130,7 @@ const GID = 7;
 
 export class RecoveryCluster {
   readonly clock = new SimClock();
-  readonly random: SimRandom;
+  readonly random: SeededRandom;
   readonly chunk_size: number;
   readonly size: number;
   readonly nodes: RNode[] = [];
@@ -148,7 +148,7 @@ export class RecoveryCluster {
   constructor(rf: number, o: RecoveryClusterOptions = {}) {
     this.chunk_size = o.chunk_size ?? 16 * 1024;
     this.size = (o.chunks ?? 32) * this.chunk_size;
-    this.random = new SimRandom(o.seed ?? 1);
+    this.random = new SeededRandom(o.seed ?? 1);
     this.o = { chunk_size: this.chunk_size, chunks: o.chunks ?? 32, seed: o.seed ?? 1, intent_extent_shift: o.intent_extent_shift ?? Math.log2(this.chunk_size), intent_max_extents: o.intent_max_extents ?? 64 };
     for (let m = 1; m <= rf; m++) this.addNode(m);
     this.newClient();

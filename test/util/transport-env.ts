@@ -6,7 +6,7 @@ import type { Address } from '../../src/transport/net.js';
 import { NodeNet } from '../../src/transport/node-net.js';
 import { TransportServer, type ServerOptions } from '../../src/transport/server.js';
 import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from './memory-logger.js';
 import { TestHandler } from './test-handler.js';
 
 export const SECRET = randomBytes(32);

@@ -1,9 +1,11 @@
-// Seeded randomness for the simulator (sfc32, seeded through splitmix32): the same seed
-// gives the same stream on every machine.
+// Seeded randomness (sfc32, seeded through splitmix32): the same seed gives the same stream on
+// every machine. The simulator draws everything from it, and the fault backend (the daemon's
+// fault_injection) its reproducible fault decisions; it lives in util/ so that no production
+// file imports the simulator.
 
-import type { Random } from '../util/ports.js';
+import type { Random } from './ports.js';
 
-export class SimRandom implements Random {
+export class SeededRandom implements Random {
   private a: number;
   private b: number;
   private c: number;
