@@ -12,7 +12,7 @@ import { HEADER_BYTES } from '../../src/brmr/server/header.js';
 import type { BrmrStore } from '../../src/brmr/server/store.js';
 import { MD_PAGE } from '../../src/rmr/md-slots.js';
 import { mapBankBytes } from '../../src/rmr/map-store.js';
-import { NodeRandom } from '../../src/util/node-ports.js';
+import { NodeRandom } from '../../src/node/ports.js';
 import { MemoryLogger } from '../util/memory-logger.js';
 import { Errno } from '../../src/util/errno.js';
 

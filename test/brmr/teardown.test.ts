@@ -13,7 +13,7 @@ import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { DATA_OFFSET } from '../../src/brmr/server/header.js';
 import { mapDevice, type BrmrDevice } from '../../src/brmr/client/device.js';
-import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
+import { NodeClock, NodeRandom } from '../../src/node/ports.js';
 import { MemoryLogger } from '../util/memory-logger.js';
 import { groupId } from '../../src/util/jhash.js';
 import { DirectChannel, PeerSource } from '../util/inproc-cluster.js';

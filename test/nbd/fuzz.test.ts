@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NbdServer } from '../../src/nbd/server.js';
 import { MemBlockDevice } from '../../src/nbd/mem-device.js';
-import { NodeNet } from '../../src/transport/node-net.js';
+import { NodeNet } from '../../src/node/net.js';
 import type { NbdTls } from '../../src/nbd/server.js';
 import { CLIENT_HELLO, FAKE_SERVER_TLS, FakeTlsStream } from '../util/fake-tls.js';
 import { TestCerts } from '../util/tls-certs.js';

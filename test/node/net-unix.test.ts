@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NodeNet } from '../../src/transport/node-net.js';
+import { NodeNet } from '../../src/node/net.js';
 import type { NetStream } from '../../src/transport/net.js';
 import { within } from '../util/wait.js';
 

@@ -1,9 +1,10 @@
 // Real Clock and Random ports for the daemon (the simulator injects deterministic ones).
-// Only files named node-*.ts may touch Node's timers and entropy directly.
+// The Node adapters live in src/node/, outside the sans-IO core: only they (and the daemon
+// and the CLI) touch Node's timers and entropy directly.
 
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
-import type { Clock, Random, TimerId } from './ports.js';
+import type { Clock, Random, TimerId } from '../util/ports.js';
 
 /** setTimeout turns longer delays (and NaN) into 1 ms; clamp instead. */
 const TIMEOUT_MAX_MS = 2 ** 31 - 1;

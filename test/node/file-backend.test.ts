@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NodeFileBackend } from '../../src/brmr/server/node-file-backend.js';
+import { NodeFileBackend } from '../../src/node/file-backend.js';
 
 async function withBackend(sync_io: boolean, fn: (b: NodeFileBackend) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'file-backend-'));

@@ -11,11 +11,11 @@
 
 import { constants, fdatasync, read, readSync, write, writeSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { Errno } from '../../util/errno.js';
-import type { IoCallback, ReadCallback } from '../../rmr/store.js';
-import { checkParams, defaultParams, type DeviceParams } from '../params.js';
-import type { BackendOpener, StoreBackend } from './backend.js';
-import { SyncIoGate, type SyncIoGateOptions } from './sync-io-gate.js';
+import { Errno } from '../util/errno.js';
+import type { IoCallback, ReadCallback } from '../rmr/store.js';
+import { checkParams, defaultParams, type DeviceParams } from '../brmr/params.js';
+import type { BackendOpener, StoreBackend } from '../brmr/server/backend.js';
+import { SyncIoGate, type SyncIoGateOptions } from '../brmr/server/sync-io-gate.js';
 
 const ZEROES = Buffer.alloc(1 << 20);
 /** Larger IOs always go to the thread pool (their copy is worth a worker's core). */

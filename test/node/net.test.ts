@@ -5,9 +5,9 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import * as nodeNet from 'node:net';
 import * as nodeTls from 'node:tls';
-import { NodeNet, type NodeNetOptions } from '../../src/transport/node-net.js';
+import { NodeNet, type NodeNetOptions } from '../../src/node/net.js';
 import type { Address, Listener, NetStream, TlsOptions } from '../../src/transport/net.js';
-import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
+import { NodeClock, NodeRandom } from '../../src/node/ports.js';
 import { TestCerts } from '../util/tls-certs.js';
 
 const HOST = '127.0.0.1';

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
-import type { Address, Listener, Net, NetStream, ServerTls, ServerTlsOptions, StreamHandlers, TlsOptions } from './net.js';
+import type { Address, Listener, Net, NetStream, ServerTls, ServerTlsOptions, StreamHandlers, TlsOptions } from '../transport/net.js';
 
 /**
  * TLS-PSK settings. Node hands the PSK to OpenSSL through the TLS 1.2-style callbacks; in
