@@ -12,7 +12,7 @@
 import { constants, fdatasync, read, readSync, write, writeSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { Errno } from '../util/errno.js';
-import type { IoCallback, ReadCallback } from '../rmr/store.js';
+import type { IoCallback, ReadCallback } from '../rmr/server/io-store.js';
 import { checkParams, defaultParams, type DeviceParams } from '../brmr/params.js';
 import type { BackendOpener, StoreBackend } from '../brmr/server/backend.js';
 import { SyncIoGate, type SyncIoGateOptions } from '../brmr/server/sync-io-gate.js';

@@ -5,7 +5,7 @@
 
 import type { Clock } from '../util/ports.js';
 import { Errno } from '../util/errno.js';
-import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../rmr/store.js';
+import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../rmr/server/io-store.js';
 import type { SeededRandom } from '../util/seeded-random.js';
 
 const SECTOR = 512;

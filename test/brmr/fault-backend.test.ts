@@ -13,7 +13,7 @@ import { SimClock } from '../../src/sim/sim-clock.js';
 import { SeededRandom } from '../../src/util/seeded-random.js';
 import { Errno } from '../../src/util/errno.js';
 import { MemoryLogger } from '../util/memory-logger.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 
 const SIZE = 1 << 20;

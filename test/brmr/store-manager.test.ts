@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ServerPool } from '../../src/rmr/server-pool.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { memOpener, type MemDevice, type BackendOpener } from '../../src/brmr/server/backend.js';
 import { nodeFileOpener } from '../../src/node/file-backend.js';
 import { StoreManager, storeMetaBytes, type StoreManagerEvent } from '../../src/brmr/server/store-manager.js';
@@ -17,7 +17,7 @@ import { defaultParams } from '../../src/brmr/params.js';
 import { NodeRandom } from '../../src/node/ports.js';
 import { MemoryLogger } from '../util/memory-logger.js';
 import { Errno } from '../../src/util/errno.js';
-import type { RecoveryReport } from '../../src/rmr/server-pool.js';
+import type { RecoveryReport } from '../../src/rmr/server/server-pool.js';
 
 const CHUNK = 64 * 1024;
 const SIZE = 16 * CHUNK;

@@ -5,10 +5,10 @@
 // re-created empty store presented as an old one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientPool, type Leg } from '../../src/rmr/client-pool.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { Ticker } from '../../src/rmr/tickers.js';
+import { ClientPool, type Leg } from '../../src/rmr/client/client-pool.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { Ticker } from '../../src/rmr/server/tickers.js';
 import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { DATA_OFFSET } from '../../src/brmr/server/header.js';

@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { IntentLog, INTENT_MAGIC, INTENT_VERSION } from '../../src/rmr/intent-log.js';
-import { MD_PAGE, MetaSlots, decodeSlotPage } from '../../src/rmr/md-slots.js';
+import { IntentLog, INTENT_MAGIC, INTENT_VERSION } from '../../src/rmr/server/intent-log.js';
+import { MD_PAGE, MetaSlots, decodeSlotPage } from '../../src/rmr/server/md-slots.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';

@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DirtyMap, CHUNKS_PER_PAGE } from '../../src/rmr/dirty-map.js';
-import { MapStore, decodeMapImage, encodeMapImage, mapStoreBytes } from '../../src/rmr/map-store.js';
+import { DirtyMap, CHUNKS_PER_PAGE } from '../../src/rmr/protocol/dirty-map.js';
+import { MapStore, decodeMapImage, encodeMapImage, mapStoreBytes } from '../../src/rmr/server/map-store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';

@@ -3,12 +3,12 @@
 // dispatcher), legs wired straight to the server pools through channels a test can cut.
 // The channels take any Clock: test/util/brmr-cluster.ts runs them on the real one.
 import assert from 'node:assert/strict';
-import { ClientPool, type LegChannel } from '../../src/rmr/client-pool.js';
-import { ServerPool, type PeerMapCommand, type PeerQuery, type SyncSource } from '../../src/rmr/server-pool.js';
-import { applyPeerMapCommand, executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/msg.js';
-import type { ReadCallback } from '../../src/rmr/store.js';
+import { ClientPool, type LegChannel } from '../../src/rmr/client/client-pool.js';
+import { ServerPool, type PeerMapCommand, type PeerQuery, type SyncSource } from '../../src/rmr/server/server-pool.js';
+import { applyPeerMapCommand, executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/protocol/leg-commands.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/protocol/msg.js';
+import type { ReadCallback } from '../../src/rmr/server/io-store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';

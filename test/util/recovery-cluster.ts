@@ -8,14 +8,14 @@
 // A crashed node's or client's objects may still hold callbacks; they reach nothing: its
 // disks are seen through a gate closed at the crash, its channels are cut.
 import assert from 'node:assert/strict';
-import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client-pool.js';
-import type { LegStateEvent } from '../../src/rmr/leg-state.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
-import { executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { Ticker } from '../../src/rmr/tickers.js';
-import type { IoMsgValue, MapAddValue } from '../../src/rmr/msg.js';
-import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../src/rmr/store.js';
+import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client/client-pool.js';
+import type { LegStateEvent } from '../../src/rmr/client/leg-state.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
+import { executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/protocol/leg-commands.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { Ticker } from '../../src/rmr/server/tickers.js';
+import type { IoMsgValue, MapAddValue } from '../../src/rmr/protocol/msg.js';
+import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../src/rmr/server/io-store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';

@@ -12,7 +12,7 @@
 
 import { Errno, errnoName } from '../../util/errno.js';
 import { nullLogger, type Logger } from '../../util/ports.js';
-import type { ClientOp, ClientPool } from '../../rmr/client-pool.js';
+import type { ClientOp, ClientPool } from '../../rmr/client/client-pool.js';
 import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../util/block-device.js';
 import { BRMR_RSP_MAX, decodeAnswer, encodeRequest, type StoreParamsAnswer } from '../msg.js';
 import { mergeParams, type DeviceParams } from '../params.js';

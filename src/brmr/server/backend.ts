@@ -4,7 +4,7 @@
 // simulator. Completions are callbacks, never called synchronously from the starting call.
 
 import { Errno } from '../../util/errno.js';
-import type { IoCallback, ReadCallback } from '../../rmr/store.js';
+import type { IoCallback, ReadCallback } from '../../rmr/server/io-store.js';
 import { defaultParams, type DeviceParams } from '../params.js';
 
 export interface StoreBackend {

@@ -12,7 +12,7 @@
 
 import { Errno, errnoName } from '../../util/errno.js';
 import type { Clock, Random } from '../../util/ports.js';
-import type { IoCallback, ReadCallback } from '../../rmr/store.js';
+import type { IoCallback, ReadCallback } from '../../rmr/server/io-store.js';
 import { SeededRandom } from '../../util/seeded-random.js';
 import type { BackendOpener, StoreBackend } from './backend.js';
 

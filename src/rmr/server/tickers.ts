@@ -3,8 +3,8 @@
 // node's peer-map check and metadata exchange every 3 s, and its metadata flush every 500 ms.
 // The daemon starts one per pool.
 
-import type { Clock, TimerId } from '../util/ports.js';
-import type { ClientPool } from './client-pool.js';
+import type { Clock, TimerId } from '../../util/ports.js';
+import type { ClientPool } from '../client/client-pool.js';
 import type { ServerPool } from './server-pool.js';
 
 export const RECOVER_INTERVAL_MS = 3000;

@@ -16,9 +16,9 @@
 //
 // Record payload: u32 extent_shift | u32 count | u64 extent[count]   (in MetaSlots pages)
 
-import { Errno } from '../util/errno.js';
+import { Errno } from '../../util/errno.js';
 import { MD_MAX_PAYLOAD, MetaSlots, slotVerdict } from './md-slots.js';
-import type { IoCallback, MetaStore } from './store.js';
+import type { IoCallback, MetaStore } from './io-store.js';
 
 export const INTENT_MAGIC = 0x4952_4d52; // "RMRI"
 export const INTENT_VERSION = 1;

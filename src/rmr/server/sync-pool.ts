@@ -3,11 +3,11 @@
 // (round robin, a refusal moves on to the next peer), MAP_CLEAR fan-out, and the map
 // stream of a map spread.
 
-import { Errno } from '../util/errno.js';
-import type { ClientPool } from './client-pool.js';
+import { Errno } from '../../util/errno.js';
+import type { ClientPool } from '../client/client-pool.js';
 import type { PeerMapCommand, PeerQuery, SyncSource } from './server-pool.js';
-import type { TransportLeg } from './transport-leg.js';
-import type { ReadCallback } from './store.js';
+import type { TransportLeg } from '../client/transport-leg.js';
+import type { ReadCallback } from './io-store.js';
 
 export class SyncPoolSource implements SyncSource {
   private readonly pool: ClientPool;

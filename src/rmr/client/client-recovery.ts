@@ -22,11 +22,11 @@
 // its crash) is marked on the source and every NORMAL leg, where another member is clean for
 // it (MAP_MARK, conditional).
 
-import { Errno } from '../util/errno.js';
+import { Errno } from '../../util/errno.js';
 import type { ClientPool, Leg } from './client-pool.js';
-import { decodeRanges } from './leg-commands.js';
-import { MAX_INTENT_RANGES, IoOp } from './msg.js';
-import { decodePoolMd, encodePoolMd, type PoolMd } from './pool-md.js';
+import { decodeRanges } from '../protocol/leg-commands.js';
+import { MAX_INTENT_RANGES, IoOp } from '../protocol/msg.js';
+import { decodePoolMd, encodePoolMd, type PoolMd } from '../protocol/pool-md.js';
 
 type Done = (status: number) => void;
 

@@ -2,7 +2,7 @@
 // (reference §2.3): sessions pin memory on the server, so their number grows with the
 // storage hosts, not with the pools. Reference counted; the last user closes it.
 
-import { ClientSession, type ClientPorts, type ClientSessionOptions } from '../transport/client-session.js';
+import { ClientSession, type ClientPorts, type ClientSessionOptions } from '../../transport/client-session.js';
 
 export class SessionRegistry {
   private readonly sessions = new Map<string, { session: ClientSession; refs: number }>();

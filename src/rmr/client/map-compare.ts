@@ -3,10 +3,10 @@
 // The client compares its own maps against each leg's; a storage node compares its maps
 // against its peers' through the sync pool.
 
-import { Errno } from '../util/errno.js';
-import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
-import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from './leg-commands.js';
-import { MAX_MEMBERS } from './msg.js';
+import { Errno } from '../../util/errno.js';
+import { DirtyMap, PAGE_BYTES } from '../protocol/dirty-map.js';
+import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from '../protocol/leg-commands.js';
+import { MAX_MEMBERS } from '../protocol/msg.js';
 
 export type CommandFn = (cmd: LegCommand, cb: LegCommandCallback) => void;
 

@@ -12,16 +12,16 @@
 // ports; answers go back through the `reply` callbacks the dispatcher hands in.
 
 import { createHash } from 'node:crypto';
-import { Errno } from '../util/errno.js';
-import { DirtyMap, PAGE_BYTES, chunkRange } from './dirty-map.js';
-import { PoolMdStore, decodePoolMd, emptySrvMd, type MapUpdateState, type PoolMd, type SrvMd } from './pool-md.js';
+import { Errno } from '../../util/errno.js';
+import { DirtyMap, PAGE_BYTES, chunkRange } from '../protocol/dirty-map.js';
+import { PoolMdStore, decodePoolMd, emptySrvMd, type MapUpdateState, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
-import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from './msg.js';
-import { checkChunkSize } from './pool-md.js';
+import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from '../protocol/msg.js';
+import { checkChunkSize } from '../protocol/pool-md.js';
 import { ServerPoolStateMachine, type ServerPoolStateEvent } from './server-pool-state.js';
-import type { BlockStore, MetaStore, ReadCallback } from './store.js';
+import type { BlockStore, MetaStore, ReadCallback } from './io-store.js';
 
 /** What the server pool needs from its peers (provided by the node's sync client pool). */
 export interface SyncSource {

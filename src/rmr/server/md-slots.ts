@@ -7,9 +7,9 @@
 //   20 payload (payload_len bytes) | zero padding
 //   crc32c covers bytes 0..16 and the payload.
 
-import { crc32c } from '../util/crc32c.js';
-import { Errno } from '../util/errno.js';
-import type { IoCallback, MetaStore } from './store.js';
+import { crc32c } from '../../util/crc32c.js';
+import { Errno } from '../../util/errno.js';
+import type { IoCallback, MetaStore } from './io-store.js';
 
 export const MD_PAGE = 4096;
 export const MD_HEADER = 20;

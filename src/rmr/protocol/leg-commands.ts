@@ -3,10 +3,10 @@
 // messages (msg.ts); in-process tests call executeLegCommand directly: one implementation
 // of what each command does, whatever carries it.
 
-import { Errno } from '../util/errno.js';
+import { Errno } from '../../util/errno.js';
 import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
 import { decodePoolMd, encodePoolMd } from './pool-md.js';
-import type { PeerMapCommand, ServerPool } from './server-pool.js';
+import type { PeerMapCommand, ServerPool } from '../server/server-pool.js';
 
 export type LegCommand =
   | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }

@@ -2,8 +2,8 @@
 // loses its last path fails every leg on it; when it comes back each leg rejoins and the
 // pool's recovery brings it back to NORMAL.
 
-import type { ClientSession, LinkEvent } from '../transport/client-session.js';
-import type { Logger } from '../util/ports.js';
+import type { ClientSession, LinkEvent } from '../../transport/client-session.js';
+import type { Logger } from '../../util/ports.js';
 import type { ClientPool, Leg } from './client-pool.js';
 
 export function followLinkEvents(session: ClientSession, pool: ClientPool, leg: Leg, log: Logger): () => void {

@@ -6,14 +6,14 @@
 // read data, or an encoded CMD_RSP); IO writes, MAP_ADD, MAP_CLEAR and map buffers travel
 // write-type (status only).
 
-import { Errno } from '../util/errno.js';
-import type { Logger } from '../util/ports.js';
-import { nullLogger } from '../util/ports.js';
-import type { ServerHandler, ServerRequest, ServerSession } from '../transport/server.js';
-import { applyPeerMapCommand, executeLegCommand, legCommandFromWire } from './leg-commands.js';
-import { CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from './msg.js';
+import { Errno } from '../../util/errno.js';
+import type { Logger } from '../../util/ports.js';
+import { nullLogger } from '../../util/ports.js';
+import type { ServerHandler, ServerRequest, ServerSession } from '../../transport/server.js';
+import { applyPeerMapCommand, executeLegCommand, legCommandFromWire } from '../protocol/leg-commands.js';
+import { CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from '../protocol/msg.js';
 import type { ServerPool } from './server-pool.js';
-import { PAGE_BYTES } from './dirty-map.js';
+import { PAGE_BYTES } from '../protocol/dirty-map.js';
 
 /** Bytes a command answer needs (header + CMD_RSP). */
 export const CMD_RSP_BYTES = 8 + CmdRsp.min_size;

@@ -7,10 +7,10 @@
 // and replayed before its next map (client-recovery.ts), so a node that was away does not
 // keep a removed member or miss a new one.
 
-import { Errno } from '../util/errno.js';
+import { Errno } from '../../util/errno.js';
 import type { ClientPool, Leg, LegChannel, OpCallback } from './client-pool.js';
-import type { LegCommand } from './leg-commands.js';
-import { MAX_MEMBERS } from './msg.js';
+import type { LegCommand } from '../protocol/leg-commands.js';
+import { MAX_MEMBERS } from '../protocol/msg.js';
 
 export interface DelSessOptions {
   /** Delete even if the member holds the only clean copy of some chunks (they are lost). */

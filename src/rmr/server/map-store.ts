@@ -11,12 +11,12 @@
 // Losing maps is never silent: an image that fails its checksum is reported, and the owner
 // then treats every chunk as dirty (over-approximating dirtiness is safe; under- is not).
 
-import { crc32c } from '../util/crc32c.js';
-import { Errno } from '../util/errno.js';
-import { DirtyMap, PAGE_BYTES } from './dirty-map.js';
+import { crc32c } from '../../util/crc32c.js';
+import { Errno } from '../../util/errno.js';
+import { DirtyMap, PAGE_BYTES } from '../protocol/dirty-map.js';
 import { MetaSlots, MD_PAGE } from './md-slots.js';
-import { MAX_MEMBERS } from './msg.js';
-import type { IoCallback, MetaStore } from './store.js';
+import { MAX_MEMBERS } from '../protocol/msg.js';
+import type { IoCallback, MetaStore } from './io-store.js';
 
 export const MAP_DIR_MAGIC = 0x444d_4d52; // "RMMD"
 export const MAP_DIR_VERSION = 1;

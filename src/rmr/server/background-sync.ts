@@ -22,9 +22,9 @@
 // link looked idle, the sync took its maximum, and the application's share of the link fell
 // from 70 % to about 50 % (test/faults/bandwidth.full.test.ts).
 
-import { Errno } from '../util/errno.js';
-import type { Clock, TimerId } from '../util/ports.js';
-import type { DirtyMap } from './dirty-map.js';
+import { Errno } from '../../util/errno.js';
+import type { Clock, TimerId } from '../../util/ports.js';
+import type { DirtyMap } from '../protocol/dirty-map.js';
 
 export type SyncState = 'STOPPED' | 'RUNNING' | 'WAIT';
 

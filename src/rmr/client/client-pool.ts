@@ -15,13 +15,13 @@
 // One operator action or recovery at a time holds the pool's lock (the reference's
 // clt_pool_lock); IO is frozen only while a map spread or a leg change needs it.
 
-import { Errno } from '../util/errno.js';
-import { DirtyMap, chunkRange } from './dirty-map.js';
+import { Errno } from '../../util/errno.js';
+import { DirtyMap, chunkRange } from '../protocol/dirty-map.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent, type LegStateHolder } from './leg-state.js';
-import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from './msg.js';
-import type { LegCommand, LegCommandCallback } from './leg-commands.js';
+import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue } from '../protocol/msg.js';
+import type { LegCommand, LegCommandCallback } from '../protocol/leg-commands.js';
 import { readMapPages } from './map-compare.js';
-import { emptySrvMd, type PoolMd } from './pool-md.js';
+import { emptySrvMd, type PoolMd } from '../protocol/pool-md.js';
 import { ClientRecovery } from './client-recovery.js';
 import { ClientLifecycle, type DelSessOptions } from './client-lifecycle.js';
 import { ClientVerify, type VerifyOptions, type VerifyProgress, type VerifyReport } from './client-verify.js';

@@ -10,11 +10,11 @@
 
 import { Layout, type ValuesOf } from './layout.js';
 import { MAX_MEMBERS } from './msg.js';
-import { SERVER_POOL_STATES, type ServerPoolState } from './server-pool-state.js';
-import { MetaSlots, slotVerdict } from './md-slots.js';
-import type { IoCallback } from './store.js';
-import type { MetaStore } from './store.js';
-import { Errno } from '../util/errno.js';
+import { SERVER_POOL_STATES, type ServerPoolState } from '../server/server-pool-state.js';
+import { MetaSlots, slotVerdict } from '../server/md-slots.js';
+import type { IoCallback } from '../server/io-store.js';
+import type { MetaStore } from '../server/io-store.js';
+import { Errno } from '../../util/errno.js';
 
 export const POOL_MD_MAGIC = 0x504d_4d52; // "RMMP"
 export const POOL_MD_VERSION = 1;

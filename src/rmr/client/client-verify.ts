@@ -8,9 +8,9 @@
 // map before the lock is released; the members' background sync then copies it from the
 // source. Chunks dirty anywhere are skipped (they are being resynced anyway).
 
-import { Errno } from '../util/errno.js';
+import { Errno } from '../../util/errno.js';
 import type { ClientPool, Leg, OpCallback } from './client-pool.js';
-import { MAX_VERIFY_CHUNKS } from './msg.js';
+import { MAX_VERIFY_CHUNKS } from '../protocol/msg.js';
 
 export interface VerifyOptions {
   /** The member the others are compared with (default: the lowest NORMAL member). */
