@@ -9,7 +9,8 @@
 import { ServerPool, type ServerPoolEvent } from '../rmr/server/server-pool.js';
 import { RmrServerNode } from '../rmr/server/server-node.js';
 import { BackgroundSync, type SyncState } from '../rmr/server/background-sync.js';
-import { serverPoolTickers, type Ticker } from '../rmr/server/tickers.js';
+import { serverPoolTickers } from '../rmr/server/tickers.js';
+import type { Ticker } from '../util/ticker.js';
 import { TransportServer } from '../transport/server.js';
 import { StoreManager, type StoreManagerEvent } from '../brmr/server/store-manager.js';
 import { FaultController, withFaults } from '../brmr/server/fault-backend.js';

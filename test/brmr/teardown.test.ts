@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ClientPool, type Leg } from '../../src/rmr/client/client-pool.js';
 import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
-import { Ticker } from '../../src/rmr/server/tickers.js';
+import { Ticker } from '../../src/util/ticker.js';
 import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { DATA_OFFSET } from '../../src/brmr/server/header.js';

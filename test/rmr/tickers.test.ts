@@ -1,7 +1,8 @@
 // Periodic pool work on the injected clock, and the shared session registry.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Ticker, serverPoolTickers, MD_SYNC_INTERVAL_MS } from '../../src/rmr/server/tickers.js';
+import { Ticker } from '../../src/util/ticker.js';
+import { serverPoolTickers, MD_SYNC_INTERVAL_MS } from '../../src/rmr/server/tickers.js';
 import { SessionRegistry } from '../../src/rmr/client/session-registry.js';
 import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { SimClock } from '../../src/sim/sim-clock.js';

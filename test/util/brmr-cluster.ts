@@ -17,7 +17,7 @@ import { TransportServer } from '../../src/transport/server.js';
 import { NodeNet } from '../../src/node/net.js';
 import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
-import { Ticker } from '../../src/rmr/server/tickers.js';
+import { Ticker } from '../../src/util/ticker.js';
 import { groupId } from '../../src/util/jhash.js';
 import { NodeClock, NodeRandom } from '../../src/node/ports.js';
 import { MemoryLogger } from './memory-logger.js';

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { ClientPool, type LegChannel } from '../../src/rmr/client/client-pool.js';
 import { ServerPool, type PeerMapCommand, type PeerQuery, type SyncSource } from '../../src/rmr/server/server-pool.js';
-import { applyPeerMapCommand, executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/protocol/leg-commands.js';
+import type { LegCommand, LegCommandCallback } from '../../src/rmr/protocol/leg-commands.js';
+import { applyPeerMapCommand, executeLegCommand } from '../../src/rmr/server/execute-command.js';
 import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
 import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/protocol/msg.js';
 import type { ReadCallback } from '../../src/rmr/server/io-store.js';

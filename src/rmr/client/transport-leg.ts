@@ -7,11 +7,8 @@ import type { ClientSession, Permit, RequestKind, ResponseCallback } from '../..
 import { TransportError as TransportErrorClass, type TransportError } from '../../transport/errors.js';
 import { Errno } from '../../util/errno.js';
 import type { LegChannel } from './client-pool.js';
-import { answerBytes, legCommandToWire, type LegCommand, type LegCommandCallback } from '../protocol/leg-commands.js';
-import { CmdRsp, IO_OP_MASK, IoOp, encodeCmd, encodeIo, encodeMapAdd, encodeMapClear, type IoMsgValue, type MapAddValue } from '../protocol/msg.js';
-import type { PeerMapCommand } from '../server/server-pool.js';
-import { CMD_RSP_BYTES } from '../server/server-node.js';
-import { CmdType } from '../protocol/msg.js';
+import { answerBytes, legCommandToWire, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
+import { CMD_RSP_BYTES, CmdRsp, CmdType, IO_OP_MASK, IoOp, encodeCmd, encodeIo, encodeMapAdd, encodeMapClear, type IoMsgValue, type MapAddValue } from '../protocol/msg.js';
 
 const errnoOf = (e: TransportError): number => e.errno;
 

@@ -1,12 +1,9 @@
 // Pool commands a compute client (or a peer) sends to a storage node's pool, as typed values,
-// and their execution against a ServerPool. The transport dispatcher encodes them as CMD
-// messages (msg.ts); in-process tests call executeLegCommand directly: one implementation
-// of what each command does, whatever carries it.
+// and their wire form. The transport dispatcher encodes them as CMD messages (msg.ts); the
+// storage node executes them (server/execute-command.ts), and in-process tests call that
+// directly: one implementation of what each command does, whatever carries it.
 
-import { Errno } from '../../util/errno.js';
 import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
-import { decodePoolMd, encodePoolMd } from './pool-md.js';
-import type { PeerMapCommand, ServerPool } from '../server/server-pool.js';
 
 export type LegCommand =
   | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
@@ -35,6 +32,14 @@ export type LegCommand =
   | { kind: 'verify'; first_chunk: number; chunk_count: number; members: number[] };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
+
+/** A question a storage node asks one peer, answered with bytes: its pool_md (MD_SEND, §8.7), chunk hashes (verify). */
+export type PeerQuery = { kind: 'md_read' } | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number };
+
+/** What a map source sends to the receiver during a map spread. */
+export type PeerMapCommand =
+  | { kind: 'send_map_buf'; member_id: number; first_page: number; page_count: number; map_ver: number; pages: Buffer }
+  | { kind: 'map_buf_done'; map_ver: number };
 const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
 
 /** A CHUNK_HASH answer per chunk: state u8 (0 hashed, 1 dirty here: not compared) | sha256 [32]. */
@@ -56,98 +61,6 @@ export const READ_MAP_HEADER = 16;
  */
 export type LegCommandCallback = (status: number, value: number, reason: string | null, data?: Buffer | null) => void;
 
-export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
-  const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
-  switch (cmd.kind) {
-    case 'join': {
-      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, extend: cmd.extend === true, chunk_size: pool.chunk_size, members: cmd.members });
-      if (err !== null || from_sync || !pool.hasStore) return answer(err, pool.member_id);
-      // The membership is on disk before the client counts on it: a node that crashes right
-      // after its join restarts knowing its pool (found by the simulator, seed 3025).
-      return pool.persistMetadata((s) => cb(s, pool.member_id, s === 0 ? null : `pool metadata not persisted (${s})`));
-    }
-    case 'rejoin':
-      return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
-    case 'enable_pool':
-    case 'maintenance': {
-      const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
-      if (err !== null || from_sync || !pool.hasStore) return answer(err);
-      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
-    }
-    case 'map_ready':
-      return answer(pool.mapReady(from_sync));
-    case 'map_send':
-      return pool.mapSend(cmd.receiver, cmd.map_ver, (status) => cb(status, 0, status === 0 ? null : `map send failed (${status})`));
-    case 'map_done':
-      // The received maps are durable before the node serves on them.
-      if (pool.map_update_state !== 'DONE') return answer(pool.mapDone(cmd.enable));
-      return pool.syncMaps((s) => (s === 0 ? answer(pool.mapDone(cmd.enable)) : cb(s, 0, `maps not persisted (${s})`)));
-    case 'map_disable':
-      pool.mapDisable(from_sync);
-      return answer(null);
-    case 'map_check':
-      return answer(null, pool.mapCheck() ? 1 : 0);
-    case 'store_check':
-      return answer(null, pool.storeCheck() ? 1 : 0);
-    case 'map_get_ver':
-      return answer(null, pool.map_ver);
-    case 'leave':
-      return answer(from_sync ? null : pool.leave(cmd.member_id, cmd.delete));
-    case 'pool_info': {
-      // Persisted before the answer: a node that restarts knows the pool's members (§9.6).
-      const err = pool.poolInfo(cmd.member_id, cmd.op, cmd.mode, cmd.dirty);
-      if (err !== null || !pool.hasStore) return answer(err);
-      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
-    }
-    case 'md_read': {
-      const md = pool.currentPoolMd();
-      return cb(0, 0, null, encodePoolMd(md));
-    }
-    case 'md_write': {
-      const md = decodePoolMd(cmd.md);
-      if (typeof md === 'string') return cb(Errno.EBADMSG, 0, md);
-      // The answer's value says whether the node serves IO: the client's tick learns of a node
-      // that left IO service without its IO failing (a store replaced, a peer's read failing).
-      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md), pool.state === 'NORMAL' ? 1 : 0);
-    }
-    case 'user':
-      return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
-    case 'read_map_buf':
-      return cb(0, 0, null, readMapSlice(pool, cmd.map_idx, cmd.page));
-    case 'intent_to_map': {
-      if (from_sync) return answer('INTENT_TO_MAP from a sync pool');
-      const r = pool.intentToMap(cmd.ranges, cmd.with_intent);
-      if (typeof r === 'string') return answer(r);
-      return pool.syncMaps((s) => {
-        if (s === 0 && cmd.with_intent) pool.intentReconciled();
-        cb(s, r, s === 0 ? null : `maps not persisted (${s})`);
-      });
-    }
-    case 'own_dirty': {
-      const [ranges, next] = pool.ownDirtyRuns(cmd.from_chunk, MAX_INTENT_RANGES);
-      return cb(0, next, null, encodeRanges(ranges));
-    }
-    case 'map_mark': {
-      if (from_sync) return answer('MAP_MARK from a sync pool');
-      const r = pool.mapMark(cmd.member_id, cmd.ranges, cmd.conditional);
-      if (typeof r === 'string') return answer(r);
-      return pool.syncMaps((s) => cb(s, r, s === 0 ? null : `maps not persisted (${s})`));
-    }
-    case 'send_discard':
-    case 'discard_clear': {
-      if (from_sync) return answer(`${cmd.kind} from a sync pool`);
-      const err = cmd.kind === 'send_discard' ? pool.sendDiscard(cmd.member_id) : pool.discardClear(cmd.member_id);
-      if (err !== null) return answer(err);
-      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
-    }
-    case 'chunk_hash':
-      return pool.chunkHashes(cmd.first_chunk, cmd.chunk_count, (status, data) => cb(status, 0, status === 0 ? null : `chunk hashes failed (${status})`, data));
-    case 'verify':
-      if (from_sync) return answer('VERIFY from a sync pool');
-      return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));
-  }
-}
-
 /** Chunk ranges as (u32 first, u32 count) pairs: INTENT_TO_MAP, MAP_MARK tails and CRASH_READ answers. */
 export function encodeRanges(ranges: readonly (readonly [number, number])[]): Buffer {
   if (ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges`);
@@ -165,39 +78,6 @@ export function decodeRanges(buf: Buffer): [number, number][] | null {
   const ranges: [number, number][] = [];
   for (let o = 0; o + 8 <= buf.length; o += 8) ranges.push([buf.readUInt32LE(o), buf.readUInt32LE(o + 4)]);
   return ranges;
-}
-
-/**
- * READ_MAP_BUF (reference §5.4): the next slice of this node's maps from a cursor (map index
- * in member order, page). member_id 0 in the answer marks the end.
- */
-function readMapSlice(pool: ServerPool, map_idx: number, page: number): Buffer {
-  const maps = [...pool.maps.values()].sort((a, b) => a.member_id - b.member_id);
-  const m = maps[map_idx];
-  const head = Buffer.alloc(READ_MAP_HEADER);
-  if (m === undefined || page >= m.page_count) {
-    const next = maps[map_idx + 1];
-    if (m !== undefined && next !== undefined) return readMapSlice(pool, map_idx + 1, 0);
-    return head; // member 0: the end
-  }
-  const n = Math.min(READ_MAP_PAGES, m.page_count - page);
-  const out = Buffer.alloc(READ_MAP_HEADER + n * 4096);
-  out[0] = m.member_id;
-  const done = page + n >= m.page_count;
-  // After the last map the cursor names no map (MAX_MEMBERS): the next answer is the end.
-  out[1] = done ? Math.min(map_idx + 1, MAX_MEMBERS) : map_idx;
-  out.writeUInt32LE(page, 4);
-  out.writeUInt32LE(n, 8);
-  out.writeUInt32LE(done ? 0 : page + n, 12);
-  for (let i = 0; i < n; i++) m.encodePage(page + i, out.subarray(READ_MAP_HEADER + i * 4096, READ_MAP_HEADER + (i + 1) * 4096));
-  return out;
-}
-
-/** A map-transfer command arriving from the map source's sync pool. */
-export function applyPeerMapCommand(pool: ServerPool, cmd: PeerMapCommand): number {
-  const err =
-    cmd.kind === 'send_map_buf' ? pool.receiveMapBuf(cmd.member_id, cmd.first_page, cmd.page_count, cmd.pages, true) : pool.mapBufDone(cmd.map_ver);
-  return err === null ? 0 : Errno.EINVAL;
 }
 
 /** The wire form of a command: its CMD type and payload fields (msg.ts CmdPayload). */

@@ -221,6 +221,9 @@ export const CmdRsp = new Layout('CMD_RSP', { cmd_type: 'u8', member_id: 'u8', e
   !CMD_NAMES.has(v.cmd_type) ? `unknown command ${v.cmd_type}` : v.err > 0 || v.err < -4095 ? `bad errno ${v.err}` : null,
 );
 
+/** Bytes a command answer needs (header + CMD_RSP). */
+export const CMD_RSP_BYTES = MsgHeader.min_size + CmdRsp.min_size;
+
 export type MsgHeaderValue = ValuesOf<typeof MsgHeader.spec>;
 export type IoMsgValue = ValuesOf<typeof IoMsg.spec>;
 export type MapAddValue = ValuesOf<typeof MapAddMsg.spec>;

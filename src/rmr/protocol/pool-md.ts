@@ -1,7 +1,7 @@
 // Pool metadata (the reference's rmr_pool_md / rmr_srv_md, §3.6): what a pool is and who its
 // members are, kept by every storage node and learned by the compute client on assemble.
 // The client owns the header part; each storage node owns its own srv_md slot and merges the
-// peers' slots. Persisted in alternating checksummed slots (md-slots.ts).
+// peers' slots. Persisted in alternating checksummed slots (server/pool-md-store.ts).
 //
 //   header: pool_name | pool_uuid[16] | group_id u32 | chunk_size u32 | mapped_size u64 (bytes)
 //           | queue_depth u32 | map_ver u64
@@ -10,14 +10,12 @@
 
 import { Layout, type ValuesOf } from './layout.js';
 import { MAX_MEMBERS } from './msg.js';
-import { SERVER_POOL_STATES, type ServerPoolState } from '../server/server-pool-state.js';
-import { MetaSlots, slotVerdict } from '../server/md-slots.js';
-import type { IoCallback } from '../server/io-store.js';
-import type { MetaStore } from '../server/io-store.js';
-import { Errno } from '../../util/errno.js';
 
 export const POOL_MD_MAGIC = 0x504d_4d52; // "RMMP"
 export const POOL_MD_VERSION = 1;
+/** A storage server pool's state (server/server-pool-state.ts), as srv_state encodes it. */
+export const SERVER_POOL_STATES = ['EMPTY', 'REGISTERED', 'CREATED', 'NORMAL', 'NO_IO'] as const;
+export type ServerPoolState = (typeof SERVER_POOL_STATES)[number];
 export const MAP_UPDATE_STATES = ['DISABLED', 'READY', 'DONE'] as const;
 export type MapUpdateState = (typeof MAP_UPDATE_STATES)[number];
 
@@ -126,31 +124,4 @@ export function decodePoolMd(buf: Buffer): PoolMd | string {
 /** The slot of `member_id`, or undefined. */
 export function srvMdOf(md: PoolMd, member_id: number): SrvMd | undefined {
   return md.srv_md.find((s) => s.member_id === member_id);
-}
-
-/** pool_md persisted through a MetaStore at `base` (two slots). */
-export class PoolMdStore {
-  private readonly slots: MetaSlots;
-  constructor(meta: MetaStore, base: number) {
-    this.slots = new MetaSlots(meta, base, POOL_MD_MAGIC, POOL_MD_VERSION);
-  }
-  /**
-   * The newest valid pool_md, or null if never written. `notes` name every damaged slot
-   * (prefixed `pool_md`): with status 0 the record came from the other slot (or, beside a
-   * blank slot, a torn first write was taken as never written); EBADMSG when both are damaged.
-   */
-  load(cb: (status: number, md: PoolMd | null, notes: readonly string[]) => void): void {
-    this.slots.load((status, rec) => {
-      const notes = this.slots.load_notes.map((n) => `pool_md ${n}`);
-      if (status !== 0) return cb(status, null, notes);
-      if (slotVerdict(this.slots, rec) === 'damaged') return cb(Errno.EBADMSG, null, notes);
-      if (rec === null) return cb(0, null, notes);
-      const md = decodePoolMd(rec.payload);
-      if (typeof md === 'string') return cb(Errno.EBADMSG, null, [...notes, `pool_md: ${md}`]);
-      cb(0, md, notes);
-    });
-  }
-  store(md: PoolMd, cb: IoCallback): void {
-    this.slots.store(encodePoolMd(md), cb);
-  }
 }

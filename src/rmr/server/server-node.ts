@@ -10,13 +10,11 @@ import { Errno } from '../../util/errno.js';
 import type { Logger } from '../../util/ports.js';
 import { nullLogger } from '../../util/ports.js';
 import type { ServerHandler, ServerRequest, ServerSession } from '../../transport/server.js';
-import { applyPeerMapCommand, executeLegCommand, legCommandFromWire } from '../protocol/leg-commands.js';
-import { CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from '../protocol/msg.js';
+import { legCommandFromWire } from '../protocol/leg-commands.js';
+import { CMD_RSP_BYTES, CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from '../protocol/msg.js';
+import { applyPeerMapCommand, executeLegCommand } from './execute-command.js';
 import type { ServerPool } from './server-pool.js';
 import { PAGE_BYTES } from '../protocol/dirty-map.js';
-
-/** Bytes a command answer needs (header + CMD_RSP). */
-export const CMD_RSP_BYTES = 8 + CmdRsp.min_size;
 
 export class RmrServerNode implements ServerHandler {
   private readonly pools = new Map<number, ServerPool>();

@@ -15,8 +15,7 @@
 // `service_epoch` counts the exits from NORMAL: work begun in IO service (a chunk sync) is
 // valid only if the node never left it meanwhile (see ServerPool.syncChunk).
 
-export const SERVER_POOL_STATES = ['EMPTY', 'REGISTERED', 'CREATED', 'NORMAL', 'NO_IO'] as const;
-export type ServerPoolState = (typeof SERVER_POOL_STATES)[number];
+import type { ServerPoolState } from '../protocol/pool-md.js';
 
 const LEGAL: Readonly<Record<ServerPoolState, readonly ServerPoolState[]>> = {
   // to: [from...]

@@ -14,14 +14,19 @@
 import { createHash } from 'node:crypto';
 import { Errno } from '../../util/errno.js';
 import { DirtyMap, PAGE_BYTES, chunkRange } from '../protocol/dirty-map.js';
-import { PoolMdStore, decodePoolMd, emptySrvMd, type MapUpdateState, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
+import { decodePoolMd, emptySrvMd, type MapUpdateState, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
+import { PoolMdStore } from './pool-md-store.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
 import { IO_F_FUA, IO_OP_MASK, IoOp, MAX_MEMBERS, type IoMsgValue, type MapAddValue, type MapClearValue } from '../protocol/msg.js';
+import type { PeerMapCommand, PeerQuery } from '../protocol/leg-commands.js';
 import { checkChunkSize } from '../protocol/pool-md.js';
 import { ServerPoolStateMachine, type ServerPoolStateEvent } from './server-pool-state.js';
 import type { BlockStore, MetaStore, ReadCallback } from './io-store.js';
+
+// The peer command vocabulary is the protocol's; re-exported for the pool's users.
+export type { PeerMapCommand, PeerQuery };
 
 /** What the server pool needs from its peers (provided by the node's sync client pool). */
 export interface SyncSource {
@@ -41,13 +46,6 @@ export interface SyncSource {
   /** A question to one peer, answered with bytes: its pool_md (MD_SEND, §8.7), chunk hashes (verify). */
   peerQuery(member_id: number, q: PeerQuery, cb: (status: number, data: Buffer | null) => void): void;
 }
-
-export type PeerQuery = { kind: 'md_read' } | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number };
-
-/** What a map source sends to the receiver during a map spread. */
-export type PeerMapCommand =
-  | { kind: 'send_map_buf'; member_id: number; first_page: number; page_count: number; map_ver: number; pages: Buffer }
-  | { kind: 'map_buf_done'; map_ver: number };
 
 /**
  * RMR's metadata region of a store (offsets from `meta_base`):
