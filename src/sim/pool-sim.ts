@@ -415,7 +415,8 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     if (o.mutation === 'skip_map_add') {
       for (const leg of legs()) (leg.channel as { sendMapAdd: unknown }).sendMapAdd = (_m: unknown, cb: (s: number) => void) => clock.setTimer(0, () => cb(0));
     }
-    if (o.mutation === 'no_piggyback') client.pool.members.clear();
+    // The deliberate bug writes the pool's member set behind its back (the same Set the core owns).
+    if (o.mutation === 'no_piggyback') (client.pool.members as Set<number>).clear();
 
     // ---- the workload and the oracle
     const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);

@@ -8,9 +8,11 @@
 // keep a removed member or miss a new one.
 
 import { Errno } from '../../util/errno.js';
-import type { ClientPool, Leg, LegChannel, OpCallback } from './client-pool.js';
 import type { LegCommand } from '../protocol/leg-commands.js';
 import { MAX_MEMBERS } from '../protocol/msg.js';
+import type { ClientRecovery } from './client-recovery.js';
+import type { Leg, LegChannel, OpCallback } from './leg.js';
+import type { ClientPoolCore } from './pool-core.js';
 
 export interface DelSessOptions {
   /** Delete even if the member holds the only clean copy of some chunks (they are lost). */
@@ -20,22 +22,25 @@ export interface DelSessOptions {
 type LegCallback = (status: number, leg: Leg | null, reason: string | null) => void;
 
 export class ClientLifecycle {
-  private readonly p: ClientPool;
+  private readonly core: ClientPoolCore;
+  /** Recovery brings legs back after an assemble, an extend and maintenance off. */
+  private readonly recovery: ClientRecovery;
 
-  constructor(pool: ClientPool) {
-    this.p = pool;
+  constructor(core: ClientPoolCore, recovery: ClientRecovery) {
+    this.core = core;
+    this.recovery = recovery;
   }
 
   /** Runs `fn` under the pool's lock; `fn` calls `release` exactly once. */
   private locked(busy: () => void, fn: (release: () => void) => void): void {
-    const p = this.p;
+    const core = this.core;
     let released = false;
     const release = (): void => {
       if (released) throw new Error('invariant: pool lock released twice');
       released = true;
-      p.unlock();
+      core.unlock();
     };
-    if (!p.lock(() => fn(release))) busy();
+    if (!core.lock(() => fn(release))) busy();
   }
 
   /** An operator operation under the pool lock: `done` releases it, then answers. */
@@ -53,27 +58,27 @@ export class ClientLifecycle {
   // ------------------------------------------------------------------ add_sess
 
   addSess(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, cb: LegCallback): void {
-    const p = this.p;
-    if (p.sync !== (mode === null)) return cb(Errno.EINVAL, null, p.sync ? 'sync pools take no mode' : 'a mode (create or assemble) is required');
+    const core = this.core;
+    if (core.sync !== (mode === null)) return cb(Errno.EINVAL, null, core.sync ? 'sync pools take no mode' : 'a mode (create or assemble) is required');
     this.locked(
       () => cb(Errno.EBUSY, null, 'too many operations waiting for the pool'),
       (release) =>
         this.join(name, channel, mode, queue_depth, false, (status, leg, reason) => {
           release();
           // An assembled member may complete the set (Cases 3/4) or find a NORMAL leg.
-          if (status === 0 && mode === 'assemble') p.tryEnable(() => undefined);
+          if (status === 0 && mode === 'assemble') this.recovery.tryEnable(() => undefined);
           cb(status, leg, reason);
         }),
     );
   }
 
   extend(name: string, channel: LegChannel, queue_depth: number, cb: LegCallback): void {
-    const p = this.p;
-    if (p.sync) return cb(Errno.EINVAL, null, 'sync pools are not extended');
+    const core = this.core;
+    if (core.sync) return cb(Errno.EINVAL, null, 'sync pools are not extended');
     this.locked(
       () => cb(Errno.EBUSY, null, 'too many operations waiting for the pool'),
       (release) => {
-        if (p.normalLegs().length === 0) {
+        if (core.normalLegs().length === 0) {
           release();
           return cb(Errno.ENODEV, null, 'extend needs a NORMAL leg to copy the maps and data from');
         }
@@ -83,7 +88,7 @@ export class ClientLifecycle {
             return cb(status, null, reason);
           }
           // It serves once it has the maps (Case 1); every chunk is dirty for it until synced.
-          p.recovery.enableLocked((s2) => {
+          this.recovery.enableLocked((s2) => {
             release();
             cb(0, leg, s2 === 0 ? null : `joined, the map spread will be retried (${s2})`);
           });
@@ -98,44 +103,42 @@ export class ClientLifecycle {
    * there, §9.7).
    */
   private join(name: string, channel: LegChannel, mode: 'create' | 'assemble' | null, queue_depth: number, extend: boolean, cb: LegCallback): void {
-    const p = this.p;
-    const others = [...p.legs()].filter((l) => l.state !== 'REMOVING');
-    if (others.length >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${p.pool} already has ${MAX_MEMBERS} legs`);
+    const core = this.core;
+    const others = [...core.legs()].filter((l) => l.state !== 'REMOVING');
+    if (others.length >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${core.pool} already has ${MAX_MEMBERS} legs`);
     const create = mode === 'create';
     const dirty = extend || (create && others.length > 0);
-    const members = others.map((l) => ({ id: l.member_id, dirty: !(p.maps.get(l.member_id)?.isEmpty() ?? true) }));
+    const members = others.map((l) => ({ id: l.member_id, dirty: !(core.maps.get(l.member_id)?.isEmpty() ?? true) }));
     channel.command({ kind: 'join', create, dirty, extend, queue_depth, members }, (status, member_id, reason) => {
       if (status !== 0) return cb(status, null, reason);
-      if (p.leg(member_id) !== undefined) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
-      if (!p.members.has(member_id) && p.members.size >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${p.pool} already has ${MAX_MEMBERS} members`);
-      if (queue_depth > p.queue_depth) p.queue_depth = queue_depth;
-      const leg = p.addLeg(name, member_id, channel);
-      if (dirty) p.mapOf(member_id).setAll(p.now());
-      if (p.sync) {
-        p.setLegState(leg, 'NORMAL', 'sync leg joined');
+      if (core.leg(member_id) !== undefined) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
+      if (!core.members.has(member_id) && core.members.size >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${core.pool} already has ${MAX_MEMBERS} members`);
+      core.raiseQueueDepth(queue_depth);
+      const leg = core.addLeg(name, member_id, channel);
+      if (dirty) core.mapOf(member_id).setAll(core.now());
+      if (core.sync) {
+        core.setLegState(leg, 'NORMAL', 'sync leg joined');
         return cb(0, leg, null);
       }
       const attach = (): void => {
         // The other members learn of it (and, for a new member, that it starts dirty).
         this.poolInfoAll({ kind: 'pool_info', member_id, op: 'add', mode: create ? 'create' : 'assemble', dirty }, leg, () => {
-          if (!create || extend) p.setLegState(leg, 'RECONNECTING', extend ? 'extend' : 'assembled');
+          if (!create || extend) core.setLegState(leg, 'RECONNECTING', extend ? 'extend' : 'assembled');
           cb(0, leg, null);
         });
       };
       if (create && !extend) return attach();
       // Assemble (and extend): the node's pool_md tells the members the pool has (§8.7).
-      p.recovery.readMd(leg, (s2, md) => {
+      this.recovery.readMd(leg, (s2, md) => {
         if (s2 !== 0 || md === null) {
-          p.removeLeg(member_id, false);
+          core.removeLeg(member_id, false);
           return cb(s2 !== 0 ? s2 : Errno.EBADMSG, null, `pool metadata of member ${member_id} unreadable (${s2})`);
         }
         if (!extend) {
           for (const slot of md.srv_md) {
-            if (slot.member_id === 0 || p.members.has(slot.member_id)) continue;
-            if (p.members.size >= MAX_MEMBERS) break;
-            p.members.add(slot.member_id);
+            if (slot.member_id === 0) continue;
             // A member listed but not attached yet: writes piggyback it until it is back.
-            p.mapOf(slot.member_id);
+            if (core.learnMember(slot.member_id) === 'full') break;
           }
         }
         attach();
@@ -149,22 +152,22 @@ export class ClientLifecycle {
    * how many members took it (persisted) and how many legs there were.
    */
   private poolInfoAll(cmd: LegCommand, except: Leg | null, cb: (took: number, legs: number) => void): void {
-    const p = this.p;
-    const rest = [...p.legs()].filter((l) => l !== except && l.state !== 'REMOVING');
+    const core = this.core;
+    const rest = [...core.legs()].filter((l) => l !== except && l.state !== 'REMOVING');
     let pending = rest.length;
     let took = 0;
     if (pending === 0) return cb(0, 0);
     for (const o of rest) {
       if (o.state === 'FAILED') {
-        p.queuePoolInfo(o, cmd);
+        core.queuePoolInfo(o, cmd);
         if (--pending === 0) cb(took, rest.length);
         continue;
       }
       o.channel.command(cmd, (status) => {
         if (status === 0) took++;
         else {
-          p.failLeg(o, `${cmd.kind} failed (${status})`);
-          p.queuePoolInfo(o, cmd);
+          core.failLeg(o, `${cmd.kind} failed (${status})`);
+          core.queuePoolInfo(o, cmd);
         }
         if (--pending === 0) cb(took, rest.length);
       });
@@ -180,26 +183,26 @@ export class ClientLifecycle {
    * mode=create + enable under load).
    */
   enableLeg(leg: Leg, cb: OpCallback): void {
-    const p = this.p;
+    const core = this.core;
     if (leg.maintenance) return this.maintenance(leg.member_id, false, cb);
     this.locked(
       () => cb(Errno.EBUSY, 'too many operations waiting for the pool'),
       (release) =>
-        p.freeze(() => {
+        core.freeze(() => {
           const from = leg.state;
           const failures = leg.failures;
           leg.channel.command({ kind: 'enable_pool', enable: true }, (status, _v, reason) => {
             const done = (st: number, why: string | null): void => {
-              p.unfreeze();
+              core.unfreeze();
               release();
               cb(st, why);
             };
             if (status !== 0) return done(status, reason);
-            // A leg that failed while the enable was on the way stays out (ClientPool.promoteLeg).
+            // A leg that failed while the enable was on the way stays out (ClientPoolCore.promoteLeg).
             if (from === 'CREATED' || from === 'RECONNECTING') {
-              return p.promoteLeg(leg, from, failures, 'enabled') ? done(0, null) : done(Errno.EAGAIN, 'the leg failed while it was enabled');
+              return core.promoteLeg(leg, from, failures, 'enabled') ? done(0, null) : done(Errno.EAGAIN, 'the leg failed while it was enabled');
             }
-            const err = p.setLegState(leg, 'NORMAL', 'enabled');
+            const err = core.setLegState(leg, 'NORMAL', 'enabled');
             done(err === null ? 0 : Errno.EINVAL, err);
           });
         }),
@@ -209,35 +212,34 @@ export class ClientLifecycle {
   // ------------------------------------------------------------------ del_sess (§9.6)
 
   delSess(member_id: number, mode: 'delete' | 'disassemble', cb: OpCallback, opts: DelSessOptions): void {
-    const p = this.p;
+    const core = this.core;
     this.lockedOp(cb, (done) => {
-      const leg = p.leg(member_id);
+      const leg = core.leg(member_id);
       if (leg === undefined) {
         // Already detached: a delete still forgets the member (idempotent).
-        if (mode === 'delete' && p.members.has(member_id)) {
-          p.members.delete(member_id);
-          p.maps.delete(member_id);
+        if (mode === 'delete' && core.members.has(member_id)) {
+          core.forgetMember(member_id);
           return this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode: 'delete', dirty: false }, null, (took, legs) =>
             done(took > 0 || legs === 0 ? 0 : Errno.EIO, took > 0 || legs === 0 ? null : 'no member recorded the removal: re-run del_sess'),
           );
         }
         return done(0, null);
       }
-      p.freeze(() => {
+      core.freeze(() => {
         // Checked with IO drained, right before the leg goes: legs may have failed while
         // the freeze waited, leaving this one the only holder (found by the simulator, seed
         // 10084: the check passed when del_sess was called, the other legs failed during the
         // drain, and the writes only the deleted member held were lost).
         if (mode === 'delete' && opts.force !== true && leg.state !== 'REMOVING') {
           const only = this.onlyCleanCopies(member_id);
-          const last = leg.state === 'NORMAL' && p.normalLegs().length === 1 && [...p.legs()].some((l) => l !== leg && l.state !== 'REMOVING');
+          const last = leg.state === 'NORMAL' && core.normalLegs().length === 1 && [...core.legs()].some((l) => l !== leg && l.state !== 'REMOVING');
           if (only > 0 || last) {
-            p.unfreeze();
+            core.unfreeze();
             return done(Errno.EBUSY, last ? `member ${member_id} is the only NORMAL member: the others need its maps (or force)` : `member ${member_id} holds the only clean copy of ${only} chunks: wait until the others have synced them (or force)`);
           }
         }
         // Out of IO service first; a re-run (after a failure below) skips what is done.
-        p.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
+        core.setLegState(leg, 'REMOVING', `del_sess ${mode}`);
         const leave = (next: () => void): void => {
           if (leg.left) return next();
           // The node may be gone already: leaving it is best effort, the others must know.
@@ -247,23 +249,21 @@ export class ClientLifecycle {
           });
         };
         leave(() => {
-          if (mode === 'delete') {
-            p.members.delete(member_id);
-            p.maps.delete(member_id);
-          }
+          if (mode === 'delete') core.forgetMember(member_id);
           this.poolInfoAll({ kind: 'pool_info', member_id, op: 'remove', mode, dirty: false }, leg, (took, legs) => {
             // A removal no remaining member recorded would come back with the next client
             // (it learns the members from their pool_md): the leg stays REMOVING until a
-            // member records it, at the replay of its queued POOL_INFO (removalRecorded) or
+            // member records it, at the replay of its queued POOL_INFO (ClientPoolCore.poolInfoDelivered) or
             // at a re-run.
             if (mode === 'delete' && took === 0 && legs > 0) {
-              p.unfreeze();
+              core.unfreeze();
               return done(Errno.EIO, 'no member recorded the removal yet: it completes when a member comes back (or re-run del_sess)');
             }
-            p.legs_by_id.delete(member_id);
+            // The leg is REMOVING already, so this detaches it without a state change.
+            core.removeLeg(member_id, false);
             // The last leg gone: the maps are rebuilt from pool_md at the next assemble.
-            if (p.legs_by_id.size === 0 && mode === 'disassemble') p.maps.clear();
-            p.unfreeze();
+            if (core.legCount === 0 && mode === 'disassemble') core.forgetAllMaps();
+            core.unfreeze();
             done(0, null);
           });
         });
@@ -272,28 +272,13 @@ export class ClientLifecycle {
   }
 
   /**
-   * A returning member recorded the deletion of `member_id` (the POOL_INFO queued for it
-   * while FAILED was replayed): a del_sess delete that found every other leg FAILED, and so
-   * left the leg REMOVING, is complete now. Without this only an operator's re-run finished
-   * it. Found by the simulator (seed 61002823: the client's host stopped reading, every leg
-   * failed during the removal's drain, and leg 2 stayed REMOVING). The node must have left
-   * (LEAVE_POOL answered); otherwise the re-run still has that to do.
-   */
-  removalRecorded(member_id: number): void {
-    const p = this.p;
-    const leg = p.leg(member_id);
-    if (leg === undefined || leg.state !== 'REMOVING' || !leg.left || p.members.has(member_id)) return;
-    p.legs_by_id.delete(member_id);
-  }
-
-  /**
    * Chunks no other member holds clean (by the client's maps, which only over-approximate
    * dirtiness): deleting `member_id` would lose them.
    */
   private onlyCleanCopies(member_id: number): number {
-    const p = this.p;
-    const mine = p.mapOf(member_id);
-    const others = [...p.members].filter((id) => id !== member_id).map((id) => p.mapOf(id));
+    const core = this.core;
+    const mine = core.mapOf(member_id);
+    const others = [...core.members].filter((id) => id !== member_id).map((id) => core.mapOf(id));
     const first_other = others[0];
     if (first_other === undefined) return 0;
     // Candidates are dirty for every other member, so for the first one: walk its runs.
@@ -307,21 +292,21 @@ export class ClientLifecycle {
   // ------------------------------------------------------------------ maintenance (§9.5)
 
   maintenance(member_id: number, on: boolean, cb: OpCallback): void {
-    const p = this.p;
-    if (p.sync) return cb(Errno.EINVAL, 'sync pools have no maintenance mode');
+    const core = this.core;
+    if (core.sync) return cb(Errno.EINVAL, 'sync pools have no maintenance mode');
     this.lockedOp(cb, (done) => {
-      const leg = p.leg(member_id);
-      if (leg === undefined) return done(Errno.ENOENT, `pool ${p.pool} has no leg for member ${member_id}`);
+      const leg = core.leg(member_id);
+      if (leg === undefined) return done(Errno.ENOENT, `pool ${core.pool} has no leg for member ${member_id}`);
       if (leg.state === 'CREATED' || leg.state === 'REMOVING') return done(Errno.EINVAL, `a ${leg.state.toLowerCase()} leg has no maintenance mode`);
       if (on) return leg.maintenance ? done(0, null) : this.enterMaintenance(leg, done);
       if (!leg.maintenance) return done(0, null);
       // The node clears its flag and stays out of IO service until it has a map.
       leg.channel.command({ kind: 'maintenance', on: false }, (status, _v, reason) => {
         if (status !== 0 && leg.state !== 'FAILED') return done(status, reason ?? `leaving maintenance failed (${status})`);
-        leg.maintenance = false;
+        core.setMaintenance(leg, false);
         // FAILED: recovery goes on when it reconnects; otherwise Case 1, 2 or 3/4 now.
         if (leg.state === 'FAILED') return done(0, null);
-        p.recovery.enableLocked((s2) => done(0, s2 === 0 ? null : `maintenance off; recovery will retry (${s2})`));
+        this.recovery.enableLocked((s2) => done(0, s2 === 0 ? null : `maintenance off; recovery will retry (${s2})`));
       });
     });
   }
@@ -332,19 +317,19 @@ export class ClientLifecycle {
    * just missed.
    */
   private enterMaintenance(leg: Leg, done: OpCallback): void {
-    const p = this.p;
-    p.freeze(() => {
+    const core = this.core;
+    core.freeze(() => {
       leg.channel.command({ kind: 'maintenance', on: true }, (status, _v, reason) => {
-        leg.maintenance = true;
-        p.map_ver++;
+        core.setMaintenance(leg, true);
+        core.bumpMapVersion();
         if (status !== 0) {
           // Unreachable or refused: out of service anyway, as a failed leg in maintenance.
-          p.failLeg(leg, `maintenance on failed (${status})`);
-          p.unfreeze();
+          core.failLeg(leg, `maintenance on failed (${status})`);
+          core.unfreeze();
           return done(0, reason);
         }
-        if (leg.state === 'NORMAL') p.setLegState(leg, 'RECONNECTING', 'maintenance');
-        p.unfreeze();
+        if (leg.state === 'NORMAL') core.setLegState(leg, 'RECONNECTING', 'maintenance');
+        core.unfreeze();
         done(0, null);
       });
     });

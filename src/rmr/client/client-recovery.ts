@@ -23,36 +23,39 @@
 // it (MAP_MARK, conditional).
 
 import { Errno } from '../../util/errno.js';
-import type { ClientPool, Leg } from './client-pool.js';
+import type { DirtyMap } from '../protocol/dirty-map.js';
 import { decodeRanges } from '../protocol/leg-commands.js';
-import { MAX_INTENT_RANGES, IoOp } from '../protocol/msg.js';
+import { MAX_INTENT_RANGES, MAX_MEMBERS, IoOp } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd, type PoolMd } from '../protocol/pool-md.js';
+import type { Leg } from './leg.js';
+import { readMapPages } from './map-compare.js';
+import type { ClientPoolCore } from './pool-core.js';
 
 type Done = (status: number) => void;
 
 export class ClientRecovery {
-  private readonly p: ClientPool;
+  private readonly core: ClientPoolCore;
   /** Settled mark last sent to each member (the tick's beacon sends only news). */
   private readonly beacon_sent = new Map<number, number>();
 
-  constructor(pool: ClientPool) {
-    this.p = pool;
+  constructor(core: ClientPoolCore) {
+    this.core = core;
   }
 
   // ------------------------------------------------------------------ rejoin
 
   rejoinLeg(leg: Leg, cb: Done): void {
-    const p = this.p;
+    const core = this.core;
     leg.channel.command({ kind: 'rejoin' }, (status) => {
       if (status !== 0) return cb(status);
       // A sync leg needs no map: it serves peer reads again at once (§7.1).
-      if (p.sync) return cb(p.setLegState(leg, 'NORMAL', 'sync leg rejoined') === null ? 0 : Errno.EINVAL);
+      if (core.sync) return cb(core.setLegState(leg, 'NORMAL', 'sync leg rejoined') === null ? 0 : Errno.EINVAL);
       // Its pool_md says whether its store was replaced meanwhile (§9.8).
       this.readMd(leg, (s2) => {
         if (s2 !== 0) return cb(s2);
         if (leg.state !== 'FAILED' && leg.state !== 'CREATED') return cb(0);
-        if (p.setLegState(leg, 'RECONNECTING', 'rejoined') !== null) return cb(Errno.EINVAL);
-        p.tryEnable(() => undefined);
+        if (core.setLegState(leg, 'RECONNECTING', 'rejoined') !== null) return cb(Errno.EINVAL);
+        this.tryEnable(() => undefined);
         cb(0);
       });
     });
@@ -63,60 +66,69 @@ export class ClientRecovery {
    * lists (on assemble), and whether this node's store was replaced.
    */
   readMd(leg: Leg, cb: (status: number, md: PoolMd | null) => void): void {
-    const p = this.p;
+    const core = this.core;
     leg.channel.command({ kind: 'md_read' }, (status, _v, _r, data) => {
       if (status !== 0) return cb(status, null);
       const md = decodePoolMd(data ?? Buffer.alloc(0));
       if (typeof md === 'string') return cb(Errno.EBADMSG, null);
-      if (md.header.pool_name !== p.pool || md.header.chunk_size !== p.chunk_size) return cb(Errno.EINVAL, null);
-      if (p.pool_uuid.every((x) => x === 0)) p.pool_uuid = Buffer.from(md.header.pool_uuid);
-      if (md.header.queue_depth > p.queue_depth) p.queue_depth = md.header.queue_depth;
+      if (md.header.pool_name !== core.pool || md.header.chunk_size !== core.chunk_size) return cb(Errno.EINVAL, null);
+      core.adoptIdentity(md.header);
       leg.replaced = md.srv_md.some((s) => s.member_id === leg.member_id && s.discard_entries);
       // Its authority was the maps on the disk that went: never again the last authoritative
       // leg (Case 2). Checking `replaced` at Case 2 was not enough, since the flag is cleared
       // once the member has its maps, also in a reconciliation that fails later. Found by the
       // simulator (seed 55308163: Cases 3/4 stopped half way after the spread to the
       // replaced member; Case 2 then enabled it, and its maps spread to every other).
-      if (leg.replaced) leg.was_last_authoritative = false;
+      if (leg.replaced) core.revokeAuthority(leg);
       cb(0, md);
     });
+  }
+
+  /**
+   * Loads every map a node holds into the client's maps (READ_MAP_BUF, §5.4), replacing
+   * them: how the client learns the dirtiness after a reconciliation without a NORMAL leg.
+   */
+  loadMapsFrom(leg: Leg, cb: (status: number) => void): void {
+    const core = this.core;
+    const mapFor = (member: number): DirtyMap | null => (!core.members.has(member) && core.members.size >= MAX_MEMBERS ? null : core.mapOf(member));
+    readMapPages((cmd, done) => leg.channel.command(cmd, done), mapFor, () => core.now(), cb);
   }
 
   // ------------------------------------------------------------------ try_enable
 
   tryEnable(cb: Done): void {
-    const p = this.p;
-    if (p.sync) return cb(0);
-    if (!p.tryLock()) return cb(Errno.EBUSY);
+    const core = this.core;
+    if (core.sync) return cb(0);
+    if (!core.tryLock()) return cb(Errno.EBUSY);
     this.enableLocked((st) => {
-      p.unlock();
+      core.unlock();
       cb(st);
     });
   }
 
   /** try_enable with the pool's lock held (operator actions call it too). */
   enableLocked(cb: Done): void {
-    const p = this.p;
-    if (p.normalLegs().length === 0) return this.decide(cb);
+    const core = this.core;
+    if (core.normalLegs().length === 0) return this.decide(cb);
     // Case 1 (and the uncertain chunks) need IO drained, and draining may take long: a leg
     // can fail meanwhile, so the case is decided once IO is frozen. Found by the simulator
     // (seed 49: a spread chose its source, waited for a stalled write, and by then the
     // source had failed and missed writes; the receiver got its stale maps).
-    p.freeze(() =>
+    core.freeze(() =>
       this.decide((status) => {
-        p.unfreeze();
+        core.unfreeze();
         cb(status);
       }),
     );
   }
 
   private decide(cb: Done): void {
-    const p = this.p;
-    const legs = [...p.legs()];
+    const core = this.core;
+    const legs = [...core.legs()];
     const receivers = legs.filter((l) => l.state === 'RECONNECTING' && !l.maintenance);
     const source = legs.find((l) => l.state === 'NORMAL');
     if (receivers.length === 0) {
-      if (source === undefined || p.uncertain.isEmpty()) return cb(0);
+      if (source === undefined || !core.hasUncertain) return cb(0);
       // Nothing to spread, but writes failed everywhere: give those chunks a source now.
       return this.reconcileUncertain(cb);
     }
@@ -130,14 +142,14 @@ export class ClientRecovery {
           if (s0 !== 0) return cb(s0);
           auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
             if (status !== 0) {
-              p.failLeg(auth, `enable of the last authoritative leg failed (${status})`);
+              core.failLeg(auth, `enable of the last authoritative leg failed (${status})`);
               return cb(status);
             }
-            if (!p.promoteLeg(auth, 'RECONNECTING', failures, 'last authoritative leg enabled')) return cb(Errno.EAGAIN);
+            if (!core.promoteLeg(auth, 'RECONNECTING', failures, 'last authoritative leg enabled')) return cb(Errno.EAGAIN);
             // Case 1 from it; nothing ran meanwhile (no NORMAL leg, so no IO).
-            p.freeze(() =>
+            core.freeze(() =>
               this.decide((status) => {
-                p.unfreeze();
+                core.unfreeze();
                 cb(status);
               }),
             );
@@ -146,19 +158,19 @@ export class ClientRecovery {
       }
       // Cases 3/4: every member back, none NORMAL, none known authoritative (a replaced store
       // is no authority: what only its old disk held is gone).
-      const all_back = p.members.size > 0 && [...p.members].every((id) => receivers.some((l) => l.member_id === id));
+      const all_back = core.members.size > 0 && [...core.members].every((id) => receivers.some((l) => l.member_id === id));
       if (all_back && (auth === undefined || auth.replaced)) return this.reassemble(receivers, cb);
       return cb(Errno.EAGAIN);
     }
     // Case 1, with IO frozen (the caller's).
-    if (!p.isFrozen) throw new Error('invariant: Case 1 spread without an IO freeze');
+    if (!core.isFrozen) throw new Error('invariant: Case 1 spread without an IO freeze');
     // The uncertain chunks get a source from the maps of the NORMAL legs, so those maps must
     // first hold what the receivers know of themselves: a replaced store (fully dirty) and
     // each one's own dirtiness, which `prepare` marks before each receiver's spread anyway.
     // Found by the simulator (seed 72000901: a chunk was given as source the member whose
     // disk had just been replaced, clean in the source's maps; once that member was marked
     // fully dirty, every member was dirty for the chunk and nobody could sync it).
-    const known = (next: Done): void => (p.uncertain.isEmpty() ? next(0) : this.each(receivers, (r, n) => this.prepare(source, r, n), next));
+    const known = (next: Done): void => (!core.hasUncertain ? next(0) : this.each(receivers, (r, n) => this.prepare(source, r, n), next));
     known((s0) => {
       if (s0 !== 0) return cb(s0);
       this.reconcileUncertain((s1) => {
@@ -176,10 +188,10 @@ export class ClientRecovery {
    * the spread from the last authoritative leg left the other different).
    */
   private reconcileUncertain(cb: Done): void {
-    const p = this.p;
-    if (p.uncertain.isEmpty()) return cb(0);
-    const ranges = p.uncertain.runs();
-    const targets = p.normalLegs();
+    const core = this.core;
+    if (!core.hasUncertain) return cb(0);
+    const ranges = core.uncertainRuns();
+    const targets = core.normalLegs();
     if (targets.length === 0) return cb(Errno.ENODEV);
     const batches: [number, number][][] = [];
     for (let i = 0; i < ranges.length; i += MAX_INTENT_RANGES) batches.push(ranges.slice(i, i + MAX_INTENT_RANGES));
@@ -190,10 +202,10 @@ export class ClientRecovery {
         leg.channel.command({ kind: 'intent_to_map', with_intent: false, ranges: batch }, (status) => {
           if (status !== 0) {
             err = status;
-            p.failLeg(leg, `intent_to_map failed (${status})`);
+            core.failLeg(leg, `intent_to_map failed (${status})`);
           }
           if (--pending > 0) return;
-          if (err === 0) p.uncertainReconciled();
+          if (err === 0) core.uncertainReconciled();
           cb(err);
         });
       }
@@ -207,13 +219,13 @@ export class ClientRecovery {
    * lock held). See the file comment.
    */
   private reassemble(legs: Leg[], cb: Done): void {
-    const p = this.p;
+    const core = this.core;
     const ordered = [...legs].sort((a, b) => a.member_id - b.member_id);
     // A leg that fails during the reconciliation is not promoted at its end (enableAll).
     const failures = new Map(ordered.map((l) => [l, l.failures]));
-    p.freeze(() => {
+    core.freeze(() => {
       const done = (status: number): void => {
-        p.unfreeze();
+        core.unfreeze();
         cb(status);
       };
       const failAll = (status: number, what: string): void => {
@@ -229,7 +241,7 @@ export class ClientRecovery {
         if (s === undefined) return failAll(Errno.ENODEV, 'every member replaced');
         for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s.member_id) ?? 0)) s = l;
         const source = s;
-        p.map_ver = Math.max(p.map_ver, ...versions.values());
+        core.adoptMapVersion(Math.max(...versions.values()));
         // Replaced members are fully dirty in the base before anything else (§9.8).
         this.each(ordered.filter((l) => l.replaced), (l, next) => this.command(source, { kind: 'send_discard', member_id: l.member_id }, next), (s1) => {
           if (s1 !== 0) return failAll(s1, 'send_discard');
@@ -271,7 +283,7 @@ export class ClientRecovery {
           if (s0 !== 0) return next(s0);
           l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
             if (status !== 0) {
-              this.p.failLeg(l, `map_get_ver failed (${status})`);
+              this.core.failLeg(l, `map_get_ver failed (${status})`);
               return next(status);
             }
             versions.set(l.member_id, value);
@@ -287,22 +299,22 @@ export class ClientRecovery {
    * Only legs that did not fail since the reconciliation began (`failures`) are promoted.
    */
   private enableAll(legs: Leg[], source: Leg, failures: ReadonlyMap<Leg, number>, cb: Done): void {
-    const p = this.p;
+    const core = this.core;
     this.each(
       legs,
       (l, next) =>
         l.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
-          if (status !== 0) p.failLeg(l, `enable after reconciliation failed (${status})`);
+          if (status !== 0) core.failLeg(l, `enable after reconciliation failed (${status})`);
           next(0);
         }),
       () => {
-        p.loadMapsFrom(source, (s) => {
+        this.loadMapsFrom(source, (s) => {
           // The maps are on every member; the client's copy only guides piggyback and MAP_CHECK.
-          if (s !== 0) for (const l of legs) p.mapOf(l.member_id).setAll(p.now());
+          if (s !== 0) for (const l of legs) core.mapOf(l.member_id).setAll(core.now());
           // Decided now, not before the load: a leg can fail while the maps are read
           // (simulator seed 63000709 promoted a leg that had failed meanwhile).
           let promoted = 0;
-          for (const l of legs) if (p.promoteLeg(l, 'RECONNECTING', failures.get(l) ?? -1, 'client-crash reconciliation')) promoted++;
+          for (const l of legs) if (core.promoteLeg(l, 'RECONNECTING', failures.get(l) ?? -1, 'client-crash reconciliation')) promoted++;
           cb(promoted === legs.length ? 0 : Errno.EIO);
         });
       },
@@ -317,7 +329,7 @@ export class ClientRecovery {
    * of service (MAP_DISABLE).
    */
   spread(source: Leg, receivers: Leg[], enable: boolean, cb: Done): void {
-    const p = this.p;
+    const core = this.core;
     let i = 0;
     const fail = (status: number): void => {
       // Receivers promoted earlier in this spread are NORMAL now and keep serving (the
@@ -337,27 +349,27 @@ export class ClientRecovery {
         if (s0 !== 0) return fail(s0);
         r.channel.command({ kind: 'map_ready' }, (s1) => {
           if (s1 !== 0) return fail(s1);
-          source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: p.map_ver }, (s2) => {
+          source.channel.command({ kind: 'map_send', receiver: r.member_id, map_ver: core.map_ver }, (s2) => {
             // A source that is no map source (its store went, it restarted) is failed, so the
             // next try picks another (found by the simulator, seed 2026: a replaced node's leg
             // stayed NORMAL and every spread from it failed).
-            if (s2 === Errno.ENODEV) p.failLeg(source, 'the map source cannot send maps');
+            if (s2 === Errno.ENODEV) core.failLeg(source, 'the map source cannot send maps');
             if (s2 !== 0) return fail(s2);
             r.channel.command({ kind: 'map_done', enable }, (s3) => {
               if (s3 !== 0) return fail(s3);
               // The receiver's link failed meanwhile: it is no NORMAL leg now; the node is put
               // back out of service (best effort; its rejoin does it too). Found by the
               // simulator (seed 60008: a promotion from FAILED was attempted).
-              if (!p.unchangedSince(r, 'RECONNECTING', failures)) return fail(Errno.EAGAIN);
+              if (!core.unchangedSince(r, 'RECONNECTING', failures)) return fail(Errno.EAGAIN);
               this.finishReplace(r, (s4) => {
                 if (s4 !== 0) return fail(s4);
                 // And again after the discard flags went, which takes more round trips (seed
                 // 58183127: the receiver's node crashed meanwhile, and its answer came from the
                 // restarted node after the transport reconnected).
-                if (!p.unchangedSince(r, 'RECONNECTING', failures)) return fail(Errno.EAGAIN);
+                if (!core.unchangedSince(r, 'RECONNECTING', failures)) return fail(Errno.EAGAIN);
                 // The client keeps its own map of the member: it is cleaned only through
                 // MAP_CHECK with the timestamp guard (§8.5), once the member reports itself clean.
-                if (enable && p.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);
+                if (enable && core.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);
                 i++;
                 next();
               });
@@ -371,13 +383,13 @@ export class ClientRecovery {
 
   /** What must reach the nodes before `r` gets maps from `source`. */
   private prepare(source: Leg, r: Leg, cb: Done): void {
-    const p = this.p;
-    const targets = [...new Set([source, ...p.normalLegs()])].filter((l) => l !== r);
+    const core = this.core;
+    const targets = [...new Set([source, ...core.normalLegs()])].filter((l) => l !== r);
     this.replayPoolInfo(r, (s0) => {
       if (s0 !== 0) return cb(s0);
       const discard = (next: Done): void => {
         if (!r.replaced) return next(0);
-        p.mapOf(r.member_id).setAll(p.now());
+        core.mapOf(r.member_id).setAll(core.now());
         this.each(targets, (l, n) => this.command(l, { kind: 'send_discard', member_id: r.member_id }, n), next);
       };
       discard((s1) => {
@@ -394,16 +406,16 @@ export class ClientRecovery {
    * three members each dirty for a chunk, nobody able to sync it).
    */
   private markOwn(r: Leg, targets: Leg[], cb: Done): void {
-    const p = this.p;
+    const core = this.core;
     const step = (from: number, rounds: number): void => {
-      if (rounds > p.no_of_chunks / MAX_INTENT_RANGES + 2) return cb(Errno.ELOOP);
+      if (rounds > core.no_of_chunks / MAX_INTENT_RANGES + 2) return cb(Errno.ELOOP);
       r.channel.command({ kind: 'own_dirty', from_chunk: from }, (s0, next, _r, data) => {
         if (s0 !== 0) return cb(s0);
         const ranges = decodeRanges(data ?? Buffer.alloc(0));
         if (ranges === null) return cb(Errno.EBADMSG);
-        const map = p.mapOf(r.member_id);
-        for (const [first, count] of ranges) if (first + count <= p.no_of_chunks) map.setDirty(first, count, p.now());
-        const go = (): void => (next > from && next < p.no_of_chunks ? step(next, rounds + 1) : cb(0));
+        const map = core.mapOf(r.member_id);
+        for (const [first, count] of ranges) if (first + count <= core.no_of_chunks) map.setDirty(first, count, core.now());
+        const go = (): void => (next > from && next < core.no_of_chunks ? step(next, rounds + 1) : cb(0));
         if (ranges.length === 0) return go();
         this.each(
           targets.filter((l) => l !== r),
@@ -417,9 +429,9 @@ export class ClientRecovery {
 
   /** After a replaced member has its maps: every leg clears the discard flag, the member last. */
   private finishReplace(r: Leg, cb: Done): void {
-    const p = this.p;
+    const core = this.core;
     if (!r.replaced) return cb(0);
-    const others = [...p.legs()].filter((l) => l !== r && l.state !== 'FAILED' && l.state !== 'REMOVING');
+    const others = [...core.legs()].filter((l) => l !== r && l.state !== 'FAILED' && l.state !== 'REMOVING');
     this.each(others, (l, n) => this.command(l, { kind: 'discard_clear', member_id: r.member_id }, n), (s0) => {
       if (s0 !== 0) return cb(s0);
       this.command(r, { kind: 'discard_clear', member_id: r.member_id }, (s1) => {
@@ -436,8 +448,8 @@ export class ClientRecovery {
       if (cmd === undefined) return cb(0);
       r.channel.command(cmd, (status) => {
         if (status !== 0) return cb(status);
-        r.pending_info.shift();
-        if (cmd.kind === 'pool_info' && cmd.op === 'remove' && cmd.mode === 'delete') this.p.lifecycle.removalRecorded(cmd.member_id);
+        // Out of the queue; a member's deletion may complete a del_sess (see there).
+        this.core.poolInfoDelivered(r, cmd);
         step();
       });
     };
@@ -447,13 +459,13 @@ export class ClientRecovery {
   // ------------------------------------------------------------------ the tick
 
   tick(): void {
-    const p = this.p;
-    if (p.sync) return;
+    const core = this.core;
+    if (core.sync) return;
     // A spread that failed leaves legs RECONNECTING: try again every tick until it works.
-    if ([...p.legs()].some((l) => l.state === 'RECONNECTING' && !l.maintenance) || !p.uncertain.isEmpty()) p.tryEnable(() => undefined);
-    const md = encodePoolMd(p.poolMd());
-    const settled = p.settledBelow();
-    for (const leg of p.legs()) {
+    if ([...core.legs()].some((l) => l.state === 'RECONNECTING' && !l.maintenance) || core.hasUncertain) this.tryEnable(() => undefined);
+    const md = encodePoolMd(core.poolMd());
+    const settled = core.settledBelow();
+    for (const leg of core.legs()) {
       if (leg.state === 'FAILED' && leg.channel.isConnected()) {
         leg.channel.command({ kind: 'store_check' }, (status, value) => {
           if (status !== 0 || value !== 1 || leg.state !== 'FAILED') return;
@@ -473,26 +485,26 @@ export class ClientRecovery {
       const failures = leg.failures;
       const was_normal = leg.state === 'NORMAL';
       leg.channel.command({ kind: 'md_write', md }, (status, serving) => {
-        if (status !== 0 || serving !== 0 || !was_normal || leg.state !== 'NORMAL' || leg.failures !== failures || p.isLocked) return;
-        p.failLeg(leg, 'the node reports it is out of IO service');
+        if (status !== 0 || serving !== 0 || !was_normal || leg.state !== 'NORMAL' || leg.failures !== failures || core.isLocked) return;
+        core.failLeg(leg, 'the node reports it is out of IO service');
       });
       if (leg.state !== 'NORMAL') continue;
       // The settled mark, when no IO has carried it there (intent-log.ts).
       if ((this.beacon_sent.get(leg.member_id) ?? 0) < settled) {
         this.beacon_sent.set(leg.member_id, settled);
-        leg.channel.sendIo(p.ioMsg(leg, 0, 0, IoOp.READ, [], 0), null, () => undefined);
+        leg.channel.sendIo(core.ioMsg(leg, 0, 0, IoOp.READ, [], 0), null, () => undefined);
       }
       if (leg.maintenance) continue;
       // Map cleaning with the timestamp guard (§8.5): wiped only if nothing was added since
       // the question was asked nor within the clean delay; single-threaded, so check and
       // wipe cannot interleave with a write's map update (the race the reference admits).
-      const map = p.maps.get(leg.member_id);
+      const map = core.maps.get(leg.member_id);
       if (map === undefined || map.isEmpty()) continue;
       const ts_asked = map.ts;
       leg.channel.command({ kind: 'map_check' }, (status, value) => {
         if (status !== 0 || value !== 1) return;
-        if (map.ts !== ts_asked || p.now() - map.ts < p.map_clean_delay_ms) return;
-        map.clearAll(p.now());
+        if (map.ts !== ts_asked || core.now() - map.ts < core.map_clean_delay_ms) return;
+        map.clearAll(core.now());
       });
     }
   }
@@ -502,7 +514,7 @@ export class ClientRecovery {
   /** A command that must succeed; a failure fails the leg (it is retried when it is back). */
   private command(l: Leg, cmd: Parameters<Leg['channel']['command']>[0], cb: Done): void {
     l.channel.command(cmd, (status) => {
-      if (status !== 0 && cmd.kind !== 'discard_clear') this.p.failLeg(l, `${cmd.kind} failed (${status})`);
+      if (status !== 0 && cmd.kind !== 'discard_clear') this.core.failLeg(l, `${cmd.kind} failed (${status})`);
       cb(status);
     });
   }

@@ -9,8 +9,9 @@
 // source. Chunks dirty anywhere are skipped (they are being resynced anyway).
 
 import { Errno } from '../../util/errno.js';
-import type { ClientPool, Leg, OpCallback } from './client-pool.js';
 import { MAX_VERIFY_CHUNKS } from '../protocol/msg.js';
+import type { Leg, OpCallback } from './leg.js';
+import type { ClientPoolCore } from './pool-core.js';
 
 export interface VerifyOptions {
   /** The member the others are compared with (default: the lowest NORMAL member). */
@@ -54,26 +55,26 @@ export interface VerifyProgress {
 export const MAX_REPORTED = 10_000;
 
 export class ClientVerify {
-  private readonly p: ClientPool;
+  private readonly core: ClientPoolCore;
   private state: VerifyProgress['state'] = 'idle';
   private rep: VerifyReport | null = null;
   private cursor = 0;
   private end = 0;
 
-  constructor(pool: ClientPool) {
-    this.p = pool;
+  constructor(core: ClientPoolCore) {
+    this.core = core;
   }
 
   start(o: VerifyOptions, cb: OpCallback): void {
-    const p = this.p;
-    if (p.sync) return cb(Errno.EINVAL, 'sync pools are not verified');
+    const core = this.core;
+    if (core.sync) return cb(Errno.EINVAL, 'sync pools are not verified');
     if (this.state === 'running' || this.state === 'stopping') return cb(Errno.EBUSY, 'a verify is running');
-    const normal = p.normalLegs().sort((a, b) => a.member_id - b.member_id);
+    const normal = core.normalLegs().sort((a, b) => a.member_id - b.member_id);
     const source = o.source === undefined ? normal[0] : normal.find((l) => l.member_id === o.source);
     if (source === undefined) return cb(Errno.ENODEV, o.source === undefined ? 'no NORMAL member' : `member ${o.source} is not NORMAL`);
     const first = o.first_chunk ?? 0;
-    const count = o.chunk_count ?? p.no_of_chunks - first;
-    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 1 || first + count > p.no_of_chunks) return cb(Errno.EINVAL, `chunks ${first}+${count} outside 0..${p.no_of_chunks}`);
+    const count = o.chunk_count ?? core.no_of_chunks - first;
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 1 || first + count > core.no_of_chunks) return cb(Errno.EINVAL, `chunks ${first}+${count} outside 0..${core.no_of_chunks}`);
     const batch = o.batch_chunks ?? 16;
     if (!Number.isInteger(batch) || batch < 1 || batch > MAX_VERIFY_CHUNKS) return cb(Errno.EINVAL, `batch_chunks must be 1..${MAX_VERIFY_CHUNKS}`);
     this.rep = { source: source.member_id, first_chunk: first, chunk_count: count, compared: 0, skipped: 0, differing: 0, differences: [], done: false, error: null };
@@ -107,22 +108,22 @@ export class ClientVerify {
   }
 
   private batch(source_id: number, batch: number, pace: VerifyOptions['pace'] | null): void {
-    const p = this.p;
+    const core = this.core;
     const r = this.rep as VerifyReport;
     if (this.state === 'stopping') return this.finish('stopped', null);
     if (this.cursor >= this.end) return this.finish('done', null);
     const first = this.cursor;
     const count = Math.min(batch, this.end - first);
-    const source = p.leg(source_id);
+    const source = core.leg(source_id);
     if (source === undefined || source.state !== 'NORMAL') return this.finish('failed', `source member ${source_id} is no longer NORMAL`);
-    const start = first * p.chunk_size;
-    const stop = Math.min((first + count) * p.chunk_size, p.mapped_size);
-    const queued = p.lockRange(start, stop, () => {
+    const start = first * core.chunk_size;
+    const stop = Math.min((first + count) * core.chunk_size, core.mapped_size);
+    const queued = core.lockRange(start, stop, () => {
       const release = (next: () => void): void => {
-        p.unlockRange(start, stop);
+        core.unlockRange(start, stop);
         next();
       };
-      const others = p.normalLegs().filter((l) => l !== source).sort((a, b) => a.member_id - b.member_id);
+      const others = core.normalLegs().filter((l) => l !== source).sort((a, b) => a.member_id - b.member_id);
       source.channel.command({ kind: 'verify', first_chunk: first, chunk_count: count, members: others.map((l) => l.member_id) }, (status, _v, reason, data) => {
         if (status !== 0 || data === null || data === undefined || data.length !== count) {
           return release(() => this.finish('failed', `VERIFY on member ${source_id} failed (${status}${reason !== null ? `: ${reason}` : ''})`));
@@ -159,12 +160,12 @@ export class ClientVerify {
 
   /** The differing chunks become dirty for their members on every NORMAL member and here. */
   private markAll(marks: Map<Leg, [number, number][]>, cb: (status: number) => void): void {
-    const p = this.p;
+    const core = this.core;
     const jobs: { leg: Leg; member: number; ranges: [number, number][] }[] = [];
     for (const [l, ranges] of marks) {
-      const map = p.mapOf(l.member_id);
-      for (const [c, n] of ranges) map.setDirty(c, n, p.now());
-      for (const target of p.normalLegs()) jobs.push({ leg: target, member: l.member_id, ranges });
+      const map = core.mapOf(l.member_id);
+      for (const [c, n] of ranges) map.setDirty(c, n, core.now());
+      for (const target of core.normalLegs()) jobs.push({ leg: target, member: l.member_id, ranges });
     }
     let pending = jobs.length;
     let err = 0;
@@ -173,7 +174,7 @@ export class ClientVerify {
       j.leg.channel.command({ kind: 'map_mark', member_id: j.member, conditional: false, ranges: j.ranges }, (status) => {
         if (status !== 0) {
           err = status;
-          p.failLeg(j.leg, `map_mark failed (${status})`);
+          core.failLeg(j.leg, `map_mark failed (${status})`);
         }
         if (--pending === 0) cb(err);
       });

@@ -6,7 +6,7 @@
 import type { ClientSession, Permit, RequestKind, ResponseCallback } from '../../transport/client-session.js';
 import { TransportError as TransportErrorClass, type TransportError } from '../../transport/errors.js';
 import { Errno } from '../../util/errno.js';
-import type { LegChannel } from './client-pool.js';
+import type { LegChannel } from './leg.js';
 import { answerBytes, legCommandToWire, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
 import { CMD_RSP_BYTES, CmdRsp, CmdType, IO_OP_MASK, IoOp, encodeCmd, encodeIo, encodeMapAdd, encodeMapClear, type IoMsgValue, type MapAddValue } from '../protocol/msg.js';
 
