@@ -17,7 +17,7 @@ const MAX_ROUNDS = 1 << 20;
  * Walks every map the node behind `command` holds (READ_MAP_BUF, page slice by page slice),
  * decoding each page into `mapFor(member)`; null there refuses the member (EBADMSG). `now`
  * stamps the decoded pages (undefined: the map's own clock). The client's map load after
- * recovery (ClientPool.loadMapsFrom) and test_map both read through here.
+ * recovery (ClientRecovery.loadMapsFrom) and test_map both read through here.
  */
 export function readMapPages(command: CommandFn, mapFor: (member: number) => DirtyMap | null, now: (() => number) | null, cb: (status: number) => void): void {
   const step = (map_idx: number, page: number, rounds: number): void => {

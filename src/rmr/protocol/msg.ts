@@ -12,7 +12,7 @@
 //              client write below it was answered by every leg and its misses recorded)
 //   MAP_ADD    first_chunk u64 | chunk_count u64 | map_ver u64 | failed_cnt u8 | failed_ids [4]
 //   MAP_CLEAR  first_chunk u64 | chunk_count u64 | member_id u8 | map_ver u64
-//              (map_ver: the sender's version when its chunk sync began, see ServerPool.mapClear)
+//              (map_ver: the sender's version when its chunk sync began, see MapSpread.mapClear)
 //   CMD        cmd_type u8 | sync u8 | pool_name (u16 len + utf-8) | payload of cmd_type
 //   CMD_RSP    cmd_type u8 | member_id u8 | err i32 | value u64 | chunk_size u32 | mapped_size u64
 

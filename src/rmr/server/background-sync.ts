@@ -250,7 +250,7 @@ export class BackgroundSync {
       this.synced_bytes += this.target.chunk_size;
       this.synced_in_tick += this.target.chunk_size;
     } else if (status === Errno.ECANCELED) {
-      // The pool left NORMAL during the copy (ServerPool.syncChunk): not the peers' fault, so
+      // The pool left NORMAL during the copy (ServerIo.syncChunk): not the peers' fault, so
       // no backoff; the run ends while the pool is out of service.
       if (!this.target.canSync()) this.end('pool left NORMAL');
     } else if (status !== -16 /* EBUSY: raced with an IO-triggered sync */) {

@@ -13,7 +13,7 @@
 // A request for the current state is a no-op that succeeds.
 //
 // `service_epoch` counts the exits from NORMAL: work begun in IO service (a chunk sync) is
-// valid only if the node never left it meanwhile (see ServerPool.syncChunk).
+// valid only if the node never left it meanwhile (see ServerIo.syncChunk).
 
 import type { ServerPoolState } from '../protocol/pool-md.js';
 
