@@ -1,10 +1,11 @@
 // The compute client pool's state, and its only owner: the legs, the members and the client's
 // dirty maps of them, the map version, the pool's identity, the pool's lock, the IO freeze,
-// the range locks of overlapping writes and the write sequence. The IO path (client-io.ts),
-// recovery, lifecycle and verify read it through the views here and change it only through
-// the named operations here, so each rule about it has one place: leg states change only
-// through the gatekeeper (leg-state.ts), which also owns the map-version bump of a failing
-// leg; every queue is bounded here.
+// the range locks of overlapping writes and the write sequence (the last three are small
+// mechanisms of their own, held privately: io-freeze.ts, range-locks.ts, write-sequence.ts).
+// The IO path (client-io.ts), recovery, lifecycle and verify read the state through the views
+// here and change it only through the named operations here, so each rule about it has one
+// place: leg states change only through the gatekeeper (leg-state.ts), which also owns the
+// map-version bump of a failing leg; every queue is bounded here.
 //
 // One operator action or recovery at a time holds the pool's lock (the reference's
 // clt_pool_lock); IO is frozen only while a map spread or a leg change needs it.
@@ -14,8 +15,11 @@ import { DirtyMap } from '../protocol/dirty-map.js';
 import type { LegCommand } from '../protocol/leg-commands.js';
 import { MAX_MEMBERS, type IoMsgValue } from '../protocol/msg.js';
 import { emptySrvMd, type PoolMd } from '../protocol/pool-md.js';
+import { IoFreeze } from './io-freeze.js';
 import { Leg, type LegChannel } from './leg.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent } from './leg-state.js';
+import { RangeLocks } from './range-locks.js';
+import { WriteSequence } from './write-sequence.js';
 
 /** IOs held while the pool is frozen, or behind an overlapping write: bounded, beyond it EBUSY. */
 const MAX_FROZEN_QUEUE = 4096;
@@ -105,29 +109,14 @@ export class ClientPoolCore {
   /** The pool's identity and queue depth as learned from the members' pool_md. */
   private _pool_uuid: Buffer = Buffer.alloc(16);
   private _queue_depth = 0;
-  /** IOs submitted and not yet completed. */
-  private inflight = 0;
-  private freezes = 0;
-  /** IOs held while frozen, each resubmitted in order by unfreeze. */
-  private held: (() => void)[] = [];
-  private drain_waiters: (() => void)[] = [];
+  private readonly io_freeze = new IoFreeze(MAX_FROZEN_QUEUE);
   private locked = false;
   private lock_waiters: (() => void)[] = [];
   /** Opened by an upper layer (the reference's IN_USE). */
   private in_use = false;
-  // Write sequence (intent-log.ts): every modifying IO gets the next number; `settledBelow()`
-  // is the lowest one not settled yet (in flight, or in the uncertain set until reconciled).
-  private next_seq = 1;
-  private readonly unsettled = new Set<number>();
-  private settled_low = 1;
-  /** Lowest sequence of a write whose chunks are in the uncertain set. */
-  private uncertain_seq = Infinity;
-  // Overlapping writes are ordered: legs see concurrent overlapping writes in different
-  // orders (different latencies), so without this the members could end up with different
-  // data for the same block. Found by the simulator (seed 10: a write and a write-zeroes
-  // overlapping, applied in opposite orders on two members).
-  private readonly write_ranges: { start: number; end: number }[] = [];
-  private readonly write_waiters: { start: number; end: number; go: () => void }[] = [];
+  private readonly seq = new WriteSequence();
+  /** Overlapping writes (and verify batches) run in arrival order. */
+  private readonly ranges = new RangeLocks(MAX_FROZEN_QUEUE);
   private readonly on_refused: ((reason: string) => void) | null;
 
   constructor(o: ClientPoolOptions, now: () => number, emit: (ev: LegStateEvent) => void) {
@@ -194,7 +183,7 @@ export class ClientPoolCore {
   }
 
   get isFrozen(): boolean {
-    return this.freezes > 0;
+    return this.io_freeze.isFrozen;
   }
 
   get inUse(): boolean {
@@ -209,23 +198,19 @@ export class ClientPoolCore {
     return this.uncertain.runs();
   }
 
-  /**
-   * The lowest write sequence not settled: every write below it was answered by every leg
-   * and its misses are recorded on the nodes (MAP_ADD, piggyback) or reconciled.
-   */
+  /** The lowest write sequence not settled (WriteSequence.settledBelow). */
   settledBelow(): number {
-    while (this.settled_low < this.next_seq && !this.unsettled.has(this.settled_low)) this.settled_low++;
-    return Math.min(this.settled_low, this.uncertain_seq);
+    return this.seq.settledBelow();
   }
 
   status(): ClientPoolStatus {
     return {
-      frozen: this.freezes > 0,
-      in_flight: this.inflight,
+      frozen: this.io_freeze.isFrozen,
+      in_flight: this.io_freeze.inFlight,
       recovering: this.locked,
-      range_locks: this.write_ranges.length,
-      waiting_on_overlap: this.write_waiters.length,
-      frozen_queue: this.held.length,
+      range_locks: this.ranges.activeCount,
+      waiting_on_overlap: this.ranges.waitingCount,
+      frozen_queue: this.io_freeze.heldCount,
       settled_below: this.settledBelow(),
       uncertain_chunks: this.uncertain.dirtyCount,
       legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state, maintenance: l.maintenance, pending_info: l.pending_info.length, dirty_chunks: this._maps.get(l.member_id)?.dirtyCount ?? 0 })),
@@ -240,7 +225,7 @@ export class ClientPoolCore {
       legs: this.legs_by_id.size,
       normal_legs: this.normalLegs().length,
       map_ver: this.map_ver,
-      frozen: this.freezes > 0,
+      frozen: this.io_freeze.isFrozen,
     };
   }
 
@@ -472,39 +457,25 @@ export class ClientPoolCore {
 
   /** Holds new IOs and calls `drained` once every IO in flight has completed. Counted. */
   freeze(drained: () => void): void {
-    this.freezes++;
-    if (this.inflight === 0) drained();
-    else this.drain_waiters.push(drained);
+    this.io_freeze.freeze(drained);
   }
 
   /** The last unfreeze resubmits the held IOs, in order. */
   unfreeze(): void {
-    if (this.freezes <= 0) throw new Error(`invariant: unfreeze of pool ${this.pool} that is not frozen`);
-    if (--this.freezes > 0) return;
-    const q = this.held;
-    this.held = [];
-    for (const resume of q) resume();
+    if (!this.io_freeze.unfreeze()) throw new Error(`invariant: unfreeze of pool ${this.pool} that is not frozen`);
   }
 
   /** An IO arrived while frozen: `resume` resubmits it at the unfreeze. False when too many are held. */
   holdIo(resume: () => void): boolean {
-    if (this.held.length >= MAX_FROZEN_QUEUE) return false;
-    this.held.push(resume);
-    return true;
+    return this.io_freeze.hold(resume);
   }
 
   ioStarted(): void {
-    this.inflight++;
+    this.io_freeze.started();
   }
 
-  /** An IO completed: the last one of a drain lets the freezes waiting for it go on. */
   ioDone(): void {
-    this.inflight--;
-    if (this.inflight === 0 && this.drain_waiters.length > 0) {
-      const ws = this.drain_waiters;
-      this.drain_waiters = [];
-      for (const w of ws) w();
-    }
+    this.io_freeze.done();
   }
 
   /**
@@ -530,65 +501,38 @@ export class ClientPoolCore {
 
   // ------------------------------------------------------------------ range locks
 
-  private overlapsActive(start: number, end: number): boolean {
-    return this.write_ranges.some((r) => r.start < end && start < r.end);
-  }
-
   /**
    * Starts `go` once no earlier overlapping write is in flight (online verify locks the
    * chunks it compares the same way); false when too many wait.
    */
   lockRange(start: number, end: number, go: () => void): boolean {
-    if (this.overlapsActive(start, end) || this.write_waiters.some((w) => w.start < end && start < w.end)) {
-      if (this.write_waiters.length >= MAX_FROZEN_QUEUE) return false;
-      this.write_waiters.push({ start, end, go });
-      return true;
-    }
-    this.write_ranges.push({ start, end });
-    go();
-    return true;
+    return this.ranges.lock(start, end, go);
   }
 
   unlockRange(start: number, end: number): void {
-    const i = this.write_ranges.findIndex((r) => r.start === start && r.end === end);
-    if (i >= 0) this.write_ranges.splice(i, 1);
-    // Start waiters in order; one still blocked also blocks later ones that overlap it.
-    const blocked: { start: number; end: number }[] = [];
-    for (let k = 0; k < this.write_waiters.length; ) {
-      const w = this.write_waiters[k] as { start: number; end: number; go: () => void };
-      if (this.overlapsActive(w.start, w.end) || blocked.some((b) => b.start < w.end && w.start < b.end)) {
-        blocked.push(w);
-        k++;
-        continue;
-      }
-      this.write_waiters.splice(k, 1);
-      this.write_ranges.push({ start: w.start, end: w.end });
-      w.go();
-    }
+    this.ranges.unlock(start, end);
   }
 
   // ------------------------------------------------------------------ write sequence
 
   /** A modifying IO starts: its sequence number (0 in a sync pool, which has none), unsettled until endWrite. */
   beginWrite(): number {
-    const seq = this.sync ? 0 : this.next_seq++;
-    if (seq > 0) this.unsettled.add(seq);
-    return seq;
+    return this.sync ? 0 : this.seq.begin();
   }
 
   endWrite(seq: number): void {
-    this.unsettled.delete(seq);
+    this.seq.end(seq);
   }
 
   /** A write failed on every leg it reached, or could not be recorded: its chunks are uncertain. */
   markUncertain(first: number, count: number, seq: number): void {
     this.uncertain.setDirty(first, count, this.now());
-    if (seq < this.uncertain_seq) this.uncertain_seq = seq;
+    this.seq.uncertain(seq);
   }
 
   /** The uncertain set was reconciled: its writes are settled. */
   uncertainReconciled(): void {
     this.uncertain.clearAll(this.now());
-    this.uncertain_seq = Infinity;
+    this.seq.reconciled();
   }
 }
