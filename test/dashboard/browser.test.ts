@@ -15,7 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { MAIN, rmr, rmrOk, until } from '../util/cli-cluster.js';
 
-const BASE = 24000 + (process.pid % 1000) * 8;
+const BASE = 29000 + (process.pid % 450) * 8;
 const NBD_PORT = BASE + 4;
 const DASH_PORT = BASE + 5;
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'dashboard');
