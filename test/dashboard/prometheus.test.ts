@@ -120,7 +120,7 @@ after(async () => {
   prom?.kill('SIGTERM');
   await rmr(['down', join(dir, 'cluster.yaml')], 60_000);
   for (const d of daemons.values()) if (d.exitCode === null && d.signalCode === null) d.kill('SIGTERM');
-  await Promise.all([...daemons.values(), ...(prom === null ? [] : [prom])].map((p) => (p.exitCode !== null || p.signalCode !== null ? null : new Promise((r) => p.once('exit', r)))));
+  await Promise.all([...daemons.values(), ...(prom === null ? [] : [prom])].map((p) => (p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r)))));
   rmSync(dir, { recursive: true, force: true });
 });
 
