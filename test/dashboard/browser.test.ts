@@ -205,6 +205,9 @@ test('the dashboard shows a member killed under load, its map filling, and its r
   await until('progress moves again', async () => ((await progress(2)) > p1 ? true : null), 20_000, 100);
   const cellsMid = await dirtyCells(2);
   await shot('4-resync');
+  // The README's picture: health and the pool, mid-resync.
+  const box = await page.locator('section.pool').boundingBox();
+  if (box !== null) await page.screenshot({ path: join(ARTIFACTS, 'readme-resync.png'), clip: { x: 0, y: 0, width: 1280, height: Math.ceil(box.y + box.height + 8) } });
   assert.match((await page.getByTestId('member-p3-2').textContent()) ?? '', /limit 12 MiB\/s/);
   await until('member 2 clean', async () => {
     const m = await member(2);
@@ -214,8 +217,9 @@ test('the dashboard shows a member killed under load, its map filling, and its r
   assert.ok(cellsMid < cellsBack, `the picture drains during the resync (${cellsBack} -> ${cellsMid} dirty cells)`);
   await page.getByTestId('all-normal').waitFor();
   await shot('5-clean');
-  // The resync throughput has its own chart, with a point for stg2.
-  assert.match((await page.getByTestId('chart-sync_bytes').textContent()) ?? '', /p3 stg2/);
+  // The resync throughput has its own chart, with a series for stg2.
+  await page.getByTestId('chart-sync_bytes').scrollIntoViewIfNeeded();
+  await until('the resync chart', async () => (/p3 stg2/.test((await page.getByTestId('chart-sync_bytes').textContent()) ?? '') ? true : null), 5_000, 100);
 
   // A narrow window and dark colours: no sideways scrolling, the same content.
   await page.setViewportSize({ width: 390, height: 844 });
