@@ -205,10 +205,11 @@ test('the dashboard shows a member killed under load, its map filling, and its r
   await until('progress moves again', async () => ((await progress(2)) > p1 ? true : null), 20_000, 100);
   const cellsMid = await dirtyCells(2);
   await shot('4-resync');
-  // The README's picture: health and the pool, mid-resync.
+  assert.match((await page.getByTestId('member-p3-2').textContent()) ?? '', /limit 12 MiB\/s/);
+  // The README's picture: health and the pool, with the map about half drained.
+  await until('resync 40 % through', async () => ((await progress(2)) >= 0.4 * 2048 || (await member(2)).health === 'normal' ? true : null), 60_000, 100);
   const box = await page.locator('section.pool').boundingBox();
   if (box !== null) await page.screenshot({ path: join(ARTIFACTS, 'readme-resync.png'), clip: { x: 0, y: 0, width: 1280, height: Math.ceil(box.y + box.height + 8) } });
-  assert.match((await page.getByTestId('member-p3-2').textContent()) ?? '', /limit 12 MiB\/s/);
   await until('member 2 clean', async () => {
     const m = await member(2);
     return m.health === 'normal' && m.dirty === 0 ? true : null;
