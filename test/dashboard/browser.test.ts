@@ -3,7 +3,8 @@
 // resync of member 2 stopped from the page (with the keyboard, through the confirmation
 // dialog); SIGKILL of stg2 under fio load: within a few seconds the page shows it down and its
 // dirty map filling; `rmr up` restarts it; the rate limit set and the resync started from the
-// page: the progress bar moves and the map drains to clean. No console errors. Screenshots of
+// page: the progress bar moves and the map drains to clean; a verify started from the page
+// reports every chunk the same. No console errors. Screenshots of
 // each phase go to test-artifacts/dashboard/ (git-ignored), plus narrow and dark ones.
 
 import { test, before, after } from 'node:test';
@@ -218,6 +219,14 @@ test('the dashboard shows a member killed under load, its map filling, and its r
   assert.ok(cellsMid < cellsBack, `the picture drains during the resync (${cellsBack} -> ${cellsMid} dirty cells)`);
   await page.getByTestId('all-normal').waitFor();
   await shot('5-clean');
+  // Verify from the page: started through the dialog, its report shown when done.
+  await confirm(() => page.getByTestId('verify-start-p3').click(), /done: cli: rmr-client\/pools\/p3\/verify <- start/);
+  const report = await until('the verify report', async () => {
+    const el = page.getByTestId('verify-report-p3');
+    const t = (await el.count()) === 0 ? '' : ((await el.textContent()) ?? '');
+    return /^done: .*2048 compared, 0 skipped \(dirty\), 0 differing/.test(t) ? t : null;
+  }, 120_000, 200);
+  assert.match(report, /source member 1/);
   // The resync throughput has its own chart, with a series for stg2.
   await page.getByTestId('chart-sync_bytes').scrollIntoViewIfNeeded();
   await until('the resync chart', async () => (/p3 stg2/.test((await page.getByTestId('chart-sync_bytes').textContent()) ?? '') ? true : null), 5_000, 100);
