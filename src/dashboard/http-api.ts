@@ -95,7 +95,8 @@ export class DashboardApi {
     if (path === '/' && query.has('token') && this.o.token_digest !== null) {
       const t = query.get('token') ?? '';
       if (!bearerMatches(t, this.o.token_digest, true)) return text(401, 'wrong token');
-      const cookie = `${COOKIE}=${t}; Path=/; HttpOnly; SameSite=Strict${this.o.tls ? '; Secure' : ''}`;
+      // Encoded: a token may hold `;` or `,`, which end a cookie value.
+      const cookie = `${COOKIE}=${encodeURIComponent(t)}; Path=/; HttpOnly; SameSite=Strict${this.o.tls ? '; Secure' : ''}`;
       return { kind: 'body', status: 303, headers: { ...SECURITY_HEADERS, location: '/', 'set-cookie': cookie, 'cache-control': 'no-store', 'content-type': 'text/plain; charset=utf-8' }, body: 'logged in\n' };
     }
     if (this.o.token_digest !== null && !this.authorized(req, this.o.token_digest)) {
@@ -120,7 +121,12 @@ export class DashboardApi {
   private authorized(req: DashRequest, digest: Buffer): boolean {
     if (bearerMatches(header(req, 'authorization'), digest)) return true;
     const c = cookieValue(header(req, 'cookie'), COOKIE);
-    return c !== undefined && bearerMatches(c, digest, true);
+    if (c === undefined) return false;
+    try {
+      return bearerMatches(decodeURIComponent(c), digest, true);
+    } catch {
+      return false;
+    }
   }
 
   private file(name: string): DashResponse {

@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { startDashboard, type RunningDashboard } from '../../src/dashboard/node-dashboard.js';
 import type { ClusterLayout } from '../../src/dashboard/collector.js';
 import { TestCerts } from '../util/tls-certs.js';
+import { DashboardApi } from '../../src/dashboard/http-api.js';
+import { tokenDigest } from '../../src/daemon/control-api.js';
 
 const layout: ClusterLayout = { cluster: 't', nodes: [], pools: [{ name: 'p', chunk_size: 131072, members: [{ node: 'stg1', member_id: 1 }] }], client_node: null };
 const TOKEN = 'dashboard-token-0123456789';
@@ -172,4 +174,18 @@ test('an address other than loopback needs TLS and a token; a short token is ref
   await assert.rejects(startDashboard({ layout, host: '10.1.2.3', port: 0, tls: null, token: null, interval_ms: 1000, bundle_dir: bundle }), /needs TLS/);
   await assert.rejects(startDashboard({ layout, host: '127.0.0.1', port: 0, tls: null, token: 'short', interval_ms: 1000, bundle_dir: bundle }), /at least 16 characters/);
   await assert.rejects(startDashboard({ layout, host: '127.0.0.1', port: 0, tls: null, token: null, interval_ms: 1000, bundle_dir: join(dir, 'nothing') }), /not built/);
+});
+
+test('a token with cookie-breaking characters still logs in (the cookie holds it encoded)', async () => {
+  const token = 'tok;en,with=odd"chars%0123';
+  const api = new DashboardApi({ files: new Map([['index.html', { type: 'text/html', body: Buffer.from('x') }]]), token_digest: tokenDigest(token), hosts: null, max_body_bytes: 4096, tls: true, snapshot: () => ({ state: null as never, pictures: {}, charts: [], events: [] }), act: () => Promise.resolve({ ok: false }) });
+  const login = await api.handle({ method: 'GET', url: `/?token=${encodeURIComponent(token)}`, headers: {}, body: Buffer.alloc(0) });
+  assert.equal(login.kind === 'body' ? login.status : 0, 303);
+  const set = login.kind === 'body' ? (login.headers['set-cookie'] ?? '') : '';
+  const jar = set.split('; ')[0] ?? '';
+  assert.doesNotMatch(jar.slice('rmr_dashboard='.length), /[;,"]/);
+  const r = await api.handle({ method: 'GET', url: '/', headers: { cookie: jar }, body: Buffer.alloc(0) });
+  assert.equal(r.kind === 'body' ? r.status : 0, 200);
+  const bad = await api.handle({ method: 'GET', url: '/', headers: { cookie: 'rmr_dashboard=%E0%A4%A' }, body: Buffer.alloc(0) });
+  assert.equal(bad.kind === 'body' ? bad.status : 0, 401, 'a cookie that does not decode is no token');
 });
