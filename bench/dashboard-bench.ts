@@ -100,7 +100,18 @@ const samples: Record<'without' | 'with', number[]> = { without: [], with: [] };
 /** Storage and client daemons' CPU µs per IO, and the watchers' CPU (dashboard, browser) per second. */
 const daemonUs: Record<'without' | 'with', number[]> = { without: [], with: [] };
 const watcherCpu: { dashboard: number[]; browser: number[] } = { dashboard: [], browser: [] };
+/** The daemons' own CPU for the dashboard: the cluster idle (no IO) for IDLE_S, without and with. */
+const IDLE_S = 10;
+const idle: Record<'without' | 'with', number> = { without: 0, with: 0 };
 try {
+  for (const mode of ['without', 'with'] as const) {
+    const dash = mode === 'with' ? await openDashboard() : null;
+    const c0 = treeCpu(rmr.pids);
+    await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+    idle[mode] = (treeCpu(rmr.pids) - c0) / IDLE_S;
+    await dash?.close();
+    say(`idle ${mode} the dashboard: daemons ${idle[mode].toFixed(3)} CPU s/s`);
+  }
   for (let r = 0; r < ROUNDS; r++) {
     // Alternate the order so drift of the machine falls on both sides.
     for (const mode of r % 2 === 0 ? (['without', 'with'] as const) : (['with', 'without'] as const)) {
@@ -133,5 +144,6 @@ console.log(`4k randread QD32, ${ROUNDS} interleaved rounds x ${RUNTIME_S} s, 3 
 console.log(`without the dashboard: median ${mw} IOPS  (${samples.without.join(', ')})`);
 console.log(`with the page open:    median ${mo} IOPS  (${samples.with.join(', ')})  ${(((mo - mw) / mw) * 100).toFixed(1)} %`);
 console.log(`daemons' CPU per IO: median ${median(daemonUs.without)} µs without, ${median(daemonUs.with)} µs with the page open`);
+console.log(`daemons' CPU with no IO: ${idle.without.toFixed(3)} s/s without, ${idle.with.toFixed(3)} s/s with the page open (what answering the dashboard costs them)`);
 console.log(`the watchers' CPU while open: dashboard ${median(watcherCpu.dashboard)} s/s, headless browser ${median(watcherCpu.browser)} s/s (of 2 cores)`);
-console.log(JSON.stringify({ bench: 'dashboard', rounds: ROUNDS, runtime_s: RUNTIME_S, without: samples.without, with: samples.with, median_without: mw, median_with: mo, daemon_us_per_io: daemonUs, watcher_cpu_s_per_s: watcherCpu }));
+console.log(JSON.stringify({ bench: 'dashboard', rounds: ROUNDS, runtime_s: RUNTIME_S, without: samples.without, with: samples.with, median_without: mw, median_with: mo, daemon_us_per_io: daemonUs, watcher_cpu_s_per_s: watcherCpu, idle_daemon_cpu_s_per_s: idle }));
