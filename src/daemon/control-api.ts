@@ -106,10 +106,7 @@ export class ControlApi {
   }
 
   private authorize(req: ApiRequest): void {
-    const h = req.headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(h) : null;
-    // Compare digests: constant time, and independent of the token's length.
-    if (this.tokenDigest === null || m === null || !timingSafeEqual(digest(m[1] as string), this.tokenDigest)) {
+    if (this.tokenDigest === null || !bearerMatches(req.headers.authorization, this.tokenDigest)) {
       throw new ControlError('EKEYREJECTED', 'missing or wrong bearer token (Authorization: Bearer <token>)');
     }
   }
@@ -207,6 +204,24 @@ export class ControlApi {
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/** A bearer token needs at least this many characters (control.token_file, the dashboard's). */
+export const TOKEN_MIN_CHARS = 16;
+
+/** The digest `bearerMatches` compares against. */
+export function tokenDigest(token: string): Buffer {
+  return digest(token);
+}
+
+/**
+ * Whether `value` presents the token of `expected` (its tokenDigest). Accepts the header
+ * form `Bearer <token>` or, with `bare`, the token alone (a cookie). Digests are compared:
+ * constant time, and independent of the token's length.
+ */
+export function bearerMatches(value: unknown, expected: Buffer, bare = false): boolean {
+  const m = typeof value === 'string' ? (bare ? /^([\x21-\x7e]{1,512})$/ : /^Bearer ([\x21-\x7e]{1,512})$/).exec(value) : null;
+  return m !== null && timingSafeEqual(digest(m[1] as string), expected);
 }
 
 /** `/a/b%40c` → `a/b@c`; a segment that decodes to a slash or fails to decode is refused. */
