@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { ClientSession, type Permit, type ResponseCallback } from '../src/transport/client-session.js';
-import { NodeNet } from '../src/transport/node-net.js';
-import { NodeClock, NodeRandom } from '../src/util/node-ports.js';
+import { NodeNet } from '../src/node/net.js';
+import { NodeClock, NodeRandom } from '../src/node/ports.js';
 
 interface Case {
   name: string;

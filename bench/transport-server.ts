@@ -6,8 +6,8 @@
 import net from 'node:net';
 import { BASE_HDR, BaselineReader } from './baseline-framing.js';
 import { TransportServer } from '../src/transport/server.js';
-import { NodeNet } from '../src/transport/node-net.js';
-import { NodeClock, NodeRandom } from '../src/util/node-ports.js';
+import { NodeNet } from '../src/node/net.js';
+import { NodeClock, NodeRandom } from '../src/node/ports.js';
 
 const [mode = 'baseline', secret = ''] = process.argv.slice(2);
 const ZERO = Buffer.alloc(4 << 20, 0x5a);

@@ -4,7 +4,7 @@
 // TCP listener serving every export. IO is timed per device and operation for /metrics.
 
 import { mapDevice, mapJoiningMember, type BrmrDevice } from '../brmr/client/device.js';
-import type { BlockDevice, WriteFlags, ZeroFlags } from '../nbd/block-device.js';
+import type { BlockDevice, WriteFlags, ZeroFlags } from '../util/block-device.js';
 import { ForwardingDevice } from '../nbd/forwarding-device.js';
 import { NbdServer, type NbdTls } from '../nbd/server.js';
 import type { Listener } from '../transport/net.js';

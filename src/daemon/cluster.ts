@@ -4,8 +4,8 @@
 // path of the field, and the cross-references (a member naming a node, a store naming a
 // pool) are checked, so a typo never leaves half a cluster running.
 
-import { MAX_MEMBERS } from '../rmr/msg.js';
-import { NAME_MAX } from '../rmr/layout.js';
+import { MAX_MEMBERS } from '../rmr/protocol/msg.js';
+import { NAME_MAX } from '../rmr/protocol/layout.js';
 import { Reader, formatSize, type ListenAddress } from './validate.js';
 import { checkNbdSettings, readSettingAs } from './config.js';
 import type { TlsMode } from '../nbd/handshake.js';

@@ -10,7 +10,7 @@
 // pages); only a partly dirty page that spans several cells (small maps) is read and its
 // bytes counted.
 
-import { CHUNKS_PER_PAGE, PAGE_BYTES, type DirtyMap } from '../rmr/dirty-map.js';
+import { CHUNKS_PER_PAGE, PAGE_BYTES, type DirtyMap } from '../rmr/protocol/dirty-map.js';
 import { dynamicDir, file, type JsonValue, type TreeNode } from './control-tree.js';
 
 export const PICTURE_CELLS = 1024;

@@ -1,7 +1,7 @@
 // The text of a dirty map in the control tree (the reference's map_summary line, §11.2):
 // `member <id>: [<up to 50 dirty chunk numbers>[...]] <dirty>/<total> dirty`.
 
-import type { DirtyMap } from '../rmr/dirty-map.js';
+import type { DirtyMap } from '../rmr/protocol/dirty-map.js';
 
 const LISTED = 50;
 

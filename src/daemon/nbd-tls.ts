@@ -3,7 +3,7 @@
 // `identity:hexkey` lines (what `psktool -u alice -p keys.psk` writes). Pure: the files are
 // read by node-role-ports.ts.
 
-/** OpenSSL's limits on a PSK identity and key (node-net.ts checks the same). */
+/** OpenSSL's limits on a PSK identity and key (src/node/net.ts checks the same). */
 const PSK_MAX_IDENTITY_BYTES = 128;
 const PSK_MAX_KEY_BYTES = 256;
 /** Below 128 bits a key can be searched offline from one recorded handshake. */

@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, writeFileSync, unlinkSync, existsSync, renameSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
-import { NodeClock } from '../util/node-ports.js';
+import { NodeClock } from '../node/ports.js';
 import { claimPidFile, releasePidFile, StateDirBusy } from '../node/liveness.js';
 import type { DaemonConfig } from './config.js';
 import { Daemon, type Role, type RoleFactory } from './daemon.js';

@@ -4,10 +4,10 @@
 
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { NodeNet } from '../transport/node-net.js';
+import { NodeNet } from '../node/net.js';
 import type { ServerTls, TlsOptions } from '../transport/net.js';
-import { NodeRandom } from '../util/node-ports.js';
-import { nodeFileOpener } from '../brmr/server/node-file-backend.js';
+import { NodeRandom } from '../node/ports.js';
+import { nodeFileOpener } from '../node/file-backend.js';
 import type { DaemonConfig } from './config.js';
 import type { RolePorts } from './daemon.js';
 import type { StateFile } from './objects.js';

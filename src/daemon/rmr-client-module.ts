@@ -8,18 +8,19 @@
 // later member must match. Legs follow their session's link events (a lost session fails
 // the leg, a reconnect rejoins it) and each IO pool runs its recovery tick.
 
-import { ClientPool, type Leg, type LegChannel } from '../rmr/client-pool.js';
-import { IO_OP_MASK, type IoMsgValue, type MapAddValue } from '../rmr/msg.js';
-import type { LegCommand, LegCommandCallback } from '../rmr/leg-commands.js';
+import { ClientPool, type Leg, type LegChannel } from '../rmr/client/client-pool.js';
+import { IO_OP_MASK, type IoMsgValue, type MapAddValue } from '../rmr/protocol/msg.js';
+import type { LegCommand, LegCommandCallback } from '../rmr/protocol/leg-commands.js';
 import type { Counter, CounterSeries, Histogram, HistogramSeries } from './metrics.js';
 import type { Clock } from '../util/ports.js';
-import { TransportLeg } from '../rmr/transport-leg.js';
-import { SyncPoolSource } from '../rmr/sync-pool.js';
-import { followLinkEvents } from '../rmr/leg-links.js';
-import { clientPoolTickers, type Ticker } from '../rmr/tickers.js';
-import { decodePoolMd, checkChunkSize } from '../rmr/pool-md.js';
-import type { LegStateEvent } from '../rmr/leg-state.js';
-import { SessionRegistry } from '../rmr/session-registry.js';
+import { TransportLeg } from '../rmr/client/transport-leg.js';
+import { SyncPoolSource } from '../rmr/server/sync-pool.js';
+import { followLinkEvents } from '../rmr/client/leg-links.js';
+import { clientPoolTickers } from '../rmr/client/tickers.js';
+import type { Ticker } from '../util/ticker.js';
+import { decodePoolMd, checkChunkSize } from '../rmr/protocol/pool-md.js';
+import type { LegStateEvent } from '../rmr/client/leg-state.js';
+import { SessionRegistry } from '../rmr/client/session-registry.js';
 import type { ClientSession } from '../transport/client-session.js';
 import type { Address } from '../transport/net.js';
 import { groupId } from '../util/jhash.js';
@@ -27,8 +28,8 @@ import { errnoName } from '../util/errno.js';
 import { ControlError, type ControlCode } from './control-error.js';
 import { mapSummaryText } from './map-text.js';
 import { mapPictureDir } from './map-picture.js';
-import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/map-compare.js';
-import type { DirtyMap } from '../rmr/dirty-map.js';
+import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/client/map-compare.js';
+import type { DirtyMap } from '../rmr/protocol/dirty-map.js';
 import type { UserSend } from '../brmr/client/device.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseIntegers, parseKv, parseWord } from './kv.js';

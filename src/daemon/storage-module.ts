@@ -6,10 +6,11 @@
 // Every operator action that changes what exists is recorded in the object book, so that
 // a restarted daemon re-creates its pools, re-adds its stores and re-forms its sync pools.
 
-import { ServerPool, type ServerPoolEvent } from '../rmr/server-pool.js';
-import { RmrServerNode } from '../rmr/server-node.js';
-import { BackgroundSync, type SyncState } from '../rmr/background-sync.js';
-import { serverPoolTickers, type Ticker } from '../rmr/tickers.js';
+import { ServerPool, type ServerPoolEvent } from '../rmr/server/server-pool.js';
+import { RmrServerNode } from '../rmr/server/server-node.js';
+import { BackgroundSync, type SyncState } from '../rmr/server/background-sync.js';
+import { serverPoolTickers } from '../rmr/server/tickers.js';
+import type { Ticker } from '../util/ticker.js';
 import { TransportServer } from '../transport/server.js';
 import { StoreManager, type StoreManagerEvent } from '../brmr/server/store-manager.js';
 import { FaultController, withFaults } from '../brmr/server/fault-backend.js';

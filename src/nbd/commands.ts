@@ -2,7 +2,7 @@
 // shape what the device returns into what the protocol allows. Pure functions: the
 // connection decides what to do with the answers.
 
-import type { BlockDevice, Extent } from './block-device.js';
+import type { BlockDevice, Extent } from '../util/block-device.js';
 import { maxPayload } from './export-info.js';
 import { Cmd, CmdFlag, NbdErr, type Request } from './proto.js';
 

@@ -21,7 +21,7 @@
 import type { NetStream, ServerTls } from '../transport/net.js';
 import type { Clock, Logger, TimerId } from '../util/ports.js';
 import { errnoName } from '../util/errno.js';
-import type { BlockDevice, Extent } from './block-device.js';
+import type { BlockDevice, Extent } from '../util/block-device.js';
 import { ByteQueue } from './byte-queue.js';
 import { allAllocated, checkRequest, clampExtents } from './commands.js';
 import { nbdError } from './errno-map.js';

@@ -2,7 +2,7 @@
 // block-size limits and the meta contexts it offers. Computed here once so the option phase
 // and the transmission phase agree.
 
-import type { BlockDevice } from './block-device.js';
+import type { BlockDevice } from '../util/block-device.js';
 import { BASE_ALLOCATION, TFlag } from './proto.js';
 
 export interface NbdExport {

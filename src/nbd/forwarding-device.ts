@@ -2,7 +2,7 @@
 // the spirit of nbdkit's (metering in the daemon, fault injection in tests). A filter
 // overrides the operations it changes and calls `inner` for the rest.
 
-import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from './block-device.js';
+import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../util/block-device.js';
 
 export class ForwardingDevice implements BlockDevice {
   readonly size_bytes: number;

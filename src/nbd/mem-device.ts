@@ -3,7 +3,7 @@
 // `base:allocation` itself (unwritten and trimmed pages are holes) and a dirty-map-like
 // context that marks every page written since the last clearDirty().
 
-import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from './block-device.js';
+import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../util/block-device.js';
 import { Errno } from '../util/errno.js';
 import { BASE_ALLOCATION, STATE_HOLE, STATE_ZERO } from './proto.js';
 

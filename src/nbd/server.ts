@@ -4,7 +4,7 @@
 
 import type { NetStream, ServerTls } from '../transport/net.js';
 import { type Clock, type Logger, nullLogger } from '../util/ports.js';
-import type { BlockDevice } from './block-device.js';
+import type { BlockDevice } from '../util/block-device.js';
 import { type ConnectionLimits, DEFAULT_LIMITS, NbdConnection } from './connection.js';
 import { type ExportTable, type NbdExport, checkDevice } from './export-info.js';
 import type { TlsMode } from './handshake.js';

@@ -5,8 +5,8 @@
 
 import type { Clock } from '../util/ports.js';
 import { Errno } from '../util/errno.js';
-import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../rmr/store.js';
-import type { SimRandom } from './sim-random.js';
+import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../rmr/server/io-store.js';
+import type { SeededRandom } from '../util/seeded-random.js';
 
 const SECTOR = 512;
 let ZEROES = Buffer.alloc(64 * 1024);
@@ -32,11 +32,11 @@ export class MemDisk implements BlockStore, MetaStore {
   /** Unflushed writes, in order. */
   private cache: { offset: number; data: Buffer }[] = [];
   private readonly clock: Clock;
-  private readonly random: SimRandom | null;
+  private readonly random: SeededRandom | null;
   faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [], tear_unit: SECTOR };
   readonly stats = { reads: 0, writes: 0, flushes: 0, errors: 0 };
 
-  constructor(size_bytes: number, clock: Clock, random: SimRandom | null = null) {
+  constructor(size_bytes: number, clock: Clock, random: SeededRandom | null = null) {
     if (!Number.isSafeInteger(size_bytes) || size_bytes <= 0 || size_bytes > 1 << 30) throw new RangeError(`memory disk size ${size_bytes}`);
     this.size_bytes = size_bytes;
     this.durable = Buffer.alloc(size_bytes);
@@ -180,7 +180,7 @@ export class MemDisk implements BlockStore, MetaStore {
   powerLoss(mode: 'drop' | 'tear'): void {
     if (mode === 'tear') {
       const rnd = this.random;
-      if (rnd === null) throw new Error('tearing needs a SimRandom');
+      if (rnd === null) throw new Error('tearing needs a SeededRandom');
       for (const w of this.cache) {
         const unit = this.faults.tear_unit;
         for (let s = 0; s < w.data.length; s += unit) {

@@ -8,7 +8,7 @@
 
 import type { Address, Listener, Net, NetStream, StreamHandlers } from '../transport/net.js';
 import type { SimClock } from './sim-clock.js';
-import type { SimRandom } from './sim-random.js';
+import type { SeededRandom } from '../util/seeded-random.js';
 
 type NetError = Error & { code?: string };
 function netError(code: string, msg: string): NetError {
@@ -32,7 +32,7 @@ export const MEM_STREAM_HIGH_WATER = 1 << 20;
 
 export class MemNetwork {
   readonly clock: SimClock;
-  readonly random: SimRandom;
+  readonly random: SeededRandom;
   readonly opts: MemNetOptions;
   private readonly listeners = new Map<string, MemListener>();
   /** Directed pairs whose bytes are held (a two-way partition holds both directions). */
@@ -44,7 +44,7 @@ export class MemNetwork {
   readonly streams = new Set<MemStream>();
   private next_port = 40000;
 
-  constructor(clock: SimClock, random: SimRandom, opts: Partial<MemNetOptions> = {}) {
+  constructor(clock: SimClock, random: SeededRandom, opts: Partial<MemNetOptions> = {}) {
     this.clock = clock;
     this.random = random;
     this.opts = { latency_ms: opts.latency_ms ?? 0.05, jitter_ms: opts.jitter_ms ?? 0 };

@@ -26,22 +26,24 @@
 import { createHash } from 'node:crypto';
 import { ClientSession } from '../transport/client-session.js';
 import { TransportServer } from '../transport/server.js';
-import { ClientPool, type Leg } from '../rmr/client-pool.js';
-import { MD_INTENT_OFFSET, ServerPool } from '../rmr/server-pool.js';
-import { RmrServerNode } from '../rmr/server-node.js';
-import { TransportLeg } from '../rmr/transport-leg.js';
-import { SyncPoolSource } from '../rmr/sync-pool.js';
-import { BackgroundSync } from '../rmr/background-sync.js';
-import { followLinkEvents } from '../rmr/leg-links.js';
-import { MD_PAGE } from '../rmr/md-slots.js';
-import { MAX_MEMBERS } from '../rmr/msg.js';
-import { clientPoolTickers, serverPoolTickers, type Ticker } from '../rmr/tickers.js';
-import type { IoCallback, MetaStore, ReadCallback } from '../rmr/store.js';
+import { ClientPool, type Leg } from '../rmr/client/client-pool.js';
+import { MD_INTENT_OFFSET, ServerPool } from '../rmr/server/server-pool.js';
+import { RmrServerNode } from '../rmr/server/server-node.js';
+import { TransportLeg } from '../rmr/client/transport-leg.js';
+import { SyncPoolSource } from '../rmr/server/sync-pool.js';
+import { BackgroundSync } from '../rmr/server/background-sync.js';
+import { followLinkEvents } from '../rmr/client/leg-links.js';
+import { MD_PAGE } from '../rmr/server/md-slots.js';
+import { MAX_MEMBERS } from '../rmr/protocol/msg.js';
+import { clientPoolTickers } from '../rmr/client/tickers.js';
+import { serverPoolTickers } from '../rmr/server/tickers.js';
+import type { Ticker } from '../util/ticker.js';
+import type { IoCallback, MetaStore, ReadCallback } from '../rmr/server/io-store.js';
 import { groupId } from '../util/jhash.js';
 import { Errno } from '../util/errno.js';
 import { nullLogger, type Logger } from '../util/ports.js';
 import { SimClock } from './sim-clock.js';
-import { SimRandom } from './sim-random.js';
+import { SeededRandom } from '../util/seeded-random.js';
 import { MemNetwork } from './mem-net.js';
 import { MemDisk } from './mem-disk.js';
 
@@ -169,7 +171,7 @@ class DropIntent implements MetaStore {
 
 export async function runSeed(o: SimOptions): Promise<SimResult> {
   const seed = o.seed >>> 0;
-  const random = new SimRandom(seed);
+  const random = new SeededRandom(seed);
   const clock = new SimClock();
   const net = new MemNetwork(clock, random, { latency_ms: 0.05 + random.float() * 0.2, jitter_ms: random.float() * 0.3 });
   const trace: string[] = [];
@@ -413,7 +415,8 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     if (o.mutation === 'skip_map_add') {
       for (const leg of legs()) (leg.channel as { sendMapAdd: unknown }).sendMapAdd = (_m: unknown, cb: (s: number) => void) => clock.setTimer(0, () => cb(0));
     }
-    if (o.mutation === 'no_piggyback') client.pool.members.clear();
+    // The deliberate bug writes the pool's member set behind its back (the same Set the core owns).
+    if (o.mutation === 'no_piggyback') (client.pool.members as Set<number>).clear();
 
     // ---- the workload and the oracle
     const history: WriteRec[][] = Array.from({ length: BLOCKS }, () => []);
@@ -762,7 +765,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       off: number;
       heal_ms: number;
     }
-    const fr = new SimRandom((seed ^ 0x9e3779b9) >>> 0);
+    const fr = new SeededRandom((seed ^ 0x9e3779b9) >>> 0);
     const n_faults = faults.length === 0 ? 0 : 1 + fr.int(6);
     const schedule: FaultSpec[] = [];
     const hosts0 = nodes.map((n) => n.host);

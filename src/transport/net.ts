@@ -1,4 +1,4 @@
-// The Net port: byte streams between hosts. Real adapter: node-net.ts (node:net / node:tls);
+// The Net port: byte streams between hosts. Real adapter: src/node/net.ts (node:net / node:tls);
 // the simulator provides in-memory links. The transport sees only these interfaces.
 
 export interface TlsOptions {

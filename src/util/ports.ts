@@ -33,21 +33,3 @@ export interface Logger {
 
 /** Discards everything; the default where no logger is given. */
 export const nullLogger: Logger = { log: () => undefined };
-
-/** Keeps log lines in memory: tests assert on the logged reasons. */
-export class MemoryLogger implements Logger {
-  readonly lines: { level: LogLevel; msg: string; fields: LogFields }[] = [];
-  private readonly limit: number;
-  constructor(limit = 100_000) {
-    this.limit = limit;
-  }
-  log(level: LogLevel, msg: string, fields: LogFields = {}): void {
-    if (this.lines.length >= this.limit) this.lines.shift();
-    this.lines.push({ level, msg, fields });
-  }
-  count(pred: (l: { level: LogLevel; msg: string; fields: LogFields }) => boolean): number {
-    let n = 0;
-    for (const l of this.lines) if (pred(l)) n++;
-    return n;
-  }
-}

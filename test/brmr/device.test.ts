@@ -7,7 +7,7 @@ import { makeBrmrCluster, dev, type BrmrCluster } from '../util/brmr-cluster.js'
 import { waitFor } from '../util/wait.js';
 import { mapDevice, NBD_STATE_RMR_DIRTY, type BrmrDevice } from '../../src/brmr/client/device.js';
 import { Errno } from '../../src/util/errno.js';
-import type { Extent } from '../../src/nbd/block-device.js';
+import type { Extent } from '../../src/util/block-device.js';
 
 const KiB = 1024;
 

@@ -10,17 +10,17 @@ import { faultInjectionFile } from '../../src/daemon/fault-file.js';
 import { ControlTree, dir } from '../../src/daemon/control-tree.js';
 import { ControlError } from '../../src/daemon/control-error.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { Errno } from '../../src/util/errno.js';
-import { MemoryLogger } from '../../src/util/ports.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
+import { MemoryLogger } from '../util/memory-logger.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 
 const SIZE = 1 << 20;
 
 function setup(spec = ''): { clock: SimClock; c: FaultController; b: FaultBackend; dev: MemDevice } {
   const clock = new SimClock();
-  const c = new FaultController({ clock, random: new SimRandom(1) }, spec);
+  const c = new FaultController({ clock, random: new SeededRandom(1) }, spec);
   const dev = new MemDevice(SIZE);
   return { clock, c, b: new FaultBackend(new MemBackend('mem0', dev), c), dev };
 }
@@ -221,7 +221,7 @@ test('describe() round-trips through set()', () => {
 
 test('withFaults: every backend the opener opens goes through the controller', async () => {
   const clock = new SimClock();
-  const c = new FaultController({ clock, random: new SimRandom(2) }, 'write_error_ranges=0+4K');
+  const c = new FaultController({ clock, random: new SeededRandom(2) }, 'write_error_ranges=0+4K');
   const open = withFaults(memOpener(new Map()), c);
   let b: StoreBackend | null = null;
   open('disk1', { create: true, size_bytes: SIZE }, (_s, backend) => (b = backend));
@@ -238,7 +238,7 @@ test('withFaults: every backend the opener opens goes through the controller', a
 
 test('the control file: reads show settings and counters, bad writes are EINVAL', async () => {
   const clock = new SimClock();
-  const c = new FaultController({ clock, random: new SimRandom(2) });
+  const c = new FaultController({ clock, random: new SeededRandom(2) });
   const tree = new ControlTree();
   tree.mount('brmr-server/stores/pool1', dir({ fault_injection: faultInjectionFile(c) }));
   const path = 'brmr-server/stores/pool1/fault_injection';
@@ -249,10 +249,10 @@ test('the control file: reads show settings and counters, bad writes are EINVAL'
 
 test('a store manager on top: a header write error fails create_store with the reason; lifted, it succeeds', async () => {
   const clock = new SimClock();
-  const c = new FaultController({ clock, random: new SimRandom(3) }, 'write_error_ranges=0+4K');
+  const c = new FaultController({ clock, random: new SeededRandom(3) }, 'write_error_ranges=0+4K');
   const CHUNK = 64 * 1024;
   const pool = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK }, () => undefined);
-  const mgr = new StoreManager({ open: withFaults(memOpener(new Map()), c), random: new SimRandom(4), wall_ms: () => 0, serverPool: (n) => (n === 'pool1' ? pool : undefined), log: new MemoryLogger(), emit: () => undefined });
+  const mgr = new StoreManager({ open: withFaults(memOpener(new Map()), c), random: new SeededRandom(4), wall_ms: () => 0, serverPool: (n) => (n === 'pool1' ? pool : undefined), log: new MemoryLogger(), emit: () => undefined });
   const create = async (device: string): Promise<[number, string | null]> => {
     let out: [number, string | null] | null = null;
     mgr.createStore({ pool: 'pool1', device, mapped_size: 16 * CHUNK }, (s, _st, why) => (out = [s, why]));

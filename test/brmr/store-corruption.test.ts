@@ -5,15 +5,15 @@
 // chunk dirty for this node (resynced, never read as clean).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServerPool, MD_POOL_OFFSET, MD_INTENT_OFFSET, MD_MAPS_OFFSET, type RecoveryReport } from '../../src/rmr/server-pool.js';
+import { ServerPool, MD_POOL_OFFSET, MD_INTENT_OFFSET, MD_MAPS_OFFSET, type RecoveryReport } from '../../src/rmr/server/server-pool.js';
 import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { HEADER_BYTES } from '../../src/brmr/server/header.js';
 import type { BrmrStore } from '../../src/brmr/server/store.js';
-import { MD_PAGE } from '../../src/rmr/md-slots.js';
-import { mapBankBytes } from '../../src/rmr/map-store.js';
-import { NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MD_PAGE } from '../../src/rmr/server/md-slots.js';
+import { mapBankBytes } from '../../src/rmr/server/map-store.js';
+import { NodeRandom } from '../../src/node/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { Errno } from '../../src/util/errno.js';
 
 const CHUNK = 64 * 1024;

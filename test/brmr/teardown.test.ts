@@ -5,16 +5,16 @@
 // re-created empty store presented as an old one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientPool, type Leg } from '../../src/rmr/client-pool.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { Ticker } from '../../src/rmr/tickers.js';
+import { ClientPool, type Leg } from '../../src/rmr/client/client-pool.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { Ticker } from '../../src/util/ticker.js';
 import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { DATA_OFFSET } from '../../src/brmr/server/header.js';
 import { mapDevice, type BrmrDevice } from '../../src/brmr/client/device.js';
-import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { NodeClock, NodeRandom } from '../../src/node/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { groupId } from '../../src/util/jhash.js';
 import { DirectChannel, PeerSource } from '../util/inproc-cluster.js';
 import { waitFor } from '../util/wait.js';

@@ -12,7 +12,7 @@ import net from 'node:net';
 import { TOKEN, controlEnv, httpGet, rawExchange } from '../util/control-env.js';
 import { fuzzBudget, mutate } from '../util/fuzz.js';
 import { waitFor, within } from '../util/wait.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 
 const budget = fuzzBudget(3000, 20261202);
 
@@ -28,12 +28,12 @@ const JUNK_PATHS = [
 ];
 const METHODS = ['GET', 'PUT', 'POST', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE', 'BREW', 'get', 'G\u00c9T', ''];
 
-function pick<T>(rnd: SimRandom, a: readonly T[]): T {
+function pick<T>(rnd: SeededRandom, a: readonly T[]): T {
   return a[rnd.int(a.length)] as T;
 }
 
 /** A request, valid or subtly broken, as bytes. */
-function request(rnd: SimRandom, tcp: boolean): Buffer {
+function request(rnd: SeededRandom, tcp: boolean): Buffer {
   const write = rnd.int(3) === 0;
   const method = rnd.int(8) === 0 ? pick(rnd, METHODS) : write ? pick(rnd, ['PUT', 'POST']) : 'GET';
   const path = rnd.int(4) === 0 ? pick(rnd, JUNK_PATHS) : write ? pick(rnd, ['/v1/tree/daemon/log_level', '/v1/tree/daemon/name', '/v1/tree/nope/x']) : pick(rnd, PATHS);
@@ -107,7 +107,7 @@ function request(rnd: SimRandom, tcp: boolean): Buffer {
 test(`control API: mutated HTTP on the Unix socket and TCP for ${budget.ms} ms (seed ${budget.seed})`, async (t) => {
   const env = await controlEnv();
   t.after(() => env.close());
-  const rnd = new SimRandom(budget.seed);
+  const rnd = new SeededRandom(budget.seed);
   const end = performance.now() + budget.ms;
   const seen = new Map<number, number>();
   let cases = 0;

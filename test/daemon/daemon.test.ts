@@ -11,7 +11,7 @@ import { ControlApi, type ApiRequest, type ApiResponse } from '../../src/daemon/
 import { EventLog } from '../../src/daemon/events.js';
 import { MetricsRegistry } from '../../src/daemon/metrics.js';
 import { ControlTree } from '../../src/daemon/control-tree.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { buildRoles } from '../../src/daemon/node-daemon.js';
 import { ConfigError } from '../../src/daemon/validate.js';

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { CHUNKS_PER_PAGE, DirtyMap, PAGE_BYTES } from '../../src/rmr/dirty-map.js';
+import { CHUNKS_PER_PAGE, DirtyMap, PAGE_BYTES } from '../../src/rmr/protocol/dirty-map.js';
 import { cellCounts, cellLayout, mapPicture, mapPictureDir, mapVersion, PICTURE_CELLS } from '../../src/daemon/map-picture.js';
 import { ControlTree } from '../../src/daemon/control-tree.js';
 

@@ -11,8 +11,8 @@ import { ControlTree, file, type JsonValue } from '../../src/daemon/control-tree
 import { EventLog } from '../../src/daemon/events.js';
 import { MetricsRegistry } from '../../src/daemon/metrics.js';
 import { mapPictureDir } from '../../src/daemon/map-picture.js';
-import { DirtyMap } from '../../src/rmr/dirty-map.js';
-import { NodeClock } from '../../src/util/node-ports.js';
+import { DirtyMap } from '../../src/rmr/protocol/dirty-map.js';
+import { NodeClock } from '../../src/node/ports.js';
 import { Collector, checkAction, type ClusterLayout, type DaemonPort, type DaemonReply } from '../../src/dashboard/collector.js';
 
 const CHUNKS = 4096;

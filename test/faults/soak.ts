@@ -23,7 +23,7 @@
 // sequence so far (`--seed S` replays the same choices; timing differs from run to run).
 
 import { parseArgs } from 'node:util';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { FaultCluster, POOL, faultClusterUnavailable, hostOf } from '../util/fault-cluster.js';
 import { describeLoad, runLoad, type LoadOptions, type LoadReport } from '../util/scenario.js';
 import { runSteps } from '../util/crash-scenario.js';
@@ -77,7 +77,7 @@ interface Planned {
   load: Partial<LoadOptions>;
 }
 
-function plan(c: FaultCluster, rnd: SimRandom, kinds: readonly Kind[]): Planned {
+function plan(c: FaultCluster, rnd: SeededRandom, kinds: readonly Kind[]): Planned {
   const kind = kinds[rnd.int(kinds.length)] as Kind;
   const members = c.memberNames;
   const victim = members[rnd.int(members.length)] as string;
@@ -237,7 +237,7 @@ function plan(c: FaultCluster, rnd: SimRandom, kinds: readonly Kind[]): Planned 
   }
 }
 
-function pickTwo(rnd: SimRandom, members: readonly string[]): [string, string] {
+function pickTwo(rnd: SeededRandom, members: readonly string[]): [string, string] {
   const a = members[rnd.int(members.length)] as string;
   const rest = members.filter((m) => m !== a);
   return [a, rest[rnd.int(rest.length)] as string];
@@ -250,7 +250,7 @@ interface MemberFault {
   recover: (log: Log) => Promise<void>;
 }
 
-function memberFault(c: FaultCluster, victim: string, rnd: SimRandom): MemberFault {
+function memberFault(c: FaultCluster, victim: string, rnd: SeededRandom): MemberFault {
   const id = c.node(victim).member_id;
   const ways = c.lab !== null ? (['kill', 'stop', 'cut', 'maintenance'] as const) : (['kill', 'stop', 'maintenance'] as const);
   const how = ways[rnd.int(ways.length)] as 'kill' | 'stop' | 'cut' | 'maintenance';
@@ -349,7 +349,7 @@ async function main(): Promise<number> {
   const end = t0 + a.minutes * 60_000;
   const out = (line: string): void => void process.stdout.write(`${stamp(t0)} ${line}\n`);
   out(`soak: seed ${a.seed}, ${a.minutes} min, kinds ${kinds.join(' ')}${netns_skip !== null && a.kinds.includes('partition') ? ` (no partitions: ${netns_skip})` : ''}; rmr verify every ${a.verify_every} rounds`);
-  const rnd = new SimRandom(a.seed);
+  const rnd = new SeededRandom(a.seed);
   const sequence: string[] = [];
   const totals: Totals = { rounds: 0, per_kind: new Map(KINDS.map((k) => [k, 0])), faults: 0, fio_writes: 0, fio_reads: 0, history_ops: 0, history_unknown: 0, ops_checked: 0, verifies: 0, violations: [] };
   const c = await FaultCluster.start({ label: 'soak', netns: netns_skip === null, storage: { fault_injection: true }, heartbeat_interval_ms: HB_INTERVAL_MS, heartbeat_timeout_ms: HB_TIMEOUT_MS });

@@ -9,7 +9,7 @@ import { MemBlockDevice } from '../../src/nbd/mem-device.js';
 import type { ConnectionLimits } from '../../src/nbd/connection.js';
 import { Cmd, CmdFlag, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, NbdErr, Opt, Rep, ReplyType, TFlag, readU64 } from '../../src/nbd/proto.js';
 import { Errno } from '../../src/util/errno.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import type { TlsMode } from '../../src/nbd/handshake.js';
 import { FilterDevice } from '../util/filter-device.js';

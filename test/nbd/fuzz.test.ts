@@ -19,13 +19,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NbdServer } from '../../src/nbd/server.js';
 import { MemBlockDevice } from '../../src/nbd/mem-device.js';
-import { NodeNet } from '../../src/transport/node-net.js';
+import { NodeNet } from '../../src/node/net.js';
 import type { NbdTls } from '../../src/nbd/server.js';
 import { CLIENT_HELLO, FAKE_SERVER_TLS, FakeTlsStream } from '../util/fake-tls.js';
 import { TestCerts } from '../util/tls-certs.js';
 import { Cmd, CmdFlag, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT_HI, IHAVEOPT_LO, Info, Opt, encodeRequest } from '../../src/nbd/proto.js';
-import { MemoryLogger } from '../../src/util/ports.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { MemoryLogger } from '../util/memory-logger.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { FilterDevice } from '../util/filter-device.js';
 import { memStreamPair } from '../util/mem-stream.js';
 import { goData, metaData } from '../util/nbd-wire-client.js';
@@ -63,7 +63,7 @@ function option(opt: number, data: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([h, data]);
 }
 
-function requests(rnd: SimRandom): Buffer[] {
+function requests(rnd: SeededRandom): Buffer[] {
   const out: Buffer[] = [];
   const n = 1 + rnd.int(6);
   for (let i = 0; i < n; i++) {
@@ -79,7 +79,7 @@ function requests(rnd: SimRandom): Buffer[] {
 }
 
 /** A valid client byte stream of one of several shapes: [handshake, requests]. */
-function valid(rnd: SimRandom): [Buffer, Buffer] {
+function valid(rnd: SeededRandom): [Buffer, Buffer] {
   const flags = u32(FLAG_FIXED_NEWSTYLE | (rnd.int(2) === 0 ? FLAG_NO_ZEROES : 0));
   const name = ['mem', 'ro', 'flaky', '', 'nope'][rnd.int(5)] as string;
   switch (rnd.int(6)) {
@@ -106,7 +106,7 @@ function valid(rnd: SimRandom): [Buffer, Buffer] {
 
 const BOUNDARY = [0, 1, 3, 0x7fffffff, 0x80000000, 0xfffffff0, 0xffffffff, 4096, 4097, 65536, 65537, 1 << 20, 33 << 20];
 
-function mutate(rnd: SimRandom, b: Buffer): Buffer {
+function mutate(rnd: SeededRandom, b: Buffer): Buffer {
   const out = Buffer.from(b);
   const n = 1 + rnd.int(4);
   let cur = out;
@@ -148,7 +148,7 @@ function mutate(rnd: SimRandom, b: Buffer): Buffer {
 }
 
 /** The whole stream mutated, or (half the time) only the part after the handshake. */
-function fuzzed(rnd: SimRandom): Buffer {
+function fuzzed(rnd: SeededRandom): Buffer {
   const [head, rest] = valid(rnd);
   const r = rnd.int(10);
   if (r === 0) return Buffer.concat([head, rest]);
@@ -157,7 +157,7 @@ function fuzzed(rnd: SimRandom): Buffer {
 }
 
 /** One case over an in-memory stream: send in random pieces, let the server work, leave. */
-async function memCase(rnd: SimRandom, bytes: Buffer): Promise<void> {
+async function memCase(rnd: SeededRandom, bytes: Buffer): Promise<void> {
   const [c, s] = memStreamPair();
   c.attach({ onData: () => undefined, onDrain: () => undefined, onClose: () => undefined });
   server.accept(s);
@@ -189,7 +189,7 @@ const NO_BYTES = Buffer.alloc(0);
  * under `on`); after it the "ClientHello" and one of the plaintext shapes, sometimes with a
  * second STARTTLS.
  */
-function tlsValid(rnd: SimRandom, hello: Buffer): [Buffer, Buffer] {
+function tlsValid(rnd: SeededRandom, hello: Buffer): [Buffer, Buffer] {
   const pre: Buffer[] = [u32(FLAG_FIXED_NEWSTYLE | (rnd.int(2) === 0 ? FLAG_NO_ZEROES : 0))];
   for (let i = rnd.int(3); i > 0; i--) {
     pre.push([option(Opt.LIST), option(Opt.STRUCTURED_REPLY), option(Opt.INFO, goData('mem')), option(Opt.LIST_META_CONTEXT, metaData('mem', [])), option(Opt.EXPORT_NAME, Buffer.from('mem'))][rnd.int(5)] as Buffer);
@@ -200,7 +200,7 @@ function tlsValid(rnd: SimRandom, hello: Buffer): [Buffer, Buffer] {
 }
 
 /** Mutated in either half, or both halves mutated as one (bytes behind STARTTLS). */
-function tlsFuzzed(rnd: SimRandom, hello: Buffer): { before: Buffer; after: Buffer } {
+function tlsFuzzed(rnd: SeededRandom, hello: Buffer): { before: Buffer; after: Buffer } {
   const [before, after] = tlsValid(rnd, hello);
   const r = rnd.int(10);
   if (r === 0) return { before, after };
@@ -213,7 +213,7 @@ async function ticks(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 }
 
-async function sendInPieces(rnd: SimRandom, write: (b: Buffer) => void, bytes: Buffer): Promise<void> {
+async function sendInPieces(rnd: SeededRandom, write: (b: Buffer) => void, bytes: Buffer): Promise<void> {
   let at = 0;
   while (at < bytes.length) {
     const n = 1 + rnd.int(bytes.length - at);
@@ -229,7 +229,7 @@ const FAKE_TLS: readonly NbdTls[] = [
 ];
 
 /** One STARTTLS case over an in-memory stream; the pause between the halves is random (0 = the client did not wait for the ACK). */
-async function memTlsCase(rnd: SimRandom): Promise<void> {
+async function memTlsCase(rnd: SeededRandom): Promise<void> {
   const { before, after } = tlsFuzzed(rnd, CLIENT_HELLO);
   const [c, s] = memStreamPair();
   c.attach({ onData: () => undefined, onDrain: () => undefined, onClose: () => undefined });
@@ -260,7 +260,7 @@ async function captureClientHello(o: tls.ConnectionOptions): Promise<Buffer> {
 }
 
 test(`${MEM_CASES} mutated handshakes and requests over in-memory streams (seed ${SEED})`, async () => {
-  const rnd = new SimRandom(SEED);
+  const rnd = new SeededRandom(SEED);
   const batch = 250;
   const end = performance.now() + budget.ms;
   for (let done = 0; done < MEM_CASES || (budget.long && performance.now() < end); done += batch) {
@@ -282,7 +282,7 @@ test(`${MEM_CASES} mutated handshakes and requests over in-memory streams (seed 
 });
 
 test(`${TCP_CASES} mutated streams over TCP, then nbdinfo and qemu-io still work (seed ${SEED})`, async () => {
-  const rnd = new SimRandom(SEED + 1);
+  const rnd = new SeededRandom(SEED + 1);
   const listener = await new NodeNet().listen({ host: '127.0.0.1', port: 0 }, (s) => server.accept(s));
   // close() in after() refuses new connections; a second server object is not needed.
   try {
@@ -317,7 +317,7 @@ test(`${TCP_CASES} mutated streams over TCP, then nbdinfo and qemu-io still work
 });
 
 test(`${TLS_MEM_CASES} mutated STARTTLS negotiations over in-memory streams, TLS required or optional (seed ${SEED})`, async () => {
-  const rnd = new SimRandom(SEED + 2);
+  const rnd = new SeededRandom(SEED + 2);
   const batch = 250;
   const end = performance.now() + budget.ms;
   const established0 = logger.count((l) => l.msg === 'nbd TLS established');
@@ -336,7 +336,7 @@ test(`${TLS_MEM_CASES} mutated STARTTLS negotiations over in-memory streams, TLS
 });
 
 test(`${TLS_TCP_CASES} hostile STARTTLS cases over real TLS sockets, then nbdinfo over TLS still works (seed ${SEED})`, async () => {
-  const rnd = new SimRandom(SEED + 3);
+  const rnd = new SeededRandom(SEED + 3);
   const ca = certs.ca('fuzz');
   const srv = certs.signed(ca, 'fuzz-server', 'localhost', { server: true, san: 'IP:127.0.0.1' });
   const clientDir = certs.layout('fuzz-client', ca, 'client');

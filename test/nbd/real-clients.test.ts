@@ -10,10 +10,10 @@ import { rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdServer } from '../../src/nbd/server.js';
 import { MemBlockDevice } from '../../src/nbd/mem-device.js';
-import { NodeNet } from '../../src/transport/node-net.js';
+import { NodeNet } from '../../src/node/net.js';
 import type { Listener } from '../../src/transport/net.js';
-import { NodeClock } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { NodeClock } from '../../src/node/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 import { FilterDevice } from '../util/filter-device.js';
 import { checkAll, checkErrors, checkFio, checkInfo, checkList, checkQemuImg, readMap, runOk, tempDir } from '../util/nbd-checks.js';
 

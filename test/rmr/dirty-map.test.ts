@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { CHUNKS_PER_PAGE, DirtyMap, PAGE_BYTES } from '../../src/rmr/dirty-map.js';
+import { CHUNKS_PER_PAGE, DirtyMap, PAGE_BYTES } from '../../src/rmr/protocol/dirty-map.js';
 
 type Op =
   | { k: 'set'; first: number; count: number }

@@ -5,10 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { IntentLog, INTENT_MAGIC, INTENT_VERSION } from '../../src/rmr/intent-log.js';
-import { MD_PAGE, MetaSlots, decodeSlotPage } from '../../src/rmr/md-slots.js';
+import { IntentLog, INTENT_MAGIC, INTENT_VERSION } from '../../src/rmr/server/intent-log.js';
+import { MD_PAGE, MetaSlots, decodeSlotPage } from '../../src/rmr/server/md-slots.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 
 const SHIFT = 12; // 4 KiB extents keep the test small
@@ -46,7 +46,7 @@ test('every allowed, not yet durable write is covered by the record on disk', ()
       fc.integer({ min: 1, max: 1000 }),
       (max_active, ops: Op[], seed) => {
         const clock = new SimClock();
-        const random = new SimRandom(seed);
+        const random = new SeededRandom(seed);
         const disk = new MemDisk(1 << 20, clock, random);
         disk.faults.latency_ms = 1;
         interface W { extents: number[]; state: 'waiting' | 'allowed' | 'done' | 'durable' | 'refused'; fua: boolean }
@@ -139,7 +139,7 @@ test('every allowed, not yet durable write is covered by the record on disk', ()
 
 test('writes into recorded extents cost no metadata IO; load after a crash reports the extents', () => {
   const clock = new SimClock();
-  const disk = new MemDisk(1 << 20, clock, new SimRandom(1));
+  const disk = new MemDisk(1 << 20, clock, new SeededRandom(1));
   const log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 16, requestFlush: () => undefined });
   let ok = 0;
   assert.equal(log.begin(0, 4096, () => ok++), false);
@@ -171,7 +171,7 @@ test('writes into recorded extents cost no metadata IO; load after a crash repor
 
 test('a torn newest slot falls back to the previous good record', () => {
   const clock = new SimClock();
-  const disk = new MemDisk(1 << 20, clock, new SimRandom(2));
+  const disk = new MemDisk(1 << 20, clock, new SeededRandom(2));
   const log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 16, requestFlush: () => undefined });
   log.begin(0, 1, () => undefined); // record {0} in slot 0
   clock.runUntil(5);
@@ -196,7 +196,7 @@ test('a torn newest slot falls back to the previous good record', () => {
 
 test('when the flush that would free the record fails, waiting writes get the error instead of waiting', () => {
   const clock = new SimClock();
-  const disk = new MemDisk(1 << 20, clock, new SimRandom(3));
+  const disk = new MemDisk(1 << 20, clock, new SeededRandom(3));
   let log: IntentLog | null = null;
   log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 1, requestFlush: () => log?.fail(-5) });
   const got: number[] = [];
@@ -213,7 +213,7 @@ test('when the flush that would free the record fails, waiting writes get the er
 
 test('an extent leaves the record only once the client settled its writes; a new client keeps its predecessor\'s until reconciled', () => {
   const clock = new SimClock();
-  const disk = new MemDisk(1 << 20, clock, new SimRandom(4));
+  const disk = new MemDisk(1 << 20, clock, new SeededRandom(4));
   let flushes = 0;
   const log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 1, requestFlush: () => flushes++ });
   const flush = (): void => {
@@ -254,7 +254,7 @@ test('an extent leaves the record only once the client settled its writes; a new
 
 test('a record with an extent_shift this code never writes is refused, not expanded', () => {
   const clock = new SimClock();
-  const disk = new MemDisk(1 << 20, clock, new SimRandom(5));
+  const disk = new MemDisk(1 << 20, clock, new SeededRandom(5));
   const payload = Buffer.alloc(16);
   payload.writeUInt32LE(63, 0); // 2^51 extents of 4 KiB per recorded extent
   payload.writeUInt32LE(1, 4);
@@ -269,7 +269,7 @@ test('a record with an extent_shift this code never writes is refused, not expan
 
 test('a durable extent held only by an unsettled write asks for no flush: settle() frees it', () => {
   const clock = new SimClock();
-  const disk = new MemDisk(1 << 20, clock, new SimRandom(6));
+  const disk = new MemDisk(1 << 20, clock, new SeededRandom(6));
   let flushes = 0;
   const log = new IntentLog(disk, BASE, { extent_shift: SHIFT, max_active: 1, requestFlush: () => flushes++ });
   const got: string[] = [];

@@ -2,8 +2,8 @@
 // value, the path the server dispatcher takes (server-node.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/leg-commands.js';
-import { decodeMessage, encodeCmd, MAX_INTENT_RANGES } from '../../src/rmr/msg.js';
+import { legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/protocol/leg-commands.js';
+import { decodeMessage, encodeCmd, MAX_INTENT_RANGES } from '../../src/rmr/protocol/msg.js';
 
 const CHUNK = 65536;
 

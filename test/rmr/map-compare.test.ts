@@ -3,10 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DirtyMap } from '../../src/rmr/dirty-map.js';
-import { compareMaps, formatDifferences, readNodeMaps } from '../../src/rmr/map-compare.js';
-import { READ_MAP_HEADER, legCommandToWire } from '../../src/rmr/leg-commands.js';
-import { encodeCmd } from '../../src/rmr/msg.js';
+import { DirtyMap } from '../../src/rmr/protocol/dirty-map.js';
+import { compareMaps, formatDifferences, readNodeMaps } from '../../src/rmr/client/map-compare.js';
+import { READ_MAP_HEADER, legCommandToWire } from '../../src/rmr/protocol/leg-commands.js';
+import { encodeCmd } from '../../src/rmr/protocol/msg.js';
 
 const CHUNKS = 70_000; // more than two bitmap pages
 

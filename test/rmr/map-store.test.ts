@@ -4,15 +4,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DirtyMap, CHUNKS_PER_PAGE } from '../../src/rmr/dirty-map.js';
-import { MapStore, decodeMapImage, encodeMapImage, mapStoreBytes } from '../../src/rmr/map-store.js';
+import { DirtyMap, CHUNKS_PER_PAGE } from '../../src/rmr/protocol/dirty-map.js';
+import { MapStore, decodeMapImage, encodeMapImage, mapStoreBytes } from '../../src/rmr/server/map-store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 
 const N = 3 * CHUNKS_PER_PAGE + 77;
 
-function randomMaps(r: SimRandom, count: number): DirtyMap<unknown>[] {
+function randomMaps(r: SeededRandom, count: number): DirtyMap<unknown>[] {
   return Array.from({ length: count }, (_, i) => {
     const m = new DirtyMap<unknown>(i + 1, N);
     const mode = r.int(4);
@@ -40,7 +40,7 @@ function same(a: DirtyMap<unknown>[], b: DirtyMap<unknown>[]): void {
 test('map images round-trip and stay small for clean and full pages', () => {
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 1e9 }), fc.integer({ min: 0, max: 4 }), (seed, count) => {
-      const maps = randomMaps(new SimRandom(seed), count);
+      const maps = randomMaps(new SeededRandom(seed), count);
       const img = encodeMapImage(maps);
       const back = decodeMapImage(img, N);
       if (typeof back === 'string') assert.fail(back);
@@ -55,7 +55,7 @@ test('map images round-trip and stay small for clean and full pages', () => {
 
 test('maps persist across a reopen; a torn image in the other bank is harmless; a corrupt live image is reported', () => {
   const clock = new SimClock();
-  const r = new SimRandom(5);
+  const r = new SeededRandom(5);
   const pages = Math.ceil(N / CHUNKS_PER_PAGE);
   const disk = new MemDisk(mapStoreBytes(pages) + 4096, clock, r);
   const BASE = 4096;
@@ -98,7 +98,7 @@ test('maps persist across a reopen; a torn image in the other bank is harmless; 
 test('storing maps equal to the stored ones costs no IO; a failed store is not taken as durable', () => {
   const clock = new SimClock();
   const pages = Math.ceil(N / CHUNKS_PER_PAGE);
-  const disk = new MemDisk(mapStoreBytes(pages) + 4096, clock, new SimRandom(9));
+  const disk = new MemDisk(mapStoreBytes(pages) + 4096, clock, new SeededRandom(9));
   const store = new MapStore(disk, 4096, pages);
   const m = new DirtyMap<unknown>(1, N);
   m.setDirty(10, 3);

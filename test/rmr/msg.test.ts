@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import type { Layout} from '../../src/rmr/layout.js';
-import { type FieldSpec, type FieldType, type ValuesOf } from '../../src/rmr/layout.js';
+import type { Layout} from '../../src/rmr/protocol/layout.js';
+import { type FieldSpec, type FieldType, type ValuesOf } from '../../src/rmr/protocol/layout.js';
 import {
   CmdEnvelope,
   CmdPayload,
@@ -24,7 +24,7 @@ import {
   encodeCmd,
   encodeIo,
   encodeMapAdd,
-} from '../../src/rmr/msg.js';
+} from '../../src/rmr/protocol/msg.js';
 
 function fieldArb(t: FieldType): fc.Arbitrary<number | string | Buffer> {
   if (t === 'u8') return fc.integer({ min: 0, max: 255 });

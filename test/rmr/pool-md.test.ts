@@ -3,9 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { PoolMdStore, decodePoolMd, emptySrvMd, encodePoolMd, type PoolMd } from '../../src/rmr/pool-md.js';
-import { MAP_UPDATE_STATES } from '../../src/rmr/pool-md.js';
-import { SERVER_POOL_STATES } from '../../src/rmr/server-pool-state.js';
+import { SERVER_POOL_STATES, decodePoolMd, emptySrvMd, encodePoolMd, type PoolMd } from '../../src/rmr/protocol/pool-md.js';
+import { PoolMdStore } from '../../src/rmr/server/pool-md-store.js';
+import { MAP_UPDATE_STATES } from '../../src/rmr/protocol/pool-md.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 

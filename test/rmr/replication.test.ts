@@ -7,9 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DirectChannel, PeerSource, makeCluster, type Cluster } from '../util/inproc-cluster.js';
 import { Errno } from '../../src/util/errno.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
-import type { Leg } from '../../src/rmr/client-pool.js';
+import type { Leg } from '../../src/rmr/client/client-pool.js';
 
 const CHUNK = 64 * 1024;
 

@@ -4,13 +4,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { RmrServerNode } from '../../src/rmr/server-node.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
-import { CmdType, IoOp, encodeCmd, encodeIo, encodeMapAdd } from '../../src/rmr/msg.js';
+import { RmrServerNode } from '../../src/rmr/server/server-node.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
+import { CmdType, IoOp, encodeCmd, encodeIo, encodeMapAdd } from '../../src/rmr/protocol/msg.js';
 import type { ServerRequest, ServerSession } from '../../src/transport/server.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { MemoryLogger } from '../util/memory-logger.js';
 
 const CHUNK = 65536;
 const SIZE = 16 * CHUNK;

@@ -3,14 +3,14 @@
 // dirtiness over a chunk range, and "lock, sync, resume" for dirty chunks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServerPool, type PeerMapCommand, type PeerQuery, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server-pool.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/msg.js';
+import { ServerPool, type PeerMapCommand, type PeerQuery, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server/server-pool.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/protocol/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
-import type { ReadCallback } from '../../src/rmr/store.js';
+import type { ReadCallback } from '../../src/rmr/server/io-store.js';
 
 const CHUNK = 64 * 1024;
 const SIZE = 16 * CHUNK;
@@ -46,7 +46,7 @@ class FakePeer implements SyncSource {
 
 function node(mode: 'create' | 'add' = 'create', allowed = { io: true }) {
   const clock = new SimClock();
-  const random = new SimRandom(1);
+  const random = new SeededRandom(1);
   const data = new MemDisk(SIZE, clock, random);
   const meta = new MemDisk(1 << 20, clock, random);
   data.faults.latency_ms = 0.1;

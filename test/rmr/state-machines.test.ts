@@ -3,8 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { SERVER_POOL_STATES, ServerPoolStateMachine, type ServerPoolStateEvent } from '../../src/rmr/server-pool-state.js';
-import { LEG_STATES, LegGatekeeper, type LegState, type LegStateEvent, type LegStateHolder } from '../../src/rmr/leg-state.js';
+import { ServerPoolStateMachine, type ServerPoolStateEvent } from '../../src/rmr/server/server-pool-state.js';
+import { SERVER_POOL_STATES } from '../../src/rmr/protocol/pool-md.js';
+import { LEG_STATES, LegGatekeeper, type LegState, type LegStateEvent, type LegStateHolder } from '../../src/rmr/client/leg-state.js';
 
 test('server pool: exactly the reference transitions are legal, each emits one event', () => {
   const legal = new Set([

@@ -1,11 +1,12 @@
 // Periodic pool work on the injected clock, and the shared session registry.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Ticker, serverPoolTickers, MD_SYNC_INTERVAL_MS } from '../../src/rmr/tickers.js';
-import { SessionRegistry } from '../../src/rmr/session-registry.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
+import { Ticker } from '../../src/util/ticker.js';
+import { serverPoolTickers, MD_SYNC_INTERVAL_MS } from '../../src/rmr/server/tickers.js';
+import { SessionRegistry } from '../../src/rmr/client/session-registry.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemNetwork } from '../../src/sim/mem-net.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 
@@ -42,7 +43,7 @@ test('the metadata ticker persists what changed, and costs no IO while nothing d
 
 test('one session per storage node, shared and reference counted', () => {
   const clock = new SimClock();
-  const random = new SimRandom(1);
+  const random = new SeededRandom(1);
   const net = new MemNetwork(clock, random);
   const reg = new SessionRegistry({ net: net.host('client'), clock, random }, { secret: Buffer.alloc(32, 1) });
   const a = reg.get('client@node1', [{ host: 'node1', port: 1234 }]);

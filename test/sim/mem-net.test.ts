@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MEM_STREAM_HIGH_WATER, MemNetwork } from '../../src/sim/mem-net.js';
 import type { NetStream } from '../../src/transport/net.js';
 
@@ -17,7 +17,7 @@ interface End {
 
 async function pair(): Promise<{ clock: SimClock; net: MemNetwork; a: End; b: End }> {
   const clock = new SimClock();
-  const net = new MemNetwork(clock, new SimRandom(1), { latency_ms: 1, jitter_ms: 0 });
+  const net = new MemNetwork(clock, new SeededRandom(1), { latency_ms: 1, jitter_ms: 0 });
   const ends: End[] = [];
   const attach = (stream: NetStream): End => {
     const e: End = { stream, got: [], drains: 0 };

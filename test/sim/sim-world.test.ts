@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
 
@@ -28,10 +28,10 @@ test('SimClock: deadline then arming order; cancel; time jumps only to deadlines
   assert.throws(() => c.runUntilTrue('never', () => false, 200), /simulated time 200 ms reached waiting for never/);
 });
 
-test('SimRandom: one stream per seed', () => {
-  const a = new SimRandom(7);
-  const b = new SimRandom(7);
-  const c = new SimRandom(8);
+test('SeededRandom: one stream per seed', () => {
+  const a = new SeededRandom(7);
+  const b = new SeededRandom(7);
+  const c = new SeededRandom(8);
   const xs = Array.from({ length: 100 }, () => a.u32());
   assert.deepEqual(xs, Array.from({ length: 100 }, () => b.u32()));
   assert.notDeepEqual(xs, Array.from({ length: 100 }, () => c.u32()));
@@ -43,7 +43,7 @@ test('SimRandom: one stream per seed', () => {
 
 test('MemDisk: flushed and FUA writes survive a power loss, others do not; errors on bad ranges', () => {
   const clock = new SimClock();
-  const d = new MemDisk(64 * 1024, clock, new SimRandom(1));
+  const d = new MemDisk(64 * 1024, clock, new SeededRandom(1));
   const st: number[] = [];
   d.write(0, Buffer.alloc(4096, 1), false, (s) => st.push(s));
   d.write(4096, Buffer.alloc(4096, 2), true, (s) => st.push(s));
@@ -70,7 +70,7 @@ test('MemDisk: flushed and FUA writes survive a power loss, others do not; error
 
 test('MemDisk: a torn write keeps some sectors and loses others', () => {
   const clock = new SimClock();
-  const d = new MemDisk(1 << 20, clock, new SimRandom(3));
+  const d = new MemDisk(1 << 20, clock, new SeededRandom(3));
   d.write(0, Buffer.alloc(64 * 512, 9), false, () => undefined);
   clock.runUntil(1);
   d.powerLoss('tear');

@@ -15,12 +15,12 @@ import { waitFor, within } from '../util/wait.js';
 import { fuzzBudget, mutate } from '../util/fuzz.js';
 import { FLAG_READ, FrameType, encodeFrameHead } from '../../src/transport/frame.js';
 import { PROTOCOL_VERSION, encodeHello } from '../../src/transport/handshake.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 
 const budget = fuzzBudget(4000, 20261201);
 
 /** A valid stream of post-handshake frames. */
-function frames(rnd: SimRandom, qd: number): Buffer {
+function frames(rnd: SeededRandom, qd: number): Buffer {
   const out: Buffer[] = [];
   let id = 1 + rnd.int(4);
   const n = 1 + rnd.int(8);
@@ -51,7 +51,7 @@ function frames(rnd: SimRandom, qd: number): Buffer {
   return Buffer.concat(out);
 }
 
-function helloFrame(rnd: SimRandom, name: string): Buffer {
+function helloFrame(rnd: SeededRandom, name: string): Buffer {
   const body = encodeHello({ version: PROTOCOL_VERSION, path_index: rnd.int(3), queue_depth: 1 + rnd.int(64), max_io_size: 1 << 20, incarnation: 1 + rnd.int(3), client_nonce: randomBytes(32), session_name: name });
   return Buffer.concat([encodeFrameHead(FrameType.HELLO, 0, null, body.length, 0, 0, 0, 0), body]);
 }
@@ -73,7 +73,7 @@ test(`transport listener: mutated post-handshake frame streams for ${budget.ms} 
     execs.set(k, (execs.get(k) ?? 0) + 1);
     inner(req);
   };
-  const rnd = new SimRandom(budget.seed);
+  const rnd = new SeededRandom(budget.seed);
   const end = performance.now() + budget.ms;
   let cases = 0;
   let authenticated = 0;

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { ClientSession, type LinkEvent } from '../../src/transport/client-session.js';
 import { TransportServer, type ServerRequest } from '../../src/transport/server.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemNetwork } from '../../src/sim/mem-net.js';
 import { pattern } from '../util/test-handler.js';
 
@@ -14,7 +14,7 @@ const SECRET = Buffer.alloc(32, 7);
 
 function world(seed: number, latency_ms = 0.1, jitter_ms = 0.05) {
   const clock = new SimClock();
-  const random = new SimRandom(seed);
+  const random = new SeededRandom(seed);
   const net = new MemNetwork(clock, random, { latency_ms, jitter_ms });
   const trace: string[] = [];
   const executions = new Map<number, number>();

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { resolveDaemonConfig } from '../../src/daemon/config.js';
 import { ControlServer } from '../../src/daemon/node-control-server.js';
-import { NodeClock } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { NodeClock } from '../../src/node/ports.js';
+import { MemoryLogger } from './memory-logger.js';
 
 export const TOKEN = 'fuzz-token-0123456789abcdef';
 

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FaultProxy, Shaper, noFaults, parseFaults } from './fault-proxy.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { waitFor, within } from './wait.js';
 
 /** A TCP server that echoes (or only counts, `sink`) and remembers what it received. */
@@ -216,7 +216,7 @@ test('stop_reading: the proxy stops draining the client, backpressure reaches th
 test('the shaper: a seed gives the same schedule; order is kept; the rate spaces the pieces', () => {
   const f = { ...noFaults(), latency_ms: 10, jitter_ms: 50 };
   const schedule = (seed: number): number[] => {
-    const s = new Shaper(new SimRandom(seed));
+    const s = new Shaper(new SeededRandom(seed));
     return Array.from({ length: 100 }, (_, i) => s.admit(i, f));
   };
   const a = schedule(5);
@@ -224,7 +224,7 @@ test('the shaper: a seed gives the same schedule; order is kept; the rate spaces
   assert.notDeepEqual(schedule(6), a);
   for (let i = 1; i < a.length; i++) assert.ok((a[i] as number) >= (a[i - 1] as number), 'never before the previous chunk');
   assert.ok(a.every((x, i) => x >= i + 10));
-  const r = new Shaper(new SimRandom(1));
+  const r = new Shaper(new SeededRandom(1));
   const rf = { ...noFaults(), rate: 1000 };
   r.sent(0, 500, rf);
   assert.equal(r.slot(0, rf), 500, '500 bytes at 1000 B/s hold the next piece for 500 ms');

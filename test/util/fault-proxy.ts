@@ -14,7 +14,7 @@
 // `max_buffer_bytes` per connection before it stops reading.
 
 import net from 'node:net';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 
 export type Direction = 'up' | 'down';
 
@@ -64,7 +64,7 @@ export function noFaults(): DirectionFaults {
 export class Shaper {
   private last_at = 0;
   private next_free = 0;
-  constructor(private readonly rnd: SimRandom) {}
+  constructor(private readonly rnd: SeededRandom) {}
 
   /** Earliest departure of a chunk arriving at `now`. */
   admit(now: number, f: DirectionFaults): number {
@@ -243,7 +243,7 @@ export class FaultProxy {
   private readonly server: net.Server;
   private readonly conns = new Set<Conn>();
   private readonly f: Record<Direction, DirectionFaults> = { up: noFaults(), down: noFaults() };
-  private readonly rnd: SimRandom;
+  private readonly rnd: SeededRandom;
   private readonly max_buffer: number;
   private refusing = false;
   readonly stats = {
@@ -257,7 +257,7 @@ export class FaultProxy {
   port = 0;
 
   constructor(private readonly o: FaultProxyOptions) {
-    this.rnd = new SimRandom(o.seed ?? 1);
+    this.rnd = new SeededRandom(o.seed ?? 1);
     this.max_buffer = o.max_buffer_bytes ?? 16 << 20;
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => this.accept(client));
   }

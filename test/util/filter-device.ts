@@ -2,7 +2,7 @@
 // with a chosen status, corrupt read data (to prove the data checks catch a broken server)
 // and hold completions until the test releases them (to observe in-flight bounds).
 
-import type { BlockDevice, Extent, WriteFlags, ZeroFlags } from '../../src/nbd/block-device.js';
+import type { BlockDevice, Extent, WriteFlags, ZeroFlags } from '../../src/util/block-device.js';
 import { ForwardingDevice } from '../../src/nbd/forwarding-device.js';
 
 export type OpName = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'status';

@@ -1,7 +1,7 @@
 // Shared pieces of the listener fuzzers: the time budget and seed (short in npm test, long
 // with `npm run fuzz -- --seconds N` or RMR_FUZZ_SECONDS=N), and byte-level mutations.
 
-import type { SimRandom } from '../../src/sim/sim-random.js';
+import type { SeededRandom } from '../../src/util/seeded-random.js';
 
 export interface FuzzBudget {
   seed: number;
@@ -22,7 +22,7 @@ export function fuzzBudget(default_ms: number, default_seed: number): FuzzBudget
 export const BOUNDARY_U32 = [0, 1, 3, 0x7fffffff, 0x80000000, 0xfffffff0, 0xffffffff, 4096, 4097, 65536, 65537, 1 << 20, 33 << 20];
 
 /** 1..4 mutations: bit flips, boundary u32/u16 values, truncation, insertion, duplication. */
-export function mutate(rnd: SimRandom, b: Buffer): Buffer {
+export function mutate(rnd: SeededRandom, b: Buffer): Buffer {
   let cur = Buffer.from(b);
   const n = 1 + rnd.int(4);
   for (let i = 0; i < n; i++) {

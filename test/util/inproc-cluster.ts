@@ -3,14 +3,15 @@
 // dispatcher), legs wired straight to the server pools through channels a test can cut.
 // The channels take any Clock: test/util/brmr-cluster.ts runs them on the real one.
 import assert from 'node:assert/strict';
-import { ClientPool, type LegChannel } from '../../src/rmr/client-pool.js';
-import { ServerPool, type PeerMapCommand, type PeerQuery, type SyncSource } from '../../src/rmr/server-pool.js';
-import { applyPeerMapCommand, executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/msg.js';
-import type { ReadCallback } from '../../src/rmr/store.js';
+import { ClientPool, type LegChannel } from '../../src/rmr/client/client-pool.js';
+import { ServerPool, type PeerMapCommand, type PeerQuery, type SyncSource } from '../../src/rmr/server/server-pool.js';
+import type { LegCommand, LegCommandCallback } from '../../src/rmr/protocol/leg-commands.js';
+import { applyPeerMapCommand, executeLegCommand } from '../../src/rmr/server/execute-command.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { IoOp, type IoMsgValue, type MapAddValue } from '../../src/rmr/protocol/msg.js';
+import type { ReadCallback } from '../../src/rmr/server/io-store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
 import type { Clock } from '../../src/util/ports.js';
@@ -96,7 +97,7 @@ export class PeerSource implements SyncSource {
 
 export interface Cluster {
   clock: SimClock;
-  random: SimRandom;
+  random: SeededRandom;
   client: ClientPool;
   servers: ServerPool[];
   disks: MemDisk[];
@@ -112,7 +113,7 @@ export function makeCluster(rf: number, opts: { chunk_size?: number; size?: numb
   const chunk_size = opts.chunk_size ?? 64 * 1024;
   const size = opts.size ?? 32 * chunk_size;
   const clock = new SimClock();
-  const random = new SimRandom(opts.seed ?? 1);
+  const random = new SeededRandom(opts.seed ?? 1);
   const servers: ServerPool[] = [];
   const disks: MemDisk[] = [];
   const metas: MemDisk[] = [];

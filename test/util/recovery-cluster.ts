@@ -8,16 +8,17 @@
 // A crashed node's or client's objects may still hold callbacks; they reach nothing: its
 // disks are seen through a gate closed at the crash, its channels are cut.
 import assert from 'node:assert/strict';
-import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client-pool.js';
-import type { LegStateEvent } from '../../src/rmr/leg-state.js';
-import { ServerPool } from '../../src/rmr/server-pool.js';
-import { executeLegCommand, type LegCommand, type LegCommandCallback } from '../../src/rmr/leg-commands.js';
-import { BackgroundSync } from '../../src/rmr/background-sync.js';
-import { Ticker } from '../../src/rmr/tickers.js';
-import type { IoMsgValue, MapAddValue } from '../../src/rmr/msg.js';
-import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../src/rmr/store.js';
+import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client/client-pool.js';
+import type { LegStateEvent } from '../../src/rmr/client/leg-state.js';
+import { ServerPool } from '../../src/rmr/server/server-pool.js';
+import type { LegCommand, LegCommandCallback } from '../../src/rmr/protocol/leg-commands.js';
+import { executeLegCommand } from '../../src/rmr/server/execute-command.js';
+import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { Ticker } from '../../src/util/ticker.js';
+import type { IoMsgValue, MapAddValue } from '../../src/rmr/protocol/msg.js';
+import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../src/rmr/server/io-store.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
-import { SimRandom } from '../../src/sim/sim-random.js';
+import { SeededRandom } from '../../src/util/seeded-random.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
 import { Errno } from '../../src/util/errno.js';
 import { PeerSource } from './inproc-cluster.js';
@@ -130,7 +131,7 @@ const GID = 7;
 
 export class RecoveryCluster {
   readonly clock = new SimClock();
-  readonly random: SimRandom;
+  readonly random: SeededRandom;
   readonly chunk_size: number;
   readonly size: number;
   readonly nodes: RNode[] = [];
@@ -148,7 +149,7 @@ export class RecoveryCluster {
   constructor(rf: number, o: RecoveryClusterOptions = {}) {
     this.chunk_size = o.chunk_size ?? 16 * 1024;
     this.size = (o.chunks ?? 32) * this.chunk_size;
-    this.random = new SimRandom(o.seed ?? 1);
+    this.random = new SeededRandom(o.seed ?? 1);
     this.o = { chunk_size: this.chunk_size, chunks: o.chunks ?? 32, seed: o.seed ?? 1, intent_extent_shift: o.intent_extent_shift ?? Math.log2(this.chunk_size), intent_max_extents: o.intent_max_extents ?? 64 };
     for (let m = 1; m <= rf; m++) this.addNode(m);
     this.newClient();

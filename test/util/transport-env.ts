@@ -3,10 +3,10 @@
 import { randomBytes } from 'node:crypto';
 import { ClientSession, type ClientSessionOptions, type LinkEvent } from '../../src/transport/client-session.js';
 import type { Address } from '../../src/transport/net.js';
-import { NodeNet } from '../../src/transport/node-net.js';
+import { NodeNet } from '../../src/node/net.js';
 import { TransportServer, type ServerOptions } from '../../src/transport/server.js';
-import { NodeClock, NodeRandom } from '../../src/util/node-ports.js';
-import { MemoryLogger } from '../../src/util/ports.js';
+import { NodeClock, NodeRandom } from '../../src/node/ports.js';
+import { MemoryLogger } from './memory-logger.js';
 import { TestHandler } from './test-handler.js';
 
 export const SECRET = randomBytes(32);

@@ -12,8 +12,8 @@
 
 import { Errno, errnoName } from '../../util/errno.js';
 import { nullLogger, type Logger } from '../../util/ports.js';
-import type { ClientOp, ClientPool } from '../../rmr/client-pool.js';
-import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../nbd/block-device.js';
+import type { ClientOp, ClientPool } from '../../rmr/client/client-pool.js';
+import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../util/block-device.js';
 import { BRMR_RSP_MAX, decodeAnswer, encodeRequest, type StoreParamsAnswer } from '../msg.js';
 import { mergeParams, type DeviceParams } from '../params.js';
 import { DeviceStateMachine, type DeviceStateEvent, type DeviceStateView } from './device-state.js';

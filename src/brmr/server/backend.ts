@@ -1,10 +1,10 @@
 // What a store sits on: the whole backing file or block device, addressed by absolute byte
 // position (header at 0, data at 4096, RMR metadata after the data; store.ts owns that
-// layout). node-file-backend.ts is the real one; MemBackend below serves tests and the
+// layout). src/node/file-backend.ts is the real one; MemBackend below serves tests and the
 // simulator. Completions are callbacks, never called synchronously from the starting call.
 
 import { Errno } from '../../util/errno.js';
-import type { IoCallback, ReadCallback } from '../../rmr/store.js';
+import type { IoCallback, ReadCallback } from '../../rmr/server/io-store.js';
 import { defaultParams, type DeviceParams } from '../params.js';
 
 export interface StoreBackend {

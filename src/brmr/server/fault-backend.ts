@@ -12,8 +12,8 @@
 
 import { Errno, errnoName } from '../../util/errno.js';
 import type { Clock, Random } from '../../util/ports.js';
-import type { IoCallback, ReadCallback } from '../../rmr/store.js';
-import { SimRandom } from '../../sim/sim-random.js';
+import type { IoCallback, ReadCallback } from '../../rmr/server/io-store.js';
+import { SeededRandom } from '../../util/seeded-random.js';
 import type { BackendOpener, StoreBackend } from './backend.js';
 
 export type FaultOp = 'read' | 'write' | 'flush';
@@ -274,7 +274,7 @@ export class FaultController {
     this.s = next;
     if (reseed) {
       this.seed = seed;
-      this.rnd = seed === null ? this.port_random : new SimRandom(seed);
+      this.rnd = seed === null ? this.port_random : new SeededRandom(seed);
     }
     this.releaseUnstalled();
   }

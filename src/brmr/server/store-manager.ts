@@ -9,7 +9,7 @@
 
 import { Errno, errnoName } from '../../util/errno.js';
 import { nullLogger, type Logger, type Random } from '../../util/ports.js';
-import { rmrMetaBytes, type RecoveryReport, type ServerPool } from '../../rmr/server-pool.js';
+import { rmrMetaBytes, type RecoveryReport, type ServerPool } from '../../rmr/server/server-pool.js';
 import type { BackendOpener, StoreBackend } from './backend.js';
 import { DATA_OFFSET, HEADER_BYTES, STATE_MAPPED, STATE_NEED_SYNC, decodeHeader, hasHeaderMagic, makeUuid, uuidText, type StoreHeader } from './header.js';
 import { BrmrStore, type StoreEvent } from './store.js';

@@ -17,8 +17,8 @@
 
 import { Errno, errnoName } from '../../util/errno.js';
 import type { Logger } from '../../util/ports.js';
-import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../rmr/store.js';
-import type { RegisteredStore } from '../../rmr/server-pool.js';
+import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../rmr/server/io-store.js';
+import type { RegisteredStore } from '../../rmr/server/server-pool.js';
 import { BRMR_RSP_MAX, decodeRequest, encodeAnswer, type BrmrAnswer, type BrmrCmdName } from '../msg.js';
 import { sameParams } from '../params.js';
 import { DATA_OFFSET, STATE_MAPPED, encodeHeader, uuidText, type StoreHeader } from './header.js';

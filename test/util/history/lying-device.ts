@@ -2,8 +2,8 @@
 // acknowledges writes it drops, answers reads from a stale copy, or loses everything not
 // flushed when told to "crash". Seeded, so a failing run replays.
 
-import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../../src/nbd/block-device.js';
-import { SimRandom } from '../../../src/sim/sim-random.js';
+import type { BlockDevice, BlockSizes, Extent, WriteFlags, ZeroFlags } from '../../../src/util/block-device.js';
+import { SeededRandom } from '../../../src/util/seeded-random.js';
 
 export interface LieOptions {
   /** Acknowledge this fraction of writes without doing them. */
@@ -27,7 +27,7 @@ export class LyingDevice implements BlockDevice {
   private readonly old: Buffer;
   /** What a power loss leaves: the state at the last flush that really happened. */
   private durable: Buffer;
-  private readonly rnd: SimRandom;
+  private readonly rnd: SeededRandom;
   readonly lies = { dropped_writes: 0, stale_reads: 0 };
 
   constructor(
@@ -39,7 +39,7 @@ export class LyingDevice implements BlockDevice {
     this.cur = Buffer.alloc(size_bytes);
     this.old = Buffer.alloc(size_bytes);
     this.durable = Buffer.alloc(size_bytes);
-    this.rnd = new SimRandom(o.seed ?? 1);
+    this.rnd = new SeededRandom(o.seed ?? 1);
   }
 
   /** Simulated power loss: back to the last durable state. */

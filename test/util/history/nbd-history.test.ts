@@ -11,8 +11,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdServer } from '../../../src/nbd/server.js';
-import { NodeNet } from '../../../src/transport/node-net.js';
-import { NodeClock } from '../../../src/util/node-ports.js';
+import { NodeNet } from '../../../src/node/net.js';
+import { NodeClock } from '../../../src/node/ports.js';
 import { checkHistory, type CheckOptions, type CheckResult } from './checker.js';
 import { runWorkload, type WorkloadOptions, type WorkloadResult } from './nbd-workload.js';
 import { LyingDevice, type LieOptions } from './lying-device.js';

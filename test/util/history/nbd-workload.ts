@@ -9,7 +9,7 @@
 //   const r = checkHistory(h.ops, { multi_conn: h.multi_conn, trim: 'undefined', final: 'register' });
 
 import { Cmd, CmdFlag, TFlag } from '../../../src/nbd/proto.js';
-import { SimRandom } from '../../../src/sim/sim-random.js';
+import { SeededRandom } from '../../../src/util/seeded-random.js';
 import { WireClient, type Reply } from '../nbd-wire-client.js';
 import type { SocketStream} from '../socket-stream.js';
 import { connectStream, type ClientTls, type SocketTarget } from '../socket-stream.js';
@@ -74,7 +74,7 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
   const base = o.base_offset ?? 0;
   const timeout = o.op_timeout_ms ?? 5000;
   const mix = { ...DEFAULT_MIX, ...o.mix };
-  const rnd = new SimRandom(o.seed);
+  const rnd = new SeededRandom(o.seed);
   const ops: Op[] = [];
   const stats: WorkloadResult['stats'] = { connects: 0, connection_failures: 0, unknown: 0, failed: 0, by_kind: { write: 0, zero: 0, trim: 0, read: 0, flush: 0 }, duration_ms: 0 };
   let next_value = 1;

@@ -1,0 +1,229 @@
+// Pool commands a compute client (or a peer) sends to a storage node's pool, as typed values,
+// and their wire form. The transport dispatcher encodes them as CMD messages (msg.ts); the
+// storage node executes them (server/execute-command.ts), and in-process tests call that
+// directly: one implementation of what each command does, whatever carries it.
+
+import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
+
+export type LegCommand =
+  | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
+  | { kind: 'rejoin' }
+  | { kind: 'enable_pool'; enable: boolean }
+  | { kind: 'maintenance'; on: boolean }
+  | { kind: 'map_ready' }
+  | { kind: 'map_send'; receiver: number; map_ver: number }
+  | { kind: 'map_done'; enable: boolean }
+  | { kind: 'map_disable' }
+  | { kind: 'map_check' }
+  | { kind: 'store_check' }
+  | { kind: 'map_get_ver' }
+  | { kind: 'leave'; member_id: number; delete: boolean }
+  | { kind: 'pool_info'; member_id: number; op: 'add' | 'remove'; mode: PoolInfoMode; dirty: boolean }
+  | { kind: 'md_read' }
+  | { kind: 'md_write'; md: Buffer }
+  | { kind: 'user'; bytes: Buffer; rsp_len: number }
+  | { kind: 'read_map_buf'; map_idx: number; page: number }
+  | { kind: 'intent_to_map'; with_intent: boolean; ranges: (readonly [number, number])[] }
+  | { kind: 'own_dirty'; from_chunk: number }
+  | { kind: 'map_mark'; member_id: number; conditional: boolean; ranges: (readonly [number, number])[] }
+  | { kind: 'send_discard'; member_id: number }
+  | { kind: 'discard_clear'; member_id: number }
+  | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number }
+  | { kind: 'verify'; first_chunk: number; chunk_count: number; members: number[] };
+
+export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
+
+/** A question a storage node asks one peer, answered with bytes: its pool_md (MD_SEND, §8.7), chunk hashes (verify). */
+export type PeerQuery = { kind: 'md_read' } | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number };
+
+/** What a map source sends to the receiver during a map spread. */
+export type PeerMapCommand =
+  | { kind: 'send_map_buf'; member_id: number; first_page: number; page_count: number; map_ver: number; pages: Buffer }
+  | { kind: 'map_buf_done'; map_ver: number };
+const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
+
+/** A CHUNK_HASH answer per chunk: state u8 (0 hashed, 1 dirty here: not compared) | sha256 [32]. */
+export const CHUNK_HASH_BYTES = 33;
+/** VERIFY answer per chunk, one byte: bit i the i-th listed member differs from the source, bit 4+i it was not compared. */
+export const VERIFY_DIFFERS = 0x01;
+export const VERIFY_SKIPPED = 0x10;
+
+/** Largest answer payload of a command (pool_md, user replies). */
+export const MAX_CMD_ANSWER = 4096;
+/** Map pages one READ_MAP_BUF answer carries at most. */
+export const READ_MAP_PAGES = 16;
+/** READ_MAP_BUF answer header: member_id u8 | next_map_idx u8 | pad u16 | first_page u32 | page_count u32 | next_page u32. */
+export const READ_MAP_HEADER = 16;
+
+/**
+ * status 0 or -errno; `value` carries MAP_CHECK / STORE_CHECK answers (1/0), versions and the
+ * joined member id; `data` the answer of md_read and user commands.
+ */
+export type LegCommandCallback = (status: number, value: number, reason: string | null, data?: Buffer | null) => void;
+
+/** Chunk ranges as (u32 first, u32 count) pairs: INTENT_TO_MAP, MAP_MARK tails and CRASH_READ answers. */
+export function encodeRanges(ranges: readonly (readonly [number, number])[]): Buffer {
+  if (ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges`);
+  const tail = Buffer.alloc(ranges.length * 8);
+  ranges.forEach(([first, count], i) => {
+    tail.writeUInt32LE(first, i * 8);
+    tail.writeUInt32LE(count, i * 8 + 4);
+  });
+  return tail;
+}
+
+/** The inverse of encodeRanges; null when the length is not whole pairs. */
+export function decodeRanges(buf: Buffer): [number, number][] | null {
+  if (buf.length % 8 !== 0 || buf.length > MAX_INTENT_RANGES * 8) return null;
+  const ranges: [number, number][] = [];
+  for (let o = 0; o + 8 <= buf.length; o += 8) ranges.push([buf.readUInt32LE(o), buf.readUInt32LE(o + 4)]);
+  return ranges;
+}
+
+/** The wire form of a command: its CMD type and payload fields (msg.ts CmdPayload). */
+export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_type: CmdTypeValue; payload: Record<string, number | Buffer>; tail?: Buffer } {
+  switch (cmd.kind) {
+    case 'join': {
+      const ids = Buffer.alloc(MAX_MEMBERS);
+      const dirty = Buffer.alloc(MAX_MEMBERS);
+      cmd.members.forEach((m, i) => {
+        ids[i] = m.id;
+        dirty[i] = m.dirty ? 1 : 0;
+      });
+      return {
+        cmd_type: CmdType.JOIN_POOL,
+        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? 1 : 0, create: cmd.create ? 1 : 0, rejoin: 0, extend: cmd.extend === true ? 1 : 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
+      };
+    }
+    case 'rejoin':
+      return { cmd_type: CmdType.REJOIN_POOL, payload: { queue_depth: 0, chunk_size } };
+    case 'enable_pool':
+      return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.enable ? 1 : 0 } };
+    case 'maintenance':
+      return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.on ? 0 : 2 } };
+    case 'map_ready':
+      return { cmd_type: CmdType.MAP_READY, payload: {} };
+    case 'map_send':
+      return { cmd_type: CmdType.MAP_SEND, payload: { receiver_member_id: cmd.receiver, map_ver: cmd.map_ver } };
+    case 'map_done':
+      return { cmd_type: CmdType.MAP_DONE, payload: { enable: cmd.enable ? 1 : 0 } };
+    case 'map_disable':
+      return { cmd_type: CmdType.MAP_DISABLE, payload: {} };
+    case 'map_check':
+      return { cmd_type: CmdType.MAP_CHECK, payload: {} };
+    case 'store_check':
+      return { cmd_type: CmdType.STORE_CHECK, payload: {} };
+    case 'map_get_ver':
+      return { cmd_type: CmdType.MAP_GET_VER, payload: {} };
+    case 'leave':
+      return { cmd_type: CmdType.LEAVE_POOL, payload: { member_id: cmd.member_id, delete: cmd.delete ? 1 : 0 } };
+    case 'pool_info':
+      return { cmd_type: CmdType.POOL_INFO, payload: { member_id: cmd.member_id, operation: cmd.op === 'add' ? 0 : 1, mode: MODES.indexOf(cmd.mode), dirty: cmd.dirty ? 1 : 0 } };
+    case 'md_read':
+      return { cmd_type: CmdType.MD_SEND, payload: { src_mapped_size: 0, sender_id: 0, leader_id: 0, read_full_md: 1 } };
+    case 'md_write':
+      return { cmd_type: CmdType.SEND_MD_BUF, payload: { sender_id: 0, receiver_id: 0, flags: MD_FLAG.WRITE, md_len: cmd.md.length }, tail: cmd.md };
+    case 'user':
+      return { cmd_type: CmdType.USER, payload: { usr_len: cmd.bytes.length }, tail: cmd.bytes };
+    case 'read_map_buf':
+      return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
+    case 'intent_to_map': {
+      const tail = encodeRanges(cmd.ranges);
+      return { cmd_type: CmdType.INTENT_TO_MAP, payload: { with_intent: cmd.with_intent ? 1 : 0, ranges_len: tail.length }, tail };
+    }
+    case 'own_dirty':
+      return { cmd_type: CmdType.OWN_DIRTY, payload: { from_chunk: cmd.from_chunk } };
+    case 'send_discard':
+      return { cmd_type: CmdType.SEND_DISCARD, payload: { member_id: cmd.member_id } };
+    case 'discard_clear':
+      return { cmd_type: CmdType.DISCARD_CLEAR_FLAG, payload: { member_id: cmd.member_id } };
+    case 'chunk_hash':
+      return { cmd_type: CmdType.CHUNK_HASH, payload: { first_chunk: cmd.first_chunk, chunk_count: cmd.chunk_count } };
+    case 'verify': {
+      const ids = Buffer.alloc(MAX_MEMBERS);
+      cmd.members.forEach((id, i) => (ids[i] = id));
+      return { cmd_type: CmdType.VERIFY, payload: { first_chunk: cmd.first_chunk, chunk_count: cmd.chunk_count, member_cnt: cmd.members.length, member_ids: ids } };
+    }
+    case 'map_mark': {
+      const tail = encodeRanges(cmd.ranges);
+      return { cmd_type: CmdType.MAP_MARK, payload: { member_id: cmd.member_id, conditional: cmd.conditional ? 1 : 0, ranges_len: tail.length }, tail };
+    }
+  }
+}
+
+/** Answer bytes a command may return beyond its CMD_RSP. */
+export function answerBytes(cmd: LegCommand): number {
+  if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
+  if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * 8;
+  if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
+  if (cmd.kind === 'verify') return cmd.chunk_count;
+  return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
+}
+
+const num = (p: Record<string, number | string | Buffer>, k: string): number => (typeof p[k] === 'number' ? p[k] : 0);
+
+/** A decoded CMD back to a command (null for commands that are not leg commands). */
+export function legCommandFromWire(cmd_type: number, p: Record<string, number | string | Buffer>, tail: Buffer, read_len: number): LegCommand | null {
+  switch (cmd_type) {
+    case CmdType.JOIN_POOL: {
+      const ids = p.member_ids as Buffer;
+      const dirty = p.member_dirty as Buffer;
+      const members = Array.from({ length: num(p, 'member_cnt') }, (_, i) => ({ id: ids[i] as number, dirty: dirty[i] === 1 }));
+      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') === 1, extend: num(p, 'extend') === 1, queue_depth: num(p, 'queue_depth'), members };
+    }
+    case CmdType.REJOIN_POOL:
+      return { kind: 'rejoin' };
+    case CmdType.ENABLE_POOL: {
+      const e = num(p, 'enable');
+      return e === 1 ? { kind: 'enable_pool', enable: true } : { kind: 'maintenance', on: e === 0 };
+    }
+    case CmdType.MAP_READY:
+      return { kind: 'map_ready' };
+    case CmdType.MAP_SEND:
+      return { kind: 'map_send', receiver: num(p, 'receiver_member_id'), map_ver: num(p, 'map_ver') };
+    case CmdType.MAP_DONE:
+      return { kind: 'map_done', enable: num(p, 'enable') === 1 };
+    case CmdType.MAP_DISABLE:
+      return { kind: 'map_disable' };
+    case CmdType.MAP_CHECK:
+      return { kind: 'map_check' };
+    case CmdType.STORE_CHECK:
+      return { kind: 'store_check' };
+    case CmdType.MAP_GET_VER:
+      return { kind: 'map_get_ver' };
+    case CmdType.LEAVE_POOL:
+      return { kind: 'leave', member_id: num(p, 'member_id'), delete: num(p, 'delete') === 1 };
+    case CmdType.POOL_INFO:
+      return { kind: 'pool_info', member_id: num(p, 'member_id'), op: num(p, 'operation') === 0 ? 'add' : 'remove', mode: MODES[num(p, 'mode')] ?? 'assemble', dirty: num(p, 'dirty') === 1 };
+    case CmdType.MD_SEND:
+      // Peers merge the slot they need out of the whole record, so both forms answer it.
+      return { kind: 'md_read' };
+    case CmdType.SEND_MD_BUF:
+      return num(p, 'flags') === MD_FLAG.WRITE ? { kind: 'md_write', md: Buffer.from(tail) } : { kind: 'md_read' };
+    case CmdType.USER:
+      return { kind: 'user', bytes: Buffer.from(tail), rsp_len: read_len };
+    case CmdType.READ_MAP_BUF:
+      return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
+    case CmdType.INTENT_TO_MAP: {
+      // The layout checked that the tail is whole pairs, at most MAX_INTENT_RANGES of them.
+      const ranges = decodeRanges(tail) ?? [];
+      return { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
+    }
+    case CmdType.OWN_DIRTY:
+      return { kind: 'own_dirty', from_chunk: num(p, 'from_chunk') };
+    case CmdType.SEND_DISCARD:
+      return { kind: 'send_discard', member_id: num(p, 'member_id') };
+    case CmdType.DISCARD_CLEAR_FLAG:
+      return { kind: 'discard_clear', member_id: num(p, 'member_id') };
+    case CmdType.CHUNK_HASH:
+      return { kind: 'chunk_hash', first_chunk: num(p, 'first_chunk'), chunk_count: num(p, 'chunk_count') };
+    case CmdType.VERIFY: {
+      const ids = p.member_ids as Buffer;
+      return { kind: 'verify', first_chunk: num(p, 'first_chunk'), chunk_count: num(p, 'chunk_count'), members: Array.from({ length: num(p, 'member_cnt') }, (_, i) => ids[i] as number) };
+    }
+    case CmdType.MAP_MARK:
+      return { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges: decodeRanges(tail) ?? [] };
+    default:
+      return null;
+  }
+}

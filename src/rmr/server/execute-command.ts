@@ -1,0 +1,134 @@
+// A storage node's pool executes the commands of protocol/leg-commands.ts: the transport
+// dispatcher (server-node.ts) decodes them from CMD messages, in-process tests hand them over
+// directly. One implementation of what each command does, whatever carries it.
+
+import { Errno } from '../../util/errno.js';
+import { MAX_INTENT_RANGES, MAX_MEMBERS } from '../protocol/msg.js';
+import { decodePoolMd, encodePoolMd } from '../protocol/pool-md.js';
+import { MAX_CMD_ANSWER, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
+import type { ServerPool } from './server-pool.js';
+
+export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
+  const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
+  switch (cmd.kind) {
+    case 'join': {
+      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, extend: cmd.extend === true, chunk_size: pool.chunk_size, members: cmd.members });
+      if (err !== null || from_sync || !pool.hasStore) return answer(err, pool.member_id);
+      // The membership is on disk before the client counts on it: a node that crashes right
+      // after its join restarts knowing its pool (found by the simulator, seed 3025).
+      return pool.persistMetadata((s) => cb(s, pool.member_id, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
+    case 'rejoin':
+      return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
+    case 'enable_pool':
+    case 'maintenance': {
+      const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
+      if (err !== null || from_sync || !pool.hasStore) return answer(err);
+      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
+    case 'map_ready':
+      return answer(pool.mapReady(from_sync));
+    case 'map_send':
+      return pool.mapSend(cmd.receiver, cmd.map_ver, (status) => cb(status, 0, status === 0 ? null : `map send failed (${status})`));
+    case 'map_done':
+      // The received maps are durable before the node serves on them.
+      if (pool.map_update_state !== 'DONE') return answer(pool.mapDone(cmd.enable));
+      return pool.syncMaps((s) => (s === 0 ? answer(pool.mapDone(cmd.enable)) : cb(s, 0, `maps not persisted (${s})`)));
+    case 'map_disable':
+      pool.mapDisable(from_sync);
+      return answer(null);
+    case 'map_check':
+      return answer(null, pool.mapCheck() ? 1 : 0);
+    case 'store_check':
+      return answer(null, pool.storeCheck() ? 1 : 0);
+    case 'map_get_ver':
+      return answer(null, pool.map_ver);
+    case 'leave':
+      return answer(from_sync ? null : pool.leave(cmd.member_id, cmd.delete));
+    case 'pool_info': {
+      // Persisted before the answer: a node that restarts knows the pool's members (§9.6).
+      const err = pool.poolInfo(cmd.member_id, cmd.op, cmd.mode, cmd.dirty);
+      if (err !== null || !pool.hasStore) return answer(err);
+      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
+    case 'md_read': {
+      const md = pool.currentPoolMd();
+      return cb(0, 0, null, encodePoolMd(md));
+    }
+    case 'md_write': {
+      const md = decodePoolMd(cmd.md);
+      if (typeof md === 'string') return cb(Errno.EBADMSG, 0, md);
+      // The answer's value says whether the node serves IO: the client's tick learns of a node
+      // that left IO service without its IO failing (a store replaced, a peer's read failing).
+      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md), pool.state === 'NORMAL' ? 1 : 0);
+    }
+    case 'user':
+      return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
+    case 'read_map_buf':
+      return cb(0, 0, null, readMapSlice(pool, cmd.map_idx, cmd.page));
+    case 'intent_to_map': {
+      if (from_sync) return answer('INTENT_TO_MAP from a sync pool');
+      const r = pool.intentToMap(cmd.ranges, cmd.with_intent);
+      if (typeof r === 'string') return answer(r);
+      return pool.syncMaps((s) => {
+        if (s === 0 && cmd.with_intent) pool.intentReconciled();
+        cb(s, r, s === 0 ? null : `maps not persisted (${s})`);
+      });
+    }
+    case 'own_dirty': {
+      const [ranges, next] = pool.ownDirtyRuns(cmd.from_chunk, MAX_INTENT_RANGES);
+      return cb(0, next, null, encodeRanges(ranges));
+    }
+    case 'map_mark': {
+      if (from_sync) return answer('MAP_MARK from a sync pool');
+      const r = pool.mapMark(cmd.member_id, cmd.ranges, cmd.conditional);
+      if (typeof r === 'string') return answer(r);
+      return pool.syncMaps((s) => cb(s, r, s === 0 ? null : `maps not persisted (${s})`));
+    }
+    case 'send_discard':
+    case 'discard_clear': {
+      if (from_sync) return answer(`${cmd.kind} from a sync pool`);
+      const err = cmd.kind === 'send_discard' ? pool.sendDiscard(cmd.member_id) : pool.discardClear(cmd.member_id);
+      if (err !== null) return answer(err);
+      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
+    case 'chunk_hash':
+      return pool.chunkHashes(cmd.first_chunk, cmd.chunk_count, (status, data) => cb(status, 0, status === 0 ? null : `chunk hashes failed (${status})`, data));
+    case 'verify':
+      if (from_sync) return answer('VERIFY from a sync pool');
+      return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));
+  }
+}
+
+/**
+ * READ_MAP_BUF (reference §5.4): the next slice of this node's maps from a cursor (map index
+ * in member order, page). member_id 0 in the answer marks the end.
+ */
+function readMapSlice(pool: ServerPool, map_idx: number, page: number): Buffer {
+  const maps = [...pool.maps.values()].sort((a, b) => a.member_id - b.member_id);
+  const m = maps[map_idx];
+  const head = Buffer.alloc(READ_MAP_HEADER);
+  if (m === undefined || page >= m.page_count) {
+    const next = maps[map_idx + 1];
+    if (m !== undefined && next !== undefined) return readMapSlice(pool, map_idx + 1, 0);
+    return head; // member 0: the end
+  }
+  const n = Math.min(READ_MAP_PAGES, m.page_count - page);
+  const out = Buffer.alloc(READ_MAP_HEADER + n * 4096);
+  out[0] = m.member_id;
+  const done = page + n >= m.page_count;
+  // After the last map the cursor names no map (MAX_MEMBERS): the next answer is the end.
+  out[1] = done ? Math.min(map_idx + 1, MAX_MEMBERS) : map_idx;
+  out.writeUInt32LE(page, 4);
+  out.writeUInt32LE(n, 8);
+  out.writeUInt32LE(done ? 0 : page + n, 12);
+  for (let i = 0; i < n; i++) m.encodePage(page + i, out.subarray(READ_MAP_HEADER + i * 4096, READ_MAP_HEADER + (i + 1) * 4096));
+  return out;
+}
+
+/** A map-transfer command arriving from the map source's sync pool. */
+export function applyPeerMapCommand(pool: ServerPool, cmd: PeerMapCommand): number {
+  const err =
+    cmd.kind === 'send_map_buf' ? pool.receiveMapBuf(cmd.member_id, cmd.first_page, cmd.page_count, cmd.pages, true) : pool.mapBufDone(cmd.map_ver);
+  return err === null ? 0 : Errno.EINVAL;
+}

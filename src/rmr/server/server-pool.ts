@@ -1,0 +1,385 @@
+// The storage node's side of a pool (the reference's rmr_srv_pool, §4.3, §6.5-§6.7, §7.2,
+// §8, §9): the face that the dispatcher (server-node.ts, execute-command.ts), BRMR's store
+// manager, the daemon, the simulator and the tests use. It holds no state and no logic of its
+// own; it wires the parts together over one state object and passes each call on:
+//
+//   server-core.ts     the pool's state (store, maps, map update, map version, state
+//                      machine, sessions, sync pool) behind named operations
+//   server-io.ts       IO admission, "lock, sync, resume" for dirty chunks, completion
+//                      bookkeeping, flushes, chunk sync from a peer
+//   map-spread.ts      map spread (MAP_READY .. MAP_DONE, MAP_SEND), MAP_ADD / MAP_CLEAR /
+//                      MAP_MARK, INTENT_TO_MAP, OWN_DIRTY, discards, the peer-map check
+//   pool-metadata.ts   store registration, load / persist of pool_md, maps and the intent
+//                      record (§3.10), the metadata exchange with the peers (§8.7)
+//   verify-hashes.ts   the hashes of online verify
+//   membership.ts      joins, enable and maintenance, leave, POOL_INFO, the sync pool
+//
+// It is sans-IO: the store, the metadata store and the peers (through the sync pool) are
+// ports; answers go back through the `reply` callbacks the dispatcher hands in.
+
+import type { DirtyMap } from '../protocol/dirty-map.js';
+import type { PeerMapCommand, PeerQuery } from '../protocol/leg-commands.js';
+import type { IoMsgValue, MapAddValue, MapClearValue } from '../protocol/msg.js';
+import type { MapUpdateState, PoolMd } from '../protocol/pool-md.js';
+import { MapSpread } from './map-spread.js';
+import { Membership } from './membership.js';
+import { PoolMetadata, type RecoveryReport } from './pool-metadata.js';
+import { ServerPoolCore, type ParkedIo, type RegisteredStore, type ServerPoolEvent, type ServerPoolOptions, type ServerPoolStats, type SyncSource } from './server-core.js';
+import { ServerIo } from './server-io.js';
+import type { ServerPoolStateMachine } from './server-pool-state.js';
+import { VerifyHashes } from './verify-hashes.js';
+
+// The peer command vocabulary is the protocol's; re-exported for the pool's users.
+export type { PeerMapCommand, PeerQuery };
+export type { RegisteredStore, ServerPoolEvent, ServerPoolOptions, ServerPoolStats, SyncSource } from './server-core.js';
+export { MD_INTENT_OFFSET, MD_MAPS_OFFSET, MD_POOL_OFFSET, rmrMetaBytes, type RecoveryReport } from './pool-metadata.js';
+
+export class ServerPool {
+  private readonly core: ServerPoolCore;
+  private readonly metadata: PoolMetadata;
+  private readonly io: ServerIo;
+  private readonly spread: MapSpread;
+  private readonly verify: VerifyHashes;
+  private readonly membership: Membership;
+
+  constructor(opts: ServerPoolOptions, emit: (ev: ServerPoolEvent) => void) {
+    this.core = new ServerPoolCore(opts, emit);
+    // The intent record asks for a flush when it is full of unflushed extents (synchronously, as before the split).
+    this.metadata = new PoolMetadata(this.core, () => this.io.flushForIntent());
+    this.io = new ServerIo(this.core, this.metadata);
+    this.spread = new MapSpread(this.core, this.metadata);
+    this.verify = new VerifyHashes(this.core);
+    this.membership = new Membership(this.core, this.spread, this.metadata);
+  }
+
+  // ------------------------------------------------------------------ what the pool is
+
+  get name(): string {
+    return this.core.name;
+  }
+
+  get group_id(): number {
+    return this.core.group_id;
+  }
+
+  get member_id(): number {
+    return this.core.member_id;
+  }
+
+  get chunk_size(): number {
+    return this.core.chunk_size;
+  }
+
+  get sm(): ServerPoolStateMachine {
+    return this.core.sm;
+  }
+
+  get state(): string {
+    return this.core.state;
+  }
+
+  /** The pool metadata as last loaded or built (written by persistMetadata). */
+  get pool_md(): PoolMd | null {
+    return this.metadata.pool_md;
+  }
+
+  get queue_depth(): number {
+    return this.metadata.queue_depth;
+  }
+
+  get mapped_size(): number {
+    return this.core.mapped_size;
+  }
+
+  get no_of_chunks(): number {
+    return this.core.no_of_chunks;
+  }
+
+  get marked_create(): boolean {
+    return this.core.marked_create;
+  }
+
+  get maintenance(): boolean {
+    return this.core.maintenance;
+  }
+
+  /** The version only rises; the setter exists for tests that stage a newer one. */
+  get map_ver(): number {
+    return this.core.map_ver;
+  }
+
+  set map_ver(v: number) {
+    this.core.raiseMapVersion(v);
+  }
+
+  get map_update_state(): MapUpdateState {
+    return this.core.map_update_state;
+  }
+
+  /**
+   * Members whose store was replaced and whose discard is not confirmed everywhere yet (the
+   * reference's discard_entries): their map here is fully dirty, also after a spread.
+   */
+  get discarded(): ReadonlySet<number> {
+    return this.core.discarded;
+  }
+
+  /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
+  get maps(): ReadonlyMap<number, DirtyMap<ParkedIo>> {
+    return this.core.maps;
+  }
+
+  /** The node's sync pool (add_clt / remove_clt); tests attach theirs directly. */
+  get sync_source(): SyncSource | null {
+    return this.core.sync_source;
+  }
+
+  set sync_source(source: SyncSource | null) {
+    this.core.sync_source = source;
+  }
+
+  get stats(): ServerPoolStats {
+    return this.core.stats;
+  }
+
+  get hasStore(): boolean {
+    return this.core.hasStore;
+  }
+
+  ownMap(): DirtyMap<ParkedIo> | undefined {
+    return this.core.ownMap();
+  }
+
+  // ------------------------------------------------------------------ registration and metadata (pool-metadata.ts)
+
+  /**
+   * Registers the backing store (brmr-server's create_store / add_store). `create` marks the
+   * pool for a create-mode join; otherwise only assemble joins are accepted.
+   */
+  register(store: RegisteredStore, mode: 'create' | 'add' | 'replace', mapped_size: number): string | null {
+    return this.metadata.register(store, mode, mapped_size);
+  }
+
+  /**
+   * remove_store / delete_store (reference rmr_srv_unregister): the store leaves the pool,
+   * which goes EMPTY and forgets its maps (they stay on the store for a later add_store; the
+   * caller persists them first when it wants them kept). Refused while chunk syncs are in
+   * flight: their waiters must be answered by this store.
+   */
+  unregister(reason: string): string | null {
+    return this.metadata.unregister(reason);
+  }
+
+  /**
+   * add_store: restores what the store remembers (reference `rmr_srv_refresh_md`, §3.10):
+   * pool_md, the dirty maps and the intent record; the result is persisted before the intent
+   * record is cleared, so a second crash loses nothing.
+   */
+  loadMetadata(cb: (status: number, report: RecoveryReport | null, reason: string | null) => void): void {
+    this.metadata.loadMetadata(cb);
+  }
+
+  /** The pool metadata as this node knows it (built from its state when never loaded). */
+  currentPoolMd(): PoolMd {
+    return this.metadata.currentPoolMd();
+  }
+
+  /** SEND_MD_BUF from the compute client: it owns the header part of pool_md (§3.6). */
+  adoptClientMd(md: PoolMd): string | null {
+    return this.metadata.adoptClientMd(md);
+  }
+
+  /** Writes pool_md and the dirty maps (serialised; callers arriving during a write share the next one). */
+  persistMetadata(cb: (status: number) => void): void {
+    this.metadata.persistMetadata(cb);
+  }
+
+  /** Every map change that records a write others missed is durable when cb(0) runs. */
+  syncMaps(cb: (status: number) => void): void {
+    this.metadata.syncMaps(cb);
+  }
+
+  /** The intent record's extents (the reference's last_io view), or null without a store. */
+  intentRecord(): { extent_bytes: number; extents: number[] } | null {
+    return this.metadata.intentRecord();
+  }
+
+  /** The extents in the intent record now (what a crash would leave). */
+  intentRecorded(): number[] {
+    return this.metadata.intentRecorded();
+  }
+
+  /** INTENT_TO_MAP with the record is durable: the former client's extents may go. */
+  intentReconciled(): void {
+    this.core.reconcileIntent();
+  }
+
+  /** Metadata exchange (§8.7, MD_SEND between peers): each peer's own srv_md slot, merged. */
+  exchangeMetadata(): void {
+    this.metadata.exchangeMetadata();
+  }
+
+  // ------------------------------------------------------------------ sessions and members (membership.ts)
+
+  /** JOIN_POOL from a compute client (non-sync) or a peer's sync pool (§4.3). */
+  join(j: { sync: boolean; create: boolean; dirty: boolean; rejoin?: boolean; extend?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
+    return this.membership.join(j);
+  }
+
+  /** ENABLE_POOL from the compute client (§5.4). */
+  enable(on: boolean): string | null {
+    return this.membership.enable(on);
+  }
+
+  /** ENABLE_POOL(2): maintenance off; the node stays out of IO service until it has a map. */
+  maintenanceOff(): string | null {
+    return this.membership.maintenanceOff();
+  }
+
+  /** LEAVE_POOL of the compute client. */
+  leave(member_id: number, del: boolean): string | null {
+    return this.membership.leave(member_id, del);
+  }
+
+  /** POOL_INFO: a member was added to or removed from the pool (§5.4). */
+  poolInfo(member_id: number, op: 'add' | 'remove', mode: 'create' | 'assemble' | 'delete' | 'disassemble', dirty: boolean): string | null {
+    return this.membership.poolInfo(member_id, op, mode, dirty);
+  }
+
+  /** add_clt: attaches the node's sync pool (the peers), the reference's `add_clt` file. */
+  addClt(source: SyncSource): string | null {
+    return this.membership.addClt(source);
+  }
+
+  /** remove_clt: detaches it; chunk syncs then fail until one is attached again. */
+  removeClt(): void {
+    this.membership.removeClt();
+  }
+
+  /** STORE_CHECK: may the store serve IO? */
+  storeCheck(): boolean {
+    return this.membership.storeCheck();
+  }
+
+  /** USER: passed to the store; RMR adds nothing (§5.6). */
+  userCommand(bytes: Buffer, rsp_len: number, cb: (status: number, rsp: Buffer | null) => void): void {
+    this.membership.userCommand(bytes, rsp_len, cb);
+  }
+
+  // ------------------------------------------------------------------ maps (map-spread.ts)
+
+  /** Peer-map cleaning (§8.6), run every few seconds. */
+  checkPeerMaps(): void {
+    this.spread.checkPeerMaps();
+  }
+
+  /** MAP_CHECK: is this node NORMAL with a clean own map? */
+  mapCheck(): boolean {
+    return this.spread.mapCheck();
+  }
+
+  /** MAP_READY: this node is about to receive every map (received aside until complete). */
+  mapReady(from_sync: boolean): string | null {
+    return this.spread.mapReady(from_sync);
+  }
+
+  /** SEND_MAP_BUF: pages of one member's map from the map source. */
+  receiveMapBuf(member_id: number, first_page: number, page_count: number, pages: Buffer, from_sync: boolean): string | null {
+    return this.spread.receiveMapBuf(member_id, first_page, page_count, pages, from_sync);
+  }
+
+  /** MAP_BUF_DONE: the source sent everything; adopt its version (never an older one). */
+  mapBufDone(map_ver: number): string | null {
+    return this.spread.mapBufDone(map_ver);
+  }
+
+  /** MAP_DONE: the client closes the update; with `enable` the node serves IO again. */
+  mapDone(enable: boolean): string | null {
+    return this.spread.mapDone(enable);
+  }
+
+  /** MAP_DISABLE: the spread failed; out of IO service until the next one. */
+  mapDisable(from_sync: boolean): void {
+    this.spread.mapDisable(from_sync);
+  }
+
+  /** MAP_SEND: stream every map this node holds to the receiver through the sync pool. */
+  mapSend(receiver_member_id: number, client_map_ver: number, cb: (status: number) => void): void {
+    this.spread.mapSend(receiver_member_id, client_map_ver, cb);
+  }
+
+  /** MAP_ADD: chunks became dirty for the listed members (§5.5). */
+  mapAdd(m: MapAddValue): number {
+    return this.spread.mapAdd(m);
+  }
+
+  /** INTENT_TO_MAP (§8.4, generalised): one source per chunk that may differ between members. */
+  intentToMap(ranges: readonly (readonly [number, number])[], with_intent: boolean): number | string {
+    return this.spread.intentToMap(ranges, with_intent);
+  }
+
+  /** OWN_DIRTY: what this node knows it lacks, as ranges from `from`, and where to go on (0: done). */
+  ownDirtyRuns(from: number, max: number): [[number, number][], number] {
+    return this.spread.ownDirtyRuns(from, max);
+  }
+
+  /** SEND_DISCARD (§9.8): `member_id`'s store was replaced; fully dirty here until DISCARD_CLEAR_FLAG. */
+  sendDiscard(member_id: number): string | null {
+    return this.spread.sendDiscard(member_id);
+  }
+
+  /** DISCARD_CLEAR_FLAG: every member holds `member_id` fully dirty; the flag goes. */
+  discardClear(member_id: number): string | null {
+    return this.spread.discardClear(member_id);
+  }
+
+  /** MAP_MARK: the ranges become dirty for `member_id` (`conditional`: where another member is clean). */
+  mapMark(member_id: number, ranges: readonly (readonly [number, number])[], conditional: boolean): number | string {
+    return this.spread.mapMark(member_id, ranges, conditional);
+  }
+
+  /** MAP_CLEAR: a peer synced the range (ignored when this node knows a newer map version). */
+  mapClear(m: MapClearValue): number {
+    return this.spread.mapClear(m);
+  }
+
+  // ------------------------------------------------------------------ online verify (verify-hashes.ts)
+
+  /** CHUNK_HASH: the SHA-256 of each chunk this node holds clean. */
+  chunkHashes(first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
+    this.verify.chunkHashes(first, count, cb);
+  }
+
+  /** VERIFY: this node (the source) compares its chunks with each listed peer's. */
+  verifyChunks(first: number, count: number, members: readonly number[], cb: (status: number, data: Buffer | null, reason: string | null) => void): void {
+    this.verify.verifyChunks(first, count, members, cb);
+  }
+
+  // ------------------------------------------------------------------ IO (server-io.ts)
+
+  /**
+   * An IO message (§6.5-§6.7). `from_sync`: sent by a peer's sync pool (reads only).
+   * `data`: the write payload (empty otherwise). `reply` gets the status and read data.
+   */
+  handleIo(io: IoMsgValue, data: Buffer, from_sync: boolean, answer: (status: number, data: Buffer | null) => void): void {
+    this.io.handleIo(io, data, from_sync, answer);
+  }
+
+  /** Pulls a whole chunk from a peer, then releases the IOs waiting for it (§7.2). */
+  syncChunk(chunk: number, done?: (status: number) => void): void {
+    this.io.syncChunk(chunk, done);
+  }
+
+  /** The background sync may run: NORMAL, with a store and peers to read from. */
+  canSync(): boolean {
+    return this.io.canSync();
+  }
+
+  appBytes(): number {
+    return this.io.appBytes();
+  }
+
+  appIos(): number {
+    return this.io.appIos();
+  }
+}
