@@ -32,7 +32,7 @@ import { RmrServerNode } from '../rmr/server/server-node.js';
 import { TransportLeg } from '../rmr/client/transport-leg.js';
 import { SyncPoolSource } from '../rmr/server/sync-pool.js';
 import { BackgroundSync } from '../rmr/server/background-sync.js';
-import { followLinkEvents } from '../rmr/client/leg-links.js';
+import { followLinkEvents, linkMark } from '../rmr/client/leg-links.js';
 import { MD_PAGE } from '../rmr/server/md-slots.js';
 import { MAX_MEMBERS } from '../rmr/protocol/msg.js';
 import { clientPoolTickers } from '../rmr/client/tickers.js';
@@ -392,12 +392,13 @@ function simulate(o: SimOptions): SimResult {
           void s.open().catch(() => undefined);
         }
         if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        const mark = linkMark(s);
         src.addPeer(s.name, new TransportLeg(s, GID, POOL, CHUNK, true), (st) => {
           if (n.gen !== gen) return;
           if (st !== 0) return void clock.setTimer(200, attempt);
           const sp = src.clientPool;
           const leg = sp.leg(peer.member);
-          if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger);
+          if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger, mark);
           joined();
         });
       };
@@ -488,6 +489,7 @@ function simulate(o: SimOptions): SimResult {
     for (const n of nodes) {
       const s = session('client', n.host);
       open(s);
+      const mark = linkMark(s);
       client.sessions.set(n.member, s);
       let joined: Leg | null = null;
       let status = 1;
@@ -501,7 +503,7 @@ function simulate(o: SimOptions): SimResult {
       let en = 1;
       client.pool.enableLeg(leg, (st) => (en = st));
       wait('enable', () => en !== 1, 5000);
-      followLinkEvents(s, client.pool, leg, nullLogger);
+      followLinkEvents(s, client.pool, leg, nullLogger, mark);
     }
     for (const n of nodes) joinPeers(n);
     client.tickers = clientPoolTickers(clock, client.pool);
@@ -760,10 +762,11 @@ function simulate(o: SimOptions): SimResult {
           void s.open().catch(() => undefined);
         }
         if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        const mark = linkMark(s);
         c.pool.addSess(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 'assemble', 128, (st, leg) => {
           if (c.gen !== client.gen) return;
           if (st !== 0 || leg === null) return void clock.setTimer(200, attempt);
-          followLinkEvents(s, c.pool, leg, nullLogger);
+          followLinkEvents(s, c.pool, leg, nullLogger, mark);
         });
       };
       attempt();
@@ -830,6 +833,7 @@ function simulate(o: SimOptions): SimResult {
           void s.open().catch(() => undefined);
         }
         if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        const mark = linkMark(s);
         c.pool.extend(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 128, (st, leg, why) => {
           if (c.gen !== client.gen) return;
           if (st !== 0 || leg === null) {
@@ -847,7 +851,7 @@ function simulate(o: SimOptions): SimResult {
           }
           n.extending = false;
           kinds_hit.add('extend');
-          followLinkEvents(s, c.pool, leg, nullLogger);
+          followLinkEvents(s, c.pool, leg, nullLogger, mark);
         });
       };
       attempt();

@@ -56,6 +56,9 @@ const REGRESSION_SEEDS: { seed: number; schedule: Schedule; swarm?: boolean; fau
   { seed: 72000901, schedule: 1 },
   { seed: 72001092, schedule: 1 },
   { seed: 72000061, schedule: 1 },
+  // Schedule 2 (faults triggered by protocol events):
+  { seed: 2023, schedule: 2, swarm: true, duration_ms: 1500 },
+  { seed: 5000269, schedule: 2, swarm: true },
 ];
 
 test('regression seeds stay fixed', async () => {
