@@ -1,4 +1,4 @@
-// `npm run sim:long -- [--seeds N] [--minutes M] [--from S] [--jobs J] [--schedule V] [--duration MS]`
+// `npm run sim:long -- [--seeds N] [--minutes M] [--from S] [--jobs J] [--schedule V] [--duration MS] [--no-shrink]`
 // The long check: a fresh random range of seeds (or from S), default and swarm fault mixes
 // alternating (even offsets default, odd swarm), on every core (worker threads; J defaults
 // to os.availableParallelism()). It stops starting seeds after N seeds (default 1000 unless
@@ -6,7 +6,8 @@
 // for every violation the invariant, the shortest reproduction (faults left out one at a
 // time while the same invariant fires, as `npm run sim` does) and the line that replays it;
 // at the end, per fault kind: the seeds that injected it, those in which it took effect, and
-// the violations among those. Exits 1 if any seed violated an invariant.
+// the violations among those. Exits 1 if any seed violated an invariant. --no-shrink skips
+// the shrinking (to measure violation rates).
 import { availableParallelism } from 'node:os';
 import { randomInt } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -77,6 +78,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const duration_ms = num('duration');
+  const shrinking = !process.argv.includes('--no-shrink');
   const sh: Shared = { schedule: schedule as Schedule, ...(duration_ms !== undefined ? { duration_ms } : {}) };
   // A fresh range each run unless told: seeds are 32-bit.
   const from = num('from') ?? randomInt(100_000_000, 2 ** 32 - 100_000_000);
@@ -131,8 +133,8 @@ async function main(): Promise<void> {
           if (!r.ok) {
             mix.violations++;
             violations.push({ seed: m.seed, swarm: m.swarm, violation: r.violation ?? '', text: null });
-            console.log(`\nseed ${m.seed}${m.swarm ? ' (swarm)' : ''} VIOLATION ${r.violation ?? ''} (shrinking...)`);
-            if (r.scheduled_faults > 0 && r.trace_hash !== '') shrinks.push({ type: 'shrink', seed: m.seed, swarm: m.swarm, first: r });
+            console.log(`\nseed ${m.seed}${m.swarm ? ' (swarm)' : ''} VIOLATION ${r.violation ?? ''}${shrinking ? ' (shrinking...)' : ''}`);
+            if (shrinking && r.scheduled_faults > 0 && r.trace_hash !== '') shrinks.push({ type: 'shrink', seed: m.seed, swarm: m.swarm, first: r });
           }
           if (performance.now() - last_progress > 10_000) {
             last_progress = performance.now();

@@ -73,9 +73,11 @@ export type Mutation = 'skip_map_add' | 'no_piggyback' | 'drop_intent';
  *   1  1..6 faults at uniform times over the workload. Its extension never happened: the
  *      new node was created but the step after it (an `await`) ran only after the seed had
  *      ended; kept as it was, so recorded seeds replay their histories.
- *   2  1..4 faults at uniform times, and 0..4 *triggered* faults: each is armed at a uniform
- *      time (skewed early) and fires a few ms (0..40, most under 5) after the next protocol event of its
- *      kind (TRIGGERS), aimed at the member the event concerns 70% of the time. The windows
+ *   2  1..4 faults at uniform times, and 0..6 *triggered* faults: each is armed at a uniform
+ *      time (skewed early) and fires a few ms (0..40, most under 5) after the next protocol
+ *      event of its kind (TRIGGERS), aimed at the member the event concerns 70% of the time;
+ *      outages last 50..1050 ms (schedule 1: 200..2200), so more recoveries, and the events
+ *      of their steps, fall within the workload. The windows
  *      the protocol is fragile in (a spread, a chunk sync, a reconciliation, a removal, the
  *      recovery of a first failure) last milliseconds; uniform times hit them about once in
  *      a few hundred faults. Extension works.
@@ -947,10 +949,12 @@ function simulate(o: SimOptions): SimResult {
     } else {
       const n_timed = faults.length === 0 ? 0 : 1 + fr.int(4);
       const triggerable = faults.filter((k) => !MEMBERSHIP_KINDS.includes(k));
-      const n_triggered = triggerable.length === 0 ? 0 : fr.int(5);
-      for (let i = 0; i < n_timed; i++) schedule.push(draw(faults, null));
+      const n_triggered = triggerable.length === 0 ? 0 : fr.int(7);
+      // Shorter outages (50..1050 ms): more recoveries, and their events, within the workload.
+      const shorter = (f: FaultSpec): FaultSpec => ({ ...f, heal_ms: 50 + (f.heal_ms - 200) / 2 });
+      for (let i = 0; i < n_timed; i++) schedule.push(shorter(draw(faults, null)));
       for (let i = 0; i < n_triggered; i++) {
-        const f = draw(triggerable, TRIGGERS[fr.int(TRIGGERS.length)] as Trigger);
+        const f = shorter(draw(triggerable, TRIGGERS[fr.int(TRIGGERS.length)] as Trigger));
         // Armed early more often (median a quarter of the way): events follow the timed faults.
         f.at = (f.at * f.at) / duration;
         // Cubed: most delays are under 5 ms, the length of a spread or a chunk sync.
