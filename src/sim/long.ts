@@ -1,6 +1,7 @@
-// `npm run sim:long -- [--seeds N] [--minutes M] [--from S] [--jobs J] [--schedule V] [--duration MS] [--no-shrink]`
+// `npm run sim:long -- [--seeds N] [--minutes M] [--from S] [--jobs J] [--schedule V] [--duration MS]
+//                      [--mix both|default|swarm] [--faults KIND,...] [--no-shrink]`
 // The long check: a fresh random range of seeds (or from S), default and swarm fault mixes
-// alternating (even offsets default, odd swarm), on every core (worker threads; J defaults
+// alternating (even offsets default, odd swarm; --mix for one of them), on every core (worker threads; J defaults
 // to os.availableParallelism()). It stops starting seeds after N seeds (default 1000 unless
 // --minutes is given) or M minutes, whichever comes first. It prints progress every 10 s, and
 // for every violation the invariant, the shortest reproduction (faults left out one at a
@@ -13,7 +14,7 @@ import { randomInt } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { DEFAULT_SCHEDULE, FAULT_KINDS, SCHEDULES, runSeed, type FaultKind, type Schedule, type SimOptions, type SimResult } from './pool-sim.js';
-import { describeViolation, shrink } from './shrink.js';
+import { describeViolation, replayCommand, shrink } from './shrink.js';
 
 type Task = { type: 'run'; seed: number; swarm: boolean } | { type: 'shrink'; seed: number; swarm: boolean; first: SimResult };
 type Reply = { type: 'ran'; seed: number; swarm: boolean; r: SimResult } | { type: 'shrunk'; seed: number; text: string };
@@ -21,9 +22,15 @@ type Reply = { type: 'ran'; seed: number; swarm: boolean; r: SimResult } | { typ
 interface Shared {
   schedule: Schedule;
   duration_ms?: number;
+  faults?: FaultKind[];
 }
 
-const optionsFor = (sh: Shared, swarm: boolean): Omit<SimOptions, 'seed'> => ({ swarm, schedule: sh.schedule, ...(sh.duration_ms !== undefined ? { duration_ms: sh.duration_ms } : {}) });
+const optionsFor = (sh: Shared, swarm: boolean): Omit<SimOptions, 'seed'> => ({
+  swarm,
+  schedule: sh.schedule,
+  ...(sh.duration_ms !== undefined ? { duration_ms: sh.duration_ms } : {}),
+  ...(sh.faults !== undefined ? { faults: sh.faults } : {}),
+});
 
 /** A seed that threw (not a violation the oracle saw, a crash of the simulator or the code under test). */
 function thrown(seed: number, schedule: Schedule, e: unknown): SimResult {
@@ -79,13 +86,25 @@ async function main(): Promise<void> {
   }
   const duration_ms = num('duration');
   const shrinking = !process.argv.includes('--no-shrink');
-  const sh: Shared = { schedule: schedule as Schedule, ...(duration_ms !== undefined ? { duration_ms } : {}) };
+  const mix = arg('mix') ?? 'both';
+  if (mix !== 'both' && mix !== 'default' && mix !== 'swarm') {
+    console.error('--mix: both, default or swarm');
+    process.exit(2);
+  }
+  const faults = arg('faults')?.split(',');
+  const unknown = faults?.filter((f) => !(FAULT_KINDS as readonly string[]).includes(f)) ?? [];
+  if (unknown.length > 0) {
+    console.error(`--faults: unknown ${unknown.join(',')} (kinds: ${FAULT_KINDS.join(' ')})`);
+    process.exit(2);
+  }
+  const sh: Shared = { schedule: schedule as Schedule, ...(duration_ms !== undefined ? { duration_ms } : {}), ...(faults !== undefined ? { faults: faults as FaultKind[] } : {}) };
+  const swarmAt = (k: number): boolean => (mix === 'both' ? k % 2 === 1 : mix === 'swarm');
   // A fresh range each run unless told: seeds are 32-bit.
   const from = num('from') ?? randomInt(100_000_000, 2 ** 32 - 100_000_000);
   const deadline = minutes === undefined ? Infinity : performance.now() + minutes * 60_000;
   console.log(
     `sim:long: seeds from ${from}${Number.isFinite(max_seeds) ? `, ${max_seeds} seeds` : ''}${minutes !== undefined ? `, ${minutes} minutes` : ''}, ` +
-      `schedule ${sh.schedule}, ${jobs} workers; even offsets default mix, odd swarm`,
+      `schedule ${sh.schedule}${faults !== undefined ? `, faults ${faults.join(',')}` : ''}, ${jobs} workers; ${mix === 'both' ? 'even offsets default mix, odd swarm' : `${mix} mix`}`,
   );
 
   const MIXES = ['default', 'swarm'] as const;
@@ -108,7 +127,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => {
     let live = 0;
     const feed = (w: Worker): void => {
-      const task: Task | undefined = shrinks.shift() ?? (next < max_seeds && performance.now() < deadline ? { type: 'run', seed: (from + next) >>> 0, swarm: next++ % 2 === 1 } : undefined);
+      const task: Task | undefined = shrinks.shift() ?? (next < max_seeds && performance.now() < deadline ? { type: 'run', seed: (from + next) >>> 0, swarm: swarmAt(next++) } : undefined);
       if (task !== undefined) return w.postMessage(task);
       w.postMessage(null);
     };
@@ -171,7 +190,7 @@ async function main(): Promise<void> {
   if (violations.length > 0) {
     console.log(`\nviolations (replay lines):`);
     for (const v of violations) {
-      const replay = v.text?.match(/replay: (.*)/)?.[1] ?? `npm run sim -- --replay ${v.seed}${v.swarm ? ' --swarm' : ''}${sh.schedule !== DEFAULT_SCHEDULE ? ` --schedule ${sh.schedule}` : ''}`;
+      const replay = v.text?.match(/replay: (.*)/)?.[1] ?? replayCommand(v.seed, optionsFor(sh, v.swarm));
       console.log(`  ${v.seed}${v.swarm ? ' (swarm)' : ''}: ${v.violation.slice(0, 160)}\n    ${replay}`);
     }
     process.exitCode = 1;
