@@ -1176,6 +1176,10 @@ function simulate(o: SimOptions): SimResult {
       const sy = members().map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`).join(' ');
       throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
     }
+    // A worker's last IO may start just after the workload ends (its timer was set before),
+    // after the wait for every IO above: it must land before the members are compared (seed
+    // 10000770 compared them while a write released by the reconciliation was on its way).
+    wait('every IO answered and the pool settled', () => inflight === 0 && legs().every((l) => l.state === 'NORMAL') && members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
     // Convergence: the same bytes on every member.
     const ref_node = members()[0] as SimNode;
     const ref = ref_node.data.contents();

@@ -59,6 +59,7 @@ const REGRESSION_SEEDS: { seed: number; schedule: Schedule; swarm?: boolean; fau
   // Schedule 2 (faults triggered by protocol events):
   { seed: 2023, schedule: 2, swarm: true, duration_ms: 1500 },
   { seed: 5000269, schedule: 2, swarm: true },
+  { seed: 10000770, schedule: 2 },
 ];
 
 test('regression seeds stay fixed', async () => {
