@@ -60,6 +60,8 @@ const REGRESSION_SEEDS: { seed: number; schedule: Schedule; swarm?: boolean; fau
   { seed: 2023, schedule: 2, swarm: true, duration_ms: 1500 },
   { seed: 5000269, schedule: 2, swarm: true },
   { seed: 10000770, schedule: 2 },
+  // Schedule 3:
+  { seed: 10000872, schedule: 3 },
 ];
 
 test('regression seeds stay fixed', async () => {
