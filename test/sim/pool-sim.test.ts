@@ -62,6 +62,7 @@ const REGRESSION_SEEDS: { seed: number; schedule: Schedule; swarm?: boolean; fau
   { seed: 10000770, schedule: 2 },
   // Schedule 3:
   { seed: 10000872, schedule: 3 },
+  { seed: 10000085, schedule: 3, swarm: true },
 ];
 
 test('regression seeds stay fixed', async () => {
