@@ -15,7 +15,7 @@ import type { Counter, CounterSeries, Histogram, HistogramSeries } from './metri
 import type { Clock } from '../util/ports.js';
 import { TransportLeg } from '../rmr/client/transport-leg.js';
 import { SyncPoolSource } from '../rmr/server/sync-pool.js';
-import { followLinkEvents } from '../rmr/client/leg-links.js';
+import { followLinkEvents, linkMark } from '../rmr/client/leg-links.js';
 import { clientPoolTickers } from '../rmr/client/tickers.js';
 import type { Ticker } from '../util/ticker.js';
 import { decodePoolMd, checkChunkSize } from '../rmr/protocol/pool-md.js';
@@ -287,6 +287,8 @@ export class RmrClientModule {
         await session.open().catch((err: unknown) => {
           throw new ControlError('ENOTCONN', `session ${sessname} to ${paths.join(',')}: ${err instanceof Error ? err.message : String(err)}`);
         });
+        // Taken before the join: a link lost before the leg follows it fails the leg then.
+        const mark = linkMark(session);
         const gid = groupId(e.name);
         const channel = new TransportLeg(session, gid, e.name, e.chunk_size, e.sync);
         const md = await new Promise<Buffer>((resolve, reject) =>
@@ -323,7 +325,7 @@ export class RmrClientModule {
             else pool.addSess(sessname, metered, mode, LEG_QUEUE_DEPTH, done);
           });
         }
-        const unfollow = followLinkEvents(session, pool, leg, this.ctx.logger);
+        const unfollow = followLinkEvents(session, pool, leg, this.ctx.logger, mark);
         e.legs.set(sessname, { sessname, paths, session, leg, unfollow });
         if (persist) await this.book.put({ kind: 'session', pool: e.name, sessname, paths, sync: e.sync });
         return leg;

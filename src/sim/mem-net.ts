@@ -43,6 +43,13 @@ export class MemNetwork {
   private readonly stalled = new Set<string>();
   readonly streams = new Set<MemStream>();
   private next_port = 40000;
+  /**
+   * How often a fault met traffic, per key: `held a>b` (bytes or a connect held by a
+   * partition), `slowed a>b` (bytes sent under a bandwidth limit), `unread h` (bytes waiting
+   * for a host that stopped reading). The simulator counts a fault as exercised only if its
+   * counter moved while it was on.
+   */
+  private readonly touched = new Map<string, number>();
 
   constructor(clock: SimClock, random: SeededRandom, opts: Partial<MemNetOptions> = {}) {
     this.clock = clock;
@@ -59,9 +66,21 @@ export class MemNetwork {
     return this.opts.latency_ms + (this.opts.jitter_ms > 0 ? this.random.float() * this.opts.jitter_ms : 0);
   }
 
+  touch(key: string): void {
+    this.touched.set(key, (this.touched.get(key) ?? 0) + 1);
+  }
+
+  touches(key: string): number {
+    return this.touched.get(key) ?? 0;
+  }
+
   /** Whether bytes from `a` to `b` are held. */
   isBlocked(a: string, b: string): boolean {
     return this.partitions.has(dirKey(a, b));
+  }
+
+  partitionedKey(key: string): boolean {
+    return this.partitions.has(key);
   }
 
   /** Either direction held: a connect cannot complete its handshake. */
@@ -97,6 +116,7 @@ export class MemNetwork {
     const now = this.clock.now();
     const bw = this.bandwidth.get(dirKey(a, b));
     if (bw === undefined) return now;
+    this.touch(`slowed ${dirKey(a, b)}`);
     const start = Math.max(now, bw.free_at);
     bw.free_at = start + bytes / bw.bytes_per_ms;
     return bw.free_at;
@@ -176,6 +196,7 @@ class MemNet implements Net {
     const w = this.w;
     const from = this.host_name;
     if (w.isPartitioned(from, addr.host)) {
+      for (const k of [dirKey(from, addr.host), dirKey(addr.host, from)]) if (w.partitionedKey(k)) w.touch(`held ${k}`);
       w.clock.setTimer(timeout_ms, () => cb(netError('ETIMEDOUT', `connect to ${addr.host}:${addr.port} timed out`), null));
       return;
     }
@@ -255,6 +276,7 @@ export class MemStream implements NetStream {
 
   private send(data: Buffer): void {
     if (this.w.isBlocked(this.local_host, this.remote_host)) {
+      this.w.touch(`held ${dirKey(this.local_host, this.remote_host)}`);
       this.held.push(data);
       this.in_flight += data.length;
       return;
@@ -302,6 +324,7 @@ export class MemStream implements NetStream {
       took = true;
     }
     if (took) this.peer?.maybeDrain();
+    if (this.inbox.length > 0 && this.w.isStalled(this.local_host)) this.w.touch(`unread ${this.local_host}`);
   }
 
   /** The host reads its sockets again. */

@@ -27,12 +27,12 @@ import { createHash } from 'node:crypto';
 import { ClientSession } from '../transport/client-session.js';
 import { TransportServer } from '../transport/server.js';
 import { ClientPool, type Leg } from '../rmr/client/client-pool.js';
-import { MD_INTENT_OFFSET, ServerPool } from '../rmr/server/server-pool.js';
+import { MD_INTENT_OFFSET, ServerPool, type SyncSource } from '../rmr/server/server-pool.js';
 import { RmrServerNode } from '../rmr/server/server-node.js';
 import { TransportLeg } from '../rmr/client/transport-leg.js';
 import { SyncPoolSource } from '../rmr/server/sync-pool.js';
 import { BackgroundSync } from '../rmr/server/background-sync.js';
-import { followLinkEvents } from '../rmr/client/leg-links.js';
+import { followLinkEvents, linkMark } from '../rmr/client/leg-links.js';
 import { MD_PAGE } from '../rmr/server/md-slots.js';
 import { MAX_MEMBERS } from '../rmr/protocol/msg.js';
 import { clientPoolTickers } from '../rmr/client/tickers.js';
@@ -67,6 +67,43 @@ export const DEFAULT_FAULTS: readonly FaultKind[] = FAULT_KINDS;
 
 export type Mutation = 'skip_map_add' | 'no_piggyback' | 'drop_intent';
 
+/**
+ * Fault schedule versions. A seed's history depends on the schedule, so a recorded seed
+ * names the version it was found with (the regression list pins 1) and replays as it did.
+ *   1  1..6 faults at uniform times over the workload. Its extension never happened: the
+ *      new node was created but the step after it (an `await`) ran only after the seed had
+ *      ended; kept as it was, so recorded seeds replay their histories.
+ *   2  1..4 faults at uniform times, and 0..6 *triggered* faults: each is armed at a uniform
+ *      time (skewed early) and fires a few ms (0..40, most under 5) after the next protocol
+ *      event of its kind (TRIGGERS), aimed at the member the event concerns 70% of the time;
+ *      outages last 50..1050 ms (schedule 1: 200..2200), so more recoveries, and the events
+ *      of their steps, fall within the workload. The windows
+ *      the protocol is fragile in (a spread, a chunk sync, a reconciliation, a removal, the
+ *      recovery of a first failure) last milliseconds; uniform times hit them about once in
+ *      a few hundred faults. Extension works.
+ *   3  as 2 with 3..9 triggered faults, each firing up to three times (re-armed once its
+ *      outage is over): about six times as many faults land inside a recovery, a chunk sync
+ *      or a reconciliation as with schedule 1 (2.5 times with 2).
+ */
+export const SCHEDULES = [1, 2, 3] as const;
+export type Schedule = (typeof SCHEDULES)[number];
+export const DEFAULT_SCHEDULE: Schedule = 3;
+
+/**
+ * Protocol events a triggered fault waits for:
+ *   recover  a client leg enters RECONNECTING (a rejoin, assemble, extension or maintenance:
+ *            a spread or reconciliation follows), or a member starts streaming its maps to a
+ *            receiver (the member is the subject)
+ *   sync     a member's chunk sync reads from a peer, or sends MAP_CLEAR
+ *   fail     a client leg fails (a second fault overlapping the first one's recovery)
+ *   client   a new compute client starts assembling the pool (reconciliation)
+ *   member   a removal, disk replacement or extension starts
+ */
+export const TRIGGERS = ['recover', 'sync', 'fail', 'client', 'member'] as const;
+export type Trigger = (typeof TRIGGERS)[number];
+/** Kinds that wait for a quiet pool: never triggered. */
+const MEMBERSHIP_KINDS: readonly FaultKind[] = ['remove', 'extend', 'replace'];
+
 export interface SimOptions {
   seed: number;
   /** Fault kinds enabled; default all. With `swarm`, the seed picks a random subset. */
@@ -80,10 +117,13 @@ export interface SimOptions {
   drop_faults?: readonly number[];
   /** Deliberate bugs, to show the oracle catches them (mutation checks). */
   mutation?: Mutation | null;
+  /** Fault schedule version (SCHEDULES); default DEFAULT_SCHEDULE. */
+  schedule?: Schedule;
 }
 
 export interface SimResult {
   seed: number;
+  schedule: Schedule;
   ok: boolean;
   violation: string | null;
   trace_hash: string;
@@ -96,10 +136,19 @@ export interface SimResult {
   sim_ms: number;
   members: number;
   faults: string[];
-  /** Kinds of which at least one fault happened (not skipped for a precondition). */
+  /**
+   * Kinds of which at least one fault took effect: a cut that reset streams, a partition,
+   * bandwidth cap or stalled reader that held traffic, a bad disk range that failed an IO, a
+   * crash, a maintenance the client entered, a removal, extension or disk replacement that
+   * completed. A fault skipped for a precondition, or that met no traffic, does not count.
+   */
   kinds_hit: FaultKind[];
+  /** Kinds of which at least one fault was injected (whether or not it took effect). */
+  kinds_injected: FaultKind[];
   /** Faults the seed scheduled (indexes for drop_faults), and those that happened. */
   scheduled_faults: number;
+  /** Of those, triggered by a protocol event (schedule 2); their fault_log lines say `(on EVENT ...)`. */
+  triggered_faults: number;
   fault_log: string[];
 }
 
@@ -169,7 +218,15 @@ class DropIntent implements MetaStore {
   }
 }
 
-export async function runSeed(o: SimOptions): Promise<SimResult> {
+/**
+ * Runs one seed. The whole run is synchronous on the simulated clock (nothing in it may wait
+ * for a microtask: it would run only after the seed ended); the promise is for callers.
+ */
+export function runSeed(o: SimOptions): Promise<SimResult> {
+  return new Promise((resolve) => resolve(simulate(o)));
+}
+
+function simulate(o: SimOptions): SimResult {
   const seed = o.seed >>> 0;
   const random = new SeededRandom(seed);
   const clock = new SimClock();
@@ -185,28 +242,53 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   const duration = o.duration_ms ?? 3000;
   const transport = { heartbeat_interval_ms: 100, heartbeat_timeout_ms: 500 };
   const cleanups: (() => void)[] = [];
+  const version: Schedule = o.schedule ?? DEFAULT_SCHEDULE;
+  /** Triggered faults waiting for their event (schedule 2), in index order. */
+  const armed = new Map<Trigger, { fire: (subject: number | null) => void }[]>(TRIGGERS.map((e) => [e, []]));
+  /** A protocol event: fires every fault armed for it (about `subject`, a member id). */
+  const emit = (ev: Trigger, subject: number | null): void => {
+    const waiting = armed.get(ev) as { fire: (subject: number | null) => void }[];
+    if (waiting.length === 0) return;
+    armed.set(ev, []);
+    for (const w of waiting) w.fire(subject);
+  };
   const kinds_hit = new Set<FaultKind>();
+  const kinds_injected = new Set<FaultKind>();
+  /** Faults whose effect shows later: exercised if their counter moved before they healed. */
+  const watched: { kind: FaultKind; base: number; count: () => number; settled: boolean }[] = [];
+  const settle = (w: (typeof watched)[number]): void => {
+    if (w.settled) return;
+    w.settled = true;
+    if (w.count() > w.base) kinds_hit.add(w.kind);
+  };
   let next_id = 0;
   let reads_checked = 0;
   let probes = 0;
   let scheduled = 0;
+  let triggered = 0;
   const fault_log: string[] = [];
-  const result = (violation: string | null): SimResult => ({
-    seed,
-    ok: violation === null,
-    violation,
-    trace_hash: createHash('sha256').update(trace.join('\n')).digest('hex'),
-    trace_tail: trace.slice(-40),
-    ops: next_id,
-    reads_checked,
-    probes,
-    sim_ms: clock.now(),
-    members: initial_members,
-    faults,
-    kinds_hit: FAULT_KINDS.filter((k) => kinds_hit.has(k)),
-    scheduled_faults: scheduled,
-    fault_log,
-  });
+  const result = (violation: string | null): SimResult => {
+    for (const w of watched) settle(w);
+    return {
+      seed,
+      schedule: version,
+      ok: violation === null,
+      violation,
+      trace_hash: createHash('sha256').update(trace.join('\n')).digest('hex'),
+      trace_tail: trace.slice(-40),
+      ops: next_id,
+      reads_checked,
+      probes,
+      sim_ms: clock.now(),
+      members: initial_members,
+      faults,
+      kinds_hit: FAULT_KINDS.filter((k) => kinds_hit.has(k)),
+      kinds_injected: FAULT_KINDS.filter((k) => kinds_injected.has(k)),
+      scheduled_faults: scheduled,
+      triggered_faults: triggered,
+      fault_log,
+    };
+  };
   // A violation seen inside a callback is recorded, not thrown: the production code under
   // test would catch it (a transport path treats a throwing handler as an internal error).
   let found: string | null = null;
@@ -251,6 +333,8 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       up: boolean;
       /** Still a member of the pool (false once removed). */
       in_pool: boolean;
+      /** Being added by an extension that has not completed (schedule 2). */
+      extending?: boolean;
       /** Bumped at each crash, restart and replacement: callbacks of an earlier life are ignored. */
       gen: number;
     }
@@ -313,17 +397,38 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
           void s.open().catch(() => undefined);
         }
         if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        const mark = linkMark(s);
         src.addPeer(s.name, new TransportLeg(s, GID, POOL, CHUNK, true), (st) => {
           if (n.gen !== gen) return;
           if (st !== 0) return void clock.setTimer(200, attempt);
           const sp = src.clientPool;
           const leg = sp.leg(peer.member);
-          if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger);
+          if (leg !== undefined) followLinkEvents(s, sp, leg, nullLogger, mark);
           joined();
         });
       };
       attempt();
     };
+    /** The node's sync source as it is, reporting the protocol events triggered faults wait for. */
+    const watchedSource = (member: number, src: SyncPoolSource): SyncSource => ({
+      get max_io_size() {
+        return src.max_io_size;
+      },
+      readPeer: (off, len, cb) => {
+        emit('sync', member);
+        src.readPeer(off, len, cb);
+      },
+      mapClear: (first, count, m, ver) => {
+        emit('sync', member);
+        src.mapClear(first, count, m, ver);
+      },
+      peerMapCheck: (m, cb) => src.peerMapCheck(m, cb),
+      peerCommand: (r, cmd, cb) => {
+        emit('recover', member);
+        src.peerCommand(r, cmd, cb);
+      },
+      peerQuery: (m, q, cb) => src.peerQuery(m, q, cb),
+    });
     /** The node's sync pool: a leg to every other member, and its background sync. */
     const joinPeers = (n: SimNode): void => {
       const gen = n.gen;
@@ -341,9 +446,12 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       };
       for (const peer of peers) connectPeer(n, peer, () => ++joined >= peers.length && startSync());
       if (peers.length === 0) startSync();
-      n.pool.addClt(n.source);
+      n.pool.addClt(version === 1 ? n.source : watchedSource(n.member, n.source));
     };
-    const newNode = async (m: number): Promise<SimNode> => {
+    // Synchronous on purpose: runSeed drives everything from the simulated clock and never
+    // yields to the microtask queue after the bring-up, so a continuation after an `await`
+    // here ran only once the seed had ended (an extension never happened).
+    const newNode = (m: number): SimNode => {
       const data = new MemDisk(SIZE, clock, random);
       const meta = new MemDisk(1 << 20, clock, random);
       data.faults.latency_ms = 0.1 + random.float() * 0.4;
@@ -352,11 +460,12 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       meta.faults.latency_ms = 0.1;
       const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, source: null, sync_sessions: new Map(), up: true, in_pool: true, gen: 0 } as unknown as SimNode;
       n.pool = makePool(n, 'create');
-      await serve(n);
+      // Listening on the memory net happens inside the call; the promise only reports it.
+      void serve(n).catch((e: unknown) => violate(`node${m} could not listen: ${String(e)}`));
       nodes.push(n);
       return n;
     };
-    for (let m = 1; m <= initial_members; m++) await newNode(m);
+    for (let m = 1; m <= initial_members; m++) newNode(m);
 
     // ---- the compute client: one process at a time; it can crash and a new one assembles
     interface SimClient {
@@ -369,7 +478,10 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     let client_gen = 0;
     const newClientPool = (gen: number): ClientPool =>
       new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: CHUNK, mapped_size: SIZE, max_io_size: 1 << 20, on_refused: refused('client') }, () => clock.now(), (ev) => {
-        if (client.gen === gen) t(`leg${ev.member_id} ${ev.from}>${ev.to} (${ev.reason}) v${ev.map_ver}`);
+        if (client.gen !== gen) return;
+        t(`leg${ev.member_id} ${ev.from}>${ev.to} (${ev.reason}) v${ev.map_ver}`);
+        if (ev.to === 'RECONNECTING') emit('recover', ev.member_id);
+        else if (ev.to === 'FAILED') emit('fail', ev.member_id);
       });
     let client: SimClient = { pool: null as unknown as ClientPool, sessions: new Map(), tickers: [], gen: 0, up: true };
     client.pool = newClientPool(0);
@@ -382,6 +494,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     for (const n of nodes) {
       const s = session('client', n.host);
       open(s);
+      const mark = linkMark(s);
       client.sessions.set(n.member, s);
       let joined: Leg | null = null;
       let status = 1;
@@ -395,7 +508,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       let en = 1;
       client.pool.enableLeg(leg, (st) => (en = st));
       wait('enable', () => en !== 1, 5000);
-      followLinkEvents(s, client.pool, leg, nullLogger);
+      followLinkEvents(s, client.pool, leg, nullLogger, mark);
     }
     for (const n of nodes) joinPeers(n);
     client.tickers = clientPoolTickers(clock, client.pool);
@@ -618,7 +731,12 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       c.tickers = clientPoolTickers(clock, c.pool);
       c.pool.open();
       t('client restarted');
-      for (const n of members()) assembleMember(c, n);
+      emit('client', null);
+      // An extension the crashed client left unfinished is the operator's to re-run.
+      for (const n of members()) {
+        if (n.extending === true) extendMember(c, n);
+        else assembleMember(c, n);
+      }
       startWorkers();
       // The operator's re-run of a del_sess delete that the crashed client finished but not
       // every member recorded (their pool_md still lists the member; re-running is harmless).
@@ -649,10 +767,11 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
           void s.open().catch(() => undefined);
         }
         if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        const mark = linkMark(s);
         c.pool.addSess(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 'assemble', 128, (st, leg) => {
           if (c.gen !== client.gen) return;
           if (st !== 0 || leg === null) return void clock.setTimer(200, attempt);
-          followLinkEvents(s, c.pool, leg, nullLogger);
+          followLinkEvents(s, c.pool, leg, nullLogger, mark);
         });
       };
       attempt();
@@ -674,6 +793,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         }
         if (st !== 0) return t(`fault #${i}: del_sess ${n.member} refused (${why ?? st})`);
         t(`node${n.member} removed from the pool`);
+        kinds_hit.add('remove');
         n.in_pool = false;
         n.gen++;
         for (const tk of n.tickers) tk.stop();
@@ -689,34 +809,72 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         client.sessions.get(n.member)?.close('removed');
       });
     };
-    const extendPool = async (i: number): Promise<void> => {
+    const extendPool = (i: number): void => {
       const m = Math.max(...nodes.map((x) => x.member)) + 1;
-      const n = await newNode(m);
+      const n = newNode(m);
+      n.extending = true;
       t(`fault #${i}: extend with node${m}`);
+      emit('member', m);
       joinPeers(n);
       for (const p of members()) if (p !== n) connectPeer(p, n, () => undefined);
-      const c = client;
+      if (client.up) extendMember(client, n);
+    };
+    /**
+     * The operator's extend of `n` by client `c`, retried until it works. A new node that
+     * crashed before its join, or took the join but the client's extend failed after it,
+     * refuses another create-mode join: it never held data, so the operator makes its store
+     * afresh (delete_store, create_store) and runs the extend again.
+     */
+    const extendMember = (c: SimClient, n: SimNode): void => {
+      const m = n.member;
       let s = session('client', n.host);
       c.sessions.set(m, s);
       void s.open().catch(() => undefined);
       const attempt = (): void => {
-        if (c.gen !== client.gen || !c.up) return;
+        if (c.gen !== client.gen || !c.up || !n.in_pool) return;
         if (s.state === 'CLOSED') {
           s = session('client', n.host);
           c.sessions.set(m, s);
           void s.open().catch(() => undefined);
         }
         if (s.state !== 'CONNECTED') return void clock.setTimer(50, attempt);
+        const mark = linkMark(s);
         c.pool.extend(s.name, new TransportLeg(s, GID, POOL, CHUNK, false), 128, (st, leg, why) => {
           if (c.gen !== client.gen) return;
           if (st !== 0 || leg === null) {
             t(`extend node${m}: ${why ?? st}, retried`);
+            if (n.up && !(n.pool.state === 'REGISTERED' && n.pool.marked_create) && n.pool.unregister('store made afresh') === null) {
+              n.data = new MemDisk(SIZE, clock, random);
+              n.meta = new MemDisk(1 << 20, clock, random);
+              n.data.faults.latency_ms = 0.2;
+              n.data.faults.tear_unit = BLOCK;
+              n.meta.faults.latency_ms = 0.1;
+              registerStore(n, n.pool, 'create');
+              t(`operator: node${m}'s store made afresh for the extend`);
+            }
             return void clock.setTimer(200, attempt);
           }
-          followLinkEvents(s, c.pool, leg, nullLogger);
+          n.extending = false;
+          kinds_hit.add('extend');
+          followLinkEvents(s, c.pool, leg, nullLogger, mark);
         });
       };
       attempt();
+    };
+    /**
+     * Schedule 1's extension as it ran: the node is created and serves (its disks draw from
+     * the seed's stream, its tickers run), but never joins: the rest of the step waited
+     * behind an `await` that resolved only after the seed ended.
+     */
+    const strayNode = (m: number): void => {
+      const data = new MemDisk(SIZE, clock, random);
+      const meta = new MemDisk(1 << 20, clock, random);
+      data.faults.latency_ms = 0.1 + random.float() * 0.4;
+      data.faults.tear_unit = BLOCK;
+      meta.faults.latency_ms = 0.1;
+      const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, source: null, sync_sessions: new Map(), up: true, in_pool: true, gen: 0 } as unknown as SimNode;
+      n.pool = makePool(n, 'create');
+      void serve(n).catch(() => undefined);
     };
     const replaceDisk = (n: SimNode, i: number): void => {
       const gen = n.gen;
@@ -739,6 +897,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         n.meta.faults.latency_ms = 0.1;
         registerStore(n, n.pool, 'replace');
         t(`fault #${i}: node${n.member} disk replaced by an empty one`);
+        kinds_hit.add('replace');
         n.pool.persistMetadata((st) => {
           if (n.gen !== g2) return;
           if (st !== 0) return violate(`replace: node${n.member} metadata not persisted (${st})`);
@@ -758,6 +917,11 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     interface FaultSpec {
       at: number;
       kind: FaultKind;
+      /** Schedule 2: a triggered fault waits from `at` for this event, then `delay_ms`. */
+      on: Trigger | null;
+      delay_ms: number;
+      /** Aimed at the event's member (its host, its node) rather than the drawn ones. */
+      aim: boolean;
       h: string;
       other: string;
       node: number;
@@ -766,20 +930,41 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       heal_ms: number;
     }
     const fr = new SeededRandom((seed ^ 0x9e3779b9) >>> 0);
-    const n_faults = faults.length === 0 ? 0 : 1 + fr.int(6);
     const schedule: FaultSpec[] = [];
     const hosts0 = nodes.map((n) => n.host);
-    for (let i = 0; i < n_faults; i++) {
-      schedule.push({
-        at: fr.float() * duration,
-        kind: faults[fr.int(faults.length)] as FaultKind,
-        h: hosts0[fr.int(hosts0.length)] as string,
-        other: fr.float() < 0.5 ? 'client' : (hosts0[fr.int(hosts0.length)] as string),
-        node: fr.int(nodes.length),
-        mode: (['process', 'drop', 'tear'] as const)[fr.int(3)] ?? 'process',
-        off: fr.int(BLOCKS) * BLOCK,
-        heal_ms: 200 + fr.int(2000),
-      });
+    /** The draws every fault makes, in schedule 1's order (its seeds keep their faults). */
+    const draw = (kinds: readonly FaultKind[], on: Trigger | null): FaultSpec => ({
+      at: fr.float() * duration,
+      kind: kinds[fr.int(kinds.length)] as FaultKind,
+      h: hosts0[fr.int(hosts0.length)] as string,
+      other: fr.float() < 0.5 ? 'client' : (hosts0[fr.int(hosts0.length)] as string),
+      node: fr.int(nodes.length),
+      mode: (['process', 'drop', 'tear'] as const)[fr.int(3)] ?? 'process',
+      off: fr.int(BLOCKS) * BLOCK,
+      heal_ms: 200 + fr.int(2000),
+      on,
+      delay_ms: 0,
+      aim: false,
+    });
+    if (version === 1) {
+      const n_faults = faults.length === 0 ? 0 : 1 + fr.int(6);
+      for (let i = 0; i < n_faults; i++) schedule.push(draw(faults, null));
+    } else {
+      const n_timed = faults.length === 0 ? 0 : 1 + fr.int(4);
+      const triggerable = faults.filter((k) => !MEMBERSHIP_KINDS.includes(k));
+      const n_triggered = triggerable.length === 0 ? 0 : (version >= 3 ? 3 : 0) + fr.int(7);
+      // Shorter outages (50..1050 ms): more recoveries, and their events, within the workload.
+      const shorter = (f: FaultSpec): FaultSpec => ({ ...f, heal_ms: 50 + (f.heal_ms - 200) / 2 });
+      for (let i = 0; i < n_timed; i++) schedule.push(shorter(draw(faults, null)));
+      for (let i = 0; i < n_triggered; i++) {
+        const f = shorter(draw(triggerable, TRIGGERS[fr.int(TRIGGERS.length)] as Trigger));
+        // Armed early more often (median a quarter of the way): events follow the timed faults.
+        f.at = (f.at * f.at) / duration;
+        // Cubed: most delays are under 5 ms, the length of a spread or a chunk sync.
+        f.delay_ms = 40 * fr.float() ** 3;
+        f.aim = fr.float() < 0.7;
+        schedule.push(f);
+      }
     }
     const maintenance_legs = new Set<number>();
     /** Membership faults wait (up to a second) for a quiet pool: no member holding data another lacks. */
@@ -790,18 +975,29 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     };
     const fault = (f: FaultSpec, i: number): void => {
       const { kind, h, other } = f;
-      const hit = (what: string): void => {
-        kinds_hit.add(kind);
+      // Injected; `kinds_hit` counts it once it took effect (at once, or `watch`ed).
+      const hit = (what0: string): void => {
+        const what = f.on === null ? what0 : `${what0} (on ${f.on}${f.aim ? ' aimed' : ''} +${f.delay_ms.toFixed(1)} ms)`;
+        kinds_injected.add(kind);
         fault_log.push(`#${i} ${what}`);
         t(`fault #${i}: ${what}`);
       };
+      const watch = (count: () => number): (() => void) => {
+        const w = { kind, base: count(), count, settled: false };
+        watched.push(w);
+        return () => settle(w);
+      };
+      const held = (a: string, b: string): number => net.touches(`held ${a}>${b}`);
       if (kind === 'link_cut') {
         const n = other === h ? net.cut(h) : net.cut(h, other) + net.cut(other, h);
         hit(`cut ${h}-${other} (${n} streams)`);
+        if (n > 0) kinds_hit.add(kind);
       } else if (kind === 'partition' && other !== h) {
         net.partition(h, other, true);
         hit(`partition ${h}-${other}`);
+        const took = watch(() => held(h, other) + held(other, h));
         clock.setTimer(f.heal_ms, () => {
+          took();
           net.partition(h, other, false);
           t(`heal: partition ${h}-${other}`);
         });
@@ -812,6 +1008,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         if (!n.in_pool) return;
         crashes.push(clock.now());
         hit(`crash node${n.member} ${f.mode} (${n.data.unflushedWrites} unflushed writes)`);
+        kinds_hit.add(kind);
         crashNode(n, f.mode);
         clock.setTimer(300 + f.heal_ms, () => restartNode(n));
       } else if (kind === 'disk_error') {
@@ -819,7 +1016,9 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         node.data.faults.bad_ranges.push({ offset: f.off, length: BLOCK });
         hit(`disk error node${node.member}@${f.off}`);
         const d = node.data;
+        const took = watch(() => d.stats.errors);
         clock.setTimer(100 + f.heal_ms, () => {
+          took();
           d.faults.bad_ranges = [];
           t(`heal: disk node${node.member}`);
         });
@@ -828,7 +1027,9 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         const [from, to] = f.node % 2 === 0 ? [h, other] : [other, h];
         net.partitionOneWay(from, to, true);
         hit(`one-way ${from}>${to}`);
+        const took = watch(() => held(from, to));
         clock.setTimer(f.heal_ms, () => {
+          took();
           net.partitionOneWay(from, to, false);
           t(`heal: one-way ${from}>${to}`);
         });
@@ -838,7 +1039,9 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         net.limitBandwidth(h, other, rate);
         net.limitBandwidth(other, h, rate);
         hit(`bandwidth ${h}-${other} ${rate}`);
+        const took = watch(() => net.touches(`slowed ${h}>${other}`) + net.touches(`slowed ${other}>${h}`));
         clock.setTimer(f.heal_ms, () => {
+          took();
           net.limitBandwidth(h, other, 0);
           net.limitBandwidth(other, h, 0);
           t(`heal: bandwidth ${h}-${other}`);
@@ -848,13 +1051,16 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         const who = other === 'client' && f.node % 2 === 0 ? 'client' : h;
         net.stopReading(who, true);
         hit(`stop reading ${who}`);
+        const took = watch(() => net.touches(`unread ${who}`));
         clock.setTimer(f.heal_ms, () => {
+          took();
           net.stopReading(who, false);
           t(`heal: ${who} reads again`);
         });
       } else if (kind === 'client_crash') {
         if (!client.up) return;
         hit('client crash');
+        kinds_hit.add(kind);
         crashClient();
         clock.setTimer(300 + f.heal_ms, () => {
           if (!client.up) restartClient();
@@ -868,6 +1074,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         maintenance_legs.add(n.member);
         c.pool.maintenance(n.member, true, (st, why) => {
           if (st !== 0) t(`maintenance on node${n.member}: ${why ?? st}`);
+          else kinds_hit.add(kind);
           clock.setTimer(f.heal_ms, () => {
             if (c !== client) return;
             c.pool.maintenance(n.member, false, (s2, w2) => {
@@ -881,29 +1088,49 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
         whenQuiet(i, () => {
           if (members().length <= 2 || !n.in_pool) return;
           hit(`remove node${n.member}`);
+          emit('member', n.member);
           removeMember(n, i);
         });
       } else if (kind === 'extend') {
         whenQuiet(i, () => {
           if (members().length >= MAX_MEMBERS || nodes.length >= 6) return;
-          kinds_hit.add(kind);
+          kinds_injected.add(kind);
           fault_log.push(`#${i} extend`);
-          void extendPool(i).catch((e: unknown) => violate(`extend: ${String(e)}`));
+          if (version === 1) strayNode(Math.max(...nodes.map((x) => x.member)) + 1);
+          else extendPool(i);
         });
       } else if (kind === 'replace') {
         const n = nodes[f.node % nodes.length] as SimNode;
         whenQuiet(i, () => {
           if (!n.in_pool) return;
           hit(`replace node${n.member}`);
+          emit('member', n.member);
           replaceDisk(n, i);
         });
       }
     };
     end_at = clock.now() + duration;
+    /** A triggered fault, armed: it fires `delay_ms` after the next event it waits for. */
+    /** Schedule 3: a triggered fault fires up to three times, re-armed once its outage is over. */
+    const arm = (f: FaultSpec, i: number, on: Trigger, left = version >= 3 ? 3 : 1): void => {
+      (armed.get(on) as { fire: (subject: number | null) => void }[]).push({
+        fire: (subject) => {
+          const target = f.aim && subject !== null ? nodes.findIndex((x) => x.member === subject) : -1;
+          const g = target < 0 ? f : { ...f, h: `node${subject}`, node: target };
+          clock.setTimer(f.delay_ms, () => {
+            if (clock.now() < end_at) fault(g, i);
+          });
+          if (left > 1) clock.setTimer(f.delay_ms + f.heal_ms + 300, () => arm(f, i, on, left - 1));
+        },
+      });
+    };
     schedule.forEach((f, i) => {
-      if (o.drop_faults?.includes(i) !== true) clock.setTimer(f.at, () => fault(f, i));
+      if (o.drop_faults?.includes(i) === true) return;
+      const on = f.on;
+      clock.setTimer(f.at, on === null ? () => fault(f, i) : () => arm(f, i, on));
     });
     scheduled = schedule.length;
+    triggered = schedule.filter((f) => f.on !== null).length;
     startWorkers();
     let next_probe = clock.now() + 20;
     while (clock.now() < end_at && found === null) {
@@ -925,6 +1152,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       }
     }
     for (const n of nodes) n.data.faults.bad_ranges = [];
+    for (const w of watched) settle(w);
     t('healed');
     // A crashed client comes back now; a leg left in maintenance leaves it.
     if (!client.up) restartClient();
@@ -953,6 +1181,10 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       const sy = members().map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`).join(' ');
       throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
     }
+    // A worker's last IO may start just after the workload ends (its timer was set before),
+    // after the wait for every IO above: it must land before the members are compared (seed
+    // 10000770 compared them while a write released by the reconciliation was on its way).
+    wait('every IO answered and the pool settled', () => inflight === 0 && legs().every((l) => l.state === 'NORMAL') && members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
     // Convergence: the same bytes on every member.
     const ref_node = members()[0] as SimNode;
     const ref = ref_node.data.contents();

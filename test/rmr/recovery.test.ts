@@ -683,3 +683,42 @@ for (const v of [
     c.close();
   });
 }
+
+test('a spread whose source fails while its MAP_SEND is answered promotes no receiver: the maps may come from a restarted source', () => {
+  // Found by the simulator (schedule 3, seed 10000872): the source of a Case 1 spread
+  // crashed while the spread was under way; the transport resent MAP_SEND to the restarted
+  // node, whose maps (reloaded from its disk) no longer said that the receiver had missed a
+  // write, and the receiver was promoted and kept the old bytes.
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  c.cut(3);
+  c.writeStream(5, model, 2);
+  let dropped = false;
+  c.onCommand = (to, cmd) => {
+    if (dropped || cmd.kind !== 'map_send' || to !== 1) return;
+    dropped = true;
+    // The source's link drops (its leg fails, the node leaves IO service) and it comes back
+    // as a node that lost what it knew of member 3; the command is still answered.
+    const pool = c.node(1).pool;
+    if (pool.state === 'NORMAL') pool.sm.change('NO_IO', 'client session lost (test)');
+    pool.maps.get(3)?.clearAll();
+    const leg = c.client.leg(1);
+    if (leg !== undefined) c.client.setLegState(leg, 'FAILED', 'link dropped (test)');
+  };
+  c.heal(3);
+  c.until('the source dropped', () => dropped);
+  c.onCommand = null;
+  c.run(100);
+  assert.equal(
+    c.leg_events.some((e) => e.member_id === 3 && e.to === 'NORMAL' && e.reason === 'map spread from member 1'),
+    false,
+    'no receiver promoted by the spread whose source failed',
+  );
+  c.heal(1);
+  c.settle();
+  c.assertIdentical(model);
+  assert.deepEqual(c.refused, []);
+  c.close();
+});

@@ -472,3 +472,34 @@ test('a map update replaces the maps only once complete: one that fails after MA
   assert.equal(n.pool.mapDone(true), null);
   assert.equal(n.pool.state, 'NORMAL');
 });
+
+test('a store added without pool metadata is taken as a replacement: fully dirty for itself, never a source', () => {
+  // Found by the simulator (schedule 3, seed 10000085 swarm): a node whose disk had just been
+  // replaced crashed before the replacement reached the new disk; it came back (add_store)
+  // from the empty disk with no pool metadata, was taken as a member with clean maps, got
+  // maps in which it was clean, and held zeroes where the others held a durable write.
+  const n = node('create');
+  // The replacement: an empty disk registered with mode=replace, and a power loss before
+  // its metadata is persisted.
+  const data = new MemDisk(SIZE, n.clock, n.random);
+  const meta = new MemDisk(1 << 20, n.clock, n.random);
+  const replaced = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK }, () => undefined);
+  assert.equal(replaced.register({ block: data, meta, meta_base: 0, ioAllowed: () => true }, 'replace', SIZE), null);
+  meta.powerLoss('drop');
+  const again = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK }, () => undefined);
+  assert.equal(again.register({ block: data, meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  const [st, report] = run<[number, { found: boolean } | null]>(n.clock, (cb) => again.loadMetadata((s, r) => cb([s, r])));
+  assert.equal(st, 0);
+  assert.equal(report?.found, false);
+  assert.equal(again.ownMap()?.isFull(), true, 'nothing on it is known good');
+  assert.equal(again.discarded.has(1), true, 'peers must hold it fully dirty before any clears it (as for a replacement)');
+  // And it says so in its pool_md, where the client reads it (Leg.replaced), also after a restart.
+  assert.equal(again.currentPoolMd().srv_md.find((s) => s.member_id === 1)?.discard_entries, true);
+  const third = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK }, () => undefined);
+  assert.equal(third.register({ block: data, meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  const [st3, report3] = run<[number, { found: boolean } | null]>(n.clock, (cb) => third.loadMetadata((s, r) => cb([s, r])));
+  assert.equal(st3, 0);
+  assert.equal(report3?.found, true);
+  assert.equal(third.discarded.has(1), true);
+  assert.equal(third.ownMap()?.isFull(), true);
+});

@@ -16,7 +16,7 @@ import { RmrServerNode } from '../../src/rmr/server/server-node.js';
 import { TransportLeg } from '../../src/rmr/client/transport-leg.js';
 import { SyncPoolSource } from '../../src/rmr/server/sync-pool.js';
 import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
-import { followLinkEvents } from '../../src/rmr/client/leg-links.js';
+import { followLinkEvents, linkMark } from '../../src/rmr/client/leg-links.js';
 import { groupId } from '../../src/util/jhash.js';
 import { MemoryLogger } from '../util/memory-logger.js';
 import { MemDisk } from '../../src/sim/mem-disk.js';
@@ -69,6 +69,7 @@ test('two storage nodes over loopback: cut, keep writing, heal, rejoin, spread, 
     const session = new ClientSession({ session_name: `compute@node${n.member}`, addresses: [{ host: '127.0.0.1', port }], secret: SECRET, ...fast }, ports());
     closers.push(() => session.close());
     await session.open();
+    const mark = linkMark(session);
     const ch = new TransportLeg(session, GID, POOL, CHUNK, false);
     // JOIN (create), as add_sess mode=create does, then enable.
     const joined = await new Promise<number>((resolve) =>
@@ -76,7 +77,7 @@ test('two storage nodes over loopback: cut, keep writing, heal, rejoin, spread, 
     );
     assert.equal(joined, n.member, 'the join answers with the member id');
     const leg = client.addLeg(session.name, joined, ch);
-    followLinkEvents(session, client, leg, log);
+    followLinkEvents(session, client, leg, log, mark);
     const enabled = await new Promise<number>((resolve) => ch.command({ kind: 'enable_pool', enable: true }, (s) => resolve(s)));
     assert.equal(enabled, 0);
     assert.equal(client.setLegState(leg, 'NORMAL', 'enabled'), null);

@@ -11,7 +11,7 @@ import { ClientPool, type Leg, type LegChannel } from '../../src/rmr/client/clie
 import { RmrServerNode } from '../../src/rmr/server/server-node.js';
 import { TransportLeg } from '../../src/rmr/client/transport-leg.js';
 import { SyncPoolSource } from '../../src/rmr/server/sync-pool.js';
-import { followLinkEvents } from '../../src/rmr/client/leg-links.js';
+import { followLinkEvents, linkMark, type LinkMark } from '../../src/rmr/client/leg-links.js';
 import { ClientSession } from '../../src/transport/client-session.js';
 import { TransportServer } from '../../src/transport/server.js';
 import { NodeNet } from '../../src/node/net.js';
@@ -162,14 +162,16 @@ export async function makeBrmrCluster(o: BrmrClusterOptions = {}): Promise<BrmrC
   for (const node of nodes) {
     let ch: LegChannel;
     let sess: ClientSession | null = null;
+    let mark: LinkMark | null = null;
     if (node.channel !== null) ch = node.channel;
     else {
       sess = await session(`client@node${node.member_id}`, addr.get(node) as number);
+      mark = linkMark(sess);
       ch = new TransportLeg(sess, gid, pool_name, chunk_size, false);
     }
     const [s, leg, why] = await new Promise<[number, Leg | null, string | null]>((resolve) => client.addSess(`client@node${node.member_id}`, ch, 'create', 128, (st, l, r) => resolve([st, l, r])));
     if (s !== 0 || leg === null) throw new Error(`add_sess node ${node.member_id}: ${why ?? s}`);
-    if (sess !== null) closers.push(followLinkEvents(sess, client, leg, log));
+    if (sess !== null && mark !== null) closers.push(followLinkEvents(sess, client, leg, log, mark));
     const [es, ewhy] = await new Promise<[number, string | null]>((resolve) => client.enableLeg(leg, (st, r) => resolve([st, r])));
     if (es !== 0) throw new Error(`enable node ${node.member_id}: ${ewhy ?? es}`);
     legs.push(leg);

@@ -330,6 +330,13 @@ export class ClientRecovery {
    */
   spread(source: Leg, receivers: Leg[], enable: boolean, cb: Done): void {
     const core = this.core;
+    // The maps must come from the source as it was when the spread began: one that failed
+    // meanwhile may answer MAP_SEND from a restarted node (the transport resends after a
+    // reconnect) whose maps, reloaded from its disk, lack misses it had recorded. Found by
+    // the simulator (schedule 3, seed 10000872: the receiver was promoted clean for a chunk
+    // whose last write it had missed).
+    const source_state = source.state;
+    const source_failures = source.failures;
     let i = 0;
     const fail = (status: number): void => {
       // Receivers promoted earlier in this spread are NORMAL now and keep serving (the
@@ -355,6 +362,7 @@ export class ClientRecovery {
             // stayed NORMAL and every spread from it failed).
             if (s2 === Errno.ENODEV) core.failLeg(source, 'the map source cannot send maps');
             if (s2 !== 0) return fail(s2);
+            if (!core.unchangedSince(source, source_state, source_failures)) return fail(Errno.EAGAIN);
             r.channel.command({ kind: 'map_done', enable }, (s3) => {
               if (s3 !== 0) return fail(s3);
               // The receiver's link failed meanwhile: it is no NORMAL leg now; the node is put

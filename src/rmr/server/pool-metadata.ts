@@ -140,7 +140,21 @@ export class PoolMetadata {
     ms.load((s1, md, md_notes) => {
       if (s1 === Errno.EBADMSG) return cb(s1, null, `pool metadata damaged in both copies (${md_notes.join('; ')}): delete_store and add the disk with mode=replace to resync it from its peers`);
       if (s1 !== 0) return cb(s1, null, 'pool metadata unreadable');
-      if (md === null) return cb(0, { found: false, intent_chunks: 0, maps_lost: null, map_ver: core.map_ver, ...(md_notes.length > 0 ? { md_notes: [...md_notes] } : {}) }, null);
+      if (md === null) {
+        // No pool metadata: no pool knows this store as a member holding data (a create-mode
+        // join persists pool_md before it answers), or it replaced a member's disk and the
+        // replacement never reached it. Nothing on it is known good either way, so it is
+        // taken as a replacement (§9.8): fully dirty for itself, the discard flag persisted
+        // until every peer holds it fully dirty, never the authoritative member. Found by the
+        // simulator (schedule 3, seed 10000085: a node crashed right after its disk was
+        // replaced, came back from the empty disk with clean maps and kept zeroes where the
+        // others held a durable write).
+        core.ownMap()?.setAll();
+        core.markDiscarded(core.member_id);
+        core.noteMapChange();
+        const report: RecoveryReport = { found: false, intent_chunks: 0, maps_lost: null, map_ver: core.map_ver, ...(md_notes.length > 0 ? { md_notes: [...md_notes] } : {}) };
+        return this.persistMetadata((s) => cb(s, s === 0 ? report : null, s === 0 ? null : 'could not persist the metadata of a store taken as a replacement'));
+      }
       if (md.header.pool_name !== core.name) return cb(Errno.EINVAL, null, `store belongs to pool ${md.header.pool_name}`);
       if (md.header.chunk_size !== core.chunk_size) return cb(Errno.EINVAL, null, `store has chunk_size ${md.header.chunk_size}`);
       const mine = md.srv_md.find((x) => x.member_id === core.member_id);
