@@ -2,6 +2,12 @@
 // an RMR message, finds the pool by group_id, and hands it to the pool. Malformed messages
 // get -EBADMSG, unknown pools -ENOENT; nothing a peer sends can throw out of here.
 //
+// With per-node identities (the transport session's `peer`), a message is accepted only from
+// a peer holding the role that sends it: compute clients send IO, MAP_ADD and commands
+// without the sync flag; storage nodes (their sync pools) send sync IO, MAP_CLEAR and
+// commands with it. Anything else is -EACCES. Without peers (the shared-secret mode) every
+// session may send everything.
+//
 // Request kinds: IO reads and commands with an answer travel read-type (the answer is the
 // read data, or an encoded CMD_RSP); IO writes, MAP_ADD, MAP_CLEAR and map buffers travel
 // write-type (status only).
@@ -11,9 +17,27 @@ import type { Logger } from '../util/ports.js';
 import { nullLogger } from '../util/ports.js';
 import type { ServerHandler, ServerRequest, ServerSession } from '../transport/server.js';
 import { applyPeerMapCommand, executeLegCommand, legCommandFromWire } from './leg-commands.js';
-import { CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from './msg.js';
+import { CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES, type RmrMessage } from './msg.js';
 import type { ServerPool } from './server-pool.js';
 import { PAGE_BYTES } from './dirty-map.js';
+
+/** The roles of per-node identities (a node may hold both). */
+export const ROLE_CLIENT = 'client';
+export const ROLE_STORAGE = 'storage';
+
+/** The role whose nodes send a message: a compute client, or a storage node's sync pool. */
+export function senderRole(m: RmrMessage): typeof ROLE_CLIENT | typeof ROLE_STORAGE {
+  switch (m.type) {
+    case 'IO':
+      return m.body.sync === 1 ? ROLE_STORAGE : ROLE_CLIENT;
+    case 'MAP_CLEAR':
+      return ROLE_STORAGE;
+    case 'CMD':
+      return m.env.sync === 1 ? ROLE_STORAGE : ROLE_CLIENT;
+    default:
+      return ROLE_CLIENT;
+  }
+}
 
 /** Bytes a command answer needs (header + CMD_RSP). */
 export const CMD_RSP_BYTES = 8 + CmdRsp.min_size;
@@ -70,6 +94,14 @@ export class RmrServerNode implements ServerHandler {
       return req.respond(Errno.EBADMSG);
     }
     const m = d.msg;
+    const roles = req.session.peer?.roles;
+    if (roles !== undefined) {
+      const role = senderRole(m);
+      if (!roles.includes(role)) {
+        this.log.log('warn', 'message refused: the peer lacks the role that sends it', { session: req.session.name, peer: req.session.peer?.name ?? null, type: m.type, needs: role });
+        return req.respond(Errno.EACCES);
+      }
+    }
     const pool = this.pools.get(m.group_id);
     if (pool === undefined) return req.respond(Errno.ENOENT);
     // IO and map messages only on a session that joined the pool (§6.5), as a compute client
