@@ -106,12 +106,15 @@ export class ControlApi {
   }
 
   private authorize(req: ApiRequest): void {
-    const h = req.headers.authorization;
+    if (!this.tokenOk(req.headers)) throw new ControlError('EKEYREJECTED', 'missing or wrong bearer token (Authorization: Bearer <token>)');
+  }
+
+  /** Whether the headers carry the bearer token (the server checks it as soon as the headers are in). */
+  tokenOk(headers: ApiRequest['headers']): boolean {
+    const h = headers.authorization;
     const m = typeof h === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(h) : null;
     // Compare digests: constant time, and independent of the token's length.
-    if (this.tokenDigest === null || m === null || !timingSafeEqual(digest(m[1] as string), this.tokenDigest)) {
-      throw new ControlError('EKEYREJECTED', 'missing or wrong bearer token (Authorization: Bearer <token>)');
-    }
+    return this.tokenDigest !== null && m !== null && timingSafeEqual(digest(m[1] as string), this.tokenDigest);
   }
 
   private async dispatch(req: ApiRequest, p: { route: Route; path: string; query: URLSearchParams }): Promise<ApiResponse> {
