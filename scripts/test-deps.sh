@@ -13,6 +13,8 @@
 #   fio                fio's nbd engine with crc32c verify
 #   iproute2, nftables network namespaces, veth, tc tbf, partitions (fault suite, as root)
 #   fuse3, e2fsprogs   ext4 on the export through nbdfuse and a loop device
+#   chromium           the dashboard's browser test (headless, driven by playwright-core)
+#   prometheus         promtool check rules, and a real Prometheus scraping the daemons
 set -euo pipefail
 [ "${RMR_SKIP_TEST_DEPS:-}" = 1 ] && exit 0
 
@@ -29,6 +31,8 @@ have fio || need+=(fio)
 { [ -x /usr/sbin/nft ] || [ -x /sbin/nft ]; } || need+=(nftables)
 have fusermount3 || need+=(fuse3)
 { have mkfs.ext4 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ]; } || need+=(e2fsprogs)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+{ have prometheus && have promtool; } || need+=(prometheus)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && have apt-get; then

@@ -12,10 +12,10 @@ import { ensureDaemons, loadCluster, nodeCtl, nodeTarget, stopDaemons, stopOrder
 import { formatTable, type Cell } from './format.js';
 import { daemonLiveness } from '../node/liveness.js';
 import { writeFileAtomic } from '../node/files.js';
+import { addDaemonStatus, addUnreachable, emptyClusterStatus, type ClusterStatus } from '../daemon/cluster-status.js';
 
 type J = unknown;
 const obj = (v: J): Record<string, J> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, J>) : {});
-const arr = (v: J): J[] => (Array.isArray(v) ? v : []);
 
 function ctlOf(lc: LoadedCluster): (node: string) => NodeCtl {
   const cache = new Map<string, NodeCtl>();
@@ -41,48 +41,25 @@ async function runSteps(what: string, fn: () => Promise<void>): Promise<void> {
   }
 }
 
-export interface ClusterStatus {
-  cluster: string;
-  daemons: { name: string; reachable: boolean; pid: number | null; state: string | null; roles: string[]; data_address: string | null; control: string; error?: string }[];
-  legs: { node: string; pool: string; side: string; member_id: J; session: J; state: J; dirty_chunks: J; total_chunks: J }[];
-  devices: { node: string; name: string; pool: string; export: string; state: string; degraded: boolean; uris: string[] }[];
-  sync: { node: string; pool: string; progress: J }[];
-  pending: { node: string; step: string; reason: string }[];
-}
+export type { ClusterStatus };
 
 export async function clusterStatus(lc: LoadedCluster): Promise<ClusterStatus> {
-  const out: ClusterStatus = { cluster: lc.file.cluster, daemons: [], legs: [], devices: [], sync: [], pending: [] };
+  const out = emptyClusterStatus(lc.file.cluster);
   for (const n of lc.file.nodes) {
     const t = nodeTarget(lc, n);
     const control = 'socket' in t ? t.socket : t.url;
-    let body: Record<string, J>;
+    let body: unknown;
     try {
       const r = await call(t, 'GET', '/v1/status', undefined, 5000);
       if (r.status !== 200) throw new Error(errorLine(r));
-      body = obj(JSON.parse(r.body));
+      body = JSON.parse(r.body);
     } catch (e) {
       // A local node's pid file tells a starting or hung daemon from one that is gone.
       const live = n.control_url === null ? daemonLiveness(join(lc.state_dir, n.name, 'rmr.pid')) : null;
-      const state = live === null ? null : live.running ? 'not answering' : 'stopped';
-      const why = e instanceof Error ? e.message : String(e);
-      out.daemons.push({ name: n.name, reachable: false, pid: live?.running === true ? live.pid : null, state, roles: [], data_address: null, control, error: live === null ? why : `${why}; ${live.evidence}` });
+      addUnreachable(out, n.name, control, e instanceof Error ? e.message : String(e), live === null ? null : { running: live.running, pid: live.running ? live.pid : null, evidence: live.evidence });
       continue;
     }
-    const d = obj(body.daemon);
-    const roles = arr(body.roles).map(obj);
-    let data_address: string | null = null;
-    for (const r of roles) {
-      const st = obj(r.status);
-      const det = obj(st.detail);
-      if (typeof det.listen === 'string') data_address = det.listen;
-      for (const l of arr(st.legs).map(obj)) out.legs.push({ node: n.name, pool: String(l.pool), side: String(l.side), member_id: l.member_id, session: l.session, state: l.state, dirty_chunks: l.dirty_chunks ?? null, total_chunks: l.total_chunks ?? null });
-      for (const dv of arr(det.devices).map(obj)) {
-        out.devices.push({ node: n.name, name: String(dv.name), pool: String(dv.pool), export: String(dv.export), state: String(dv.state), degraded: dv.degraded === true, uris: arr(dv.uris).map(String) });
-      }
-      for (const [pool, p] of Object.entries(obj(det.sync))) out.sync.push({ node: n.name, pool, progress: p });
-      for (const [step, reason] of Object.entries(obj(det.pending))) out.pending.push({ node: n.name, step, reason: String(reason) });
-    }
-    out.daemons.push({ name: n.name, reachable: true, pid: typeof d.pid === 'number' ? d.pid : null, state: typeof d.state === 'string' ? d.state : null, roles: roles.map((r) => String(r.name)), data_address, control });
+    addDaemonStatus(out, n.name, control, body);
   }
   return out;
 }
@@ -191,7 +168,7 @@ export function writeDemoCluster(o: DemoOptions): string {
   return path;
 }
 
-export function demoBanner(lc: LoadedCluster, s: ClusterStatus, dataDir: string): string {
+export function demoBanner(lc: LoadedCluster, s: ClusterStatus, dataDir: string, dashboard: string | null = null): string {
   const dev = s.devices[0];
   const tcp = dev?.uris.find((u) => u.startsWith('nbd://')) ?? '';
   const unix = dev?.uris.find((u) => u.startsWith('nbd+unix')) ?? '';
@@ -211,6 +188,7 @@ export function demoBanner(lc: LoadedCluster, s: ClusterStatus, dataDir: string)
     `  mkdir -p fuse && nbdfuse fuse ${tcp} &   # fuse/nbd is the disk as a file`,
     '',
     'Watch it:',
+    ...(dashboard !== null ? [`  ${dashboard}   (the web dashboard)`] : []),
     `  ${cli} status --data-dir ${dataDir}`,
     `  ${cli} events --socket ${join(lc.state_dir, 'stg1', 'control.sock')} --follow`,
     `  curl --unix-socket ${join(lc.state_dir, 'client', 'control.sock')} http://rmr/metrics`,

@@ -19,6 +19,7 @@ import { parseSize } from '../daemon/validate.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoadedCluster } from './node-cluster.js';
+import { DASHBOARD_DEFAULT_PORT, DASHBOARD_HELP, runDashboard } from './dashboard-cmd.js';
 
 /** The package's version: package.json sits three levels above this file, in the tree and installed. */
 const VERSION = ((): string => {
@@ -54,6 +55,7 @@ Commands:
   down       tear a cluster down in the documented order (disassemble; --delete wipes)
   sync       start, stop, rate-limit or watch the background sync of a pool
   verify     compare a pool's members chunk by chunk (hashes) and resync what differs
+  dashboard  a live web page of the cluster: states, dirty maps, resync, IO, events
   daemon     run the node daemon (rmr daemon --help)
   ctl        read, write and list the control tree (rmr ctl --help)
   status     daemon, roles and pool legs (rmr status --help)
@@ -111,13 +113,15 @@ leaves the pools, in the documented order. By default members are disassembled (
 maps kept: rmr up brings the cluster back); --delete removes them for good and wipes the
 stores' headers and metadata. Then stops the daemons rmr up started (--keep-daemons: no).`,
   demo: `Usage: rmr demo [--data-dir DIR] [--nodes N] [--size SIZE] [--address A] [--data-port P] [--nbd-port P]
+                [--dashboard-port P]
 
 Starts a local cluster with no configuration: N (default 3) storage daemons with file
 stores and a compute client exporting the replicated device disk0 over NBD, waits until
 it is NORMAL and prints how to use and watch it. Ctrl-C stops it; running it again
 reuses the data. Defaults: --data-dir ${'$'}{XDG_STATE_HOME:-~/.local/state}/rmr-demo, --size 1G,
 --address 127.0.0.1, --data-port 12340 (storage daemons use 12340, 12341, ...),
---nbd-port 10809. Use another --data-dir and ports to run demos side by side.`,
+--nbd-port 10809. Use another --data-dir and ports to run demos side by side.
+The web dashboard (rmr dashboard) runs on 127.0.0.1:--dashboard-port (default ${DASHBOARD_DEFAULT_PORT}; 0: none).`,
   sync: `Usage: rmr sync POOL start|stop|status|rate BYTES_PER_S [--wait] [--cluster FILE | --data-dir DIR]
 
 Controls the background sync on every storage daemon of the pool (or the one daemon
@@ -133,6 +137,7 @@ terminal), then the report. Exit code 0 when every member agreed, 1 when chunks 
 (they are being resynced) or the verify failed. --timeout (default 24 h) bounds the wait
 for the report; the verify itself keeps running (its control file takes 'stop').
 --cluster/--data-dir reach the client daemon of the cluster; otherwise --socket.`,
+  dashboard: DASHBOARD_HELP,
   metrics: `Usage: rmr metrics
 
 Prints the daemon's metrics in the Prometheus text format.
@@ -316,6 +321,24 @@ async function cmdEvents(args: string[]): Promise<void> {
   for (const line of r.body.split('\n')) print(line);
 }
 
+async function cmdDashboard(args: string[]): Promise<number> {
+  const { values, positionals } = parse('dashboard', args, { ...CLUSTER_OPTIONS, listen: { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'token-file': { type: 'string' }, interval: { type: 'string' } });
+  if (values.help === true) {
+    process.stdout.write(`${HELP.dashboard}\n`);
+    return 0;
+  }
+  if (positionals.length > 0) throw new CliError(`rmr dashboard: unexpected argument '${positionals[0] ?? ''}' (see rmr dashboard --help)`, EXIT_USAGE);
+  const s = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const lc = clusterOf(values) ?? loadCluster(join(defaultDemoDir(), 'cluster.yaml'));
+  const d = await runDashboard(lc, { listen: s('listen'), tls_cert: s('tls-cert'), tls_key: s('tls-key'), token_file: s('token-file'), interval: s('interval') }, say);
+  process.stdout.write(`rmr dashboard: cluster ${lc.file.cluster} at ${d.url}\n`);
+  return new Promise<number>((resolve) => {
+    const stop = (): void => void d.close().then(() => resolve(0));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
 async function cmdMetrics(args: string[]): Promise<void> {
   const { values } = parse('metrics', args, { ...CLIENT_OPTIONS });
   if (values.help === true) return void process.stdout.write(`${HELP.metrics}\n`);
@@ -366,6 +389,7 @@ async function cmdDemo(args: string[]): Promise<number> {
     address: { type: 'string' },
     'data-port': { type: 'string' },
     'nbd-port': { type: 'string' },
+    'dashboard-port': { type: 'string' },
     timeout: { type: 'string' },
   });
   if (values.help === true) {
@@ -393,7 +417,10 @@ async function cmdDemo(args: string[]): Promise<number> {
     const r = await Promise.race([up(lc, { attached: true, wait_ms: seconds(values, 'timeout', 120) * 1000, say }), stop.then(() => null)]);
     if (r === null) return 130;
     stop.watch(r.started);
-    process.stdout.write(demoBanner(lc, r.status, dataDir));
+    const dport = int('dashboard-port', DASHBOARD_DEFAULT_PORT, 0, 65535);
+    // The dashboard is a convenience: a port in use costs the demo its page, not its disk.
+    const dash = dport === 0 ? null : await runDashboard(lc, { listen: `127.0.0.1:${dport}` }, say).catch((e: unknown) => (say(`rmr demo: no dashboard: ${e instanceof Error ? e.message : String(e)}`), null));
+    process.stdout.write(demoBanner(lc, r.status, dataDir, dash?.url ?? null));
   } catch (e) {
     say('rmr demo: stopping the daemons it started');
     await stop.now();
@@ -571,6 +598,8 @@ async function main(argv: string[]): Promise<number> {
     case 'metrics':
       await cmdMetrics(args);
       return 0;
+    case 'dashboard':
+      return cmdDashboard(args);
     default:
       throw new CliError(`rmr: unknown command '${cmd}' (see rmr --help)`, EXIT_USAGE);
   }

@@ -111,10 +111,7 @@ export class ControlApi {
 
   /** Whether the headers carry the bearer token (the server checks it as soon as the headers are in). */
   tokenOk(headers: ApiRequest['headers']): boolean {
-    const h = headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(h) : null;
-    // Compare digests: constant time, and independent of the token's length.
-    return this.tokenDigest !== null && m !== null && timingSafeEqual(digest(m[1] as string), this.tokenDigest);
+    return this.tokenDigest !== null && bearerMatches(headers.authorization, this.tokenDigest);
   }
 
   private async dispatch(req: ApiRequest, p: { route: Route; path: string; query: URLSearchParams }): Promise<ApiResponse> {
@@ -210,6 +207,27 @@ export class ControlApi {
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/**
+ * A bearer token needs at least this many characters (control.token_file, the dashboard's):
+ * as many as the cluster secret's bytes, so that it cannot be guessed.
+ */
+export const TOKEN_MIN_CHARS = 32;
+
+/** The digest `bearerMatches` compares against. */
+export function tokenDigest(token: string): Buffer {
+  return digest(token);
+}
+
+/**
+ * Whether `value` presents the token of `expected` (its tokenDigest). Accepts the header
+ * form `Bearer <token>` or, with `bare`, the token alone (a cookie). Digests are compared:
+ * constant time, and independent of the token's length.
+ */
+export function bearerMatches(value: unknown, expected: Buffer, bare = false): boolean {
+  const m = typeof value === 'string' ? (bare ? /^([\x21-\x7e]{1,512})$/ : /^Bearer ([\x21-\x7e]{1,512})$/).exec(value) : null;
+  return m !== null && timingSafeEqual(digest(m[1] as string), expected);
 }
 
 /** `/a/b%40c` → `a/b@c`; a segment that decodes to a slash or fails to decode is refused. */

@@ -24,11 +24,10 @@ import { formatListen } from './validate.js';
 import { ensurePrivateDir, writeFileAtomic, UnsafePathError } from '../node/files.js';
 import { readSecret } from './node-role-ports.js';
 import type { Logger } from '../util/ports.js';
+import { TOKEN_MIN_CHARS } from './control-api.js';
 
 /** Exit code of a fail-stop (sysexits' EX_SOFTWARE: an internal error). */
 export const EXIT_INTERNAL = 70;
-/** A bearer token must not be guessable: as long as the cluster secret. */
-export const TOKEN_MIN_CHARS = 32;
 
 export interface RunDaemonOptions {
   readonly config: DaemonConfig;

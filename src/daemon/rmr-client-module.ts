@@ -26,6 +26,7 @@ import { groupId } from '../util/jhash.js';
 import { errnoName } from '../util/errno.js';
 import { ControlError, type ControlCode } from './control-error.js';
 import { mapSummaryText } from './map-text.js';
+import { mapPictureDir } from './map-picture.js';
 import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/map-compare.js';
 import type { DirtyMap } from '../rmr/dirty-map.js';
 import type { UserSend } from '../brmr/client/device.js';
@@ -552,6 +553,7 @@ export class RmrClientModule {
       chunk_size: roFile(() => String(e.chunk_size)),
       map_version: roFile(() => `Map ver: ${e.pool?.map_ver ?? 1}`),
       mapped_size: roFile(() => String(e.pool?.mapped_size ?? 0), 'bytes (learned from the members)'),
+      map_picture: mapPictureDir(() => e.pool?.maps ?? new Map()),
       map: file({
         read: () => mapSummaryText(need().maps),
         write: (v) => {

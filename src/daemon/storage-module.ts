@@ -23,6 +23,7 @@ import { ControlError } from './control-error.js';
 import { dir, dynamicDir, file, kvFile, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseInteger, parseKv, parseWord } from './kv.js';
 import { mapSummaryText } from './map-text.js';
+import { mapPictureDir } from './map-picture.js';
 import { DEFAULT_CHUNK_SIZE, statusError, type RmrClientModule } from './rmr-client-module.js';
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
@@ -386,9 +387,12 @@ export class StorageModule {
           return `max=${o.max_bytes_per_s} min=${o.min_bytes_per_s} share_percent=${Math.round(o.share * 100)}`;
         },
         write: (v) => {
-          // `<max bytes/s>`, or `max=<bytes/s> min=<bytes/s> share_percent=<1..99>`.
-          const o = /^[0-9]+$/.test(v)
-            ? { max: parseInteger('sync_rate', v, 1 << 16, 2 ** 40) }
+          // `<max bytes/s>`, or `max=<bytes/s> min=<bytes/s> share_percent=<1..99>`. A bare
+          // limit below the floor (10 MiB/s by default) lowers the floor with it: `rmr sync
+          // rate 4M` was refused ('need min <= max') although it says what the operator wants.
+          const bare = /^[0-9]+$/.test(v) ? parseInteger('sync_rate', v, 1 << 16, 2 ** 40) : null;
+          const o = bare !== null
+            ? { max: bare, min: Math.min(bare, e().sync.opts.min_bytes_per_s) }
             : parseKv({ max: { type: 'int', min: 1 << 16, max: 2 ** 40 }, min: { type: 'int', min: 1 << 16, max: 2 ** 40 }, share_percent: { type: 'int', min: 1, max: 99 } }, v);
           const err = e().sync.setRate({
             ...(o.max !== undefined ? { max_bytes_per_s: o.max } : {}),
@@ -403,6 +407,7 @@ export class StorageModule {
       member_id: roFile(() => String(e().pool.member_id)),
       chunk_size: roFile(() => String(e().pool.chunk_size)),
       map_summary: roFile(() => mapSummaryText(e().pool.maps)),
+      map_picture: mapPictureDir(() => e().pool.maps),
       map: file({
         read: () => mapSummaryText(e().pool.maps),
         write: (v) => {
@@ -542,7 +547,7 @@ export class StorageModule {
       ]).flat(),
     );
     m.counter('rmr_sync_bytes_total', 'Bytes the background sync copied.', ['pool'], () => each((n, e) => [{ pool: n }, e.sync.synced_bytes] as const));
-    m.gauge('rmr_sync_rate_bytes', 'Background sync rate (moving average, bytes/s).', ['pool'], () => each((n, e) => [{ pool: n }, e.sync.progress().bytes_per_s] as const));
+    m.gauge('rmr_sync_rate_bytes_per_second', 'Background sync rate (moving average).', ['pool'], () => each((n, e) => [{ pool: n }, e.sync.progress().bytes_per_s] as const));
     m.gauge('rmr_sync_running', 'Whether the background sync runs (1) or not (0).', ['pool'], () => each((n, e) => [{ pool: n }, e.sync.state === 'RUNNING' ? 1 : 0] as const));
   }
 }

@@ -61,6 +61,12 @@ export class DirtyMap<W = unknown> {
   private readonly entries = new Map<number, SyncEntry<W>>();
   /** Time of the last change (the client's clean guard compares it, reference §8.5). */
   ts = 0;
+  /**
+   * Counts changes of the dirty set (not of sync entries): a reader that saw version v and
+   * sees v again knows the map is unchanged (the dashboard's map pictures). `ts` cannot
+   * tell, since callers may change the map without passing a new time.
+   */
+  version = 0;
 
   /** `member_id` 0: a set of chunks that is not a member's map (the client's uncertain set). */
   constructor(member_id: number, no_of_chunks: number) {
@@ -133,6 +139,7 @@ export class DirtyMap<W = unknown> {
     }
     this.dirty = this.no_of_chunks;
     this.ts = now;
+    this.version++;
   }
 
   clearAll(now = this.ts): void {
@@ -140,6 +147,7 @@ export class DirtyMap<W = unknown> {
     this.page_dirty.fill(0);
     this.dirty = 0;
     this.ts = now;
+    this.version++;
   }
 
   /**
@@ -198,7 +206,10 @@ export class DirtyMap<W = unknown> {
       c = stop;
     }
     this.dirty += set ? changed : -changed;
-    if (changed > 0) this.ts = now;
+    if (changed > 0) {
+      this.ts = now;
+      this.version++;
+    }
     return changed;
   }
 
@@ -293,6 +304,13 @@ export class DirtyMap<W = unknown> {
     return d === 0 ? 0 : d === this.pageChunks(p) ? 1 : 2;
   }
 
+  /** Dirty chunks in page `p` (kept per page: no scan). */
+  pageDirty(p: number): number {
+    const d = this.page_dirty[p];
+    if (d === undefined) throw new RangeError(`page ${p} outside 0..${this.page_count - 1}`);
+    return d;
+  }
+
   /** Page `p` as PAGE_BYTES of bitmap (bit k of byte j = chunk p*CHUNKS_PER_PAGE + 8j + k). */
   encodePage(p: number, out: Uint8Array = new Uint8Array(PAGE_BYTES)): Uint8Array {
     if (!Number.isInteger(p) || p < 0 || p >= this.page_count) throw new RangeError(`page ${p} outside 0..${this.page_count - 1}`);
@@ -336,6 +354,8 @@ export class DirtyMap<W = unknown> {
     this.page_dirty[p] = d;
     this.dirty += d - before;
     if (d !== before) this.ts = now;
+    // A page rewritten with the same count may still have moved bits.
+    this.version++;
     return null;
   }
 

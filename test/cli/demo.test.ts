@@ -18,7 +18,8 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
   const dir = mkdtempSync(join(tmpdir(), 'rmr-demo-'));
   const base = 23000 + (process.pid % 1000) * 5;
   const nbdPort = base + 4;
-  const demo = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const dashPort = 20000 + (process.pid % 1000);
+  const demo = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort), '--dashboard-port', String(dashPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   demo.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -35,6 +36,11 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
     assert.ok(out.includes(uri), `the banner names ${uri}:\n${out}`);
     assert.match(out, /nbdinfo nbd:\/\//);
     assert.match(out, /status --data-dir/);
+    // The web dashboard runs beside the demo, its URL in the banner.
+    assert.ok(out.includes(`http://127.0.0.1:${dashPort}/   (the web dashboard)`), out);
+    const page = await fetch(`http://127.0.0.1:${dashPort}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<title>RMR dashboard<\/title>/);
     const info = await runOk('nbdinfo', [uri]);
     assert.match(info.stdout, /export-size: 67108864/);
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 1M 1M', '-c', 'read -P 0x3c 1M 1M', uri]);
@@ -54,7 +60,7 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
     assert.equal(await within('demo exit', exited, 60_000), 0, err);
     assert.deepEqual(pids.filter(pidRunning), [], 'no daemon outlives the demo');
     // Running it again reuses the data: every daemon resumes, the client re-assembles.
-    const again = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const again = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort), '--dashboard-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out2 = '';
     let err2 = '';
     again.stdout.on('data', (c: Buffer) => (out2 += c.toString()));

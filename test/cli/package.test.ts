@@ -1,6 +1,7 @@
 // The release artifact (issue 22): `npm pack` yields a package whose `rmr` runs after `npm
 // install -g <tarball>` into an empty prefix: `rmr --version` prints package.json's version,
-// and the installed `rmr demo --nodes 1` serves a disk that qemu-io writes and reads back.
+// and the installed `rmr demo --nodes 1` serves a disk that qemu-io writes and reads back
+// and its web dashboard with the bundled page.
 // The tarball is packed from the tree `npm test` has just built (--ignore-scripts: prepack
 // would build again).
 
@@ -35,7 +36,8 @@ test('npm pack + npm install -g into a fresh prefix: rmr --version, and a one-no
     assert.equal((await run(rmrBin, ['--version'], tmp, 10_000)).trim(), version);
 
     const base = 24000 + (process.pid % 1000) * 3;
-    const demo = spawn(rmrBin, ['demo', '--nodes', '1', '--data-dir', join(tmp, 'demo'), '--size', '16M', '--data-port', String(base), '--nbd-port', String(base + 2)], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
+    const dashPort = 19000 + (process.pid % 1000);
+    const demo = spawn(rmrBin, ['demo', '--nodes', '1', '--data-dir', join(tmp, 'demo'), '--size', '16M', '--data-port', String(base), '--nbd-port', String(base + 2), '--dashboard-port', String(dashPort)], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     demo.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -47,6 +49,12 @@ test('npm pack + npm install -g into a fresh prefix: rmr --version, and a one-no
         void exited.then((c) => reject(new Error(`demo exited ${String(c)}:\n${err}`)));
       }), 90_000);
       await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x71 0 1M', '-c', 'read -P 0x71 0 1M', `nbd://127.0.0.1:${base + 2}/disk0`]);
+      // The dashboard's page ships in the package (built at pack time, not committed).
+      const page = await fetch(`http://127.0.0.1:${dashPort}/`);
+      assert.equal(page.status, 200, err);
+      const js = await fetch(`http://127.0.0.1:${dashPort}/assets/app.js`);
+      assert.equal(js.status, 200);
+      assert.ok((await js.text()).length > 10_000, 'the bundled page script');
       demo.kill('SIGTERM');
       assert.equal(await within('demo exit', exited, 60_000), 0, err);
     } finally {

@@ -336,7 +336,7 @@ test('the history checker passes over TLS (certificates and PSK) and still catch
   for (const [p, tls, seed] of [[port.x509, x509Client(), 31], [port.psk, pskClient(), 32]] as const) {
     // A fresh export each time: the checker knows only the values of this run's writes.
     server.addExport(`hist${seed}`, new MemBlockDevice({ size_bytes: 1 << 20 }));
-    const w = await runWorkload({ target: { host: '127.0.0.1', port: p }, export_name: `hist${seed}`, tls, seed, duration_ms: 800 });
+    const w = await runWorkload({ target: { host: '127.0.0.1', port: p }, export_name: `hist${seed}`, tls, seed, duration_ms: 800, min_ops: 320 });
     const r = checkHistory(w.ops, { multi_conn: w.multi_conn, trim: 'undefined', final: 'register' });
     assert.deepEqual(r.violations.slice(0, 3).map((v) => v.message), []);
     assert.ok(w.ops.length >= 300 && r.stats.reads_checked > 60, `${w.ops.length} ops, ${r.stats.reads_checked} reads checked`);

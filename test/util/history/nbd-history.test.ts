@@ -68,7 +68,8 @@ async function liar(t: { after: (fn: () => Promise<void>) => void }, lie: LieOpt
   return { port: l.address.port, dev };
 }
 
-const base = (o: Partial<WorkloadOptions> & Pick<WorkloadOptions, 'target' | 'export_name'>): WorkloadOptions => ({ seed: 1, duration_ms: RUN_MS, ...o });
+// Enough history for the checks below whatever the machine's load (assertValid's minimum).
+const base = (o: Partial<WorkloadOptions> & Pick<WorkloadOptions, 'target' | 'export_name'>): WorkloadOptions => ({ seed: 1, duration_ms: RUN_MS, min_ops: 320, ...o });
 
 test('the fixture server over a memory device: a concurrent history checks valid', async (t) => {
   const { hello } = await child(t, process.execPath, [join(process.cwd(), 'dist/test/fixtures/nbd-server.js'), String(8 << 20)]);

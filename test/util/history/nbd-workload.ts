@@ -29,6 +29,11 @@ export interface WorkloadOptions {
   duration_ms: number;
   /** Stop issuing after this many operations in all (default: unbounded). */
   max_ops?: number;
+  /**
+   * Keep issuing past duration_ms until this many operations completed, so that a loaded
+   * machine gives the checker as much history as a quiet one (bounded by 60 s).
+   */
+  min_ops?: number;
   connections?: number;
   /** Operations in flight per connection. */
   depth?: number;
@@ -81,7 +86,12 @@ export async function runWorkload(o: WorkloadOptions): Promise<WorkloadResult> {
   const start = performance.now();
   const end = start + o.duration_ms;
   const target = (): SocketTarget => (typeof o.target === 'function' ? o.target() : o.target);
-  const more = (): boolean => performance.now() < end && (o.max_ops === undefined || issued < o.max_ops);
+  const hard_end = start + Math.max(o.duration_ms, 60_000);
+  const more = (): boolean => {
+    const now = performance.now();
+    const time_left = now < end || (o.min_ops !== undefined && completed < o.min_ops && now < hard_end);
+    return time_left && (o.max_ops === undefined || issued < o.max_ops);
+  };
 
   const open = async (to: SocketTarget): Promise<{ c: WireClient; flags: number }> => {
     const stream = await connectStream(to, timeout);
