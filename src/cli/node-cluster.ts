@@ -321,7 +321,6 @@ export interface Started {
 export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (l: string) => void, spawnOpts: SpawnOptions = {}): Promise<Started[]> {
   const started: Started[] = [];
   ensureSecret(lc);
-  ensureDataPsk(lc);
   const need = lc.file.nodes.filter((n) => lc.file.stores.some((s) => s.node === n.name) || lc.file.client?.node === n.name);
   for (const n of need) {
     const t = nodeTarget(lc, n);
@@ -343,6 +342,8 @@ export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (
       continue;
     }
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Only daemons started here read the key file: nodes with their own daemon have their own config.
+    ensureDataPsk(lc);
     const cfgPath = join(dir, 'daemon.yaml');
     writeFileSync(cfgPath, `# written by rmr up from ${lc.path}\n${toYaml(daemonConfigFor(lc, n))}`, { mode: 0o600 });
     const out = openSync(join(dir, 'stderr.log'), 'a', 0o600);
