@@ -2,7 +2,7 @@
 // `rmr status`, `rmr sync` and `rmr verify` (given `--cluster FILE`, or `--data-dir DIR`
 // of a demo). Each node is reached through its own control API.
 
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -11,6 +11,7 @@ import { clusterDown, clusterUp, type NodeCtl } from './cluster-ops.js';
 import { ensureDaemons, loadCluster, nodeCtl, nodeTarget, stopDaemons, stopOrder, type LoadedCluster, type SpawnOptions, type Started } from './node-cluster.js';
 import { formatTable, type Cell } from './format.js';
 import { daemonLiveness } from '../node/liveness.js';
+import { writeFileAtomic } from '../node/files.js';
 import { addDaemonStatus, addUnreachable, emptyClusterStatus, type ClusterStatus } from '../daemon/cluster-status.js';
 
 type J = unknown;
@@ -162,7 +163,8 @@ export function writeDemoCluster(o: DemoOptions): string {
   const dir = resolve(o.data_dir);
   mkdirSync(join(dir, 'stores'), { recursive: true, mode: 0o700 });
   const path = join(dir, 'cluster.yaml');
-  if (!existsSync(path)) writeFileSync(path, `# rmr demo cluster (written by rmr demo; edit freely)\n${toYaml(demoCluster({ ...o, data_dir: dir }))}`);
+  // 0600 whatever the umask (under umask 000 it was 0666): it names the secret and key files.
+  if (!existsSync(path)) writeFileAtomic(path, `# rmr demo cluster (written by rmr demo; edit freely)\n${toYaml(demoCluster({ ...o, data_dir: dir }))}`, 0o600, false);
   return path;
 }
 

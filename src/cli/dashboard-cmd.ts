@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { call, CliError, EXIT_FAILED, EXIT_USAGE } from './node-client.js';
 import { nodeTarget, type LoadedCluster } from './node-cluster.js';
 import { daemonLiveness } from '../node/liveness.js';
+import { readSecretFile } from '../node/files.js';
 import { parseListen } from '../daemon/validate.js';
 import { TOKEN_MIN_CHARS } from '../daemon/control-api.js';
 import type { ClusterLayout, DaemonPort } from '../dashboard/collector.js';
@@ -68,14 +69,23 @@ function readFile(what: string, path: string): Buffer {
   }
 }
 
+/** A key or token file: a warning when group or others may read it. */
+function readSecret(what: string, path: string): Buffer {
+  try {
+    return readSecretFile(path, what, 'warn', (msg) => process.stderr.write(`rmr dashboard: warning: ${msg}\n`));
+  } catch (e) {
+    throw new CliError(`cannot read ${what} ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): check the path`, EXIT_USAGE);
+  }
+}
+
 export async function runDashboard(lc: LoadedCluster, f: DashboardFlags, log: (line: string) => void): Promise<RunningDashboard> {
   const listen = parseListen(f.listen ?? `127.0.0.1:${DASHBOARD_DEFAULT_PORT}`);
   if (listen === null) throw new CliError(`rmr dashboard: --listen takes ADDR:PORT (e.g. 127.0.0.1:${DASHBOARD_DEFAULT_PORT}), got '${f.listen ?? ''}'`, EXIT_USAGE);
   const interval = f.interval === undefined ? 1000 : /^[0-9]{1,6}$/.test(f.interval) ? Number(f.interval) : NaN;
   if (!(interval >= 250 && interval <= 60_000)) throw new CliError(`rmr dashboard: --interval takes 250..60000 ms, got '${f.interval ?? ''}'`, EXIT_USAGE);
   if ((f.tls_cert === undefined) !== (f.tls_key === undefined)) throw new CliError('rmr dashboard: give both --tls-cert and --tls-key', EXIT_USAGE);
-  const tls = f.tls_cert !== undefined && f.tls_key !== undefined ? { cert: readFile('--tls-cert', f.tls_cert), key: readFile('--tls-key', f.tls_key) } : null;
-  const token = f.token_file === undefined ? null : readFile('--token-file', f.token_file).toString('utf8').trim();
+  const tls = f.tls_cert !== undefined && f.tls_key !== undefined ? { cert: readFile('--tls-cert', f.tls_cert), key: readSecret('--tls-key', f.tls_key) } : null;
+  const token = f.token_file === undefined ? null : readSecret('--token-file', f.token_file).toString('utf8').trim();
   if (token !== null && token.length < TOKEN_MIN_CHARS) throw new CliError(`rmr dashboard: the token in ${f.token_file ?? ''} must have at least ${TOKEN_MIN_CHARS} characters`, EXIT_USAGE);
   if (!isLoopback(listen.host) && (tls === null || token === null)) {
     throw new CliError(`rmr dashboard: --listen ${listen.host} is not a loopback address: it needs TLS (--tls-cert, --tls-key) and a token (--token-file)`, EXIT_USAGE);

@@ -6,7 +6,8 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { parseConfigText, resolveDaemonConfig, configToPlain, SETTINGS, flagName, envName, type ConfigEnv, type DaemonConfig } from '../daemon/config.js';
+import { parseConfigText, resolveDaemonConfig, configToPlain, defaultStateRoot, SETTINGS, flagName, envName, type ConfigEnv, type DaemonConfig } from '../daemon/config.js';
+import { euid, readSecretFile } from '../node/files.js';
 import { ConfigError } from '../daemon/validate.js';
 import { runDaemon, StartError } from '../daemon/node-daemon.js';
 import { ROLE_FACTORIES } from '../daemon/roles.js';
@@ -32,10 +33,16 @@ const VERSION = ((): string => {
 
 const CLIENT_HELP = `Daemon selection (every client command):
   --socket PATH        control socket (default: RMR_SOCKET, or the daemon default
-                       <runtime dir>/rmr/<hostname>/control.sock)
+                       <state dir>/control.sock: /var/lib/rmr/<hostname>/ as root,
+                       else ~/.local/state/rmr/<hostname>/)
   --config FILE        take the socket from this daemon config file
-  --daemon URL         http://host:port of a daemon's TCP control listener
-  --token TOKEN        bearer token for --daemon (or RMR_TOKEN, or --token-file FILE)`;
+  --daemon URL         https://host:port (or http:// on loopback) of a daemon's TCP
+                       control listener
+  --token-file FILE    file with the bearer token for --daemon (or RMR_TOKEN); mode 0600
+  --ca-file FILE       CA certificate that signed the daemon's HTTPS certificate (or
+                       RMR_CA_FILE; default: the system's CAs)
+  --token TOKEN        the token itself: deprecated, every local user can read it in
+                       /proc/<pid>/cmdline (a warning says so)`;
 
 const HELP: Readonly<Record<string, string>> = {
   '': `rmr ${VERSION}: replicated network block store (RMR/BRMR) exported over NBD
@@ -139,7 +146,7 @@ ${CLIENT_HELP}`,
 };
 
 function configEnv(): ConfigEnv {
-  return { hostname: hostname(), runtime_dir: process.env.XDG_RUNTIME_DIR ?? '/tmp', vars: process.env };
+  return { hostname: hostname(), state_root: defaultStateRoot(euid(), process.env), vars: process.env };
 }
 
 function loadConfigFile(path: string): unknown {
@@ -170,22 +177,38 @@ const CLIENT_OPTIONS = {
   daemon: { type: 'string' },
   token: { type: 'string' },
   'token-file': { type: 'string' },
+  'ca-file': { type: 'string' },
 } as const;
+
+/** A token or key file the CLI reads: a warning (not a refusal: it is the operator's own file) when others may read it. */
+export function readCliSecret(path: string, what: string): string {
+  try {
+    return readSecretFile(path, what, 'warn', (msg) => process.stderr.write(`rmr: warning: ${msg}\n`)).toString('utf8').trim();
+  } catch (e) {
+    throw new CliError(`cannot read ${what} ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): check the path`, EXIT_USAGE);
+  }
+}
 
 function target(v: Flags): Target {
   const str = (k: string): string | undefined => (typeof v[k] === 'string' ? v[k] : undefined);
   const url = str('daemon');
   if (url !== undefined) {
     const tf = str('token-file');
-    let token = str('token') ?? process.env.RMR_TOKEN ?? null;
-    if (tf !== undefined) {
+    const flag = str('token');
+    // Kept for scripts, with a warning: argv is world-readable in /proc/<pid>/cmdline.
+    if (flag !== undefined) process.stderr.write('rmr: warning: --token puts the token where every local user can read it (/proc/<pid>/cmdline, ps); use --token-file FILE or RMR_TOKEN\n');
+    let token = flag ?? process.env.RMR_TOKEN ?? null;
+    if (tf !== undefined) token = readCliSecret(tf, '--token-file');
+    const caPath = str('ca-file') ?? process.env.RMR_CA_FILE;
+    let ca: Buffer | null = null;
+    if (caPath !== undefined) {
       try {
-        token = readFileSync(tf, 'utf8').trim();
-      } catch {
-        throw new CliError(`cannot read --token-file ${tf}: check the path`, EXIT_USAGE);
+        ca = readFileSync(caPath);
+      } catch (e) {
+        throw new CliError(`cannot read --ca-file ${caPath} (${(e as NodeJS.ErrnoException).code ?? 'error'}): check the path`, EXIT_USAGE);
       }
     }
-    return { url, token };
+    return { url, token, ca };
   }
   const socket = str('socket') ?? process.env.RMR_SOCKET;
   if (socket !== undefined) return { socket };

@@ -1,10 +1,13 @@
 // The CLI's side of the control API: HTTP/1.1 over the daemon's Unix socket, or TCP with a
-// bearer token. Every call has a deadline; a daemon that cannot be reached is a CliError
-// telling the operator what to do.
+// bearer token: https:// (the daemon's certificate checked against `ca`, or the system's
+// CAs), or http:// (a loopback listener, or one the operator allowed to be insecure). Every
+// call has a deadline; a daemon that cannot be reached is a CliError telling the operator
+// what to do.
 
-import { request, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest, type RequestOptions as HttpsRequestOptions } from 'node:https';
 
-export type Target = { readonly socket: string } | { readonly url: string; readonly token: string | null };
+export type Target = { readonly socket: string } | { readonly url: string; readonly token: string | null; readonly ca?: Buffer | null };
 
 export interface Reply {
   readonly status: number;
@@ -32,16 +35,25 @@ function describe(t: Target): string {
   return 'socket' in t ? t.socket : t.url;
 }
 
-function options(t: Target, method: string, path: string, headers: Record<string, string>): RequestOptions {
-  if ('socket' in t) return { socketPath: t.socket, method, path, headers };
+function options(t: Target, method: string, path: string, headers: Record<string, string>): HttpsRequestOptions & { https: boolean } {
+  if ('socket' in t) return { socketPath: t.socket, method, path, headers, https: false };
   const u = new URL(t.url);
-  if (u.protocol !== 'http:') throw new CliError(`--daemon ${t.url}: only http:// URLs are supported`, EXIT_USAGE);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new CliError(`--daemon ${t.url}: give an http:// or https:// URL`, EXIT_USAGE);
+  const https = u.protocol === 'https:';
   const h = t.token === null ? headers : { ...headers, authorization: `Bearer ${t.token}` };
-  return { host: u.hostname, port: u.port === '' ? 80 : Number(u.port), method, path, headers: h };
+  // URL keeps IPv6 hosts in brackets; the socket layer wants them bare.
+  const o: RequestOptions = { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port === '' ? (https ? 443 : 80) : Number(u.port), method, path, headers: h };
+  return https ? { ...o, ...(t.ca !== undefined && t.ca !== null ? { ca: t.ca } : {}), rejectUnauthorized: true, https } : { ...o, https };
+}
+
+function send(o: HttpsRequestOptions & { https: boolean }, onResponse: (res: IncomingMessage) => void): ClientRequest {
+  const { https, ...rest } = o;
+  return https ? httpsRequest(rest, onResponse) : httpRequest(rest, onResponse);
 }
 
 function unreachable(t: Target, e: NodeJS.ErrnoException): CliError {
-  const how = 'socket' in t ? 'start it with `rmr daemon` or pass --socket PATH' : 'check --daemon URL and that the daemon listens on TCP';
+  const tlsProblem = e.code !== undefined && /CERT|SELF_SIGNED|TLS|SSL|ALTNAME/.test(e.code);
+  const how = 'socket' in t ? 'start it with `rmr daemon` or pass --socket PATH' : tlsProblem ? `the daemon's certificate was not accepted (${e.message}): give its CA with --ca-file (or RMR_CA_FILE, or control_ca_file in the cluster file)` : 'check --daemon URL and that the daemon listens on TCP';
   return new CliError(`cannot reach the daemon at ${describe(t)} (${e.code ?? e.message}): ${how}`, EXIT_UNREACHABLE);
 }
 
@@ -49,7 +61,7 @@ function unreachable(t: Target, e: NodeJS.ErrnoException): CliError {
 export function call(t: Target, method: string, path: string, body?: string, timeout_ms = 60_000): Promise<Reply> {
   return new Promise<Reply>((resolve, reject) => {
     const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) };
-    const req = request(options(t, method, path, headers), (res) => {
+    const req = send(options(t, method, path, headers), (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
@@ -64,7 +76,7 @@ export function call(t: Target, method: string, path: string, body?: string, tim
 /** A streaming GET: `onLine` per complete line until the daemon ends the stream. */
 export function stream(t: Target, path: string, onLine: (line: string) => void): Promise<Reply> {
   return new Promise<Reply>((resolve, reject) => {
-    const req = request(options(t, 'GET', path, {}), (res) => {
+    const req = send(options(t, 'GET', path, {}), (res) => {
       if (res.statusCode !== 200) {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

@@ -3,16 +3,28 @@
 // nodes whose daemon does not answer (local nodes only; a node reached by control_url
 // must run its own daemon). A started daemon gets a generated config under
 // `<state_dir>/<node>/` and logs to `<state_dir>/<node>/daemon.log`.
+//
+// Credentials: unless the cluster file says otherwise (data_tls), the daemons `up` starts
+// authenticate as themselves on the data plane with per-node TLS-PSK keys, which `up`
+// generates into one key file (data_psk_file, mode 0600) the first time and extends when
+// nodes are added. PSKs, not certificates, because they need nothing but random bytes (no
+// openssl on the host, no CA to keep), and TLS 1.3 with a PSK still does an (EC)DHE exchange
+// (forward secrecy). The daemons `up` starts share one host and one user, so one file for
+// all of them gives nothing away that a per-node file would keep; across hosts each host
+// gets its own line and those of the nodes that connect to it, or certificates
+// (docs/security.md).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, closeSync, chmodSync } from 'node:fs';
+import { existsSync, fchmodSync, lstatSync, mkdirSync, openSync, readFileSync, writeFileSync, closeSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { validateClusterFile, type ClusterFile, type ClusterNode } from '../daemon/cluster.js';
-import { formatMode, parseConfigText } from '../daemon/config.js';
+import { formatMode, isLoopbackHost, parseConfigText } from '../daemon/config.js';
+import { formatDataPskLine, parseDataPskFile, ROLE_CLIENT, ROLE_STORAGE, type DataPskEntry } from '../daemon/data-tls.js';
+import { readSecretFile, writeFileAtomic } from '../node/files.js';
 import { formatListen } from '../daemon/validate.js';
 import { call, CliError, errorLine, EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, type Target } from './node-client.js';
 import type { NodeCtl } from './cluster-ops.js';
@@ -28,6 +40,8 @@ export interface LoadedCluster {
   readonly state_dir: string;
   /** Absolute path of the secret every daemon uses. */
   readonly secret_file: string;
+  /** Absolute path of the per-node data-plane keys (data_tls: psk), else null. */
+  readonly data_psk_file: string | null;
 }
 
 /** Reads and validates a cluster file; relative paths are resolved against its directory. */
@@ -49,21 +63,87 @@ export function loadCluster(path: string): LoadedCluster {
     nodes: raw.nodes.map((n) => ({ ...n, control_socket: n.control_socket === null ? null : abs(n.control_socket) })),
     client: raw.client === null ? null : { ...raw.client, nbd: { ...raw.client.nbd, socket_dir: absOrNull(raw.client.nbd.socket_dir), tls_certificates: absOrNull(raw.client.nbd.tls_certificates), tls_psk_file: absOrNull(raw.client.nbd.tls_psk_file) } },
     token_file: raw.token_file === null ? null : abs(raw.token_file),
+    control_ca_file: absOrNull(raw.control_ca_file),
+    data_psk_file: absOrNull(raw.data_psk_file),
   };
-  return { file, path: resolve(path), state_dir, secret_file: raw.secret_file === null ? join(state_dir, 'secret') : abs(raw.secret_file) };
+  const data_psk_file = raw.data_tls !== 'psk' ? null : (file.data_psk_file ?? join(state_dir, 'data.psk'));
+  return { file, path: resolve(path), state_dir, secret_file: raw.secret_file === null ? join(state_dir, 'secret') : abs(raw.secret_file), data_psk_file };
+}
+
+/** The data-plane roles of a node in the cluster file (none: it runs no daemon). */
+export function nodeRoles(cf: ClusterFile, node: string): string[] {
+  return [...(cf.client?.node === node ? [ROLE_CLIENT] : []), ...(cf.stores.some((s) => s.node === node) ? [ROLE_STORAGE] : [])];
+}
+
+/**
+ * The per-node keys: generated when the file is missing (if the cluster file names none of
+ * its own); a node missing from it gets a new key, and roles follow the cluster file
+ * (running daemons read the file again when an unknown identity connects). Keys already
+ * there are kept. Mode 0600.
+ */
+export function ensureDataPsk(lc: LoadedCluster): void {
+  const path = lc.data_psk_file;
+  if (path === null) return;
+  let have = new Map<string, DataPskEntry>();
+  if (existsSync(path)) {
+    try {
+      have = parseDataPskFile(readSecretFile(path, 'data_psk_file', 'strict', () => undefined).toString('utf8'), path);
+    } catch (e) {
+      throw new CliError(`data_psk_file: ${(e as Error).message}`, EXIT_CONFIG);
+    }
+  } else if (lc.file.data_psk_file !== null) {
+    throw new CliError(`data_psk_file ${path} does not exist: create it (a line name:$(openssl rand -hex 32):roles per node), or leave data_psk_file out and rmr up makes one`, EXIT_CONFIG);
+  }
+  let text = '# per-node TLS-PSK keys of the data plane: identity:hexkey:roles (written by rmr up; mode 0600)\n';
+  let changed = !existsSync(path);
+  for (const [id, e] of have) {
+    const roles = nodeRoles(lc.file, id);
+    const keep = roles.length === 0 ? e.roles : roles;
+    if (keep.join(',') !== e.roles.join(',')) changed = true;
+    text += formatDataPskLine(id, e.key, keep);
+  }
+  for (const n of lc.file.nodes) {
+    const roles = nodeRoles(lc.file, n.name);
+    if (roles.length === 0 || have.has(n.name)) continue;
+    text += formatDataPskLine(n.name, randomBytes(32), roles);
+    changed = true;
+  }
+  if (!changed) return;
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileAtomic(path, text, 0o600, true);
+}
+
+const warned = new Set<string>();
+
+function warnOnce(msg: string): void {
+  if (warned.has(msg)) return;
+  warned.add(msg);
+  process.stderr.write(`rmr: warning: ${msg}\n`);
 }
 
 export function nodeTarget(lc: LoadedCluster, n: ClusterNode): Target {
   if (n.control_url !== null) {
     let token: string | null = null;
-    if (lc.file.token_file !== null) {
+    const tf = lc.file.token_file;
+    if (tf !== null) {
       try {
-        token = readFileSync(lc.file.token_file, 'utf8').trim();
-      } catch {
-        throw new CliError(`cannot read token_file ${lc.file.token_file}`, EXIT_CONFIG);
+        token = readSecretFile(tf, 'token_file', 'warn', warnOnce).toString('utf8').trim();
+      } catch (e) {
+        throw new CliError(`cannot read token_file ${tf}: ${(e as Error).message}`, EXIT_CONFIG);
       }
     }
-    return { url: n.control_url, token };
+    const u = new URL(n.control_url);
+    if (u.protocol === 'http:' && !isLoopbackHost(u.hostname.replace(/^\[(.*)\]$/, '$1'))) warnOnce(`node ${n.name}: ${n.control_url} is plain HTTP: the bearer token travels in clear (use https://)`);
+    let ca: Buffer | null = null;
+    const caf = lc.file.control_ca_file;
+    if (caf !== null) {
+      try {
+        ca = readFileSync(caf);
+      } catch (e) {
+        throw new CliError(`cannot read control_ca_file ${caf}: ${(e as Error).message}`, EXIT_CONFIG);
+      }
+    }
+    return { url: n.control_url, token, ca };
   }
   return { socket: n.control_socket ?? join(lc.state_dir, n.name, 'control.sock') };
 }
@@ -122,22 +202,40 @@ export function daemonConfigFor(lc: LoadedCluster, n: ClusterNode): Record<strin
           socket_group: cn.socket_group,
         }
       : undefined;
+  const tls = cf.data_tls === 'psk' ? { tls_psk_file: lc.data_psk_file } : cf.data_tls === 'insecure' ? { allow_insecure: true } : {};
   return {
     name: n.name,
     state_dir: dir,
     control: { socket: n.control_socket ?? join(dir, 'control.sock') },
     log: { file: join(dir, 'daemon.log'), format: 'json' },
     secret_file: lc.secret_file,
-    data: { listen },
+    data: { listen, ...tls },
     ...(nbd !== undefined ? { nbd } : {}),
-    roles: { ...(storage ? { storage: {} } : {}), ...(client ? { client: {} } : {}) },
+    roles: { ...(storage ? { storage: storageSettings(cf, n) } : {}), ...(client ? { client: {} } : {}) },
   };
+}
+
+/**
+ * The store allow-list of a node `up` starts: the directories of its stores' files, a block
+ * device by its exact path (never all of /dev); symlinks only when a store path is one.
+ */
+function storageSettings(cf: ClusterFile, n: ClusterNode): Record<string, unknown> {
+  const paths = cf.stores.filter((s) => s.node === n.name).map((s) => s.path);
+  const dirs = [...new Set(paths.map((p) => (p.startsWith('/dev/') ? p : dirname(p))))];
+  const symlinks = paths.some((p) => {
+    try {
+      return lstatSync(p).isSymbolicLink();
+    } catch {
+      return false;
+    }
+  });
+  return { store_dirs: dirs, ...(symlinks ? { store_symlinks: true } : {}) };
 }
 
 /** The cluster secret, generated (owner-only) when the file names none and none exists yet. */
 export function ensureSecret(lc: LoadedCluster): void {
   if (existsSync(lc.secret_file)) return;
-  if (lc.file.secret_file !== null) throw new CliError(`secret_file ${lc.secret_file} does not exist: create it (at least 16 bytes, e.g. head -c 32 /dev/urandom | base64 > ${lc.secret_file})`, EXIT_CONFIG);
+  if (lc.file.secret_file !== null) throw new CliError(`secret_file ${lc.secret_file} does not exist: create it (at least 32 bytes, e.g. head -c 32 /dev/urandom | base64 > ${lc.secret_file}; chmod 600 ${lc.secret_file})`, EXIT_CONFIG);
   mkdirSync(dirname(lc.secret_file), { recursive: true, mode: 0o700 });
   writeFileSync(lc.secret_file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
   chmodSync(lc.secret_file, 0o600);
@@ -173,12 +271,16 @@ export function storageThreadpoolSize(cores = availableParallelism()): number {
 export const DAEMON_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=8388608:glibc.malloc.trim_threshold=134217728';
 
 /**
- * The environment of a daemon `rmr up` starts: this process's, plus `extra`, plus
- * UV_THREADPOOL_SIZE for a node with a store unless either sets it, and for every node the
- * malloc keys of DAEMON_MALLOC_TUNABLES that their GLIBC_TUNABLES does not set.
+ * The environment of a daemon `rmr up` starts: this process's without its RMR_* variables,
+ * plus `extra`, plus UV_THREADPOOL_SIZE for a node with a store unless either sets it, and
+ * for every node the malloc keys of DAEMON_MALLOC_TUNABLES that their GLIBC_TUNABLES does not
+ * set. RMR_* variables are the CLI's (RMR_TOKEN, a secret the daemon has no use for) or
+ * daemon settings that would override the config `up` wrote for that node (RMR_STATE_DIR
+ * would give every daemon one state directory); only `extra` passes them on.
  */
 export function daemonEnv(lc: LoadedCluster, n: ClusterNode, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RMR_')));
+  const env: NodeJS.ProcessEnv = { ...inherited, ...extra };
   const storage = lc.file.stores.some((s) => s.node === n.name);
   if (storage && (env.UV_THREADPOOL_SIZE ?? '') === '') env.UV_THREADPOOL_SIZE = String(storageThreadpoolSize());
   env.GLIBC_TUNABLES = withTunables(env.GLIBC_TUNABLES ?? '', DAEMON_MALLOC_TUNABLES);
@@ -239,9 +341,13 @@ export async function ensureDaemons(lc: LoadedCluster, attached: boolean, say: (
       continue;
     }
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Only daemons started here read the key file: nodes with their own daemon have their own config.
+    ensureDataPsk(lc);
     const cfgPath = join(dir, 'daemon.yaml');
     writeFileSync(cfgPath, `# written by rmr up from ${lc.path}\n${toYaml(daemonConfigFor(lc, n))}`, { mode: 0o600 });
-    const out = openSync(join(dir, 'stderr.log'), 'a');
+    const out = openSync(join(dir, 'stderr.log'), 'a', 0o600);
+    // Explicit, whatever the umask (under umask 000 it was 0666).
+    fchmodSync(out, 0o600);
     // Its own process group either way: a Ctrl-C meant for the demo must not reach the
     // daemons, which the demo stops in order (client first) itself.
     const child = spawn(process.execPath, [...DAEMON_NODE_ARGS, ...(spawnOpts.node_args ?? []), MAIN, 'daemon', '--config', cfgPath], { stdio: ['ignore', out, out], detached: true, env: daemonEnv(lc, n, spawnOpts.env) });

@@ -7,7 +7,7 @@
 import { MAX_MEMBERS } from '../rmr/protocol/msg.js';
 import { NAME_MAX } from '../rmr/protocol/layout.js';
 import { Reader, formatSize, type ListenAddress } from './validate.js';
-import { checkNbdSettings, readSettingAs } from './config.js';
+import { checkNbdSettings, isLoopbackHost, readSettingAs } from './config.js';
 import type { TlsMode } from '../nbd/handshake.js';
 
 export interface ClusterNode {
@@ -17,7 +17,7 @@ export interface ClusterNode {
   readonly port: number;
   /** Control socket of this node's daemon; default derived from its name by `rmr up`. */
   readonly control_socket: string | null;
-  /** Control API over TCP (`http://host:port`) for a daemon on another host (with token_file). */
+  /** Control API over TCP (`https://host:port`, or http:// on loopback) for a daemon on another host (with token_file). */
   readonly control_url: string | null;
 }
 
@@ -75,10 +75,22 @@ export interface ClusterClient {
 /** The client.nbd keys that are daemon nbd.* settings, passed through as they are. */
 const NBD_PASSED = ['tls', 'tls_certificates', 'tls_psk_file', 'tls_verify_peer', 'allow_insecure', 'socket_mode', 'socket_group'] as const;
 
+/**
+ * The data plane of the daemons `rmr up` starts: per-node TLS-PSK identities (`psk`, the
+ * default: a key per node generated into data_psk_file), or plaintext with the shared secret
+ * only (`off`: every node address must be loopback; `insecure`: anywhere, with a warning).
+ */
+export type ClusterDataTls = 'psk' | 'off' | 'insecure';
+
 export interface ClusterFile {
   readonly cluster: string;
   /** File with the transport's cluster secret (session authentication). */
   readonly secret_file: string | null;
+  readonly data_tls: ClusterDataTls;
+  /** The per-node keys (data.tls_psk_file of every daemon); default <state_dir>/data.psk. */
+  readonly data_psk_file: string | null;
+  /** CA certificate of the daemons' HTTPS control listeners (control_url https://). */
+  readonly control_ca_file: string | null;
   /** Where `rmr up` keeps the daemons it starts itself (`<state_dir>/<node>/`); null: next to the file. */
   readonly state_dir: string | null;
   /** Bearer token for nodes reached by control_url. */
@@ -112,7 +124,7 @@ function unique<T>(r: Reader, items: readonly T[], key: (t: T) => string | undef
 /** Validates a parsed cluster file; throws a ConfigError listing every problem. */
 export function validateClusterFile(raw: unknown): ClusterFile {
   const r = new Reader();
-  const top = r.object('', raw, ['cluster', 'secret_file', 'state_dir', 'token_file', 'nodes', 'stores', 'pools', 'client']);
+  const top = r.object('', raw, ['cluster', 'secret_file', 'state_dir', 'token_file', 'data_tls', 'data_psk_file', 'control_ca_file', 'nodes', 'stores', 'pools', 'client']);
   if (top === undefined) {
     r.done();
     throw new Error('unreachable: Reader.done did not throw');
@@ -121,6 +133,10 @@ export function validateClusterFile(raw: unknown): ClusterFile {
   const secret_file = top.secret_file === undefined || top.secret_file === null ? null : (r.string('secret_file', top.secret_file) ?? null);
   const state_dir = top.state_dir === undefined || top.state_dir === null ? null : (r.string('state_dir', top.state_dir) ?? null);
   const token_file = top.token_file === undefined || top.token_file === null ? null : (r.string('token_file', top.token_file) ?? null);
+  const data_tls = top.data_tls === undefined ? 'psk' : (r.oneOf('data_tls', top.data_tls, ['psk', 'off', 'insecure'] as const) ?? 'psk');
+  const data_psk_file = top.data_psk_file === undefined || top.data_psk_file === null ? null : (r.string('data_psk_file', top.data_psk_file) ?? null);
+  const control_ca_file = top.control_ca_file === undefined || top.control_ca_file === null ? null : (r.string('control_ca_file', top.control_ca_file) ?? null);
+  if (data_psk_file !== null && data_tls !== 'psk') r.fail('data_psk_file', `is set but data_tls is ${data_tls}`);
 
   // ---- nodes ----
   const nodes: ClusterNode[] = [];
@@ -141,7 +157,7 @@ export function validateClusterFile(raw: unknown): ClusterFile {
     });
     const port = o.port === undefined ? 1234 : r.int(`${at}.port`, o.port, 1, 65535);
     const control_socket = o.control_socket === undefined || o.control_socket === null ? null : r.string(`${at}.control_socket`, o.control_socket);
-    const control_url = o.control_url === undefined || o.control_url === null ? null : r.string(`${at}.control_url`, o.control_url, { pattern: /^https?:\/\/[A-Za-z0-9.:[\]-]+(:[0-9]{1,5})?\/?$/, hint: 'http://host:port' });
+    const control_url = o.control_url === undefined || o.control_url === null ? null : r.string(`${at}.control_url`, o.control_url, { pattern: /^https?:\/\/[A-Za-z0-9.:[\]-]+(:[0-9]{1,5})?\/?$/, hint: 'https://host:port' });
     if (control_url !== null && control_url !== undefined && control_socket !== null) r.fail(`${at}.control_url`, 'give control_socket or control_url, not both');
     if (name !== undefined) namedNodes.push(name);
     if (name !== undefined && port !== undefined && addrs !== undefined && control_socket !== undefined && control_url !== undefined) {
@@ -307,6 +323,12 @@ export function validateClusterFile(raw: unknown): ClusterFile {
     }
   }
   if (token_file === null && nodes.some((n) => n.control_url !== null)) r.fail('token_file', 'nodes reached by control_url need the bearer token file');
+  nodes.forEach((n, i) => {
+    if (data_tls === 'off') {
+      const off = n.addresses.find((a) => !isLoopbackHost(a));
+      if (off !== undefined) r.fail(`${nodeAt[i] ?? '?'}.addresses`, `${off} is not a loopback address and data_tls is off (plaintext): use data_tls: psk (the default), or data_tls: insecure`);
+    }
+  });
   r.done();
-  return { cluster, secret_file, state_dir, token_file, nodes, stores, pools, client };
+  return { cluster, secret_file, data_tls, data_psk_file, control_ca_file, state_dir, token_file, nodes, stores, pools, client };
 }

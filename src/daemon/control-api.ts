@@ -106,9 +106,12 @@ export class ControlApi {
   }
 
   private authorize(req: ApiRequest): void {
-    if (this.tokenDigest === null || !bearerMatches(req.headers.authorization, this.tokenDigest)) {
-      throw new ControlError('EKEYREJECTED', 'missing or wrong bearer token (Authorization: Bearer <token>)');
-    }
+    if (!this.tokenOk(req.headers)) throw new ControlError('EKEYREJECTED', 'missing or wrong bearer token (Authorization: Bearer <token>)');
+  }
+
+  /** Whether the headers carry the bearer token (the server checks it as soon as the headers are in). */
+  tokenOk(headers: ApiRequest['headers']): boolean {
+    return this.tokenDigest !== null && bearerMatches(headers.authorization, this.tokenDigest);
   }
 
   private async dispatch(req: ApiRequest, p: { route: Route; path: string; query: URLSearchParams }): Promise<ApiResponse> {
@@ -206,8 +209,11 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
 }
 
-/** A bearer token needs at least this many characters (control.token_file, the dashboard's). */
-export const TOKEN_MIN_CHARS = 16;
+/**
+ * A bearer token needs at least this many characters (control.token_file, the dashboard's):
+ * as many as the cluster secret's bytes, so that it cannot be guessed.
+ */
+export const TOKEN_MIN_CHARS = 32;
 
 /** The digest `bearerMatches` compares against. */
 export function tokenDigest(token: string): Buffer {

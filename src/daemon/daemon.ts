@@ -4,7 +4,8 @@
 // signals are node-daemon.ts's business; this file runs the same under tests.
 
 import type { Clock, Logger, LogLevel, Random } from '../util/ports.js';
-import type { Listener, Net, ServerTls, TlsOptions } from '../transport/net.js';
+import type { Listener, Net, ServerTls, TlsOptions, TlsPeer } from '../transport/net.js';
+import type { PeerIdentity } from '../transport/server.js';
 import type { NetStream } from '../transport/net.js';
 import type { BackendOpener } from '../brmr/server/backend.js';
 import { ObjectBook, type StateFile } from './objects.js';
@@ -27,10 +28,16 @@ export interface RolePorts {
   readonly listenUnix: (path: string, onConnection: (stream: NetStream) => void) => Promise<Listener>;
   readonly random: Random;
   readonly open: BackendOpener;
+  /** Why a store may not be at `device` given the allow-list (null: it may); see src/node/store-paths.ts. */
+  readonly storePathRefusal: (device: string, dirs: readonly string[], symlinks: boolean) => string | null;
   /** Cluster secret (null when the daemon has none configured). */
   readonly secret: Buffer | null;
-  /** Transport TLS, for the listener and for outgoing sessions (null: plain TCP). */
+  /** Transport TLS of outgoing sessions (null: plain TCP). */
   readonly tls: TlsOptions | null;
+  /** Transport TLS of the data listener: every accepted connection is upgraded (null: plain TCP). */
+  readonly data_tls: ServerTls | null;
+  /** Who a peer is, from its TLS handshake (per-node identities); null: the shared-secret mode. */
+  readonly identify: ((peer: TlsPeer | null) => PeerIdentity | string) | null;
   /** NBD STARTTLS material (config nbd.tls*), ready for NetStream.startTls; null when nbd.tls is off. */
   readonly nbd_tls: ServerTls | null;
   readonly objects: StateFile;

@@ -18,7 +18,8 @@ import { faultInjectionFile } from './fault-file.js';
 import type { BrmrStore } from '../brmr/server/store.js';
 import { uuidText } from '../brmr/server/header.js';
 import { groupId } from '../util/jhash.js';
-import { errnoName } from '../util/errno.js';
+import { Errno, errnoName } from '../util/errno.js';
+import type { BackendOpener } from '../brmr/server/backend.js';
 import { ControlError } from './control-error.js';
 import { dir, dynamicDir, file, kvFile, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseInteger, parseKv, parseWord } from './kv.js';
@@ -28,6 +29,7 @@ import { DEFAULT_CHUNK_SIZE, statusError, type RmrClientModule } from './rmr-cli
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
 import { formatListen } from './validate.js';
+import { isLoopbackHost } from './config.js';
 
 const POOL_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const SECTOR = 512;
@@ -42,6 +44,10 @@ export interface StorageSettings {
   readonly sync_share: number;
   /** Every store behind an error-injecting filter with a `fault_injection` control file (tests). */
   readonly fault_injection: boolean;
+  /** Directories (or exact device paths) stores may be made or added in; null: the state directory. */
+  readonly store_dirs: readonly string[] | null;
+  /** A store path may be a symlink (e.g. /dev/disk/by-id/...). */
+  readonly store_symlinks: boolean;
 }
 
 interface ServerPoolEntry {
@@ -87,8 +93,16 @@ export class StorageModule {
     this.settings = settings;
     this.node = new RmrServerNode(ctx.logger);
     const faultsOf = (path: string): FaultController => this.faultsOf(path);
+    // Every store operation (create, add, replace, and resume at start) goes through the
+    // allow-list and opens without following a symlink unless allowed.
+    const dirs = settings.store_dirs ?? [ctx.config.state_dir];
+    const open: BackendOpener = (path, opts, cb) => {
+      const why = this.ports.storePathRefusal(path, dirs, settings.store_symlinks);
+      if (why !== null) return void queueMicrotask(() => cb(Errno.EACCES, null, why));
+      this.ports.open(path, { ...opts, nofollow: !settings.store_symlinks }, cb);
+    };
     this.stores = new StoreManager({
-      open: settings.fault_injection ? withFaults(this.ports.open, faultsOf) : this.ports.open,
+      open: settings.fault_injection ? withFaults(open, faultsOf) : open,
       random: this.ports.random,
       wall_ms: ctx.wall_ms,
       serverPool: (name) => this.pools.get(name)?.pool,
@@ -109,18 +123,32 @@ export class StorageModule {
 
   /** The data-plane listener (the reference's RTRS server on port 1234). */
   async listen(): Promise<void> {
-    if (this.ports.secret === null) throw new Error('the storage role needs a cluster secret: set secret_file');
+    if (this.ports.secret === null) throw new Error('the storage role needs a cluster secret (secret_file) or per-node TLS identities (data.tls_psk_file, or data.tls_cert with data.tls_ca)');
     const c = this.ctx.config.data;
     const server = new TransportServer(
-      { secret: this.ports.secret, heartbeat_interval_ms: c.heartbeat_interval_ms, heartbeat_timeout_ms: c.heartbeat_timeout_ms },
+      {
+        secret: this.ports.secret,
+        tls: this.ports.data_tls,
+        identify: this.ports.identify,
+        heartbeat_interval_ms: c.heartbeat_interval_ms,
+        heartbeat_timeout_ms: c.heartbeat_timeout_ms,
+        handshake_timeout_ms: c.handshake_timeout_ms,
+        max_preauth_connections: c.max_preauth_connections,
+        max_preauth_per_address: c.max_preauth_per_address,
+        max_answer_cache_bytes: c.max_answer_cache_bytes,
+      },
       { net: this.ports.net, clock: this.ctx.clock, random: this.ports.random, log: this.ctx.logger },
       this.node,
     );
-    const tls = this.ports.tls;
-    const at = await server.listen({ host: c.listen.host, port: c.listen.port, ...(tls !== null ? { tls } : {}) });
+    // Plain TCP: TLS, when configured, is started on each accepted connection by the server.
+    const at = await server.listen({ host: c.listen.host, port: c.listen.port });
     this.server = server;
     this.listen_address = formatListen(at);
-    this.ctx.logger.log('info', 'data plane listening', { address: this.listen_address, tls: tls !== null });
+    const tls = this.ports.data_tls !== null;
+    this.ctx.logger.log('info', 'data plane listening', { address: this.listen_address, tls, identities: this.ports.identify !== null });
+    if (!tls && !isLoopbackHost(c.listen.host)) {
+      this.ctx.logger.log('warn', 'data plane without TLS on a non-loopback address (data.allow_insecure): an on-path attacker can inject writes after a handshake', { address: this.listen_address });
+    }
   }
 
   get address(): string | null {
@@ -224,16 +252,16 @@ export class StorageModule {
 
   // ------------------------------------------------------------------ brmr-server operations
 
-  createStore(pool: string, device: string, mapped_size: number): Promise<BrmrStore> {
+  createStore(pool: string, device: string, mapped_size: number, force = false): Promise<BrmrStore> {
     return new Promise<BrmrStore>((resolve, reject) =>
-      this.stores.createStore({ pool, device, mapped_size }, (status, store, reason) => (status === 0 && store !== null ? resolve(store) : reject(statusError(status, `create_store: ${reason ?? errnoName(status)}`)))),
+      this.stores.createStore({ pool, device, mapped_size, force }, (status, store, reason) => (status === 0 && store !== null ? resolve(store) : reject(statusError(status, `create_store: ${reason ?? errnoName(status)}`)))),
     ).then(async (store) => {
       await this.book.put({ kind: 'store', pool, device, mapped_size, store_uuid: uuidText(store.header.store_uuid) });
       return store;
     });
   }
 
-  addStore(a: { pool: string; device: string; mapped_size?: number; mode?: 'replace'; pool_uuid?: Buffer; store_uuid?: Buffer }, persist = true): Promise<BrmrStore> {
+  addStore(a: { pool: string; device: string; mapped_size?: number; mode?: 'replace'; pool_uuid?: Buffer; store_uuid?: Buffer; force?: boolean }, persist = true): Promise<BrmrStore> {
     return new Promise<BrmrStore>((resolve, reject) =>
       this.stores.addStore(a, (status, store, reason) => (status === 0 && store !== null ? resolve(store) : reject(statusError(status, `add_store: ${reason ?? errnoName(status)}`)))),
     ).then(async (store) => {
@@ -452,12 +480,13 @@ export class StorageModule {
       device: { type: 'string', required: true, max_len: 4096 },
       pool: { type: 'string', required: true, max_len: 64 },
       mapped_size: { type: 'int', min: 8, max: 2 ** 44 },
+      force: { type: 'bool' },
     } as const;
     return dir({
       ctl: dir({
         create_store: kvFile({ ...spec, mapped_size: { ...spec.mapped_size, required: true } }, async (v) => {
-          await this.createStore(v.pool, v.device, v.mapped_size * SECTOR);
-        }, 'format a device as a store of the pool (mapped_size in 512-byte sectors)'),
+          await this.createStore(v.pool, v.device, v.mapped_size * SECTOR, v.force ?? false);
+        }, 'format a device as a store of the pool (mapped_size in 512-byte sectors; force=y overwrites a device holding other data)'),
         add_store: kvFile({ ...spec, mode: { type: 'enum', values: ['replace'] as const }, pool_uuid: { type: 'string', max_len: 36 }, store_uuid: { type: 'string', max_len: 36 } }, async (v) => {
           await this.addStore({
             pool: v.pool,
@@ -466,8 +495,9 @@ export class StorageModule {
             ...(v.mode !== undefined ? { mode: v.mode } : {}),
             ...(v.pool_uuid !== undefined ? { pool_uuid: hexUuid(v.pool_uuid, 'pool_uuid') } : {}),
             ...(v.store_uuid !== undefined ? { store_uuid: hexUuid(v.store_uuid, 'store_uuid') } : {}),
+            ...(v.force === true ? { force: true } : {}),
           });
-        }, 're-add a store (mode=replace: an empty disk replacing a member)'),
+        }, 're-add a store (mode=replace: an empty disk replacing a member; force=y overwrites a disk holding other data)'),
       }),
       stores: dynamicDir(
         () => this.stores.stores().map((s) => s.pool).sort(),

@@ -21,12 +21,22 @@ export function sharedClientModule(ctx: RoleContext): { module: RmrClientModule;
 
 export function parseStorageSettings(v: unknown, at: string): StorageSettings {
   const r = new Reader();
-  const o = v === null || v === undefined ? {} : r.object(at, v, ['sync_max_bytes_per_s', 'sync_min_bytes_per_s', 'sync_share_percent', 'fault_injection']);
+  const o = v === null || v === undefined ? {} : r.object(at, v, ['sync_max_bytes_per_s', 'sync_min_bytes_per_s', 'sync_share_percent', 'fault_injection', 'store_dirs', 'store_symlinks']);
+  let store_dirs: string[] | null = null;
+  if (o?.store_dirs !== undefined) {
+    store_dirs = [];
+    (r.list(`${at}.store_dirs`, o.store_dirs, 1, 256) ?? []).forEach((d, i) => {
+      const p = r.string(`${at}.store_dirs[${i}]`, d, { pattern: /^\/[^\0]*$/, hint: 'an absolute path' });
+      if (p !== undefined) store_dirs?.push(p);
+    });
+  }
   const s: StorageSettings = {
     sync_max_bytes_per_s: o?.sync_max_bytes_per_s === undefined ? 4 * 2 ** 30 : (r.size(`${at}.sync_max_bytes_per_s`, o.sync_max_bytes_per_s, 1 << 20, 2 ** 40) ?? 0),
     sync_min_bytes_per_s: o?.sync_min_bytes_per_s === undefined ? 10 << 20 : (r.size(`${at}.sync_min_bytes_per_s`, o.sync_min_bytes_per_s, 1 << 16, 2 ** 40) ?? 0),
     sync_share: o?.sync_share_percent === undefined ? 0.3 : (r.int(`${at}.sync_share_percent`, o.sync_share_percent, 1, 99) ?? 30) / 100,
     fault_injection: o?.fault_injection === undefined ? false : (r.bool(`${at}.fault_injection`, o.fault_injection) ?? false),
+    store_dirs,
+    store_symlinks: o?.store_symlinks === undefined ? false : (r.bool(`${at}.store_symlinks`, o.store_symlinks) ?? false),
   };
   r.done();
   return s;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isIP } from 'node:net';
 import type { Socket } from 'node:net';
-import { tokenDigest } from '../daemon/control-api.js';
+import { TOKEN_MIN_CHARS, tokenDigest } from '../daemon/control-api.js';
 import { Collector, type ClusterLayout } from './collector.js';
 import { DashboardApi, type DashResponse, type StaticFile } from './http-api.js';
 import type { Update } from './model.js';
@@ -86,7 +86,7 @@ function sseFrame(event: string, data: unknown): string {
 export async function startDashboard(o: DashboardOptions): Promise<RunningDashboard> {
   const loopback = isLoopback(o.host);
   if (!loopback && (o.tls === null || o.token === null)) throw new Error(`--listen ${o.host}: an address other than loopback needs TLS (--tls-cert, --tls-key) and a token (--token-file)`);
-  if (o.token !== null && o.token.length < 16) throw new Error('the dashboard token must have at least 16 characters');
+  if (o.token !== null && o.token.length < TOKEN_MIN_CHARS) throw new Error(`the dashboard token must have at least ${TOKEN_MIN_CHARS} characters`);
   const files = loadBundle(o.bundle_dir ?? BUNDLE_DIR);
   const collector = new Collector(o.layout, () => Date.now(), { interval_ms: o.interval_ms, history_points: o.history_points ?? 300 });
   const streams = new Set<ServerResponse>();

@@ -71,6 +71,45 @@ export interface ConnectionLimits {
   reply_stall_timeout_ms: number;
   /** Extents per context in one block-status reply. */
   max_extents: number;
+  /** An attached client with nothing in flight and no request for this long is closed; 0: never (when a clock is given). */
+  idle_timeout_ms: number;
+}
+
+/**
+ * Request bytes in flight over many connections together (a daemon's NBD server): a
+ * connection takes a new request only while the total is under the limit (the security
+ * review, finding 12: 1,024 connections x 64 MiB each). What can be pinned is then at most
+ * the limit, plus per connection one request being admitted and one write payload arriving.
+ */
+export class InflightBudget {
+  used = 0;
+  private readonly waiting = new Set<() => void>();
+  constructor(readonly limit: number) {}
+
+  get open(): boolean {
+    return this.used < this.limit;
+  }
+
+  add(n: number): void {
+    this.used += n;
+  }
+
+  sub(n: number): void {
+    this.used -= n;
+    if (this.waiting.size === 0 || !this.open) return;
+    const wake = [...this.waiting];
+    this.waiting.clear();
+    for (const w of wake) w();
+  }
+
+  /** `resume` is called once when the budget opens again. */
+  wait(resume: () => void): void {
+    this.waiting.add(resume);
+  }
+
+  forget(resume: () => void): void {
+    this.waiting.delete(resume);
+  }
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
@@ -83,6 +122,7 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   linger_ms: 5_000,
   reply_stall_timeout_ms: 120_000,
   max_extents: 16_384,
+  idle_timeout_ms: 0,
 };
 
 export interface ConnectionDeps {
@@ -94,6 +134,8 @@ export interface ConnectionDeps {
   /** TLS policy of this connection; `tls` is needed (and the stream's startTls) unless off. */
   tls_mode: TlsMode;
   tls: ServerTls | null;
+  /** Shared with the other connections of the server (absent: only this connection's limits). */
+  budget?: InflightBudget | null;
 }
 
 export type Phase = 'client_flags' | 'options' | 'tls' | 'transmission' | 'draining' | 'closed';
@@ -118,6 +160,9 @@ export class NbdConnection {
   private pump_again = false;
   private timer: TimerId | null = null;
   private stall_timer: TimerId | null = null;
+  private idle_timer: TimerId | null = null;
+  private last_request_ms = 0;
+  private readonly budgetOpened = (): void => this.guarded(() => this.resumeIfPossible());
 
   constructor(
     private readonly stream: NetStream,
@@ -272,6 +317,7 @@ export class NbdConnection {
       this.exp = out.export;
       this.phase = 'transmission';
       this.cancelHandshakeTimer();
+      this.armIdle();
       this.deps.logger.log('debug', 'nbd client attached', { remote: this.remote, export: out.export.name, structured: this.neg.structured });
     }
     return true;
@@ -313,6 +359,7 @@ export class NbdConnection {
     if (this.queue.length < REQUEST_BYTES) return false;
     const r = decodeRequest(this.queue.take(REQUEST_BYTES));
     if (!r.magic_ok) return this.fail('bad request magic');
+    if (this.deps.clock !== null) this.last_request_ms = this.deps.clock.now();
     if (r.type === Cmd.DISC) {
       this.startDraining();
       return false;
@@ -509,12 +556,14 @@ export class NbdConnection {
   private begin(bytes: number): void {
     this.inflight++;
     this.inflight_bytes += bytes;
+    this.deps.budget?.add(bytes);
   }
 
   /** Accounts a completion; false when the client is gone and the answer must be dropped. */
   private end(bytes: number): boolean {
     this.inflight--;
     this.inflight_bytes -= bytes;
+    this.deps.budget?.sub(bytes);
     if (this.phase === 'closed') return false;
     return true;
   }
@@ -529,7 +578,35 @@ export class NbdConnection {
 
   private admissible(): boolean {
     const l = this.deps.limits;
-    return this.inflight < l.max_inflight_requests && (this.inflight === 0 || this.inflight_bytes < l.max_inflight_bytes);
+    if (!(this.inflight < l.max_inflight_requests && (this.inflight === 0 || this.inflight_bytes < l.max_inflight_bytes))) return false;
+    const b = this.deps.budget;
+    if (b === undefined || b === null || b.open) return true;
+    // Over the daemon's total: wait for another connection's completions.
+    b.wait(this.budgetOpened);
+    return false;
+  }
+
+  /**
+   * The idle timeout: an attached client with nothing in flight that sent no request for
+   * idle_timeout_ms is closed. The timer is armed for the whole period and re-armed for what
+   * is left when requests came meanwhile.
+   */
+  private armIdle(): void {
+    const clock = this.deps.clock;
+    const idle = this.deps.limits.idle_timeout_ms;
+    if (clock === null || idle <= 0) return;
+    this.last_request_ms = clock.now();
+    const check = (): void => {
+      this.idle_timer = null;
+      if (this.phase !== 'transmission') return;
+      const left = this.last_request_ms + idle - clock.now();
+      if (left > 0 || this.inflight > 0) {
+        this.idle_timer = clock.setTimer(Math.max(left, 1000), check);
+        return;
+      }
+      this.fail(`idle for ${idle} ms (nbd.idle_timeout_ms)`, 'info');
+    };
+    this.idle_timer = clock.setTimer(idle, check);
   }
 
   private pauseReading(): void {
@@ -596,6 +673,9 @@ export class NbdConnection {
   private cancelTimers(): void {
     this.cancelHandshakeTimer();
     this.cancelStallTimer();
+    if (this.idle_timer !== null && this.deps.clock !== null) this.deps.clock.cancel(this.idle_timer);
+    this.idle_timer = null;
+    this.deps.budget?.forget(this.budgetOpened);
   }
 
   private cancelHandshakeTimer(): void {

@@ -5,7 +5,7 @@
 import type { NetStream, ServerTls } from '../transport/net.js';
 import { type Clock, type Logger, nullLogger } from '../util/ports.js';
 import type { BlockDevice } from '../util/block-device.js';
-import { type ConnectionLimits, DEFAULT_LIMITS, NbdConnection } from './connection.js';
+import { type ConnectionLimits, DEFAULT_LIMITS, InflightBudget, NbdConnection } from './connection.js';
 import { type ExportTable, type NbdExport, checkDevice } from './export-info.js';
 import type { TlsMode } from './handshake.js';
 
@@ -29,6 +29,8 @@ export interface NbdServerOptions {
   max_connections?: number;
   /** TLS for every accepted stream unless accept() is given another; default off. */
   tls?: NbdTls;
+  /** Request bytes in flight over all connections together (see InflightBudget); default none. */
+  max_inflight_bytes?: number;
 }
 
 export class NbdServer implements ExportTable {
@@ -40,6 +42,7 @@ export class NbdServer implements ExportTable {
   private readonly default_export: string | null;
   private readonly max_connections: number;
   private readonly tls: NbdTls;
+  readonly budget: InflightBudget | null;
   private closing = false;
   private idle_waiters: (() => void)[] = [];
   /** Connections refused because of max_connections or shutdown. */
@@ -52,6 +55,7 @@ export class NbdServer implements ExportTable {
     this.default_export = opts.default_export ?? null;
     this.max_connections = opts.max_connections ?? 1024;
     this.tls = checkTls(opts.tls ?? NO_TLS);
+    this.budget = opts.max_inflight_bytes === undefined ? null : new InflightBudget(opts.max_inflight_bytes);
   }
 
   addExport(name: string, device: BlockDevice, description = ''): void {
@@ -97,6 +101,7 @@ export class NbdServer implements ExportTable {
       clock: this.clock,
       tls_mode: mode,
       tls: tls.context,
+      budget: this.budget,
       onClosed: (c) => {
         this.connections.delete(c);
         if (this.connections.size === 0) for (const w of this.idle_waiters.splice(0)) w();

@@ -14,7 +14,7 @@ import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { Errno } from '../util/errno.js';
 import type { IoCallback, ReadCallback } from '../rmr/server/io-store.js';
 import { checkParams, defaultParams, type DeviceParams } from '../brmr/params.js';
-import type { BackendOpener, StoreBackend } from '../brmr/server/backend.js';
+import { EXISTING_PROBE_BYTES, type BackendOpener, type OpenOptions, type StoreBackend } from '../brmr/server/backend.js';
 import { SyncIoGate, type SyncIoGateOptions } from '../brmr/server/sync-io-gate.js';
 
 const ZEROES = Buffer.alloc(1 << 20);
@@ -46,6 +46,10 @@ export function errnoOf(e: unknown): number {
       return Errno.ENOENT;
     case 'EBUSY':
       return Errno.EBUSY;
+    case 'EEXIST':
+      return Errno.EEXIST;
+    case 'ELOOP':
+      return Errno.ELOOP;
     case 'EROFS':
       return Errno.EROFS;
     default:
@@ -114,23 +118,37 @@ export class NodeFileBackend implements StoreBackend {
     this.write_gate = o.sync_io === false ? null : new SyncIoGate(now, { slow_call_us: 20_000, slow_mean_us: 200, ...o.sync_io_gate });
   }
 
-  static async open(path: string, opts: { create: boolean; size_bytes: number }, o: NodeFileBackendOptions = {}): Promise<NodeFileBackend> {
+  static async open(path: string, opts: OpenOptions, o: NodeFileBackendOptions = {}): Promise<NodeFileBackend> {
     let fh: FileHandle;
+    // O_NOFOLLOW: a symlink at the path fails with ELOOP instead of being followed.
+    const nofollow = opts.nofollow === true ? constants.O_NOFOLLOW : 0;
+    let existed = true;
     try {
-      fh = await open(path, constants.O_RDWR);
+      fh = await open(path, constants.O_RDWR | nofollow);
     } catch (e) {
-      if (!opts.create || (e as { code?: string }).code !== 'ENOENT') throw e;
-      fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+      const code = (e as { code?: string }).code;
+      if (code === 'ELOOP' && nofollow !== 0) throw Object.assign(new Error(`${path} is a symlink (refused: set roles.storage.store_symlinks to allow them)`), { code: 'EACCES' });
+      if (!opts.create || code !== 'ENOENT') throw e;
+      // O_EXCL: created now, by us; a file that appeared meanwhile is opened (and checked) instead.
+      try {
+        fh = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | nofollow, 0o600);
+        existed = false;
+      } catch (e2) {
+        if ((e2 as { code?: string }).code !== 'EEXIST') throw e2;
+        fh = await open(path, constants.O_RDWR | nofollow);
+      }
     }
     try {
       const st = await fh.stat();
       if (st.isBlockDevice()) {
         await fh.close();
-        fh = await open(path, constants.O_RDWR | constants.O_EXCL);
+        fh = await open(path, constants.O_RDWR | constants.O_EXCL | nofollow);
         const info = await blockDeviceInfo(st.rdev);
+        await checkExisting(fh, path, Math.min(info.size_bytes, EXISTING_PROBE_BYTES), opts);
         return new NodeFileBackend('block', path, fh, info.size_bytes, info.params, o);
       }
       if (!st.isFile()) throw Object.assign(new Error(`${path} is neither a regular file nor a block device`), { code: 'EINVAL' });
+      if (existed) await checkExisting(fh, path, Math.min(st.size, EXISTING_PROBE_BYTES), opts);
       let size = st.size;
       if (opts.create && size < opts.size_bytes) {
         await fh.truncate(opts.size_bytes);
@@ -272,6 +290,15 @@ export class NodeFileBackend implements StoreBackend {
     this.closed = true;
     this.fh.close().then(cb, cb);
   }
+}
+
+/** OpenOptions.existing on the first `n` bytes of an opened file or device (before it is changed). */
+async function checkExisting(fh: FileHandle, path: string, n: number, opts: OpenOptions): Promise<void> {
+  if (opts.existing === undefined || n <= 0) return;
+  const first = Buffer.alloc(n);
+  const { bytesRead } = await fh.read(first, 0, n, 0);
+  const why = opts.existing(first.subarray(0, bytesRead));
+  if (why !== null) throw Object.assign(new Error(why), { code: 'EEXIST' });
 }
 
 /** A BackendOpener for files and block devices with these options. */

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
-import type { Address, Listener, Net, NetStream, ServerTls, ServerTlsOptions, StreamHandlers, TlsOptions } from '../transport/net.js';
+import type { Address, Listener, Net, NetStream, ServerTls, ServerTlsOptions, StreamHandlers, TlsOptions, TlsPeer } from '../transport/net.js';
 
 /**
  * TLS-PSK settings. Node hands the PSK to OpenSSL through the TLS 1.2-style callbacks; in
@@ -182,6 +182,20 @@ function peerVerifyError(socket: tls.TLSSocket): Error | null {
 
 type TlsState = 'plain' | 'upgrading' | 'tls';
 
+/** The PSK identity a server-side TLS socket accepted (set by the PSK callbacks). */
+const pskIdentities = new WeakMap<tls.TLSSocket, string>();
+
+/** A certificate subject as attribute → values (Node gives a string, or an array when repeated). */
+function subjectOf(cert: tls.PeerCertificate | null | undefined): Record<string, string[]> | null {
+  if (cert === null || cert === undefined || Object.keys(cert).length === 0) return null;
+  const out: Record<string, string[]> = {};
+  for (const [k, v] of Object.entries(cert.subject ?? {}) as [string, unknown][]) {
+    if (typeof v === 'string') out[k] = [v];
+    else if (Array.isArray(v)) out[k] = v.filter((x): x is string => typeof x === 'string');
+  }
+  return out;
+}
+
 /** A connected socket (TLS handshake done) as a NetStream. */
 class NodeStream implements NetStream {
   readonly remote: string;
@@ -200,6 +214,8 @@ class NodeStream implements NetStream {
   private socket: net.Socket;
   /** Set when the socket reads through onread (plain TCP and Unix sockets). */
   private reader: DirectReader | null;
+  /** The handshake checked the client's certificate against a CA (startTls with verifyPeer, or a listener's requestCert). */
+  peerVerified = false;
   private readonly onSocketData = (chunk: Buffer): void => {
     if (this.handlers !== null && !this.closed && !this.ending) this.handlers.onData(chunk);
   };
@@ -368,10 +384,22 @@ class NodeStream implements NetStream {
         secure.destroy(bad);
         return;
       }
+      this.peerVerified = t.verifyPeer;
       this.tlsState = 'tls';
       cb(null);
       if (!this.readPaused && !this.closed && !this.ending) secure.resume();
     });
+  }
+
+  tlsPeer(): TlsPeer | null {
+    const s = this.socket;
+    if (!(s instanceof tls.TLSSocket) || this.closed) return null;
+    const id = pskIdentities.get(s);
+    if (id !== undefined) return { kind: 'psk', identity: id };
+    // Only a certificate the handshake verified names anyone.
+    if (!this.peerVerified) return null;
+    const subject = subjectOf(s.getPeerCertificate());
+    return subject === null ? null : { kind: 'x509', subject };
   }
 
   end(linger_ms: number): void {
@@ -522,7 +550,10 @@ export class NodeNet implements Net {
         socket.destroy();
         return;
       }
-      onConnection(this.stream(socket));
+      const stream = this.stream(socket);
+      // A TLS listener with requestCert refuses unverified clients: one that got here is verified.
+      if (tlsOpts?.requestCert === true && socket instanceof tls.TLSSocket && socket.authorized) stream.peerVerified = true;
+      onConnection(stream);
     };
     let server: net.Server;
     try {
@@ -639,9 +670,11 @@ export class NodeNet implements Net {
 
 function pskServerCallback(keyOf: (identity: string) => Buffer | null): (socket: tls.TLSSocket, identity: string) => Buffer | null {
   // null: unknown identity, the handshake fails with an alert.
-  return (_socket, identity) => {
+  return (socket, identity) => {
     const key = keyOf(identity);
-    return key === null || key.length === 0 || key.length > PSK_MAX_KEY_BYTES ? null : key;
+    if (key === null || key.length === 0 || key.length > PSK_MAX_KEY_BYTES) return null;
+    pskIdentities.set(socket, identity);
+    return key;
   };
 }
 
@@ -688,7 +721,11 @@ function serverTlsOptions(t: TlsOptions, handshakeTimeout: number): tls.TlsOptio
       maxVersion: PSK_TLS_VERSION,
       handshakeTimeout,
       // null: unknown identity, the handshake fails with an alert.
-      pskCallback: (_socket: tls.TLSSocket, id: string) => (id === identity ? key : null),
+      pskCallback: (socket: tls.TLSSocket, id: string) => {
+        if (id !== identity) return null;
+        pskIdentities.set(socket, id);
+        return key;
+      },
     };
   }
   const opts: tls.TlsOptions = { handshakeTimeout };

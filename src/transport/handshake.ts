@@ -207,5 +207,10 @@ export function proofMatches(expected: Buffer, received: Buffer): boolean {
   return expected.length === received.length && timingSafeEqual(expected, received);
 }
 
-/** The cluster secret must carry enough entropy to resist offline guessing of proofs. */
-export const MIN_SECRET_BYTES = 16;
+/**
+ * The cluster secret must carry enough entropy to resist offline guessing: the server's
+ * CHALLENGE holds HMAC(secret, attacker's HELLO | nonce) before the client proved anything,
+ * so a low-entropy secret can be searched offline. 32 bytes (of random data, or its base64 or
+ * hex text) leave nothing to search.
+ */
+export const MIN_SECRET_BYTES = 32;

@@ -40,6 +40,12 @@ export interface ServerTls {
   readonly mode: 'x509' | 'psk';
 }
 
+/**
+ * Who the peer proved to be in a TLS handshake: the subject of its verified certificate
+ * (attribute name → values, e.g. CN and OU), or the identity of the PSK it used.
+ */
+export type TlsPeer = { readonly kind: 'x509'; readonly subject: Readonly<Record<string, readonly string[]>> } | { readonly kind: 'psk'; readonly identity: string };
+
 export interface Address {
   host: string;
   port: number;
@@ -101,6 +107,11 @@ export interface NetStream {
    * reason: a failed or timed-out handshake). No onData is delivered in between.
    */
   startTls?(tls: ServerTls, cb: (err: Error | null) => void): void;
+  /**
+   * Optional: the peer a completed TLS handshake authenticated (a verified client
+   * certificate, or a PSK identity); null before TLS, or when the peer showed no certificate.
+   */
+  tlsPeer?(): TlsPeer | null;
 }
 
 export interface Listener {

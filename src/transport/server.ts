@@ -12,12 +12,21 @@
 //   id == slot.id, done     -> answer again from the cached status/data (not re-executed)
 //   id <  slot.id           -> a stale copy from a dead path: dropped
 //   id >  slot.id           -> a new request: executed
-// Cached read data is released once the client's settled watermark passes the id.
+// Cached read data is released once the client's settled watermark passes the id; the cache
+// of all sessions together is bounded in bytes and in age (an answer evicted early is
+// answered ETIMEDOUT if its request comes again).
+//
+// Before authentication a connection is cheap for an attacker and costly here: such
+// connections have their own small cap, a per-address cap and a short deadline (covering
+// TLS, HELLO and AUTH), apart from the cap on authenticated paths. With `tls`, every
+// connection is upgraded to TLS first; with `identify`, what the TLS handshake proved about
+// the peer (certificate subject or PSK identity) becomes the session's `peer`, and sessions
+// are named per peer: no peer can reach, resume or replace another peer's session.
 
 import type { Clock, Logger, Random, TimerId } from '../util/ports.js';
 import { nullLogger } from '../util/ports.js';
 import { Errno } from '../util/errno.js';
-import { FLAG_READ, FrameType, encodeFrameHead, type DecoderLimits, type FrameFields } from './frame.js';
+import { FLAG_READ, FrameType, encodeFrameHead, type FrameFields } from './frame.js';
 import {
   MIN_SECRET_BYTES,
   NONCE_BYTES,
@@ -34,7 +43,7 @@ import {
   type Hello,
 } from './handshake.js';
 import { Link, type LinkOwner } from './link.js';
-import type { Address, Listener, Net, NetStream } from './net.js';
+import type { Address, Listener, Net, NetStream, ServerTls, TlsPeer } from './net.js';
 import {
   DEFAULT_HEARTBEAT,
   DEFAULT_MAX_IO_SIZE,
@@ -49,20 +58,41 @@ import {
   maxPendingWriteBytes,
 } from './options.js';
 
+/** An authenticated peer: its name (certificate CN, PSK identity) and the roles it holds. */
+export interface PeerIdentity {
+  readonly name: string;
+  readonly roles: readonly string[];
+}
+
 export interface ServerOptions {
   secret: Buffer;
+  /** TLS on every accepted connection, before the handshake (NetStream.startTls). */
+  tls?: ServerTls | null;
+  /**
+   * Who a connection is, from what its TLS handshake proved (null: nothing). A string refuses
+   * the connection with that reason. Without it every authenticated peer is trusted alike
+   * (the shared-secret mode) and sessions have no `peer`.
+   */
+  identify?: ((peer: TlsPeer | null) => PeerIdentity | string) | null;
   /** Largest queue depth granted to a session (at most 512). */
   max_queue_depth?: number;
   max_io_size?: number;
   max_user_hdr?: number;
   max_sessions?: number;
-  /** Open connections, authenticated or not. */
+  /** Authenticated paths (connections that finished the handshake). */
   max_connections?: number;
+  /** Connections still in their handshake (TLS, HELLO, AUTH), and per remote address (IPv6: per /64). */
+  max_preauth_connections?: number;
+  max_preauth_per_address?: number;
+  /** Deadline of the whole handshake, TLS included. */
   handshake_timeout_ms?: number;
   heartbeat_interval_ms?: number;
   heartbeat_timeout_ms?: number;
   /** How long a session without paths keeps its state (and its at-most-once cache). */
   session_linger_ms?: number;
+  /** Read answers kept for retransmission, all sessions together: bytes, and age. */
+  max_answer_cache_bytes?: number;
+  answer_cache_max_age_ms?: number;
 }
 
 /** A request as the upper layer sees it. Answer exactly once with `respond`. */
@@ -95,7 +125,7 @@ export interface ServerPorts {
   log?: Logger;
 }
 
-type Resolved = Required<Omit<ServerOptions, 'secret'>>;
+type Resolved = Required<Omit<ServerOptions, 'secret' | 'tls' | 'identify'>>;
 
 function resolve(o: ServerOptions): Resolved {
   const r: Resolved = {
@@ -104,19 +134,27 @@ function resolve(o: ServerOptions): Resolved {
     max_user_hdr: o.max_user_hdr ?? DEFAULT_MAX_USER_HDR,
     max_sessions: o.max_sessions ?? 1024,
     max_connections: o.max_connections ?? 4096,
-    handshake_timeout_ms: o.handshake_timeout_ms ?? 10_000,
+    max_preauth_connections: o.max_preauth_connections ?? 128,
+    max_preauth_per_address: o.max_preauth_per_address ?? 16,
+    handshake_timeout_ms: o.handshake_timeout_ms ?? 3_000,
     heartbeat_interval_ms: o.heartbeat_interval_ms ?? DEFAULT_HEARTBEAT.heartbeat_interval_ms,
     heartbeat_timeout_ms: o.heartbeat_timeout_ms ?? DEFAULT_HEARTBEAT.heartbeat_timeout_ms,
     session_linger_ms: o.session_linger_ms ?? 60_000,
+    max_answer_cache_bytes: o.max_answer_cache_bytes ?? 256 << 20,
+    answer_cache_max_age_ms: o.answer_cache_max_age_ms ?? 30_000,
   };
   checkInt('max_queue_depth', r.max_queue_depth, 1, PROTOCOL_MAX_QUEUE_DEPTH);
   checkInt('max_io_size', r.max_io_size, MIN_MAX_IO_SIZE, LIMIT_MAX_IO_SIZE);
   checkInt('max_user_hdr', r.max_user_hdr, 0, LIMIT_MAX_USER_HDR);
   checkInt('max_sessions', r.max_sessions, 1, 1 << 20);
   checkInt('max_connections', r.max_connections, 1, 1 << 20);
+  checkInt('max_preauth_connections', r.max_preauth_connections, 1, 1 << 20);
+  checkInt('max_preauth_per_address', r.max_preauth_per_address, 1, 1 << 20);
   checkInt('handshake_timeout_ms', r.handshake_timeout_ms, 1, 3_600_000);
   checkHeartbeat(r);
   checkInt('session_linger_ms', r.session_linger_ms, 0, 86_400_000);
+  checkInt('max_answer_cache_bytes', r.max_answer_cache_bytes, 0, 2 ** 50);
+  checkInt('answer_cache_max_age_ms', r.answer_cache_max_age_ms, 1, 86_400_000);
   return r;
 }
 
@@ -137,6 +175,10 @@ class ServerSlot implements ServerRequest {
   read_len = 0;
   status = 0;
   answer: Buffer | null = null;
+  /** The cached answer was dropped (cache full or too old) before the client settled it. */
+  evicted = false;
+  /** Bumped whenever `answer` is set: the cache queue's entries name the answer they hold. */
+  answer_seq = 0;
   /** Where the answer goes: the path the newest copy of the request came on. */
   reply: ServerConn | null = null;
   constructor(session: ServerSession, tag: number) {
@@ -153,6 +195,7 @@ class ServerSlot implements ServerRequest {
     this.state = SlotState.DONE;
     this.status = status;
     this.answer = this.kind === 'read' ? data : null;
+    this.evicted = false;
     this.user_hdr = EMPTY;
     this.data = EMPTY;
     this.session.onAnswered(this);
@@ -176,6 +219,8 @@ export interface ServerSessionStats {
 
 export class ServerSession {
   readonly name: string;
+  /** Who opened it, as `identify` said (null in the shared-secret mode). */
+  readonly peer: PeerIdentity | null;
   readonly incarnation: number;
   readonly queue_depth: number;
   readonly max_io_size: number;
@@ -191,9 +236,10 @@ export class ServerSession {
   /** Upper-layer state hangs here (e.g. the RMR server session). */
   context: unknown = null;
 
-  constructor(server: TransportServer, name: string, incarnation: number, queue_depth: number, max_io_size: number) {
+  constructor(server: TransportServer, name: string, peer: PeerIdentity | null, incarnation: number, queue_depth: number, max_io_size: number) {
     this.server = server;
     this.name = name;
+    this.peer = peer;
     this.incarnation = incarnation;
     this.queue_depth = queue_depth;
     this.max_io_size = max_io_size;
@@ -220,6 +266,12 @@ export class ServerSession {
       if (slot.state === SlotState.RUNNING) {
         slot.reply = conn;
       } else if (slot.state === SlotState.DONE) {
+        if (slot.evicted) {
+          // Its answer left the cache before the client settled it: say so, do not run it again.
+          this.stats.replayed++;
+          conn.link.sendFrame(encodeFrameHead(FrameType.RSP, 0, null, 0, slot.tag, Errno.ETIMEDOUT, slot.id, 0), null);
+          return;
+        }
         if (slot.kind === 'read' && slot.answer === null && slot.read_len > 0 && slot.status === 0) {
           // The client declared this id settled; a copy now is a confused client.
           this.stats.stale++;
@@ -246,6 +298,8 @@ export class ServerSession {
       slot = new ServerSlot(this, tag);
       this.slots[tag] = slot;
     }
+    this.dropAnswer(slot);
+    slot.evicted = false;
     slot.state = SlotState.RUNNING;
     slot.id = f.id;
     slot.kind = is_read ? 'read' : 'write';
@@ -253,7 +307,6 @@ export class ServerSession {
     slot.data = data;
     slot.read_len = is_read ? f.arg : 0;
     slot.status = 0;
-    slot.answer = null;
     slot.reply = conn;
     this.running++;
     this.stats.executed++;
@@ -266,16 +319,30 @@ export class ServerSession {
     if (watermark <= this.settled) return;
     this.settled = watermark;
     for (const s of this.slots) {
-      if (s.state === SlotState.DONE && s.answer !== null && s.id < watermark) s.answer = null;
+      if (s.state === SlotState.DONE && s.answer !== null && s.id < watermark) this.dropAnswer(s);
     }
+  }
+
+  /** Releases a slot's cached answer (and its bytes in the server's budget). */
+  dropAnswer(slot: ServerSlot): void {
+    if (slot.answer === null) return;
+    this.server.uncache(slot.answer.length);
+    slot.answer = null;
+  }
+
+  /** Every cached answer (the session is closing). */
+  dropAnswers(): void {
+    for (const s of this.slots) this.dropAnswer(s);
   }
 
   onAnswered(slot: ServerSlot): void {
     this.running--;
     if (this.closed || this.slots[slot.tag] !== slot) {
       slot.reply = null;
+      slot.answer = null;
       return;
     }
+    if (slot.answer !== null) this.server.cache(slot);
     let conn = slot.reply;
     if (conn === null || conn.link.isDown) conn = this.anyPath();
     slot.reply = null;
@@ -302,8 +369,27 @@ export class ServerSession {
 const ALLOWED_HELLO: ReadonlySet<number> = new Set([FrameType.HELLO]);
 const ALLOWED_AUTH: ReadonlySet<number> = new Set([FrameType.AUTH, FrameType.CLOSE]);
 const ALLOWED_UP: ReadonlySet<number> = new Set([FrameType.REQ, FrameType.PING, FrameType.PONG, FrameType.CLOSE]);
+const NOTHING: ReadonlySet<number> = new Set();
 
-type ConnState = 'HELLO' | 'AUTH' | 'UP';
+type ConnState = 'TLS' | 'HELLO' | 'AUTH' | 'UP';
+
+/**
+ * The address a pre-authentication limit counts against: the host of `host:port`, an IPv6
+ * address cut to its /64 (one machine often holds a whole /64), a Unix socket as it is.
+ */
+export function addressKey(remote: string): string {
+  if (remote.startsWith('unix:')) return remote;
+  const v6 = /^\[([0-9A-Fa-f:.]+)\]:[0-9]+$/.exec(remote);
+  if (v6 === null) return remote.replace(/:[0-9]+$/, '').replace(/^::ffff:/i, '');
+  const h = (v6[1] as string).toLowerCase();
+  if (/^::ffff:[0-9.]+$/.test(h)) return h.slice(7);
+  // Expand "::" to reach the first four groups.
+  const [head = '', tail] = h.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
 
 class ServerConn implements LinkOwner {
   readonly link: Link;
@@ -312,9 +398,15 @@ class ServerConn implements LinkOwner {
   hello_body: Buffer | null = null;
   server_nonce: Buffer | null = null;
   session: ServerSession | null = null;
+  /** Counted against the pre-authentication limits (until UP or closed). */
+  preauth = true;
+  readonly address: string;
+  /** What `identify` made of the TLS peer (null without identify). */
+  peer: PeerIdentity | null = null;
   private readonly server: TransportServer;
-  constructor(server: TransportServer, link_factory: (c: ServerConn) => Link) {
+  constructor(server: TransportServer, address: string, link_factory: (c: ServerConn) => Link) {
     this.server = server;
+    this.address = address;
     this.link = link_factory(this);
   }
   onLinkFrame(link: Link, f: Readonly<FrameFields>, user_hdr: Buffer, data: Buffer): void {
@@ -330,28 +422,45 @@ export interface ServerStats {
   connections_refused: number;
   auth_failures: number;
   protocol_errors: number;
+  /** Cached read answers dropped before the client settled them (cache full or too old). */
+  answers_evicted: number;
 }
 
 export class TransportServer {
   readonly handler: ServerHandler;
   private readonly o: Resolved;
   private readonly secret: Buffer;
+  private readonly tls: ServerTls | null;
+  private readonly identify: ((peer: TlsPeer | null) => PeerIdentity | string) | null;
   private readonly net: Net;
   private readonly clock: Clock;
   private readonly random: Random;
   private readonly log: Logger;
   private readonly listeners: Listener[] = [];
   private readonly conns = new Set<ServerConn>();
-  private readonly sessions_by_name = new Map<string, ServerSession>();
+  /** Sessions by peer and name (see sessionKey). */
+  private readonly sessions_by_key = new Map<string, ServerSession>();
+  private preauth = 0;
+  private readonly preauth_by_address = new Map<string, number>();
+  /** Cached read answers in the order they were answered: slot and the answer_seq it had then. */
+  private cache_slots: ServerSlot[] = [];
+  private cache_seqs: number[] = [];
+  private cache_times: number[] = [];
+  private cache_head = 0;
+  private cache_bytes = 0;
+  private cache_timer: TimerId | null = null;
+  private answer_seq = 0;
   private closed = false;
   /** Lets a reconnecting client notice that the server restarted. */
   readonly instance: number;
-  readonly stats: ServerStats = { connections_accepted: 0, connections_refused: 0, auth_failures: 0, protocol_errors: 0 };
+  readonly stats: ServerStats = { connections_accepted: 0, connections_refused: 0, auth_failures: 0, protocol_errors: 0, answers_evicted: 0 };
 
   constructor(options: ServerOptions, ports: ServerPorts, handler: ServerHandler) {
     this.o = resolve(options);
     if (options.secret.length < MIN_SECRET_BYTES) throw new RangeError(`secret must be at least ${MIN_SECRET_BYTES} bytes`);
     this.secret = Buffer.from(options.secret);
+    this.tls = options.tls ?? null;
+    this.identify = options.identify ?? null;
     this.net = ports.net;
     this.clock = ports.clock;
     this.random = ports.random;
@@ -366,32 +475,55 @@ export class TransportServer {
     if (this.closed) throw new Error('server is closed');
     const l = await this.net.listen(addr, (stream) => this.accept(stream));
     this.listeners.push(l);
-    this.log.log('info', 'transport listening', { host: l.address.host, port: l.address.port, tls: addr.tls !== undefined });
+    this.log.log('info', 'transport listening', { host: l.address.host, port: l.address.port, tls: addr.tls !== undefined || this.tls !== null });
     return l.address;
   }
 
   sessions(): ServerSession[] {
-    return [...this.sessions_by_name.values()];
+    return [...this.sessions_by_key.values()];
   }
 
-  session(name: string): ServerSession | undefined {
-    return this.sessions_by_name.get(name);
+  /** The session of that name (of `peer`, when sessions have peers). */
+  session(name: string, peer: string | null = null): ServerSession | undefined {
+    return this.sessions_by_key.get(sessionKey(peer, name));
   }
 
   get connectionCount(): number {
     return this.conns.size;
   }
 
+  /** Connections still in their handshake. */
+  get preauthCount(): number {
+    return this.preauth;
+  }
+
+  /** Bytes of read answers cached for retransmission, all sessions. */
+  get answerCacheBytes(): number {
+    return this.cache_bytes;
+  }
+
   private accept(stream: NetStream): void {
-    if (this.closed || this.conns.size >= this.o.max_connections) {
+    const address = addressKey(stream.remote);
+    const per = this.preauth_by_address.get(address) ?? 0;
+    const refuse = this.closed
+      ? 'shutting down'
+      : this.preauth >= this.o.max_preauth_connections
+        ? `${this.preauth} connections are in their handshake (limit ${this.o.max_preauth_connections})`
+        : per >= this.o.max_preauth_per_address
+          ? `${per} connections from ${address} are in their handshake (limit ${this.o.max_preauth_per_address})`
+          : this.tls !== null && stream.startTls === undefined
+            ? 'TLS is required and this stream cannot do TLS'
+            : null;
+    if (refuse !== null) {
       this.stats.connections_refused++;
-      this.log.log('warn', 'connection refused: limit reached', { remote: stream.remote, limit: this.o.max_connections });
+      this.log.log('warn', 'connection refused', { remote: stream.remote, reason: refuse });
       stream.destroy();
       return;
     }
     this.stats.connections_accepted++;
-    const limits: DecoderLimits = { allowed: ALLOWED_HELLO, max_user_hdr: 0, max_data: 0 };
-    const conn = new ServerConn(this, (c) =>
+    this.preauth++;
+    this.preauth_by_address.set(address, per + 1);
+    const conn = new ServerConn(this, address, (c) =>
       new Link(
         stream,
         this.clock,
@@ -403,12 +535,47 @@ export class TransportServer {
           pause_reads_on_backpressure: true,
         },
         c,
-        limits,
+        { allowed: this.tls !== null ? NOTHING : ALLOWED_HELLO, max_user_hdr: 0, max_data: 0 },
         stream.remote,
       ),
     );
     this.conns.add(conn);
+    // One deadline for everything before WELCOME: the TLS handshake, HELLO and AUTH.
     conn.link.armDeadline(this.o.handshake_timeout_ms, `no handshake within ${this.o.handshake_timeout_ms} ms`);
+    if (this.tls === null) {
+      this.admit(conn, null);
+      return;
+    }
+    conn.state = 'TLS';
+    (stream.startTls as NonNullable<NetStream['startTls']>)(this.tls, (err) => {
+      // A failed handshake closes the stream (onLinkDown follows); only success comes here.
+      if (err !== null || conn.link.isDown) return;
+      conn.state = 'HELLO';
+      conn.link.decoder.limits = { allowed: ALLOWED_HELLO, max_user_hdr: 0, max_data: 0 };
+      this.admit(conn, stream.tlsPeer?.() ?? null);
+    });
+  }
+
+  /** Names the peer of a connection (identify), or refuses it. */
+  private admit(conn: ServerConn, peer: TlsPeer | null): void {
+    if (this.identify === null) return;
+    const who = this.identify(peer);
+    if (typeof who === 'string') {
+      this.stats.auth_failures++;
+      this.log.log('warn', 'connection refused', { remote: conn.link.stream.remote, reason: who });
+      conn.link.close(`refused: ${who}`);
+      return;
+    }
+    conn.peer = who;
+  }
+
+  private releasePreauth(conn: ServerConn): void {
+    if (!conn.preauth) return;
+    conn.preauth = false;
+    this.preauth--;
+    const n = (this.preauth_by_address.get(conn.address) ?? 1) - 1;
+    if (n <= 0) this.preauth_by_address.delete(conn.address);
+    else this.preauth_by_address.set(conn.address, n);
   }
 
   onConnFrame(conn: ServerConn, f: Readonly<FrameFields>, user_hdr: Buffer, data: Buffer): void {
@@ -418,7 +585,7 @@ export class TransportServer {
       return;
     }
     if (conn.state === 'HELLO') return this.onHello(conn, data);
-    if (f.type === FrameType.AUTH) return this.onAuth(conn, data);
+    if (conn.state === 'AUTH' && f.type === FrameType.AUTH) return this.onAuth(conn, data);
   }
 
   private reject(conn: ServerConn, status: number, reason: string): void {
@@ -466,30 +633,38 @@ export class TransportServer {
       this.log.log('warn', 'client failed authentication', { remote: conn.link.stream.remote, session: hello.session_name });
       return this.reject(conn, Errno.EKEYREJECTED, 'authentication failed');
     }
-    let session = this.sessions_by_name.get(hello.session_name);
+    if (this.conns.size - this.preauth >= this.o.max_connections) {
+      return this.reject(conn, Errno.EBUSY, `path limit ${this.o.max_connections} reached`);
+    }
+    // A peer's sessions are its own: the key holds the peer's name, so no other peer can
+    // resume, join or replace them, whatever session name it sends.
+    const key = sessionKey(conn.peer?.name ?? null, hello.session_name);
+    let session = this.sessions_by_key.get(key);
     let resumed = true;
     if (session !== undefined && session.incarnation !== hello.incarnation) {
       this.closeSession(session, 'replaced by a new incarnation of the client');
       session = undefined;
     }
     if (session === undefined) {
-      if (this.sessions_by_name.size >= this.o.max_sessions) {
+      if (this.sessions_by_key.size >= this.o.max_sessions) {
         return this.reject(conn, Errno.EBUSY, `session limit ${this.o.max_sessions} reached`);
       }
       resumed = false;
       session = new ServerSession(
         this,
         hello.session_name,
+        conn.peer,
         hello.incarnation,
         Math.min(hello.queue_depth, this.o.max_queue_depth),
         Math.min(hello.max_io_size, this.o.max_io_size),
       );
-      this.sessions_by_name.set(session.name, session);
+      this.sessions_by_key.set(key, session);
     } else if (hello.queue_depth < session.queue_depth) {
       return this.reject(conn, Errno.EINVAL, `queue depth ${hello.queue_depth} below the session's ${session.queue_depth}`);
     }
     const old = session.paths.get(hello.path_index);
     if (old !== undefined) old.link.close('path replaced by a new connection');
+    this.releasePreauth(conn);
     conn.session = session;
     conn.state = 'UP';
     session.paths.set(hello.path_index, conn);
@@ -510,6 +685,7 @@ export class TransportServer {
     conn.link.startHeartbeat();
     this.log.log('info', 'path authenticated', {
       session: session.name,
+      ...(conn.peer !== null ? { peer: conn.peer.name } : {}),
       path: hello.path_index,
       remote: conn.link.stream.remote,
       resumed,
@@ -519,6 +695,7 @@ export class TransportServer {
 
   onConnDown(conn: ServerConn, reason: string): void {
     this.conns.delete(conn);
+    this.releasePreauth(conn);
     const s = conn.session;
     if (s === null) {
       this.log.log('debug', 'unauthenticated connection closed', { remote: conn.link.stream.remote, reason });
@@ -541,19 +718,87 @@ export class TransportServer {
     s.closed = true;
     if (s.linger_timer !== null) this.clock.cancel(s.linger_timer);
     s.linger_timer = null;
-    if (this.sessions_by_name.get(s.name) === s) this.sessions_by_name.delete(s.name);
+    const key = sessionKey(s.peer?.name ?? null, s.name);
+    if (this.sessions_by_key.get(key) === s) this.sessions_by_key.delete(key);
+    s.dropAnswers();
     for (const c of [...s.paths.values()]) c.link.close(reason);
     s.paths.clear();
     this.log.log('info', 'session closed', { session: s.name, reason });
     this.handler.onSessionClose?.(s, reason);
   }
 
+  // ---------------------------------------------------------------- the answer cache budget
+
+  /** A slot's read answer enters the cache (ServerSession.onAnswered). */
+  cache(slot: ServerSlot): void {
+    const len = (slot.answer as Buffer).length;
+    if (len === 0) return;
+    this.cache_bytes += len;
+    slot.answer_seq = ++this.answer_seq;
+    this.cache_slots.push(slot);
+    this.cache_seqs.push(slot.answer_seq);
+    this.cache_times.push(this.clock.now());
+    this.evict(false);
+    if (this.cache_timer === null && this.cache_head < this.cache_slots.length) {
+      this.cache_timer = this.clock.setTimer(this.o.answer_cache_max_age_ms, this.onCacheTimer);
+    }
+  }
+
+  /** Bytes a slot's cached answer held (released by the session). */
+  uncache(bytes: number): void {
+    this.cache_bytes -= bytes;
+  }
+
+  private readonly onCacheTimer = (): void => {
+    this.cache_timer = null;
+    this.evict(true);
+    if (this.cache_head < this.cache_slots.length && !this.closed) {
+      const due = (this.cache_times[this.cache_head] as number) + this.o.answer_cache_max_age_ms - this.clock.now();
+      this.cache_timer = this.clock.setTimer(Math.max(1, due), this.onCacheTimer);
+    }
+  };
+
+  /**
+   * Drops the oldest cached answers while over the byte budget, and (by_age) those older than
+   * the age limit. Entries of answers released meanwhile are skipped.
+   */
+  private evict(by_age: boolean): void {
+    const old_before = this.clock.now() - this.o.answer_cache_max_age_ms;
+    while (this.cache_head < this.cache_slots.length) {
+      const slot = this.cache_slots[this.cache_head] as ServerSlot;
+      const live = slot.answer !== null && slot.answer_seq === this.cache_seqs[this.cache_head];
+      if (live) {
+        const over = this.cache_bytes > this.o.max_answer_cache_bytes;
+        const old = by_age && (this.cache_times[this.cache_head] as number) <= old_before;
+        if (!over && !old) break;
+        slot.session.dropAnswer(slot);
+        slot.evicted = true;
+        this.stats.answers_evicted++;
+      }
+      this.cache_head++;
+    }
+    // Compact once the consumed prefix dominates.
+    if (this.cache_head > 1024 && this.cache_head * 2 > this.cache_slots.length) {
+      this.cache_slots = this.cache_slots.slice(this.cache_head);
+      this.cache_seqs = this.cache_seqs.slice(this.cache_head);
+      this.cache_times = this.cache_times.slice(this.cache_head);
+      this.cache_head = 0;
+    }
+  }
+
   /** Stops listening and closes every session and connection. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.cache_timer !== null) this.clock.cancel(this.cache_timer);
+    this.cache_timer = null;
     await Promise.all(this.listeners.map((l) => l.close()));
-    for (const s of [...this.sessions_by_name.values()]) this.closeSession(s, 'server shutting down');
+    for (const s of [...this.sessions_by_key.values()]) this.closeSession(s, 'server shutting down');
     for (const c of [...this.conns]) c.link.close('server shutting down');
   }
+}
+
+/** Sessions are kept per peer: `<peer>/<name>` (a session name holds no `/`), or the bare name without peers. */
+function sessionKey(peer: string | null, name: string): string {
+  return peer === null ? name : `${peer}/${name}`;
 }

@@ -34,7 +34,7 @@ async function startDaemon(n: Node): Promise<void> {
   const role = n === 'cli' ? 'client' : 'storage';
   writeFileSync(
     cfg,
-    [`name: ${n}`, `state_dir: ${join(dir, n)}`, `secret_file: ${join(dir, 'secret')}`, 'resume: false', `data: {listen: "${NODES[n].ip}:${NODES[n].port}", heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000}`, `nbd: {tcp: "127.0.0.8:${BASE + 3}"}`, `log: {file: ${join(dir, `${n}.log`)}}`, 'roles:', `  ${role}: {}`, ''].join('\n'),
+    [`name: ${n}`, `state_dir: ${join(dir, n)}`, `secret_file: ${join(dir, 'secret')}`, 'resume: false', `data: {listen: "${NODES[n].ip}:${NODES[n].port}", heartbeat_interval_ms: 200, heartbeat_timeout_ms: 1000}`, `nbd: {tcp: "127.0.0.8:${BASE + 3}"}`, `log: {file: ${join(dir, `${n}.log`)}}`, 'roles:', `  ${role}: ${role === 'storage' ? `{store_dirs: [${dir}]}` : '{}'}`, ''].join('\n'),
   );
   const p = spawn(process.execPath, [MAIN, 'daemon', '--config', cfg], { stdio: 'ignore' });
   procs.set(n, p);

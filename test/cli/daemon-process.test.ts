@@ -182,7 +182,7 @@ test('CLI errors are one line with a non-zero exit code', async () => {
   writeFileSync(cfg, 'pools: 1\nlog:\n  level: loud\n');
   const badCfg = await rmr('daemon', '--config', cfg);
   assert.equal(badCfg.code, 4);
-  assert.equal(badCfg.stderr, "rmr: bad configuration: pools: unknown setting (known: name, state_dir, control, log, events, metrics, secret_file, data, nbd, resume, shutdown_timeout_ms, roles)\n  log.level: must be one of debug, info, warn, error, got 'loud'\n");
+  assert.equal(badCfg.stderr, "rmr: bad configuration: pools: unknown setting (known: name, state_dir, secret_file_modes, control, log, events, metrics, secret_file, data, nbd, resume, shutdown_timeout_ms, roles)\n  log.level: must be one of debug, info, warn, error, got 'loud'\n");
   const second = await rmr('daemon', '--name', 't1', '--state-dir', dir, '--control-socket', sock);
   assert.equal(second.code, 1);
   assert.match(second.stderr, /^rmr daemon: cannot start: another daemon holds this state directory: pid \d+ started at \S+ is running/);

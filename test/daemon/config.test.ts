@@ -3,12 +3,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveDaemonConfig, parseConfigText, envName, flagName, SETTINGS, configToPlain, isLoopbackHost, type ConfigEnv } from '../../src/daemon/config.js';
+import { resolveDaemonConfig, parseConfigText, envName, flagName, SETTINGS, configToPlain, isLoopbackHost, dataAuth, defaultStateRoot, type ConfigEnv } from '../../src/daemon/config.js';
+import { formatDataPskLine, identifyByCertificate, identifyByPsk, parseDataPskFile } from '../../src/daemon/data-tls.js';
 import { groupId, parsePskFile } from '../../src/daemon/nbd-tls.js';
 import { validateClusterFile } from '../../src/daemon/cluster.js';
 import { ConfigError, parseSize, formatSize, parseListen } from '../../src/daemon/validate.js';
 
-const env: ConfigEnv = { hostname: 'stg1.example.com', runtime_dir: '/run/user/0', vars: {} };
+const env: ConfigEnv = { hostname: 'stg1.example.com', state_root: '/var/lib/rmr', vars: {} };
 
 function problems(fn: () => unknown): string[] {
   try {
@@ -23,8 +24,8 @@ function problems(fn: () => unknown): string[] {
 test('no config at all gives working defaults derived from the host', () => {
   const c = resolveDaemonConfig(undefined, env);
   assert.equal(c.name, 'stg1');
-  assert.equal(c.state_dir, '/run/user/0/rmr/stg1');
-  assert.equal(c.control.socket, '/run/user/0/rmr/stg1/control.sock');
+  assert.equal(c.state_dir, '/var/lib/rmr/stg1');
+  assert.equal(c.control.socket, '/var/lib/rmr/stg1/control.sock');
   assert.equal(c.control.tcp, null);
   assert.equal(c.log.level, 'info');
   assert.equal(c.log.format, 'human');
@@ -34,10 +35,10 @@ test('no config at all gives working defaults derived from the host', () => {
 });
 
 test('file < env < flag, and derived defaults follow the name', () => {
-  const file = parseConfigText('name: n1\nlog:\n  level: warn\n  format: json\ncontrol:\n  max_body_bytes: 2048\nroles:\n  storage: {stores: []}\n', 'd.yaml');
+  const file = parseConfigText('name: n1\nlog:\n  level: warn\n  format: json\ncontrol:\n  max_body_bytes: 2048\ndata:\n  listen: 127.0.0.1:1234\nroles:\n  storage: {stores: []}\n', 'd.yaml');
   const c1 = resolveDaemonConfig(file, env);
   assert.equal(c1.name, 'n1');
-  assert.equal(c1.control.socket, '/run/user/0/rmr/n1/control.sock');
+  assert.equal(c1.control.socket, '/var/lib/rmr/n1/control.sock');
   assert.equal(c1.log.level, 'warn');
   assert.equal(c1.control.max_body_bytes, 2048);
   assert.deepEqual(c1.roles, { storage: { stores: [] } });
@@ -67,8 +68,8 @@ test('bad daemon settings are named by their path, all of them at once', () => {
     extra: 1,
   };
   assert.deepEqual(problems(() => resolveDaemonConfig(file, env)), [
-    'extra: unknown setting (known: name, state_dir, control, log, events, metrics, secret_file, data, nbd, resume, shutdown_timeout_ms, roles)',
-    'control.sokcet: unknown setting (did you mean socket?) (known: socket, tcp, token_file, max_body_bytes, max_connections, handler_timeout_ms, max_followers)',
+    'extra: unknown setting (known: name, state_dir, secret_file_modes, control, log, events, metrics, secret_file, data, nbd, resume, shutdown_timeout_ms, roles)',
+    'control.sokcet: unknown setting (did you mean socket?) (known: socket, tcp, token_file, tls_cert, tls_key, allow_insecure, max_body_bytes, max_connections, max_unauthenticated, max_unauthenticated_per_address, handler_timeout_ms, max_followers)',
     "name: 'bad name!' is not a name of 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit",
     "control.tcp: 'localhost' is not host:port (IPv6 as [addr]:port, port 1..65535)",
     'control.max_body_bytes: must be an integer 1024..16777216, got 10',
@@ -294,4 +295,78 @@ test('PSK files in the psktool format; groups by name or gid', () => {
   assert.equal(groupId('disk', etc), 6);
   assert.equal(groupId('1234', etc), 1234);
   assert.equal(groupId('nope', etc), null);
+});
+
+test('data plane: a storage listener off loopback needs TLS (or allow_insecure); TLS settings that go together', () => {
+  const storage = (data: Record<string, unknown>): unknown => ({ data, roles: { storage: {} } });
+  // The default listener is 0.0.0.0:1234: a storage daemon with no TLS refuses it (review finding 2).
+  assert.deepEqual(problems(() => resolveDaemonConfig(storage({}), env)), [
+    'data.listen: 0.0.0.0:1234 is not a loopback address and the data plane would be plaintext (an on-path attacker can inject writes): set data.tls_psk_file, or data.tls_cert, data.tls_key and data.tls_ca (docs/security.md), or data.allow_insecure: true',
+  ]);
+  // A client-only daemon opens no listener; loopback needs nothing; the explicit setting passes.
+  assert.equal(resolveDaemonConfig({ roles: { client: {} } }, env).data.listen.host, '0.0.0.0');
+  for (const listen of ['127.0.0.1:1234', '[::1]:1234']) assert.equal(resolveDaemonConfig(storage({ listen }), env).data.tls_psk_file, null);
+  assert.equal(resolveDaemonConfig(storage({ allow_insecure: true }), env).data.allow_insecure, true);
+  assert.equal(resolveDaemonConfig(storage({ tls_psk_file: '/etc/rmr/data.psk' }), env).data.tls_psk_file, '/etc/rmr/data.psk');
+  assert.equal(resolveDaemonConfig(storage({ tls_cert: '/c', tls_key: '/k', tls_ca: '/ca' }), env).data.tls_ca, '/ca');
+  assert.equal(dataAuth(resolveDaemonConfig(storage({ tls_cert: '/c', tls_key: '/k', tls_ca: '/ca' }), env).data), 'x509');
+  assert.equal(dataAuth(resolveDaemonConfig(storage({ tls_cert: '/c', tls_key: '/k' }), env).data), 'x509-secret');
+  assert.equal(dataAuth(resolveDaemonConfig(storage({ tls_psk_file: '/p' }), env).data), 'psk');
+  const cases: [Record<string, unknown>, string[]][] = [
+    [{ tls_cert: '/c', listen: '127.0.0.1:1' }, ['data.tls_key: transport TLS needs both data.tls_cert and data.tls_key']],
+    [{ tls_ca: '/ca', listen: '127.0.0.1:1' }, ['data.tls_ca: needs data.tls_cert and data.tls_key (every node shows its own certificate)']],
+    [{ tls_psk_file: '/p', tls_cert: '/c', tls_key: '/k' }, ['data.tls_psk_file: give data.tls_psk_file or certificates (data.tls_cert, data.tls_key, data.tls_ca), not both']],
+  ];
+  for (const [d, want] of cases) assert.deepEqual(problems(() => resolveDaemonConfig(storage(d), env)), want, JSON.stringify(d));
+});
+
+test('control over TCP off loopback needs HTTPS (or allow_insecure), and always a token file', () => {
+  const control = (c: Record<string, unknown>): unknown => ({ control: c });
+  assert.deepEqual(problems(() => resolveDaemonConfig(control({ tcp: '10.0.0.2:7000', token_file: '/t' }), env)), [
+    'control.tcp: 10.0.0.2:7000 is not a loopback address and the control API would be plain HTTP (its all-powerful token in clear): set control.tls_cert and control.tls_key, or control.allow_insecure: true',
+  ]);
+  assert.deepEqual(problems(() => resolveDaemonConfig(control({ tcp: '127.0.0.1:7000' }), env)), ['control.tcp: a TCP control listener needs control.token_file (bearer token); refusing an unauthenticated one']);
+  assert.equal(resolveDaemonConfig(control({ tcp: '10.0.0.2:7000', token_file: '/t', tls_cert: '/c', tls_key: '/k' }), env).control.tls_cert, '/c');
+  assert.equal(resolveDaemonConfig(control({ tcp: '10.0.0.2:7000', token_file: '/t', allow_insecure: true }), env).control.allow_insecure, true);
+  assert.equal(resolveDaemonConfig(control({ tcp: '127.0.0.1:7000', token_file: '/t' }), env).control.tls_cert, null);
+  assert.deepEqual(problems(() => resolveDaemonConfig(control({ tls_key: '/k' }), env)), ['control.tls_cert: HTTPS needs both control.tls_cert and control.tls_key']);
+});
+
+test('the default state directory: /var/lib/rmr for root, the user\'s state directory otherwise, never /tmp', () => {
+  assert.equal(defaultStateRoot(0, { XDG_RUNTIME_DIR: '/run/user/0', HOME: '/root' }), '/var/lib/rmr');
+  assert.equal(defaultStateRoot(1000, { XDG_STATE_HOME: '/home/a/.state', HOME: '/home/a' }), '/home/a/.state/rmr');
+  assert.equal(defaultStateRoot(1000, { HOME: '/home/a', XDG_RUNTIME_DIR: '/run/user/1000' }), '/home/a/.local/state/rmr');
+  assert.equal(defaultStateRoot(1000, {}), '/var/lib/rmr');
+  assert.equal(defaultStateRoot(1000, { HOME: '/' }), '/var/lib/rmr');
+  assert.equal(defaultStateRoot(1000, { XDG_STATE_HOME: 'relative', HOME: '/home/a' }), '/home/a/.local/state/rmr');
+  assert.equal(resolveDaemonConfig(undefined, { ...env, state_root: defaultStateRoot(0, {}) }).state_dir, '/var/lib/rmr/stg1');
+});
+
+test('data-plane PSK files: identity:hexkey:roles, 32-byte keys, roles named', () => {
+  const k = 'ab'.repeat(32);
+  const keys = parseDataPskFile(`# cluster keys\ncli1:${k}:client\nstg1:${k}:storage\n\nhc1:${k}:client,storage\n`, 'data.psk');
+  assert.deepEqual([...keys].map(([id, e]) => [id, e.roles]), [['cli1', ['client']], ['stg1', ['storage']], ['hc1', ['client', 'storage']]]);
+  assert.equal(formatDataPskLine('cli1', Buffer.alloc(32, 0xab), ['client']), `cli1:${k}:client\n`);
+  const bad: [string, string][] = [
+    [`cli1:${k}\n`, 'data.psk:1: expected identity:hexkey:roles (roles: client, storage or client,storage)'],
+    [`cli1:${'ab'.repeat(16)}:client\n`, 'data.psk:1: the key of cli1 has 16 bytes; use 32..256 random bytes (openssl rand -hex 32)'],
+    [`cli1:${k}:admin\n`, "data.psk:1: cli1: unknown role 'admin' (roles: client, storage)"],
+    [`cli1:${k}:client\ncli1:${k}:client\n`, 'data.psk:2: identity cli1 appears twice'],
+    [`bad id:${k}:client\n`, "data.psk:1: identity 'bad id' is not a node name [A-Za-z0-9_.-]"],
+    ['', 'data.psk: no identity:hexkey:roles line'],
+  ];
+  for (const [text, msg] of bad) assert.throws(() => parseDataPskFile(text, 'data.psk'), (e: Error) => e.message === msg, text);
+});
+
+test('identities from certificates and PSKs: the CN and its OU roles, or the PSK line; anything else refused', () => {
+  assert.deepEqual(identifyByCertificate({ kind: 'x509', subject: { CN: ['stg1'], OU: ['storage'] } }), { name: 'stg1', roles: ['storage'] });
+  assert.deepEqual(identifyByCertificate({ kind: 'x509', subject: { CN: ['hc1'], OU: ['client', 'storage', 'ops'] } }), { name: 'hc1', roles: ['client', 'storage'] });
+  assert.equal(identifyByCertificate({ kind: 'x509', subject: { CN: ['stg1'] } }), 'the certificate of stg1 names no role (OU=client and/or OU=storage)');
+  assert.equal(identifyByCertificate({ kind: 'x509', subject: { OU: ['storage'] } }), "the certificate's CN (none) is not one node name");
+  assert.equal(identifyByCertificate(null), 'the peer showed no certificate signed by data.tls_ca');
+  assert.equal(identifyByCertificate({ kind: 'psk', identity: 'x' }), 'the peer showed no certificate signed by data.tls_ca');
+  const byPsk = identifyByPsk(new Map([['cli1', { key: Buffer.alloc(32), roles: ['client'] }]]));
+  assert.deepEqual(byPsk({ kind: 'psk', identity: 'cli1' }), { name: 'cli1', roles: ['client'] });
+  assert.equal(byPsk({ kind: 'psk', identity: 'eve' }), 'unknown PSK identity eve');
+  assert.equal(byPsk(null), 'the peer did not authenticate with a PSK');
 });

@@ -17,7 +17,7 @@ import { buildRoles } from '../../src/daemon/node-daemon.js';
 import { ConfigError } from '../../src/daemon/validate.js';
 import { parseProm } from './prom-parse.js';
 
-const env = { hostname: 'h', runtime_dir: '/tmp/none', vars: {} };
+const env = { hostname: 'h', state_root: '/tmp/none', vars: {} };
 
 function fakeRole(name: string, log: string[], failStart = false): Role {
   return {
@@ -68,7 +68,7 @@ test('a role that fails to start stops the ones before it and fails the daemon',
 });
 
 test('unknown roles in the config are named', () => {
-  const c = resolveDaemonConfig({ roles: { storage: {}, client: null } }, env);
+  const c = resolveDaemonConfig({ data: { listen: '127.0.0.1:1234' }, roles: { storage: {}, client: null } }, env);
   assert.throws(() => buildRoles(c, {}), (e: unknown) => e instanceof ConfigError && e.problems[0] === 'roles.storage: unknown role (known: none in this build)');
   const roles = buildRoles(c, { storage: () => fakeRole('storage', []), client: () => fakeRole('client', []) });
   assert.deepEqual(roles.map((r) => r.name), ['storage', 'client']);

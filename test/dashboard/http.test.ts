@@ -19,7 +19,7 @@ import { DashboardApi } from '../../src/dashboard/http-api.js';
 import { tokenDigest } from '../../src/daemon/control-api.js';
 
 const layout: ClusterLayout = { cluster: 't', nodes: [], pools: [{ name: 'p', chunk_size: 131072, members: [{ node: 'stg1', member_id: 1 }] }], client_node: null };
-const TOKEN = 'dashboard-token-0123456789';
+const TOKEN = 'dashboard-token-0123456789-0123456789abcdef';
 let dir = '';
 let bundle = '';
 let plain: RunningDashboard;
@@ -172,12 +172,12 @@ test('with a token: every request needs it (header or login cookie), over TLS', 
 test('an address other than loopback needs TLS and a token; a short token is refused', async () => {
   await assert.rejects(startDashboard({ layout, host: '0.0.0.0', port: 0, tls: null, token: TOKEN, interval_ms: 1000, bundle_dir: bundle }), /needs TLS .* and a token/);
   await assert.rejects(startDashboard({ layout, host: '10.1.2.3', port: 0, tls: null, token: null, interval_ms: 1000, bundle_dir: bundle }), /needs TLS/);
-  await assert.rejects(startDashboard({ layout, host: '127.0.0.1', port: 0, tls: null, token: 'short', interval_ms: 1000, bundle_dir: bundle }), /at least 16 characters/);
+  await assert.rejects(startDashboard({ layout, host: '127.0.0.1', port: 0, tls: null, token: 'short', interval_ms: 1000, bundle_dir: bundle }), /at least 32 characters/);
   await assert.rejects(startDashboard({ layout, host: '127.0.0.1', port: 0, tls: null, token: null, interval_ms: 1000, bundle_dir: join(dir, 'nothing') }), /not built/);
 });
 
 test('a token with cookie-breaking characters still logs in (the cookie holds it encoded)', async () => {
-  const token = 'tok;en,with=odd"chars%0123';
+  const token = 'tok;en,with=odd"chars%0123-0123456789abcdef';
   const api = new DashboardApi({ files: new Map([['index.html', { type: 'text/html', body: Buffer.from('x') }]]), token_digest: tokenDigest(token), hosts: null, max_body_bytes: 4096, tls: true, snapshot: () => ({ state: null as never, pictures: {}, charts: [], events: [] }), act: () => Promise.resolve({ ok: false }) });
   const login = await api.handle({ method: 'GET', url: `/?token=${encodeURIComponent(token)}`, headers: {}, body: Buffer.alloc(0) });
   assert.equal(login.kind === 'body' ? login.status : 0, 303);

@@ -45,7 +45,7 @@ function startDaemon(n: (typeof NODES)[number]): void {
     secret_file: join(dir, 'secret'),
     data: { listen: `${n.addr}:${n.data}` },
     ...(n.name === 'cli' ? { nbd: { socket_dir: join(dir, 'nbd'), tcp: `${n.addr}:${NBD_PORT}` } } : {}),
-    roles: n.name === 'cli' ? { client: {} } : { storage: {} },
+    roles: n.name === 'cli' ? { client: {} } : { storage: { store_dirs: [dir] } },
   };
   writeFileSync(join(state, 'daemon.yaml'), toYaml(cfg));
   daemons.set(n.name, spawn(process.execPath, [MAIN, 'daemon', '--config', join(state, 'daemon.yaml')], { stdio: 'ignore' }));

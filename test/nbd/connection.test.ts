@@ -28,9 +28,9 @@ interface Env {
   connect(): { client: WireClient; serverEnd: MemEnd; clientEnd: MemEnd };
 }
 
-function env(limits: Partial<ConnectionLimits> = {}, clock?: SimClock, hwm?: number): Env {
+function env(limits: Partial<ConnectionLimits> = {}, clock?: SimClock, hwm?: number, max_inflight_bytes?: number): Env {
   const logger = new MemoryLogger();
-  const server = new NbdServer({ logger, limits, ...(clock !== undefined ? { clock } : {}) });
+  const server = new NbdServer({ logger, limits, ...(clock !== undefined ? { clock } : {}), ...(max_inflight_bytes !== undefined ? { max_inflight_bytes } : {}) });
   const mem = new MemBlockDevice({ size_bytes: 4 * MiB, dirty_context: 'rmr:dirty:1', block_sizes: { minimum: 512, preferred: 4096, maximum: 256 * 1024 } });
   const held = new FilterDevice(new MemBlockDevice({ size_bytes: 4 * MiB }), { hold: true });
   server.addExport('mem', mem, 'memory');
@@ -357,6 +357,61 @@ test('in-flight bytes are bounded too (one request is always admitted)', async (
     e.held.release(1);
     await simple(client);
   }
+});
+
+// Security review, finding 12: each connection may hold 64 MiB of requests, and there may be
+// 1,024 connections. The daemon's budget bounds what all of them hold together.
+test('the server-wide in-flight budget: many connections together hold at most the budget, and all complete', async () => {
+  const e = env({}, undefined, undefined, 256 * 1024);
+  e.held.opts = { hold: true };
+  const clients: WireClient[] = [];
+  for (let i = 0; i < 8; i++) {
+    const { client } = e.connect();
+    await client.connect('held');
+    clients.push(client);
+  }
+  for (const c of clients) for (let k = 0; k < 8; k++) c.request(Cmd.READ, k * 65536, 64 * 1024);
+  await waitFor('the budget is full', () => e.held.heldCount === 4, 2000);
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(e.held.started, 4, 'no request beyond the budget reached the device');
+  assert.equal(e.server.budget?.used, 256 * 1024);
+  let replies = 0;
+  while (replies < 64) {
+    await waitFor('a held request', () => e.held.heldCount > 0, 2000);
+    e.held.release(1);
+    replies++;
+    assert.ok((e.server.budget?.used ?? 0) <= 256 * 1024);
+  }
+  for (const c of clients) for (let k = 0; k < 8; k++) assert.equal((await simple(c)).error, 0);
+  assert.equal(e.server.budget?.used, 0);
+  assert.ok(e.held.max_active <= 4);
+});
+
+test('idle timeout: an attached client with nothing in flight and no request for idle_timeout_ms is closed (injected clock)', async () => {
+  const clock = new SimClock();
+  const e = env({ idle_timeout_ms: 10_000 }, clock);
+  e.held.opts = { hold: true };
+  const { client } = e.connect();
+  await client.connect('mem');
+  clock.runUntil(6000);
+  client.request(Cmd.READ, 0, 512);
+  assert.equal((await simple(client)).error, 0);
+  clock.runUntil(15_000);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(client.closed, false, 'the request at 6 s restarted the period');
+  clock.runUntil(16_500);
+  await client.waitClosed();
+  assert.equal(e.logger.count((l) => l.fields.reason === 'idle for 10000 ms (nbd.idle_timeout_ms)'), 1);
+  // A request in flight keeps a connection, however long it takes.
+  const busy = e.connect().client;
+  await busy.connect('held');
+  busy.request(Cmd.READ, 0, 512);
+  await waitFor('held', () => e.held.heldCount === 1, 2000);
+  clock.runUntil(60_000);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(busy.closed, false);
+  e.held.release();
+  assert.equal((await simple(busy)).error, 0);
 });
 
 test('a client that stops reading replies stops the server from taking more requests', async () => {

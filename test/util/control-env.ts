@@ -12,7 +12,7 @@ import { ControlServer } from '../../src/daemon/node-control-server.js';
 import { NodeClock } from '../../src/node/ports.js';
 import { MemoryLogger } from './memory-logger.js';
 
-export const TOKEN = 'fuzz-token-0123456789abcdef';
+export const TOKEN = 'fuzz-token-0123456789abcdef-0123456789abcdef';
 
 export interface ControlEnv {
   daemon: Daemon;
@@ -24,10 +24,10 @@ export interface ControlEnv {
   close(): Promise<void>;
 }
 
-export async function controlEnv(o: { max_connections?: number; headers_timeout_ms?: number; request_timeout_ms?: number } = {}): Promise<ControlEnv> {
+export async function controlEnv(o: { max_connections?: number; max_unauthenticated?: number; max_unauthenticated_per_address?: number; headers_timeout_ms?: number; request_timeout_ms?: number; tls?: { cert: Buffer; key: Buffer } } = {}): Promise<ControlEnv> {
   const dir = mkdtempSync(join(tmpdir(), 'rmr-control-'));
   const sock = join(dir, 'control.sock');
-  const config = resolveDaemonConfig({ name: 'fz', control: { socket: sock, max_body_bytes: 4096 } }, { hostname: 'h', runtime_dir: dir, vars: {} });
+  const config = resolveDaemonConfig({ name: 'fz', control: { socket: sock, max_body_bytes: 4096 } }, { hostname: 'h', state_root: dir, vars: {} });
   const logger = new MemoryLogger();
   let level: 'debug' | 'info' | 'warn' | 'error' = 'info';
   const daemon = new Daemon({
@@ -47,7 +47,11 @@ export async function controlEnv(o: { max_connections?: number; headers_timeout_
     logger,
     max_body_bytes: 4096,
     max_connections: o.max_connections ?? 64,
+    // The fuzzer's workers all come from 127.0.0.1; the limits have tests of their own.
+    max_unauthenticated: o.max_unauthenticated ?? 64,
+    max_unauthenticated_per_address: o.max_unauthenticated_per_address ?? 64,
     max_followers: 4,
+    ...(o.tls !== undefined ? { tls: o.tls } : {}),
     headers_timeout_ms: o.headers_timeout_ms ?? 1000,
     request_timeout_ms: o.request_timeout_ms ?? 1500,
   });

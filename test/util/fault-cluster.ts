@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { call, type Target } from '../../src/cli/node-client.js';
 import { nodeCtl } from '../../src/cli/node-cluster.js';
+import { formatDataPskLine } from '../../src/daemon/data-tls.js';
 import type { NodeCtl } from '../../src/cli/cluster-ops.js';
 import { MAIN, dataArea, firstDifference, rmr, type EventLine } from './cli-cluster.js';
 import { NetLab, ipOf, netnsUnavailable, type Host } from './netns.js';
@@ -97,6 +98,10 @@ export class FaultCluster {
   private closed = false;
   private failed = false;
 
+  private get psk_file(): string {
+    return join(this.dir, 'data.psk');
+  }
+
   private constructor(readonly o: FaultClusterOptions) {
     this.dir = mkdtempSync(join(tmpdir(), `rmr-${o.label}-`));
     this.cluster_file = join(this.dir, 'cluster.yaml');
@@ -108,6 +113,9 @@ export class FaultCluster {
     writeFileSync(join(this.dir, 'secret'), randomBytes(24).toString('hex'), { mode: 0o600 });
     mkdirSync(join(this.dir, 'logs'));
     const names = [...Array.from({ length: n }, (_, i) => `stg${i + 1}`), 'cli'];
+    // Per-node TLS-PSK identities on the data plane, as rmr up gives the daemons it starts
+    // (and as the daemons need across hosts: the netns addresses are not loopback).
+    writeFileSync(this.psk_file, names.map((x) => formatDataPskLine(x, randomBytes(32), x === 'cli' ? ['client'] : ['storage'])).join(''), { mode: 0o600 });
     let ips: string[];
     let hosts: (Host | null)[];
     if (this.lab !== null) {
@@ -203,12 +211,13 @@ export class FaultCluster {
       log: { file: n.log, format: 'json', level: this.o.log_level ?? 'info' },
       data: {
         listen: `${n.ip}:${n.port}`,
+        tls_psk_file: this.psk_file,
         heartbeat_interval_ms: this.o.heartbeat_interval_ms ?? 250,
         heartbeat_timeout_ms: this.o.heartbeat_timeout_ms ?? 1500,
       },
       shutdown_timeout_ms: 10_000,
       ...(n.role === 'client' ? { nbd: { socket_dir: join(this.dir, 'nbd') } } : {}),
-      roles: n.role === 'client' ? { client: {} } : { storage: this.o.storage ?? {} },
+      roles: n.role === 'client' ? { client: {} } : { storage: { store_dirs: [this.dir], ...this.o.storage } },
     };
     writeFileSync(n.config, toYaml(cfg));
   }
@@ -220,6 +229,7 @@ export class FaultCluster {
       cluster: this.o.label,
       state_dir: join(this.dir, 'state'),
       secret_file: join(this.dir, 'secret'),
+      data_psk_file: this.psk_file,
       nodes: [...this.nodes.values()].map((n) => ({ name: n.name, addresses: [n.ip], port: n.port, control_socket: n.socket })),
       pools: [{ name: POOL, chunk_size: this.chunk_size, members: this.members.map((m) => ({ node: m, member_id: this.node(m).member_id })) }],
       stores: stg.filter((n) => this.members.includes(n.name)).map((n) => ({ node: n.name, pool: POOL, path: n.store, size: this.store_size })),

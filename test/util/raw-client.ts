@@ -1,6 +1,7 @@
 // A hand-driven transport client for tests of the server's defences: it speaks exactly the
 // bytes a test chooses, including a correct handshake followed by misbehaviour.
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { FrameDecoder, FrameType, encodeFrameHead, type FrameFields } from '../../src/transport/frame.js';
 import { PROTOCOL_VERSION, clientProof, decodeChallenge, decodeReject, encodeHello } from '../../src/transport/handshake.js';
@@ -32,9 +33,11 @@ export class RawClient {
     socket.on('close', () => (this.closed = true));
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
+  /** Plain TCP, or TLS with `o.tls` (the frames then run inside it); `o.localAddress` picks the source. */
+  static connect(port: number, host = '127.0.0.1', o: { tls?: tls.ConnectionOptions; localAddress?: string } = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect(port, host, () => resolve(new RawClient(s)));
+      const base = { port, host, ...(o.localAddress !== undefined ? { localAddress: o.localAddress } : {}) };
+      const s: net.Socket = o.tls === undefined ? net.connect(base, () => resolve(new RawClient(s))) : tls.connect({ ...base, ...o.tls }, () => resolve(new RawClient(s)));
       s.once('error', reject);
     });
   }
@@ -77,7 +80,7 @@ export class RawClient {
   }
 
   /** Full handshake with `secret` (the server's proof is not checked: this client is a test tool). */
-  async handshake(name: string, secret: Buffer, opts: { incarnation?: number } = {}): Promise<RawFrame> {
+  async handshake(name: string, secret: Buffer, opts: { incarnation?: number; path_index?: number } = {}): Promise<RawFrame> {
     const hello = this.hello(name, opts);
     const ch = await this.waitFrame(FrameType.CHALLENGE);
     const c = decodeChallenge(ch.data);

@@ -37,12 +37,12 @@ export class TestCerts {
   }
 
   /** A certificate signed by `ca`, for a server (with `san`) or a client; paths of the files. */
-  signed(ca: { cert: string; key: string }, name: string, cn: string, o: { server: boolean; san?: string }): { cert: string; key: string } {
+  signed(ca: { cert: string; key: string }, name: string, cn: string, o: { server: boolean; san?: string; ou?: readonly string[] }): { cert: string; key: string } {
     const key = join(this.dir, `${name}.key`);
     const csr = join(this.dir, `${name}.csr`);
     const cert = join(this.dir, `${name}.crt`);
     const ext = join(this.dir, `${name}.ext`);
-    this.openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${cn}`]);
+    this.openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${cn}${(o.ou ?? []).map((u) => `/OU=${u}`).join('')}`]);
     writeFileSync(ext, `${o.san !== undefined ? `subjectAltName=${o.san}\n` : ''}extendedKeyUsage=${o.server ? 'serverAuth' : 'clientAuth'}\n`);
     this.openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
     return { cert, key };

@@ -24,11 +24,24 @@ export interface StoreBackend {
   close(cb: () => void): void;
 }
 
-/**
- * Opens a backend. `create`: a regular file is created (or grown) to `size_bytes`; a block
- * device is used as it is. Without `create` the path must exist.
- */
-export type BackendOpener = (path: string, opts: { create: boolean; size_bytes: number }, cb: (status: number, backend: StoreBackend | null, reason: string | null) => void) => void;
+export interface OpenOptions {
+  /** A regular file is created (or grown) to `size_bytes`; a block device is used as it is. Without it the path must exist. */
+  create: boolean;
+  size_bytes: number;
+  /** The path must not be a symlink (opened with O_NOFOLLOW). */
+  nofollow?: boolean;
+  /**
+   * Asked, before anything is changed, about the first bytes (up to EXISTING_PROBE_BYTES) of a
+   * file or device that existed and is not empty: a reason refuses the open (EEXIST).
+   */
+  existing?: (first: Buffer) => string | null;
+}
+
+/** How much of an existing file or device `OpenOptions.existing` is shown. */
+export const EXISTING_PROBE_BYTES = 4096;
+
+/** Opens a backend (see OpenOptions). */
+export type BackendOpener = (path: string, opts: OpenOptions, cb: (status: number, backend: StoreBackend | null, reason: string | null) => void) => void;
 
 /** A memory "disk" that outlives the handles opened on it (a store reopened after a restart). */
 export class MemDevice {
@@ -106,6 +119,10 @@ export class MemBackend implements StoreBackend {
 export function memOpener(devices: Map<string, MemDevice>, params?: DeviceParams): BackendOpener {
   return (path, opts, cb) => {
     let dev = devices.get(path);
+    if (dev !== undefined && opts.existing !== undefined) {
+      const why = opts.existing(dev.bytes.subarray(0, EXISTING_PROBE_BYTES));
+      if (why !== null) return void queueMicrotask(() => cb(Errno.EEXIST, null, `${path}: ${why}`));
+    }
     if (dev === undefined && opts.create) devices.set(path, (dev = new MemDevice(opts.size_bytes)));
     const d = dev;
     queueMicrotask(() => (d === undefined ? cb(Errno.ENOENT, null, `no memory device ${path}`) : cb(0, new MemBackend(path, d, params), null)));

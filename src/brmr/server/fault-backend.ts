@@ -5,6 +5,10 @@
 //
 //   read_error_rate=0.1 write_error_ranges=0+4096,1M+64K delay_ms=5 stall=1 off=1
 //
+// `panic=<op>` is of another kind: the next IO of that kind throws an exception from a timer
+// callback instead of completing, as a programming error in an IO completion would. It tests
+// the daemon's fail-stop (log, record the failure in state.json, exit non-zero).
+//
 // `set()` changes only the keys given (`off=1` first resets everything), so `stall=1` and
 // `stall=0` leave the error settings alone. Positions are the backend's absolute byte
 // positions (the store header is at 0, device data at 4096). Sans-IO: time and randomness come
@@ -40,6 +44,13 @@ export interface FaultSettings {
   /** New IO of these kinds is held until the stall is lifted. */
   stall: boolean;
   stall_ops: Set<FaultOp>;
+  /** The next IO of this kind throws (once), or null. */
+  panic: FaultOp | null;
+}
+
+/** What `panic=<op>` throws. */
+export class FaultPanic extends Error {
+  override readonly name = 'FaultPanic';
 }
 
 export interface FaultStats {
@@ -76,7 +87,7 @@ export const FAULT_USAGE =
   'read_error_rate=<0..1> write_error_rate=<0..1> flush_error_rate=<0..1> ' +
   'read_error_ranges=<off>+<len>[,...]|none write_error_ranges=<off>+<len>[,...]|none write_error_after=0|1 ' +
   'delay_ms=<n> read_delay_ms=<n> write_delay_ms=<n> flush_delay_ms=<n> jitter_ms=<n> ' +
-  'stall=0|1 stall_ops=read,write,flush';
+  'stall=0|1 stall_ops=read,write,flush panic=read|write|flush|none';
 
 const MAX_DELAY_MS = 600_000;
 const MAX_RANGES = 64;
@@ -97,6 +108,7 @@ function defaults(): FaultSettings {
     jitter_ms: 0,
     stall: false,
     stall_ops: new Set(OPS),
+    panic: null,
   };
 }
 
@@ -257,6 +269,10 @@ export class FaultController {
         case 'stall':
           next.stall = parseFlag(key, v);
           break;
+        case 'panic':
+          if (v !== 'none' && !(OPS as readonly string[]).includes(v)) bad(`panic: '${v}' is not one of read, write, flush, none`);
+          next.panic = v === 'none' ? null : (v as FaultOp);
+          break;
         case 'stall_ops': {
           const ops = new Set<FaultOp>();
           for (const o of v.split(',')) {
@@ -295,6 +311,7 @@ export class FaultController {
     if (s.jitter_ms > 0) out.push(`jitter_ms=${s.jitter_ms}`);
     if (s.stall) out.push('stall=1');
     if (s.stall_ops.size !== OPS.length) out.push(`stall_ops=${OPS.filter((o) => s.stall_ops.has(o)).join(',')}`);
+    if (s.panic !== null) out.push(`panic=${s.panic}`);
     return out.length === 0 ? 'off=1' : out.join(' ');
   }
 
@@ -363,6 +380,14 @@ export class FaultController {
   run(op: FaultOp, pos: number, length: number, start: (inject: number) => void, fail: (status: number) => void, owner: object | null = null): void {
     const s = this.s;
     this.stats.ios[op]++;
+    if (s.panic === op) {
+      // The IO never completes: its completion path throws instead.
+      s.panic = null;
+      this.clock.setTimer(0, () => {
+        throw new FaultPanic(`fault injection: panic=${op} at byte ${pos} (an exception in an IO completion)`);
+      });
+      return;
+    }
     let inject = 0;
     if (op !== 'flush' && overlaps(s.error_ranges[op], pos, length)) inject = s.error;
     else if (s.error_rate[op] > 0 && this.rnd.float() < s.error_rate[op]) inject = s.error;

@@ -39,6 +39,8 @@ export interface CreateStoreArgs {
   pool_uuid?: Buffer;
   /** Size of a regular file to create (default: exactly what header, data and metadata need). */
   device_size?: number;
+  /** Overwrite an existing file or device that holds data but no store (see notAStore). */
+  force?: boolean;
 }
 
 export interface AddStoreArgs {
@@ -50,6 +52,20 @@ export interface AddStoreArgs {
   store_uuid?: Buffer;
   /** An empty disk replacing a member: needs pool_uuid and mapped_size. */
   mode?: 'replace';
+  /** replace: overwrite a disk that holds data but no store. */
+  force?: boolean;
+}
+
+/**
+ * Why the first bytes of an existing file or device must not become a store without
+ * `force`: they hold data (not all zeroes) and no BRMR header (a store is refused or taken
+ * by the header checks instead). The security review (finding 4) turned a 48-byte text file,
+ * and one reached through a symlink, into 135,168-byte stores.
+ */
+export function notAStore(first: Buffer): string | null {
+  if (hasHeaderMagic(first)) return null;
+  if (first.every((b) => b === 0)) return null;
+  return 'holds data that is not a BRMR store (its first bytes are not zero): check the path, or give force=y to overwrite it';
 }
 
 export type StoreCallback = (status: number, store: BrmrStore | null, reason: string | null) => void;
@@ -127,7 +143,7 @@ export class StoreManager {
     if (typeof lay === 'string') return done(Errno.EINVAL, null, lay);
     if (a.pool_uuid !== undefined && a.pool_uuid.length !== 16) return done(Errno.EINVAL, null, 'pool UUID must be 16 bytes');
     const size = a.device_size ?? lay.need;
-    this.deps.open(a.device, { create: true, size_bytes: size }, (s0, b, why0) => {
+    this.deps.open(a.device, { create: true, size_bytes: size, ...(a.force === true ? {} : { existing: notAStore }) }, (s0, b, why0) => {
       if (s0 !== 0 || b === null) return done(s0 !== 0 ? s0 : Errno.EIO, null, why0 ?? 'cannot open the device');
       const bail = (status: number, why: string): void => b.close(() => done(status, null, why));
       if (b.size_bytes < lay.need) return bail(Errno.ENOSPC, `${a.device} holds ${b.size_bytes} bytes; header, ${a.mapped_size} bytes of data and ${lay.meta_size} of metadata need ${lay.need}`);
@@ -267,7 +283,7 @@ export class StoreManager {
     if (typeof lay === 'string') return done(Errno.EINVAL, null, lay);
     const pool_uuid = a.pool_uuid;
     const mapped_size = a.mapped_size;
-    this.deps.open(a.device, { create: true, size_bytes: lay.need }, (s0, b, why0) => {
+    this.deps.open(a.device, { create: true, size_bytes: lay.need, ...(a.force === true ? {} : { existing: notAStore }) }, (s0, b, why0) => {
       if (s0 !== 0 || b === null) return done(s0 !== 0 ? s0 : Errno.EIO, null, why0 ?? 'cannot open the device');
       const bail = (status: number, why: string): void => b.close(() => done(status, null, why));
       if (b.size_bytes < lay.need) return bail(Errno.ENOSPC, `${a.device} holds ${b.size_bytes} bytes, ${lay.need} needed`);

@@ -2,6 +2,12 @@
 // an RMR message, finds the pool by group_id, and hands it to the pool. Malformed messages
 // get -EBADMSG, unknown pools -ENOENT; nothing a peer sends can throw out of here.
 //
+// With per-node identities (the transport session's `peer`), a message is accepted only from
+// a peer holding the role that sends it: compute clients send IO, MAP_ADD and commands
+// without the sync flag; storage nodes (their sync pools) send sync IO, MAP_CLEAR and
+// commands with it. Anything else is -EACCES. Without peers (the shared-secret mode) every
+// session may send everything.
+//
 // Request kinds: IO reads and commands with an answer travel read-type (the answer is the
 // read data, or an encoded CMD_RSP); IO writes, MAP_ADD, MAP_CLEAR and map buffers travel
 // write-type (status only).
@@ -15,6 +21,10 @@ import { CMD_RSP_BYTES, CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decode
 import { applyPeerMapCommand, executeLegCommand } from './execute-command.js';
 import type { ServerPool } from './server-pool.js';
 import { PAGE_BYTES } from '../protocol/dirty-map.js';
+import { ROLE_CLIENT, ROLE_STORAGE, senderRole } from '../protocol/roles.js';
+
+export { ROLE_CLIENT, ROLE_STORAGE, senderRole };
+
 
 export class RmrServerNode implements ServerHandler {
   private readonly pools = new Map<number, ServerPool>();
@@ -68,6 +78,14 @@ export class RmrServerNode implements ServerHandler {
       return req.respond(Errno.EBADMSG);
     }
     const m = d.msg;
+    const roles = req.session.peer?.roles;
+    if (roles !== undefined) {
+      const role = senderRole(m);
+      if (!roles.includes(role)) {
+        this.log.log('warn', 'message refused: the peer lacks the role that sends it', { session: req.session.name, peer: req.session.peer?.name ?? null, type: m.type, needs: role });
+        return req.respond(Errno.EACCES);
+      }
+    }
     const pool = this.pools.get(m.group_id);
     if (pool === undefined) return req.respond(Errno.ENOENT);
     // IO and map messages only on a session that joined the pool (§6.5), as a compute client
