@@ -52,7 +52,8 @@ function send(o: HttpsRequestOptions & { https: boolean }, onResponse: (res: Inc
 }
 
 function unreachable(t: Target, e: NodeJS.ErrnoException): CliError {
-  const tlsProblem = e.code !== undefined && /CERT|SELF_SIGNED|TLS|SSL|ALTNAME/.test(e.code);
+  // OpenSSL verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, ...) name no "CERT".
+  const tlsProblem = e.code !== undefined && /CERT|SELF_SIGNED|TLS|SSL|ALTNAME|VERIFY|ISSUER|SIGNATURE/.test(e.code);
   const how = 'socket' in t ? 'start it with `rmr daemon` or pass --socket PATH' : tlsProblem ? `the daemon's certificate was not accepted (${e.message}): give its CA with --ca-file (or RMR_CA_FILE, or control_ca_file in the cluster file)` : 'check --daemon URL and that the daemon listens on TCP';
   return new CliError(`cannot reach the daemon at ${describe(t)} (${e.code ?? e.message}): ${how}`, EXIT_UNREACHABLE);
 }
