@@ -2,6 +2,7 @@
 // no `any` in core code, no floating promises (an unhandled rejection kills a daemon).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import { folderRules } from './eslint.boundaries.mjs';
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'bench/results/**'] },
@@ -27,16 +28,6 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: { process: 'readonly', console: 'readonly' } },
   },
-  {
-    // Sans-IO rule (ARCHITECTURE.md §5): the core touches the world only through ports.
-    // The Node adapters live in src/node/, which this block does not cover.
-    files: ['src/transport/**/*.ts', 'src/rmr/**/*.ts', 'src/brmr/**/*.ts', 'src/nbd/**/*.ts', 'src/util/**/*.ts', 'src/sim/**/*.ts'],
-    rules: {
-      'no-restricted-imports': ['error', {
-        paths: ['node:net', 'node:tls', 'node:fs', 'node:fs/promises', 'net', 'tls', 'fs', 'node:dgram', 'node:child_process'],
-      }],
-      'no-restricted-globals': ['error', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval'],
-      'no-restricted-properties': ['error', { object: 'Math', property: 'random' }, { object: 'Date', property: 'now' }],
-    },
-  },
+  // Sans-IO and layer rules, one block per folder (eslint.boundaries.mjs).
+  ...folderRules,
 );

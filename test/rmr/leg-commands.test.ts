@@ -50,6 +50,20 @@ test('commands round-trip through their wire form', () => {
   for (const c of cmds) assert.deepEqual(roundTrip(c), c, c.kind);
 });
 
+test("POOL_INFO's operation and mode travel as the reference's numbers", () => {
+  // The reference's numbers (rmr-reference-design.md §5): RMR_POOL_INFO_OP_ADD 0, _REMOVE 1; modes CREATE 0 … DISASSEMBLE 3.
+  const ops = [['add', 0], ['remove', 1]] as const;
+  const modes = [['create', 0], ['assemble', 1], ['delete', 2], ['disassemble', 3]] as const;
+  for (const [op, op_code] of ops) {
+    for (const [mode, mode_code] of modes) {
+      const cmd: LegCommand = { kind: 'pool_info', member_id: 3, op, mode, dirty: true };
+      const w = legCommandToWire(cmd, CHUNK);
+      assert.deepEqual(w.payload, { member_id: 3, operation: op_code, mode: mode_code, dirty: 1 }, `${op} ${mode}`);
+      assert.deepEqual(roundTrip(cmd), cmd, `${op} ${mode}`);
+    }
+  }
+});
+
 test('INTENT_TO_MAP refuses more ranges than one message carries, and a ragged tail', () => {
   const many = Array.from({ length: MAX_INTENT_RANGES + 1 }, (_, i): [number, number] => [i * 2, 1]);
   assert.throws(() => legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: many }, CHUNK), RangeError);

@@ -9,6 +9,7 @@ import { type FieldSpec, type FieldType, type ValuesOf } from '../../src/rmr/pro
 import {
   CmdEnvelope,
   CmdPayload,
+  CMD_RSP_BYTES,
   CmdRsp,
   CmdType,
   IO_F_FUA,
@@ -22,6 +23,7 @@ import {
   RMR_PROTO_VER,
   decodeMessage,
   encodeCmd,
+  encodeCmdRsp,
   encodeIo,
   encodeMapAdd,
 } from '../../src/rmr/protocol/msg.js';
@@ -168,6 +170,26 @@ test('whole messages: 64-bit offsets travel intact; garbage and trailing bytes a
     }),
     { numRuns: 3000 },
   );
+});
+
+test('a command answer: header, CMD_RSP at byte 8, then the answer bytes', () => {
+  const body = { cmd_type: CmdType.MD_SEND, member_id: 3, err: -5, value: 2 ** 40 + 1, chunk_size: 131072, mapped_size: 2 ** 33 };
+  const extra = Buffer.from('pool_md bytes');
+  const b = encodeCmdRsp(0xdeadbeef, body, extra);
+  // The layout the storage node wrote by hand before it used encodeCmdRsp.
+  const want = Buffer.alloc(CMD_RSP_BYTES + extra.length);
+  want.writeUInt32LE(0xdeadbeef, 0);
+  want.writeUInt16LE(MsgType.CMD_RSP, 4);
+  want[6] = RMR_PROTO_VER;
+  CmdRsp.encode(body, want, 8);
+  extra.copy(want, CMD_RSP_BYTES);
+  assert.deepEqual(b, want);
+  assert.equal(MsgType.CMD_RSP, 1);
+  assert.deepEqual(encodeCmdRsp(0xdeadbeef, body), want.subarray(0, CMD_RSP_BYTES));
+  const d = decodeMessage(encodeCmdRsp(7, body));
+  assert.ok(d.ok && d.msg.type === 'CMD_RSP');
+  if (d.msg.type === 'CMD_RSP') assert.deepEqual({ ...d.msg.body }, body);
+  assert.throws(() => encodeCmdRsp(7, { ...body, err: 5 }), /bad errno/);
 });
 
 /** What the generic layouts make of an IO message: the reference for the fast codec. */

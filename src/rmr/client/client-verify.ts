@@ -10,6 +10,7 @@
 
 import { Errno } from '../../util/errno.js';
 import { MAX_VERIFY_CHUNKS } from '../protocol/msg.js';
+import { VERIFY_DIFFERS, VERIFY_SKIPPED } from '../protocol/leg-commands.js';
 import type { Leg, OpCallback } from './leg.js';
 import type { ClientPoolCore } from './pool-core.js';
 
@@ -131,8 +132,8 @@ export class ClientVerify {
         const marks = new Map<Leg, [number, number][]>();
         for (let i = 0; i < count; i++) {
           const b = data[i] as number;
-          const differs = others.filter((_, mi) => (b & (1 << mi)) !== 0);
-          const skipped = others.some((_, mi) => (b & (0x10 << mi)) !== 0);
+          const differs = others.filter((_, mi) => (b & (VERIFY_DIFFERS << mi)) !== 0);
+          const skipped = others.some((_, mi) => (b & (VERIFY_SKIPPED << mi)) !== 0);
           if (skipped) r.skipped++;
           else r.compared++;
           if (differs.length === 0) continue;

@@ -3,7 +3,7 @@
 // storage node executes them (server/execute-command.ts), and in-process tests call that
 // directly: one implementation of what each command does, whatever carries it.
 
-import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
+import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, POOL_INFO_MODE, POOL_INFO_OP, type CmdTypeValue } from './msg.js';
 
 export type LegCommand =
   | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
@@ -40,7 +40,14 @@ export type PeerQuery = { kind: 'md_read' } | { kind: 'chunk_hash'; first_chunk:
 export type PeerMapCommand =
   | { kind: 'send_map_buf'; member_id: number; first_page: number; page_count: number; map_ver: number; pages: Buffer }
   | { kind: 'map_buf_done'; map_ver: number };
-const MODES: readonly PoolInfoMode[] = ['create', 'assemble', 'delete', 'disassemble'];
+/** POOL_INFO's mode on the wire, and back (an unknown code reads as 'assemble', as before). */
+const MODE_CODE: Record<PoolInfoMode, number> = {
+  create: POOL_INFO_MODE.CREATE,
+  assemble: POOL_INFO_MODE.ASSEMBLE,
+  delete: POOL_INFO_MODE.DELETE,
+  disassemble: POOL_INFO_MODE.DISASSEMBLE,
+};
+const modeOfCode = (code: number): PoolInfoMode => (Object.keys(MODE_CODE) as PoolInfoMode[]).find((m) => MODE_CODE[m] === code) ?? 'assemble';
 
 /** A CHUNK_HASH answer per chunk: state u8 (0 hashed, 1 dirty here: not compared) | sha256 [32]. */
 export const CHUNK_HASH_BYTES = 33;
@@ -118,7 +125,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'leave':
       return { cmd_type: CmdType.LEAVE_POOL, payload: { member_id: cmd.member_id, delete: cmd.delete ? 1 : 0 } };
     case 'pool_info':
-      return { cmd_type: CmdType.POOL_INFO, payload: { member_id: cmd.member_id, operation: cmd.op === 'add' ? 0 : 1, mode: MODES.indexOf(cmd.mode), dirty: cmd.dirty ? 1 : 0 } };
+      return { cmd_type: CmdType.POOL_INFO, payload: { member_id: cmd.member_id, operation: cmd.op === 'add' ? POOL_INFO_OP.ADD : POOL_INFO_OP.REMOVE, mode: MODE_CODE[cmd.mode], dirty: cmd.dirty ? 1 : 0 } };
     case 'md_read':
       return { cmd_type: CmdType.MD_SEND, payload: { src_mapped_size: 0, sender_id: 0, leader_id: 0, read_full_md: 1 } };
     case 'md_write':
@@ -194,7 +201,7 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
     case CmdType.LEAVE_POOL:
       return { kind: 'leave', member_id: num(p, 'member_id'), delete: num(p, 'delete') === 1 };
     case CmdType.POOL_INFO:
-      return { kind: 'pool_info', member_id: num(p, 'member_id'), op: num(p, 'operation') === 0 ? 'add' : 'remove', mode: MODES[num(p, 'mode')] ?? 'assemble', dirty: num(p, 'dirty') === 1 };
+      return { kind: 'pool_info', member_id: num(p, 'member_id'), op: num(p, 'operation') === POOL_INFO_OP.ADD ? 'add' : 'remove', mode: modeOfCode(num(p, 'mode')), dirty: num(p, 'dirty') === 1 };
     case CmdType.MD_SEND:
       // Peers merge the slot they need out of the whole record, so both forms answer it.
       return { kind: 'md_read' };

@@ -38,7 +38,7 @@ const IO_FLAGS_KNOWN = IO_OP_MASK | IO_F_SYNC | IO_F_FUA;
 
 /** Chunk ranges one INTENT_TO_MAP carries at most. */
 export const MAX_INTENT_RANGES = 512;
-/** Chunks one CHUNK_HASH or VERIFY covers at most (a hash answer: 33 bytes per chunk). */
+/** Chunks one CHUNK_HASH or VERIFY covers at most (a hash answer: CHUNK_HASH_BYTES per chunk, leg-commands.ts). */
 export const MAX_VERIFY_CHUNKS = 64;
 
 export const CmdType = {
@@ -171,7 +171,7 @@ export const CmdPayload = {
   [CmdType.MAP_SET_VER]: new Layout('MAP_SET_VER', { map_ver: 'u64' }),
   [CmdType.DISCARD_CLEAR_FLAG]: new Layout('DISCARD_CLEAR_FLAG', { member_id: 'u8' }, (v) => member('member', v.member_id)),
   [CmdType.POOL_INFO]: new Layout('POOL_INFO', { member_id: 'u8', operation: 'u8', mode: 'u8', dirty: 'u8' }, (v) =>
-    first(member('member', v.member_id), v.operation > 1 ? `operation ${v.operation}` : null, v.mode > 3 ? `mode ${v.mode}` : null, flag('dirty', v.dirty)),
+    first(member('member', v.member_id), v.operation > POOL_INFO_OP.REMOVE ? `operation ${v.operation}` : null, v.mode > POOL_INFO_MODE.DISASSEMBLE ? `mode ${v.mode}` : null, flag('dirty', v.dirty)),
   ),
   [CmdType.JOIN_POOL]: new Layout(
     'JOIN_POOL',
@@ -360,8 +360,10 @@ export function encodeMapAdd(group_id: number, body: MapAddValue): Buffer {
 export function encodeMapClear(group_id: number, body: MapClearValue): Buffer {
   return Buffer.concat([header(group_id, MsgType.MAP_CLEAR), MapClearMsg.encode(body)]);
 }
-export function encodeCmdRsp(group_id: number, body: CmdRspValue): Buffer {
-  return Buffer.concat([header(group_id, MsgType.CMD_RSP), CmdRsp.encode(body)]);
+/** A command's answer: header, CMD_RSP, then the answer's bytes if any (md_read, user, chunk hashes). */
+export function encodeCmdRsp(group_id: number, body: CmdRspValue, extra: Buffer | null = null): Buffer {
+  const head = [header(group_id, MsgType.CMD_RSP), CmdRsp.encode(body)];
+  return Buffer.concat(extra === null ? head : [...head, extra]);
 }
 /** Commands that carry bytes after their payload, and the payload field giving their length. */
 const TAIL_FIELD: ReadonlyMap<number, string> = new Map([

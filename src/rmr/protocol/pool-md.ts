@@ -120,8 +120,3 @@ export function decodePoolMd(buf: Buffer): PoolMd | string {
   if (new Set(ids).size !== ids.length) return 'a member appears twice in srv_md';
   return { header: h.value, srv_md };
 }
-
-/** The slot of `member_id`, or undefined. */
-export function srvMdOf(md: PoolMd, member_id: number): SrvMd | undefined {
-  return md.srv_md.find((s) => s.member_id === member_id);
-}

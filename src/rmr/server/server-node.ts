@@ -17,7 +17,7 @@ import type { Logger } from '../../util/ports.js';
 import { nullLogger } from '../../util/ports.js';
 import type { ServerHandler, ServerRequest, ServerSession } from '../../transport/server.js';
 import { legCommandFromWire } from '../protocol/leg-commands.js';
-import { CMD_RSP_BYTES, CmdRsp, CmdType, IO_OP_MASK, IoOp, RMR_PROTO_VER, decodeMessage, CMD_NAMES } from '../protocol/msg.js';
+import { CMD_RSP_BYTES, CmdType, IO_OP_MASK, IoOp, decodeMessage, encodeCmdRsp, CMD_NAMES } from '../protocol/msg.js';
 import { applyPeerMapCommand, executeLegCommand } from './execute-command.js';
 import type { ServerPool } from './server-pool.js';
 import { PAGE_BYTES } from '../protocol/dirty-map.js';
@@ -141,12 +141,7 @@ export class RmrServerNode implements ServerHandler {
           if (reason !== null) this.log.log('info', 'command refused', { pool: pool.name, cmd: cmd.kind, reason });
           const extra = data ?? null;
           if (extra !== null && CMD_RSP_BYTES + extra.length > req.read_len) return req.respond(Errno.EMSGSIZE);
-          const rsp = Buffer.alloc(CMD_RSP_BYTES + (extra?.length ?? 0));
-          rsp.writeUInt32LE(pool.group_id, 0);
-          rsp.writeUInt16LE(1, 4); // CMD_RSP
-          rsp[6] = RMR_PROTO_VER;
-          CmdRsp.encode({ cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, rsp, 8);
-          extra?.copy(rsp, CMD_RSP_BYTES);
+          const rsp = encodeCmdRsp(pool.group_id, { cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, extra);
           req.respond(status, rsp);
         });
       }

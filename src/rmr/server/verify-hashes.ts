@@ -4,10 +4,8 @@
 
 import { createHash } from 'node:crypto';
 import { Errno } from '../../util/errno.js';
+import { CHUNK_HASH_BYTES, VERIFY_DIFFERS, VERIFY_SKIPPED } from '../protocol/leg-commands.js';
 import type { ServerPoolCore } from './server-core.js';
-
-/** A chunk hash answer: state u8 (0 hashed, 1 dirty here) | sha256 [32] (leg-commands CHUNK_HASH_BYTES). */
-const CHUNK_HASH_ANSWER = 33;
 
 export class VerifyHashes {
   private readonly core: ServerPoolCore;
@@ -26,12 +24,12 @@ export class VerifyHashes {
     const own = core.ownMap();
     if (store === null || own === undefined || core.sm.state !== 'NORMAL') return cb(Errno.EIO, null);
     if (!Number.isSafeInteger(first) || first < 0 || count < 1 || first + count > core.no_of_chunks) return cb(Errno.EINVAL, null);
-    const out = Buffer.alloc(count * CHUNK_HASH_ANSWER);
+    const out = Buffer.alloc(count * CHUNK_HASH_BYTES);
     let pending = count;
     let err = 0;
     for (let i = 0; i < count; i++) {
       const c = first + i;
-      const at = i * CHUNK_HASH_ANSWER;
+      const at = i * CHUNK_HASH_BYTES;
       if (own.isDirty(c)) {
         out[at] = 1;
         if (--pending === 0) cb(err, err === 0 ? out : null);
@@ -66,10 +64,10 @@ export class VerifyHashes {
       members.forEach((m, mi) => {
         src.peerQuery(m, { kind: 'chunk_hash', first_chunk: first, chunk_count: count }, (status, theirs) => {
           for (let i = 0; i < count; i++) {
-            const at = i * CHUNK_HASH_ANSWER;
-            const skip = status !== 0 || theirs === null || theirs.length !== count * CHUNK_HASH_ANSWER || mine[at] !== 0 || theirs[at] !== 0;
-            if (skip) out[i] = (out[i] as number) | (0x10 << mi);
-            else if (!mine.subarray(at + 1, at + CHUNK_HASH_ANSWER).equals(theirs.subarray(at + 1, at + CHUNK_HASH_ANSWER))) out[i] = (out[i] as number) | (1 << mi);
+            const at = i * CHUNK_HASH_BYTES;
+            const skip = status !== 0 || theirs === null || theirs.length !== count * CHUNK_HASH_BYTES || mine[at] !== 0 || theirs[at] !== 0;
+            if (skip) out[i] = (out[i] as number) | (VERIFY_SKIPPED << mi);
+            else if (!mine.subarray(at + 1, at + CHUNK_HASH_BYTES).equals(theirs.subarray(at + 1, at + CHUNK_HASH_BYTES))) out[i] = (out[i] as number) | (VERIFY_DIFFERS << mi);
           }
           if (--pending === 0) cb(0, out, null);
         });
