@@ -3,7 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/protocol/leg-commands.js';
-import { decodeMessage, encodeCmd, MAX_INTENT_RANGES } from '../../src/rmr/protocol/msg.js';
+import { decodeMessage, encodeCmd, MAX_RANGES_PER_CMD } from '../../src/rmr/protocol/msg.js';
+import { DEFAULT_MAX_USER_HDR } from '../../src/transport/options.js';
+import { NAME_MAX } from '../../src/rmr/protocol/layout.js';
 
 const CHUNK = 65536;
 
@@ -50,14 +52,41 @@ test('commands round-trip through their wire form', () => {
   for (const c of cmds) assert.deepEqual(roundTrip(c), c, c.kind);
 });
 
+test('chunk ranges are 64-bit: a 64 TiB pool of 4 KiB chunks has 2^34 chunks', () => {
+  // Protocol version 3 wrote u32 pairs: these threw (out of range) or wrapped.
+  const ranges: [number, number][] = [
+    [2 ** 34 - 1, 1],
+    [2 ** 32, 2 ** 33],
+    [0, 2 ** 34],
+  ];
+  for (const c of [
+    { kind: 'intent_to_map', with_intent: false, ranges },
+    { kind: 'map_mark', member_id: 2, conditional: true, ranges },
+  ] as LegCommand[]) {
+    assert.deepEqual(roundTrip(c), c, c.kind);
+  }
+});
+
+test('a full batch of ranges fits the default transport message header, with the longest pool name', () => {
+  const many = Array.from({ length: MAX_RANGES_PER_CMD }, (_, i): [number, number] => [2 ** 40 + i * 2, 2 ** 33]);
+  for (const c of [
+    { kind: 'intent_to_map', with_intent: true, ranges: many },
+    { kind: 'map_mark', member_id: 4, conditional: false, ranges: many },
+  ] as LegCommand[]) {
+    const w = legCommandToWire(c, CHUNK);
+    const bytes = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p'.repeat(NAME_MAX) }, w.payload, w.tail ?? null);
+    assert.ok(bytes.length <= DEFAULT_MAX_USER_HDR, `${c.kind}: ${bytes.length} bytes > ${DEFAULT_MAX_USER_HDR}`);
+  }
+});
+
 test('INTENT_TO_MAP refuses more ranges than one message carries, and a ragged tail', () => {
-  const many = Array.from({ length: MAX_INTENT_RANGES + 1 }, (_, i): [number, number] => [i * 2, 1]);
+  const many = Array.from({ length: MAX_RANGES_PER_CMD + 1 }, (_, i): [number, number] => [i * 2, 1]);
   assert.throws(() => legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: many }, CHUNK), RangeError);
   const w = legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: [[1, 2]] }, CHUNK);
   const bytes = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p1' }, w.payload, w.tail ?? null);
-  // Cut the tail and its length field to 5 bytes: not whole pairs.
+  // Cut the tail and its length field to 13 bytes: not whole pairs.
   const bad = Buffer.from(bytes.subarray(0, bytes.length - 3));
-  bad.writeUInt32LE(5, bytes.length - 8 - 4);
+  bad.writeUInt32LE(13, bytes.length - 16 - 4);
   const d = decodeMessage(bad);
   assert.equal(d.ok, false);
 });

@@ -3,7 +3,7 @@
 // storage node executes them (server/execute-command.ts), and in-process tests call that
 // directly: one implementation of what each command does, whatever carries it.
 
-import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, type CmdTypeValue } from './msg.js';
+import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, MD_FLAG, RANGE_BYTES, type CmdTypeValue } from './msg.js';
 
 export type LegCommand =
   | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
@@ -61,22 +61,32 @@ export const READ_MAP_HEADER = 16;
  */
 export type LegCommandCallback = (status: number, value: number, reason: string | null, data?: Buffer | null) => void;
 
-/** Chunk ranges as (u32 first, u32 count) pairs: INTENT_TO_MAP, MAP_MARK tails and CRASH_READ answers. */
-export function encodeRanges(ranges: readonly (readonly [number, number])[]): Buffer {
-  if (ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges`);
-  const tail = Buffer.alloc(ranges.length * 8);
+/**
+ * Chunk ranges as (u64 first, u64 count) pairs: INTENT_TO_MAP and MAP_MARK tails (at most
+ * MAX_RANGES_PER_CMD) and OWN_DIRTY answers (at most MAX_INTENT_RANGES). 64-bit: a 64 TiB
+ * pool of 4 KiB chunks has 2^34 chunks (protocol version 3 carried u32 and was wrong there).
+ */
+export function encodeRanges(ranges: readonly (readonly [number, number])[], max = MAX_INTENT_RANGES): Buffer {
+  if (ranges.length > max) throw new RangeError(`at most ${max} ranges`);
+  const tail = Buffer.alloc(ranges.length * RANGE_BYTES);
   ranges.forEach(([first, count], i) => {
-    tail.writeUInt32LE(first, i * 8);
-    tail.writeUInt32LE(count, i * 8 + 4);
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0) throw new RangeError(`chunk range [${first}, +${count})`);
+    tail.writeBigUInt64LE(BigInt(first), i * RANGE_BYTES);
+    tail.writeBigUInt64LE(BigInt(count), i * RANGE_BYTES + 8);
   });
   return tail;
 }
 
-/** The inverse of encodeRanges; null when the length is not whole pairs. */
-export function decodeRanges(buf: Buffer): [number, number][] | null {
-  if (buf.length % 8 !== 0 || buf.length > MAX_INTENT_RANGES * 8) return null;
+/** The inverse of encodeRanges; null when the length is not whole pairs or a number is beyond 2^53. */
+export function decodeRanges(buf: Buffer, max = MAX_INTENT_RANGES): [number, number][] | null {
+  if (buf.length % RANGE_BYTES !== 0 || buf.length > max * RANGE_BYTES) return null;
   const ranges: [number, number][] = [];
-  for (let o = 0; o + 8 <= buf.length; o += 8) ranges.push([buf.readUInt32LE(o), buf.readUInt32LE(o + 4)]);
+  for (let o = 0; o + RANGE_BYTES <= buf.length; o += RANGE_BYTES) {
+    const first = buf.readBigUInt64LE(o);
+    const count = buf.readBigUInt64LE(o + 8);
+    if (first > BigInt(Number.MAX_SAFE_INTEGER) || count > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+    ranges.push([Number(first), Number(count)]);
+  }
   return ranges;
 }
 
@@ -128,7 +138,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'read_map_buf':
       return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
     case 'intent_to_map': {
-      const tail = encodeRanges(cmd.ranges);
+      const tail = encodeRanges(cmd.ranges, MAX_RANGES_PER_CMD);
       return { cmd_type: CmdType.INTENT_TO_MAP, payload: { with_intent: cmd.with_intent ? 1 : 0, ranges_len: tail.length }, tail };
     }
     case 'own_dirty':
@@ -145,7 +155,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       return { cmd_type: CmdType.VERIFY, payload: { first_chunk: cmd.first_chunk, chunk_count: cmd.chunk_count, member_cnt: cmd.members.length, member_ids: ids } };
     }
     case 'map_mark': {
-      const tail = encodeRanges(cmd.ranges);
+      const tail = encodeRanges(cmd.ranges, MAX_RANGES_PER_CMD);
       return { cmd_type: CmdType.MAP_MARK, payload: { member_id: cmd.member_id, conditional: cmd.conditional ? 1 : 0, ranges_len: tail.length }, tail };
     }
   }
@@ -154,7 +164,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
-  if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * 8;
+  if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * RANGE_BYTES;
   if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
   if (cmd.kind === 'verify') return cmd.chunk_count;
   return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
@@ -205,9 +215,10 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
     case CmdType.READ_MAP_BUF:
       return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
     case CmdType.INTENT_TO_MAP: {
-      // The layout checked that the tail is whole pairs, at most MAX_INTENT_RANGES of them.
-      const ranges = decodeRanges(tail) ?? [];
-      return { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
+      // The layout checked that the tail is whole pairs, at most MAX_RANGES_PER_CMD of them;
+      // a number beyond 2^53 makes it no command (refused, never read as fewer ranges).
+      const ranges = decodeRanges(tail, MAX_RANGES_PER_CMD);
+      return ranges === null ? null : { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
     }
     case CmdType.OWN_DIRTY:
       return { kind: 'own_dirty', from_chunk: num(p, 'from_chunk') };
@@ -221,8 +232,10 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       const ids = p.member_ids as Buffer;
       return { kind: 'verify', first_chunk: num(p, 'first_chunk'), chunk_count: num(p, 'chunk_count'), members: Array.from({ length: num(p, 'member_cnt') }, (_, i) => ids[i] as number) };
     }
-    case CmdType.MAP_MARK:
-      return { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges: decodeRanges(tail) ?? [] };
+    case CmdType.MAP_MARK: {
+      const ranges = decodeRanges(tail, MAX_RANGES_PER_CMD);
+      return ranges === null ? null : { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges };
+    }
     default:
       return null;
   }

@@ -21,8 +21,9 @@ import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
 /**
  * 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts).
  * 3: MAP_CLEAR carries a map version.
+ * 4: chunk ranges (INTENT_TO_MAP, MAP_MARK tails, OWN_DIRTY answers) are u64 pairs.
  */
-export const RMR_PROTO_VER = 3;
+export const RMR_PROTO_VER = 4;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
 export const MAX_MEMBERS = 4;
 
@@ -36,8 +37,17 @@ export const IO_F_SYNC = 0x100;
 export const IO_F_FUA = 0x200;
 const IO_FLAGS_KNOWN = IO_OP_MASK | IO_F_SYNC | IO_F_FUA;
 
-/** Chunk ranges one INTENT_TO_MAP carries at most. */
+/** Chunk ranges one OWN_DIRTY answer carries at most (they travel as the answer's data). */
 export const MAX_INTENT_RANGES = 512;
+/** Bytes of one chunk range on the wire: u64 first_chunk, u64 chunk_count. */
+export const RANGE_BYTES = 16;
+/**
+ * Chunk ranges one INTENT_TO_MAP or MAP_MARK carries at most. They travel in the message
+ * header, which the transport limits (1 KiB by default): with the longest pool name (255
+ * bytes) the envelope and payload take 273 bytes, so 32 ranges (512 bytes) always fit.
+ * Larger sets go in several messages.
+ */
+export const MAX_RANGES_PER_CMD = 32;
 /** Chunks one CHUNK_HASH or VERIFY covers at most (a hash answer: 33 bytes per chunk). */
 export const MAX_VERIFY_CHUNKS = 64;
 
@@ -136,6 +146,7 @@ const member = (name: string, x: number): string | null => (x === 0 ? `${name} 0
 const first = (...xs: (string | null)[]): string | null => xs.find((x) => x !== null) ?? null;
 
 const none = new Layout('no payload', {});
+const badRangesLen = (n: number): string | null => (n % RANGE_BYTES !== 0 || n > MAX_RANGES_PER_CMD * RANGE_BYTES ? `ranges_len ${n}` : null);
 export const POOL_INFO_OP = { ADD: 0, REMOVE: 1 } as const;
 export const POOL_INFO_MODE = { CREATE: 0, ASSEMBLE: 1, DELETE: 2, DISASSEMBLE: 3 } as const;
 export const MD_FLAG = { READ: 1, WRITE: 2 } as const;
@@ -153,9 +164,9 @@ export const CmdPayload = {
   [CmdType.MAP_DISABLE]: none,
   [CmdType.READ_MAP_BUF]: new Layout('READ_MAP_BUF', { map_idx: 'u8', page: 'u32' }, (v) => (v.map_idx >= MAX_MEMBERS ? `map index ${v.map_idx}` : null)),
   [CmdType.MAP_CHECK]: none,
-  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs.
+  // Tail: ranges_len bytes of (u64 first_chunk, u64 chunk_count) pairs.
   [CmdType.INTENT_TO_MAP]: new Layout('INTENT_TO_MAP', { with_intent: 'u8', ranges_len: 'u32' }, (v) =>
-    first(flag('with_intent', v.with_intent), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+    first(flag('with_intent', v.with_intent), badRangesLen(v.ranges_len)),
   ),
   [CmdType.STORE_CHECK]: none,
   [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u32' }, (v) => member('member', v.member_id)),
@@ -201,10 +212,10 @@ export const CmdPayload = {
   [CmdType.VERIFY]: new Layout('VERIFY', { first_chunk: 'u64', chunk_count: 'u32', member_cnt: 'u8', member_ids: { bytes: MAX_MEMBERS } }, (v) =>
     first(v.chunk_count < 1 || v.chunk_count > MAX_VERIFY_CHUNKS ? `chunk_count ${v.chunk_count} outside 1..${MAX_VERIFY_CHUNKS}` : null, checkMembers(v.member_cnt, v.member_ids)),
   ),
-  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs. conditional: only
+  // Tail: ranges_len bytes of (u64 first_chunk, u64 chunk_count) pairs. conditional: only
   // chunks some other member is clean for.
   [CmdType.MAP_MARK]: new Layout('MAP_MARK', { member_id: 'u8', conditional: 'u8', ranges_len: 'u32' }, (v) =>
-    first(member('member', v.member_id), flag('conditional', v.conditional), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+    first(member('member', v.member_id), flag('conditional', v.conditional), badRangesLen(v.ranges_len)),
   ),
 } as const;
 
