@@ -106,7 +106,7 @@ export class MapSpread {
     core.replaceMaps();
     if (lacks.length > 0) this.mapMark(core.member_id, lacks, true);
     // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
-    for (const id of core.discarded) core.mapOf(id).setAll();
+    for (const id of core.discarded) core.markNoData(id);
     const crash = core.crash_chunks;
     if (crash !== null) {
       // The client marked them on the source (MAP_MARK, conditional) before the spread, so
@@ -313,7 +313,7 @@ export class MapSpread {
   sendDiscard(member_id: number): string | null {
     const core = this.core;
     if (!core.roomFor([member_id])) return `no room for member ${member_id}'s map`;
-    core.mapOf(member_id).setAll();
+    core.markNoData(member_id);
     core.markDiscarded(member_id);
     core.noteMapChange();
     return null;

@@ -277,6 +277,15 @@ export class ServerPoolCore {
     return m;
   }
 
+  /**
+   * `member_id` holds no data (a new member, a replaced store, lost maps): every chunk dirty
+   * for it, and unsynced (the reference's UNSYNCED filter, the map_unsynced file).
+   */
+  markNoData(member_id: number): void {
+    const m = this.mapOf(member_id);
+    m.markUnsynced(0, m.no_of_chunks);
+  }
+
   /** POOL_INFO delete: the member and its discard flag are forgotten. */
   forgetMember(member_id: number): void {
     this._maps.delete(member_id);
