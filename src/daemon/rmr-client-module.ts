@@ -28,7 +28,7 @@ import { errnoName } from '../util/errno.js';
 import { ControlError, type ControlCode } from './control-error.js';
 import { mapSummaryText } from './map-text.js';
 import { mapPictureDir } from './map-picture.js';
-import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/client/map-compare.js';
+import { compareMaps, formatDifferences, readNodeMaps, testMapPages, type MapTestResult } from '../rmr/client/map-compare.js';
 import type { DirtyMap } from '../rmr/protocol/dirty-map.js';
 import type { UserSend } from '../brmr/client/device.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
@@ -491,8 +491,18 @@ export class RmrClientModule {
         lines.push(`${sl.sessname}: skipped (${st.toLowerCase()})`);
         continue;
       }
+      const command = (cmd: Parameters<typeof sl.leg.channel.command>[0], cb: Parameters<typeof sl.leg.channel.command>[1]): void => sl.leg.channel.command(cmd, cb);
+      // MAP_TEST first: page checksums, no pages on the wire; the maps are read only for the
+      // detail of a difference.
+      const tested = await new Promise<MapTestResult | null>((resolve, reject) =>
+        testMapPages(command, ours, (status, r) => (status === 0 ? resolve(r) : reject(statusError(status, `MAP_TEST to ${sl.sessname}: ${errnoName(status)}`)))),
+      );
+      if (tested !== null && tested.pages.length === 0 && tested.extra_maps.length === 0) {
+        lines.push(formatDifferences(sl.sessname, []));
+        continue;
+      }
       const theirs = await new Promise<Map<number, DirtyMap>>((resolve, reject) =>
-        readNodeMaps((cmd, cb) => sl.leg.channel.command(cmd, cb), pool.no_of_chunks, (status, maps) => (status === 0 && maps !== null ? resolve(maps) : reject(statusError(status, `reading the maps of ${sl.sessname}: ${errnoName(status)}`)))),
+        readNodeMaps(command, pool.no_of_chunks, (status, maps) => (status === 0 && maps !== null ? resolve(maps) : reject(statusError(status, `reading the maps of ${sl.sessname}: ${errnoName(status)}`)))),
       );
       lines.push(formatDifferences(sl.sessname, compareMaps(ours, theirs)));
     }

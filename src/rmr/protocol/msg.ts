@@ -21,7 +21,8 @@ import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
 /**
  * 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts).
  * 3: MAP_CLEAR carries a map version.
- * 4: chunk ranges (INTENT_TO_MAP, MAP_MARK tails, OWN_DIRTY answers) are u64 pairs.
+ * 4: chunk ranges (INTENT_TO_MAP, MAP_MARK tails, OWN_DIRTY answers) are u64 pairs;
+ *    MAP_TEST carries page checksums.
  */
 export const RMR_PROTO_VER = 4;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
@@ -48,6 +49,8 @@ export const RANGE_BYTES = 16;
  * Larger sets go in several messages.
  */
 export const MAX_RANGES_PER_CMD = 32;
+/** Map pages one MAP_TEST compares at most (their checksums travel in the message header). */
+export const MAX_TEST_PAGES = 64;
 /** Chunks one CHUNK_HASH or VERIFY covers at most (a hash answer: 33 bytes per chunk). */
 export const MAX_VERIFY_CHUNKS = 64;
 
@@ -169,7 +172,15 @@ export const CmdPayload = {
     first(flag('with_intent', v.with_intent), badRangesLen(v.ranges_len)),
   ),
   [CmdType.STORE_CHECK]: none,
-  [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u32' }, (v) => member('member', v.member_id)),
+  // Tail: crcs_len bytes, the sender's CRC32C (u32) of each page from first_page: the node
+  // compares them with its own pages of that member's map (the reference pushes whole pages).
+  [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u16', crcs_len: 'u16' }, (v) =>
+    first(
+      member('member', v.member_id),
+      v.page_count < 1 || v.page_count > MAX_TEST_PAGES ? `page_count ${v.page_count} outside 1..${MAX_TEST_PAGES}` : null,
+      v.crcs_len !== v.page_count * 4 ? `crcs_len ${v.crcs_len} for ${v.page_count} pages` : null,
+    ),
+  ),
   [CmdType.SEND_MD_BUF]: new Layout('SEND_MD_BUF', { sender_id: 'u8', receiver_id: 'u8', flags: 'u8', md_len: 'u16' }, (v) =>
     v.flags !== MD_FLAG.READ && v.flags !== MD_FLAG.WRITE ? `bad metadata flags ${v.flags}` : null,
   ),
@@ -380,6 +391,7 @@ const TAIL_FIELD: ReadonlyMap<number, string> = new Map([
   [CmdType.SEND_MD_BUF, 'md_len'],
   [CmdType.INTENT_TO_MAP, 'ranges_len'],
   [CmdType.MAP_MARK, 'ranges_len'],
+  [CmdType.MAP_TEST, 'crcs_len'],
 ]);
 
 export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>, tail: Buffer | null = null): Buffer {

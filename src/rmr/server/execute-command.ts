@@ -94,6 +94,10 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     }
     case 'chunk_hash':
       return pool.chunkHashes(cmd.first_chunk, cmd.chunk_count, (status, data) => cb(status, 0, status === 0 ? null : `chunk hashes failed (${status})`, data));
+    case 'map_test': {
+      const r = pool.mapTest(cmd.member_id, cmd.first_page, cmd.crcs);
+      return typeof r === 'string' ? answer(r) : cb(0, r.differing, null, r.answer);
+    }
     case 'verify':
       if (from_sync) return answer('VERIFY from a sync pool');
       return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));

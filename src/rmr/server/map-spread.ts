@@ -5,7 +5,7 @@
 
 import { Errno } from '../../util/errno.js';
 import { type DirtyMap, PAGE_BYTES } from '../protocol/dirty-map.js';
-import type { PeerMapCommand } from '../protocol/leg-commands.js';
+import { mapTestAnswer, type PeerMapCommand } from '../protocol/leg-commands.js';
 import { MAX_MEMBERS, type MapAddValue, type MapClearValue } from '../protocol/msg.js';
 import type { PoolMetadata } from './pool-metadata.js';
 import type { ParkedIo, ServerPoolCore } from './server-core.js';
@@ -347,6 +347,17 @@ export class MapSpread {
     }
     if (marked > 0) core.noteMapChange();
     return marked;
+  }
+
+  /**
+   * MAP_TEST (reference §5.4, test only): the sender's CRC32C of each page of `member_id`'s
+   * map from `first_page`, compared with this node's pages. The reference pushes the pages
+   * themselves and only logs a mismatch; the checksums cost 4 bytes a page on the wire (a
+   * 15 TiB map of 128 KiB chunks has 3,840 pages, 15 MiB of bitmap) and the answer says
+   * which pages differ, and which maps this node holds. Returns the pages not the same.
+   */
+  mapTest(member_id: number, first_page: number, crcs: Buffer): { differing: number; answer: Buffer } | string {
+    return mapTestAnswer(this.core.maps, member_id, first_page, crcs);
   }
 
   /**

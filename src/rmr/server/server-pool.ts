@@ -338,6 +338,11 @@ export class ServerPool {
     return this.spread.mapMark(member_id, ranges, conditional);
   }
 
+  /** MAP_TEST: the sender's page checksums of one member's map against this node's pages. */
+  mapTest(member_id: number, first_page: number, crcs: Buffer): { differing: number; answer: Buffer } | string {
+    return this.spread.mapTest(member_id, first_page, crcs);
+  }
+
   /** MAP_CLEAR: a peer synced the range (ignored when this node knows a newer map version). */
   mapClear(m: MapClearValue): number {
     return this.spread.mapClear(m);
