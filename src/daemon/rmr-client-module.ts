@@ -32,7 +32,7 @@ import { compareMaps, formatDifferences, readNodeMaps, testMapPages, type MapTes
 import type { DirtyMap } from '../rmr/protocol/dirty-map.js';
 import type { UserSend } from '../brmr/client/device.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
-import { parseIntegers, parseKv, parseWord } from './kv.js';
+import { parseInteger, parseIntegers, parseKv, parseWord } from './kv.js';
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
 
@@ -562,7 +562,15 @@ export class RmrClientModule {
         help: '1: run recovery (try_enable) now',
       }),
       chunk_size: roFile(() => String(e.chunk_size)),
-      map_version: roFile(() => `Map ver: ${e.pool?.map_ver ?? 1}`),
+      map_version: file({
+        read: () => `Map ver: ${e.pool?.map_ver ?? 1}`,
+        write: (v) => {
+          const p = need();
+          const ver = parseInteger('map version', v.trim(), 1);
+          return rmrCall('map_version', (done) => p.setMapVersion(ver, (status, reason) => done(status, reason)));
+        },
+        help: 'read: the pool\'s map version; write <n>: raise it to n here and on every NORMAL member (MAP_SET_VER; never lowered)',
+      }),
       mapped_size: roFile(() => String(e.pool?.mapped_size ?? 0), 'bytes (learned from the members)'),
       map_picture: mapPictureDir(() => e.pool?.maps ?? new Map()),
       map: file({

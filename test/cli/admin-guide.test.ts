@@ -140,6 +140,11 @@ test('link failure: the leg fails, writes go on and are dirty for the member, th
   assert.equal(await w('cli', 'rmr-client/pools/ionos_pool/test_map', '1'), 'psrv0@stg-rmr0: same\npsrv1@stg-rmr1: same');
   assert.equal(await w('stg0', 'rmr-server/pools/ionos_pool/test_map', '1'), 'stg-rmr0@stg-rmr1: same');
   await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x22 8M 2M', NBD]);
+  // MAP_SET_VER through the client's map_version: every NORMAL member takes the version.
+  const ver = Number(/Map ver: (\d+)/.exec(await r('cli', 'rmr-client/pools/ionos_pool/map_version'))?.[1]) + 5;
+  await w('cli', 'rmr-client/pools/ionos_pool/map_version', String(ver));
+  assert.equal(await r('cli', 'rmr-client/pools/ionos_pool/map_version'), `Map ver: ${ver}`);
+  for (const n of ['stg0', 'stg1'] as const) assert.equal(await r(n, 'rmr-server/pools/ionos_pool/map_version'), `Map ver: ${ver}`);
 });
 
 test('maintenance mode (§9.5): enable 0 takes the leg out of IO, writes accumulate dirtiness, enable 1 brings it back and it resyncs', async () => {

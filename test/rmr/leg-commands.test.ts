@@ -55,6 +55,8 @@ test('commands round-trip through their wire form', () => {
     { kind: 'verify', first_chunk: 7, chunk_count: 16, members: [2, 4] },
     { kind: 'map_test', member_id: 3, first_page: 2 ** 32 - 1, crcs: Buffer.from([1, 2, 3, 4, 0xff, 0xfe, 0xfd, 0xfc]) },
     { kind: 'map_test', member_id: 1, first_page: 0, crcs: Buffer.alloc(4 * MAX_TEST_PAGES, 0xa5) },
+    { kind: 'map_set_ver', map_ver: 1 },
+    { kind: 'map_set_ver', map_ver: Number.MAX_SAFE_INTEGER },
   ];
   for (const c of cmds) assert.deepEqual(roundTrip(c), c, c.kind);
 });
@@ -127,4 +129,10 @@ test('MAP_TEST refuses hostile page counts and checksum tails', () => {
   for (const [what, bytes] of refused) assert.equal(decodeMessage(bytes).ok, false, what);
   // The sender cannot build one either.
   for (const n of [4 * MAX_TEST_PAGES + 4, 6, 0]) assert.throws(() => encode({ kind: 'map_test', member_id: 2, first_page: 0, crcs: Buffer.alloc(n) }), RangeError, `${n} checksum bytes`);
+});
+
+test('MAP_SET_VER carries a 64-bit version (the reference sends a u8)', () => {
+  const c: LegCommand = { kind: 'map_set_ver', map_ver: 2 ** 40 + 3 };
+  assert.deepEqual(roundTrip(c), c);
+  assert.throws(() => encode({ kind: 'map_set_ver', map_ver: 2 ** 64 }), RangeError);
 });

@@ -31,7 +31,8 @@ export type LegCommand =
   | { kind: 'discard_clear'; member_id: number }
   | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number }
   | { kind: 'verify'; first_chunk: number; chunk_count: number; members: number[] }
-  | { kind: 'map_test'; member_id: number; first_page: number; crcs: Buffer };
+  | { kind: 'map_test'; member_id: number; first_page: number; crcs: Buffer }
+  | { kind: 'map_set_ver'; map_ver: number };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
 
@@ -207,6 +208,8 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     }
     case 'map_test':
       return { cmd_type: CmdType.MAP_TEST, payload: { member_id: cmd.member_id, first_page: cmd.first_page, page_count: cmd.crcs.length / 4, crcs_len: cmd.crcs.length }, tail: cmd.crcs };
+    case 'map_set_ver':
+      return { cmd_type: CmdType.MAP_SET_VER, payload: { map_ver: cmd.map_ver } };
     case 'map_mark': {
       const tail = encodeRanges(cmd.ranges, MAX_RANGES_PER_CMD);
       return { cmd_type: CmdType.MAP_MARK, payload: { member_id: cmd.member_id, conditional: cmd.conditional ? 1 : 0, ranges_len: tail.length }, tail };
@@ -288,6 +291,8 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
     }
     case CmdType.MAP_TEST:
       return { kind: 'map_test', member_id: num(p, 'member_id'), first_page: num(p, 'first_page'), crcs: Buffer.from(tail) };
+    case CmdType.MAP_SET_VER:
+      return { kind: 'map_set_ver', map_ver: num(p, 'map_ver') };
     case CmdType.MAP_MARK: {
       const ranges = decodeRanges(tail, MAX_RANGES_PER_CMD);
       return ranges === null ? null : { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges };

@@ -361,6 +361,20 @@ export class MapSpread {
   }
 
   /**
+   * MAP_SET_VER (reference §3.7; its client sender is compiled out): the compute client sets
+   * the pool's map version on its NORMAL members. Versions only rise here: a lower one is
+   * refused, since a node whose version went back could lose the base choice of Cases 3/4 to
+   * a staler member (or a staler one win it).
+   */
+  mapSetVer(map_ver: number): string | null {
+    const core = this.core;
+    if (!Number.isSafeInteger(map_ver) || map_ver < 1) return `map version ${map_ver}`;
+    if (map_ver < core.map_ver) return `map version ${map_ver} is older than this node's ${core.map_ver}: versions never go back`;
+    core.raiseMapVersion(map_ver);
+    return null;
+  }
+
+  /**
    * MAP_CLEAR: a peer synced the range; best effort (the periodic check cleans leftovers).
    * Ignored when this node knows a newer map version than the peer had when its sync began:
    * the peer's data may predate a write it missed, recorded here as dirty for it (every

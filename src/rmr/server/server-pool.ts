@@ -343,6 +343,11 @@ export class ServerPool {
     return this.spread.mapTest(member_id, first_page, crcs);
   }
 
+  /** MAP_SET_VER: the pool's map version becomes `map_ver` here (never lower). */
+  mapSetVer(map_ver: number): string | null {
+    return this.spread.mapSetVer(map_ver);
+  }
+
   /** MAP_CLEAR: a peer synced the range (ignored when this node knows a newer map version). */
   mapClear(m: MapClearValue): number {
     return this.spread.mapClear(m);
