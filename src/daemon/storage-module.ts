@@ -277,6 +277,9 @@ export class StorageModule {
       case 'store_error':
         this.ctx.events.emit({ kind: 'store_error', subject: ev.pool, detail: { op: ev.op, status: errnoName(ev.status) } });
         return;
+      case 'maps_lost':
+        this.ctx.events.emit({ kind: 'maps_lost', subject: ev.pool, detail: { member_id: ev.member_id, reason: ev.reason } });
+        return;
       case 'chunk_synced': {
         // Progress, not one event per chunk: at most one a second per pool, and the last one.
         const e = this.pools.get(ev.pool);

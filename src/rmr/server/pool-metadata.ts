@@ -166,6 +166,12 @@ export class PoolMetadata {
           }
           core.raiseMapVersion(map_ver);
         }
+        if (maps_lost !== null) {
+          // Issue 19 item 3: said loudly (the store manager logs it at error level), and shown
+          // in the status views until a map update replaces the maps.
+          core.setMapsLost(maps_lost);
+          core.emit({ kind: 'maps_lost', pool: core.name, member_id: core.member_id, reason: maps_lost });
+        }
         intent.load((s3, extents, intent_notes) => {
           if (s3 === Errno.EBADMSG) return cb(s3, null, `intent record damaged in both copies (${intent_notes.join('; ')}): delete_store and add the disk with mode=replace to resync it from its peers`);
           if (s3 !== 0 || extents === null) return cb(s3 !== 0 ? s3 : Errno.EIO, null, 'intent record unreadable');

@@ -124,6 +124,11 @@ export class ServerPool {
     return this.core.discarded;
   }
 
+  /** Why add_store could not use this node's stored maps, until a map update replaced them; else null. */
+  get maps_lost(): string | null {
+    return this.core.maps_lost;
+  }
+
   /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
   get maps(): ReadonlyMap<number, DirtyMap<ParkedIo>> {
     return this.core.maps;
