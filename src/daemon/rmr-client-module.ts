@@ -28,11 +28,11 @@ import { errnoName } from '../util/errno.js';
 import { ControlError, type ControlCode } from './control-error.js';
 import { mapSummaryText } from './map-text.js';
 import { mapPictureDir } from './map-picture.js';
-import { compareMaps, formatDifferences, readNodeMaps } from '../rmr/client/map-compare.js';
+import { compareMaps, formatDifferences, readNodeMaps, testMapPages, type MapTestResult } from '../rmr/client/map-compare.js';
 import type { DirtyMap } from '../rmr/protocol/dirty-map.js';
 import type { UserSend } from '../brmr/client/device.js';
 import { dir, dynamicDir, file, kvFile, link, roFile, type JsonValue, type TreeNode } from './control-tree.js';
-import { parseIntegers, parseKv, parseWord } from './kv.js';
+import { parseInteger, parseIntegers, parseKv, parseWord } from './kv.js';
 import type { RoleContext, RolePorts } from './daemon.js';
 import type { ObjectBook } from './objects.js';
 
@@ -493,8 +493,18 @@ export class RmrClientModule {
         lines.push(`${sl.sessname}: skipped (${st.toLowerCase()})`);
         continue;
       }
+      const command = (cmd: Parameters<typeof sl.leg.channel.command>[0], cb: Parameters<typeof sl.leg.channel.command>[1]): void => sl.leg.channel.command(cmd, cb);
+      // MAP_TEST first: page checksums, no pages on the wire; the maps are read only for the
+      // detail of a difference.
+      const tested = await new Promise<MapTestResult | null>((resolve, reject) =>
+        testMapPages(command, ours, (status, r) => (status === 0 ? resolve(r) : reject(statusError(status, `MAP_TEST to ${sl.sessname}: ${errnoName(status)}`)))),
+      );
+      if (tested !== null && tested.pages.length === 0 && tested.extra_maps.length === 0) {
+        lines.push(formatDifferences(sl.sessname, []));
+        continue;
+      }
       const theirs = await new Promise<Map<number, DirtyMap>>((resolve, reject) =>
-        readNodeMaps((cmd, cb) => sl.leg.channel.command(cmd, cb), pool.no_of_chunks, (status, maps) => (status === 0 && maps !== null ? resolve(maps) : reject(statusError(status, `reading the maps of ${sl.sessname}: ${errnoName(status)}`)))),
+        readNodeMaps(command, pool.no_of_chunks, (status, maps) => (status === 0 && maps !== null ? resolve(maps) : reject(statusError(status, `reading the maps of ${sl.sessname}: ${errnoName(status)}`)))),
       );
       lines.push(formatDifferences(sl.sessname, compareMaps(ours, theirs)));
     }
@@ -554,7 +564,15 @@ export class RmrClientModule {
         help: '1: run recovery (try_enable) now',
       }),
       chunk_size: roFile(() => String(e.chunk_size)),
-      map_version: roFile(() => `Map ver: ${e.pool?.map_ver ?? 1}`),
+      map_version: file({
+        read: () => `Map ver: ${e.pool?.map_ver ?? 1}`,
+        write: (v) => {
+          const p = need();
+          const ver = parseInteger('map version', v.trim(), 1);
+          return rmrCall('map_version', (done) => p.setMapVersion(ver, (status, reason) => done(status, reason)));
+        },
+        help: 'read: the pool\'s map version; write <n>: raise it to n here and on every NORMAL member (MAP_SET_VER; never lowered)',
+      }),
       mapped_size: roFile(() => String(e.pool?.mapped_size ?? 0), 'bytes (learned from the members)'),
       map_picture: mapPictureDir(() => e.pool?.maps ?? new Map()),
       map: file({

@@ -23,7 +23,8 @@ import type { BackendOpener } from '../brmr/server/backend.js';
 import { ControlError } from './control-error.js';
 import { dir, dynamicDir, file, kvFile, roFile, type JsonValue, type TreeNode } from './control-tree.js';
 import { parseInteger, parseKv, parseWord } from './kv.js';
-import { mapSummaryText } from './map-text.js';
+import { mapSummaryText, mapUnsyncedText } from './map-text.js';
+import type { DirtyMap } from '../rmr/protocol/dirty-map.js';
 import { mapPictureDir } from './map-picture.js';
 import { DEFAULT_CHUNK_SIZE, statusError, type RmrClientModule } from './rmr-client-module.js';
 import type { RoleContext, RolePorts } from './daemon.js';
@@ -304,6 +305,9 @@ export class StorageModule {
       case 'store_error':
         this.ctx.events.emit({ kind: 'store_error', subject: ev.pool, detail: { op: ev.op, status: errnoName(ev.status) } });
         return;
+      case 'maps_lost':
+        this.ctx.events.emit({ kind: 'maps_lost', subject: ev.pool, detail: { member_id: ev.member_id, reason: ev.reason } });
+        return;
       case 'chunk_synced': {
         // Progress, not one event per chunk: at most one a second per pool, and the last one.
         const e = this.pools.get(ev.pool);
@@ -374,6 +378,20 @@ export class StorageModule {
 
   private poolTree(name: string): TreeNode {
     const e = (): ServerPoolEntry => this.need(name);
+    // The debug writes of map and map_unsynced (reference §11.2): "<a> <b> <member_id>", chunks
+    // b..b+a-1 of that member's map.
+    const debugChunks = (v: string): [DirtyMap<unknown>, number, number] => {
+      const parts = v.trim().split(/\s+/);
+      if (parts.length !== 3) throw new ControlError('EINVAL', 'expected "<a> <b> <member_id>": chunks b..b+a-1 of member');
+      const count = parseInteger('a (chunk count)', parts[0] as string, 1);
+      const first = parseInteger('b (first chunk)', parts[1] as string, 0);
+      const member = parseInteger('member_id', parts[2] as string, 1, 255);
+      const p = e().pool;
+      const m = p.maps.get(member);
+      if (m === undefined) throw new ControlError('ENOENT', `pool ${name} has no map for member ${member}`);
+      if (first + count > p.no_of_chunks) throw new ControlError('EINVAL', `chunks ${first}+${count} outside 0..${p.no_of_chunks}`);
+      return [m, first, count];
+    };
     return dir({
       leave_pool: file({ write: (v) => (parseWord(v, ['1']), this.leavePool(name)), help: '1: destroy the pool (no store, EMPTY)' }),
       add_clt: file({ write: (v) => this.addClt(name, v), help: '<sync pool name>: attach the sync pool' }),
@@ -412,18 +430,18 @@ export class StorageModule {
       map: file({
         read: () => mapSummaryText(e().pool.maps),
         write: (v) => {
-          const parts = v.split(/\s+/);
-          if (parts.length !== 3) throw new ControlError('EINVAL', 'expected "<a> <b> <member_id>": chunks b..b+a-1 of member');
-          const count = parseInteger('a (chunk count)', parts[0] as string, 1);
-          const first = parseInteger('b (first chunk)', parts[1] as string, 0);
-          const member = parseInteger('member_id', parts[2] as string, 1, 255);
-          const p = e().pool;
-          const m = p.maps.get(member);
-          if (m === undefined) throw new ControlError('ENOENT', `pool ${name} has no map for member ${member}`);
-          if (first + count > p.no_of_chunks) throw new ControlError('EINVAL', `chunks ${first}+${count} outside 0..${p.no_of_chunks}`);
+          const [m, first, count] = debugChunks(v);
           m.setDirty(first, count);
         },
         help: 'read: map summary; write "<a> <b> <member_id>": mark chunks dirty (debug)',
+      }),
+      map_unsynced: file({
+        read: () => mapUnsyncedText(e().pool.maps),
+        write: (v) => {
+          const [m, first, count] = debugChunks(v);
+          m.markUnsynced(first, count);
+        },
+        help: 'read: the dirty chunks each member holds no data for (replaced store, lost maps, new member); write "<a> <b> <member_id>": mark chunks dirty and unsynced (debug)',
       }),
       map_version: roFile(() => `Map ver: ${e().pool.map_ver}`),
       map_update_state: roFile(() => e().pool.map_update_state.toLowerCase()),

@@ -106,7 +106,7 @@ export class StorageRole implements Role {
     const s = this.storage;
     const legs: LegStatus[] = [];
     for (const [name, e] of s?.pools ?? []) {
-      legs.push({ pool: name, side: 'server', member_id: e.pool.member_id, session: null, state: e.pool.state.toLowerCase(), dirty_chunks: e.pool.ownMap()?.dirtyCount ?? null, total_chunks: e.pool.no_of_chunks });
+      legs.push({ pool: name, side: 'server', member_id: e.pool.member_id, session: null, state: `${e.pool.state.toLowerCase()}${e.pool.maps_lost !== null ? ' (maps lost)' : ''}`, dirty_chunks: e.pool.ownMap()?.dirtyCount ?? null, total_chunks: e.pool.no_of_chunks });
     }
     for (const e of this.clients?.sync_pools.values() ?? []) {
       for (const sl of e.legs.values()) legs.push({ pool: e.name, side: 'client', member_id: sl.leg.member_id, session: sl.sessname, state: `sync ${sl.leg.state.toLowerCase()}` });

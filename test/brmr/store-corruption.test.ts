@@ -5,7 +5,7 @@
 // chunk dirty for this node (resynced, never read as clean).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServerPool, MD_POOL_OFFSET, MD_INTENT_OFFSET, MD_MAPS_OFFSET, type RecoveryReport } from '../../src/rmr/server/server-pool.js';
+import { ServerPool, MD_POOL_OFFSET, MD_INTENT_OFFSET, MD_MAPS_OFFSET, type RecoveryReport, type ServerPoolEvent } from '../../src/rmr/server/server-pool.js';
 import { memOpener, type MemDevice } from '../../src/brmr/server/backend.js';
 import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { HEADER_BYTES } from '../../src/brmr/server/header.js';
@@ -23,10 +23,11 @@ const POOL = 'pool1';
 const META = HEADER_BYTES + SIZE;
 
 function node(devices: Map<string, MemDevice>) {
-  const pool = new ServerPool({ pool_name: POOL, group_id: 7, member_id: 1, chunk_size: CHUNK }, () => undefined);
+  const events: ServerPoolEvent[] = [];
+  const pool = new ServerPool({ pool_name: POOL, group_id: 7, member_id: 1, chunk_size: CHUNK }, (ev) => events.push(ev));
   const log = new MemoryLogger();
   const mgr = new StoreManager({ open: memOpener(devices), random: new NodeRandom(), wall_ms: () => Date.now(), serverPool: () => pool, log, emit: () => undefined });
-  return { pool, mgr, log };
+  return { pool, mgr, log, events };
 }
 
 type Res = [number, BrmrStore | null, string | null, RecoveryReport | undefined];
@@ -135,4 +136,17 @@ test('a damaged map image: every chunk becomes dirty for this node, with the rea
   assert.equal(res[0], 0, res[2] ?? '');
   assert.match(res[3]?.maps_lost ?? '', /checksum|map/i);
   assert.equal(n.pool.ownMap()?.dirtyCount, SIZE / CHUNK, 'all chunks dirty: resynced, never read as clean');
+  // Said loudly (issue 19 item 3): an error line, an event, and the pool's status.
+  assert.equal(n.log.count((l) => l.level === 'error' && /without usable maps/.test(l.msg)), 1);
+  assert.deepEqual(n.events.filter((e) => e.kind === 'maps_lost').map((e) => e.kind === 'maps_lost' && e.member_id), [1]);
+  assert.match(n.pool.maps_lost ?? '', /checksum|map/i);
+});
+
+test('stored maps intact: no maps_lost status, event or error line', async () => {
+  const { devices } = await prepared();
+  const { n, res } = await add(devices);
+  assert.equal(res[0], 0, res[2] ?? '');
+  assert.equal(n.pool.maps_lost, null);
+  assert.equal(n.events.filter((e) => e.kind === 'maps_lost').length, 0);
+  assert.equal(n.log.count((l) => l.level === 'error'), 0);
 });

@@ -94,6 +94,8 @@ test('§11.5 bring-up: pools, stores, legs (the second joins dirty and syncs), s
   assert.match(await r('cli', 'rmr-client/pools/ionos_pool/sessions/psrv1@stg-rmr1/state'), /^normal/);
   // The second leg joined dirty: every chunk is dirty for member 43 until it syncs.
   assert.match(await r('stg1', 'rmr-server/pools/ionos_pool/map_summary'), /member 43: \[0 1 2 .*\.\.\.\] 512\/512 dirty/);
+  // It holds no data yet: those chunks are unsynced too (map_unsynced), here and on its peer.
+  for (const n of ['stg0', 'stg1'] as const) assert.match(await r(n, 'rmr-server/pools/ionos_pool/map_unsynced'), /^member 43: \[0 1 2 .*\.\.\.\] 512\/512 unsynced$/);
   assert.equal(await r('cli', 'rmr-client/sessions/psrv1@stg-rmr1/state'), 'connected');
   for (const [n, peer, name] of [['stg0', 'stg1', 'stg-rmr0@stg-rmr1'], ['stg1', 'stg0', 'stg-rmr1@stg-rmr0']] as const) {
     await w(n, 'rmr-client/ctl/join_pool', 'poolname=ionos_pool chunk_size=131072 sync=y');
@@ -103,6 +105,7 @@ test('§11.5 bring-up: pools, stores, legs (the second joins dirty and syncs), s
   }
   await w('stg1', 'rmr-server/pools/ionos_pool/sync', 'start');
   await readsBack('stg1', 'rmr-server/pools/ionos_pool/map_summary', /member 43: \[\] 0\/512 dirty/);
+  assert.equal(await r('stg1', 'rmr-server/pools/ionos_pool/map_unsynced'), '(none)');
   assert.equal(await readsBack('stg1', 'rmr-server/pools/ionos_pool/sync_state', /Stopped/), 'Stopped');
   // The client forgets its copy once the member reports itself clean (MAP_CHECK, §8.5).
   await readsBack('cli', 'rmr-client/pools/ionos_pool/map', /member 43: \[\] 0\/512 dirty/);
@@ -120,9 +123,16 @@ test('link failure: the leg fails, writes go on and are dirty for the member, th
   await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x22 8M 2M', NBD]);
   assert.match(await r('cli', 'rmr-client/pools/ionos_pool/map'), /member 43: \[64 65 .*\] 16\/512 dirty/);
   assert.match(await r('stg0', 'rmr-server/pools/ionos_pool/map_summary'), /member 43: \[64 .*\] 16\/512 dirty/);
+  // Missed writes are dirty, not unsynced: member 43 holds the rest of its data.
+  assert.equal(await r('stg0', 'rmr-server/pools/ionos_pool/map_unsynced'), '(none)');
   assert.match(await r('cli', 'brmr-client/ctl/devices/brmr0/state'), /degraded/);
   // The peers still talk (only the client's link is cut): test_map shows what 43 does not know yet.
   assert.match(await w('stg0', 'rmr-server/pools/ionos_pool/test_map', '1'), /stg-rmr0@stg-rmr1: member 43: ours 16 dirty, theirs 0 dirty, 16 chunks differ \[64 65/);
+  // The debug write marks chunks dirty and unsynced (here for the member away, whose
+  // return resyncs them with the others).
+  await w('stg0', 'rmr-server/pools/ionos_pool/map_unsynced', '2 100 43');
+  assert.equal(await r('stg0', 'rmr-server/pools/ionos_pool/map_unsynced'), 'member 43: [100 101] 2/512 unsynced');
+  assert.match(await r('stg0', 'rmr-server/pools/ionos_pool/map_summary'), /member 43: \[64 .*\] 18\/512 dirty/);
   proxy.refuse(false);
   await readsBack('cli', 'rmr-client/pools/ionos_pool/sessions/psrv1@stg-rmr1/state', /^normal/);
   await readsBack('stg1', 'rmr-server/pools/ionos_pool/map_summary', /member 43: \[\] 0\/512 dirty/);
@@ -130,6 +140,11 @@ test('link failure: the leg fails, writes go on and are dirty for the member, th
   assert.equal(await w('cli', 'rmr-client/pools/ionos_pool/test_map', '1'), 'psrv0@stg-rmr0: same\npsrv1@stg-rmr1: same');
   assert.equal(await w('stg0', 'rmr-server/pools/ionos_pool/test_map', '1'), 'stg-rmr0@stg-rmr1: same');
   await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x22 8M 2M', NBD]);
+  // MAP_SET_VER through the client's map_version: every NORMAL member takes the version.
+  const ver = Number(/Map ver: (\d+)/.exec(await r('cli', 'rmr-client/pools/ionos_pool/map_version'))?.[1]) + 5;
+  await w('cli', 'rmr-client/pools/ionos_pool/map_version', String(ver));
+  assert.equal(await r('cli', 'rmr-client/pools/ionos_pool/map_version'), `Map ver: ${ver}`);
+  for (const n of ['stg0', 'stg1'] as const) assert.equal(await r(n, 'rmr-server/pools/ionos_pool/map_version'), `Map ver: ${ver}`);
 });
 
 test('maintenance mode (§9.5): enable 0 takes the leg out of IO, writes accumulate dirtiness, enable 1 brings it back and it resyncs', async () => {

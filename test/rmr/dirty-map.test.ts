@@ -4,13 +4,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { CHUNKS_PER_PAGE, DirtyMap, PAGE_BYTES } from '../../src/rmr/protocol/dirty-map.js';
+import { crc32c } from '../../src/util/crc32c.js';
 
 type Op =
   | { k: 'set'; first: number; count: number }
   | { k: 'clear'; first: number; count: number }
   | { k: 'setAll' }
   | { k: 'clearAll' }
-  | { k: 'roundtrip'; page: number; mode: 'overwrite' | 'merge' };
+  | { k: 'roundtrip'; page: number; mode: 'overwrite' | 'merge' }
+  | { k: 'unsynced'; first: number; count: number }
+  | { k: 'zeroPage'; page: number };
 
 function opArb(chunks: number): fc.Arbitrary<Op> {
   const range = fc
@@ -26,15 +29,19 @@ function opArb(chunks: number): fc.Arbitrary<Op> {
       weight: 2,
       arbitrary: fc.record({ k: fc.constant('roundtrip' as const), page: fc.integer({ min: 0, max: pages - 1 }), mode: fc.constantFrom('overwrite' as const, 'merge' as const) }),
     },
+    { weight: 3, arbitrary: range.map((r) => ({ k: 'unsynced' as const, ...r })) },
+    { weight: 1, arbitrary: fc.record({ k: fc.constant('zeroPage' as const), page: fc.integer({ min: 0, max: pages - 1 }) }) },
   );
 }
 
-test('dirty map matches a Set model under random operations', () => {
+test('dirty map matches a Set model under random operations (the unsynced filter too, and page checksums)', () => {
   const sizes = fc.constantFrom(1, 7, 100, CHUNKS_PER_PAGE - 1, CHUNKS_PER_PAGE, CHUNKS_PER_PAGE + 13, 3 * CHUNKS_PER_PAGE + 5);
   fc.assert(
     fc.property(sizes.chain((n) => fc.tuple(fc.constant(n), fc.array(opArb(n), { maxLength: 30 }))), ([n, ops]) => {
       const map = new DirtyMap(3, n);
       const model = new Set<number>();
+      // The unsynced chunks: marked by markUnsynced, gone when the chunk is cleaned.
+      const unsynced = new Set<number>();
       for (const op of ops) {
         switch (op.k) {
           case 'set': {
@@ -48,8 +55,30 @@ test('dirty map matches a Set model under random operations', () => {
           }
           case 'clear': {
             let removed = 0;
-            for (let c = op.first; c < op.first + op.count; c++) if (model.delete(c)) removed++;
+            for (let c = op.first; c < op.first + op.count; c++) {
+              if (model.delete(c)) removed++;
+              unsynced.delete(c);
+            }
             assert.equal(map.clear(op.first, op.count), removed);
+            break;
+          }
+          case 'unsynced': {
+            let added = 0;
+            for (let c = op.first; c < op.first + op.count; c++) {
+              if (!model.has(c)) added++;
+              model.add(c);
+              unsynced.add(c);
+            }
+            assert.equal(map.markUnsynced(op.first, op.count), added);
+            break;
+          }
+          case 'zeroPage': {
+            // A received page that is clean: its chunks leave both sets.
+            assert.equal(map.decodePage(op.page, new Uint8Array(PAGE_BYTES), 'overwrite'), null);
+            for (let c = op.page * CHUNKS_PER_PAGE; c < Math.min(n, (op.page + 1) * CHUNKS_PER_PAGE); c++) {
+              model.delete(c);
+              unsynced.delete(c);
+            }
             break;
           }
           case 'setAll':
@@ -59,6 +88,7 @@ test('dirty map matches a Set model under random operations', () => {
           case 'clearAll':
             map.clearAll();
             model.clear();
+            unsynced.clear();
             break;
           case 'roundtrip': {
             // Encode a page, scramble it in a copy of the map, decode it back.
@@ -73,7 +103,14 @@ test('dirty map matches a Set model under random operations', () => {
         assert.equal(map.dirtyCount, model.size);
         assert.equal(map.isEmpty(), model.size === 0);
         assert.equal(map.isFull(), model.size === n);
+        assert.equal(map.unsyncedCount, unsynced.size);
+        // The checksum MAP_TEST compares: the CRC32C of the page as it travels.
+        const p = ops.indexOf(op) % map.page_count;
+        assert.equal(map.pageCrc(p), crc32c(map.encodePage(p)), `page ${p} checksum`);
       }
+      const fromUnsynced: number[] = [];
+      for (const [first, count] of map.unsyncedRuns()) for (let c = first; c < first + count; c++) fromUnsynced.push(c);
+      assert.deepEqual(fromUnsynced, [...unsynced].sort((a, b) => a - b));
       // Full agreement, point by point and through the iterator.
       const seen: number[] = [];
       for (let c = map.nextDirty(0); c !== -1; c = map.nextDirty(c + 1)) seen.push(c);
@@ -168,4 +205,17 @@ test('the timestamp moves only when the map changes', () => {
   assert.equal(m.ts, 10, 'no change, no new timestamp');
   m.clear(1, 1, 30);
   assert.equal(m.ts, 30);
+});
+
+test('takeBitsFrom: the map version moves on both maps, and unsynced chunks now clean leave the filter', () => {
+  const a = new DirtyMap(2, 3 * CHUNKS_PER_PAGE);
+  a.markUnsynced(0, a.no_of_chunks);
+  const from = new DirtyMap(2, a.no_of_chunks);
+  from.setDirty(10, 5);
+  from.setDirty(CHUNKS_PER_PAGE + 3, 1);
+  const [va, vf] = [a.version, from.version];
+  a.takeBitsFrom(from);
+  assert.ok(a.version > va && from.version > vf, 'both dirty sets changed: the map pictures must see it');
+  assert.deepEqual(a.unsyncedRuns(), [[10, 5], [CHUNKS_PER_PAGE + 3, 1]]);
+  assert.equal(from.dirtyCount, 0);
 });

@@ -3,7 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/protocol/leg-commands.js';
-import { decodeMessage, encodeCmd, MAX_INTENT_RANGES } from '../../src/rmr/protocol/msg.js';
+import { CmdType, decodeMessage, encodeCmd, MAX_RANGES_PER_CMD, MAX_TEST_PAGES } from '../../src/rmr/protocol/msg.js';
+import { DEFAULT_MAX_USER_HDR } from '../../src/transport/options.js';
+import { NAME_MAX } from '../../src/rmr/protocol/layout.js';
 
 const CHUNK = 65536;
 
@@ -15,6 +17,11 @@ function roundTrip(cmd: LegCommand): LegCommand | null {
   assert.equal(d.msg.type, 'CMD');
   if (d.msg.type !== 'CMD') return null;
   return legCommandFromWire(d.msg.env.cmd_type, d.msg.payload, d.msg.tail, cmd.kind === 'user' ? cmd.rsp_len : 0);
+}
+
+function encode(cmd: LegCommand): Buffer {
+  const w = legCommandToWire(cmd, CHUNK);
+  return encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p1' }, w.payload, w.tail ?? null);
 }
 
 test('commands round-trip through their wire form', () => {
@@ -46,6 +53,10 @@ test('commands round-trip through their wire form', () => {
     { kind: 'discard_clear', member_id: 2 },
     { kind: 'chunk_hash', first_chunk: 2 ** 30, chunk_count: 64 },
     { kind: 'verify', first_chunk: 7, chunk_count: 16, members: [2, 4] },
+    { kind: 'map_test', member_id: 3, first_page: 2 ** 32 - 1, crcs: Buffer.from([1, 2, 3, 4, 0xff, 0xfe, 0xfd, 0xfc]) },
+    { kind: 'map_test', member_id: 1, first_page: 0, crcs: Buffer.alloc(4 * MAX_TEST_PAGES, 0xa5) },
+    { kind: 'map_set_ver', map_ver: 1 },
+    { kind: 'map_set_ver', map_ver: Number.MAX_SAFE_INTEGER },
   ];
   for (const c of cmds) assert.deepEqual(roundTrip(c), c, c.kind);
 });
@@ -64,14 +75,78 @@ test("POOL_INFO's operation and mode travel as the reference's numbers", () => {
   }
 });
 
+test('chunk ranges are 64-bit: a 64 TiB pool of 4 KiB chunks has 2^34 chunks', () => {
+  // Protocol version 3 wrote u32 pairs: these threw (out of range) or wrapped.
+  const ranges: [number, number][] = [
+    [2 ** 34 - 1, 1],
+    [2 ** 32, 2 ** 33],
+    [0, 2 ** 34],
+  ];
+  for (const c of [
+    { kind: 'intent_to_map', with_intent: false, ranges },
+    { kind: 'map_mark', member_id: 2, conditional: true, ranges },
+  ] as LegCommand[]) {
+    assert.deepEqual(roundTrip(c), c, c.kind);
+  }
+});
+
+test('a full batch of ranges fits the default transport message header, with the longest pool name', () => {
+  const many = Array.from({ length: MAX_RANGES_PER_CMD }, (_, i): [number, number] => [2 ** 40 + i * 2, 2 ** 33]);
+  for (const c of [
+    { kind: 'intent_to_map', with_intent: true, ranges: many },
+    { kind: 'map_mark', member_id: 4, conditional: false, ranges: many },
+    { kind: 'map_test', member_id: 4, first_page: 2 ** 32 - 1, crcs: Buffer.alloc(4 * MAX_TEST_PAGES) },
+  ] as LegCommand[]) {
+    const w = legCommandToWire(c, CHUNK);
+    const bytes = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p'.repeat(NAME_MAX) }, w.payload, w.tail ?? null);
+    assert.ok(bytes.length <= DEFAULT_MAX_USER_HDR, `${c.kind}: ${bytes.length} bytes > ${DEFAULT_MAX_USER_HDR}`);
+  }
+});
+
 test('INTENT_TO_MAP refuses more ranges than one message carries, and a ragged tail', () => {
-  const many = Array.from({ length: MAX_INTENT_RANGES + 1 }, (_, i): [number, number] => [i * 2, 1]);
+  const many = Array.from({ length: MAX_RANGES_PER_CMD + 1 }, (_, i): [number, number] => [i * 2, 1]);
   assert.throws(() => legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: many }, CHUNK), RangeError);
   const w = legCommandToWire({ kind: 'intent_to_map', with_intent: false, ranges: [[1, 2]] }, CHUNK);
   const bytes = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p1' }, w.payload, w.tail ?? null);
-  // Cut the tail and its length field to 5 bytes: not whole pairs.
+  // Cut the tail and its length field to 13 bytes: not whole pairs.
   const bad = Buffer.from(bytes.subarray(0, bytes.length - 3));
-  bad.writeUInt32LE(5, bytes.length - 8 - 4);
+  bad.writeUInt32LE(13, bytes.length - 16 - 4);
   const d = decodeMessage(bad);
   assert.equal(d.ok, false);
+});
+
+test('MAP_TEST refuses hostile page counts and checksum tails', () => {
+  const cmdBytes = (payload: Record<string, number>, tail: Buffer): Buffer => {
+    // A valid message, then the payload fields and tail overwritten as a hostile sender would.
+    const w = legCommandToWire({ kind: 'map_test', member_id: 2, first_page: 5, crcs: Buffer.alloc(8) }, CHUNK);
+    const ok = encodeCmd(7, { cmd_type: w.cmd_type, sync: 0, pool_name: 'p1' }, w.payload, w.tail ?? null);
+    const head = Buffer.from(ok.subarray(0, ok.length - 8));
+    // Payload: member_id u8 | first_page u32 | page_count u16 | crcs_len u16, just before the tail.
+    const at = head.length - 9;
+    if (payload.member_id !== undefined) head[at] = payload.member_id;
+    if (payload.page_count !== undefined) head.writeUInt16LE(payload.page_count, at + 5);
+    if (payload.crcs_len !== undefined) head.writeUInt16LE(payload.crcs_len, at + 7);
+    return Buffer.concat([head, tail]);
+  };
+  // The untouched message decodes (so the refusals below are about the change each makes).
+  const base = decodeMessage(cmdBytes({}, Buffer.alloc(8)));
+  assert.ok(base.ok && base.msg.type === 'CMD' && base.msg.env.cmd_type === CmdType.MAP_TEST);
+  const refused: [string, Buffer][] = [
+    ['no pages', cmdBytes({ page_count: 0, crcs_len: 0 }, Buffer.alloc(0))],
+    ['more pages than one message carries', cmdBytes({ page_count: MAX_TEST_PAGES + 1, crcs_len: 4 * (MAX_TEST_PAGES + 1) }, Buffer.alloc(4 * (MAX_TEST_PAGES + 1)))],
+    ['length field against the page count', cmdBytes({ page_count: 2, crcs_len: 12 }, Buffer.alloc(12))],
+    ['a tail shorter than its length field', cmdBytes({}, Buffer.alloc(7))],
+    ['a tail longer than its length field', cmdBytes({}, Buffer.alloc(9))],
+    ['member 0', cmdBytes({ member_id: 0 }, Buffer.alloc(8))],
+    ['the largest u16 lengths', cmdBytes({ page_count: 0xffff, crcs_len: 0xffff }, Buffer.alloc(64))],
+  ];
+  for (const [what, bytes] of refused) assert.equal(decodeMessage(bytes).ok, false, what);
+  // The sender cannot build one either.
+  for (const n of [4 * MAX_TEST_PAGES + 4, 6, 0]) assert.throws(() => encode({ kind: 'map_test', member_id: 2, first_page: 0, crcs: Buffer.alloc(n) }), RangeError, `${n} checksum bytes`);
+});
+
+test('MAP_SET_VER carries a 64-bit version (the reference sends a u8)', () => {
+  const c: LegCommand = { kind: 'map_set_ver', map_ver: 2 ** 40 + 3 };
+  assert.deepEqual(roundTrip(c), c);
+  assert.throws(() => encode({ kind: 'map_set_ver', map_ver: 2 ** 64 }), RangeError);
 });

@@ -67,6 +67,11 @@ function repair(v: Record<string, number | string | Buffer>): void {
   if (typeof v.operation === 'number') v.operation %= 2;
   if (typeof v.mode === 'number') v.mode %= 4;
   if (typeof v.page_count === 'number' && v.page_count === 0) v.page_count = 1;
+  // MAP_TEST: 1..64 pages and 4 checksum bytes each.
+  if (typeof v.page_count === 'number' && typeof v.crcs_len === 'number') {
+    v.page_count = 1 + (v.page_count % 64);
+    v.crcs_len = 4 * v.page_count;
+  }
   if (typeof v.ranges_len === 'number') v.ranges_len = (v.ranges_len % 64) * 8;
   if (typeof v.with_intent === 'number') v.with_intent %= 2;
 }

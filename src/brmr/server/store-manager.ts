@@ -244,6 +244,9 @@ export class StoreManager {
             if (report.md_notes !== undefined) {
               this.log.log('warn', 'store metadata: a damaged copy was ignored and recovered from the other copy (or, beside a blank one, taken as a torn first write)', { pool: a.pool, path: b.path, notes: report.md_notes.join('; ') });
             }
+            if (report.maps_lost !== null) {
+              this.log.log('error', 'store added without usable maps: every chunk is dirty for this node and it knows nothing of what its peers missed', { pool: a.pool, path: b.path, reason: report.maps_lost });
+            }
             this.log.log('info', 'store added', { pool: a.pool, mode: 'add', path: b.path, maps_lost: report.maps_lost, intent_chunks: report.intent_chunks, found: report.found });
             this.emit({ kind: 'store_added', pool: a.pool, mode: 'add', store_uuid: uuidText(h.store_uuid), path: b.path });
             done(0, store, null, report);

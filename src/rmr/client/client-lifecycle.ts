@@ -334,5 +334,36 @@ export class ClientLifecycle {
       });
     });
   }
-}
 
+  // ------------------------------------------------------------------ map version (§3.7)
+
+  /**
+   * MAP_SET_VER (reference §3.7, whose client sender is compiled out): the pool's map version
+   * becomes at least `map_ver`, in the client and on every NORMAL member together, so their
+   * order against the members out of service (staler, lower) stays as it was. A member that
+   * does not take it is failed (recovery brings it back with maps).
+   */
+  setMapVersion(map_ver: number, cb: OpCallback): void {
+    const core = this.core;
+    if (core.sync) return cb(Errno.EINVAL, 'sync pools have no map version');
+    if (!Number.isSafeInteger(map_ver) || map_ver < 1) return cb(Errno.EINVAL, `map version ${map_ver}`);
+    this.lockedOp(cb, (done) => {
+      core.adoptMapVersion(map_ver);
+      const legs = core.normalLegs();
+      let pending = legs.length;
+      let err = 0;
+      let why: string | null = null;
+      if (pending === 0) return done(0, null);
+      for (const leg of legs) {
+        leg.channel.command({ kind: 'map_set_ver', map_ver: core.map_ver }, (status, _v, reason) => {
+          if (status !== 0) {
+            err = status;
+            why = `member ${leg.member_id}: ${reason ?? `MAP_SET_VER failed (${status})`}`;
+            core.failLeg(leg, why);
+          }
+          if (--pending === 0) done(err, why);
+        });
+      }
+    });
+  }
+}

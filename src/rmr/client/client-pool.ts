@@ -215,6 +215,11 @@ export class ClientPool {
     this.lifecycle.maintenance(member_id, on, cb);
   }
 
+  /** MAP_SET_VER: the pool's map version becomes at least `map_ver`, here and on every NORMAL member. */
+  setMapVersion(map_ver: number, cb: OpCallback): void {
+    this.lifecycle.setMapVersion(map_ver, cb);
+  }
+
   // ------------------------------------------------------------------ online verify (client-verify.ts)
 
   /** Online verify (ARCHITECTURE §2.9): compares the NORMAL members chunk by chunk while IO runs. */

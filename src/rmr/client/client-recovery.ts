@@ -25,13 +25,20 @@
 import { Errno } from '../../util/errno.js';
 import type { DirtyMap } from '../protocol/dirty-map.js';
 import { decodeRanges } from '../protocol/leg-commands.js';
-import { MAX_INTENT_RANGES, MAX_MEMBERS, IoOp } from '../protocol/msg.js';
+import { MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, IoOp } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd, type PoolMd } from '../protocol/pool-md.js';
 import type { Leg } from './leg.js';
 import { readMapPages } from './map-compare.js';
 import type { ClientPoolCore } from './pool-core.js';
 
 type Done = (status: number) => void;
+
+/** Chunk ranges cut into what one INTENT_TO_MAP or MAP_MARK carries. */
+function inBatches(ranges: readonly [number, number][]): [number, number][][] {
+  const batches: [number, number][][] = [];
+  for (let i = 0; i < ranges.length; i += MAX_RANGES_PER_CMD) batches.push(ranges.slice(i, i + MAX_RANGES_PER_CMD));
+  return batches;
+}
 
 export class ClientRecovery {
   private readonly core: ClientPoolCore;
@@ -193,8 +200,7 @@ export class ClientRecovery {
     const ranges = core.uncertainRuns();
     const targets = core.normalLegs();
     if (targets.length === 0) return cb(Errno.ENODEV);
-    const batches: [number, number][][] = [];
-    for (let i = 0; i < ranges.length; i += MAX_INTENT_RANGES) batches.push(ranges.slice(i, i + MAX_INTENT_RANGES));
+    const batches = inBatches(ranges);
     let pending = targets.length * batches.length;
     let err = 0;
     for (const leg of targets) {
@@ -425,9 +431,10 @@ export class ClientRecovery {
         for (const [first, count] of ranges) if (first + count <= core.no_of_chunks) map.setDirty(first, count, core.now());
         const go = (): void => (next > from && next < core.no_of_chunks ? step(next, rounds + 1) : cb(0));
         if (ranges.length === 0) return go();
+        const marks = targets.filter((l) => l !== r).flatMap((l) => inBatches(ranges).map((batch) => ({ l, batch })));
         this.each(
-          targets.filter((l) => l !== r),
-          (l, n) => this.command(l, { kind: 'map_mark', member_id: r.member_id, conditional: true, ranges }, n),
+          marks,
+          ({ l, batch }, n) => this.command(l, { kind: 'map_mark', member_id: r.member_id, conditional: true, ranges: batch }, n),
           (s1) => (s1 !== 0 ? cb(s1) : go()),
         );
       });

@@ -9,7 +9,7 @@
 // source. Chunks dirty anywhere are skipped (they are being resynced anyway).
 
 import { Errno } from '../../util/errno.js';
-import { MAX_VERIFY_CHUNKS } from '../protocol/msg.js';
+import { MAX_RANGES_PER_CMD, MAX_VERIFY_CHUNKS } from '../protocol/msg.js';
 import { VERIFY_DIFFERS, VERIFY_SKIPPED } from '../protocol/leg-commands.js';
 import type { Leg, OpCallback } from './leg.js';
 import type { ClientPoolCore } from './pool-core.js';
@@ -166,7 +166,10 @@ export class ClientVerify {
     for (const [l, ranges] of marks) {
       const map = core.mapOf(l.member_id);
       for (const [c, n] of ranges) map.setDirty(c, n, core.now());
-      for (const target of core.normalLegs()) jobs.push({ leg: target, member: l.member_id, ranges });
+      // A verify batch may differ in more chunks than one MAP_MARK carries.
+      for (let i = 0; i < ranges.length; i += MAX_RANGES_PER_CMD) {
+        for (const target of core.normalLegs()) jobs.push({ leg: target, member: l.member_id, ranges: ranges.slice(i, i + MAX_RANGES_PER_CMD) });
+      }
     }
     let pending = jobs.length;
     let err = 0;

@@ -5,8 +5,8 @@
 
 import { Errno } from '../../util/errno.js';
 import { DirtyMap, PAGE_BYTES } from '../protocol/dirty-map.js';
-import { READ_MAP_HEADER, type LegCommand, type LegCommandCallback } from '../protocol/leg-commands.js';
-import { MAX_MEMBERS } from '../protocol/msg.js';
+import { MAP_TEST_SAME, READ_MAP_HEADER, decodeMapTestAnswer, type LegCommand, type LegCommandCallback } from '../protocol/leg-commands.js';
+import { MAX_MEMBERS, MAX_TEST_PAGES } from '../protocol/msg.js';
 
 export type CommandFn = (cmd: LegCommand, cb: LegCommandCallback) => void;
 
@@ -59,6 +59,47 @@ export function readNodeMaps(command: CommandFn, no_of_chunks: number, cb: (stat
     return map;
   };
   readMapPages(command, mapFor, null, (status) => cb(status, status === 0 ? maps : null));
+}
+
+/** What MAP_TEST found: the pages (member, page index) not the same there, and the maps the node holds that we lack. */
+export interface MapTestResult {
+  readonly pages: { member_id: number; page: number }[];
+  readonly extra_maps: number[];
+}
+
+/**
+ * MAP_TEST (reference §5.4): the node behind `command` compares the checksums of every page of
+ * `ours` with its own, without the pages crossing the network. The maps are the same there
+ * when the result lists no page and no extra map (test_map then reads the node's maps only
+ * for the detail of a difference). A malformed answer is EBADMSG.
+ */
+export function testMapPages(command: CommandFn, ours: ReadonlyMap<number, DirtyMap<unknown>>, cb: (status: number, r: MapTestResult | null) => void): void {
+  const jobs: { m: DirtyMap<unknown>; first: number; n: number }[] = [];
+  for (const m of [...ours.values()].sort((a, b) => a.member_id - b.member_id)) {
+    for (let p = 0; p < m.page_count; p += MAX_TEST_PAGES) jobs.push({ m, first: p, n: Math.min(MAX_TEST_PAGES, m.page_count - p) });
+  }
+  const pages: { member_id: number; page: number }[] = [];
+  let extra_maps: number[] = [];
+  const step = (i: number): void => {
+    const j = jobs[i];
+    if (j === undefined) return cb(0, { pages, extra_maps });
+    const crcs = Buffer.alloc(4 * j.n);
+    for (let k = 0; k < j.n; k++) crcs.writeUInt32LE(j.m.pageCrc(j.first + k), 4 * k);
+    command({ kind: 'map_test', member_id: j.m.member_id, first_page: j.first, crcs }, (status, _differing, _r, data) => {
+      if (status !== 0) return cb(status, null);
+      const a = decodeMapTestAnswer(data, j.n);
+      if (a === null) return cb(Errno.EBADMSG, null);
+      a.flags.forEach((f, k) => {
+        if (f !== MAP_TEST_SAME) pages.push({ member_id: j.m.member_id, page: j.first + k });
+      });
+      // The node's maps are the same list in every answer; the first one says it.
+      if (i === 0) extra_maps = a.member_ids.filter((id) => !ours.has(id));
+      step(i + 1);
+    });
+  };
+  // No maps here: MAP_TEST needs a member to name; the caller reads the node's maps instead.
+  if (jobs.length === 0) return cb(0, null);
+  step(0);
 }
 
 export interface MapDifference {

@@ -12,8 +12,13 @@
 // synced or waited on; `sync_cnt` -1 means nobody owns the sync, the party that moves it to 0
 // owns it, each in-flight sub-request holds +1; `waiters` are blocked requests.
 
+import { crc32c } from '../../util/crc32c.js';
+
 export const PAGE_BYTES = 4096;
 export const CHUNKS_PER_PAGE = PAGE_BYTES * 8;
+/** CRC32C of a page of zeroes and of a whole page of ones (clean and fully dirty pages). */
+const CLEAN_PAGE_CRC = crc32c(new Uint8Array(PAGE_BYTES));
+const FULL_PAGE_CRC = crc32c(new Uint8Array(PAGE_BYTES).fill(0xff));
 
 /**
  * The chunks a byte range touches, as [first, count]: IOs may span chunks (ARCHITECTURE.md
@@ -59,6 +64,13 @@ export class DirtyMap<W = unknown> {
   private readonly page_dirty: Int32Array;
   private dirty = 0;
   private readonly entries = new Map<number, SyncEntry<W>>();
+  /**
+   * The reference's UNSYNCED filter (its map_unsynced file): the dirty chunks whose data the
+   * member does not hold at all (its store was replaced, its maps were lost), as opposed to
+   * writes it missed. Always a subset of the dirty chunks: a chunk that becomes clean leaves
+   * it. Created on first use; in memory only (the discard flags that cause it persist).
+   */
+  private filter: DirtyMap | null = null;
   /** Time of the last change (the client's clean guard compares it, reference §8.5). */
   ts = 0;
   /**
@@ -129,7 +141,39 @@ export class DirtyMap<W = unknown> {
 
   /** Marks [first, first+count) clean; returns how many chunks were newly cleaned. */
   clear(first: number, count: number, now = this.ts): number {
-    return this.apply(first, count, false, now);
+    const n = this.apply(first, count, false, now);
+    if (this.filter !== null) this.filter.clear(first, count);
+    return n;
+  }
+
+  /** Marks [first, first+count) dirty and unsynced (see `filter`); returns how many chunks were newly dirtied. */
+  markUnsynced(first: number, count: number, now = this.ts): number {
+    const n = this.apply(first, count, true, now);
+    (this.filter ??= new DirtyMap(0, this.no_of_chunks)).setDirty(first, count);
+    return n;
+  }
+
+  /** The unsynced chunks (dirty because the member holds no data there), as [first, count] runs. */
+  unsyncedRuns(): [number, number][] {
+    return this.filter === null ? [] : this.filter.runs();
+  }
+
+  get unsyncedCount(): number {
+    return this.filter?.dirtyCount ?? 0;
+  }
+
+  /** The filter loses the chunks of [first, end) that are clean now. */
+  private pruneFilter(first: number, end: number): void {
+    const f = this.filter;
+    if (f === null) return;
+    for (let c = this.nextClean(first); c < end; ) {
+      const d = this.nextDirty(c);
+      const stop = d < 0 || d > end ? end : d;
+      f.clear(c, stop - c);
+      if (stop >= end) break;
+      c = this.nextClean(stop);
+    }
+    if (f.isEmpty()) this.filter = null;
   }
 
   setAll(now = this.ts): void {
@@ -143,6 +187,7 @@ export class DirtyMap<W = unknown> {
   }
 
   clearAll(now = this.ts): void {
+    this.filter = null;
     this.pages.fill(null);
     this.page_dirty.fill(0);
     this.dirty = 0;
@@ -162,9 +207,12 @@ export class DirtyMap<W = unknown> {
     }
     this.dirty = from.dirty;
     this.ts = now;
+    this.version++;
     from.pages.fill(null);
     from.page_dirty.fill(0);
     from.dirty = 0;
+    from.version++;
+    this.pruneFilter(0, this.no_of_chunks);
   }
 
   private apply(first: number, count: number, set: boolean, now: number): number {
@@ -327,6 +375,17 @@ export class DirtyMap<W = unknown> {
   }
 
   /**
+   * CRC32C of page `p` as encodePage writes it (MAP_TEST compares pages by it; persisted
+   * bitmaps are checked with it). Clean and whole full pages cost no hashing.
+   */
+  pageCrc(p: number): number {
+    const st = this.pageState(p);
+    if (st === 0) return CLEAN_PAGE_CRC;
+    if (st === 1 && this.pageChunks(p) === CHUNKS_PER_PAGE) return FULL_PAGE_CRC;
+    return crc32c(this.encodePage(p));
+  }
+
+  /**
    * Loads page `p` from a received or stored bitmap: 'overwrite' replaces the page,
    * 'merge' adds its dirty chunks. Bits beyond the map's last chunk must be zero.
    * Returns an error reason instead of changing anything when the page is invalid.
@@ -356,6 +415,7 @@ export class DirtyMap<W = unknown> {
     if (d !== before) this.ts = now;
     // A page rewritten with the same count may still have moved bits.
     this.version++;
+    if (mode === 'overwrite') this.pruneFilter(p * CHUNKS_PER_PAGE, p * CHUNKS_PER_PAGE + pc);
     return null;
   }
 

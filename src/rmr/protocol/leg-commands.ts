@@ -3,7 +3,8 @@
 // storage node executes them (server/execute-command.ts), and in-process tests call that
 // directly: one implementation of what each command does, whatever carries it.
 
-import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MD_FLAG, POOL_INFO_MODE, POOL_INFO_OP, type CmdTypeValue } from './msg.js';
+import type { DirtyMap } from './dirty-map.js';
+import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, MAX_TEST_PAGES, MD_FLAG, POOL_INFO_MODE, POOL_INFO_OP, RANGE_BYTES, type CmdTypeValue } from './msg.js';
 
 export type LegCommand =
   | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
@@ -29,7 +30,9 @@ export type LegCommand =
   | { kind: 'send_discard'; member_id: number }
   | { kind: 'discard_clear'; member_id: number }
   | { kind: 'chunk_hash'; first_chunk: number; chunk_count: number }
-  | { kind: 'verify'; first_chunk: number; chunk_count: number; members: number[] };
+  | { kind: 'verify'; first_chunk: number; chunk_count: number; members: number[] }
+  | { kind: 'map_test'; member_id: number; first_page: number; crcs: Buffer }
+  | { kind: 'map_set_ver'; map_ver: number };
 
 export type PoolInfoMode = 'create' | 'assemble' | 'delete' | 'disassemble';
 
@@ -55,6 +58,55 @@ export const CHUNK_HASH_BYTES = 33;
 export const VERIFY_DIFFERS = 0x01;
 export const VERIFY_SKIPPED = 0x10;
 
+/**
+ * MAP_TEST answer: map_count u8 | member_ids [4] | pad [3], then one byte per page compared:
+ * MAP_TEST_SAME, MAP_TEST_DIFFERS, or MAP_TEST_NO_MAP (the node holds no map of that member).
+ * The member ids let the sender see maps the node holds that it lacks.
+ */
+export const MAP_TEST_HEADER = 8;
+export const MAP_TEST_SAME = 0;
+export const MAP_TEST_DIFFERS = 1;
+export const MAP_TEST_NO_MAP = 2;
+
+/**
+ * The node's side of MAP_TEST: `crcs` (the sender's CRC32C of each page of `member_id`'s map
+ * from `first_page`) against `maps`. Returns the answer and how many pages are not the
+ * same, or why the request is refused.
+ */
+export function mapTestAnswer(maps: ReadonlyMap<number, DirtyMap<unknown>>, member_id: number, first_page: number, crcs: Buffer): { differing: number; answer: Buffer } | string {
+  const n = crcs.length / 4;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_TEST_PAGES) return `${crcs.length} bytes of page checksums`;
+  const m = maps.get(member_id);
+  if (m !== undefined && (!Number.isSafeInteger(first_page) || first_page < 0 || first_page + n > m.page_count)) return `pages ${first_page}+${n} outside the map's ${m.page_count}`;
+  const ids = [...maps.keys()].sort((a, b) => a - b);
+  const answer = Buffer.alloc(MAP_TEST_HEADER + n);
+  answer[0] = ids.length;
+  ids.forEach((id, i) => (answer[1 + i] = id));
+  let differing = 0;
+  for (let i = 0; i < n; i++) {
+    const flag = m === undefined ? MAP_TEST_NO_MAP : m.pageCrc(first_page + i) === crcs.readUInt32LE(4 * i) ? MAP_TEST_SAME : MAP_TEST_DIFFERS;
+    answer[MAP_TEST_HEADER + i] = flag;
+    if (flag !== MAP_TEST_SAME) differing++;
+  }
+  return { differing, answer };
+}
+
+/**
+ * The sender's side: a MAP_TEST answer for `n` pages, checked as hostile input. null when it
+ * is malformed (wrong length, more maps than a pool has, a member id listed twice or 0, an
+ * unknown flag).
+ */
+export function decodeMapTestAnswer(data: Buffer | null | undefined, n: number): { member_ids: number[]; flags: number[] } | null {
+  if (data === null || data === undefined || data.length !== MAP_TEST_HEADER + n) return null;
+  const count = data[0] as number;
+  if (count > MAX_MEMBERS) return null;
+  const member_ids = [...data.subarray(1, 1 + count)];
+  if (member_ids.some((id) => id === 0) || new Set(member_ids).size !== count) return null;
+  const flags = [...data.subarray(MAP_TEST_HEADER)];
+  if (flags.some((f) => f !== MAP_TEST_SAME && f !== MAP_TEST_DIFFERS && f !== MAP_TEST_NO_MAP)) return null;
+  return { member_ids, flags };
+}
+
 /** Largest answer payload of a command (pool_md, user replies). */
 export const MAX_CMD_ANSWER = 4096;
 /** Map pages one READ_MAP_BUF answer carries at most. */
@@ -68,22 +120,32 @@ export const READ_MAP_HEADER = 16;
  */
 export type LegCommandCallback = (status: number, value: number, reason: string | null, data?: Buffer | null) => void;
 
-/** Chunk ranges as (u32 first, u32 count) pairs: INTENT_TO_MAP, MAP_MARK tails and CRASH_READ answers. */
-export function encodeRanges(ranges: readonly (readonly [number, number])[]): Buffer {
-  if (ranges.length > MAX_INTENT_RANGES) throw new RangeError(`at most ${MAX_INTENT_RANGES} ranges`);
-  const tail = Buffer.alloc(ranges.length * 8);
+/**
+ * Chunk ranges as (u64 first, u64 count) pairs: INTENT_TO_MAP and MAP_MARK tails (at most
+ * MAX_RANGES_PER_CMD) and OWN_DIRTY answers (at most MAX_INTENT_RANGES). 64-bit: a 64 TiB
+ * pool of 4 KiB chunks has 2^34 chunks (protocol version 3 carried u32 and was wrong there).
+ */
+export function encodeRanges(ranges: readonly (readonly [number, number])[], max = MAX_INTENT_RANGES): Buffer {
+  if (ranges.length > max) throw new RangeError(`at most ${max} ranges`);
+  const tail = Buffer.alloc(ranges.length * RANGE_BYTES);
   ranges.forEach(([first, count], i) => {
-    tail.writeUInt32LE(first, i * 8);
-    tail.writeUInt32LE(count, i * 8 + 4);
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0) throw new RangeError(`chunk range [${first}, +${count})`);
+    tail.writeBigUInt64LE(BigInt(first), i * RANGE_BYTES);
+    tail.writeBigUInt64LE(BigInt(count), i * RANGE_BYTES + 8);
   });
   return tail;
 }
 
-/** The inverse of encodeRanges; null when the length is not whole pairs. */
-export function decodeRanges(buf: Buffer): [number, number][] | null {
-  if (buf.length % 8 !== 0 || buf.length > MAX_INTENT_RANGES * 8) return null;
+/** The inverse of encodeRanges; null when the length is not whole pairs or a number is beyond 2^53. */
+export function decodeRanges(buf: Buffer, max = MAX_INTENT_RANGES): [number, number][] | null {
+  if (buf.length % RANGE_BYTES !== 0 || buf.length > max * RANGE_BYTES) return null;
   const ranges: [number, number][] = [];
-  for (let o = 0; o + 8 <= buf.length; o += 8) ranges.push([buf.readUInt32LE(o), buf.readUInt32LE(o + 4)]);
+  for (let o = 0; o + RANGE_BYTES <= buf.length; o += RANGE_BYTES) {
+    const first = buf.readBigUInt64LE(o);
+    const count = buf.readBigUInt64LE(o + 8);
+    if (first > BigInt(Number.MAX_SAFE_INTEGER) || count > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+    ranges.push([Number(first), Number(count)]);
+  }
   return ranges;
 }
 
@@ -135,7 +197,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'read_map_buf':
       return { cmd_type: CmdType.READ_MAP_BUF, payload: { map_idx: cmd.map_idx, page: cmd.page } };
     case 'intent_to_map': {
-      const tail = encodeRanges(cmd.ranges);
+      const tail = encodeRanges(cmd.ranges, MAX_RANGES_PER_CMD);
       return { cmd_type: CmdType.INTENT_TO_MAP, payload: { with_intent: cmd.with_intent ? 1 : 0, ranges_len: tail.length }, tail };
     }
     case 'own_dirty':
@@ -151,8 +213,12 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       cmd.members.forEach((id, i) => (ids[i] = id));
       return { cmd_type: CmdType.VERIFY, payload: { first_chunk: cmd.first_chunk, chunk_count: cmd.chunk_count, member_cnt: cmd.members.length, member_ids: ids } };
     }
+    case 'map_test':
+      return { cmd_type: CmdType.MAP_TEST, payload: { member_id: cmd.member_id, first_page: cmd.first_page, page_count: cmd.crcs.length / 4, crcs_len: cmd.crcs.length }, tail: cmd.crcs };
+    case 'map_set_ver':
+      return { cmd_type: CmdType.MAP_SET_VER, payload: { map_ver: cmd.map_ver } };
     case 'map_mark': {
-      const tail = encodeRanges(cmd.ranges);
+      const tail = encodeRanges(cmd.ranges, MAX_RANGES_PER_CMD);
       return { cmd_type: CmdType.MAP_MARK, payload: { member_id: cmd.member_id, conditional: cmd.conditional ? 1 : 0, ranges_len: tail.length }, tail };
     }
   }
@@ -161,9 +227,10 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
-  if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * 8;
+  if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * RANGE_BYTES;
   if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
   if (cmd.kind === 'verify') return cmd.chunk_count;
+  if (cmd.kind === 'map_test') return MAP_TEST_HEADER + cmd.crcs.length / 4;
   return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
 }
 
@@ -212,9 +279,10 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
     case CmdType.READ_MAP_BUF:
       return { kind: 'read_map_buf', map_idx: num(p, 'map_idx'), page: num(p, 'page') };
     case CmdType.INTENT_TO_MAP: {
-      // The layout checked that the tail is whole pairs, at most MAX_INTENT_RANGES of them.
-      const ranges = decodeRanges(tail) ?? [];
-      return { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
+      // The layout checked that the tail is whole pairs, at most MAX_RANGES_PER_CMD of them;
+      // a number beyond 2^53 makes it no command (refused, never read as fewer ranges).
+      const ranges = decodeRanges(tail, MAX_RANGES_PER_CMD);
+      return ranges === null ? null : { kind: 'intent_to_map', with_intent: num(p, 'with_intent') === 1, ranges };
     }
     case CmdType.OWN_DIRTY:
       return { kind: 'own_dirty', from_chunk: num(p, 'from_chunk') };
@@ -228,8 +296,14 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       const ids = p.member_ids as Buffer;
       return { kind: 'verify', first_chunk: num(p, 'first_chunk'), chunk_count: num(p, 'chunk_count'), members: Array.from({ length: num(p, 'member_cnt') }, (_, i) => ids[i] as number) };
     }
-    case CmdType.MAP_MARK:
-      return { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges: decodeRanges(tail) ?? [] };
+    case CmdType.MAP_TEST:
+      return { kind: 'map_test', member_id: num(p, 'member_id'), first_page: num(p, 'first_page'), crcs: Buffer.from(tail) };
+    case CmdType.MAP_SET_VER:
+      return { kind: 'map_set_ver', map_ver: num(p, 'map_ver') };
+    case CmdType.MAP_MARK: {
+      const ranges = decodeRanges(tail, MAX_RANGES_PER_CMD);
+      return ranges === null ? null : { kind: 'map_mark', member_id: num(p, 'member_id'), conditional: num(p, 'conditional') === 1, ranges };
+    }
     default:
       return null;
   }

@@ -21,8 +21,10 @@ import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
 /**
  * 2: IO carries seq and settled; JOIN_POOL an extend flag; commands 24-27 (see the layouts).
  * 3: MAP_CLEAR carries a map version.
+ * 4: chunk ranges (INTENT_TO_MAP, MAP_MARK tails, OWN_DIRTY answers) are u64 pairs;
+ *    MAP_TEST carries page checksums.
  */
-export const RMR_PROTO_VER = 3;
+export const RMR_PROTO_VER = 4;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
 export const MAX_MEMBERS = 4;
 
@@ -36,8 +38,19 @@ export const IO_F_SYNC = 0x100;
 export const IO_F_FUA = 0x200;
 const IO_FLAGS_KNOWN = IO_OP_MASK | IO_F_SYNC | IO_F_FUA;
 
-/** Chunk ranges one INTENT_TO_MAP carries at most. */
+/** Chunk ranges one OWN_DIRTY answer carries at most (they travel as the answer's data). */
 export const MAX_INTENT_RANGES = 512;
+/** Bytes of one chunk range on the wire: u64 first_chunk, u64 chunk_count. */
+export const RANGE_BYTES = 16;
+/**
+ * Chunk ranges one INTENT_TO_MAP or MAP_MARK carries at most. They travel in the message
+ * header, which the transport limits (1 KiB by default): with the longest pool name (255
+ * bytes) the envelope and payload take 273 bytes, so 32 ranges (512 bytes) always fit.
+ * Larger sets go in several messages.
+ */
+export const MAX_RANGES_PER_CMD = 32;
+/** Map pages one MAP_TEST compares at most (their checksums travel in the message header). */
+export const MAX_TEST_PAGES = 64;
 /** Chunks one CHUNK_HASH or VERIFY covers at most (a hash answer: CHUNK_HASH_BYTES per chunk, leg-commands.ts). */
 export const MAX_VERIFY_CHUNKS = 64;
 
@@ -136,6 +149,7 @@ const member = (name: string, x: number): string | null => (x === 0 ? `${name} 0
 const first = (...xs: (string | null)[]): string | null => xs.find((x) => x !== null) ?? null;
 
 const none = new Layout('no payload', {});
+const badRangesLen = (n: number): string | null => (n % RANGE_BYTES !== 0 || n > MAX_RANGES_PER_CMD * RANGE_BYTES ? `ranges_len ${n}` : null);
 export const POOL_INFO_OP = { ADD: 0, REMOVE: 1 } as const;
 export const POOL_INFO_MODE = { CREATE: 0, ASSEMBLE: 1, DELETE: 2, DISASSEMBLE: 3 } as const;
 export const MD_FLAG = { READ: 1, WRITE: 2 } as const;
@@ -153,12 +167,20 @@ export const CmdPayload = {
   [CmdType.MAP_DISABLE]: none,
   [CmdType.READ_MAP_BUF]: new Layout('READ_MAP_BUF', { map_idx: 'u8', page: 'u32' }, (v) => (v.map_idx >= MAX_MEMBERS ? `map index ${v.map_idx}` : null)),
   [CmdType.MAP_CHECK]: none,
-  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs.
+  // Tail: ranges_len bytes of (u64 first_chunk, u64 chunk_count) pairs.
   [CmdType.INTENT_TO_MAP]: new Layout('INTENT_TO_MAP', { with_intent: 'u8', ranges_len: 'u32' }, (v) =>
-    first(flag('with_intent', v.with_intent), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+    first(flag('with_intent', v.with_intent), badRangesLen(v.ranges_len)),
   ),
   [CmdType.STORE_CHECK]: none,
-  [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u32' }, (v) => member('member', v.member_id)),
+  // Tail: crcs_len bytes, the sender's CRC32C (u32) of each page from first_page: the node
+  // compares them with its own pages of that member's map (the reference pushes whole pages).
+  [CmdType.MAP_TEST]: new Layout('MAP_TEST', { member_id: 'u8', first_page: 'u32', page_count: 'u16', crcs_len: 'u16' }, (v) =>
+    first(
+      member('member', v.member_id),
+      v.page_count < 1 || v.page_count > MAX_TEST_PAGES ? `page_count ${v.page_count} outside 1..${MAX_TEST_PAGES}` : null,
+      v.crcs_len !== v.page_count * 4 ? `crcs_len ${v.crcs_len} for ${v.page_count} pages` : null,
+    ),
+  ),
   [CmdType.SEND_MD_BUF]: new Layout('SEND_MD_BUF', { sender_id: 'u8', receiver_id: 'u8', flags: 'u8', md_len: 'u16' }, (v) =>
     v.flags !== MD_FLAG.READ && v.flags !== MD_FLAG.WRITE ? `bad metadata flags ${v.flags}` : null,
   ),
@@ -201,10 +223,10 @@ export const CmdPayload = {
   [CmdType.VERIFY]: new Layout('VERIFY', { first_chunk: 'u64', chunk_count: 'u32', member_cnt: 'u8', member_ids: { bytes: MAX_MEMBERS } }, (v) =>
     first(v.chunk_count < 1 || v.chunk_count > MAX_VERIFY_CHUNKS ? `chunk_count ${v.chunk_count} outside 1..${MAX_VERIFY_CHUNKS}` : null, checkMembers(v.member_cnt, v.member_ids)),
   ),
-  // Tail: ranges_len bytes of (u32 first_chunk, u32 chunk_count) pairs. conditional: only
+  // Tail: ranges_len bytes of (u64 first_chunk, u64 chunk_count) pairs. conditional: only
   // chunks some other member is clean for.
   [CmdType.MAP_MARK]: new Layout('MAP_MARK', { member_id: 'u8', conditional: 'u8', ranges_len: 'u32' }, (v) =>
-    first(member('member', v.member_id), flag('conditional', v.conditional), v.ranges_len % 8 !== 0 || v.ranges_len > MAX_INTENT_RANGES * 8 ? `ranges_len ${v.ranges_len}` : null),
+    first(member('member', v.member_id), flag('conditional', v.conditional), badRangesLen(v.ranges_len)),
   ),
 } as const;
 
@@ -371,6 +393,7 @@ const TAIL_FIELD: ReadonlyMap<number, string> = new Map([
   [CmdType.SEND_MD_BUF, 'md_len'],
   [CmdType.INTENT_TO_MAP, 'ranges_len'],
   [CmdType.MAP_MARK, 'ranges_len'],
+  [CmdType.MAP_TEST, 'crcs_len'],
 ]);
 
 export function encodeCmd(group_id: number, env: CmdEnvelopeValue, payload: Record<string, number | string | Buffer>, tail: Buffer | null = null): Buffer {

@@ -94,6 +94,17 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     }
     case 'chunk_hash':
       return pool.chunkHashes(cmd.first_chunk, cmd.chunk_count, (status, data) => cb(status, 0, status === 0 ? null : `chunk hashes failed (${status})`, data));
+    case 'map_test': {
+      const r = pool.mapTest(cmd.member_id, cmd.first_page, cmd.crcs);
+      return typeof r === 'string' ? answer(r) : cb(0, r.differing, null, r.answer);
+    }
+    case 'map_set_ver': {
+      if (from_sync) return answer('MAP_SET_VER from a sync pool');
+      const err = pool.mapSetVer(cmd.map_ver);
+      if (err !== null || !pool.hasStore) return answer(err, pool.map_ver);
+      // Durable before the answer, like every version this node learns with maps.
+      return pool.persistMetadata((s) => cb(s, pool.map_ver, s === 0 ? null : `pool metadata not persisted (${s})`));
+    }
     case 'verify':
       if (from_sync) return answer('VERIFY from a sync pool');
       return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));

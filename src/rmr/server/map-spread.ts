@@ -5,7 +5,7 @@
 
 import { Errno } from '../../util/errno.js';
 import { type DirtyMap, PAGE_BYTES } from '../protocol/dirty-map.js';
-import type { PeerMapCommand } from '../protocol/leg-commands.js';
+import { mapTestAnswer, type PeerMapCommand } from '../protocol/leg-commands.js';
 import { MAX_MEMBERS, type MapAddValue, type MapClearValue } from '../protocol/msg.js';
 import type { PoolMetadata } from './pool-metadata.js';
 import type { ParkedIo, ServerPoolCore } from './server-core.js';
@@ -106,7 +106,7 @@ export class MapSpread {
     core.replaceMaps();
     if (lacks.length > 0) this.mapMark(core.member_id, lacks, true);
     // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
-    for (const id of core.discarded) core.mapOf(id).setAll();
+    for (const id of core.discarded) core.markNoData(id);
     const crash = core.crash_chunks;
     if (crash !== null) {
       // The client marked them on the source (MAP_MARK, conditional) before the spread, so
@@ -313,7 +313,7 @@ export class MapSpread {
   sendDiscard(member_id: number): string | null {
     const core = this.core;
     if (!core.roomFor([member_id])) return `no room for member ${member_id}'s map`;
-    core.mapOf(member_id).setAll();
+    core.markNoData(member_id);
     core.markDiscarded(member_id);
     core.noteMapChange();
     return null;
@@ -347,6 +347,31 @@ export class MapSpread {
     }
     if (marked > 0) core.noteMapChange();
     return marked;
+  }
+
+  /**
+   * MAP_TEST (reference §5.4, test only): the sender's CRC32C of each page of `member_id`'s
+   * map from `first_page`, compared with this node's pages. The reference pushes the pages
+   * themselves and only logs a mismatch; the checksums cost 4 bytes a page on the wire (a
+   * 15 TiB map of 128 KiB chunks has 3,840 pages, 15 MiB of bitmap) and the answer says
+   * which pages differ, and which maps this node holds. Returns the pages not the same.
+   */
+  mapTest(member_id: number, first_page: number, crcs: Buffer): { differing: number; answer: Buffer } | string {
+    return mapTestAnswer(this.core.maps, member_id, first_page, crcs);
+  }
+
+  /**
+   * MAP_SET_VER (reference §3.7; its client sender is compiled out): the compute client sets
+   * the pool's map version on its NORMAL members. Versions only rise here: a lower one is
+   * refused, since a node whose version went back could lose the base choice of Cases 3/4 to
+   * a staler member (or a staler one win it).
+   */
+  mapSetVer(map_ver: number): string | null {
+    const core = this.core;
+    if (!Number.isSafeInteger(map_ver) || map_ver < 1) return `map version ${map_ver}`;
+    if (map_ver < core.map_ver) return `map version ${map_ver} is older than this node's ${core.map_ver}: versions never go back`;
+    core.raiseMapVersion(map_ver);
+    return null;
   }
 
   /**

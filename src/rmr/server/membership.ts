@@ -38,7 +38,7 @@ export class Membership {
       // (the reference reuses CREATED and lets MAP_READY in there).
       const err = core.sm.change(j.extend === true ? 'NO_IO' : 'CREATED', j.extend === true ? 'extend join' : 'create-mode join');
       if (err !== null) return err;
-      if (j.dirty || j.extend === true) core.mapOf(core.member_id).setAll();
+      if (j.dirty || j.extend === true) core.markNoData(core.member_id);
       for (const m of j.members) if (m.id !== core.member_id) core.mapOf(m.id, m.dirty);
       core.createJoined();
     } else {
@@ -119,8 +119,8 @@ export class Membership {
       if (mode === 'create') {
         if (!core.roomFor([member_id])) return `pool ${core.name} already has ${MAX_MEMBERS} members`;
         // A new member starts fully dirty here even if a piggyback created its map first.
-        const m = core.mapOf(member_id, dirty);
-        if (dirty && !m.isFull()) m.setAll();
+        if (dirty) core.markNoData(member_id);
+        else core.mapOf(member_id);
         core.noteMapChange();
       } else if (!core.maps.has(member_id)) {
         // assemble: the member exists; a node that does not know it yet (its store was

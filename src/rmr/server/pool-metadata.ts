@@ -97,7 +97,7 @@ export class PoolMetadata {
     if (mode === 'replace') {
       // An empty store takes this member's place (§9.8): every chunk comes from the peers, and
       // until they all hold this member fully dirty (SEND_DISCARD) the flag stays (persisted).
-      core.ownMap()?.setAll();
+      core.markNoData(core.member_id);
       core.markDiscarded(core.member_id);
       core.noteMapChange();
     }
@@ -168,17 +168,23 @@ export class PoolMetadata {
         let maps_lost: string | null = null;
         if (s2 === 0 && loaded !== null && !core.roomFor(loaded.map((m) => m.member_id))) {
           maps_lost = `stored maps of ${loaded.length} members do not fit beside this node's`;
-          core.mapOf(core.member_id).setAll();
+          core.markNoData(core.member_id);
         } else if (s2 !== 0 || (loaded === null && md !== null)) {
           // Never read lost maps as clean: this node resyncs everything.
           maps_lost = why ?? 'no maps stored';
-          core.mapOf(core.member_id).setAll();
+          core.markNoData(core.member_id);
         } else if (loaded !== null) {
           for (const m of loaded) {
             const into = core.mapOf(m.member_id);
             for (let p = 0; p < m.page_count; p++) into.decodePage(p, m.encodePage(p), 'overwrite');
           }
           core.raiseMapVersion(map_ver);
+        }
+        if (maps_lost !== null) {
+          // Issue 19 item 3: said loudly (the store manager logs it at error level), and shown
+          // in the status views until a map update replaces the maps.
+          core.setMapsLost(maps_lost);
+          core.emit({ kind: 'maps_lost', pool: core.name, member_id: core.member_id, reason: maps_lost });
         }
         intent.load((s3, extents, intent_notes) => {
           if (s3 === Errno.EBADMSG) return cb(s3, null, `intent record damaged in both copies (${intent_notes.join('; ')}): delete_store and add the disk with mode=replace to resync it from its peers`);

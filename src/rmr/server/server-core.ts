@@ -50,7 +50,9 @@ export interface RegisteredStore {
 export type ServerPoolEvent =
   | ServerPoolStateEvent
   | { kind: 'store_error'; pool: string; op: string; status: number }
-  | { kind: 'chunk_synced'; pool: string; chunk: number; ok: boolean; status: number };
+  | { kind: 'chunk_synced'; pool: string; chunk: number; ok: boolean; status: number }
+  /** add_store found no valid map image: the node resyncs everything and knows nothing of its peers' misses. */
+  | { kind: 'maps_lost'; pool: string; member_id: number; reason: string };
 
 /** An IO waiting for a dirty chunk of its range to be synced. */
 export interface ParkedIo {
@@ -119,6 +121,7 @@ export class ServerPoolCore {
    * reference's discard_entries): their map here is fully dirty, also after a spread.
    */
   private readonly _discarded = new Set<number>();
+  private _maps_lost: string | null = null;
   /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
   private readonly _maps = new Map<number, DirtyMap<ParkedIo>>();
   /** Non-sync (compute client) sessions joined. */
@@ -209,6 +212,18 @@ export class ServerPoolCore {
     return this._discarded;
   }
 
+  /**
+   * Why this node's stored maps could not be used at add_store (null: they were, or a map
+   * update from a source has replaced them since). Status views show it.
+   */
+  get maps_lost(): string | null {
+    return this._maps_lost;
+  }
+
+  setMapsLost(why: string | null): void {
+    this._maps_lost = why;
+  }
+
   get maps(): ReadonlyMap<number, DirtyMap<ParkedIo>> {
     return this._maps;
   }
@@ -251,6 +266,7 @@ export class ServerPoolCore {
     this._map_store = null;
     this._maps.clear();
     this._discarded.clear();
+    this._maps_lost = null;
     this._mapped_size = 0;
     this._no_of_chunks = 0;
     this._marked_create = false;
@@ -275,6 +291,15 @@ export class ServerPoolCore {
       this._maps.set(member_id, m);
     }
     return m;
+  }
+
+  /**
+   * `member_id` holds no data (a new member, a replaced store, lost maps): every chunk dirty
+   * for it, and unsynced (the reference's UNSYNCED filter, the map_unsynced file).
+   */
+  markNoData(member_id: number): void {
+    const m = this.mapOf(member_id);
+    m.markUnsynced(0, m.no_of_chunks);
   }
 
   /** POOL_INFO delete: the member and its discard flag are forgotten. */
@@ -330,6 +355,8 @@ export class ServerPoolCore {
    * stay); a member the source does not know keeps an empty map.
    */
   replaceMaps(): void {
+    // Maps from a source: this node knows again what its peers lack.
+    this._maps_lost = null;
     const staged = this._staged as Map<number, DirtyMap<ParkedIo>>;
     for (const m of this._maps.values()) {
       const got = staged.get(m.member_id);

@@ -124,6 +124,11 @@ export class ServerPool {
     return this.core.discarded;
   }
 
+  /** Why add_store could not use this node's stored maps, until a map update replaced them; else null. */
+  get maps_lost(): string | null {
+    return this.core.maps_lost;
+  }
+
   /** One dirty map per member this node knows of (the reference's maps[] and stg_members). */
   get maps(): ReadonlyMap<number, DirtyMap<ParkedIo>> {
     return this.core.maps;
@@ -336,6 +341,16 @@ export class ServerPool {
   /** MAP_MARK: the ranges become dirty for `member_id` (`conditional`: where another member is clean). */
   mapMark(member_id: number, ranges: readonly (readonly [number, number])[], conditional: boolean): number | string {
     return this.spread.mapMark(member_id, ranges, conditional);
+  }
+
+  /** MAP_TEST: the sender's page checksums of one member's map against this node's pages. */
+  mapTest(member_id: number, first_page: number, crcs: Buffer): { differing: number; answer: Buffer } | string {
+    return this.spread.mapTest(member_id, first_page, crcs);
+  }
+
+  /** MAP_SET_VER: the pool's map version becomes `map_ver` here (never lower). */
+  mapSetVer(map_ver: number): string | null {
+    return this.spread.mapSetVer(map_ver);
   }
 
   /** MAP_CLEAR: a peer synced the range (ignored when this node knows a newer map version). */
