@@ -26,6 +26,11 @@ export interface MemDiskFaults {
   flush_error: boolean;
   /** Writes (and discards, write-zeroes) issued while set are held, neither applied nor answered, until releaseHeld(). */
   stall_writes: boolean;
+  /**
+   * A flush makes durable only the writes completed before it was issued (all that fsync
+   * promises); unset, it also takes those completed while it runs.
+   */
+  flush_issued_only: boolean;
 }
 
 export class MemDisk implements BlockStore, MetaStore {
@@ -38,7 +43,7 @@ export class MemDisk implements BlockStore, MetaStore {
   private cache: { offset: number; data: Buffer }[] = [];
   private readonly clock: Clock;
   private readonly random: SeededRandom | null;
-  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [], tear_unit: SECTOR, flush_error: false, stall_writes: false };
+  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [], tear_unit: SECTOR, flush_error: false, stall_writes: false, flush_issued_only: false };
   readonly stats = { reads: 0, writes: 0, flushes: 0, errors: 0, held: 0 };
   /** Writes held by `stall_writes`, in order, each with the crash epoch it was issued in. */
   private held: { epoch: number; run: () => void }[] = [];
@@ -187,13 +192,15 @@ export class MemDisk implements BlockStore, MetaStore {
   flush(cb: IoCallback): void {
     this.stats.flushes++;
     const fail = this.faults.flush_error;
+    // A cached write trimmed by a later durable write is a new entry: not covered (stays volatile).
+    const covered = this.faults.flush_issued_only ? new Set(this.cache) : null;
     this.later(() => {
       if (fail) {
         this.stats.errors++;
         return cb(Errno.EIO);
       }
-      for (const w of this.cache) w.data.copy(this.durable, w.offset);
-      this.cache = [];
+      for (const w of this.cache) if (covered === null || covered.has(w)) w.data.copy(this.durable, w.offset);
+      this.cache = covered === null ? [] : this.cache.filter((w) => !covered.has(w));
       cb(0);
     });
   }
