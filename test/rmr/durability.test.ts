@@ -1,6 +1,7 @@
 // Durability and availability edges (issue 19) on in-process pools on simulated time: a
 // FLUSH is acknowledged only if every chunk written since the last good flush has a clean
-// copy on a member whose flush succeeded.
+// copy on a member whose flush succeeded; min_replicas holds when an IO completes, not only
+// when it is admitted.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RecoveryCluster, pattern } from '../util/recovery-cluster.js';
@@ -100,5 +101,39 @@ test('FLUSH: a copy made clean while the flush ran does not vouch for it (the fl
   assert.equal(ws, 0);
   assert.equal(c.client.maps.get(2)?.isDirty(5), false, 'the write made member 2\'s copy of the chunk clean, while the flush ran');
   assert.equal(fs, Errno.EIO, 'member 2 holds the chunk clean now, but its flush began before the chunk sync');
+  c.close();
+});
+
+test('min_replicas holds at completion: a write that two of three legs fail in flight fails (EIO), and its copy is still recorded so the members converge', () => {
+  const c = new RecoveryCluster(3);
+  c.client.min_replicas = 2;
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  const off = 7 * c.chunk_size;
+  for (const m of [2, 3]) c.node(m).data.faults.bad_ranges = [{ offset: off, length: 4096 }];
+  const x = pattern(5, 4096);
+  assert.equal(c.write(off, x), Errno.EIO, 'one copy is fewer than min_replicas');
+  assert.equal(c.client.status().io_failures.min_replicas, 1);
+  assert.match(c.client.status().io_failures.last?.reason ?? '', /completed on 1 leg\(s\), fewer than min_replicas 2/);
+  x.copy(model, off); // it landed on member 1, and members 2 and 3 are recorded as having missed it
+  for (const m of [2, 3]) c.node(m).data.faults.bad_ranges = [];
+  c.settle();
+  c.assertIdentical(model);
+  c.close();
+});
+
+test('min_replicas holds for FLUSH: refused below the quorum (EROFS), failed (EIO) when too few legs flushed', () => {
+  const c = new RecoveryCluster(3);
+  c.client.min_replicas = 2;
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  for (const m of [2, 3]) c.node(m).data.faults.flush_error = true;
+  assert.equal(c.flush(), Errno.EIO, 'only member 1 flushed');
+  assert.equal(c.client.status().io_failures.last?.cause, 'min_replicas');
+  assert.equal(c.client.status().io_failures.last?.op, 'flush');
+  // Both failed members left IO service: one NORMAL leg is below the quorum, refused at once.
+  c.until('members 2 and 3 out of service', () => c.client.leg(2)?.state !== 'NORMAL' && c.client.leg(3)?.state !== 'NORMAL');
+  assert.equal(c.flush(), Errno.EROFS);
   c.close();
 });

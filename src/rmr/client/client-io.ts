@@ -7,8 +7,9 @@
 //
 // Guarantees: a write is acknowledged only if it is on at least one leg and every member
 // that missed it is recorded dirty on a surviving leg and in client memory; an IO with no
-// NORMAL leg fails at once (ENODEV); with `min_replicas`, writes are refused (EROFS) while
-// fewer legs are NORMAL; a FLUSH is acknowledged only if every chunk written since the last good flush has a clean
+// NORMAL leg fails at once (ENODEV); with `min_replicas`, writes and flushes are refused
+// (EROFS) while fewer legs are NORMAL, and fail (EIO) when they complete on fewer legs; a
+// FLUSH is acknowledged only if every chunk written since the last good flush has a clean
 // copy on a leg that flushed (ARCHITECTURE §2.14), else it fails (EIO). A FUA write needs no
 // more: each leg that took it wrote it durably into a chunk it held clean.
 
@@ -160,7 +161,7 @@ export class ClientIo {
       core.stats.failed_ios++;
       return cb(Errno.ENODEV, null);
     }
-    if (op !== 'flush' && targets.length < core.min_replicas) {
+    if (targets.length < core.min_replicas) {
       core.stats.failed_ios++;
       return cb(Errno.EROFS, null);
     }
@@ -209,21 +210,35 @@ export class ClientIo {
         }
         if (!has_range) return this.flushDone(flush_n, ok, cb);
         for (const l of ok) core.copyLanded(l, first, count);
-        if (failed.length === 0) return this.acked(first, count, cb);
-        this.mapAddPhase(ok, failed, first, count, seq, cb);
+        if (failed.length === 0) return this.acked(op, ok.length, first, count, cb);
+        this.mapAddPhase(op, ok, failed, first, count, seq, cb);
       });
     }
   }
 
-  /** The legs answered and every miss is recorded: acknowledged, and the next FLUSH must cover it. */
-  private acked(first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
-    this.core.writeAcked(first, count);
+  /**
+   * The legs answered: acknowledged if `copies` legs (with every miss recorded) meet
+   * min_replicas. Below it the IO fails, though its copies stay and its misses are recorded,
+   * so the members converge on it (a failed write may or may not be there).
+   */
+  private acked(op: ReplicatedOp, copies: number, first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
+    const core = this.core;
+    if (copies < core.min_replicas) {
+      core.ioFailed(op, 'min_replicas', Errno.EIO, `${op} of chunks ${first}..${first + count - 1} completed on ${copies} leg(s), fewer than min_replicas ${core.min_replicas}`);
+      return cb(Errno.EIO, null);
+    }
+    core.writeAcked(first, count);
     cb(0, null);
   }
 
-  /** A FLUSH succeeded on the legs `flushed`: acknowledged if durable (see ClientPoolCore.flushDone). */
+  /** A FLUSH succeeded on the legs `flushed`: acknowledged if durable (see ClientPoolCore.flushDone) and on enough legs. */
   private flushDone(n: number, flushed: Leg[], cb: (status: number, data: Buffer | null) => void): void {
     const core = this.core;
+    if (flushed.length < core.min_replicas) {
+      core.flushAbandoned(n);
+      core.ioFailed('flush', 'min_replicas', Errno.EIO, `flush completed on ${flushed.length} leg(s), fewer than min_replicas ${core.min_replicas}`);
+      return cb(Errno.EIO, null);
+    }
     const why = core.flushDone(n, flushed);
     if (why !== null) {
       core.ioFailed('flush', 'not_durable', Errno.EIO, why);
@@ -233,7 +248,7 @@ export class ClientIo {
   }
 
   /** Some legs missed a write: record it on the legs that took it before acknowledging. */
-  private mapAddPhase(ok: Leg[], failed: Leg[], first: number, count: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
+  private mapAddPhase(op: ReplicatedOp, ok: Leg[], failed: Leg[], first: number, count: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
     const core = this.core;
     core.stats.map_adds++;
     const now = core.now();
@@ -261,7 +276,7 @@ export class ClientIo {
           if (!core.sync) core.failLeg(leg, `map_add failed (${status})`);
         }
         if (--pending > 0) return;
-        if (recorded > 0) return this.acked(first, count, cb);
+        if (recorded > 0) return this.acked(op, recorded, first, count, cb);
         core.stats.failed_ios++;
         if (!core.sync) core.markUncertain(first, count, seq);
         cb(last_err, null);
