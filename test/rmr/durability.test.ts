@@ -1,7 +1,8 @@
 // Durability and availability edges (issue 19) on in-process pools on simulated time: a
 // FLUSH is acknowledged only if every chunk written since the last good flush has a clean
 // copy on a member whose flush succeeded; min_replicas holds when an IO completes, not only
-// when it is admitted.
+// when it is admitted; a write stuck in a node's store past the request timeout cannot land
+// after the node is back in service.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RecoveryCluster, pattern } from '../util/recovery-cluster.js';
@@ -135,5 +136,35 @@ test('min_replicas holds for FLUSH: refused below the quorum (EROFS), failed (EI
   // Both failed members left IO service: one NORMAL leg is below the quorum, refused at once.
   c.until('members 2 and 3 out of service', () => c.client.leg(2)?.state !== 'NORMAL' && c.client.leg(3)?.state !== 'NORMAL');
   assert.equal(c.flush(), Errno.EROFS);
+  c.close();
+});
+test('a write stuck in a node\'s store past the request timeout does not land after the node is back in service', () => {
+  const c = new RecoveryCluster(2, { request_timeout_ms: 1000 });
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  const n2 = c.node(2);
+  const off = 3 * c.chunk_size;
+  // X reaches member 2's store and stays there; the client gives up on it after 1 s, fails the
+  // leg (member 2 leaves IO service) and records the miss on member 1.
+  n2.data.faults.stall_writes = true;
+  const x = pattern(1, 4096);
+  assert.equal(c.write(off, x), 0, 'X is on member 1, its miss recorded');
+  x.copy(model, off);
+  n2.data.faults.stall_writes = false;
+  assert.equal(n2.data.heldWrites, 1, 'X is still in member 2\'s store');
+  assert.notEqual(c.client.leg(2)?.state, 'NORMAL');
+  // The recovery tick would bring member 2 back (store check, rejoin, Case 1) and resync the chunk.
+  c.run(3000);
+  const served_while_held = n2.pool.state === 'NORMAL';
+  // Newer data to the same block, then the stalled X completes in member 2's store.
+  const y = pattern(2, 4096);
+  assert.equal(c.write(off, y), 0);
+  y.copy(model, off);
+  n2.data.releaseHeld();
+  c.run(100);
+  c.settle();
+  c.assertIdentical(model);
+  assert.equal(served_while_held, false, 'member 2 stayed out of service while a write from before it left was in its store');
   c.close();
 });
