@@ -55,6 +55,8 @@ const REGRESSION_SEEDS: { seed: number; swarm?: boolean; faults?: FaultKind[]; d
   { seed: 72000901 },
   { seed: 72001092 },
   { seed: 72000061 },
+  // Flush errors (opt-in kind, issue 19 item 1): a FLUSH acknowledged by a member whose copy was stale.
+  { seed: 184, faults: ['flush_error', 'link_cut', 'partition'] },
 ];
 
 test('regression seeds stay fixed', async () => {
