@@ -342,7 +342,21 @@ export class RmrClientModule {
       this.ctx.events.emit({ kind: 'pool_session', subject: `${e.name}/${l?.name ?? `member${ev.member_id}`}`, from: ev.from.toLowerCase(), to: ev.to.toLowerCase(), detail: { member_id: ev.member_id, reason: ev.reason, map_ver: ev.map_ver, sync: e.sync } });
     };
     const pool = new ClientPool(
-      { pool_name: e.name, group_id: groupId(e.name), chunk_size: e.chunk_size, mapped_size, max_io_size: Math.max(4096, max_io_size), sync: e.sync, min_replicas: e.min_replicas },
+      {
+        pool_name: e.name,
+        group_id: groupId(e.name),
+        chunk_size: e.chunk_size,
+        mapped_size,
+        max_io_size: Math.max(4096, max_io_size),
+        sync: e.sync,
+        min_replicas: e.min_replicas,
+        // An IO failed although legs answered (a FLUSH that is not durable, an IO below
+        // min_replicas, issue 19): the upper layer sees EIO only, so the why goes here.
+        on_io_failure: (f) => {
+          this.ctx.logger.log('error', 'io_failure', { pool: f.pool, op: f.op, cause: f.cause, reason: f.reason });
+          this.ctx.events.emit({ kind: 'io_failure', subject: e.name, to: f.cause, detail: { op: f.op, status: errnoName(f.status), reason: f.reason } });
+        },
+      },
       () => this.ctx.clock.now(),
       emit,
     );

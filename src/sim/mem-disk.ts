@@ -1,7 +1,8 @@
 // A memory disk for tests and the simulator, usable as BlockStore and MetaStore. Writes go
 // to a volatile cache until a flush (or FUA) makes them durable; `powerLoss` throws the cache
 // away, or tears it (keeps a random subset of atomic units (512 bytes by default) of each unflushed write), as a
-// real disk may at a crash. Latency and errors are injected per operation.
+// real disk may at a crash. Latency and errors are injected per operation; flushes can fail
+// (the cache stays volatile), and writes can be held (a stalled device) until released.
 
 import type { Clock } from '../util/ports.js';
 import { Errno } from '../util/errno.js';
@@ -21,6 +22,15 @@ export interface MemDiskFaults {
   bad_ranges: { offset: number; length: number }[];
   /** Atomic write unit at a torn power loss (512, or 4096 for a 4Kn device). */
   tear_unit: number;
+  /** Flushes fail with EIO; what they should have made durable stays volatile (an fsync error). */
+  flush_error: boolean;
+  /** Writes (and discards, write-zeroes) issued while set are held, neither applied nor answered, until releaseHeld(). */
+  stall_writes: boolean;
+  /**
+   * A flush makes durable only the writes completed before it was issued (all that fsync
+   * promises); unset, it also takes those completed while it runs.
+   */
+  flush_issued_only: boolean;
 }
 
 export class MemDisk implements BlockStore, MetaStore {
@@ -33,8 +43,10 @@ export class MemDisk implements BlockStore, MetaStore {
   private cache: { offset: number; data: Buffer }[] = [];
   private readonly clock: Clock;
   private readonly random: SeededRandom | null;
-  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [], tear_unit: SECTOR };
-  readonly stats = { reads: 0, writes: 0, flushes: 0, errors: 0 };
+  faults: MemDiskFaults = { latency_ms: 0, read_error_rate: 0, write_error_rate: 0, bad_ranges: [], tear_unit: SECTOR, flush_error: false, stall_writes: false, flush_issued_only: false };
+  readonly stats = { reads: 0, writes: 0, flushes: 0, errors: 0, held: 0 };
+  /** Writes held by `stall_writes`, in order, each with the crash epoch it was issued in. */
+  private held: { epoch: number; run: () => void }[] = [];
 
   constructor(size_bytes: number, clock: Clock, random: SeededRandom | null = null) {
     if (!Number.isSafeInteger(size_bytes) || size_bytes <= 0 || size_bytes > 1 << 30) throw new RangeError(`memory disk size ${size_bytes}`);
@@ -62,6 +74,7 @@ export class MemDisk implements BlockStore, MetaStore {
    */
   crash(mode: 'process' | 'drop' | 'tear'): void {
     this.epoch++;
+    this.held = [];
     if (mode === 'process') {
       this.current.copy(this.durable);
       this.cache = [];
@@ -113,7 +126,7 @@ export class MemDisk implements BlockStore, MetaStore {
     this.stats.writes++;
     const bad = this.check(offset, copy.length);
     const err = bad !== 0 ? bad : this.failed(offset, copy.length, this.faults.write_error_rate) ? Errno.EIO : 0;
-    this.later(() => {
+    const run = (): void => {
       if (err !== 0) {
         this.stats.errors++;
         return cb(err);
@@ -124,7 +137,25 @@ export class MemDisk implements BlockStore, MetaStore {
         this.uncache(offset, copy.length);
       } else this.cache.push({ offset, data: copy });
       cb(0);
-    });
+    };
+    if (this.faults.stall_writes) {
+      this.stats.held++;
+      this.held.push({ epoch: this.epoch, run });
+      return;
+    }
+    this.later(run);
+  }
+
+  /** Writes held by a stall. */
+  get heldWrites(): number {
+    return this.held.length;
+  }
+
+  /** The stall ends for the writes it held: each is applied and answered (after the latency), in order. */
+  releaseHeld(): void {
+    const held = this.held;
+    this.held = [];
+    for (const h of held) if (h.epoch === this.epoch) this.later(h.run);
   }
 
   /**
@@ -160,9 +191,16 @@ export class MemDisk implements BlockStore, MetaStore {
 
   flush(cb: IoCallback): void {
     this.stats.flushes++;
+    const fail = this.faults.flush_error;
+    // A cached write trimmed by a later durable write is a new entry: not covered (stays volatile).
+    const covered = this.faults.flush_issued_only ? new Set(this.cache) : null;
     this.later(() => {
-      for (const w of this.cache) w.data.copy(this.durable, w.offset);
-      this.cache = [];
+      if (fail) {
+        this.stats.errors++;
+        return cb(Errno.EIO);
+      }
+      for (const w of this.cache) if (covered === null || covered.has(w)) w.data.copy(this.durable, w.offset);
+      this.cache = covered === null ? [] : this.cache.filter((w) => !covered.has(w));
       cb(0);
     });
   }

@@ -60,10 +60,15 @@ export const FAULT_KINDS = [
   'remove',
   'extend',
   'replace',
+  'flush_error',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
-/** Kinds a seed uses unless told otherwise: all of them. */
-export const DEFAULT_FAULTS: readonly FaultKind[] = FAULT_KINDS;
+/**
+ * Kinds a seed uses unless told otherwise: all but `flush_error` (issue 19, item 1), opt-in
+ * for now (`--faults`): in the default set it would change every seed's schedule, and the
+ * regression seeds of test/sim would no longer replay what they found.
+ */
+export const DEFAULT_FAULTS: readonly FaultKind[] = FAULT_KINDS.filter((k) => k !== 'flush_error');
 
 export type Mutation = 'skip_map_add' | 'no_piggyback' | 'drop_intent';
 
@@ -1011,6 +1016,24 @@ function simulate(o: SimOptions): SimResult {
         kinds_hit.add(kind);
         crashNode(n, f.mode);
         clock.setTimer(300 + f.heal_ms, () => restartNode(n));
+      } else if (kind === 'flush_error') {
+        // An fsync error, then the host goes down: the node's flushes fail for a while (it
+        // leaves IO service at the first), then it crashes losing its cache and restarts. A
+        // FLUSH acknowledged meanwhile must have a durable clean copy elsewhere.
+        if (nodes.some((n) => !n.up)) return;
+        const n = nodes[f.node % nodes.length] as SimNode;
+        if (!n.in_pool) return;
+        const d = n.data;
+        d.faults.flush_error = true;
+        hit(`flush errors node${n.member}`);
+        clock.setTimer(100 + f.heal_ms, () => {
+          d.faults.flush_error = false;
+          if (!n.up || n.data !== d) return t(`heal: flush errors node${n.member}`);
+          crashes.push(clock.now());
+          t(`heal: flush errors node${n.member}: crash drop (${d.unflushedWrites} unflushed writes)`);
+          crashNode(n, 'drop');
+          clock.setTimer(300, () => restartNode(n));
+        });
       } else if (kind === 'disk_error') {
         const node = nodes[f.node % nodes.length] as SimNode;
         node.data.faults.bad_ranges.push({ offset: f.off, length: BLOCK });

@@ -159,7 +159,9 @@ test('with no NORMAL leg a write fails at once (ENODEV), never hangs; min_replic
   (c.channels[0] as { cut: boolean }).cut = true;
   assert.equal(c.write(0, Buffer.alloc(4096, 2)), 0, 'two NORMAL legs meet the quorum');
   (c.channels[1] as { cut: boolean }).cut = true;
-  assert.equal(c.write(4096, Buffer.alloc(4096, 3)), 0, 'this write discovers the second failure; one leg took it');
+  // min_replicas holds at completion too (issue 19, item 2): one copy is below it.
+  assert.equal(c.write(4096, Buffer.alloc(4096, 3)), Errno.EIO, 'this write discovers the second failure; only one leg took it');
+  assert.equal(c.client.status().io_failures.min_replicas, 1);
   assert.equal(c.write(8192, Buffer.alloc(4096, 4)), Errno.EROFS, 'one NORMAL leg is below min_replicas');
   const [rs] = c.read(0, 4096);
   assert.equal(rs, 0, 'reads still work');

@@ -85,7 +85,27 @@ export class NodeChannel implements LegChannel {
   private later(fn: () => void): void {
     this.c.clock.setTimer(this.latency_ms, fn);
   }
-  sendIo(msg: IoMsgValue, data: Buffer | null, cb: (status: number, data: Buffer | null) => void): void {
+  /**
+   * As the transport's request timeout: with `request_timeout_ms` set, a request not answered
+   * in time fails with ETIMEDOUT and its late answer is dropped (the node may still run it).
+   */
+  private timed<A extends unknown[]>(cb: (...a: A) => void, timeout: (cb: (...a: A) => void) => void): (...a: A) => void {
+    const ms = this.c.request_timeout_ms;
+    if (ms <= 0) return cb;
+    let done = false;
+    const t = this.c.clock.setTimer(ms, () => {
+      done = true;
+      timeout(cb);
+    });
+    return (...a: A) => {
+      if (done) return;
+      done = true;
+      this.c.clock.cancel(t);
+      cb(...a);
+    };
+  }
+  sendIo(msg: IoMsgValue, data: Buffer | null, answer: (status: number, data: Buffer | null) => void): void {
+    const cb = this.timed(answer, (f) => f(Errno.ETIMEDOUT, null));
     if (this.gone()) return this.later(() => cb(Errno.ENOTCONN, null));
     const pool = this.node.pool;
     this.later(() => {
@@ -93,7 +113,8 @@ export class NodeChannel implements LegChannel {
       pool.handleIo(msg, data ?? Buffer.alloc(0), false, (s, d) => this.later(() => (this.gone() || pool !== this.node.pool ? cb(Errno.ENOTCONN, null) : cb(s, d))));
     });
   }
-  sendMapAdd(msg: MapAddValue, cb: (status: number) => void): void {
+  sendMapAdd(msg: MapAddValue, answer: (status: number) => void): void {
+    const cb = this.timed(answer, (f) => f(Errno.ETIMEDOUT));
     const pool = this.node.pool;
     this.later(() => {
       if (this.gone() || pool !== this.node.pool) return cb(Errno.ENOTCONN);
@@ -105,7 +126,8 @@ export class NodeChannel implements LegChannel {
   isConnected(): boolean {
     return !this.gone();
   }
-  command(cmd: LegCommand, cb: LegCommandCallback): void {
+  command(cmd: LegCommand, answer: LegCommandCallback): void {
+    const cb = this.timed(answer, (f) => f(Errno.ETIMEDOUT, 0, 'request timed out'));
     this.c.onCommand?.(this.node.member_id, cmd);
     if (this.gone()) return this.later(() => cb(Errno.ENOTCONN, 0, 'link cut'));
     const pool = this.node.pool;
@@ -124,6 +146,8 @@ export interface RecoveryClusterOptions {
   /** Intent extent size (default: one chunk) and how many the record holds. */
   intent_extent_shift?: number;
   intent_max_extents?: number;
+  /** The client's requests fail with ETIMEDOUT after this long (0: never), as over the transport. */
+  request_timeout_ms?: number;
 }
 
 const POOL = 'rpool';
@@ -145,12 +169,15 @@ export class RecoveryCluster {
   readonly refused: string[] = [];
   /** Every leg state change of the current and earlier clients, in order. */
   readonly leg_events: LegStateEvent[] = [];
+  /** See RecoveryClusterOptions.request_timeout_ms; may be changed between steps. */
+  request_timeout_ms: number;
 
   constructor(rf: number, o: RecoveryClusterOptions = {}) {
     this.chunk_size = o.chunk_size ?? 16 * 1024;
     this.size = (o.chunks ?? 32) * this.chunk_size;
     this.random = new SeededRandom(o.seed ?? 1);
-    this.o = { chunk_size: this.chunk_size, chunks: o.chunks ?? 32, seed: o.seed ?? 1, intent_extent_shift: o.intent_extent_shift ?? Math.log2(this.chunk_size), intent_max_extents: o.intent_max_extents ?? 64 };
+    this.request_timeout_ms = o.request_timeout_ms ?? 0;
+    this.o = { chunk_size: this.chunk_size, chunks: o.chunks ?? 32, seed: o.seed ?? 1, intent_extent_shift: o.intent_extent_shift ?? Math.log2(this.chunk_size), intent_max_extents: o.intent_max_extents ?? 64, request_timeout_ms: this.request_timeout_ms };
     for (let m = 1; m <= rf; m++) this.addNode(m);
     this.newClient();
     for (const n of this.nodes) {

@@ -7,14 +7,20 @@
 //
 // Guarantees: a write is acknowledged only if it is on at least one leg and every member
 // that missed it is recorded dirty on a surviving leg and in client memory; an IO with no
-// NORMAL leg fails at once (ENODEV); with `min_replicas`, writes are refused (EROFS) while
-// fewer legs are NORMAL.
+// NORMAL leg fails at once (ENODEV); with `min_replicas`, writes and flushes are refused
+// (EROFS) while fewer legs are NORMAL, and fail (EIO) when they complete on fewer legs; a
+// FLUSH is acknowledged only if every chunk written since the last good flush has a clean
+// copy on a leg that flushed (ARCHITECTURE §2.14), else it fails (EIO). A FUA write needs no
+// more: each leg that took it wrote it durably into a chunk it held clean.
 
 import { Errno } from '../../util/errno.js';
 import { chunkRange } from '../protocol/dirty-map.js';
 import { IO_F_FUA, IO_F_SYNC, IoOp, MAX_MEMBERS, type MapAddValue } from '../protocol/msg.js';
 import type { ClientOp, Leg } from './leg.js';
 import type { ClientPoolCore } from './pool-core.js';
+
+/** The IOs that go to every NORMAL leg. */
+type ReplicatedOp = Exclude<ClientOp, 'read'>;
 
 const NO_MEMBERS: readonly number[] = [];
 const OP_CODE: Record<ClientOp, number> = { read: IoOp.READ, write: IoOp.WRITE, discard: IoOp.DISCARD, write_zeroes: IoOp.WRITE_ZEROES, flush: IoOp.FLUSH };
@@ -132,7 +138,7 @@ export class ClientIo {
 
   // ------------------------------------------------------------------ writes (§6.2, §6.4)
 
-  private replicate(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
+  private replicate(op: ReplicatedOp, offset: number, length: number, data: Buffer | null, flags: number, cb: (status: number, data: Buffer | null) => void): void {
     const core = this.core;
     if (op === 'flush') return this.replicateLocked(op, offset, length, data, flags, 0, cb);
     const end = offset + length;
@@ -148,19 +154,20 @@ export class ClientIo {
     if (!queued) cb(Errno.EBUSY, null);
   }
 
-  private replicateLocked(op: ClientOp, offset: number, length: number, data: Buffer | null, flags: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
+  private replicateLocked(op: ReplicatedOp, offset: number, length: number, data: Buffer | null, flags: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
     const core = this.core;
     const targets = core.normalLegs();
     if (targets.length === 0) {
       core.stats.failed_ios++;
       return cb(Errno.ENODEV, null);
     }
-    if (op !== 'flush' && targets.length < core.min_replicas) {
+    if (targets.length < core.min_replicas) {
       core.stats.failed_ios++;
       return cb(Errno.EROFS, null);
     }
     core.stats.writes++;
     const has_range = op !== 'flush';
+    const flush_n = has_range ? 0 : core.flushIssued();
     const [first, count] = has_range ? chunkRange(offset, length, core.chunk_size) : [0, 0];
     // Piggyback: members that cannot take this write, recorded by every leg that does.
     const missing: number[] = [];
@@ -197,17 +204,51 @@ export class ClientIo {
         if (first_err === 0 && ok.length < answered_ok.length) first_err = Errno.EIO;
         if (ok.length === 0) {
           core.stats.failed_ios++;
+          if (!has_range) core.flushAbandoned(flush_n);
           if (has_range && !core.sync) core.markUncertain(first, count, seq);
           return cb(first_err, null);
         }
-        if (failed.length === 0 || !has_range) return cb(0, null);
-        this.mapAddPhase(ok, failed, first, count, seq, cb);
+        if (!has_range) return this.flushDone(flush_n, ok, cb);
+        for (const l of ok) core.copyLanded(l, first, count);
+        if (failed.length === 0) return this.acked(op, ok.length, first, count, cb);
+        this.mapAddPhase(op, ok, failed, first, count, seq, cb);
       });
     }
   }
 
+  /**
+   * The legs answered: acknowledged if `copies` legs (with every miss recorded) meet
+   * min_replicas. Below it the IO fails, though its copies stay and its misses are recorded,
+   * so the members converge on it (a failed write may or may not be there).
+   */
+  private acked(op: ReplicatedOp, copies: number, first: number, count: number, cb: (status: number, data: Buffer | null) => void): void {
+    const core = this.core;
+    if (copies < core.min_replicas) {
+      core.ioFailed(op, 'min_replicas', Errno.EIO, `${op} of chunks ${first}..${first + count - 1} completed on ${copies} leg(s), fewer than min_replicas ${core.min_replicas}`);
+      return cb(Errno.EIO, null);
+    }
+    core.writeAcked(first, count);
+    cb(0, null);
+  }
+
+  /** A FLUSH succeeded on the legs `flushed`: acknowledged if durable (see ClientPoolCore.flushDone) and on enough legs. */
+  private flushDone(n: number, flushed: Leg[], cb: (status: number, data: Buffer | null) => void): void {
+    const core = this.core;
+    if (flushed.length < core.min_replicas) {
+      core.flushAbandoned(n);
+      core.ioFailed('flush', 'min_replicas', Errno.EIO, `flush completed on ${flushed.length} leg(s), fewer than min_replicas ${core.min_replicas}`);
+      return cb(Errno.EIO, null);
+    }
+    const why = core.flushDone(n, flushed);
+    if (why !== null) {
+      core.ioFailed('flush', 'not_durable', Errno.EIO, why);
+      return cb(Errno.EIO, null);
+    }
+    cb(0, null);
+  }
+
   /** Some legs missed a write: record it on the legs that took it before acknowledging. */
-  private mapAddPhase(ok: Leg[], failed: Leg[], first: number, count: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
+  private mapAddPhase(op: ReplicatedOp, ok: Leg[], failed: Leg[], first: number, count: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
     const core = this.core;
     core.stats.map_adds++;
     const now = core.now();
@@ -235,7 +276,7 @@ export class ClientIo {
           if (!core.sync) core.failLeg(leg, `map_add failed (${status})`);
         }
         if (--pending > 0) return;
-        if (recorded > 0) return cb(0, null);
+        if (recorded > 0) return this.acked(op, recorded, first, count, cb);
         core.stats.failed_ios++;
         if (!core.sync) core.markUncertain(first, count, seq);
         cb(last_err, null);

@@ -23,7 +23,7 @@ import { ClientPoolCore, type ClientPoolOptions, type ClientPoolQuery, type Clie
 
 export { Leg } from './leg.js';
 export type { ClientOp, LegChannel, OpCallback } from './leg.js';
-export type { ClientPoolOptions, ClientPoolQuery, ClientPoolStats, ClientPoolStatus } from './pool-core.js';
+export type { ClientIoFailure, ClientPoolOptions, ClientPoolQuery, ClientPoolStats, ClientPoolStatus } from './pool-core.js';
 export type { DelSessOptions } from './client-lifecycle.js';
 export type { VerifyOptions, VerifyProgress, VerifyReport } from './client-verify.js';
 

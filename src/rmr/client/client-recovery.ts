@@ -519,6 +519,7 @@ export class ClientRecovery {
       leg.channel.command({ kind: 'map_check' }, (status, value) => {
         if (status !== 0 || value !== 1) return;
         if (map.ts !== ts_asked || core.now() - map.ts < core.map_clean_delay_ms) return;
+        core.mapWiped(leg.member_id);
         map.clearAll(core.now());
       });
     }

@@ -19,6 +19,7 @@ import { IoFreeze } from './io-freeze.js';
 import { Leg, type LegChannel } from './leg.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent } from './leg-state.js';
 import { RangeLocks } from './range-locks.js';
+import { UnflushedChunks } from './unflushed.js';
 import { WriteSequence } from './write-sequence.js';
 
 /** IOs held while the pool is frozen, or behind an overlapping write: bounded, beyond it EBUSY. */
@@ -29,6 +30,23 @@ const MAX_LOCK_WAITERS = 64;
 const MAX_PENDING_INFO = 64;
 /** An IO message's empty list of members that missed it (read-only: shared by every IO). */
 const NO_IDS = Buffer.alloc(MAX_MEMBERS);
+/** Chunks listed as written since the last good flush at most (beyond: every chunk counts, see unflushed.ts). */
+const MAX_UNFLUSHED_CHUNKS = 1 << 16;
+
+/**
+ * An IO failed because the pool could not give the guarantee it asks for, although legs
+ * answered: `not_durable`, a FLUSH after which some written chunk would have no durable clean
+ * copy; `min_replicas`, an IO that completed on fewer legs than the pool's quorum.
+ */
+export interface ClientIoFailure {
+  kind: 'io_failure';
+  pool: string;
+  op: 'write' | 'discard' | 'write_zeroes' | 'flush';
+  cause: 'not_durable' | 'min_replicas';
+  status: number;
+  reason: string;
+  at: number;
+}
 
 export interface ClientPoolOptions {
   pool_name: string;
@@ -44,6 +62,8 @@ export interface ClientPoolOptions {
   map_clean_delay_ms?: number;
   /** Called with the reason whenever a leg state change is refused (the simulator counts them). */
   on_refused?: (reason: string) => void;
+  /** Told of every IO failed for durability or quorum (the daemon makes an event and a log line of it). */
+  on_io_failure?: (ev: ClientIoFailure) => void;
 }
 
 export interface ClientPoolStats {
@@ -64,6 +84,10 @@ export interface ClientPoolStatus {
   frozen_queue: number;
   settled_below: number;
   uncertain_chunks: number;
+  /** Chunks written since the last successful flush (-1: more than are listed, every chunk counts). */
+  unflushed_chunks: number;
+  /** IOs failed for durability or quorum (ClientIoFailure), and the last one. */
+  io_failures: { not_durable: number; min_replicas: number; last: ClientIoFailure | null };
   legs: { member_id: number; state: LegState; maintenance: boolean; pending_info: number; dirty_chunks: number }[];
 }
 
@@ -118,6 +142,17 @@ export class ClientPoolCore {
   /** Overlapping writes (and verify batches) run in arrival order. */
   private readonly ranges = new RangeLocks(MAX_FROZEN_QUEUE);
   private readonly on_refused: ((reason: string) => void) | null;
+  private readonly on_io_failure: ((ev: ClientIoFailure) => void) | null;
+  /** Chunks written since the last successful flush (FLUSH durability, ARCHITECTURE §2.14). */
+  private readonly unflushed = new UnflushedChunks(MAX_UNFLUSHED_CHUNKS);
+  private readonly io_failures: ClientPoolStatus['io_failures'] = { not_durable: 0, min_replicas: 0, last: null };
+  /**
+   * FLUSHes in flight, by number: per member, the chunks its map had cleared since the flush
+   * was sent ('all': too many to list, or the whole map). A copy made clean after a node's
+   * flush began (a chunk synced under a later write, a MAP_CHECK wipe) may be newer than what
+   * that flush made durable, so it does not vouch for the flush.
+   */
+  private readonly flights = new Map<number, Map<number, Set<number> | 'all'>>();
 
   constructor(o: ClientPoolOptions, now: () => number, emit: (ev: LegStateEvent) => void) {
     if (!Number.isSafeInteger(o.mapped_size) || o.mapped_size <= 0) throw new RangeError(`mapped_size ${o.mapped_size}`);
@@ -131,6 +166,7 @@ export class ClientPoolCore {
     this.sync = o.sync ?? false;
     this.map_clean_delay_ms = o.map_clean_delay_ms ?? 5000;
     this.on_refused = o.on_refused ?? null;
+    this.on_io_failure = o.on_io_failure ?? null;
     this.now = now;
     this.uncertain = new DirtyMap(0, this.no_of_chunks);
     this.counters = { pool: this.pool, normal_count: 0, map_ver: 1, legs: () => this.legs_by_id.values() };
@@ -213,6 +249,8 @@ export class ClientPoolCore {
       frozen_queue: this.io_freeze.heldCount,
       settled_below: this.settledBelow(),
       uncertain_chunks: this.uncertain.dirtyCount,
+      unflushed_chunks: this.unflushed.overflowed ? -1 : this.unflushed.size,
+      io_failures: { ...this.io_failures },
       legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state, maintenance: l.maintenance, pending_info: l.pending_info.length, dirty_chunks: this._maps.get(l.member_id)?.dirtyCount ?? 0 })),
     };
   }
@@ -281,6 +319,7 @@ export class ClientPoolCore {
     if (leg !== undefined) this.setLegState(leg, 'REMOVING', forget ? 'delete' : 'disassemble');
     this.legs_by_id.delete(member_id);
     if (forget) {
+      this.mapWiped(member_id);
       this._members.delete(member_id);
       this._maps.delete(member_id);
     }
@@ -391,12 +430,14 @@ export class ClientPoolCore {
 
   /** The member left the pool for good (del_sess delete): its map goes too. */
   forgetMember(member_id: number): void {
+    this.mapWiped(member_id);
     this._members.delete(member_id);
     this._maps.delete(member_id);
   }
 
   /** The last leg was disassembled: the maps are rebuilt from pool_md at the next assemble. */
   forgetAllMaps(): void {
+    for (const id of this._maps.keys()) this.mapWiped(id);
     this._maps.clear();
   }
 
@@ -524,10 +565,125 @@ export class ClientPoolCore {
     this.seq.end(seq);
   }
 
-  /** A write failed on every leg it reached, or could not be recorded: its chunks are uncertain. */
+  /**
+   * A write failed on every leg it reached, or could not be recorded: its chunks are uncertain.
+   * They are dirty for every member in the client's maps too: their reconciliation
+   * (INTENT_TO_MAP) makes them dirty on the nodes for all but one member, chosen there, and
+   * the client's maps must not claim a member clean that its node holds dirty (a FLUSH counts
+   * a member's copy as clean by them). MAP_CHECK cleans the chosen member's map later.
+   */
   markUncertain(first: number, count: number, seq: number): void {
-    this.uncertain.setDirty(first, count, this.now());
+    const now = this.now();
+    this.uncertain.setDirty(first, count, now);
+    for (const id of this._members) this.mapOf(id).setDirty(first, count, now);
     this.seq.uncertain(seq);
+  }
+
+  // ------------------------------------------------------------------ durability (flush, min_replicas)
+
+  /**
+   * A leg answered a modifying IO over [first, first+count) and has not failed since it was
+   * sent: its node served it only with those chunks clean (it resyncs a dirty chunk first),
+   * so its copy of them is complete now; the client's map of it says so too. Whatever it
+   * misses later is recorded after this (a failure of the leg, a MAP_ADD, a piggyback).
+   */
+  copyLanded(leg: Leg, first: number, count: number): void {
+    if (this.sync || leg.state !== 'NORMAL') return;
+    const m = this._maps.get(leg.member_id);
+    if (m === undefined || m.isEmpty()) return;
+    if (this.flights.size > 0) for (let c = first; c < first + count; c++) if (m.isDirty(c)) this.clearedInFlight(leg.member_id, c);
+    m.clear(first, count);
+  }
+
+  /** The client's map of `member_id` was wiped (MAP_CHECK): it vouches for no FLUSH in flight. */
+  mapWiped(member_id: number): void {
+    for (const f of this.flights.values()) f.set(member_id, 'all');
+  }
+
+  private clearedInFlight(member_id: number, chunk: number): void {
+    for (const f of this.flights.values()) {
+      const set = f.get(member_id) ?? new Set<number>();
+      if (set === 'all') continue;
+      set.add(chunk);
+      f.set(member_id, set.size > MAX_UNFLUSHED_CHUNKS ? 'all' : set);
+    }
+  }
+
+  /** A modifying IO over [first, first+count) was acknowledged: the next FLUSH must cover it. */
+  writeAcked(first: number, count: number): void {
+    if (!this.sync) this.unflushed.written(first, count);
+  }
+
+  /** A FLUSH is sent: its number, for flushDone or flushAbandoned. */
+  flushIssued(): number {
+    const n = this.unflushed.flushIssued();
+    this.flights.set(n, new Map());
+    return n;
+  }
+
+  /** FLUSH number `n` failed on its own (no leg flushed, too few): nothing becomes durable by it. */
+  flushAbandoned(n: number): void {
+    this.flights.delete(n);
+  }
+
+  /**
+   * FLUSH number `n` succeeded on the legs `flushed` (and they did not fail since it was
+   * sent). It is durable only if every chunk written since the last good flush has a clean
+   * copy on one of them, clean since before its flush began: by the client's maps, which
+   * over-approximate what each node holds dirty (every miss is recorded in them before the
+   * write is acknowledged; a node's own knowledge is marked in them before it gets maps;
+   * uncertain chunks are marked for all), and by what they cleared while the flush was in
+   * flight. A node's flush alone proves nothing for a chunk its copy lacks (issue 19: a
+   * member back from an absence flushed while its copy of a written chunk was still stale,
+   * and the one member holding it failed its flush). Returns null when durable (the chunks
+   * leave the set), else why not.
+   */
+  flushDone(n: number, flushed: readonly Leg[]): string | null {
+    const cleared = this.flights.get(n) ?? new Map<number, Set<number> | 'all'>();
+    this.flights.delete(n);
+    const vouching = (l: Leg): boolean => cleared.get(l.member_id) !== 'all';
+    if (!this.unflushed.isEmpty && !flushed.some((l) => vouching(l) && cleared.get(l.member_id) === undefined && this.mapOf(l.member_id).isEmpty())) {
+      const legs = flushed.filter(vouching);
+      let chunk = legs.length === 0 ? 0 : -1;
+      if (legs.length > 0 && this.unflushed.overflowed) {
+        // Every chunk counts: the first chunk dirty in every map, each map skipping ahead. A
+        // map with chunks cleared during the flush does not take part (stricter, still correct).
+        const maps = legs.filter((l) => cleared.get(l.member_id) === undefined).map((l) => this.mapOf(l.member_id));
+        let c = 0;
+        for (let i = 0, agree = 0; maps.length > 0 && c >= 0 && agree < maps.length; i = (i + 1) % maps.length) {
+          const d = (maps[i] as DirtyMap).nextDirty(c);
+          if (d === c) agree++;
+          else {
+            c = d;
+            agree = 1;
+          }
+        }
+        chunk = maps.length === 0 ? 0 : c;
+      } else if (legs.length > 0) {
+        const covers = (l: Leg, c: number): boolean => {
+          const cl = cleared.get(l.member_id);
+          return !this.mapOf(l.member_id).isDirty(c) && (cl === undefined || (cl !== 'all' && !cl.has(c)));
+        };
+        for (const c of this.unflushed.chunks()) {
+          if (!legs.some((l) => covers(l, c))) {
+            chunk = c;
+            break;
+          }
+        }
+      }
+      if (chunk >= 0) return `chunk ${chunk} was written since the last flush and no member that flushed (${flushed.map((l) => l.member_id).join(',')}) holds a clean copy of it`;
+    }
+    this.unflushed.flushed(n);
+    return null;
+  }
+
+  /** An IO failed for durability or quorum: counted, kept as the last one, and told (on_io_failure). */
+  ioFailed(op: ClientIoFailure['op'], cause: ClientIoFailure['cause'], status: number, reason: string): void {
+    const ev: ClientIoFailure = { kind: 'io_failure', pool: this.pool, op, cause, status, reason, at: this.now() };
+    this.stats.failed_ios++;
+    this.io_failures[cause]++;
+    this.io_failures.last = ev;
+    this.on_io_failure?.(ev);
   }
 
   /** The uncertain set was reconciled: its writes are settled. */

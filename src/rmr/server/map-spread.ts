@@ -60,6 +60,8 @@ export class MapSpread {
     if (from_sync) return 'MAP_READY from a sync pool';
     if (core.sm.state !== 'NO_IO' && core.sm.state !== 'CREATED') return `MAP_READY in state ${core.sm.state}`;
     if (core.map_update_state !== 'DISABLED') return `map update already ${core.map_update_state}`;
+    // The drain of issue 19, item 4 (ServerPoolCore.writesInStore): the client retries.
+    if (core.writesInStore > 0) return `${core.writesInStore} write(s) from before the node left service still in its store`;
     core.startMapUpdate();
     return null;
   }

@@ -66,6 +66,8 @@ export class Membership {
         core.setMaintenance(false);
         return null; // leaving maintenance does not enable; a map update will
       }
+      // As MAP_READY (ServerPoolCore.writesInStore): no late write after the enable.
+      if (core.sm.state !== 'NORMAL' && core.writesInStore > 0) return `${core.writesInStore} write(s) from before the node left service still in its store`;
       const err = core.sm.change('NORMAL', 'enable');
       // It serves again after a recovery: whatever a former client left unsettled in the
       // intent record has been dealt with (Cases 3/4 run INTENT_TO_MAP with the record before

@@ -126,6 +126,8 @@ export class ServerPoolCore {
   private readonly _maps = new Map<number, DirtyMap<ParkedIo>>();
   /** Non-sync (compute client) sessions joined. */
   private _client_sessions = 0;
+  /** See writesInStore. */
+  private _writes_in_store = 0;
 
   constructor(opts: ServerPoolOptions, emit: (ev: ServerPoolEvent) => void) {
     const bad = checkChunkSize(opts.chunk_size);
@@ -251,7 +253,28 @@ export class ServerPoolCore {
     this._marked_create = marked_create;
   }
 
+  /**
+   * Client writes (and discards, write-zeroes) and chunk-sync writes handed to the attached
+   * store and not answered by it yet. A node comes back into IO service (MAP_READY, a direct
+   * enable) only with none: a write stalled in the store past the client's timeout, from
+   * before the node left service, could otherwise land after its resync over newer data
+   * (issue 19, item 4). A store that is detached takes its writes with it.
+   */
+  get writesInStore(): number {
+    return this._writes_in_store;
+  }
+
+  /** A write goes to the store: call the function returned when the store answers it. */
+  storeWriteBegins(): () => void {
+    const store = this._store;
+    this._writes_in_store++;
+    return () => {
+      if (this._store === store) this._writes_in_store--;
+    };
+  }
+
   attachStore(store: RegisteredStore, intent: IntentLog, md_store: PoolMdStore, map_store: MapStore): void {
+    this._writes_in_store = 0;
     this._store = store;
     this._intent = intent;
     this._md_store = md_store;
@@ -260,6 +283,7 @@ export class ServerPoolCore {
 
   /** The store left the pool (unregister): everything learned with it goes. */
   detachStore(): void {
+    this._writes_in_store = 0;
     this._store = null;
     this._intent = null;
     this._md_store = null;

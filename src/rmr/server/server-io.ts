@@ -120,13 +120,23 @@ export class ServerIo {
     core.stats.writes++;
     const fua = (io.flags & IO_F_FUA) !== 0;
     const intent = core.intent as IntentLog;
+    const epoch = core.sm.service_epoch;
     const go = (st: number): void => {
       if (st !== 0) {
         // No intent record, no crash consistency: refuse the write.
         this.storeError('intent record', st);
         return reply(st, null);
       }
+      // A write admitted in an earlier service period (it waited for the intent record while
+      // the node left service, and maybe came back) is not applied: the client has counted
+      // it as missed here, and a resync may have written newer data since (issue 19, item 4).
+      if (core.sm.state !== 'NORMAL' || core.sm.service_epoch !== epoch) {
+        intent.end(io.offset, io.length, false);
+        return reply(Errno.ECANCELED, null);
+      }
+      const answered = core.storeWriteBegins();
       const done = (status: number): void => {
+        answered();
         intent.end(io.offset, io.length, fua && status === 0);
         if (status !== 0) {
           this.storeError(op === IoOp.WRITE ? 'write' : op === IoOp.DISCARD ? 'discard' : 'write-zeroes', status);
@@ -263,8 +273,15 @@ export class ServerIo {
           if (--e.sync_cnt === 0) finish(err);
         };
         if (status !== 0 || d === null || d.length !== plen) return pieceDone(status !== 0 ? status : Errno.EIO);
+        // Pulled before the node left service: not written (it may predate newer data here by
+        // the time the node is back), and the chunk stays dirty (finish).
+        if (core.sm.state !== 'NORMAL' || core.sm.service_epoch !== epoch) return pieceDone(Errno.ECANCELED);
         // FUA: the chunk may be marked clean only once its data is durable here.
-        store.block.write(off, d, true, pieceDone);
+        const answered = core.storeWriteBegins();
+        store.block.write(off, d, true, (st) => {
+          answered();
+          pieceDone(st);
+        });
       });
     }
   }
