@@ -1030,6 +1030,8 @@ function simulate(o: SimOptions): SimResult {
           d.faults.flush_error = false;
           if (!n.up || n.data !== d) return t(`heal: flush errors node${n.member}`);
           crashes.push(clock.now());
+          // It took effect: the node lost its cache after its flushes had failed.
+          kinds_hit.add(kind);
           t(`heal: flush errors node${n.member}: crash drop (${d.unflushedWrites} unflushed writes)`);
           crashNode(n, 'drop');
           clock.setTimer(300, () => restartNode(n));
