@@ -37,7 +37,7 @@ export interface DashboardOptions {
   readonly port: number;
   /** TLS certificate and key (PEM); required off loopback. */
   readonly tls: { cert: Buffer; key: Buffer } | null;
-  /** Required off loopback (at least 16 characters). */
+  /** Required off loopback (at least 32 characters). */
   readonly token: string | null;
   readonly interval_ms: number;
   readonly bundle_dir?: string;
