@@ -327,6 +327,9 @@ export function validateClusterFile(raw: unknown): ClusterFile {
     if (data_tls === 'off') {
       const off = n.addresses.find((a) => !isLoopbackHost(a));
       if (off !== undefined) r.fail(`${nodeAt[i] ?? '?'}.addresses`, `${off} is not a loopback address and data_tls is off (plaintext): use data_tls: psk (the default), or data_tls: insecure`);
+      // A node of several addresses listens on 0.0.0.0 (one data.listen), which its daemon
+      // refuses in plaintext: say so here, before anything starts.
+      else if (n.addresses.length > 1) r.fail(`${nodeAt[i] ?? '?'}.addresses`, `a node of ${n.addresses.length} addresses listens on 0.0.0.0, not loopback, and data_tls is off (plaintext): use data_tls: psk (the default), data_tls: insecure, or one address`);
     }
   });
   r.done();

@@ -269,6 +269,19 @@ test('cluster file: client.nbd TLS settings pass through and follow the daemon r
   assert.equal(validateClusterFile(edit((x) => Object.assign(at(x, 'client', 'nbd'), { tcp: '0.0.0.0:10809', allow_insecure: true }))).client?.nbd.allow_insecure, true);
 });
 
+test('cluster file: data_tls off is refused for a node that would listen off loopback, several loopback addresses included', () => {
+  // Several addresses make `rmr up` write data.listen 0.0.0.0, which the daemon refuses in
+  // plaintext: the cluster file passed and the daemon then failed to start.
+  assert.equal(validateClusterFile(edit((x) => (x.data_tls = 'off'))).data_tls, 'off');
+  assert.deepEqual(problems(() => validateClusterFile(edit((x) => { x.data_tls = 'off'; at(x, 'nodes', 0).addresses = ['127.0.0.2', '127.0.0.12']; }))), [
+    'nodes[0].addresses: a node of 2 addresses listens on 0.0.0.0, not loopback, and data_tls is off (plaintext): use data_tls: psk (the default), data_tls: insecure, or one address',
+  ]);
+  assert.deepEqual(problems(() => validateClusterFile(edit((x) => { x.data_tls = 'off'; at(x, 'nodes', 1).addresses = ['10.0.0.3']; }))), [
+    'nodes[1].addresses: 10.0.0.3 is not a loopback address and data_tls is off (plaintext): use data_tls: psk (the default), or data_tls: insecure',
+  ]);
+  assert.equal(validateClusterFile(edit((x) => { x.data_tls = 'insecure'; at(x, 'nodes', 0).addresses = ['127.0.0.2', '127.0.0.12']; })).data_tls, 'insecure');
+});
+
 test('isLoopbackHost: 127/8, ::1 and localhost only', () => {
   for (const h of ['127.0.0.1', '127.3.2.1', '::1', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(h), true, h);
   for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'example.com', '127.0.0.1.example.com', '::ffff:10.0.0.1']) assert.equal(isLoopbackHost(h), false, h);
