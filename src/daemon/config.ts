@@ -106,6 +106,8 @@ export interface NbdConfig {
   /** An NBD connection with no request for this long is closed; 0: never. */
   readonly idle_timeout_ms: number;
   readonly max_connections: number;
+  /** Largest READ/WRITE payload advertised to NBD clients; longer than the pool's max IO is split. */
+  readonly max_payload: number;
 }
 
 /** Where defaults come from: the host, not the code (so tests pass their own). */
@@ -226,6 +228,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'nbd.max_inflight_bytes', kind: { t: 'int', min: 1 << 20, max: 2 ** 40 }, help: 'request bytes in flight over all NBD connections together', def: () => 512 << 20 },
   { key: 'nbd.idle_timeout_ms', kind: { t: 'int', min: 0, max: 7 * 86_400_000 }, help: 'close an NBD connection with no request for this long (0: never)', def: () => 0 },
   { key: 'nbd.max_connections', kind: { t: 'int', min: 1, max: 100_000 }, help: 'NBD connections, all listeners together', def: () => 1024 },
+  { key: 'nbd.max_payload', kind: { t: 'int', min: 64 << 10, max: 64 << 20 }, help: 'largest NBD read or write a client may send (NBD_INFO_BLOCK_SIZE maximum); split into the pool\'s max IO', def: () => 32 << 20 },
   { key: 'resume', kind: { t: 'bool' }, help: 'recreate the objects of the last run at start (false: the operator replays the bring-up)', def: () => true },
   { key: 'shutdown_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of a clean shutdown before exit 1', def: () => 10_000 },
 ];
@@ -351,6 +354,7 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
       max_inflight_bytes: num('nbd.max_inflight_bytes'),
       idle_timeout_ms: num('nbd.idle_timeout_ms'),
       max_connections: num('nbd.max_connections'),
+      max_payload: num('nbd.max_payload'),
     },
     resume: values.get('resume') as boolean,
     shutdown_timeout_ms: num('shutdown_timeout_ms'),

@@ -3,7 +3,6 @@
 // connection decides what to do with the answers.
 
 import type { BlockDevice, Extent } from '../util/block-device.js';
-import { maxPayload } from './export-info.js';
 import { Cmd, CmdFlag, NbdErr, type Request } from './proto.js';
 
 const ALLOWED_FLAGS = new Map<number, number>([
@@ -18,6 +17,8 @@ const ALLOWED_FLAGS = new Map<number, number>([
 
 export interface RequestContext {
   device: BlockDevice;
+  /** The export's advertised maximum payload (NbdExport.max_payload). */
+  max_payload: number;
   structured: boolean;
   meta_count: number;
 }
@@ -30,12 +31,15 @@ export function checkRequest(r: Request, ctx: RequestContext): number {
   if ((r.flags & ~allowed) !== 0) return NbdErr.EINVAL;
   const end = r.offset + r.length;
   switch (r.type) {
+    // Over the advertised maximum: the spec allows EINVAL (what older servers answer) or
+    // EOVERFLOW (a hint that the length, not the range, is wrong). Reads get EOVERFLOW,
+    // writes EINVAL; the payload of a refused write is skipped up to max_skip_bytes.
     case Cmd.READ:
-      if (r.length > maxPayload(dev)) return NbdErr.EOVERFLOW;
+      if (r.length > ctx.max_payload) return NbdErr.EOVERFLOW;
       return end > dev.size_bytes ? NbdErr.EINVAL : 0;
     case Cmd.WRITE:
       if (!dev.writable) return NbdErr.EPERM;
-      if (r.length > maxPayload(dev)) return NbdErr.EINVAL;
+      if (r.length > ctx.max_payload) return NbdErr.EINVAL;
       return end > dev.size_bytes ? NbdErr.ENOSPC : 0;
     case Cmd.TRIM:
     case Cmd.WRITE_ZEROES: {

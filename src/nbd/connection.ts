@@ -20,12 +20,12 @@
 
 import type { NetStream, ServerTls } from '../transport/net.js';
 import type { Clock, Logger, TimerId } from '../util/ports.js';
-import { errnoName } from '../util/errno.js';
+import { Errno, errnoName } from '../util/errno.js';
 import type { BlockDevice, Extent } from '../util/block-device.js';
 import { ByteQueue } from './byte-queue.js';
 import { allAllocated, checkRequest, clampExtents } from './commands.js';
 import { nbdError } from './errno-map.js';
-import { type ExportTable, type NbdExport, maxPayload } from './export-info.js';
+import type { ExportTable, NbdExport } from './export-info.js';
 import { type Negotiated, type TlsMode, handleOption, newNegotiated } from './handshake.js';
 import {
   BASE_ALLOCATION,
@@ -51,6 +51,13 @@ import {
 
 /** Write payloads from this size on are collected in place as they arrive (ByteQueue.reserve). */
 const DIRECT_PAYLOAD_BYTES = 64 * 1024;
+/**
+ * Pieces of one split request at the device at once. Bounded so one 32 MiB request of a
+ * kernel client fills at most 8 of an RMR device's queue slots (queue_depth 128, 4x that
+ * waiting, then EBUSY): other requests interleave, and the pieces of every request the
+ * byte budgets admit together stay far below the point where the device refuses.
+ */
+const PIECE_WINDOW = 8;
 
 export interface ConnectionLimits {
   /** Requests handed to the device and not yet answered; reading pauses at this bound. */
@@ -350,8 +357,9 @@ export class NbdConnection {
   }
 
   private stepRequest(): boolean {
-    const dev = (this.exp as NbdExport).device;
-    if (this.pending !== null) return this.stepPayload(dev, this.pending);
+    const exp = this.exp as NbdExport;
+    const dev = exp.device;
+    if (this.pending !== null) return this.stepPayload(exp, this.pending);
     if (!this.admissible()) {
       this.pauseReading();
       return false;
@@ -364,7 +372,7 @@ export class NbdConnection {
       this.startDraining();
       return false;
     }
-    const err = checkRequest(r, { device: dev, structured: this.neg.structured, meta_count: this.neg.meta.length });
+    const err = checkRequest(r, { device: dev, max_payload: exp.max_payload, structured: this.neg.structured, meta_count: this.neg.meta.length });
     if (r.type === Cmd.WRITE && r.length > 0) {
       if (err !== 0 && r.length > this.deps.limits.max_skip_bytes) return this.fail(`refused write payload of ${r.length} bytes is too large to skip`);
       this.pending = r;
@@ -373,11 +381,11 @@ export class NbdConnection {
       return true;
     }
     if (err !== 0) this.replyError(r, err, 'request refused');
-    else this.execute(dev, r);
+    else this.execute(exp, r);
     return true;
   }
 
-  private stepPayload(dev: BlockDevice, r: Request): boolean {
+  private stepPayload(exp: NbdExport, r: Request): boolean {
     if (this.pending_error !== 0) {
       this.skip_left -= this.queue.drop(this.skip_left);
       if (this.skip_left > 0) return false;
@@ -394,57 +402,114 @@ export class NbdConnection {
     }
     const data = this.queue.take(r.length);
     this.pending = null;
-    this.write(dev, r, data);
+    this.write(exp, r, data);
     return true;
   }
 
   // ---- execution ----
 
-  private execute(dev: BlockDevice, r: Request): void {
+  private execute(exp: NbdExport, r: Request): void {
     switch (r.type) {
       case Cmd.READ:
-        return this.read(dev, r);
+        return this.read(exp, r);
       case Cmd.WRITE:
         return this.replyOk(r); // zero-length write: nothing to do
       case Cmd.FLUSH:
-        return this.flush(dev, r);
+        return this.flush(exp.device, r);
       case Cmd.TRIM:
       case Cmd.WRITE_ZEROES:
-        return this.trimOrZero(dev, r);
+        return this.trimOrZero(exp, r);
       case Cmd.BLOCK_STATUS:
-        return this.blockStatus(dev, r);
+        return this.blockStatus(exp, r);
       default:
         return this.replyError(r, NbdErr.EINVAL, 'unknown command');
     }
   }
 
-  private read(dev: BlockDevice, r: Request): void {
-    if (r.length === 0) return this.replyRead(r, Buffer.alloc(0));
+  /**
+   * A read longer than the device takes at once (up to the advertised maximum, 32 MiB by
+   * default, against an RMR pool's 1 MiB) is read in pieces; the reply still carries the
+   * data as one run (one OFFSET_DATA chunk, so DF holds), the pieces written out in order
+   * without being copied together. A failed piece fails the read at that piece's offset.
+   */
+  private read(exp: NbdExport, r: Request): void {
+    if (r.length === 0) return this.replyRead(r, [], 0);
+    const dev = exp.device;
+    const parts: Buffer[] = [];
     this.begin(r.length);
-    let settled = false;
-    dev.read(r.offset, r.length, (status, data) => {
-      if (settled) return this.contractBroken('read');
-      settled = true;
-      if (!this.end(r.length)) return;
-      if (status !== 0) this.replyError(r, nbdError(status), `read failed: ${errnoName(status)}`, r.offset);
-      else if (data === null || data.length !== r.length) {
-        this.contractBroken('read data length');
-        this.replyError(r, NbdErr.EIO, 'device returned a short read', r.offset);
-      } else this.replyRead(r, data);
-      this.after();
-    });
+    this.split(r.length, exp.piece_bytes, 'read', (at, n, i, done) =>
+      dev.read(r.offset + at, n, (status, data) => {
+        if (status === 0 && (data === null || data.length !== n)) {
+          this.contractBroken('read data length');
+          return done(Errno.EIO);
+        }
+        if (data !== null) parts[i] = data;
+        done(status);
+      }),
+      (status, fail_at) => {
+        if (!this.end(r.length)) return;
+        if (status === 0) this.replyRead(r, parts, r.length);
+        else this.replyError(r, nbdError(status), `read failed: ${errnoName(status)}`, r.offset + Math.max(0, fail_at));
+        this.after();
+      },
+    );
   }
 
-  private write(dev: BlockDevice, r: Request, data: Buffer): void {
+  /**
+   * A write longer than the device takes at once goes in pieces (views of the payload, each
+   * with the request's FUA); the reply waits for all of them and reports the first failure.
+   * NBD promises no atomicity for a write, so a failed one leaves the range undefined, as a
+   * failed write of a disk does.
+   */
+  private write(exp: NbdExport, r: Request, data: Buffer): void {
+    const dev = exp.device;
+    const fua = (r.flags & CmdFlag.FUA) !== 0;
     this.begin(data.length);
-    let settled = false;
-    dev.write(r.offset, data, { fua: (r.flags & CmdFlag.FUA) !== 0 }, (status) => {
-      if (settled) return this.contractBroken('write');
-      settled = true;
+    this.split(data.length, exp.piece_bytes, 'write', (at, n, _i, done) => dev.write(r.offset + at, n === data.length ? data : data.subarray(at, at + n), { fua }, done), (status) => {
       if (!this.end(data.length)) return;
       this.replyStatus(r, status, 'write');
       this.after();
     });
+  }
+
+  /**
+   * Runs `piece` over [0, length) in pieces of at most `max` bytes, PIECE_WINDOW at a time,
+   * and calls `done` once every piece started has ended: with 0, or with the status and the
+   * offset of the first piece that failed. After a failure, or once the client is gone, no
+   * new piece starts (the reply is an error, or nobody would read it).
+   */
+  private split(
+    length: number,
+    max: number,
+    what: string,
+    piece: (at: number, n: number, index: number, done: (status: number) => void) => void,
+    done: (status: number, fail_at: number) => void,
+  ): void {
+    const count = Math.ceil(length / max);
+    let next = 0;
+    let active = 0;
+    let status = 0;
+    let fail_at = -1;
+    const launch = (): void => {
+      while (active < PIECE_WINDOW && next < count && status === 0 && this.phase !== 'closed') {
+        const i = next++;
+        const at = i * max;
+        active++;
+        let settled = false;
+        piece(at, Math.min(max, length - at), i, (s) => {
+          if (settled) return this.contractBroken(what);
+          settled = true;
+          active--;
+          if (s !== 0 && status === 0) {
+            status = s;
+            fail_at = at;
+          }
+          if (active === 0 && (next === count || status !== 0 || this.phase === 'closed')) return done(status, fail_at);
+          launch();
+        });
+      }
+    };
+    launch();
   }
 
   private flush(dev: BlockDevice, r: Request): void {
@@ -460,9 +525,10 @@ export class NbdConnection {
   }
 
   /** Trim and write-zeroes are split at the device's maximum IO size, pieces in order. */
-  private trimOrZero(dev: BlockDevice, r: Request): void {
+  private trimOrZero(exp: NbdExport, r: Request): void {
     if (r.length === 0) return this.replyOk(r);
-    const piece_max = maxPayload(dev);
+    const dev = exp.device;
+    const piece_max = exp.piece_bytes;
     const trim = r.type === Cmd.TRIM;
     const fua = (r.flags & CmdFlag.FUA) !== 0;
     const zflags = { fua, no_hole: (r.flags & CmdFlag.NO_HOLE) !== 0, fast_zero: (r.flags & CmdFlag.FAST_ZERO) !== 0 };
@@ -488,9 +554,10 @@ export class NbdConnection {
     next();
   }
 
-  private blockStatus(dev: BlockDevice, r: Request): void {
+  private blockStatus(exp: NbdExport, r: Request): void {
+    const dev = exp.device;
     const sel = this.neg.meta;
-    const length = Math.min(r.length, maxPayload(dev), dev.size_bytes - r.offset);
+    const length = Math.min(r.length, exp.piece_bytes, dev.size_bytes - r.offset);
     const req_one = (r.flags & CmdFlag.REQ_ONE) !== 0;
     const results: (Extent[] | null)[] = sel.map(() => null);
     let failed = 0;
@@ -538,10 +605,11 @@ export class NbdConnection {
     else this.replyError(r, nbdError(status), `${what} failed: ${errnoName(status)}`);
   }
 
-  private replyRead(r: Request, data: Buffer): void {
-    if (!this.neg.structured) this.send(data.length > 0 ? [encodeSimpleReply(r.cookie_hi, r.cookie_lo, 0), data] : [encodeSimpleReply(r.cookie_hi, r.cookie_lo, 0)]);
-    else if (data.length === 0) this.send([encodeNoneChunk(r.cookie_hi, r.cookie_lo)]);
-    else this.send([encodeOffsetDataHead(r.cookie_hi, r.cookie_lo, r.offset, data.length, true), data]);
+  /** The read's data is `parts` in order, `length` bytes in all. */
+  private replyRead(r: Request, parts: Buffer[], length: number): void {
+    if (!this.neg.structured) this.send([encodeSimpleReply(r.cookie_hi, r.cookie_lo, 0), ...parts]);
+    else if (length === 0) this.send([encodeNoneChunk(r.cookie_hi, r.cookie_lo)]);
+    else this.send([encodeOffsetDataHead(r.cookie_hi, r.cookie_lo, r.offset, length, true), ...parts]);
   }
 
   /** Reads and block status need a structured error once negotiated; the rest use simple replies. */

@@ -9,6 +9,10 @@ export interface NbdExport {
   readonly name: string;
   readonly description: string;
   readonly device: BlockDevice;
+  /** Largest READ/WRITE payload a client may use (NBD_INFO_BLOCK_SIZE's maximum). */
+  readonly max_payload: number;
+  /** Largest IO the device is given: longer requests are split into pieces of this size. */
+  readonly piece_bytes: number;
 }
 
 /** Looks exports up by name ("" is the default export). */
@@ -17,11 +21,25 @@ export interface ExportTable {
   all(): readonly NbdExport[];
 }
 
-/** The largest payload the server accepts or sends in one request, whatever the device says. */
-export const MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+/**
+ * The default largest payload of one request, whatever the device takes at once: 32 MiB is
+ * what Linux's nbd driver may send in one request (its queue's max_hw_sectors is 65,536
+ * sectors) and what nbdkit and qemu-nbd advertise, so a kernel client is never refused.
+ */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+/** The bound of the setting: one request's payload is also pinned in memory while it runs. */
+export const LIMIT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 
-export function maxPayload(dev: BlockDevice): number {
-  return Math.min(dev.block_sizes.maximum, MAX_PAYLOAD_BYTES);
+/**
+ * The payload limit an export advertises and the piece size its device gets. The advertised
+ * maximum is the configured one rounded down to the device's minimum block size (the spec
+ * wants a multiple of it) and never below the preferred size (the spec's SHOULD); requests
+ * above the device's own maximum (an RMR pool's max IO, 1 MiB by default) are split.
+ */
+export function exportLimits(dev: BlockDevice, max_payload: number): { max_payload: number; piece_bytes: number } {
+  const { minimum, preferred, maximum } = dev.block_sizes;
+  const advertised = Math.max(preferred, max_payload - (max_payload % minimum));
+  return { max_payload: advertised, piece_bytes: Math.min(maximum, advertised) };
 }
 
 export function transmissionFlags(dev: BlockDevice, structured: boolean): number {

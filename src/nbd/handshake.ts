@@ -33,7 +33,7 @@ import {
   encodeRepMetaContext,
   encodeRepServer,
 } from './proto.js';
-import { type ExportTable, type NbdExport, contextsOf, matchContexts, maxPayload, transmissionFlags } from './export-info.js';
+import { type ExportTable, type NbdExport, contextsOf, matchContexts, transmissionFlags } from './export-info.js';
 
 /**
  * off: no TLS (STARTTLS gets ERR_UNSUP); on: TLS at the client's choice (SELECTIVETLS with no
@@ -137,8 +137,9 @@ function infoOrGo(st: Negotiated, table: ExportTable, opt: number, data: Buffer)
   if (requested.has(Info.NAME)) info(encodeInfoString(Info.NAME, exp.name));
   if (requested.has(Info.DESCRIPTION) && exp.description !== '') info(encodeInfoString(Info.DESCRIPTION, exp.description));
   // Sent even when not asked for (the spec allows it): clients that ignore it still work,
-  // clients that honour it avoid read-modify-write on the device.
-  info(encodeInfoBlockSize(dev.block_sizes.minimum, dev.block_sizes.preferred, maxPayload(dev)));
+  // clients that honour it avoid read-modify-write on the device and never send more than
+  // the maximum (the server splits what the device cannot take at once).
+  info(encodeInfoBlockSize(dev.block_sizes.minimum, dev.block_sizes.preferred, exp.max_payload));
   out.push(...encodeOptionReply(opt, Rep.ACK, null));
   if (opt === Opt.INFO) return cont(out);
   if (st.meta_export !== exp.name) st.meta = [];

@@ -6,7 +6,7 @@ import type { NetStream, ServerTls } from '../transport/net.js';
 import { type Clock, type Logger, nullLogger } from '../util/ports.js';
 import type { BlockDevice } from '../util/block-device.js';
 import { type ConnectionLimits, DEFAULT_LIMITS, InflightBudget, NbdConnection } from './connection.js';
-import { type ExportTable, type NbdExport, checkDevice } from './export-info.js';
+import { DEFAULT_MAX_PAYLOAD_BYTES, LIMIT_MAX_PAYLOAD_BYTES, type ExportTable, type NbdExport, checkDevice, exportLimits } from './export-info.js';
 import type { TlsMode } from './handshake.js';
 
 /** TLS of a server or of one listener: the policy, and the Net adapter's ServerTls for it. */
@@ -31,6 +31,11 @@ export interface NbdServerOptions {
   tls?: NbdTls;
   /** Request bytes in flight over all connections together (see InflightBudget); default none. */
   max_inflight_bytes?: number;
+  /**
+   * Largest READ/WRITE payload a client may send or ask for (advertised in NBD_INFO_BLOCK_SIZE);
+   * requests above a device's own maximum are split. Default 32 MiB, at most 64 MiB.
+   */
+  max_payload?: number;
 }
 
 export class NbdServer implements ExportTable {
@@ -42,6 +47,7 @@ export class NbdServer implements ExportTable {
   private readonly default_export: string | null;
   private readonly max_connections: number;
   private readonly tls: NbdTls;
+  private readonly max_payload: number;
   readonly budget: InflightBudget | null;
   private closing = false;
   private idle_waiters: (() => void)[] = [];
@@ -56,12 +62,16 @@ export class NbdServer implements ExportTable {
     this.max_connections = opts.max_connections ?? 1024;
     this.tls = checkTls(opts.tls ?? NO_TLS);
     this.budget = opts.max_inflight_bytes === undefined ? null : new InflightBudget(opts.max_inflight_bytes);
+    this.max_payload = opts.max_payload ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    if (!Number.isSafeInteger(this.max_payload) || this.max_payload < 4096 || this.max_payload > LIMIT_MAX_PAYLOAD_BYTES) {
+      throw new Error(`max_payload ${this.max_payload} must be 4 KiB .. 64 MiB`);
+    }
   }
 
   addExport(name: string, device: BlockDevice, description = ''): void {
     if (this.exports.has(name)) throw new Error(`export ${name} exists`);
     checkDevice(name, device);
-    this.exports.set(name, { name, description, device });
+    this.exports.set(name, { name, description, device, ...exportLimits(device, this.max_payload) });
   }
 
   /** Removes an export for new clients; connected clients keep their device. */

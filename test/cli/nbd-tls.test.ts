@@ -55,7 +55,7 @@ before(async () => {
       `  - {name: stg1, addresses: [127.0.0.2], port: ${BASE}}`,
       `  - {name: cli, addresses: [${HOST}], port: ${BASE + 1}}`,
       'pools: [{name: p1, chunk_size: 128K, members: [{node: stg1, member_id: 1}]}]',
-      'stores: [{node: stg1, pool: p1, path: stg1.img, size: 16M}]',
+      'stores: [{node: stg1, pool: p1, path: stg1.img, size: 48M}]',
       'client:',
       '  node: cli',
       '  devices: [{name: disk0, pool: p1}]',
@@ -81,7 +81,7 @@ test('rmr up with client.nbd tls require: nbds:// works, plaintext is refused, s
   const tlsUri = `nbds://${HOST}:${NBD_PORT}/disk0?tls-certificates=${clientCerts}`;
   const info = JSON.parse((await runOk('nbdinfo', ['--json', tlsUri])).stdout) as { TLS?: boolean; exports?: { 'export-size'?: number }[] };
   assert.equal(info.TLS, true);
-  assert.equal(info.exports?.[0]?.['export-size'], 16 << 20);
+  assert.equal(info.exports?.[0]?.['export-size'], 48 << 20);
   await runOk('qemu-io', ['--object', `tls-creds-x509,id=t0,endpoint=client,dir=${clientCerts}`, '--image-opts', '-c', 'write -P 0x2a 1M 64k', '-c', 'read -P 0x2a 1M 64k', `driver=raw,file.driver=nbd,file.server.type=inet,file.server.host=${HOST},file.server.port=${NBD_PORT},file.export=disk0,file.tls-creds=t0`]);
   const plain = await run('nbdinfo', [`nbd://${HOST}:${NBD_PORT}/disk0`], 20_000);
   assert.notEqual(plain.code, 0, 'a plaintext client is refused');
@@ -92,6 +92,45 @@ test('rmr up with client.nbd tls require: nbds:// works, plaintext is refused, s
   // The Unix socket offers TLS and plain (its mode is the access control).
   const sock = join(dir, 'nbd', 'disk0.sock');
   assert.equal((JSON.parse((await runOk('nbdinfo', ['--json', `nbd+unix:///disk0?socket=${sock}`])).stdout) as { TLS?: boolean }).TLS, false);
+});
+
+/**
+ * The `-object` and `-blockdev` values of the QEMU example under `<!-- tested: NAME` in
+ * docs/nbd.md, with the doc's host, port, paths and export replaced by this cluster's.
+ */
+function docQemuArgs(name: string, subst: [string, string][]): { objects: string[]; blockdev: string } {
+  const doc = readFileSync(join(process.cwd(), 'docs', 'nbd.md'), 'utf8');
+  const at = doc.indexOf(`<!-- tested: ${name} `);
+  assert.ok(at >= 0, `docs/nbd.md has no example ${name}`);
+  const block = /```sh\n([\s\S]*?)```/.exec(doc.slice(at));
+  assert.ok(block !== null && block[1] !== undefined, `the example ${name} has a code block`);
+  let text = block[1];
+  for (const [from, to] of subst) text = text.split(from).join(to);
+  const objects = [...text.matchAll(/-object (\S+)/g)].map((m) => m[1] as string);
+  const blockdev = [...text.matchAll(/-blockdev (\S+)/g)].map((m) => m[1] as string);
+  assert.equal(blockdev.length, 1, `one -blockdev in ${name}`);
+  return { objects, blockdev: blockdev[0] as string };
+}
+
+test('the QEMU lines of docs/nbd.md (Unix socket; TCP with TLS) attach the disk: qemu-img info and a 32 MiB qemu-io write and read with the same arguments', async () => {
+  const sock = join(dir, 'nbd', 'disk0.sock');
+  const subst: [string, string][] = [
+    ['/var/lib/rmr/nbd/disk0.sock', sock],
+    ['/etc/rmr/nbd-client', clientCerts],
+    ['compute1.example', HOST],
+    ['10809', String(NBD_PORT)],
+  ];
+  for (const name of ['qemu-unix', 'qemu-tcp-tls']) {
+    const q = docQemuArgs(name, subst);
+    if (name === 'qemu-tcp-tls') assert.ok(q.objects.length === 1 && q.blockdev.includes('tls-creds='), 'the TCP example uses TLS (the daemon requires it)');
+    const objs = q.objects.flatMap((o) => ['--object', o]);
+    const info = await runOk('qemu-img', ['info', '--output=json', ...objs, '--image-opts', q.blockdev]);
+    assert.equal((JSON.parse(info.stdout) as { 'virtual-size'?: number })['virtual-size'], 48 << 20, `${name}: qemu-img info`);
+    const pat = name === 'qemu-unix' ? '0x3c' : '0xc3';
+    const io = await runOk('qemu-io', [...objs, '--image-opts', '-c', `write -P ${pat} 8M 32M`, '-c', `read -P ${pat} 8M 32M`, q.blockdev], 120_000);
+    assert.match(io.stdout, /read 33554432\/33554432 bytes at offset 8388608/, `${name}: qemu-io`);
+    assert.doesNotMatch(io.stdout + io.stderr, /Pattern verification failed/);
+  }
 });
 
 test('the NBD Unix socket is 0660 with the configured group, even under umask 000', () => {

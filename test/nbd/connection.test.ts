@@ -13,6 +13,7 @@ import { MemoryLogger } from '../util/memory-logger.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import type { TlsMode } from '../../src/nbd/handshake.js';
 import { FilterDevice } from '../util/filter-device.js';
+import { ForwardingDevice } from '../../src/nbd/forwarding-device.js';
 import { CLIENT_HELLO, FAKE_SERVER_TLS, FakeTlsStream } from '../util/fake-tls.js';
 import { memStreamPair, type MemEnd } from '../util/mem-stream.js';
 import { WireClient, goData, metaData, type Reply } from '../util/nbd-wire-client.js';
@@ -86,7 +87,7 @@ test('option phase: LIST, INFO, unknown options and errors keep the negotiation 
   assert.equal(byType.get(Info.NAME)?.toString('utf8', 2), 'mem');
   assert.equal(byType.get(Info.DESCRIPTION)?.toString('utf8', 2), 'memory');
   const bs = byType.get(Info.BLOCK_SIZE) as Buffer;
-  assert.deepEqual([bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)], [512, 4096, 256 * 1024]);
+  assert.deepEqual([bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)], [512, 4096, 32 * MiB], 'the maximum is the server\'s (32 MiB by default), not the device\'s 256 KiB');
   assert.equal(info[info.length - 1]?.type, Rep.ACK);
 
   client.sendOption(Opt.INFO, goData('nope'));
@@ -236,10 +237,10 @@ test('transmission with simple replies: IO, errors, out of range, read-only, ove
   assert.equal((await simple(client)).error, NbdErr.EINVAL);
   client.request(Cmd.WRITE, 4 * MiB - 512, 1024, { payload: Buffer.alloc(1024) });
   assert.equal((await simple(client)).error, NbdErr.ENOSPC);
-  client.request(Cmd.READ, 0, 256 * 1024 + 1);
-  assert.equal((await simple(client)).error, NbdErr.EOVERFLOW);
+  client.request(Cmd.READ, 0, 32 * MiB + 512);
+  assert.equal((await simple(client)).error, NbdErr.EOVERFLOW, 'over the advertised maximum');
   // An oversize write's payload is skipped (not buffered whole) and the stream stays in sync.
-  client.request(Cmd.WRITE, 0, MiB, { payload: Buffer.alloc(MiB, 9) });
+  client.request(Cmd.WRITE, 0, 32 * MiB + 512, { payload: Buffer.alloc(32 * MiB + 512, 9) });
   assert.equal((await simple(client)).error, NbdErr.EINVAL);
   client.request(Cmd.BLOCK_STATUS, 0, 512);
   assert.equal((await simple(client)).error, NbdErr.EINVAL, 'no structured replies, no block status');
@@ -261,13 +262,91 @@ test('transmission with simple replies: IO, errors, out of range, read-only, ove
   assert.equal((await simple(ro)).error, 0);
 });
 
+/** Records the length of every read and write the device is given. */
+class SizeLog extends ForwardingDevice {
+  readonly sizes: number[] = [];
+  override read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
+    this.sizes.push(length);
+    super.read(offset, length, cb);
+  }
+  override write(offset: number, data: Buffer, flags: { fua: boolean }, cb: (status: number) => void): void {
+    this.sizes.push(data.length);
+    super.write(offset, data, flags, cb);
+  }
+}
+
+test('requests above the device maximum are split: pieces of the device maximum, 8 at a time, one reply; a failed piece fails the request', async () => {
+  const logger = new MemoryLogger();
+  const server = new NbdServer({ logger, max_payload: 4 * MiB });
+  const mem = new MemBlockDevice({ size_bytes: 8 * MiB, block_sizes: { minimum: 512, preferred: 4096, maximum: 64 * 1024 } });
+  const log = new SizeLog(mem);
+  const held = new FilterDevice(log, { hold: true });
+  server.addExport('split', held);
+  const connect = (): WireClient => {
+    const [c, s] = memStreamPair();
+    server.accept(s);
+    return new WireClient(c);
+  };
+  const client = connect();
+  await client.connect('split', { structured: true });
+  const data = Buffer.alloc(4 * MiB);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32BE(i, i);
+  client.request(Cmd.WRITE, 512, data.length, { payload: data, flags: CmdFlag.FUA });
+  // 64 pieces of 64 KiB go to the device 8 at a time: the window is full, nothing more starts.
+  for (let round = 0; round < 8; round++) {
+    await waitFor(`round ${round}: 8 pieces held`, () => held.heldCount === 8);
+    assert.equal(held.started, 8 * (round + 1));
+    held.release();
+  }
+  assert.equal((await simple(client)).error, 0, 'one reply for the whole write');
+  assert.equal(held.max_active, 8);
+  assert.ok(log.sizes.every((n) => n === 64 * 1024), 'no piece larger than the device takes');
+  assert.equal(log.sizes.length, 64);
+  assert.ok(mem.snapshot(512, data.length).equals(data), 'every piece landed at its offset');
+
+  held.opts = {};
+  log.sizes.length = 0;
+  client.request(Cmd.READ, 512, data.length, { flags: CmdFlag.DF });
+  const chunks = await client.chunks();
+  assert.equal(chunks.length, 1, 'the pieces go out as one OFFSET_DATA chunk (DF holds)');
+  const [c] = chunks;
+  assert.ok(c?.kind === 'chunk' && c.type === ReplyType.OFFSET_DATA && c.flags === 1);
+  assert.equal(readU64(c.payload, 0), 512);
+  assert.ok(c.payload.subarray(8).equals(data), 'the pieces in order');
+  assert.equal(log.sizes.length, 64);
+
+  // The fourth piece of a read fails: the error names its offset; the others are not read.
+  let reads = 0;
+  const failing = new (class extends ForwardingDevice {
+    override read(offset: number, length: number, cb: (status: number, data: Buffer | null) => void): void {
+      if (reads++ === 3) return void queueMicrotask(() => cb(Errno.EIO, null));
+      super.read(offset, length, cb);
+    }
+  })(new MemBlockDevice({ size_bytes: 8 * MiB, block_sizes: { minimum: 512, preferred: 4096, maximum: 64 * 1024 } }));
+  server.addExport('failing', failing);
+  const f = connect();
+  await f.connect('failing', { structured: true });
+  f.request(Cmd.READ, 0, 2 * MiB);
+  const [err] = await f.chunks();
+  assert.ok(err?.kind === 'chunk' && err.type === ReplyType.ERROR_OFFSET);
+  assert.equal(err.payload.readUInt32BE(0), NbdErr.EIO);
+  assert.equal(readU64(err.payload, err.payload.length - 8), 3 * 64 * 1024, 'the failed piece\'s offset');
+  // Pieces 0..7 start together; 0, 1 and 2 end first and each lets one more start (8..10);
+  // after 3 fails nothing more starts (of 32 pieces).
+  assert.equal(reads, 11, 'no piece starts after the failure');
+  f.request(Cmd.READ, 0, 4 * MiB + 512);
+  const [over] = await f.chunks();
+  assert.ok(over?.kind === 'chunk' && over.type === ReplyType.ERROR && over.payload.readUInt32BE(0) === NbdErr.EOVERFLOW, 'over the configured maximum');
+  assert.equal(logger.count((l) => l.level === 'error'), 0);
+});
+
 test('a refused write whose payload is too large to skip closes the connection; garbage magic too', async () => {
   const e = env({ max_skip_bytes: 512 * 1024 });
   const a = e.connect().client;
   await a.connect('mem');
-  a.request(Cmd.WRITE, 0, 16 * MiB); // header only: 16 MiB claimed, over the device maximum
+  a.request(Cmd.WRITE, 0, 48 * MiB); // header only: 48 MiB claimed, over the 32 MiB maximum
   await a.waitClosed();
-  assert.equal(e.logger.count((l) => l.fields.reason === 'refused write payload of 16777216 bytes is too large to skip'), 1);
+  assert.equal(e.logger.count((l) => l.fields.reason === 'refused write payload of 50331648 bytes is too large to skip'), 1);
   const b = e.connect().client;
   await b.connect('mem');
   b.send(Buffer.alloc(28, 0x41));

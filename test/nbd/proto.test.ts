@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { ByteQueue } from '../../src/nbd/byte-queue.js';
 import { checkRequest, clampExtents } from '../../src/nbd/commands.js';
 import { nbdError } from '../../src/nbd/errno-map.js';
-import { contextsOf, matchContexts, transmissionFlags } from '../../src/nbd/export-info.js';
+import { contextsOf, exportLimits, matchContexts, transmissionFlags } from '../../src/nbd/export-info.js';
 import { MemBlockDevice } from '../../src/nbd/mem-device.js';
 import {
   Cmd,
@@ -161,7 +161,15 @@ test('ByteQueue.reserve: a payload collected in place equals the bytes pushed; b
 const dev = new MemBlockDevice({ size_bytes: 1 << 20, block_sizes: { minimum: 512, preferred: 4096, maximum: 65536 } });
 const ro = new MemBlockDevice({ size_bytes: 1 << 20, writable: false });
 const req = (type: number, offset: number, length: number, flags = 0): ReturnType<typeof decodeRequest> => ({ magic_ok: true, flags, type, cookie_hi: 0, cookie_lo: 1, offset, length });
-const ctx = { device: dev, structured: true, meta_count: 1 };
+const ctx = { device: dev, max_payload: 65536, structured: true, meta_count: 1 };
+
+test('export limits: the advertised maximum is the setting (a multiple of the minimum, at least the preferred size); the device gets pieces of its own maximum', () => {
+  const d = (minimum: number, preferred: number, maximum: number): MemBlockDevice => new MemBlockDevice({ size_bytes: 1 << 30, block_sizes: { minimum, preferred, maximum } });
+  assert.deepEqual(exportLimits(d(512, 4096, 1 << 20), 32 << 20), { max_payload: 32 << 20, piece_bytes: 1 << 20 }, 'an RMR pool of 1 MiB IOs behind the 32 MiB default');
+  assert.deepEqual(exportLimits(d(4096, 4096, 64 << 20), 32 << 20), { max_payload: 32 << 20, piece_bytes: 32 << 20 }, 'a device taking more is never given more than advertised');
+  assert.deepEqual(exportLimits(d(4096, 4096, 1 << 20), (1 << 20) + 1000), { max_payload: 1 << 20, piece_bytes: 1 << 20 }, 'rounded down to the minimum');
+  assert.deepEqual(exportLimits(d(512, 65536, 1 << 20), 4096), { max_payload: 65536, piece_bytes: 65536 }, 'never below the preferred size');
+});
 
 test('request checks: range, size, flags, read-only, block status preconditions', () => {
   assert.equal(checkRequest(req(Cmd.READ, 0, 4096), ctx), 0);
