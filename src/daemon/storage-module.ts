@@ -223,6 +223,15 @@ export class StorageModule {
     const src = this.clients.syncSource(clt);
     const err = e.pool.addClt(src);
     if (err !== null) throw new ControlError('EBUSY', err);
+    if (persist) {
+      // The operator's add_clt: the reference's GET_PARAMS check (peers that answer must hold
+      // this pool; a restart's resume does not wait for peers that may be down).
+      const mismatch = await new Promise<string | null>((resolve) => e.pool.checkPeers((m) => resolve(m)));
+      if (mismatch !== null) {
+        e.pool.removeClt();
+        throw new ControlError('EINVAL', `the sync pool's peers are not of this pool: ${mismatch}`);
+      }
+    }
     e.clt = clt;
     if (persist) await this.book.put({ kind: 'clt', pool: name });
   }

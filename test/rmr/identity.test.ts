@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GatedDisk, RecoveryCluster } from '../util/recovery-cluster.js';
+import { PeerSource } from '../util/inproc-cluster.js';
 import { Errno } from '../../src/util/errno.js';
 
 const A = Buffer.alloc(16, 0xa1);
@@ -64,4 +65,28 @@ test('add_store: a server pool that served pool UUID A refuses a store of pool U
   assert.equal(n.pool.hasStore, false);
   c.close();
   other.close();
+});
+
+test("add_clt's GET_PARAMS check: a peer of another size or pool UUID is named; the pool's own peers pass", () => {
+  const c = new RecoveryCluster(2, { pool_uuids: { 1: A, 2: A } });
+  const bigger = new RecoveryCluster(2, { chunks: 64, pool_uuids: { 1: A, 2: A } });
+  const foreign = new RecoveryCluster(2, { pool_uuids: { 1: B, 2: B } });
+  c.settle();
+  const pool = c.node(1).pool;
+  const check = (): [string | null, number] => {
+    let got: [string | null, number] | null = null;
+    pool.checkPeers((m, n) => (got = [m, n]));
+    c.until('peers checked', () => got !== null);
+    return got as unknown as [string | null, number];
+  };
+  assert.deepEqual(check(), [null, 1], "the pool's own peer passes");
+  for (const [other, want] of [[bigger, /peer 2 holds 1048576 bytes, this node 524288/], [foreign, BOTH]] as const) {
+    pool.sync_source = new PeerSource(c.clock, pool, () => [pool, other.node(2).pool], () => true);
+    const [m, n] = check();
+    assert.equal(n, 1);
+    assert.match(m ?? '(passed)', want);
+  }
+  c.close();
+  bigger.close();
+  foreign.close();
 });

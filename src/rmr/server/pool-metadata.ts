@@ -374,6 +374,46 @@ export class PoolMetadata {
   // ------------------------------------------------------------------ peers
 
   /**
+   * The reference's GET_PARAMS check when the sync pool is attached (add_clt, §7.1, §10.2):
+   * every peer that answers must hold this pool: same name, chunk size, size and UUID. A
+   * peer of another pool, or of another size, would otherwise feed chunk syncs with data of
+   * other offsets or another pool. Peers that do not answer are not judged (they may be
+   * down: the check runs again at the next add_clt). cb(mismatches or null, peers answered).
+   */
+  checkPeers(cb: (mismatch: string | null, answered: number) => void): void {
+    const core = this.core;
+    const src = core.sync_source;
+    const peers = [...core.maps.keys()].filter((id) => id !== core.member_id);
+    if (src === null || peers.length === 0) return cb(null, 0);
+    let left = peers.length;
+    let answered = 0;
+    const bad: string[] = [];
+    for (const id of peers) {
+      src.peerQuery(id, { kind: 'md_read' }, (status, data) => {
+        if (status === 0 && data !== null) {
+          answered++;
+          const why = this.peerMismatch(id, data);
+          if (why !== null) bad.push(why);
+        }
+        if (--left === 0) cb(bad.length > 0 ? bad.join('; ') : null, answered);
+      });
+    }
+  }
+
+  /** Why a peer's pool_md is not of this pool, or null. */
+  private peerMismatch(id: number, data: Buffer): string | null {
+    const core = this.core;
+    const theirs = decodePoolMd(data);
+    if (typeof theirs === 'string') return `peer ${id}: pool metadata unreadable (${theirs})`;
+    const h = theirs.header;
+    if (h.pool_name !== core.name) return `peer ${id} holds pool ${h.pool_name}, not ${core.name}`;
+    if (h.chunk_size !== core.chunk_size) return `peer ${id} has chunk size ${h.chunk_size}, this node ${core.chunk_size}`;
+    const size = theirs.srv_md.find((x) => x.member_id === id)?.mapped_size ?? h.mapped_size;
+    if (size !== 0 && core.mapped_size !== 0 && size !== core.mapped_size) return `peer ${id} holds ${size} bytes, this node ${core.mapped_size}`;
+    return uuidConflict(h.pool_uuid, `peer ${id}`, this.poolUuid(), `member ${core.member_id}`);
+  }
+
+  /**
    * Metadata exchange (§8.7, the reference's MD_SEND between peers): each peer's own srv_md
    * slot, merged into this node's pool_md (persisted with the next metadata write).
    */

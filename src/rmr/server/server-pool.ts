@@ -175,6 +175,11 @@ export class ServerPool {
     return this.metadata.unregister(reason);
   }
 
+  /** The GET_PARAMS check of add_clt: the answering peers hold this pool (PoolMetadata.checkPeers). */
+  checkPeers(cb: (mismatch: string | null, answered: number) => void): void {
+    this.metadata.checkPeers(cb);
+  }
+
   /** Why delete_store must not wipe the store (a live member of its pool), or null (Membership.deleteRefusal). */
   deleteRefusal(): string | null {
     return this.membership.deleteRefusal();
