@@ -223,6 +223,15 @@ export class StorageModule {
     const src = this.clients.syncSource(clt);
     const err = e.pool.addClt(src);
     if (err !== null) throw new ControlError('EBUSY', err);
+    if (persist) {
+      // The operator's add_clt: the reference's GET_PARAMS check (peers that answer must hold
+      // this pool; a restart's resume does not wait for peers that may be down).
+      const mismatch = await new Promise<string | null>((resolve) => e.pool.checkPeers((m) => resolve(m)));
+      if (mismatch !== null) {
+        e.pool.removeClt();
+        throw new ControlError('EINVAL', `the sync pool's peers are not of this pool: ${mismatch}`);
+      }
+    }
     e.clt = clt;
     if (persist) await this.book.put({ kind: 'clt', pool: name });
   }
@@ -271,10 +280,10 @@ export class StorageModule {
     });
   }
 
-  takeDownStore(pool: string, del: boolean, persist = true): Promise<void> {
+  takeDownStore(pool: string, del: boolean, persist = true, force = false): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const cb = (status: number, reason: string | null): void => (status === 0 ? resolve() : reject(statusError(status, `${del ? 'delete' : 'remove'}_store: ${reason ?? errnoName(status)}`)));
-      if (del) this.stores.deleteStore(pool, cb);
+      if (del) this.stores.deleteStore(pool, cb, force);
       else this.stores.removeStore(pool, cb);
     }).then(() => (persist ? this.book.remove((r) => r.kind === 'store' && r.pool === pool) : undefined));
   }
@@ -538,7 +547,10 @@ export class StorageModule {
       store_uuid: roFile(() => uuidText(s().header.store_uuid)),
       pool_uuid: roFile(() => uuidText(s().header.pool_uuid)),
       remove_store: file({ write: (v) => (parseWord(v, ['1']), this.takeDownStore(pool, false)), help: '1: detach the store (metadata kept)' }),
-      delete_store: file({ write: (v) => (parseWord(v, ['1']), this.takeDownStore(pool, true)), help: '1: detach the store and wipe its header and metadata' }),
+      delete_store: file({
+        write: (v) => this.takeDownStore(pool, true, true, parseWord(v, ['1', 'force']) === 'force'),
+        help: '1: detach the store and wipe its header and metadata (refused while it is a live member of its pool); force: even then',
+      }),
       stats: file({ read: () => JSON.stringify(s().stats), json: () => ({ ...s().stats }) }),
       ...(this.settings.fault_injection ? { fault_injection: faultInjectionFile(this.faultsOf(s().backend.path)) } : {}),
     });

@@ -7,7 +7,8 @@
 //
 // A block device is opened with O_EXCL (Linux: exclusive against mounts and other
 // exclusive openers); its size and queue limits come from /sys/dev/block/<maj>:<min>/.
-// A regular file has no such lock: two daemons on one file are the operator's mistake.
+// A regular file has no such lock: it gets a lock file beside it (store-lock.ts), so two
+// daemons, or two stores of one daemon, never have it open at once.
 
 import { constants, fdatasync, read, readSync, write, writeSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
@@ -16,6 +17,7 @@ import type { IoCallback, ReadCallback } from '../rmr/server/io-store.js';
 import { checkParams, defaultParams, type DeviceParams } from '../brmr/params.js';
 import { EXISTING_PROBE_BYTES, type BackendOpener, type OpenOptions, type StoreBackend } from '../brmr/server/backend.js';
 import { SyncIoGate, type SyncIoGateOptions } from '../brmr/server/sync-io-gate.js';
+import { lockStore, type StoreLock } from './store-lock.js';
 
 const ZEROES = Buffer.alloc(1 << 20);
 /** Larger IOs always go to the thread pool (their copy is worth a worker's core). */
@@ -98,6 +100,8 @@ export class NodeFileBackend implements StoreBackend {
   readonly size_bytes: number;
   readonly params: DeviceParams;
   private readonly fh: FileHandle;
+  /** A regular file's lock (store-lock.ts), released at close. */
+  private readonly lock: StoreLock | null;
   private closed = false;
   private read_slab = Buffer.allocUnsafe(0);
   private read_slab_used = 0;
@@ -105,10 +109,11 @@ export class NodeFileBackend implements StoreBackend {
   readonly read_gate: SyncIoGate | null;
   readonly write_gate: SyncIoGate | null;
 
-  private constructor(kind: 'file' | 'block', path: string, fh: FileHandle, size_bytes: number, params: DeviceParams, o: NodeFileBackendOptions) {
+  private constructor(kind: 'file' | 'block', path: string, fh: FileHandle, size_bytes: number, params: DeviceParams, o: NodeFileBackendOptions, lock: StoreLock | null = null) {
     this.kind = kind;
     this.path = path;
     this.fh = fh;
+    this.lock = lock;
     this.size_bytes = size_bytes;
     this.params = params;
     const now = (): number => performance.now();
@@ -138,6 +143,7 @@ export class NodeFileBackend implements StoreBackend {
         fh = await open(path, constants.O_RDWR | nofollow);
       }
     }
+    let lock: StoreLock | null = null;
     try {
       const st = await fh.stat();
       if (st.isBlockDevice()) {
@@ -148,15 +154,18 @@ export class NodeFileBackend implements StoreBackend {
         return new NodeFileBackend('block', path, fh, info.size_bytes, info.params, o);
       }
       if (!st.isFile()) throw Object.assign(new Error(`${path} is neither a regular file nor a block device`), { code: 'EINVAL' });
+      // Before anything reads or changes it: another holder may be writing it.
+      lock = await lockStore(path, nofollow !== 0);
       if (existed) await checkExisting(fh, path, Math.min(st.size, EXISTING_PROBE_BYTES), opts);
       let size = st.size;
       if (opts.create && size < opts.size_bytes) {
         await fh.truncate(opts.size_bytes);
         size = opts.size_bytes;
       }
-      return new NodeFileBackend('file', path, fh, size, defaultParams(), o);
+      return new NodeFileBackend('file', path, fh, size, defaultParams(), o, lock);
     } catch (e) {
       await fh.close().catch(() => undefined);
+      await lock?.release();
       throw e;
     }
   }
@@ -288,7 +297,11 @@ export class NodeFileBackend implements StoreBackend {
   close(cb: () => void): void {
     if (this.closed) return void queueMicrotask(cb);
     this.closed = true;
-    this.fh.close().then(cb, cb);
+    const release = (): void => {
+      if (this.lock === null) return cb();
+      this.lock.release().then(cb, cb);
+    };
+    this.fh.close().then(release, release);
   }
 }
 

@@ -133,10 +133,12 @@ test('map rules: first map needs every member; re-map tolerates a missing leg bu
   assert.equal(d4?.first_map, false);
   assert.equal(await new Promise<number>((r) => (d4).unmap(r)), 0);
   leg2.cut = false;
-  // Member 2's store deleted and created again (instead of re-added): refused.
+  // Member 2's store deleted and created again (instead of re-added): refused. A live member
+  // (its client joined) is deleted only with force.
   const n2 = c.nodes[1];
   assert.ok(n2 !== undefined);
-  assert.deepEqual(await new Promise((r) => n2.manager.deleteStore('brmr1', (s, w) => r([s, w]))), [0, null]);
+  assert.equal(await new Promise((r) => n2.manager.deleteStore('brmr1', (s) => r(s))), Errno.EBUSY);
+  assert.deepEqual(await new Promise((r) => n2.manager.deleteStore('brmr1', (s, w) => r([s, w]), true)), [0, null]);
   const [cs, , cwhy] = await new Promise<[number, unknown, string | null]>((r) => n2.manager.createStore({ pool: 'brmr1', device: n2.path, mapped_size: c.size_bytes }, (s, x, w) => r([s, x, w])));
   assert.equal(cs, 0, cwhy ?? '');
   const [s5, , why5] = await map();

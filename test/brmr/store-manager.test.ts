@@ -159,6 +159,37 @@ for (const kind of ['file', 'memory'] as const) {
     assert.ok(why8 !== null);
   });
 
+  test(`${kind}: delete_store refuses a store its pool's other members count on, naming them; force deletes it; after del_sess delete (LEAVE_POOL delete) it goes`, async (t) => {
+    const { dir, open, raw } = setup(t);
+    const path = join(dir, 'live.img');
+    const n = node(open);
+    const [s1] = await create(n, path);
+    assert.equal(s1, 0);
+    // The create-mode join of a two-member pool: member 2 counts on this copy.
+    assert.equal(n.pool.join({ sync: false, create: true, dirty: false, chunk_size: CHUNK, members: [{ id: 2, dirty: false }] }), null);
+    const [s2, why2] = await del(n);
+    assert.equal(s2, Errno.EBUSY, 'a live member is not deleted');
+    assert.match(why2 ?? '', /live member.*compute client joined/);
+    // The client leaves without deleting (disassemble): member 2 still counts on it.
+    assert.equal(n.pool.leave(1, false), null);
+    const [s3, why3] = await del(n);
+    assert.equal(s3, Errno.EBUSY);
+    assert.match(why3 ?? '', /beside member\(s\) 2/);
+    assert.ok(hasHeaderMagic(raw(path)), 'nothing wiped');
+    // force: deleted anyway, with a warning.
+    const [s4, why4] = await new Promise<[number, string | null]>((r) => n.mgr.deleteStore(POOL, (s, w) => r([s, w]), true));
+    assert.equal(s4, 0, why4 ?? '');
+    assert.ok(!hasHeaderMagic(raw(path)), 'wiped');
+    assert.ok(n.log.lines.some((l) => /delete_store forced/.test(l.msg)));
+    // The documented order: del_sess mode=delete (LEAVE_POOL with delete) first, then delete_store.
+    const path2 = join(dir, 'live2.img');
+    const m = node(open);
+    assert.equal((await create(m, path2))[0], 0);
+    assert.equal(m.pool.join({ sync: false, create: true, dirty: false, chunk_size: CHUNK, members: [{ id: 2, dirty: false }] }), null);
+    assert.equal(m.pool.leave(1, true), null);
+    assert.deepEqual(await del(m), [0, null]);
+  });
+
   test(`${kind}: delete_store wipes header and metadata; replace writes a fresh mapped store that needs a full resync`, async (t) => {
     const { dir, open, raw } = setup(t);
     const path = join(dir, 'c.img');

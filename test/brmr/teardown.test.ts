@@ -19,6 +19,7 @@ import { groupId } from '../../src/util/jhash.js';
 import { DirectChannel, PeerSource } from '../util/inproc-cluster.js';
 import { waitFor } from '../util/wait.js';
 import { dev } from '../util/brmr-cluster.js';
+import { Errno } from '../../src/util/errno.js';
 
 const CHUNK = 64 * 1024;
 const SIZE = 16 * CHUNK;
@@ -194,9 +195,15 @@ test('RF=3: delete one leg permanently (unmap, del_sess delete, delete_store); t
   await writeSome(device, model, 2);
   assert.equal((await p<[number]>((cb) => device.unmap(cb)))[0], 0);
   const c = w.client as ClientPool;
+  const n3 = w.node(3);
+  // Issue 19 item 6: delete_store of a live member (client joined, peers counting on it) is
+  // refused, and the store keeps serving; on main it wiped the disk under the client.
+  const [ls, lwhy] = await p<[number, string | null]>((cb) => n3.manager.deleteStore(POOL, cb));
+  assert.equal(ls, Errno.EBUSY, 'a live member is not deleted');
+  assert.match(lwhy ?? '', /live member .*compute client joined.*del_sess mode=delete/);
+  assert.ok(n3.manager.store(POOL) !== undefined && n3.pool.hasStore, 'the store stays');
   const [s, why] = await p<[number, string | null]>((cb) => c.delSess(3, 'delete', cb));
   assert.equal(s, 0, why ?? '');
-  const n3 = w.node(3);
   assert.deepEqual(await p<[number, string | null]>((cb) => n3.manager.deleteStore(POOL, cb)), [0, null]);
   assert.equal(n3.pool.state, 'EMPTY');
   for (const m of [1, 2]) {

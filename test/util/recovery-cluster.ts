@@ -24,7 +24,7 @@ import { Errno } from '../../src/util/errno.js';
 import { PeerSource } from './inproc-cluster.js';
 
 /** A disk as one life of a node sees it: after the gate closes, nothing goes through. */
-class GatedDisk implements BlockStore, MetaStore {
+export class GatedDisk implements BlockStore, MetaStore {
   open = true;
   constructor(readonly disk: MemDisk) {}
   get size_bytes(): number {
@@ -69,6 +69,8 @@ export interface RNode {
   up: boolean;
   /** Still a member (false after del_sess delete). */
   in_pool: boolean;
+  /** The pool UUID its store's header carries (as BRMR's; all zero: none assigned). */
+  pool_uuid: Buffer;
 }
 
 /** A leg's link to a node: follows the node across restarts; a cut link answers ENOTCONN. */
@@ -148,6 +150,8 @@ export interface RecoveryClusterOptions {
   intent_max_extents?: number;
   /** The client's requests fail with ETIMEDOUT after this long (0: never), as over the transport. */
   request_timeout_ms?: number;
+  /** The pool UUID of each node's store header (default: none assigned). */
+  pool_uuids?: Readonly<Record<number, Buffer>>;
 }
 
 const POOL = 'rpool';
@@ -162,13 +166,14 @@ export class RecoveryCluster {
   client!: ClientPool;
   channels = new Map<number, NodeChannel>();
   private client_tickers: Ticker[] = [];
-  private readonly o: Required<RecoveryClusterOptions>;
+  private readonly o: Required<Omit<RecoveryClusterOptions, 'pool_uuids'>>;
   /** Sees every command the client sends, before it leaves (tests check preconditions). */
   onCommand: ((member_id: number, cmd: LegCommand) => void) | null = null;
   /** Every leg state change refused by the gatekeeper (a test expects none). */
   readonly refused: string[] = [];
   /** Every leg state change of the current and earlier clients, in order. */
   readonly leg_events: LegStateEvent[] = [];
+  private readonly pool_uuids: Readonly<Record<number, Buffer>>;
   /** See RecoveryClusterOptions.request_timeout_ms; may be changed between steps. */
   request_timeout_ms: number;
 
@@ -177,6 +182,7 @@ export class RecoveryCluster {
     this.size = (o.chunks ?? 32) * this.chunk_size;
     this.random = new SeededRandom(o.seed ?? 1);
     this.request_timeout_ms = o.request_timeout_ms ?? 0;
+    this.pool_uuids = o.pool_uuids ?? {};
     this.o = { chunk_size: this.chunk_size, chunks: o.chunks ?? 32, seed: o.seed ?? 1, intent_extent_shift: o.intent_extent_shift ?? Math.log2(this.chunk_size), intent_max_extents: o.intent_max_extents ?? 64, request_timeout_ms: this.request_timeout_ms };
     for (let m = 1; m <= rf; m++) this.addNode(m);
     this.newClient();
@@ -194,8 +200,13 @@ export class RecoveryCluster {
     const meta = new GatedDisk(n.meta);
     n.gates = [data, meta];
     const pool = new ServerPool({ pool_name: POOL, group_id: GID, member_id: n.member_id, chunk_size: this.chunk_size, intent_extent_shift: this.o.intent_extent_shift, intent_max_extents: this.o.intent_max_extents }, () => undefined);
-    assert.equal(pool.register({ block: data, meta, meta_base: 0, ioAllowed: () => true }, mode, this.size), null);
+    assert.equal(pool.register(this.registered(n, data, meta), mode, this.size), null);
     return pool;
+  }
+
+  /** The store as RMR sees it; its header's pool UUID is the node's `pool_uuid`, read each time. */
+  private registered(n: RNode, data: GatedDisk, meta: GatedDisk): { block: GatedDisk; meta: GatedDisk; meta_base: number; ioAllowed: () => boolean; poolUuid: () => Buffer } {
+    return { block: data, meta, meta_base: 0, ioAllowed: () => true, poolUuid: () => n.pool_uuid };
   }
 
   /** The node's sync source, background sync and periodic work for its current pool. */
@@ -221,7 +232,7 @@ export class RecoveryCluster {
     const meta = new MemDisk(1 << 20, this.clock, this.random);
     data.faults.latency_ms = 0.2;
     meta.faults.latency_ms = 0.1;
-    const n = { member_id, data, meta, gates: [], up: true, in_pool: true, tickers: [] } as unknown as RNode;
+    const n = { member_id, data, meta, gates: [], up: true, in_pool: true, tickers: [], pool_uuid: Buffer.from(this.pool_uuids[member_id] ?? Buffer.alloc(16)) } as unknown as RNode;
     n.pool = this.newServerPool(n, 'create');
     this.wire(n);
     this.nodes.push(n);
@@ -234,7 +245,8 @@ export class RecoveryCluster {
     return n;
   }
 
-  private newClient(): void {
+  /** A new client process with no leg yet (restartClient joins every member). */
+  newClient(): void {
     for (const t of this.client_tickers) t.stop();
     this.client = new ClientPool({ pool_name: POOL, group_id: GID, chunk_size: this.chunk_size, mapped_size: this.size, max_io_size: 1 << 20, map_clean_delay_ms: 0, on_refused: (r) => this.refused.push(r) }, () => this.clock.now(), (ev) => this.leg_events.push(ev));
     this.channels = new Map();
@@ -258,6 +270,11 @@ export class RecoveryCluster {
       }),
     );
     return leg as unknown as Leg;
+  }
+
+  /** add_sess on the current client that may be refused: its status and reason. */
+  tryJoin(n: RNode, mode: 'create' | 'assemble'): [number, string | null] {
+    return this.call(`add_sess ${mode} ${n.member_id}`, (cb) => this.client.addSess(`client@node${n.member_id}`, this.channelTo(n), mode, 128, (s, _l, r) => cb(s, r)));
   }
 
   // ------------------------------------------------------------------ time
@@ -410,7 +427,7 @@ export class RecoveryCluster {
     const data = new GatedDisk(n.data);
     const meta = new GatedDisk(n.meta);
     n.gates = [data, meta];
-    assert.equal(n.pool.register({ block: data, meta, meta_base: 0, ioAllowed: () => true }, 'replace', this.size), null);
+    assert.equal(n.pool.register(this.registered(n, data, meta), 'replace', this.size), null);
     let st = 1;
     n.pool.persistMetadata((s) => (st = s));
     this.until('replace persisted', () => st !== 1);

@@ -321,8 +321,17 @@ export class StoreManager {
     this.takeDown(pool, false, cb);
   }
 
-  /** delete_store: as remove_store, and the header page and RMR metadata are zeroed. */
-  deleteStore(pool: string, cb: (status: number, reason: string | null) => void): void {
+  /**
+   * delete_store: as remove_store, and the header page and RMR metadata are zeroed. Refused
+   * (EBUSY) while the store is a live member of its pool (ServerPool.deleteRefusal) unless
+   * `force`: the reference wiped a member its client still used, and the peers kept counting
+   * on a copy that was gone (issue 19, item 6).
+   */
+  deleteStore(pool: string, cb: (status: number, reason: string | null) => void, force = false): void {
+    const sp = this.deps.serverPool(pool);
+    const live = sp !== undefined && this.by_pool.has(pool) ? sp.deleteRefusal() : null;
+    if (live !== null && !force) return void queueMicrotask(() => cb(Errno.EBUSY, `the store is a live member of its pool: ${live}`));
+    if (live !== null) this.log.log('warn', 'delete_store forced on a live member of its pool', { pool, why: live });
     this.takeDown(pool, true, cb);
   }
 

@@ -90,6 +90,7 @@ export class BrmrStore implements BlockStore, MetaStore {
       meta_base: 0,
       ioAllowed: () => this.ioAllowed(),
       submitCmd: (bytes, rsp_len, cb) => this.submitCmd(bytes, rsp_len, cb),
+      poolUuid: () => this.header.pool_uuid,
     };
   }
 

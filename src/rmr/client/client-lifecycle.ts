@@ -129,10 +129,10 @@ export class ClientLifecycle {
       };
       if (create && !extend) return attach();
       // Assemble (and extend): the node's pool_md tells the members the pool has (§8.7).
-      this.recovery.readMd(leg, (s2, md) => {
+      this.recovery.readMd(leg, (s2, md, why) => {
         if (s2 !== 0 || md === null) {
           core.removeLeg(member_id, false);
-          return cb(s2 !== 0 ? s2 : Errno.EBADMSG, null, `pool metadata of member ${member_id} unreadable (${s2})`);
+          return cb(s2 !== 0 ? s2 : Errno.EBADMSG, null, why ?? `pool metadata of member ${member_id} unreadable (${s2})`);
         }
         if (!extend) {
           for (const slot of md.srv_md) {

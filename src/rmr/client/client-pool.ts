@@ -91,6 +91,11 @@ export class ClientPool {
     return this.core.map_ver;
   }
 
+  /** The pool's UUID as learned from its members' pool_md (all zero until one has it). */
+  get pool_uuid(): Buffer {
+    return this.core.pool_uuid;
+  }
+
   /** Members the pool is supposed to have (pool_md.srv_md): attached or not. */
   get members(): ReadonlySet<number> {
     return this.core.members;

@@ -26,7 +26,7 @@ import { Errno } from '../../util/errno.js';
 import type { DirtyMap } from '../protocol/dirty-map.js';
 import { decodeRanges } from '../protocol/leg-commands.js';
 import { MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, IoOp } from '../protocol/msg.js';
-import { decodePoolMd, encodePoolMd, type PoolMd } from '../protocol/pool-md.js';
+import { decodePoolMd, encodePoolMd, uuidConflict, type PoolMd } from '../protocol/pool-md.js';
 import type { Leg } from './leg.js';
 import { readMapPages } from './map-compare.js';
 import type { ClientPoolCore } from './pool-core.js';
@@ -72,13 +72,17 @@ export class ClientRecovery {
    * MD_SEND(read_full_md): the node's pool_md. Learns the pool's identity, the members it
    * lists (on assemble), and whether this node's store was replaced.
    */
-  readMd(leg: Leg, cb: (status: number, md: PoolMd | null) => void): void {
+  readMd(leg: Leg, cb: (status: number, md: PoolMd | null, reason?: string) => void): void {
     const core = this.core;
     leg.channel.command({ kind: 'md_read' }, (status, _v, _r, data) => {
       if (status !== 0) return cb(status, null);
       const md = decodePoolMd(data ?? Buffer.alloc(0));
       if (typeof md === 'string') return cb(Errno.EBADMSG, null);
-      if (md.header.pool_name !== core.pool || md.header.chunk_size !== core.chunk_size) return cb(Errno.EINVAL, null);
+      if (md.header.pool_name !== core.pool || md.header.chunk_size !== core.chunk_size) return cb(Errno.EINVAL, null, `member ${leg.member_id} holds pool ${md.header.pool_name} with chunk size ${md.header.chunk_size}`);
+      // A member of another pool of this name is refused (issue 19, item 6): the client kept
+      // the first UUID it saw and took every later member whatever its UUID.
+      const clash = uuidConflict(md.header.pool_uuid, `member ${leg.member_id}`, core.pool_uuid, `pool ${core.pool} of this client`);
+      if (clash !== null) return cb(Errno.EINVAL, null, clash);
       core.adoptIdentity(md.header);
       leg.replaced = md.srv_md.some((s) => s.member_id === leg.member_id && s.discard_entries);
       // Its authority was the maps on the disk that went: never again the last authoritative

@@ -27,6 +27,26 @@ export function checkChunkSize(chunk_size: number): string | null {
   return null;
 }
 
+/** A pool UUID of all zeroes: not assigned yet (the first BRMR map assigns one). */
+export function uuidUnset(u: Buffer): boolean {
+  return u.every((x) => x === 0);
+}
+
+/** 32 hex digits with dashes (as brmr's uuidText; RMR sits below BRMR and keeps its own). */
+export function poolUuidText(u: Buffer): string {
+  const h = u.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * Why two pool UUIDs name different pools, or null when they agree or either is not
+ * assigned yet (issue 19, item 6). `a` and `b` say whose each is, for the message.
+ */
+export function uuidConflict(a: Buffer, a_is: string, b: Buffer, b_is: string): string | null {
+  if (uuidUnset(a) || uuidUnset(b) || a.equals(b)) return null;
+  return `pool UUID ${poolUuidText(a)} (${a_is}) differs from ${poolUuidText(b)} (${b_is}): a store or node of another pool of the same name`;
+}
+
 const Header = new Layout(
   'pool_md',
   {

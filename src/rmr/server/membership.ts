@@ -155,6 +155,23 @@ export class Membership {
     this.core.sync_source = null;
   }
 
+  /**
+   * Why delete_store must not wipe this store, or null: it is a live member of its pool (a
+   * compute client is joined, or the node still counts other members beside it: they count
+   * on its copy and list it in their pool_md). The client's del_sess mode=delete (LEAVE_POOL
+   * with delete) takes it out of the pool first; `force` overrides (issue 19, item 6).
+   */
+  deleteRefusal(): string | null {
+    const core = this.core;
+    if (core.store === null) return null;
+    if (core.client_sessions > 0) return `member ${core.member_id} of pool ${core.name} has a compute client joined (${core.state.toLowerCase()}): del_sess mode=delete on the client first, or force`;
+    const others = [...core.maps.keys()].filter((id) => id !== core.member_id);
+    if (others.length > 0) {
+      return `member ${core.member_id} is still a member of pool ${core.name} beside member(s) ${others.join(', ')}, which count on its copy: del_sess mode=delete on the compute client takes it out of the pool first, or force`;
+    }
+    return null;
+  }
+
   /** STORE_CHECK: may the store serve IO? */
   storeCheck(): boolean {
     const store = this.core.store;

@@ -4,7 +4,7 @@
 
 import { Errno } from '../../util/errno.js';
 import { PAGE_BYTES, DirtyMap } from '../protocol/dirty-map.js';
-import { decodePoolMd, emptySrvMd, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
+import { decodePoolMd, emptySrvMd, uuidConflict, uuidUnset, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
@@ -49,6 +49,11 @@ export class PoolMetadata {
   /** The pool metadata as last loaded or built (written by persistMetadata). */
   private _pool_md: PoolMd | null = null;
   private _queue_depth = 0;
+  /**
+   * The pool UUID this server pool has served (from its store, its pool_md or its client),
+   * kept when the store leaves: a store of another pool added in its place is refused.
+   */
+  private known_uuid: Buffer = Buffer.alloc(16);
 
   constructor(core: ServerPoolCore, requestFlush: () => void) {
     this.core = core;
@@ -63,6 +68,19 @@ export class PoolMetadata {
     return this._queue_depth;
   }
 
+  /** The pool's UUID as this node knows it (all zero while none is assigned). */
+  poolUuid(): Buffer {
+    const md = this._pool_md?.header.pool_uuid;
+    if (md !== undefined && !uuidUnset(md)) return md;
+    const hdr = this.core.store?.poolUuid?.();
+    if (hdr !== undefined && !uuidUnset(hdr)) return hdr;
+    return this.known_uuid;
+  }
+
+  private learnUuid(u: Buffer): void {
+    if (uuidUnset(this.known_uuid) && !uuidUnset(u)) this.known_uuid = Buffer.from(u);
+  }
+
   // ------------------------------------------------------------------ registration
 
   /**
@@ -75,6 +93,8 @@ export class PoolMetadata {
     if (!Number.isSafeInteger(mapped_size) || mapped_size <= 0 || mapped_size % 512 !== 0) return `mapped_size ${mapped_size} must be a positive multiple of 512`;
     if (mapped_size > store.block.size_bytes) return `mapped_size ${mapped_size} exceeds the store (${store.block.size_bytes} bytes)`;
     if (core.mapped_size !== 0 && core.mapped_size !== mapped_size) return `mapped_size ${mapped_size} differs from the pool's ${core.mapped_size}`;
+    const clash = uuidConflict(this.known_uuid, `the pool server pool ${core.name} served`, store.poolUuid?.() ?? Buffer.alloc(16), "the store's header");
+    if (clash !== null) return clash;
     const err = core.sm.state === 'NORMAL' || core.sm.state === 'NO_IO' ? null : core.sm.change('REGISTERED', `store registered (${mode})`);
     if (err !== null) return err;
     // The size stays set even when the metadata area turns out too small below.
@@ -160,6 +180,17 @@ export class PoolMetadata {
       const mine = md.srv_md.find((x) => x.member_id === core.member_id);
       if (mine === undefined) return cb(Errno.EINVAL, null, `store has no slot for member ${core.member_id}`);
       if (mine.mapped_size !== core.mapped_size) return cb(Errno.EINVAL, null, `store was ${mine.mapped_size} bytes, not ${core.mapped_size}`);
+      // Identity (issue 19, item 6): the store's header, its pool_md and what this server pool
+      // served before must name one pool. A name is not an identity: two clusters may both
+      // have a pool "p", and a disk of one added to the other would be resynced over, or
+      // serve, the other's data.
+      const header_uuid = core.store?.poolUuid?.() ?? Buffer.alloc(16);
+      const clash =
+        uuidConflict(md.header.pool_uuid, "the store's pool metadata", header_uuid, "the store's header") ??
+        uuidConflict(this.known_uuid, `the pool server pool ${core.name} served`, uuidUnset(md.header.pool_uuid) ? header_uuid : md.header.pool_uuid, 'the store added');
+      if (clash !== null) return cb(Errno.EINVAL, null, clash);
+      if (uuidUnset(md.header.pool_uuid) && !uuidUnset(header_uuid)) md.header.pool_uuid = Buffer.from(header_uuid);
+      this.learnUuid(md.header.pool_uuid);
       this._pool_md = md;
       this._queue_depth = md.header.queue_depth;
       for (const slot of md.srv_md) if (slot.member_id !== 0 && slot.discard_entries) core.markDiscarded(slot.member_id);
@@ -217,8 +248,13 @@ export class PoolMetadata {
   /** The pool metadata as this node knows it (built from its state when never loaded). */
   currentPoolMd(): PoolMd {
     const core = this.core;
-    return this._pool_md ?? {
-      header: { pool_name: core.name, pool_uuid: Buffer.alloc(16), group_id: core.group_id, chunk_size: core.chunk_size, mapped_size: core.mapped_size, queue_depth: this._queue_depth, map_ver: core.map_ver },
+    const md = this._pool_md;
+    if (md !== null) {
+      if (uuidUnset(md.header.pool_uuid)) md.header.pool_uuid = Buffer.from(this.poolUuid());
+      return md;
+    }
+    return {
+      header: { pool_name: core.name, pool_uuid: Buffer.from(this.poolUuid()), group_id: core.group_id, chunk_size: core.chunk_size, mapped_size: core.mapped_size, queue_depth: this._queue_depth, map_ver: core.map_ver },
       srv_md: [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()],
     };
   }
@@ -228,9 +264,14 @@ export class PoolMetadata {
     const core = this.core;
     if (md.header.pool_name !== core.name || md.header.chunk_size !== core.chunk_size) return 'pool metadata of another pool';
     if (md.header.mapped_size !== core.mapped_size) return `client pool size ${md.header.mapped_size} differs from ${core.mapped_size}`;
+    // A client of another pool of this name is refused, never adopted (issue 19, item 6): it
+    // overwrote the node's UUID, and the node then took that pool's maps and writes.
+    const clash = uuidConflict(md.header.pool_uuid, 'the compute client', this.poolUuid(), `member ${core.member_id}`);
+    if (clash !== null) return clash;
     const cur = this.currentPoolMd();
     // A client that has not learned the pool's UUID yet sends zeroes: the node keeps its own.
-    const uuid = md.header.pool_uuid.every((x) => x === 0) ? cur.header.pool_uuid : md.header.pool_uuid;
+    const uuid = uuidUnset(md.header.pool_uuid) ? this.poolUuid() : md.header.pool_uuid;
+    this.learnUuid(uuid);
     cur.header = { ...md.header, pool_uuid: uuid, map_ver: Math.max(md.header.map_ver, cur.header.map_ver) };
     this._pool_md = cur;
     this._queue_depth = md.header.queue_depth;
@@ -297,6 +338,9 @@ export class PoolMetadata {
       Object.assign(mine, { srv_state: core.sm.state, store_state: core.store !== null, map_update_state: core.map_update_state, map_ver: core.map_ver, mapped_size: core.mapped_size });
     }
     md.header.map_ver = Math.max(md.header.map_ver, core.map_ver);
+    // The first map gives the store's header a UUID: pool_md takes it.
+    if (uuidUnset(md.header.pool_uuid)) md.header.pool_uuid = Buffer.from(this.poolUuid());
+    this.learnUuid(md.header.pool_uuid);
     this._pool_md = md;
     ms.store(md, (s1) => {
       if (s1 !== 0) return cb(s1);
@@ -330,6 +374,46 @@ export class PoolMetadata {
   // ------------------------------------------------------------------ peers
 
   /**
+   * The reference's GET_PARAMS check when the sync pool is attached (add_clt, §7.1, §10.2):
+   * every peer that answers must hold this pool: same name, chunk size, size and UUID. A
+   * peer of another pool, or of another size, would otherwise feed chunk syncs with data of
+   * other offsets or another pool. Peers that do not answer are not judged (they may be
+   * down: the check runs again at the next add_clt). cb(mismatches or null, peers answered).
+   */
+  checkPeers(cb: (mismatch: string | null, answered: number) => void): void {
+    const core = this.core;
+    const src = core.sync_source;
+    const peers = [...core.maps.keys()].filter((id) => id !== core.member_id);
+    if (src === null || peers.length === 0) return cb(null, 0);
+    let left = peers.length;
+    let answered = 0;
+    const bad: string[] = [];
+    for (const id of peers) {
+      src.peerQuery(id, { kind: 'md_read' }, (status, data) => {
+        if (status === 0 && data !== null) {
+          answered++;
+          const why = this.peerMismatch(id, data);
+          if (why !== null) bad.push(why);
+        }
+        if (--left === 0) cb(bad.length > 0 ? bad.join('; ') : null, answered);
+      });
+    }
+  }
+
+  /** Why a peer's pool_md is not of this pool, or null. */
+  private peerMismatch(id: number, data: Buffer): string | null {
+    const core = this.core;
+    const theirs = decodePoolMd(data);
+    if (typeof theirs === 'string') return `peer ${id}: pool metadata unreadable (${theirs})`;
+    const h = theirs.header;
+    if (h.pool_name !== core.name) return `peer ${id} holds pool ${h.pool_name}, not ${core.name}`;
+    if (h.chunk_size !== core.chunk_size) return `peer ${id} has chunk size ${h.chunk_size}, this node ${core.chunk_size}`;
+    const size = theirs.srv_md.find((x) => x.member_id === id)?.mapped_size ?? h.mapped_size;
+    if (size !== 0 && core.mapped_size !== 0 && size !== core.mapped_size) return `peer ${id} holds ${size} bytes, this node ${core.mapped_size}`;
+    return uuidConflict(h.pool_uuid, `peer ${id}`, this.poolUuid(), `member ${core.member_id}`);
+  }
+
+  /**
    * Metadata exchange (§8.7, the reference's MD_SEND between peers): each peer's own srv_md
    * slot, merged into this node's pool_md (persisted with the next metadata write).
    */
@@ -343,6 +427,8 @@ export class PoolMetadata {
         if (status !== 0 || data === null || core.store === null) return;
         const theirs = decodePoolMd(data);
         if (typeof theirs === 'string' || theirs.header.pool_name !== core.name) return;
+        // A peer of another pool of this name: its slot is not this pool's member.
+        if (uuidConflict(theirs.header.pool_uuid, `peer ${id}`, this.poolUuid(), `member ${core.member_id}`) !== null) return;
         const slot = theirs.srv_md.find((x) => x.member_id === id);
         const md = this._pool_md;
         if (slot === undefined || md === null || slot.mapped_size !== core.mapped_size) return;

@@ -45,6 +45,12 @@ export interface RegisteredStore {
   ioAllowed(): boolean;
   /** The upper layer's commands (the reference's submit_cmd, BRMR's GET_PARAMS/MAP/UNMAP). */
   submitCmd?(bytes: Buffer, rsp_len: number, cb: (status: number, rsp: Buffer | null) => void): void;
+  /**
+   * The pool UUID the store's own header carries (BRMR's; all zero until the first map
+   * assigns one), read each time: RMR's pool_md takes it, and a store, a peer or a client of
+   * another UUID is refused (issue 19, item 6). Absent for plain stores.
+   */
+  poolUuid?(): Buffer;
 }
 
 export type ServerPoolEvent =

@@ -175,6 +175,16 @@ export class ServerPool {
     return this.metadata.unregister(reason);
   }
 
+  /** The GET_PARAMS check of add_clt: the answering peers hold this pool (PoolMetadata.checkPeers). */
+  checkPeers(cb: (mismatch: string | null, answered: number) => void): void {
+    this.metadata.checkPeers(cb);
+  }
+
+  /** Why delete_store must not wipe the store (a live member of its pool), or null (Membership.deleteRefusal). */
+  deleteRefusal(): string | null {
+    return this.membership.deleteRefusal();
+  }
+
   /**
    * add_store: restores what the store remembers (reference `rmr_srv_refresh_md`, §3.10):
    * pool_md, the dirty maps and the intent record; the result is persisted before the intent
