@@ -365,3 +365,48 @@ test("a created leg whose link drops while its enable is answered stays out: not
   assert.equal(created.state, 'FAILED');
   assert.equal(s3.state, 'NO_IO', 'the node enabled by the late answer leaves IO service');
 });
+
+test('a write whose miss was recorded only on a leg that failed before the write completed is not acknowledged; the last authoritative leg learns the miss', () => {
+  // Found by the simulator (seed 30000953, swarm): member 2 missed a write; its MAP_ADD was
+  // recorded by member 1 and waited on member 3 (partitioned). Member 1 was then cut, member 3
+  // failed last (the last authoritative leg) without the record, and the write was acknowledged
+  // on member 1's record. Member 3 came back directly (Case 2) and its maps, spread to member 2,
+  // said clean where member 2 held the older bytes: a read from member 2 was stale.
+  const c = makeCluster(3);
+  const [ch1, ch2, ch3] = c.channels as [DirectChannel, DirectChannel, DirectChannel];
+  const [l1, l2, l3] = [1, 2, 3].map((id) => c.client.leg(id)) as [Leg, Leg, Leg];
+  const old = pattern(1, 4096);
+  const fresh = pattern(2, 4096);
+  assert.equal(c.write(0, old), 0);
+  // Member 3's MAP_ADD answers are held (its link stalls).
+  const held: (() => void)[] = [];
+  const mapAdd3 = ch3.sendMapAdd.bind(ch3);
+  ch3.sendMapAdd = (msg, cb) => void held.push(() => mapAdd3(msg, cb));
+  ch2.cut = true;
+  let write_status: number | null = null;
+  c.client.submit('write', 0, 4096, fresh, {}, (st) => (write_status = st));
+  c.clock.runUntilTrue('MAP_ADD held on member 3', () => held.length === 1, c.clock.now() + 1_000);
+  c.clock.runUntil(c.clock.now() + 5); // member 1 records the miss
+  assert.equal(c.servers[0]?.maps.get(2)?.isDirty(0), true, 'member 1 recorded that member 2 missed the write');
+  assert.equal(write_status, null, 'the write waits for member 3');
+  // Member 1 fails, then member 3: member 3 is the last authoritative leg.
+  ch1.cut = true;
+  assert.equal(c.client.setLegState(l1, 'FAILED', 'link cut (test)'), null);
+  ch3.cut = true;
+  for (const release of held.splice(0)) release();
+  c.clock.runUntilTrue('write answered', () => write_status !== null, c.clock.now() + 1_000);
+  assert.equal(l3.state, 'FAILED');
+  assert.equal(l3.was_last_authoritative, true);
+  // Everyone returns; member 3 last, so it is enabled directly and spreads its maps.
+  ch1.cut = ch2.cut = ch3.cut = false;
+  for (const l of [l1, l2]) c.client.rejoinLeg(l, (s) => assert.equal(s, 0));
+  c.clock.runUntil(c.clock.now() + 100);
+  c.client.rejoinLeg(l3, (s) => assert.equal(s, 0));
+  c.clock.runUntilTrue('all NORMAL', () => [l1, l2, l3].every((l) => l.state === 'NORMAL'), c.clock.now() + 10_000);
+  const got: (Buffer | null)[] = [];
+  for (const id of [1, 2, 3]) c.client.readFrom(id, 0, 4096, (st, d) => got.push(st === 0 ? d : null));
+  c.clock.runUntilTrue('reads from every member', () => got.length === 3, c.clock.now() + 10_000);
+  const want = write_status === 0 ? fresh : got[0];
+  got.forEach((d, i) => assert.ok(d !== null && want !== null && want !== undefined && d.equals(want), `member ${i + 1} serves ${write_status === 0 ? 'the acknowledged write' : 'the same bytes as member 1'}`));
+  assert.equal(write_status, Errno.EIO, 'its only record was on a leg that failed before the write completed');
+});

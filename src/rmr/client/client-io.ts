@@ -211,7 +211,7 @@ export class ClientIo {
         if (!has_range) return this.flushDone(flush_n, ok, cb);
         for (const l of ok) core.copyLanded(l, first, count);
         if (failed.length === 0) return this.acked(op, ok.length, first, count, cb);
-        this.mapAddPhase(op, ok, failed, first, count, seq, cb);
+        this.mapAddPhase(op, ok, failed, first, count, seq, (l) => l.failures === sent_at[targets.indexOf(l)], cb);
       });
     }
   }
@@ -247,8 +247,11 @@ export class ClientIo {
     cb(0, null);
   }
 
-  /** Some legs missed a write: record it on the legs that took it before acknowledging. */
-  private mapAddPhase(op: ReplicatedOp, ok: Leg[], failed: Leg[], first: number, count: number, seq: number, cb: (status: number, data: Buffer | null) => void): void {
+  /**
+   * Some legs missed a write: record it on the legs that took it before acknowledging.
+   * `unfailed(l)`: leg `l` has not failed since the write was sent to it.
+   */
+  private mapAddPhase(op: ReplicatedOp, ok: Leg[], failed: Leg[], first: number, count: number, seq: number, unfailed: (l: Leg) => boolean, cb: (status: number, data: Buffer | null) => void): void {
     const core = this.core;
     core.stats.map_adds++;
     const now = core.now();
@@ -266,17 +269,29 @@ export class ClientIo {
       return cb(Errno.EIO, null);
     }
     let pending = targets.length;
-    let recorded = 0;
+    const recorded: Leg[] = [];
     let last_err: number = Errno.EIO;
     for (const leg of targets) {
       leg.channel.sendMapAdd(msg, (status) => {
-        if (status === 0) recorded++;
+        if (status === 0) recorded.push(leg);
         else {
           last_err = status;
           if (!core.sync) core.failLeg(leg, `map_add failed (${status})`);
         }
         if (--pending > 0) return;
-        if (recorded > 0) return this.acked(op, recorded, first, count, cb);
+        // As for the data (above): a record counts only on a leg that has not failed since
+        // the write was sent, checked when the last MAP_ADD is answered. A leg that took the
+        // write and failed before its MAP_ADD was recorded holds the data without knowing
+        // who missed it; if every leg that recorded the miss failed before it, it is the last
+        // authoritative leg, enabled directly (Case 2) and the source of every map. Found by
+        // the simulator (seed 30000953, swarm: node3's MAP_ADD waited in a partition, node1
+        // recorded the miss of node2 and was then cut; node3 failed last, its MAP_ADD failed,
+        // the write was acknowledged on node1's record, and node3's maps, spread to node2,
+        // said clean where node2 held the older data). Such a write fails and its chunks are
+        // uncertain: the reconciliation before the next spread gives them one source.
+        const kept = recorded.filter(unfailed);
+        if (kept.length > 0) return this.acked(op, kept.length, first, count, cb);
+        if (recorded.length > 0) last_err = Errno.EIO;
         core.stats.failed_ios++;
         if (!core.sync) core.markUncertain(first, count, seq);
         cb(last_err, null);
