@@ -98,6 +98,9 @@ test('NBD writes reach every member; SIGKILL of a storage daemon under fio; rmr 
   }, 30_000, 20);
   process.kill(victim, 'SIGKILL');
   assert.equal(await fioDone, 0, 'fio finished its writes and the crc32c verify without an error');
+  // A write that surely comes after the kill: on a loaded machine fio may have ended its
+  // writes (and be verifying) by the time the poll above saw its 800th request.
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x71 2M 1M', uri()]);
   // Writes while member 2 was gone are recorded dirty for it (the md-raid1 bug class).
   const degraded = await status();
   const missed = degraded.legs.find((l) => l.node === 'cli' && l.member_id === 2);
@@ -111,7 +114,7 @@ test('NBD writes reach every member; SIGKILL of a storage daemon under fio; rmr 
     const s = await status();
     return s.legs.filter((l) => l.side === 'server' || l.node === 'cli').every((l) => l.state === 'normal' && (l.dirty_chunks ?? 0) === 0) ? true : null;
   }, 60_000, 200);
-  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 2M', uri()]);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 0 2M', '-c', 'read -P 0x71 2M 1M', uri()]);
   // Online verify compares the members by hashes: nothing differs.
   const v = await rmr(['verify', 'p3', '--cluster', cluster]);
   assert.equal(v.code, 0, `rmr verify: ${v.stderr}\n${v.stdout}`);
