@@ -456,7 +456,8 @@ function simulate(o: SimOptions): SimResult {
     // Synchronous on purpose: runSeed drives everything from the simulated clock and never
     // yields to the microtask queue after the bring-up, so a continuation after an `await`
     // here ran only once the seed had ended (an extension never happened).
-    const newNode = (m: number): SimNode => {
+    /** A node with its disks (drawn from the seed's stream in this order) and its pool. */
+    const nodeShell = (m: number): SimNode => {
       const data = new MemDisk(SIZE, clock, random);
       const meta = new MemDisk(1 << 20, clock, random);
       data.faults.latency_ms = 0.1 + random.float() * 0.4;
@@ -465,6 +466,10 @@ function simulate(o: SimOptions): SimResult {
       meta.faults.latency_ms = 0.1;
       const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, source: null, sync_sessions: new Map(), up: true, in_pool: true, gen: 0 } as unknown as SimNode;
       n.pool = makePool(n, 'create');
+      return n;
+    };
+    const newNode = (m: number): SimNode => {
+      const n = nodeShell(m);
       // Listening on the memory net happens inside the call; the promise only reports it.
       void serve(n).catch((e: unknown) => violate(`node${m} could not listen: ${String(e)}`));
       nodes.push(n);
@@ -872,14 +877,7 @@ function simulate(o: SimOptions): SimResult {
      * behind an `await` that resolved only after the seed ended.
      */
     const strayNode = (m: number): void => {
-      const data = new MemDisk(SIZE, clock, random);
-      const meta = new MemDisk(1 << 20, clock, random);
-      data.faults.latency_ms = 0.1 + random.float() * 0.4;
-      data.faults.tear_unit = BLOCK;
-      meta.faults.latency_ms = 0.1;
-      const n = { member: m, host: `node${m}`, data, meta, tickers: [], bsync: null, source: null, sync_sessions: new Map(), up: true, in_pool: true, gen: 0 } as unknown as SimNode;
-      n.pool = makePool(n, 'create');
-      void serve(n).catch(() => undefined);
+      void serve(nodeShell(m)).catch(() => undefined);
     };
     const replaceDisk = (n: SimNode, i: number): void => {
       const gen = n.gen;
