@@ -8,30 +8,23 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { NbdServer } from '../../src/nbd/server.js';
-import { NodeNet } from '../../src/node/net.js';
-import type { Listener } from '../../src/transport/net.js';
-import { NodeClock } from '../../src/node/ports.js';
 import { Cmd, CmdFlag, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, Info, NbdErr, Opt, Rep, ReplyType, readU64 } from '../../src/nbd/proto.js';
 import { MemoryLogger } from '../util/memory-logger.js';
 import { makeBrmrCluster, type BrmrCluster } from '../util/brmr-cluster.js';
 import { memStreamPair } from '../util/mem-stream.js';
 import { WireClient, goData } from '../util/nbd-wire-client.js';
-import { checkInfo, runOk, tempDir } from '../util/nbd-checks.js';
+import { checkInfo, runOk, tempDir, serveExport, type ServedExport } from '../util/nbd-checks.js';
 import { DATA_OFFSET } from '../../src/brmr/server/header.js';
 
 const MiB = 1 << 20;
 const SIZE = 64 * MiB;
 const BIG = 32 * MiB;
 let cluster: BrmrCluster;
-let server: NbdServer;
+let served: ServedExport | undefined;
 const logger = new MemoryLogger();
-let tcp: Listener;
-let unix: Listener;
 let dir = '';
-const tcpUri = (): string => `nbd://127.0.0.1:${tcp.address.port}/rmr`;
-const unixUri = (): string => `nbd+unix:///rmr?socket=${unix.address.host}`;
+const tcpUri = (): string => (served as ServedExport).tcpUri();
+const unixUri = (): string => (served as ServedExport).unixUri();
 
 /**
  * The two members hold the same bytes, compared where they lie (no copies: copying both
@@ -68,17 +61,11 @@ before(async () => {
   cluster = await makeBrmrCluster({ nodes: 2, backend: 'memory', transport: 'loopback', size_bytes: SIZE, chunk_size: 256 * 1024, queue_depth: 128 });
   await cluster.waitSynced();
   assert.ok(cluster.device !== null, 'the device is mapped');
-  server = new NbdServer({ clock: new NodeClock({ unref: true }), logger });
-  server.addExport('rmr', cluster.device, 'replicated over 2 storage nodes');
-  const net = new NodeNet();
-  tcp = await net.listen({ host: '127.0.0.1', port: 0 }, (s) => server.accept(s));
-  unix = await net.listenUnix(join(dir, 'nbd.sock'), (s) => server.accept(s));
+  served = await serveExport('rmr', cluster.device, 'replicated over 2 storage nodes', dir, logger);
 });
 
 after(async () => {
-  await tcp?.close();
-  await unix?.close();
-  await server?.close();
+  await served?.close();
   await cluster?.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -88,7 +75,7 @@ test('handshake: NBD_INFO_BLOCK_SIZE says 512 / 256 KiB / 32 MiB over a pool of 
   assert.ok(dev !== null);
   assert.equal(dev.block_sizes.maximum, MiB, 'the pool takes 1 MiB IOs (the transport\'s max_io_size)');
   const [c, s] = memStreamPair();
-  server.accept(s);
+  (served as ServedExport).server.accept(s);
   const client = new WireClient(c);
   assert.equal(await client.greeting(), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
   const flags = Buffer.alloc(4);

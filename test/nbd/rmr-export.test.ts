@@ -6,24 +6,17 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { NbdServer } from '../../src/nbd/server.js';
-import { NodeNet } from '../../src/node/net.js';
-import type { Listener } from '../../src/transport/net.js';
-import { NodeClock } from '../../src/node/ports.js';
 import { MemoryLogger } from '../util/memory-logger.js';
 import { makeBrmrCluster, type BrmrCluster } from '../util/brmr-cluster.js';
 import { waitFor } from '../util/wait.js';
-import { checkErrors, checkFilesystem, checkList, checkFio, checkInfo, checkNbdcopy, checkQemuImg, checkQemuIo, readMap, tempDir } from '../util/nbd-checks.js';
+import { checkErrors, checkFilesystem, checkList, checkFio, checkInfo, checkNbdcopy, checkQemuImg, checkQemuIo, readMap, tempDir, serveExport, type ServedExport } from '../util/nbd-checks.js';
 
 const SIZE = 64 << 20;
 let cluster: BrmrCluster;
-let server: NbdServer;
-let tcp: Listener;
-let unix: Listener;
+let served: ServedExport | undefined;
 let dir = '';
-const tcpUri = (): string => `nbd://127.0.0.1:${tcp.address.port}/rmr`;
-const unixUri = (): string => `nbd+unix:///rmr?socket=${unix.address.host}`;
+const tcpUri = (): string => (served as ServedExport).tcpUri();
+const unixUri = (): string => (served as ServedExport).unixUri();
 
 /** The two members hold the same bytes (read from the store files themselves). */
 async function identical(what: string): Promise<void> {
@@ -43,17 +36,11 @@ before(async () => {
   cluster = await makeBrmrCluster({ nodes: 2, backend: 'file', transport: 'direct', size_bytes: SIZE, chunk_size: 256 * 1024, queue_depth: 128 });
   await cluster.waitSynced();
   assert.ok(cluster.device !== null, 'the device is mapped');
-  server = new NbdServer({ clock: new NodeClock({ unref: true }), logger: new MemoryLogger() });
-  server.addExport('rmr', cluster.device, 'replicated over 2 storage nodes');
-  const net = new NodeNet();
-  tcp = await net.listen({ host: '127.0.0.1', port: 0 }, (s) => server.accept(s));
-  unix = await net.listenUnix(join(dir, 'nbd.sock'), (s) => server.accept(s));
+  served = await serveExport('rmr', cluster.device, 'replicated over 2 storage nodes', dir, new MemoryLogger());
 });
 
 after(async () => {
-  await tcp?.close();
-  await unix?.close();
-  await server?.close();
+  await served?.close();
   await cluster?.close();
   await rm(dir, { recursive: true, force: true });
 });

@@ -9,6 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NbdServer } from '../../src/nbd/server.js';
+import { NodeNet } from '../../src/node/net.js';
+import { NodeClock } from '../../src/node/ports.js';
+import type { BlockDevice } from '../../src/util/block-device.js';
+import type { Logger } from '../../src/util/ports.js';
 
 export interface RunResult {
   code: number | null;
@@ -371,4 +376,31 @@ export async function checkAll(uri: string, o: { size_bytes: number; image_bytes
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** An in-process NBD server exporting one device over TCP on loopback and a Unix socket. */
+export interface ServedExport {
+  readonly server: NbdServer;
+  tcpUri(): string;
+  unixUri(): string;
+  close(): Promise<void>;
+}
+
+/** Serves `device` as export `name`; the Unix socket is `dir`/nbd.sock. */
+export async function serveExport(name: string, device: BlockDevice, description: string, dir: string, logger: Logger): Promise<ServedExport> {
+  const server = new NbdServer({ clock: new NodeClock({ unref: true }), logger });
+  server.addExport(name, device, description);
+  const net = new NodeNet();
+  const tcp = await net.listen({ host: '127.0.0.1', port: 0 }, (s) => server.accept(s));
+  const unix = await net.listenUnix(join(dir, 'nbd.sock'), (s) => server.accept(s));
+  return {
+    server,
+    tcpUri: () => `nbd://127.0.0.1:${tcp.address.port}/${name}`,
+    unixUri: () => `nbd+unix:///${name}?socket=${unix.address.host}`,
+    close: async () => {
+      await tcp.close();
+      await unix.close();
+      await server.close();
+    },
+  };
 }
