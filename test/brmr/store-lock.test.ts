@@ -14,6 +14,8 @@ import { StoreManager } from '../../src/brmr/server/store-manager.js';
 import { nodeFileOpener } from '../../src/node/file-backend.js';
 import { NodeRandom } from '../../src/node/ports.js';
 import { Errno } from '../../src/util/errno.js';
+import { readProcStat } from '../../src/node/liveness.js';
+import { killToZombie, nonReapingParent } from '../util/zombie.js';
 
 const CHUNK = 64 * 1024;
 const SIZE = 16 * CHUNK;
@@ -74,4 +76,30 @@ test("a lock held by another running process is refused naming its pid; once tha
   const [s2, why2] = await add(a, path);
   assert.equal(s2, Errno.EBUSY);
   assert.match(why2 ?? '', /pid 1234 on host elsewhere\.example.*remove the lock file/);
+});
+
+test('a lock whose holder was SIGKILLed but not yet reaped (a zombie), or whose pid now belongs to another process, is taken over', async (t) => {
+  // The store lock once judged its holder with kill(pid, 0), which says "alive" for a
+  // zombie: where PID 1 reaps late, a SIGKILLed daemon could not reopen its store (issue 16's
+  // bug again). It uses the pid file's liveness rule now.
+  const dir = tmp(t);
+  const path = join(dir, 's.img');
+  const a = manager();
+  const [cs] = await new Promise<[number, string | null]>((r) => a.createStore({ pool: POOL, device: path, mapped_size: SIZE }, (s, _st, why) => r([s, why])));
+  assert.equal(cs, 0);
+  assert.deepEqual(await remove(a), [0, null]);
+  const { parent, pid } = await nonReapingParent();
+  t.after(() => parent.kill('SIGKILL'));
+  const start_ticks = readProcStat(pid)?.start_ticks ?? null;
+  assert.notEqual(start_ticks, null);
+  writeFileSync(`${path}.lock`, JSON.stringify({ host: hostname(), pid, start_ticks, boot_id: null, token: 'other', since: 'then' }));
+  const [s1] = await add(a, path);
+  assert.equal(s1, Errno.EBUSY, 'a running holder keeps its lock');
+  await killToZombie(pid);
+  assert.deepEqual(await add(a, path), [0, null], 'a zombie holder is gone');
+  assert.deepEqual(await remove(a), [0, null]);
+  // A live process whose start time is not the holder's: the pid was reused.
+  writeFileSync(`${path}.lock`, JSON.stringify({ host: hostname(), pid: process.ppid, start_ticks: 1, boot_id: null, token: 'other', since: 'then' }));
+  assert.deepEqual(await add(a, path), [0, null], 'a reused pid is not the holder');
+  assert.deepEqual(await remove(a), [0, null]);
 });
