@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ServerPool, type PeerMapCommand, type PeerQuery, type ServerPoolEvent, type SyncSource } from '../../src/rmr/server/server-pool.js';
 import { BackgroundSync } from '../../src/rmr/server/background-sync.js';
+import { executeLegCommand } from '../../src/rmr/server/execute-command.js';
+import type { LegCommand } from '../../src/rmr/protocol/leg-commands.js';
 import { IO_F_FUA, IoOp, type IoMsgValue } from '../../src/rmr/protocol/msg.js';
 import { SimClock } from '../../src/sim/sim-clock.js';
 import { SeededRandom } from '../../src/util/seeded-random.js';
@@ -373,6 +375,68 @@ test('a restarted node restores pool_md and maps; its intent chunks become dirty
   const [st2, , why2] = run<[number, unknown, string | null]>(n.clock, (cb) => other.loadMetadata((s, r, reason) => cb([s, r, reason])));
   assert.notEqual(st2, 0);
   assert.match(why2 ?? '', /belongs to pool pool1/);
+});
+
+/** A member-1 node that lost power with an unflushed write in chunk 9, restarted from its store (crash chunk 9 undecided). */
+function restartedWithCrashChunk(): ServerPool {
+  const n = normal();
+  const ps = run<number>(n.clock, (cb) => n.pool.persistMetadata(cb));
+  assert.equal(ps, 0);
+  assert.equal(run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 9 * CHUNK, 4096, { map_ver: 2 }), Buffer.alloc(4096, 7), false, (s) => cb(s))), 0);
+  n.data.powerLoss('drop');
+  n.meta.powerLoss('drop');
+  const again = new ServerPool({ pool_name: 'pool1', group_id: 7, member_id: 1, chunk_size: CHUNK, intent_extent_shift: 16, intent_max_extents: 8 }, () => undefined);
+  assert.equal(again.register({ block: n.data, meta: n.meta, meta_base: 0, ioAllowed: () => true }, 'add', SIZE), null);
+  const [st, report, why] = run<[number, unknown, string | null]>(n.clock, (cb) => again.loadMetadata((s, r, reason) => cb([s, r, reason])));
+  assert.equal(st, 0, why ?? '');
+  assert.deepEqual(report, { found: true, intent_chunks: 1, maps_lost: null, map_ver: 1 });
+  assert.equal(again.join({ sync: false, create: false, dirty: false, rejoin: true, chunk_size: CHUNK, members: [] }), null);
+  return again;
+}
+
+test('the base of a client-crash reconciliation decides its own crash chunks before it chooses sources: a peer clean there is the source, not the node that lost power (seed 40002141)', () => {
+  // Cases 3/4 with tied map versions: the base is this restarted node. Its maps say every
+  // member is clean at chunk 9, yet its power loss may have dropped a write there that the
+  // peer holds (a FLUSH acknowledged by the peer alone while this node was away).
+  const base = restartedWithCrashChunk();
+  assert.equal(base.ownMap()?.isDirty(9) ?? false, false, 'undecided after the restart');
+  assert.ok((base.intentToMap([], true) as number) >= 1);
+  assert.equal(base.ownMap()?.isDirty(9), true, 'the restarted node lacks chunk 9');
+  assert.equal(base.maps.get(2)?.isDirty(9), false, 'the peer, clean there, is the source');
+
+  // Where every other member is stale too, the restarted node keeps the newest data it has.
+  const alone = restartedWithCrashChunk();
+  alone.maps.get(2)?.setDirty(9, 1);
+  alone.intentToMap([], true);
+  assert.equal(alone.ownMap()?.isDirty(9), false);
+  assert.equal(alone.maps.get(2)?.isDirty(9), true);
+});
+
+test('a node back in IO service has on disk every write it acknowledged before it left: a map update or an enable flushes its store first', () => {
+  const command = (n: ReturnType<typeof normal>, cmd: LegCommand): [number, string | null] =>
+    run<[number, string | null]>(n.clock, (cb) => executeLegCommand(n.pool, cmd, false, (status, _v, reason) => cb([status, reason])));
+  const onDisk = (n: ReturnType<typeof normal>): number => run<Buffer | null>(n.clock, (cb) => n.data.read(9 * CHUNK, 4096, (_s, d) => cb(d)))?.[0] ?? -1;
+  for (const back of ['map update', 'enable'] as const) {
+    const n = normal();
+    // A write acknowledged from the cache; then the node leaves IO service (its store stops
+    // allowing IO). The client may now flush the other members only: the write is durable there.
+    assert.equal(run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.WRITE, 9 * CHUNK, 4096), Buffer.alloc(4096, 7), false, (s) => cb(s))), 0);
+    n.allowed.io = false;
+    assert.equal(run<number>(n.clock, (cb) => n.pool.handleIo(io(IoOp.READ, 0, 4096), Buffer.alloc(0), false, (s) => cb(s))), Errno.EIO);
+    assert.equal(n.pool.state, 'NO_IO');
+    n.allowed.io = true;
+    if (back === 'map update') {
+      assert.deepEqual(command(n, { kind: 'map_ready' }), [0, null]);
+      assert.equal(n.pool.mapBufDone(n.pool.map_ver), null);
+      assert.deepEqual(command(n, { kind: 'map_done', enable: true }), [0, null]);
+    } else {
+      assert.deepEqual(command(n, { kind: 'enable_pool', enable: true }), [0, null]);
+    }
+    assert.equal(n.pool.state, 'NORMAL', back);
+    // Its power fails before any FLUSH reaches it: the write is still there.
+    n.data.powerLoss('drop');
+    assert.equal(onDisk(n), 7, `${back}: the write acknowledged before is on disk`);
+  }
 });
 
 test('more members than a pool holds are refused with a reason, never a throw', () => {

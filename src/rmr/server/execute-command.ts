@@ -21,19 +21,22 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'rejoin':
       return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
     case 'enable_pool':
-    case 'maintenance': {
-      const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
-      if (err !== null || from_sync || !pool.hasStore) return answer(err);
-      return pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
-    }
+      // Back in IO service with nothing of its own only in its cache (ServerPool.flushBeforeService).
+      if (cmd.enable && !from_sync && pool.state !== 'NORMAL' && pool.hasStore) {
+        return pool.flushBeforeService((s) => (s === 0 ? enableOrMaintenance(pool, cmd, from_sync, cb) : cb(s, 0, `store flush before serving failed (${s})`)));
+      }
+      return enableOrMaintenance(pool, cmd, from_sync, cb);
+    case 'maintenance':
+      return enableOrMaintenance(pool, cmd, from_sync, cb);
     case 'map_ready':
       return answer(pool.mapReady(from_sync));
     case 'map_send':
       return pool.mapSend(cmd.receiver, cmd.map_ver, (status) => cb(status, 0, status === 0 ? null : `map send failed (${status})`));
     case 'map_done':
-      // The received maps are durable before the node serves on them.
+      // The received maps are durable before the node serves on them, and so is what it
+      // acknowledged before it left IO service (ServerPool.flushBeforeService).
       if (pool.map_update_state !== 'DONE') return answer(pool.mapDone(cmd.enable));
-      return pool.syncMaps((s) => (s === 0 ? answer(pool.mapDone(cmd.enable)) : cb(s, 0, `maps not persisted (${s})`)));
+      return (cmd.enable ? pool.flushBeforeService.bind(pool) : pool.syncMaps.bind(pool))((s) => (s === 0 ? answer(pool.mapDone(cmd.enable)) : cb(s, 0, `maps not persisted (${s})`)));
     case 'map_disable':
       pool.mapDisable(from_sync);
       return answer(null);
@@ -109,6 +112,13 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       if (from_sync) return answer('VERIFY from a sync pool');
       return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));
   }
+}
+
+/** ENABLE_POOL and MAINTENANCE: the state change, then the pool metadata on disk before the answer. */
+function enableOrMaintenance(pool: ServerPool, cmd: Extract<LegCommand, { kind: 'enable_pool' | 'maintenance' }>, from_sync: boolean, cb: LegCommandCallback): void {
+  const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
+  if (err !== null || from_sync || !pool.hasStore) return cb(err === null ? 0 : Errno.EINVAL, 0, err);
+  pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
 }
 
 /**

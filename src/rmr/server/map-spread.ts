@@ -109,17 +109,32 @@ export class MapSpread {
     if (lacks.length > 0) this.mapMark(core.member_id, lacks, true);
     // A replaced member stays fully dirty until its discard is confirmed everywhere (§9.8).
     for (const id of core.discarded) core.markNoData(id);
-    const crash = core.crash_chunks;
-    if (crash !== null) {
-      // The client marked them on the source (MAP_MARK, conditional) before the spread, so
-      // the received maps say it already; the same rule here covers a source that lacked them.
-      this.mapMark(core.member_id, crash.runs(), true);
-      core.noteMapChange();
-      core.setCrashChunks(null);
-      this.metadata.releaseRecoveredIntent();
-    }
+    // The client marked them on the source (MAP_MARK, conditional) before the spread, so
+    // the received maps say it already; the same rule here covers a source that lacked them.
+    this.decideCrashChunks();
     core.setMapUpdate('DONE');
     return null;
+  }
+
+  /**
+   * The chunks a crash of this node left undecided (its intent record at the restart: writes
+   * that may have reached a peer and not this disk) become dirty for it, unless every other
+   * member is stale there too (then it keeps the newest data it has). Done once, before this
+   * node's maps choose a source (INTENT_TO_MAP), are sent (MAP_SEND) or are replaced
+   * (MAP_BUF_DONE): a map that says "clean" is read everywhere as "holds the data". Only a
+   * direct enable of the last authoritative member (ServerMembership.enable) makes the node
+   * the source of them instead. Found by the simulator (seed 40002141: the base of a
+   * client-crash reconciliation, restarted after a power loss, became the single source of a
+   * chunk where it had lost a write a FLUSH had made durable on its peer).
+   */
+  decideCrashChunks(): void {
+    const core = this.core;
+    const crash = core.crash_chunks;
+    if (crash === null) return;
+    this.mapMark(core.member_id, crash.runs(), true);
+    core.noteMapChange();
+    core.setCrashChunks(null);
+    this.metadata.releaseRecoveredIntent();
   }
 
   /**
@@ -165,6 +180,7 @@ export class MapSpread {
     // bumps a receiver saw; without this the receiver refuses the complete map as older.
     // Found by the simulator (seed 45).
     core.raiseMapVersion(client_map_ver);
+    this.decideCrashChunks();
     const per_msg = Math.max(1, Math.floor(src.max_io_size / PAGE_BYTES));
     const maps = [...core.maps.values()];
     // One batch at a time, encoded when it is sent: a 64 TiB pool's maps are 64 MiB each,
@@ -219,6 +235,9 @@ export class MapSpread {
     for (const [first, count] of ranges) if (first + count > core.no_of_chunks || count < 0) return `chunk range ${first}+${count} beyond ${core.no_of_chunks}`;
     // Ranges, not a set of chunks: a range may cover the whole device (2^30 chunks at 64 TiB).
     const all: (readonly [number, number])[] = [...ranges];
+    // Before the intent record is read: the record kept at a restart is the crash's, decided
+    // as its own chunks here; a live record of this node's last writes is what stays.
+    this.decideCrashChunks();
     const intent = core.intent;
     if (with_intent && intent !== null) {
       const ext_bytes = 2 ** intent.extent_shift;

@@ -76,7 +76,9 @@ export class Membership {
       if (err === null) core.reconcileIntent();
       // Enabled directly (the last authoritative member): this node is the source of its
       // intent chunks, which every other member resyncs from it. Its crash may have lost
-      // writes there that the others kept (none durable: those reached this node's disk), so
+      // writes there that the others kept. None was durable: a FLUSH that succeeded while
+      // this node served reached its disk, and a node that comes back to IO service flushes
+      // what it took before it left (ServerPool.flushBeforeService), so
       // without this the members stay different. Found by the simulator (seeds 4009, 4057,
       // 4127 with crashes: the last authoritative node lost unflushed writes at a power loss
       // and was enabled directly; a peer kept the newer data and was never marked dirty).

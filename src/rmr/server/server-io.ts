@@ -178,7 +178,7 @@ export class ServerIo {
    * refuses further writes (its waiters get the error instead of waiting for a flush that
    * will not come).
    */
-  private flushStore(cb: (status: number) => void): void {
+  flushStore(cb: (status: number) => void): void {
     const store = this.core.store;
     const intent = this.core.intent;
     if (store === null || intent === null) return cb(Errno.ENXIO);
