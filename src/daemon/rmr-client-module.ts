@@ -406,6 +406,16 @@ export class RmrClientModule {
     });
   }
 
+  /** trust_data=1: the member's maps were lost; the operator names its data the newest (issue 19 item 3). */
+  trustData(e: ClientPoolEntry, sl: SessionLeg): Promise<void> {
+    return e.serial(async () => {
+      if (e.sync) throw new ControlError('EINVAL', 'sync pools keep no maps');
+      const pool = e.pool as ClientPool;
+      this.ctx.logger.log('warn', 'trust_data', { pool: e.name, member_id: sl.leg.member_id, session: sl.sessname });
+      return rmrCall(`trust_data ${sl.sessname}`, (done) => pool.trustData(sl.leg, done));
+    });
+  }
+
   /** enable=0: maintenance mode (§9.5): the leg leaves IO service, dirtiness accumulates. */
   enterMaintenance(e: ClientPoolEntry, sl: SessionLeg): Promise<void> {
     return e.serial(async () => {
@@ -650,7 +660,11 @@ export class RmrClientModule {
         help: '1: enable a created leg or leave maintenance; 0: enter maintenance',
       }),
       del_sess: kvFile({ mode: { type: 'enum', required: true, values: ['delete', 'disassemble'] as const }, force: { type: 'bool' } }, (v) => this.delSess(e, sl.sessname, v.mode, v.force ?? false), 'remove the leg (delete is refused while the member holds the only clean copy of a chunk, unless force=y)'),
-      state: roFile(() => `${sl.leg.state.toLowerCase()}\nMaintenance mode: ${sl.leg.maintenance ? 1 : 0}`),
+      trust_data: file({
+        write: (v) => (parseWord(v, ['1']), this.trustData(e, sl)),
+        help: "1: this member's maps were lost and no member serves: take its data as the newest (every other member resyncs every chunk from it). See docs/operations.md",
+      }),
+      state: roFile(() => `${sl.leg.state.toLowerCase()}\nMaintenance mode: ${sl.leg.maintenance ? 1 : 0}${sl.leg.maps_lost ? '\nMaps lost: 1' : ''}`),
       member_id: roFile(() => String(sl.leg.member_id)),
       check_map: file({
         write: (v) => {

@@ -196,6 +196,14 @@ export class ClientPool {
     this.lifecycle.extend(name, channel, queue_depth, cb);
   }
 
+  /**
+   * The operator trusts the data of a member whose maps were lost (issue 19 item 3): it serves
+   * again and every other member resyncs every chunk from it. Refused while a leg serves.
+   */
+  trustData(leg: Leg, cb: OpCallback): void {
+    this.recovery.trustData(leg, cb);
+  }
+
   /** The user's enable of a created leg (ENABLE_POOL(1), then NORMAL). */
   enableLeg(leg: Leg, cb: OpCallback): void {
     this.lifecycle.enableLeg(leg, cb);

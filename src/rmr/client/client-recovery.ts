@@ -24,10 +24,10 @@
 
 import { Errno } from '../../util/errno.js';
 import type { DirtyMap } from '../protocol/dirty-map.js';
-import { decodeRanges } from '../protocol/leg-commands.js';
+import { MAP_GET_VER_LOST, decodeRanges } from '../protocol/leg-commands.js';
 import { MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, IoOp } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd, uuidConflict, type PoolMd } from '../protocol/pool-md.js';
-import type { Leg } from './leg.js';
+import type { Leg, OpCallback } from './leg.js';
 import { readMapPages } from './map-compare.js';
 import type { ClientPoolCore } from './pool-core.js';
 
@@ -135,6 +135,8 @@ export class ClientRecovery {
 
   private decide(cb: Done): void {
     const core = this.core;
+    // Said again below while it holds (the status shows the last word).
+    core.recovery_blocked = null;
     const legs = [...core.legs()];
     const receivers = legs.filter((l) => l.state === 'RECONNECTING' && !l.maintenance);
     const source = legs.find((l) => l.state === 'NORMAL');
@@ -147,24 +149,19 @@ export class ClientRecovery {
     if (source !== undefined && auth !== undefined) throw new Error(`invariant: authoritative leg ${auth.member_id} beside NORMAL leg ${source.member_id}`);
     if (source === undefined) {
       if (auth !== undefined && auth.state === 'RECONNECTING' && !auth.maintenance && !auth.replaced) {
-        // Case 2: its map is complete; it serves again without a spread.
+        // Case 2: its map is complete; it serves again without a spread. Unless its maps
+        // were lost (issue 19 item 3): then its data is the newest the pool has, but nothing
+        // says what the others missed, and only the operator can say which data to keep.
         const failures = auth.failures;
-        return this.replayPoolInfo(auth, (s0) => {
-          if (s0 !== 0) return cb(s0);
-          auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
-            if (status !== 0) {
-              core.failLeg(auth, `enable of the last authoritative leg failed (${status})`);
-              return cb(status);
-            }
-            if (!core.promoteLeg(auth, 'RECONNECTING', failures, 'last authoritative leg enabled')) return cb(Errno.EAGAIN);
-            // Case 1 from it; nothing ran meanwhile (no NORMAL leg, so no IO).
-            core.freeze(() =>
-              this.decide((status) => {
-                core.unfreeze();
-                cb(status);
-              }),
-            );
-          });
+        return this.mapVersion(auth, (sv) => {
+          if (sv !== 0) return cb(sv);
+          if (auth.maps_lost) {
+            core.recovery_blocked =
+              `member ${auth.member_id}, the last member in service, lost its maps: its data is the newest the pool has, but no map says what the others missed. ` +
+              `Trust its data (every other member then resyncs every chunk from it), or replace its store to go back to the others' older data`;
+            return cb(Errno.EAGAIN);
+          }
+          this.caseTwo(auth, failures, cb);
         });
       }
       // Cases 3/4: every member back, none NORMAL, none known authoritative (a replaced store
@@ -187,6 +184,28 @@ export class ClientRecovery {
       this.reconcileUncertain((s1) => {
         if (s1 !== 0) return cb(s1);
         this.spread(source, receivers, true, cb);
+      });
+    });
+  }
+
+  /** Case 2: the last authoritative leg serves again without a spread; then Case 1 from it. */
+  private caseTwo(auth: Leg, failures: number, cb: Done): void {
+    const core = this.core;
+    this.replayPoolInfo(auth, (s0) => {
+      if (s0 !== 0) return cb(s0);
+      auth.channel.command({ kind: 'enable_pool', enable: true }, (status) => {
+        if (status !== 0) {
+          core.failLeg(auth, `enable of the last authoritative leg failed (${status})`);
+          return cb(status);
+        }
+        if (!core.promoteLeg(auth, 'RECONNECTING', failures, 'last authoritative leg enabled')) return cb(Errno.EAGAIN);
+        // Case 1 from it; nothing ran meanwhile (no NORMAL leg, so no IO).
+        core.freeze(() =>
+          this.decide((status) => {
+            core.unfreeze();
+            cb(status);
+          }),
+        );
       });
     });
   }
@@ -245,11 +264,23 @@ export class ClientRecovery {
       };
       this.collect(ordered, (status, versions) => {
         if (status !== 0 || versions === null) return failAll(status, 'map versions');
-        // The newest maps are the base (first on ties); never a replaced store's.
-        const candidates = ordered.filter((l) => !l.replaced);
+        // The newest maps are the base (first on ties); never a replaced store's, nor maps
+        // that were lost (issue 19 item 3).
+        const candidates = ordered.filter((l) => !l.replaced && !l.maps_lost);
         let s = candidates[0];
+        for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s?.member_id ?? 0) ?? 0)) s = l;
+        // A member whose maps were lost and whose version is not below the base's may hold
+        // writes the base missed (versions tie when no MAP_ADD reached the others, simulator
+        // seed 40002141): nothing says which, so the operator decides.
+        const best = s === undefined ? 0 : (versions.get(s.member_id) ?? 0);
+        const lost = ordered.filter((l) => l.maps_lost && !l.replaced && (s === undefined || (versions.get(l.member_id) ?? 0) >= best));
+        if (lost.length > 0) {
+          core.recovery_blocked =
+            `member ${lost.map((l) => l.member_id).join(', ')} lost its maps at map version ${Math.max(...lost.map((l) => versions.get(l.member_id) ?? 0))}, not below the best member with maps ` +
+            `(${s === undefined ? 'none' : `member ${s.member_id} at ${best}`}): it may hold writes the others missed. Trust its data, or replace its store to go back to the others' data`;
+          return failAll(Errno.EAGAIN, 'maps lost');
+        }
         if (s === undefined) return failAll(Errno.ENODEV, 'every member replaced');
-        for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s.member_id) ?? 0)) s = l;
         const source = s;
         core.adoptMapVersion(Math.max(...versions.values()));
         // Replaced members are fully dirty in the base before anything else (§9.8).
@@ -291,17 +322,64 @@ export class ClientRecovery {
       (l, next) =>
         this.replayPoolInfo(l, (s0) => {
           if (s0 !== 0) return next(s0);
-          l.channel.command({ kind: 'map_get_ver' }, (status, value) => {
-            if (status !== 0) {
-              this.core.failLeg(l, `map_get_ver failed (${status})`);
-              return next(status);
-            }
+          this.mapVersion(l, (status, value) => {
+            if (status !== 0) return next(status);
             versions.set(l.member_id, value);
             next(0);
           });
         }),
       (status) => cb(status, status === 0 ? versions : null),
     );
+  }
+
+  /** MAP_GET_VER: the node's map version, and whether its maps were lost (Leg.maps_lost). */
+  private mapVersion(leg: Leg, cb: (status: number, map_ver: number) => void): void {
+    leg.channel.command({ kind: 'map_get_ver' }, (status, value, _reason, data) => {
+      if (status !== 0) {
+        this.core.failLeg(leg, `map_get_ver failed (${status})`);
+        return cb(status, 0);
+      }
+      leg.maps_lost = data !== undefined && data !== null && data.length > 0 && ((data[0] as number) & MAP_GET_VER_LOST) !== 0;
+      cb(0, value);
+    });
+  }
+
+  /**
+   * The operator names the data of `leg`, whose maps were lost, the newest the pool has
+   * (issue 19 item 3): the node is enabled clean for itself with every other member dirty
+   * everywhere, then every other member resyncs every chunk from it (Case 1). Only while no
+   * leg serves: a NORMAL leg's maps decide the sources.
+   */
+  trustData(leg: Leg, cb: OpCallback): void {
+    const core = this.core;
+    if (!core.tryLock()) return cb(Errno.EBUSY, `pool ${core.pool} is recovering; try again`);
+    const done = (status: number, reason: string | null): void => {
+      core.unlock();
+      cb(status, reason);
+    };
+    const serving = core.normalLegs()[0];
+    if (serving !== undefined) return done(Errno.EINVAL, `member ${serving.member_id} serves with its maps: they decide the sources, there is nothing to trust`);
+    if (leg.state !== 'RECONNECTING' || leg.maintenance) return done(Errno.EINVAL, `member ${leg.member_id} is ${leg.state}${leg.maintenance ? ' in maintenance' : ''}: it must be back (RECONNECTING) and out of maintenance`);
+    const failures = leg.failures;
+    this.mapVersion(leg, (s0) => {
+      if (s0 !== 0) return done(s0, `map_get_ver of member ${leg.member_id} failed`);
+      if (!leg.maps_lost) return done(Errno.EINVAL, `member ${leg.member_id}'s maps are intact: they decide the sources, there is nothing to trust`);
+      this.replayPoolInfo(leg, (s1) => {
+        if (s1 !== 0) return done(s1, `pool info replay to member ${leg.member_id} failed`);
+        leg.channel.command({ kind: 'enable_pool', enable: true, trust: true }, (s2, _v, reason) => {
+          if (s2 !== 0) return done(s2, reason ?? `enable of member ${leg.member_id} failed (${s2})`);
+          leg.maps_lost = false;
+          if (!core.promoteLeg(leg, 'RECONNECTING', failures, 'the operator trusted its data (its maps were lost)')) return done(Errno.EAGAIN, `member ${leg.member_id} failed meanwhile`);
+          core.recovery_blocked = null;
+          // The client's maps follow the node's (every other member dirty everywhere).
+          this.loadMapsFrom(leg, (s3) => {
+            if (s3 !== 0) for (const l of core.legs()) if (l !== leg) core.mapOf(l.member_id).setAll(core.now());
+            // Case 1 from it for the members that are back.
+            this.enableLocked((s4) => done(s4, s4 === 0 ? null : `member ${leg.member_id} serves; the spread to the others will be retried (${s4})`));
+          });
+        });
+      });
+    });
   }
 
   /**

@@ -37,6 +37,12 @@ export class Leg implements LegStateHolder {
   pending_info: LegCommand[] = [];
   /** The node's store was replaced (its pool_md says so): peers mark it fully dirty first (§9.8). */
   replaced = false;
+  /**
+   * The node's maps were lost (MAP_GET_VER says so, issue 19 item 3): its data may be the
+   * newest, but its maps know nothing, so it is never the map source or recovery base until
+   * a map update gives it maps or the operator trusts its data.
+   */
+  maps_lost = false;
   /** LEAVE_POOL was answered (a re-run of del_sess skips it). */
   left = false;
   readonly channel: LegChannel;

@@ -88,7 +88,9 @@ export interface ClientPoolStatus {
   unflushed_chunks: number;
   /** IOs failed for durability or quorum (ClientIoFailure), and the last one. */
   io_failures: { not_durable: number; min_replicas: number; last: ClientIoFailure | null };
-  legs: { member_id: number; state: LegState; maintenance: boolean; pending_info: number; dirty_chunks: number }[];
+  legs: { member_id: number; state: LegState; maintenance: boolean; pending_info: number; dirty_chunks: number; maps_lost: boolean }[];
+  /** Why no recovery case can bring the pool back without the operator (null: none blocks it). */
+  recovery_blocked: string | null;
 }
 
 /** What an upper layer needs to size itself (reference rmr_clt_query). */
@@ -251,7 +253,8 @@ export class ClientPoolCore {
       uncertain_chunks: this.uncertain.dirtyCount,
       unflushed_chunks: this.unflushed.overflowed ? -1 : this.unflushed.size,
       io_failures: { ...this.io_failures },
-      legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state, maintenance: l.maintenance, pending_info: l.pending_info.length, dirty_chunks: this._maps.get(l.member_id)?.dirtyCount ?? 0 })),
+      legs: [...this.legs_by_id.values()].map((l) => ({ member_id: l.member_id, state: l.state, maintenance: l.maintenance, pending_info: l.pending_info.length, dirty_chunks: this._maps.get(l.member_id)?.dirtyCount ?? 0, maps_lost: l.maps_lost })),
+      recovery_blocked: this.recovery_blocked,
     };
   }
 
@@ -481,6 +484,9 @@ export class ClientPoolCore {
   }
 
   /** Takes the lock only if free (the recovery tick does not queue behind itself). */
+  /** Why the recovery cannot go on by itself (set and cleared by ClientRecovery.decide); status shows it. */
+  recovery_blocked: string | null = null;
+
   tryLock(): boolean {
     if (this.locked) return false;
     this.locked = true;

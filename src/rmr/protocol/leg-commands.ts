@@ -9,7 +9,7 @@ import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, MAX_TEST_P
 export type LegCommand =
   | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
   | { kind: 'rejoin' }
-  | { kind: 'enable_pool'; enable: boolean }
+  | { kind: 'enable_pool'; enable: boolean; trust?: boolean }
   | { kind: 'maintenance'; on: boolean }
   | { kind: 'map_ready' }
   | { kind: 'map_send'; receiver: number; map_ver: number }
@@ -167,7 +167,8 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
     case 'rejoin':
       return { cmd_type: CmdType.REJOIN_POOL, payload: { queue_depth: 0, chunk_size } };
     case 'enable_pool':
-      return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.enable ? 1 : 0 } };
+      // 3 (beyond the reference): enable, trusting a node whose maps were lost (issue 19 item 3).
+      return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.trust === true && cmd.enable ? ENABLE_TRUST : cmd.enable ? 1 : 0 } };
     case 'maintenance':
       return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.on ? 0 : 2 } };
     case 'map_ready':
@@ -224,9 +225,16 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
   }
 }
 
+/** ENABLE_POOL's `enable` value for an enable that trusts a node whose maps were lost. */
+export const ENABLE_TRUST = 3;
+
+/** MAP_GET_VER's answer byte (beyond the reference): bit 0, this node's maps were lost (issue 19 item 3). Older nodes send none. */
+export const MAP_GET_VER_LOST = 0x01;
+
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
+  if (cmd.kind === 'map_get_ver') return 1;
   if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * RANGE_BYTES;
   if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
   if (cmd.kind === 'verify') return cmd.chunk_count;
@@ -249,6 +257,7 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       return { kind: 'rejoin' };
     case CmdType.ENABLE_POOL: {
       const e = num(p, 'enable');
+      if (e === ENABLE_TRUST) return { kind: 'enable_pool', enable: true, trust: true };
       return e === 1 ? { kind: 'enable_pool', enable: true } : { kind: 'maintenance', on: e === 0 };
     }
     case CmdType.MAP_READY:

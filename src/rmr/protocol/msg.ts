@@ -213,8 +213,9 @@ export const CmdPayload = {
   [CmdType.REJOIN_POOL]: new Layout('REJOIN_POOL', { queue_depth: 'u32', chunk_size: 'u32' }),
   [CmdType.LEAVE_POOL]: new Layout('LEAVE_POOL', { member_id: 'u8', delete: 'u8' }, (v) => first(member('member', v.member_id), flag('delete', v.delete))),
   // enable: 1 enable; 0 maintenance on; 2 maintenance off (never enables: the reference's
-  // ENABLE_POOL(1) does both, and a node that missed the "on" would be enabled with a stale map).
-  [CmdType.ENABLE_POOL]: new Layout('ENABLE_POOL', { enable: 'u8' }, (v) => (v.enable > 2 ? `enable ${v.enable}` : null)),
+  // ENABLE_POOL(1) does both, and a node that missed the "on" would be enabled with a stale map);
+  // 3 enable, trusting the data of a node whose maps were lost (issue 19 item 3).
+  [CmdType.ENABLE_POOL]: new Layout('ENABLE_POOL', { enable: 'u8' }, (v) => (v.enable > 3 ? `enable ${v.enable}` : null)),
   [CmdType.USER]: new Layout('USER', { usr_len: 'u32' }),
   [CmdType.OWN_DIRTY]: new Layout('OWN_DIRTY', { from_chunk: 'u64' }),
   [CmdType.CHUNK_HASH]: new Layout('CHUNK_HASH', { first_chunk: 'u64', chunk_count: 'u32' }, (v) =>

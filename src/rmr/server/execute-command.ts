@@ -5,7 +5,7 @@
 import { Errno } from '../../util/errno.js';
 import { MAX_INTENT_RANGES, MAX_MEMBERS } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd } from '../protocol/pool-md.js';
-import { MAX_CMD_ANSWER, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
+import { MAP_GET_VER_LOST, MAX_CMD_ANSWER, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
 import type { ServerPool } from './server-pool.js';
 
 export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
@@ -45,7 +45,7 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'store_check':
       return answer(null, pool.storeCheck() ? 1 : 0);
     case 'map_get_ver':
-      return answer(null, pool.map_ver);
+      return cb(0, pool.map_ver, null, Buffer.from([pool.maps_lost !== null ? MAP_GET_VER_LOST : 0]));
     case 'leave':
       return answer(from_sync ? null : pool.leave(cmd.member_id, cmd.delete));
     case 'pool_info': {
@@ -116,7 +116,7 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
 
 /** ENABLE_POOL and MAINTENANCE: the state change, then the pool metadata on disk before the answer. */
 function enableOrMaintenance(pool: ServerPool, cmd: Extract<LegCommand, { kind: 'enable_pool' | 'maintenance' }>, from_sync: boolean, cb: LegCommandCallback): void {
-  const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
+  const err = from_sync ? null : cmd.kind === 'enable_pool' ? pool.enable(cmd.enable, cmd.trust === true) : cmd.on ? pool.enable(false) : pool.maintenanceOff();
   if (err !== null || from_sync || !pool.hasStore) return cb(err === null ? 0 : Errno.EINVAL, 0, err);
   pool.persistMetadata((s) => cb(s, 0, s === 0 ? null : `pool metadata not persisted (${s})`));
 }

@@ -6,7 +6,10 @@
 // Image: per map  member_id u8 | pad[3] | page_count u32 | state u8[page_count]
 //                 (0 clean, 1 full, 2 bitmap follows) | bitmaps of state-2 pages
 // so clean and fully dirty pages cost one byte. Directory record payload:
-//   bank u8 | pad[3] | image_len u32 | image_crc32c u32 | map_ver u64
+//   bank u8 | flags u8 | pad[2] | image_len u32 | image_crc32c u32 | map_ver u64
+// flags bit 0 (MAP_DIR_LOST): the maps were lost once and no map update has replaced them
+// since, so the image holds no knowledge, only "everything dirty" (issue 19 item 3). The
+// byte was padding before: older images read as not lost.
 //
 // Losing maps is never silent: an image that fails its checksum is reported, and the owner
 // then treats every chunk as dirty (over-approximating dirtiness is safe; under- is not).
@@ -20,6 +23,7 @@ import type { IoCallback, MetaStore } from './io-store.js';
 
 export const MAP_DIR_MAGIC = 0x444d_4d52; // "RMMD"
 export const MAP_DIR_VERSION = 1;
+export const MAP_DIR_LOST = 0x01;
 
 /** Bytes one bank needs for `MAX_MEMBERS` maps of `page_count` pages at worst. */
 export function mapBankBytes(page_count: number): number {
@@ -91,7 +95,7 @@ export class MapStore {
   private readonly dir: MetaSlots;
   private bank = -1;
   /** The image and version the directory points at, when known; an equal store costs no IO. */
-  private durable: { img: Buffer; map_ver: number } | null = null;
+  private durable: { img: Buffer; map_ver: number; lost: boolean } | null = null;
   private storing = 0;
 
   constructor(meta: MetaStore, base: number, page_count: number) {
@@ -101,26 +105,27 @@ export class MapStore {
     this.dir = new MetaSlots(meta, base, MAP_DIR_MAGIC, MAP_DIR_VERSION);
   }
 
-  /** Loads the last persisted maps: null when none were ever written. */
-  load(no_of_chunks: number, cb: (status: number, maps: DirtyMap<unknown>[] | null, map_ver: number, reason: string | null) => void): void {
+  /** Loads the last persisted maps: null when none were ever written; `lost` as stored with them. */
+  load(no_of_chunks: number, cb: (status: number, maps: DirtyMap<unknown>[] | null, map_ver: number, reason: string | null, lost: boolean) => void): void {
     this.dir.load((status, rec) => {
-      if (status !== 0) return cb(status, null, 0, 'map directory unreadable');
-      if (rec === null) return cb(0, null, 0, null);
+      if (status !== 0) return cb(status, null, 0, 'map directory unreadable', false);
+      if (rec === null) return cb(0, null, 0, null, false);
       const p = rec.payload;
-      if (p.length !== 20 || (p[0] !== 0 && p[0] !== 1)) return cb(Errno.EBADMSG, null, 0, 'bad map directory');
+      if (p.length !== 20 || (p[0] !== 0 && p[0] !== 1)) return cb(Errno.EBADMSG, null, 0, 'bad map directory', false);
       const bank = p[0] as number;
       const len = p.readUInt32LE(4);
       const crc = p.readUInt32LE(8);
       const map_ver = p.readUInt32LE(12) + p.readUInt32LE(16) * 0x1_0000_0000;
-      if (len > this.bank_bytes) return cb(Errno.EBADMSG, null, 0, 'map image larger than its bank');
+      if (len > this.bank_bytes) return cb(Errno.EBADMSG, null, 0, 'map image larger than its bank', false);
       this.meta.readMeta(this.bankOffset(bank), len, (s, img) => {
-        if (s !== 0 || img === null) return cb(s !== 0 ? s : Errno.EIO, null, 0, 'map image unreadable');
-        if (crc32c(img) !== crc) return cb(Errno.EBADMSG, null, 0, 'map image checksum mismatch');
+        if (s !== 0 || img === null) return cb(s !== 0 ? s : Errno.EIO, null, 0, 'map image unreadable', false);
+        if (crc32c(img) !== crc) return cb(Errno.EBADMSG, null, 0, 'map image checksum mismatch', false);
         const maps = decodeMapImage(img, no_of_chunks);
-        if (typeof maps === 'string') return cb(Errno.EBADMSG, null, 0, maps);
+        if (typeof maps === 'string') return cb(Errno.EBADMSG, null, 0, maps, false);
         this.bank = bank;
-        this.durable = { img, map_ver };
-        cb(0, maps, map_ver, null);
+        const lost = ((p[1] as number) & MAP_DIR_LOST) !== 0;
+        this.durable = { img, map_ver, lost };
+        cb(0, maps, map_ver, null, lost);
       });
     });
   }
@@ -129,23 +134,24 @@ export class MapStore {
    * Writes the maps into the other bank, then points the directory at it. Maps equal to the
    * ones stored (same image, same version) are durable already: no IO, cb(0) at once.
    */
-  store(maps: Iterable<DirtyMap<unknown>>, map_ver: number, cb: IoCallback): void {
+  store(maps: Iterable<DirtyMap<unknown>>, map_ver: number, cb: IoCallback, lost = false): void {
     const img = encodeMapImage(maps);
     if (img.length > this.bank_bytes) throw new Error(`invariant: map image ${img.length} > bank ${this.bank_bytes}`);
     const d = this.durable;
-    if (this.storing === 0 && d !== null && d.map_ver === map_ver && d.img.equals(img)) return cb(0);
+    if (this.storing === 0 && d !== null && d.map_ver === map_ver && d.lost === lost && d.img.equals(img)) return cb(0);
     const target = this.bank === 0 ? 1 : 0;
     this.storing++;
     this.durable = null;
     const done = (s: number): void => {
       this.storing--;
-      if (s === 0 && this.storing === 0) this.durable = { img, map_ver };
+      if (s === 0 && this.storing === 0) this.durable = { img, map_ver, lost };
       cb(s);
     };
     this.meta.writeMeta(this.bankOffset(target), img, (s) => {
       if (s !== 0) return done(s);
       const rec = Buffer.alloc(20);
       rec[0] = target;
+      rec[1] = lost ? MAP_DIR_LOST : 0;
       rec.writeUInt32LE(img.length, 4);
       rec.writeUInt32LE(crc32c(img), 8);
       rec.writeUInt32LE(map_ver % 0x1_0000_0000, 12);

@@ -58,16 +58,36 @@ export class Membership {
     return null;
   }
 
-  /** ENABLE_POOL from the compute client (§5.4). */
-  enable(on: boolean): string | null {
+  /**
+   * ENABLE_POOL from the compute client (§5.4). With `trust` (beyond the reference, issue 19
+   * item 3) the operator names this node's data the newest the pool has although its maps
+   * were lost: it becomes clean for itself and every other member dirty everywhere, so the
+   * others resync every chunk from it.
+   */
+  enable(on: boolean, trust = false): string | null {
     const core = this.core;
+    if (trust) {
+      if (!on) return 'trust goes with enable';
+      if (core.maps_lost === null) return 'this node\'s maps are intact: nothing to trust (its maps decide the sources)';
+      if (core.sm.state !== 'NO_IO' || core.maintenance) return `trust needs the node out of IO service and out of maintenance (it is ${core.sm.state}${core.maintenance ? ', in maintenance' : ''})`;
+    }
     if (on) {
       if (core.maintenance) {
         core.setMaintenance(false);
         return null; // leaving maintenance does not enable; a map update will
       }
+      // Lost maps name no source and know nothing of what the others lack (issue 19 item 3):
+      // served as they are, every chunk would wait for a peer no map names, and the members
+      // that missed writes would come back clean from this node's spread.
+      if (core.maps_lost !== null && !trust && core.sm.state !== 'NORMAL') return `this node's maps were lost (${core.maps_lost}): it is no map source; a map update from a member with maps brings it back, or the operator trusts its data (trust_data)`;
       // As MAP_READY (ServerPoolCore.writesInStore): no late write after the enable.
       if (core.sm.state !== 'NORMAL' && core.writesInStore > 0) return `${core.writesInStore} write(s) from before the node left service still in its store`;
+      if (trust) {
+        for (const id of core.maps.keys()) if (id !== core.member_id) core.mapOf(id).setAll();
+        core.ownMap()?.clear(0, core.no_of_chunks);
+        core.setMapsLost(null);
+        core.noteMapChange();
+      }
       const err = core.sm.change('NORMAL', 'enable');
       // It serves again after a recovery: whatever a former client left unsettled in the
       // intent record has been dealt with (Cases 3/4 run INTENT_TO_MAP with the record before

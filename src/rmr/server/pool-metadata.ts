@@ -195,21 +195,31 @@ export class PoolMetadata {
       this._queue_depth = md.header.queue_depth;
       for (const slot of md.srv_md) if (slot.member_id !== 0 && slot.discard_entries) core.markDiscarded(slot.member_id);
       core.raiseMapVersion(Math.max(mine.map_ver, md.header.map_ver));
-      maps.load(core.no_of_chunks, (s2, loaded, map_ver, why) => {
+      maps.load(core.no_of_chunks, (s2, loaded, map_ver, why, lost_before) => {
         let maps_lost: string | null = null;
         if (s2 === 0 && loaded !== null && !core.roomFor(loaded.map((m) => m.member_id))) {
           maps_lost = `stored maps of ${loaded.length} members do not fit beside this node's`;
-          core.markNoData(core.member_id);
         } else if (s2 !== 0 || (loaded === null && md !== null)) {
-          // Never read lost maps as clean: this node resyncs everything.
           maps_lost = why ?? 'no maps stored';
-          core.markNoData(core.member_id);
         } else if (loaded !== null) {
           for (const m of loaded) {
             const into = core.mapOf(m.member_id);
             for (let p = 0; p < m.page_count; p++) into.decodePage(p, m.encodePage(p), 'overwrite');
           }
           core.raiseMapVersion(map_ver);
+          // Stored as "everything dirty" after a loss, and no map update replaced them since:
+          // still no knowledge (a restart must not turn the loss into clean maps).
+          if (lost_before) maps_lost = 'lost at an earlier start; no map update has replaced them since';
+        }
+        if (maps_lost !== null) {
+          // Never read lost maps as clean (issue 19 item 3): this node lacks every chunk, and
+          // what its peers lack is unknown, so every member the pool_md lists is dirty
+          // everywhere here. Its maps name no source: the client never takes it as the map
+          // source or the recovery base (MAP_GET_VER says so) until a map update replaces them
+          // or the operator trusts its data (ENABLE_POOL with trust).
+          core.markNoData(core.member_id);
+          for (const slot of md.srv_md) if (slot.member_id !== 0 && slot.member_id !== core.member_id && core.roomFor([slot.member_id])) core.mapOf(slot.member_id).setAll();
+          core.noteMapChange();
         }
         if (maps_lost !== null) {
           // Issue 19 item 3: said loudly (the store manager logs it at error level), and shown
@@ -344,7 +354,7 @@ export class PoolMetadata {
     this._pool_md = md;
     ms.store(md, (s1) => {
       if (s1 !== 0) return cb(s1);
-      maps.store(core.maps.values(), core.map_ver, cb);
+      maps.store(core.maps.values(), core.map_ver, cb, core.maps_lost !== null);
     });
   }
 

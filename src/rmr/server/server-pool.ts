@@ -255,8 +255,8 @@ export class ServerPool {
   }
 
   /** ENABLE_POOL from the compute client (§5.4). */
-  enable(on: boolean): string | null {
-    return this.membership.enable(on);
+  enable(on: boolean, trust = false): string | null {
+    return this.membership.enable(on, trust);
   }
 
   /** ENABLE_POOL(2): maintenance off; the node stays out of IO service until it has a map. */
