@@ -107,10 +107,12 @@ export class NodeFileBackend implements StoreBackend {
   private read_slab_used = 0;
   /** Null: every data IO goes to the thread pool. Reads and writes are judged apart. */
   readonly read_gate: SyncIoGate | null;
+  readonly zeroed: boolean;
   readonly write_gate: SyncIoGate | null;
 
-  private constructor(kind: 'file' | 'block', path: string, fh: FileHandle, size_bytes: number, params: DeviceParams, o: NodeFileBackendOptions, lock: StoreLock | null = null) {
+  private constructor(kind: 'file' | 'block', path: string, fh: FileHandle, size_bytes: number, params: DeviceParams, o: NodeFileBackendOptions, lock: StoreLock | null = null, zeroed = false) {
     this.kind = kind;
+    this.zeroed = zeroed;
     this.path = path;
     this.fh = fh;
     this.lock = lock;
@@ -158,11 +160,13 @@ export class NodeFileBackend implements StoreBackend {
       lock = await lockStore(path, nofollow !== 0);
       if (existed) await checkExisting(fh, path, Math.min(st.size, EXISTING_PROBE_BYTES), opts);
       let size = st.size;
+      // Made by this open, or grown from empty: a sparse file of zeroes (StoreBackend.zeroed).
+      const zeroed = opts.create && (!existed || st.size === 0);
       if (opts.create && size < opts.size_bytes) {
         await fh.truncate(opts.size_bytes);
         size = opts.size_bytes;
       }
-      return new NodeFileBackend('file', path, fh, size, defaultParams(), o, lock);
+      return new NodeFileBackend('file', path, fh, size, defaultParams(), o, lock, zeroed);
     } catch (e) {
       await fh.close().catch(() => undefined);
       await lock?.release();

@@ -10,7 +10,7 @@ import { ServerPool } from '../../src/rmr/server/server-pool.js';
 import { memOpener, type MemDevice, type BackendOpener } from '../../src/brmr/server/backend.js';
 import { nodeFileOpener } from '../../src/node/file-backend.js';
 import { StoreManager, storeMetaBytes, type StoreManagerEvent } from '../../src/brmr/server/store-manager.js';
-import { HEADER_BYTES, STATE_MAPPED, STATE_NEED_SYNC, decodeHeader, hasHeaderMagic, uuidText } from '../../src/brmr/server/header.js';
+import { HEADER_BYTES, STATE_BLANK, STATE_MAPPED, STATE_NEED_SYNC, decodeHeader, hasHeaderMagic, uuidText } from '../../src/brmr/server/header.js';
 import type { BrmrStore } from '../../src/brmr/server/store.js';
 import { decodeAnswer, encodeRequest, BRMR_RSP_MAX } from '../../src/brmr/msg.js';
 import { defaultParams } from '../../src/brmr/params.js';
@@ -262,4 +262,36 @@ test('create_store refuses a device too small; a backend error closes the store 
   const ga = decodeAnswer(gb as Buffer, 'GET_PARAMS');
   assert.ok(typeof ga !== 'string' && ga.status === Errno.EIO && /failed/.test(ga.reason), 'commands report the failure');
   assert.deepEqual(await remove(n), [0, null], 'a failed store can be removed');
+});
+
+test('a store created on a file this open made is blank until its first write: the bit is cleared on disk before the data is written', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'brmr-blank-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const n = node(nodeFileOpener);
+  const path = join(dir, 'fresh.img');
+  const [s, st, why] = await create(n, path);
+  assert.equal(s, 0, why ?? '');
+  const store = st as BrmrStore;
+  const headerState = (): number => {
+    const h = decodeHeader(readFileSync(path).subarray(0, HEADER_BYTES));
+    if (typeof h === 'string') assert.fail(h);
+    return h.state;
+  };
+  assert.notEqual(headerState() & STATE_BLANK, 0, 'blank on disk');
+  assert.equal(store.registered().blank?.(), true);
+  // Two writes at once: one header write clears the bit, both wait for it.
+  const w = (off: number): Promise<number> => new Promise((r) => store.write(off, Buffer.alloc(4096, 9), false, r));
+  assert.deepEqual(await Promise.all([w(0), w(8192)]), [0, 0]);
+  assert.equal(headerState() & STATE_BLANK, 0, 'cleared on disk');
+  assert.equal(store.registered().blank?.(), false);
+  assert.equal((await remove(n))[0], 0);
+
+  // A file that held something (taken with force) is not known to be zeroes.
+  const used = join(dir, 'used.img');
+  writeFileSync(used, Buffer.alloc(8192, 1));
+  const m = node(nodeFileOpener);
+  const [s2, st2, why2] = await new Promise<Res>((r) => m.mgr.createStore({ pool: POOL, device: used, mapped_size: SIZE, force: true }, (a, b, c) => r([a, b, c, undefined])));
+  assert.equal(s2, 0, why2 ?? '');
+  assert.equal((st2 as BrmrStore).registered().blank?.(), false);
+  assert.equal((await remove(m))[0], 0);
 });

@@ -28,8 +28,10 @@ test('commands round-trip through their wire form', () => {
   const cmds: LegCommand[] = [
     { kind: 'join', create: true, dirty: false, extend: false, queue_depth: 64, members: [{ id: 2, dirty: true }, { id: 3, dirty: false }] },
     { kind: 'join', create: true, dirty: true, extend: true, queue_depth: 64, members: [{ id: 1, dirty: false }] },
+    { kind: 'join', create: true, dirty: true, blank_ok: true, extend: false, queue_depth: 64, members: [{ id: 1, dirty: false }] },
     { kind: 'rejoin' },
     { kind: 'enable_pool', enable: true },
+    { kind: 'enable_pool', enable: true, trust: true },
     { kind: 'maintenance', on: true },
     { kind: 'maintenance', on: false },
     { kind: 'map_ready' },

@@ -26,6 +26,8 @@ import { PeerSource } from './inproc-cluster.js';
 /** A disk as one life of a node sees it: after the gate closes, nothing goes through. */
 export class GatedDisk implements BlockStore, MetaStore {
   open = true;
+  /** A data write or write-zeroes came (a blank store stops being blank at its first). */
+  written = false;
   constructor(readonly disk: MemDisk) {}
   get size_bytes(): number {
     return this.disk.size_bytes;
@@ -37,12 +39,14 @@ export class GatedDisk implements BlockStore, MetaStore {
     if (this.open) this.disk.read(o, l, (s, d) => this.open && cb(s, d));
   }
   write(o: number, d: Buffer, fua: boolean, cb: IoCallback): void {
+    this.written = true;
     if (this.open) this.disk.write(o, d, fua, (s) => this.open && cb(s));
   }
   discard(o: number, l: number, cb: IoCallback): void {
     if (this.open) this.disk.discard(o, l, (s) => this.open && cb(s));
   }
   writeZeroes(o: number, l: number, cb: IoCallback): void {
+    this.written = true;
     if (this.open) this.disk.writeZeroes(o, l, (s) => this.open && cb(s));
   }
   flush(cb: IoCallback): void {
@@ -152,6 +156,8 @@ export interface RecoveryClusterOptions {
   request_timeout_ms?: number;
   /** The pool UUID of each node's store header (default: none assigned). */
   pool_uuids?: Readonly<Record<number, Buffer>>;
+  /** Members whose stores start blank (all zeroes, never written: RegisteredStore.blank) until their first write. */
+  blank_members?: readonly number[];
 }
 
 const POOL = 'rpool';
@@ -166,7 +172,8 @@ export class RecoveryCluster {
   client!: ClientPool;
   channels = new Map<number, NodeChannel>();
   private client_tickers: Ticker[] = [];
-  private readonly o: Required<Omit<RecoveryClusterOptions, 'pool_uuids'>>;
+  private readonly o: Required<Omit<RecoveryClusterOptions, 'pool_uuids' | 'blank_members'>>;
+  private readonly blank_members: readonly number[];
   /** Sees every command the client sends, before it leaves (tests check preconditions). */
   onCommand: ((member_id: number, cmd: LegCommand) => void) | null = null;
   /** Every leg state change refused by the gatekeeper (a test expects none). */
@@ -183,6 +190,7 @@ export class RecoveryCluster {
     this.random = new SeededRandom(o.seed ?? 1);
     this.request_timeout_ms = o.request_timeout_ms ?? 0;
     this.pool_uuids = o.pool_uuids ?? {};
+    this.blank_members = o.blank_members ?? [];
     this.o = { chunk_size: this.chunk_size, chunks: o.chunks ?? 32, seed: o.seed ?? 1, intent_extent_shift: o.intent_extent_shift ?? Math.log2(this.chunk_size), intent_max_extents: o.intent_max_extents ?? 64, request_timeout_ms: this.request_timeout_ms };
     for (let m = 1; m <= rf; m++) this.addNode(m);
     this.newClient();
@@ -205,8 +213,8 @@ export class RecoveryCluster {
   }
 
   /** The store as RMR sees it; its header's pool UUID is the node's `pool_uuid`, read each time. */
-  private registered(n: RNode, data: GatedDisk, meta: GatedDisk): { block: GatedDisk; meta: GatedDisk; meta_base: number; ioAllowed: () => boolean; poolUuid: () => Buffer } {
-    return { block: data, meta, meta_base: 0, ioAllowed: () => true, poolUuid: () => n.pool_uuid };
+  private registered(n: RNode, data: GatedDisk, meta: GatedDisk): { block: GatedDisk; meta: GatedDisk; meta_base: number; ioAllowed: () => boolean; poolUuid: () => Buffer; blank: () => boolean } {
+    return { block: data, meta, meta_base: 0, ioAllowed: () => true, poolUuid: () => n.pool_uuid, blank: () => this.blank_members.includes(n.member_id) && !data.written };
   }
 
   /** The node's sync source, background sync and periodic work for its current pool. */

@@ -14,6 +14,11 @@ export interface StoreBackend {
   readonly size_bytes: number;
   /** What the device offers (block sizes, limits, cache policy). */
   readonly params: DeviceParams;
+  /**
+   * Every byte reads as zero because this open made the file (or grew it from empty): a
+   * store created on it starts blank (header STATE_BLANK). Absent or false: unknown.
+   */
+  readonly zeroed?: boolean;
   read(pos: number, length: number, cb: ReadCallback): void;
   /** With `fua`, durable when cb(0) is called. */
   write(pos: number, data: Buffer, fua: boolean, cb: IoCallback): void;

@@ -417,6 +417,7 @@ export class FaultBackend implements StoreBackend {
   readonly path: string;
   readonly size_bytes: number;
   readonly params: StoreBackend['params'];
+  readonly zeroed: boolean;
   readonly inner: StoreBackend;
   readonly faults: FaultController;
 
@@ -427,6 +428,7 @@ export class FaultBackend implements StoreBackend {
     this.path = inner.path;
     this.size_bytes = inner.size_bytes;
     this.params = inner.params;
+    this.zeroed = inner.zeroed === true;
   }
 
   read(pos: number, length: number, cb: ReadCallback): void {

@@ -13,7 +13,8 @@
 //   84  pool_uuid        [16]  all zero until the first map assigns one
 //  100  store_uuid       [16]  new at create_store and at add_store mode=replace
 //  116  member_id        u32   1..255 (the storage node's member id in the pool)
-//  120  state            u32   bit 0 MAPPED (passed a map's parameter check), bit 1 NEED_SYNC
+//  120  state            u32   bit 0 MAPPED (passed a map's parameter check), bit 1 NEED_SYNC,
+//                              bit 2 BLANK (all zeroes since create_store, never written)
 //  124  reserved         u32   0
 //  128  mapped_size      u64   bytes of replicated data (device offset 0 = store byte 4096)
 //  136  device_size      u64   bytes of the backing file or device when the header was written
@@ -37,7 +38,13 @@ export const HEADER_VERSION = 1;
 export const POOL_NAME_MAX = 63;
 export const STATE_MAPPED = 1;
 export const STATE_NEED_SYNC = 2;
-const STATE_KNOWN = STATE_MAPPED | STATE_NEED_SYNC;
+/**
+ * The data area reads as zeroes (create_store made the file) and nothing was written to it:
+ * cleared, durably, before the first write. A create-mode join beside members as blank needs
+ * no initial sync. An older version refuses a header with this bit (unknown state bits).
+ */
+export const STATE_BLANK = 4;
+const STATE_KNOWN = STATE_MAPPED | STATE_NEED_SYNC | STATE_BLANK;
 const CRC_AT = HEADER_BYTES - 4;
 const PARAMS_AT = 184;
 const ZERO_FROM = PARAMS_AT + PARAMS_BYTES;

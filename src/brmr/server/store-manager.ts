@@ -11,7 +11,7 @@ import { Errno, errnoName } from '../../util/errno.js';
 import { nullLogger, type Logger, type Random } from '../../util/ports.js';
 import { rmrMetaBytes, type RecoveryReport, type ServerPool } from '../../rmr/server/server-pool.js';
 import type { BackendOpener, StoreBackend } from './backend.js';
-import { DATA_OFFSET, HEADER_BYTES, STATE_MAPPED, STATE_NEED_SYNC, decodeHeader, hasHeaderMagic, makeUuid, uuidText, type StoreHeader } from './header.js';
+import { DATA_OFFSET, HEADER_BYTES, STATE_BLANK, STATE_MAPPED, STATE_NEED_SYNC, decodeHeader, hasHeaderMagic, makeUuid, uuidText, type StoreHeader } from './header.js';
 import { BrmrStore, type StoreEvent } from './store.js';
 
 export interface StoreManagerDeps {
@@ -160,7 +160,7 @@ export class StoreManager {
           pool_uuid: a.pool_uuid !== undefined ? Buffer.from(a.pool_uuid) : Buffer.alloc(16),
           store_uuid: makeUuid(this.deps.random.bytes(16)),
           member_id: sp.member_id,
-          state: 0,
+          state: b.zeroed === true ? STATE_BLANK : 0,
           mapped_size: a.mapped_size,
           device_size: b.size_bytes,
           data_offset: DATA_OFFSET,

@@ -21,7 +21,7 @@ import type { BlockStore, IoCallback, MetaStore, ReadCallback } from '../../rmr/
 import type { RegisteredStore } from '../../rmr/server/server-pool.js';
 import { BRMR_RSP_MAX, decodeRequest, encodeAnswer, type BrmrAnswer, type BrmrCmdName } from '../msg.js';
 import { sameParams } from '../params.js';
-import { DATA_OFFSET, STATE_MAPPED, encodeHeader, uuidText, type StoreHeader } from './header.js';
+import { DATA_OFFSET, STATE_BLANK, STATE_MAPPED, encodeHeader, uuidText, type StoreHeader } from './header.js';
 import type { StoreBackend } from './backend.js';
 
 export type StoreEvent =
@@ -91,7 +91,27 @@ export class BrmrStore implements BlockStore, MetaStore {
       ioAllowed: () => this.ioAllowed(),
       submitCmd: (bytes, rsp_len, cb) => this.submitCmd(bytes, rsp_len, cb),
       poolUuid: () => this.header.pool_uuid,
+      blank: () => (this.header.state & STATE_BLANK) !== 0,
     };
+  }
+
+  /** Waiters for the header write that clears BLANK (null: none under way). */
+  private unblanking: ((status: number) => void)[] | null = null;
+
+  /**
+   * Runs `go` once the header no longer says BLANK: the first write clears it durably before
+   * it touches the data, so a blank header always means zeroes (a crash in between leaves the
+   * write undone and the bit set, both true).
+   */
+  private afterUnblank(go: (status: number) => void): void {
+    if ((this.header.state & STATE_BLANK) === 0) return go(0);
+    if (this.unblanking !== null) return void this.unblanking.push(go);
+    this.unblanking = [go];
+    this.writeHeader({ ...this.header, state: this.header.state & ~STATE_BLANK }, (status) => {
+      const waiters = this.unblanking ?? [];
+      this.unblanking = null;
+      for (const w of waiters) w(status);
+    });
   }
 
   // ------------------------------------------------------------------ state
@@ -179,7 +199,7 @@ export class BrmrStore implements BlockStore, MetaStore {
     const err = this.refuse(offset, data.length, this.size_bytes, false);
     if (err !== 0) return void queueMicrotask(() => cb(err));
     this.stats.writes++;
-    this.backend.write(DATA_OFFSET + offset, data, fua, this.ioCb('write', cb));
+    this.afterUnblank((s) => (s !== 0 ? cb(s) : this.backend.write(DATA_OFFSET + offset, data, fua, this.ioCb('write', cb))));
   }
 
   discard(offset: number, length: number, cb: IoCallback): void {
@@ -191,7 +211,7 @@ export class BrmrStore implements BlockStore, MetaStore {
     const err = this.refuse(offset, length, this.size_bytes, false);
     if (err !== 0) return void queueMicrotask(() => cb(err));
     this.stats.zeroes++;
-    this.backend.writeZeroes(DATA_OFFSET + offset, length, this.ioCb('write-zeroes', cb));
+    this.afterUnblank((s) => (s !== 0 ? cb(s) : this.backend.writeZeroes(DATA_OFFSET + offset, length, this.ioCb('write-zeroes', cb))));
   }
 
   flush(cb: IoCallback): void {
@@ -224,14 +244,27 @@ export class BrmrStore implements BlockStore, MetaStore {
 
   // ------------------------------------------------------------------ header
 
-  /** Writes `next` as the header (durably), and adopts it once it is on disk. */
+  /** Header writes waiting for the one under way (page 0 is written by one at a time). */
+  private header_queue: (() => void)[] | null = null;
+
+  /**
+   * Writes `next` as the header (durably), and adopts it once it is on disk. One at a time, so
+   * the page on disk is the last one adopted; BLANK only ever goes (a write computed from a
+   * header that still had it, queued behind the write that cleared it, does not bring it back).
+   */
   writeHeader(next: StoreHeader, cb: (status: number) => void): void {
+    if (this.header_queue !== null) return void this.header_queue.push(() => this.writeHeader(next, cb));
     if (!this._open) return void queueMicrotask(() => cb(Errno.ENXIO));
-    const h: StoreHeader = { ...next, timestamp_ms: Math.max(0, Math.floor(this.deps.wall_ms())) };
+    this.header_queue = [];
+    const state = (this.header.state & STATE_BLANK) === 0 ? next.state & ~STATE_BLANK : next.state;
+    const h: StoreHeader = { ...next, state, timestamp_ms: Math.max(0, Math.floor(this.deps.wall_ms())) };
     const page = encodeHeader(h);
     this.backend.write(0, page, true, this.ioCb('header write', (status) => {
       if (status === 0) this.header = h;
+      const queued = this.header_queue ?? [];
+      this.header_queue = null;
       cb(status);
+      for (const q of queued) q();
     }));
   }
 

@@ -8,7 +8,7 @@
 // keep a removed member or miss a new one.
 
 import { Errno } from '../../util/errno.js';
-import type { LegCommand } from '../protocol/leg-commands.js';
+import { JOIN_ANSWER_BLANK, type LegCommand } from '../protocol/leg-commands.js';
 import { MAX_MEMBERS } from '../protocol/msg.js';
 import type { ClientRecovery } from './client-recovery.js';
 import type { Leg, LegChannel, OpCallback } from './leg.js';
@@ -107,10 +107,16 @@ export class ClientLifecycle {
     const others = [...core.legs()].filter((l) => l.state !== 'REMOVING');
     if (others.length >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${core.pool} already has ${MAX_MEMBERS} legs`);
     const create = mode === 'create';
-    const dirty = extend || (create && others.length > 0);
+    const start_dirty = extend || (create && others.length > 0);
+    // Beside members whose stores are all blank, a blank store starts clean (no initial sync).
+    const blank_ok = start_dirty && create && !extend && !core.sync && core.allBlank;
     const members = others.map((l) => ({ id: l.member_id, dirty: !(core.maps.get(l.member_id)?.isEmpty() ?? true) }));
-    channel.command({ kind: 'join', create, dirty, extend, queue_depth, members }, (status, member_id, reason) => {
+    channel.command({ kind: 'join', create, dirty: start_dirty, blank_ok, extend, queue_depth, members }, (status, member_id, reason, data) => {
       if (status !== 0) return cb(status, null, reason);
+      const blank = data !== undefined && data !== null && data.length > 0 && ((data[0] as number) & JOIN_ANSWER_BLANK) !== 0;
+      if (create && !extend) core.noteJoinedBlank(blank);
+      // The node's rule (membership.join): dirty unless blank beside blank members.
+      const dirty = start_dirty && !(blank_ok && blank);
       if (core.leg(member_id) !== undefined) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
       if (!core.members.has(member_id) && core.members.size >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${core.pool} already has ${MAX_MEMBERS} members`);
       core.raiseQueueDepth(queue_depth);

@@ -140,6 +140,7 @@ export class ClientPoolCore {
   private lock_waiters: (() => void)[] = [];
   /** Opened by an upper layer (the reference's IN_USE). */
   private in_use = false;
+  private all_blank = true;
   private readonly seq = new WriteSequence();
   /** Overlapping writes (and verify batches) run in arrival order. */
   private readonly ranges = new RangeLocks(MAX_FROZEN_QUEUE);
@@ -533,7 +534,23 @@ export class ClientPoolCore {
   open(): number {
     if (this.in_use) return Errno.EBUSY;
     this.in_use = true;
+    // From now on the members may be written: a later create-mode join starts dirty.
+    this.all_blank = false;
     return 0;
+  }
+
+  /**
+   * Every member joined so far in create mode said its store was blank, and the pool was never
+   * opened: a next blank member needs no initial sync (JOIN_DIRTY_UNLESS_BLANK). In memory only:
+   * a client restarted during the creation joins the rest dirty, as before.
+   */
+  get allBlank(): boolean {
+    return this.all_blank;
+  }
+
+  /** A create-mode join answered: a member that is not blank ends the blank run for good. */
+  noteJoinedBlank(blank: boolean): void {
+    if (!blank) this.all_blank = false;
   }
 
   /** The upper layer lets go once its IO has drained. */

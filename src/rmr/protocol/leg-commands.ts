@@ -7,7 +7,7 @@ import type { DirtyMap } from './dirty-map.js';
 import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, MAX_TEST_PAGES, MD_FLAG, POOL_INFO_MODE, POOL_INFO_OP, RANGE_BYTES, type CmdTypeValue } from './msg.js';
 
 export type LegCommand =
-  | { kind: 'join'; create: boolean; dirty: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
+  | { kind: 'join'; create: boolean; dirty: boolean; blank_ok?: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
   | { kind: 'rejoin' }
   | { kind: 'enable_pool'; enable: boolean; trust?: boolean }
   | { kind: 'maintenance'; on: boolean }
@@ -161,7 +161,7 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       });
       return {
         cmd_type: CmdType.JOIN_POOL,
-        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? 1 : 0, create: cmd.create ? 1 : 0, rejoin: 0, extend: cmd.extend === true ? 1 : 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
+        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? (cmd.blank_ok === true ? JOIN_DIRTY_UNLESS_BLANK : 1) : 0, create: cmd.create ? 1 : 0, rejoin: 0, extend: cmd.extend === true ? 1 : 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
       };
     }
     case 'rejoin':
@@ -225,6 +225,16 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
   }
 }
 
+/**
+ * JOIN_POOL's `dirty` value for a create-mode join whose every other member's store was blank
+ * (never written since create_store made it all zeroes): the node starts dirty unless its own
+ * store is blank too, when its data equals theirs and no initial sync is needed.
+ */
+export const JOIN_DIRTY_UNLESS_BLANK = 2;
+
+/** JOIN_POOL's answer byte (beyond the reference): bit 0, this node's store is blank. Older nodes send none. */
+export const JOIN_ANSWER_BLANK = 0x01;
+
 /** ENABLE_POOL's `enable` value for an enable that trusts a node whose maps were lost. */
 export const ENABLE_TRUST = 3;
 
@@ -234,7 +244,7 @@ export const MAP_GET_VER_LOST = 0x01;
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
-  if (cmd.kind === 'map_get_ver') return 1;
+  if (cmd.kind === 'map_get_ver' || cmd.kind === 'join') return 1;
   if (cmd.kind === 'own_dirty') return MAX_INTENT_RANGES * RANGE_BYTES;
   if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
   if (cmd.kind === 'verify') return cmd.chunk_count;
@@ -251,7 +261,7 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       const ids = p.member_ids as Buffer;
       const dirty = p.member_dirty as Buffer;
       const members = Array.from({ length: num(p, 'member_cnt') }, (_, i) => ({ id: ids[i] as number, dirty: dirty[i] === 1 }));
-      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') === 1, extend: num(p, 'extend') === 1, queue_depth: num(p, 'queue_depth'), members };
+      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') !== 0, ...(num(p, 'dirty') === JOIN_DIRTY_UNLESS_BLANK ? { blank_ok: true } : {}), extend: num(p, 'extend') === 1, queue_depth: num(p, 'queue_depth'), members };
     }
     case CmdType.REJOIN_POOL:
       return { kind: 'rejoin' };

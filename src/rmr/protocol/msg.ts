@@ -208,7 +208,8 @@ export const CmdPayload = {
       member_ids: { bytes: MAX_MEMBERS },
       member_dirty: { bytes: MAX_MEMBERS },
     },
-    (v) => first(flag('dirty', v.dirty), flag('create', v.create), flag('rejoin', v.rejoin), flag('extend', v.extend), checkMembers(v.member_cnt, v.member_ids)),
+    // dirty 2 (beyond the reference): dirty unless this node's store is blank (JOIN_DIRTY_UNLESS_BLANK).
+    (v) => first(v.dirty > 2 ? `dirty ${v.dirty}` : null, flag('create', v.create), flag('rejoin', v.rejoin), flag('extend', v.extend), checkMembers(v.member_cnt, v.member_ids)),
   ),
   [CmdType.REJOIN_POOL]: new Layout('REJOIN_POOL', { queue_depth: 'u32', chunk_size: 'u32' }),
   [CmdType.LEAVE_POOL]: new Layout('LEAVE_POOL', { member_id: 'u8', delete: 'u8' }, (v) => first(member('member', v.member_id), flag('delete', v.delete))),

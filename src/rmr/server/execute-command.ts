@@ -5,18 +5,20 @@
 import { Errno } from '../../util/errno.js';
 import { MAX_INTENT_RANGES, MAX_MEMBERS } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd } from '../protocol/pool-md.js';
-import { MAP_GET_VER_LOST, MAX_CMD_ANSWER, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
+import { JOIN_ANSWER_BLANK, MAP_GET_VER_LOST, MAX_CMD_ANSWER, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
 import type { ServerPool } from './server-pool.js';
 
 export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
   const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
   switch (cmd.kind) {
     case 'join': {
-      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, extend: cmd.extend === true, chunk_size: pool.chunk_size, members: cmd.members });
+      const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, blank_ok: cmd.blank_ok === true, extend: cmd.extend === true, chunk_size: pool.chunk_size, members: cmd.members });
       if (err !== null || from_sync || !pool.hasStore) return answer(err, pool.member_id);
+      // Said with the answer: the client knows whether the node started dirty (membership.join).
+      const blank = Buffer.from([pool.store_blank ? JOIN_ANSWER_BLANK : 0]);
       // The membership is on disk before the client counts on it: a node that crashes right
       // after its join restarts knowing its pool (found by the simulator, seed 3025).
-      return pool.persistMetadata((s) => cb(s, pool.member_id, s === 0 ? null : `pool metadata not persisted (${s})`));
+      return pool.persistMetadata((s) => cb(s, pool.member_id, s === 0 ? null : `pool metadata not persisted (${s})`, blank));
     }
     case 'rejoin':
       return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));

@@ -26,7 +26,7 @@ export class Membership {
    * acceptance matrix (§4.3). `members` lists the client's other legs (and for create,
    * whether its map for each is dirty).
    */
-  join(j: { sync: boolean; create: boolean; dirty: boolean; rejoin?: boolean; extend?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
+  join(j: { sync: boolean; create: boolean; dirty: boolean; blank_ok?: boolean; rejoin?: boolean; extend?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
     const core = this.core;
     if (j.chunk_size !== core.chunk_size) return `chunk_size ${j.chunk_size} differs from the pool's ${core.chunk_size}`;
     if (core.sm.state === 'EMPTY' || core.store === null) return `pool ${core.name} has no store`;
@@ -38,7 +38,10 @@ export class Membership {
       // (the reference reuses CREATED and lets MAP_READY in there).
       const err = core.sm.change(j.extend === true ? 'NO_IO' : 'CREATED', j.extend === true ? 'extend join' : 'create-mode join');
       if (err !== null) return err;
-      if (j.dirty || j.extend === true) core.markNoData(core.member_id);
+      // Beside members whose stores were all blank, a blank store holds what they hold (all
+      // zeroes): no initial sync (a 15 TiB pair would otherwise copy zeroes for days).
+      const same_as_others = j.blank_ok === true && j.extend !== true && this.storeBlank();
+      if ((j.dirty && !same_as_others) || j.extend === true) core.markNoData(core.member_id);
       for (const m of j.members) if (m.id !== core.member_id) core.mapOf(m.id, m.dirty);
       core.createJoined();
     } else {
@@ -56,6 +59,11 @@ export class Membership {
     if (j.rejoin !== true) core.intent?.newClient();
     core.clientJoined();
     return null;
+  }
+
+  /** The store reads as zeroes and was never written (RegisteredStore.blank). */
+  storeBlank(): boolean {
+    return this.core.store?.blank?.() === true;
   }
 
   /**

@@ -51,6 +51,12 @@ export interface RegisteredStore {
    * another UUID is refused (issue 19, item 6). Absent for plain stores.
    */
   poolUuid?(): Buffer;
+  /**
+   * The data area has read as zeroes since the store was made and nothing was written to it
+   * (BRMR's header bit, cleared durably before the first write). A create-mode join of such a
+   * store beside members as blank needs no initial sync. Absent: not known blank.
+   */
+  blank?(): boolean;
 }
 
 export type ServerPoolEvent =

@@ -250,8 +250,13 @@ export class ServerPool {
   // ------------------------------------------------------------------ sessions and members (membership.ts)
 
   /** JOIN_POOL from a compute client (non-sync) or a peer's sync pool (§4.3). */
-  join(j: { sync: boolean; create: boolean; dirty: boolean; rejoin?: boolean; extend?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
+  join(j: { sync: boolean; create: boolean; dirty: boolean; blank_ok?: boolean; rejoin?: boolean; extend?: boolean; chunk_size: number; members: { id: number; dirty: boolean }[] }): string | null {
     return this.membership.join(j);
+  }
+
+  /** The store reads as zeroes and was never written (a create-mode join beside blank members needs no initial sync). */
+  get store_blank(): boolean {
+    return this.membership.storeBlank();
   }
 
   /** ENABLE_POOL from the compute client (§5.4). */
