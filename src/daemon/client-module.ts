@@ -109,7 +109,16 @@ export class ClientModule {
     this.clients = clients;
     this.queue_depth = queue_depth;
     const n = ctx.config.nbd;
-    this.nbd = new NbdServer({ clock: ctx.clock, logger: ctx.logger, max_connections: n.max_connections, max_inflight_bytes: n.max_inflight_bytes, max_payload: n.max_payload, limits: { idle_timeout_ms: n.idle_timeout_ms } });
+    this.nbd = new NbdServer({
+      clock: ctx.clock,
+      logger: ctx.logger,
+      max_connections: n.max_connections,
+      max_preauth_connections: n.max_preauth_connections,
+      max_preauth_per_address: n.max_preauth_per_address,
+      max_inflight_bytes: n.max_inflight_bytes,
+      max_payload: n.max_payload,
+      limits: { idle_timeout_ms: n.idle_timeout_ms, handshake_timeout_ms: n.handshake_timeout_ms },
+    });
     const context = this.ports.nbd_tls;
     this.tcp_tls = context === null ? { mode: 'off', context: null } : { mode: ctx.config.nbd.tls, context };
     // A Unix socket is reached only by who its mode and group let in; TLS there is the

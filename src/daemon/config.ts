@@ -106,6 +106,11 @@ export interface NbdConfig {
   /** An NBD connection with no request for this long is closed; 0: never. */
   readonly idle_timeout_ms: number;
   readonly max_connections: number;
+  /** TCP connections in their NBD handshake: in all, and per address (a share of max_connections). */
+  readonly max_preauth_connections: number;
+  readonly max_preauth_per_address: number;
+  /** Deadline of an NBD handshake (greeting to GO, STARTTLS included). */
+  readonly handshake_timeout_ms: number;
   /** Largest READ/WRITE payload advertised to NBD clients; longer than the pool's max IO is split. */
   readonly max_payload: number;
 }
@@ -228,6 +233,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'nbd.max_inflight_bytes', kind: { t: 'int', min: 1 << 20, max: 2 ** 40 }, help: 'request bytes in flight over all NBD connections together', def: () => 512 << 20 },
   { key: 'nbd.idle_timeout_ms', kind: { t: 'int', min: 0, max: 7 * 86_400_000 }, help: 'close an NBD connection with no request for this long (0: never)', def: () => 0 },
   { key: 'nbd.max_connections', kind: { t: 'int', min: 1, max: 100_000 }, help: 'NBD connections, all listeners together', def: () => 1024 },
+  { key: 'nbd.max_preauth_connections', kind: { t: 'int', min: 1, max: 100_000 }, help: 'TCP connections still in their NBD handshake, all addresses together (a share of nbd.max_connections)', def: () => 128 },
+  { key: 'nbd.max_preauth_per_address', kind: { t: 'int', min: 1, max: 100_000 }, help: 'TCP connections still in their NBD handshake from one address (IPv6: one /64)', def: () => 16 },
+  { key: 'nbd.handshake_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of an NBD handshake, STARTTLS included; a client not attached by then is closed', def: () => 10_000 },
   { key: 'nbd.max_payload', kind: { t: 'int', min: 64 << 10, max: 64 << 20 }, help: 'largest NBD read or write a client may send (NBD_INFO_BLOCK_SIZE maximum); split into the pool\'s max IO', def: () => 32 << 20 },
   { key: 'resume', kind: { t: 'bool' }, help: 'recreate the objects of the last run at start (false: the operator replays the bring-up)', def: () => true },
   { key: 'shutdown_timeout_ms', kind: { t: 'int', min: 100, max: 600_000 }, help: 'deadline of a clean shutdown before exit 1', def: () => 10_000 },
@@ -354,6 +362,9 @@ export function resolveDaemonConfig(file: unknown, env: ConfigEnv, flags: Readon
       max_inflight_bytes: num('nbd.max_inflight_bytes'),
       idle_timeout_ms: num('nbd.idle_timeout_ms'),
       max_connections: num('nbd.max_connections'),
+      max_preauth_connections: num('nbd.max_preauth_connections'),
+      max_preauth_per_address: num('nbd.max_preauth_per_address'),
+      handshake_timeout_ms: num('nbd.handshake_timeout_ms'),
       max_payload: num('nbd.max_payload'),
     },
     resume: values.get('resume') as boolean,
@@ -490,6 +501,8 @@ export function configToPlain(c: DaemonConfig): Record<string, unknown> {
   return {
     name: c.name,
     state_dir: c.state_dir,
+    // A policy, not a secret: shown so that the output, read back as a file, is this config.
+    secret_file_modes: c.secret_file_modes,
     control: { ...c.control, tcp: c.control.tcp === null ? null : formatListen(c.control.tcp) },
     log: c.log,
     events: c.events,

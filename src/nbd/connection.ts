@@ -138,6 +138,8 @@ export interface ConnectionDeps {
   logger: Logger;
   clock: Clock | null;
   onClosed: (c: NbdConnection) => void;
+  /** The handshake is done: the client is attached to an export (NbdServer's pre-auth limits end here). */
+  onAttached?: (c: NbdConnection) => void;
   /** TLS policy of this connection; `tls` is needed (and the stream's startTls) unless off. */
   tls_mode: TlsMode;
   tls: ServerTls | null;
@@ -325,6 +327,7 @@ export class NbdConnection {
       this.phase = 'transmission';
       this.cancelHandshakeTimer();
       this.armIdle();
+      this.deps.onAttached?.(this);
       this.deps.logger.log('debug', 'nbd client attached', { remote: this.remote, export: out.export.name, structured: this.neg.structured });
     }
     return true;

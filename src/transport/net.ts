@@ -130,3 +130,22 @@ export interface Net {
   connect(addr: Address, timeout_ms: number, cb: (err: Error | null, stream: NetStream | null) => void): void;
   listen(addr: Address, onConnection: (stream: NetStream) => void): Promise<Listener>;
 }
+
+/**
+ * The address a pre-authentication limit counts against: the host of `host:port`, an IPv6
+ * address cut to its /64 (one machine often holds a whole /64), a Unix socket as it is.
+ * Shared by the data plane's and NBD's pre-authentication limits.
+ */
+export function addressKey(remote: string): string {
+  if (remote.startsWith('unix:')) return remote;
+  const v6 = /^\[([0-9A-Fa-f:.]+)\]:[0-9]+$/.exec(remote);
+  if (v6 === null) return remote.replace(/:[0-9]+$/, '').replace(/^::ffff:/i, '');
+  const h = (v6[1] as string).toLowerCase();
+  if (/^::ffff:[0-9.]+$/.test(h)) return h.slice(7);
+  // Expand "::" to reach the first four groups.
+  const [head = '', tail] = h.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}

@@ -43,7 +43,7 @@ import {
   type Hello,
 } from './handshake.js';
 import { Link, type LinkOwner } from './link.js';
-import type { Address, Listener, Net, NetStream, ServerTls, TlsPeer } from './net.js';
+import { type Address, type Listener, type Net, type NetStream, type ServerTls, type TlsPeer, addressKey } from './net.js';
 import {
   DEFAULT_HEARTBEAT,
   DEFAULT_MAX_IO_SIZE,
@@ -57,6 +57,9 @@ import {
   checkInt,
   maxPendingWriteBytes,
 } from './options.js';
+
+// Defined with the Net interfaces, where NBD's pre-authentication limits use it too.
+export { addressKey };
 
 /** An authenticated peer: its name (certificate CN, PSK identity) and the roles it holds. */
 export interface PeerIdentity {
@@ -372,24 +375,6 @@ const ALLOWED_UP: ReadonlySet<number> = new Set([FrameType.REQ, FrameType.PING, 
 const NOTHING: ReadonlySet<number> = new Set();
 
 type ConnState = 'TLS' | 'HELLO' | 'AUTH' | 'UP';
-
-/**
- * The address a pre-authentication limit counts against: the host of `host:port`, an IPv6
- * address cut to its /64 (one machine often holds a whole /64), a Unix socket as it is.
- */
-export function addressKey(remote: string): string {
-  if (remote.startsWith('unix:')) return remote;
-  const v6 = /^\[([0-9A-Fa-f:.]+)\]:[0-9]+$/.exec(remote);
-  if (v6 === null) return remote.replace(/:[0-9]+$/, '').replace(/^::ffff:/i, '');
-  const h = (v6[1] as string).toLowerCase();
-  if (/^::ffff:[0-9.]+$/.test(h)) return h.slice(7);
-  // Expand "::" to reach the first four groups.
-  const [head = '', tail] = h.split('::');
-  const left = head === '' ? [] : head.split(':');
-  const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
-  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
-}
 
 class ServerConn implements LinkOwner {
   readonly link: Link;

@@ -58,3 +58,28 @@ test('daemonEnv: storage nodes get UV_THREADPOOL_SIZE unless it is set; the clie
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('daemonEnv: no RMR_* variable of this process reaches a daemon (RMR_TOKEN is the CLI\'s secret); only the caller\'s extra passes one on', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rmr-env-'));
+  const saved = { ...process.env };
+  try {
+    const path = join(dir, 'cluster.yaml');
+    writeFileSync(path, ['cluster: t', 'nodes: [{name: s1, addresses: [127.0.0.1], port: 1301}]', 'pools: [{name: p, members: [{node: s1, member_id: 1}]}]', 'stores: [{node: s1, pool: p, path: s1.img, size: 1M}]', ''].join('\n'));
+    const lc = loadCluster(path);
+    const [s1] = lc.file.nodes;
+    assert.ok(s1 !== undefined);
+    process.env.RMR_TOKEN = 'a-token-of-the-operator-0123456789abcdef';
+    process.env.RMR_STATE_DIR = '/one/dir/for/every/daemon';
+    process.env.RMR_LOG_LEVEL = 'debug';
+    process.env.RMRX_NOT_OURS = 'kept';
+    const e = daemonEnv(lc, s1);
+    assert.deepEqual(Object.keys(e).filter((k) => k.startsWith('RMR_')), []);
+    assert.equal(e.RMRX_NOT_OURS, 'kept', 'only the RMR_ prefix is stripped');
+    assert.equal(e.PATH, process.env.PATH, 'the rest of the environment is kept');
+    assert.equal(daemonEnv(lc, s1, { RMR_LOG_LEVEL: 'warn' }).RMR_LOG_LEVEL, 'warn', 'the caller may pass one explicitly');
+  } finally {
+    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+    Object.assign(process.env, saved);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

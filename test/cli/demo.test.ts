@@ -1,12 +1,15 @@
 // The README's first command: `rmr demo` starts a local 3-node cluster with no
 // configuration, prints how to use it once it is NORMAL, serves the disk over NBD
 // (checked with nbdinfo and qemu-io), lists its daemons and URIs in `rmr status --json`,
-// and stops every daemon on SIGTERM with exit code 0.
+// and stops every daemon on SIGTERM with exit code 0. It runs under umask 000 with RMR_*
+// variables in its environment (issue 21, findings 8 and 9): cluster.yaml, each daemon.yaml
+// and stderr.log are still 0600, and no daemon inherits an RMR_* variable (RMR_TOKEN is the
+// CLI's secret; /proc/<pid>/environ is readable by the daemon's user).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MAIN, rmrOk } from '../util/cli-cluster.js';
@@ -19,7 +22,13 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
   const base = 23000 + (process.pid % 1000) * 5;
   const nbdPort = base + 4;
   const dashPort = 20000 + (process.pid % 1000);
-  const demo = spawn(process.execPath, [MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort), '--dashboard-port', String(dashPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const canary = `rmr-test-canary-${process.pid}-0123456789abcdef`;
+  // umask 000: what the file modes must not depend on (under it they were 0666).
+  const demo = spawn(
+    'sh',
+    ['-c', 'umask 000 && exec "$0" "$@"', process.execPath, MAIN, 'demo', '--data-dir', dir, '--size', '64M', '--data-port', String(base), '--nbd-port', String(nbdPort), '--dashboard-port', String(dashPort)],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RMR_TOKEN: canary, RMR_LOG_LEVEL: 'error' } },
+  );
   let out = '';
   let err = '';
   demo.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -56,6 +65,22 @@ test('rmr demo: NORMAL 3-node cluster, NBD disk usable, status lists daemons and
     assert.deepEqual(s.devices.map((d) => d.name), ['disk0']);
     assert.ok(s.devices[0]?.uris.some((u) => u === uri) && s.devices[0].uris.some((u) => u.startsWith('nbd+unix:///disk0?socket=')));
     assert.ok(s.legs.filter((l) => l.node === 'client').every((l) => l.state === 'normal'));
+    // No daemon inherited an RMR_* variable of the demo's environment (daemonEnv).
+    for (const p of pids) {
+      const environ = readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
+      assert.deepEqual(environ.filter((kv) => kv.startsWith('RMR_')), [], `pid ${p}: no RMR_* variable`);
+      assert.ok(!environ.some((kv) => kv.includes(canary)), `pid ${p}: the token is not in its environment`);
+    }
+    // Files that name secrets and logs: 0600 under umask 000.
+    const modeOf = (f: string): string => (statSync(f).mode & 0o777).toString(8);
+    assert.equal(modeOf(join(dir, 'cluster.yaml')), '600', 'the demo\'s cluster.yaml');
+    const found = (name: string, d = dir): string[] =>
+      readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? found(name, join(d, e.name)) : e.name === name ? [join(d, e.name)] : []));
+    const logs = found('stderr.log');
+    const configs = found('daemon.yaml');
+    assert.equal(logs.length, 4, `a stderr.log per daemon: ${logs.join(' ')}`);
+    assert.equal(configs.length, 4, `a daemon.yaml per daemon: ${configs.join(' ')}`);
+    for (const f of [...logs, ...configs]) assert.equal(modeOf(f), '600', f);
     demo.kill('SIGTERM');
     assert.equal(await within('demo exit', exited, 60_000), 0, err);
     assert.deepEqual(pids.filter(pidRunning), [], 'no daemon outlives the demo');

@@ -383,3 +383,26 @@ test('identities from certificates and PSKs: the CN and its OU roles, or the PSK
   assert.equal(byPsk({ kind: 'psk', identity: 'eve' }), 'unknown PSK identity eve');
   assert.equal(byPsk(null), 'the peer did not authenticate with a PSK');
 });
+
+test('NBD pre-auth limits: defaults 128 in all, 16 per address, a 10 s handshake; set by file, env or flag; bounds checked', () => {
+  const c = resolveDaemonConfig(undefined, env);
+  assert.equal(c.nbd.max_preauth_connections, 128);
+  assert.equal(c.nbd.max_preauth_per_address, 16);
+  assert.equal(c.nbd.handshake_timeout_ms, 10_000);
+  const file = parseConfigText('nbd:\n  max_preauth_connections: 32\n  handshake_timeout_ms: 2000\n', 'd.yaml');
+  const c2 = resolveDaemonConfig(file, { ...env, vars: { RMR_NBD_MAX_PREAUTH_PER_ADDRESS: '4' } });
+  assert.deepEqual([c2.nbd.max_preauth_connections, c2.nbd.max_preauth_per_address, c2.nbd.handshake_timeout_ms], [32, 4, 2000]);
+  assert.ok(problems(() => resolveDaemonConfig(parseConfigText('nbd:\n  max_preauth_per_address: 0\n', 'd.yaml'), env)).some((p) => p.startsWith('nbd.max_preauth_per_address')));
+});
+
+test('--print-config: read back as a file it gives the same configuration (secret_file_modes included); secrets appear only as file names', () => {
+  const file = parseConfigText('name: n1\nsecret_file_modes: warn\nsecret_file: /etc/rmr/secret\ncontrol:\n  token_file: /etc/rmr/token\nnbd:\n  socket_mode: "0640"\n  max_preauth_per_address: 8\n', 'd.yaml');
+  const c = resolveDaemonConfig(file, env);
+  const printed = JSON.stringify(configToPlain(c));
+  assert.match(printed, /"secret_file_modes":"warn"/);
+  const again = resolveDaemonConfig(parseConfigText(printed, 'printed.json'), env);
+  assert.deepEqual(configToPlain(again), configToPlain(c));
+  assert.equal(again.secret_file_modes, 'warn');
+  // Only the files' names: the daemon reads their contents at start, not while resolving.
+  assert.ok(printed.includes('/etc/rmr/secret') && printed.includes('/etc/rmr/token'));
+});
