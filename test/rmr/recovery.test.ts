@@ -722,3 +722,23 @@ test('a spread whose source fails while its MAP_SEND is answered promotes no rec
   assert.deepEqual(c.refused, []);
   c.close();
 });
+
+test('a store replaced while its leg is in maintenance: after maintenance off the leg rejoins and resyncs everything (simulator seed 50002168)', () => {
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  c.must('maintenance on', (cb) => c.client.maintenance(3, true, cb));
+  c.replaceDisk(3);
+  assert.equal(c.node(3).pool.state, 'REGISTERED', 'the replaced store awaits a join');
+  c.writeStream(5, model, 2);
+  c.must('maintenance off', (cb) => c.client.maintenance(3, false, cb));
+  // Before: every spread failed at MAP_READY (the node was not joined) and the leg stayed
+  // RECONNECTING; now the tick's pool_md push learns the node awaits a join and fails the leg,
+  // and the store check rejoins it.
+  c.settle();
+  c.assertIdentical(model);
+  assert.ok(c.leg_events.some((e) => e.member_id === 3 && e.to === 'FAILED' && /awaits a join/.test(e.reason)));
+  assert.deepEqual(c.refused, []);
+  c.close();
+});

@@ -24,7 +24,7 @@
 
 import { Errno } from '../../util/errno.js';
 import type { DirtyMap } from '../protocol/dirty-map.js';
-import { MAP_GET_VER_LOST, decodeRanges } from '../protocol/leg-commands.js';
+import { MAP_GET_VER_LOST, MD_WRITE_NOT_SERVING, MD_WRITE_UNJOINED, decodeRanges } from '../protocol/leg-commands.js';
 import { MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, IoOp } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd, uuidConflict, type PoolMd } from '../protocol/pool-md.js';
 import type { Leg, OpCallback } from './leg.js';
@@ -581,9 +581,18 @@ export class ClientRecovery {
       // (seeds 72 and 2000: an idle pool never noticed).
       const failures = leg.failures;
       const was_normal = leg.state === 'NORMAL';
+      const was_state = leg.state;
       leg.channel.command({ kind: 'md_write', md }, (status, serving) => {
-        if (status !== 0 || serving !== 0 || !was_normal || leg.state !== 'NORMAL' || leg.failures !== failures || core.isLocked) return;
-        core.failLeg(leg, 'the node reports it is out of IO service');
+        if (status !== 0 || leg.state !== was_state || leg.failures !== failures) return;
+        // Not while a recovery runs: a spread takes its receivers out of service on purpose.
+        if (serving === MD_WRITE_NOT_SERVING && was_normal && !core.isLocked) core.failLeg(leg, 'the node reports it is out of IO service');
+        // A node that awaits a join (its store was replaced or added again since this leg
+        // joined, here while the leg was in maintenance) refuses every map update: the leg
+        // fails so the store check rejoins it. Found by the simulator (seed 50002168: a store
+        // replaced while its leg entered maintenance; after maintenance off every spread
+        // failed at MAP_READY and the leg stayed RECONNECTING). Also while a recovery runs: no
+        // step of it can reach a node that is not joined.
+        else if (serving === MD_WRITE_UNJOINED) core.failLeg(leg, 'the node awaits a join (its store was replaced or added again)');
       });
       if (leg.state !== 'NORMAL') continue;
       // The settled mark, when no IO has carried it there (intent-log.ts).

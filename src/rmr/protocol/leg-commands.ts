@@ -241,6 +241,15 @@ export const ENABLE_TRUST = 3;
 /** MAP_GET_VER's answer byte (beyond the reference): bit 0, this node's maps were lost (issue 19 item 3). Older nodes send none. */
 export const MAP_GET_VER_LOST = 0x01;
 
+/**
+ * SEND_MD_BUF's answer value (the client's pool_md push): the node serves IO (1), does not (0),
+ * or awaits a join (2: its store was replaced or added again since the client's join, so no
+ * map update can reach it before a rejoin).
+ */
+export const MD_WRITE_NOT_SERVING = 0;
+export const MD_WRITE_SERVING = 1;
+export const MD_WRITE_UNJOINED = 2;
+
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;

@@ -5,7 +5,7 @@
 import { Errno } from '../../util/errno.js';
 import { MAX_INTENT_RANGES, MAX_MEMBERS } from '../protocol/msg.js';
 import { decodePoolMd, encodePoolMd } from '../protocol/pool-md.js';
-import { JOIN_ANSWER_BLANK, MAP_GET_VER_LOST, MAX_CMD_ANSWER, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
+import { JOIN_ANSWER_BLANK, MAP_GET_VER_LOST, MAX_CMD_ANSWER, MD_WRITE_NOT_SERVING, MD_WRITE_SERVING, MD_WRITE_UNJOINED, READ_MAP_HEADER, READ_MAP_PAGES, encodeRanges, type LegCommand, type LegCommandCallback, type PeerMapCommand } from '../protocol/leg-commands.js';
 import type { ServerPool } from './server-pool.js';
 
 export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: boolean, cb: LegCommandCallback): void {
@@ -64,8 +64,10 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       const md = decodePoolMd(cmd.md);
       if (typeof md === 'string') return cb(Errno.EBADMSG, 0, md);
       // The answer's value says whether the node serves IO: the client's tick learns of a node
-      // that left IO service without its IO failing (a store replaced, a peer's read failing).
-      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md), pool.state === 'NORMAL' ? 1 : 0);
+      // that left IO service without its IO failing (a store replaced, a peer's read failing),
+      // and of one that awaits a join (MD_WRITE_UNJOINED).
+      const served = pool.state === 'NORMAL' ? MD_WRITE_SERVING : pool.state === 'REGISTERED' || pool.state === 'EMPTY' ? MD_WRITE_UNJOINED : MD_WRITE_NOT_SERVING;
+      return answer(from_sync ? 'metadata from a sync pool' : pool.adoptClientMd(md), served);
     }
     case 'user':
       return pool.userCommand(cmd.bytes, Math.min(cmd.rsp_len, MAX_CMD_ANSWER), (status, data) => cb(status, 0, status === 0 ? null : 'user command failed', data));
