@@ -141,43 +141,99 @@ export class Nemesis {
     this.w.clock.setTimer(50, () => this.whenQuiet(i, fn, tries + 1));
   }
 
+  /** A fault takes effect now (timed, or `delay_ms` after its trigger). */
   private fault(f: FaultSpec, i: number): void {
+    const k = f.kind;
+    if (k === 'link_cut' || k === 'partition' || k === 'one_way' || k === 'bandwidth' || k === 'stop_reading') this.netFault(f, i);
+    else if (k === 'crash' || k === 'flush_error' || k === 'disk_error') this.nodeFault(f, i);
+    else if (k === 'client_crash' || k === 'maintenance') this.clientFault(f, i);
+    else this.membershipFault(f, i);
+  }
+
+  /** Injected; `kinds_hit` counts it once it took effect (at once, or `watch`ed). */
+  private hit(f: FaultSpec, i: number, what0: string): void {
+    const what = f.on === null ? what0 : `${what0} (on ${f.on}${f.aim ? ' aimed' : ''} +${f.delay_ms.toFixed(1)} ms)`;
+    this.kinds_injected.add(f.kind);
+    this.fault_log.push(`#${i} ${what}`);
+    this.w.t(`fault #${i}: ${what}`);
+  }
+
+  /** Watches a counter of the fault's effect; the returned function settles it (at its heal). */
+  private watch(f: FaultSpec, count: () => number): () => void {
+    const x = { kind: f.kind, base: count(), count, settled: false };
+    this.watched.push(x);
+    return () => this.settle(x);
+  }
+
+  /** Cuts, partitions, bandwidth caps and a host that stops reading. */
+  private netFault(f: FaultSpec, i: number): void {
     const w = this.w;
-    const { clock, net, nodes, kinds_hit } = w;
+    const { clock, net, kinds_hit } = w;
     const { kind, h, other } = f;
-    // Injected; `kinds_hit` counts it once it took effect (at once, or `watch`ed).
-    const hit = (what0: string): void => {
-      const what = f.on === null ? what0 : `${what0} (on ${f.on}${f.aim ? ' aimed' : ''} +${f.delay_ms.toFixed(1)} ms)`;
-      this.kinds_injected.add(kind);
-      this.fault_log.push(`#${i} ${what}`);
-      w.t(`fault #${i}: ${what}`);
-    };
-    const watch = (count: () => number): (() => void) => {
-      const x = { kind, base: count(), count, settled: false };
-      this.watched.push(x);
-      return () => this.settle(x);
-    };
     const held = (a: string, b: string): number => net.touches(`held ${a}>${b}`);
     if (kind === 'link_cut') {
       const n = other === h ? net.cut(h) : net.cut(h, other) + net.cut(other, h);
-      hit(`cut ${h}-${other} (${n} streams)`);
+      this.hit(f, i, `cut ${h}-${other} (${n} streams)`);
       if (n > 0) kinds_hit.add(kind);
     } else if (kind === 'partition' && other !== h) {
       net.partition(h, other, true);
-      hit(`partition ${h}-${other}`);
-      const took = watch(() => held(h, other) + held(other, h));
+      this.hit(f, i, `partition ${h}-${other}`);
+      const took = this.watch(f, () => held(h, other) + held(other, h));
       clock.setTimer(f.heal_ms, () => {
         took();
         net.partition(h, other, false);
         w.t(`heal: partition ${h}-${other}`);
       });
-    } else if (kind === 'crash') {
+    } else if (kind === 'one_way' && other !== h) {
+      // Derived from the drawn values, not drawn: the schedule of the other kinds stays.
+      const [from, to] = f.node % 2 === 0 ? [h, other] : [other, h];
+      net.partitionOneWay(from, to, true);
+      this.hit(f, i, `one-way ${from}>${to}`);
+      const took = this.watch(f, () => held(from, to));
+      clock.setTimer(f.heal_ms, () => {
+        took();
+        net.partitionOneWay(from, to, false);
+        w.t(`heal: one-way ${from}>${to}`);
+      });
+    } else if (kind === 'bandwidth' && other !== h) {
+      // 0.25 .. 16 MiB/s each way.
+      const rate = 2 ** (18 + ((f.off / BLOCK) % 7));
+      net.limitBandwidth(h, other, rate);
+      net.limitBandwidth(other, h, rate);
+      this.hit(f, i, `bandwidth ${h}-${other} ${rate}`);
+      const took = this.watch(f, () => net.touches(`slowed ${h}>${other}`) + net.touches(`slowed ${other}>${h}`));
+      clock.setTimer(f.heal_ms, () => {
+        took();
+        net.limitBandwidth(h, other, 0);
+        net.limitBandwidth(other, h, 0);
+        w.t(`heal: bandwidth ${h}-${other}`);
+      });
+    } else if (kind === 'stop_reading') {
+      // A host that hangs without closing its sockets: a storage node, or the client.
+      const who = other === 'client' && f.node % 2 === 0 ? 'client' : h;
+      net.stopReading(who, true);
+      this.hit(f, i, `stop reading ${who}`);
+      const took = this.watch(f, () => net.touches(`unread ${who}`));
+      clock.setTimer(f.heal_ms, () => {
+        took();
+        net.stopReading(who, false);
+        w.t(`heal: ${who} reads again`);
+      });
+    }
+  }
+
+  /** A storage node's crash, flush errors ending in a crash, a bad disk range. */
+  private nodeFault(f: FaultSpec, i: number): void {
+    const w = this.w;
+    const { clock, nodes, kinds_hit } = w;
+    const kind = f.kind;
+    if (kind === 'crash') {
       // One node down at a time, and never while a node is still restarting.
       if (nodes.some((n) => !n.up)) return;
       const n = nodes[f.node % nodes.length] as SimNode;
       if (!n.in_pool) return;
       this.load.crashes.push(clock.now());
-      hit(`crash node${n.member} ${f.mode} (${n.data.unflushedWrites} unflushed writes)`);
+      this.hit(f, i, `crash node${n.member} ${f.mode} (${n.data.unflushedWrites} unflushed writes)`);
       kinds_hit.add(kind);
       crashNode(w, n, f.mode);
       clock.setTimer(300 + f.heal_ms, () => restartNode(w, n));
@@ -190,7 +246,7 @@ export class Nemesis {
       if (!n.in_pool) return;
       const d = n.data;
       d.faults.flush_error = true;
-      hit(`flush errors node${n.member}`);
+      this.hit(f, i, `flush errors node${n.member}`);
       clock.setTimer(100 + f.heal_ms, () => {
         d.faults.flush_error = false;
         if (!n.up || n.data !== d) return w.t(`heal: flush errors node${n.member}`);
@@ -204,52 +260,25 @@ export class Nemesis {
     } else if (kind === 'disk_error') {
       const node = nodes[f.node % nodes.length] as SimNode;
       node.data.faults.bad_ranges.push({ offset: f.off, length: BLOCK });
-      hit(`disk error node${node.member}@${f.off}`);
+      this.hit(f, i, `disk error node${node.member}@${f.off}`);
       const d = node.data;
-      const took = watch(() => d.stats.errors);
+      const took = this.watch(f, () => d.stats.errors);
       clock.setTimer(100 + f.heal_ms, () => {
         took();
         d.faults.bad_ranges = [];
         w.t(`heal: disk node${node.member}`);
       });
-    } else if (kind === 'one_way' && other !== h) {
-      // Derived from the drawn values, not drawn: the schedule of the other kinds stays.
-      const [from, to] = f.node % 2 === 0 ? [h, other] : [other, h];
-      net.partitionOneWay(from, to, true);
-      hit(`one-way ${from}>${to}`);
-      const took = watch(() => held(from, to));
-      clock.setTimer(f.heal_ms, () => {
-        took();
-        net.partitionOneWay(from, to, false);
-        w.t(`heal: one-way ${from}>${to}`);
-      });
-    } else if (kind === 'bandwidth' && other !== h) {
-      // 0.25 .. 16 MiB/s each way.
-      const rate = 2 ** (18 + ((f.off / BLOCK) % 7));
-      net.limitBandwidth(h, other, rate);
-      net.limitBandwidth(other, h, rate);
-      hit(`bandwidth ${h}-${other} ${rate}`);
-      const took = watch(() => net.touches(`slowed ${h}>${other}`) + net.touches(`slowed ${other}>${h}`));
-      clock.setTimer(f.heal_ms, () => {
-        took();
-        net.limitBandwidth(h, other, 0);
-        net.limitBandwidth(other, h, 0);
-        w.t(`heal: bandwidth ${h}-${other}`);
-      });
-    } else if (kind === 'stop_reading') {
-      // A host that hangs without closing its sockets: a storage node, or the client.
-      const who = other === 'client' && f.node % 2 === 0 ? 'client' : h;
-      net.stopReading(who, true);
-      hit(`stop reading ${who}`);
-      const took = watch(() => net.touches(`unread ${who}`));
-      clock.setTimer(f.heal_ms, () => {
-        took();
-        net.stopReading(who, false);
-        w.t(`heal: ${who} reads again`);
-      });
-    } else if (kind === 'client_crash') {
+    }
+  }
+
+  /** The compute client's crash (a new one assembles), a leg in and out of maintenance. */
+  private clientFault(f: FaultSpec, i: number): void {
+    const w = this.w;
+    const { clock, nodes, kinds_hit } = w;
+    const kind = f.kind;
+    if (kind === 'client_crash') {
       if (!w.client.up) return;
-      hit('client crash');
+      this.hit(f, i, 'client crash');
       kinds_hit.add(kind);
       crashClient(w, this.load);
       clock.setTimer(300 + f.heal_ms, () => {
@@ -259,7 +288,7 @@ export class Nemesis {
       const n = nodes[f.node % nodes.length] as SimNode;
       const leg = w.client.pool.leg(n.member);
       if (!w.client.up || leg === undefined || leg.maintenance || leg.state !== 'NORMAL') return;
-      hit(`maintenance node${n.member}`);
+      this.hit(f, i, `maintenance node${n.member}`);
       const c = w.client;
       this.maintenance_legs.add(n.member);
       c.pool.maintenance(n.member, true, (st, why) => {
@@ -273,11 +302,19 @@ export class Nemesis {
           });
         });
       });
-    } else if (kind === 'remove') {
+    }
+  }
+
+  /** The operator's removal, extension and disk replacement, each on a quiet pool. */
+  private membershipFault(f: FaultSpec, i: number): void {
+    const w = this.w;
+    const nodes = w.nodes;
+    const kind = f.kind;
+    if (kind === 'remove') {
       const n = nodes[f.node % nodes.length] as SimNode;
       this.whenQuiet(i, () => {
         if (w.members().length <= 2 || !n.in_pool) return;
-        hit(`remove node${n.member}`);
+        this.hit(f, i, `remove node${n.member}`);
         w.emit('member', n.member);
         removeMember(w, n, i);
       });
@@ -293,7 +330,7 @@ export class Nemesis {
       const n = nodes[f.node % nodes.length] as SimNode;
       this.whenQuiet(i, () => {
         if (!n.in_pool) return;
-        hit(`replace node${n.member}`);
+        this.hit(f, i, `replace node${n.member}`);
         w.emit('member', n.member);
         replaceDisk(w, n, i);
       });

@@ -99,42 +99,7 @@ function simulate(o: SimOptions): SimResult {
     w.raise();
     // ---- heal everything and check that the pool comes back and converges
     nem.healAll();
-    w.wait('every IO answered', () => wl.inflight === 0, 30_000);
-    nem.leaveMaintenance();
-    w.wait('every member restarted', () => w.nodes.every((n) => n.up), 10_000);
-    try {
-      w.wait('every leg NORMAL', () => w.legs().length === w.members().length && w.legs().every((l) => l.state === 'NORMAL'), 60_000);
-    } catch (e) {
-      const srv = w
-        .members()
-        .map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`)
-        .join(' ');
-      throw new Violation(`${e instanceof Error ? e.message : String(e)} (client ${JSON.stringify(w.client.pool.status())}; ${srv})`);
-    }
-    try {
-      w.wait('every member synced', () => w.members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
-    } catch (e) {
-      const srv = w
-        .members()
-        .map((n) => `node${n.member}:${n.pool.state}/own dirty ${n.pool.ownMap()?.dirtyCount ?? -1} first ${n.pool.ownMap()?.nextDirty(0) ?? -1}`)
-        .join(' ');
-      const sy = w
-        .members()
-        .map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`)
-        .join(' ');
-      throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
-    }
-    // A worker's last IO may start just after the workload ends (its timer was set before),
-    // after the wait for every IO above: it must land before the members are compared (seed
-    // 10000770 compared them while a write released by the reconciliation was on its way).
-    w.wait(
-      'every IO answered and the pool settled',
-      () => wl.inflight === 0 && w.legs().every((l) => l.state === 'NORMAL') && w.members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true),
-      60_000,
-    );
-    wl.checkConvergence();
-    // Peer maps are cleaned by the periodic check (lost MAP_CLEARs); a removed member's map is gone.
-    w.wait('every map clean', () => w.members().every((n) => [...n.pool.maps.values()].every((m) => m.isEmpty() && w.members().some((x) => x.member === m.member_id))), 20_000);
+    recovers(w, wl, nem);
     wl.finalRead();
     w.t(`end: ${nem.fault_log.length} faults`);
     return result(null);
@@ -147,4 +112,48 @@ function simulate(o: SimOptions): SimResult {
   } finally {
     for (const c of w.cleanups) c();
   }
+}
+
+/**
+ * After the heal: every IO is answered, every node is back, every leg NORMAL and every member
+ * synced (liveness, with what each part looked like if not), then the members converge byte
+ * for byte (the workload's check) and every map is clean.
+ */
+function recovers(w: SimWorld, wl: Workload, nem: Nemesis): void {
+  w.wait('every IO answered', () => wl.inflight === 0, 30_000);
+  nem.leaveMaintenance();
+  w.wait('every member restarted', () => w.nodes.every((n) => n.up), 10_000);
+  try {
+    w.wait('every leg NORMAL', () => w.legs().length === w.members().length && w.legs().every((l) => l.state === 'NORMAL'), 60_000);
+  } catch (e) {
+    const srv = w
+      .members()
+      .map((n) => `node${n.member}:${n.pool.state}/${n.pool.map_update_state}/dirty ${n.pool.ownMap()?.dirtyCount ?? -1}`)
+      .join(' ');
+    throw new Violation(`${e instanceof Error ? e.message : String(e)} (client ${JSON.stringify(w.client.pool.status())}; ${srv})`);
+  }
+  try {
+    w.wait('every member synced', () => w.members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true), 60_000);
+  } catch (e) {
+    const srv = w
+      .members()
+      .map((n) => `node${n.member}:${n.pool.state}/own dirty ${n.pool.ownMap()?.dirtyCount ?? -1} first ${n.pool.ownMap()?.nextDirty(0) ?? -1}`)
+      .join(' ');
+    const sy = w
+      .members()
+      .map((n) => `${n.bsync?.state ?? 'none'}:${n.bsync?.progress().last_error ?? ''}`)
+      .join(' ');
+    throw new Violation(`${e instanceof Error ? e.message : String(e)} (${srv}; sync ${sy})`);
+  }
+  // A worker's last IO may start just after the workload ends (its timer was set before),
+  // after the wait for every IO above: it must land before the members are compared (seed
+  // 10000770 compared them while a write released by the reconciliation was on its way).
+  w.wait(
+    'every IO answered and the pool settled',
+    () => wl.inflight === 0 && w.legs().every((l) => l.state === 'NORMAL') && w.members().every((n) => n.pool.state === 'NORMAL' && n.pool.ownMap()?.isEmpty() === true),
+    60_000,
+  );
+  wl.checkConvergence();
+  // Peer maps are cleaned by the periodic check (lost MAP_CLEARs); a removed member's map is gone.
+  w.wait('every map clean', () => w.members().every((n) => [...n.pool.maps.values()].every((m) => m.isEmpty() && w.members().some((x) => x.member === m.member_id))), 20_000);
 }
