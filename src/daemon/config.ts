@@ -1,7 +1,8 @@
 // Daemon configuration: one table of settings, each with its default, its environment
 // variable (RMR_<KEY>) and its flag (--<key>); precedence default < file < env < flag. The
 // file is YAML (JSON is YAML too); `roles` is a mapping of role name to that role's own
-// settings, validated by the role (daemon.ts). Pure: file reading is in node-config.ts.
+// settings, validated by the role (daemon.ts). Pure: reading the file is the caller's
+// (loadConfigFile in cli/main.ts; cli/node-cluster.ts for the cluster file).
 
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError, Reader, join, formatListen, type ListenAddress, type RawObject } from './validate.js';

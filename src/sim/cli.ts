@@ -1,11 +1,11 @@
-// `npm run sim -- --seeds N [--from S] [--swarm] [--faults KIND,...] (FAULT_KINDS in pool-sim.ts)
+// `npm run sim -- --seeds N [--from S] [--swarm] [--faults KIND,...] (FAULT_KINDS in options.ts)
 //                 [--duration MS] [--schedule V] [--replay SEED [--drop 0,3]]`
 // Runs seeds of the pool simulator and prints a summary. On a violation it prints the seed
 // and the invariant, then shrinks the reproduction: it leaves out scheduled faults one at a
 // time while the same invariant still fires, and prints the smallest fault set found, the
 // command that replays it, and the end of its event trace. --replay runs one seed and
 // prints its whole trace. --schedule picks the fault schedule version (SCHEDULES in
-// pool-sim.ts; a recorded seed replays with the version it was found with).
+// options.ts; a recorded seed replays with the version it was found with).
 // `npm run sim:long` (long.ts) runs fresh seeds on every core.
 import { DEFAULT_SCHEDULE, FAULT_KINDS, SCHEDULES, runSeed, type FaultKind, type Schedule, type SimOptions } from './pool-sim.js';
 import { describeViolation, shrink } from './shrink.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { request } from 'node:http';
-import { within } from '../util/wait.js';
+import { waitFor, within } from '../util/wait.js';
 import { parseProm } from '../daemon/prom-parse.js';
 
 const MAIN = join(process.cwd(), 'dist/src/cli/main.js');
@@ -61,12 +61,8 @@ function get(path: string): Promise<{ status: number; body: string; type: string
   }), DEADLINE_MS);
 }
 
-async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
-  const end = Date.now() + DEADLINE_MS;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${DEADLINE_MS} ms waiting for ${what}; daemon stderr:\n${daemonStderr}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function until(what: string, cond: () => Promise<boolean>): Promise<void> {
+  return waitFor(what, cond, DEADLINE_MS, 20, () => `daemon stderr:\n${daemonStderr}`);
 }
 
 before(async () => {

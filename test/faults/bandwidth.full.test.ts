@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FaultCluster, faultClusterUnavailable, hostOf } from '../util/fault-cluster.js';
 import { FIO_OFFSET, describeLoad, runLoad } from '../util/scenario.js';
+import { waitFor } from '../util/wait.js';
 
 const skip = faultClusterUnavailable({ netns: true });
 const SHARE_PERCENT = 30;
@@ -51,14 +52,20 @@ test(`a full resync over a ${LINK} link under fio: it finishes and the applicati
         app0 = await c.appBytes('stg3');
         sync0 = await c.chunkSyncs('stg3');
         await c.replaceDisk('stg3', log);
-        const end = Date.now() + 300_000;
-        for (;;) {
-          const p = JSON.parse(await c.read('stg3', 'rmr-server/pools/fp/sync_progress')) as { dirty_chunks: number; rate_limit_bytes_per_s: number };
-          limits.push(p.rate_limit_bytes_per_s);
-          if (p.dirty_chunks === 0) break;
-          if (Date.now() > end) throw new Error('the resync did not finish within 300 s');
-          await new Promise((res) => setTimeout(res, 250));
-        }
+        // Each probe also records the rate limit the resync ran under.
+        let dirty = -1;
+        await waitFor(
+          'the resync to finish',
+          async () => {
+            const p = JSON.parse(await c.read('stg3', 'rmr-server/pools/fp/sync_progress')) as { dirty_chunks: number; rate_limit_bytes_per_s: number };
+            limits.push(p.rate_limit_bytes_per_s);
+            dirty = p.dirty_chunks;
+            return dirty === 0;
+          },
+          300_000,
+          250,
+          () => `${dirty} chunks still dirty`,
+        );
         resync_ms = Date.now() - t_start;
         app_bytes = (await c.appBytes('stg3')) - app0;
         sync_bytes = ((await c.chunkSyncs('stg3')) - sync0) * c.chunk_size;

@@ -29,6 +29,7 @@ import { describeLoad, runLoad, type LoadOptions, type LoadReport } from '../uti
 import { runSteps } from '../util/crash-scenario.js';
 import { rmr } from '../util/cli-cluster.js';
 import type { NetLab } from '../util/netns.js';
+import { waitFor } from '../util/wait.js';
 
 const KINDS = ['storage_kill', 'storage_stop', 'partition', 'disk_errors', 'client_kill', 'maintenance', 'double'] as const;
 type Kind = (typeof KINDS)[number];
@@ -316,12 +317,8 @@ function memberFault(c: FaultCluster, victim: string, rnd: SeededRandom): Member
   }
 }
 
-async function waitCond(what: string, cond: () => Promise<boolean>, timeout_ms: number): Promise<void> {
-  const end = Date.now() + timeout_ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+function waitCond(what: string, cond: () => Promise<boolean>, timeout_ms: number): Promise<void> {
+  return waitFor(what, cond, timeout_ms, 100);
 }
 
 interface Totals {

@@ -14,6 +14,7 @@ import { NodeNet } from '../../src/node/net.js';
 import type { Listener } from '../../src/transport/net.js';
 import { NodeClock } from '../../src/node/ports.js';
 import { MemoryLogger } from '../util/memory-logger.js';
+import { waitFor } from '../util/wait.js';
 import { FilterDevice } from '../util/filter-device.js';
 import { checkAll, checkErrors, checkFio, checkInfo, checkList, checkQemuImg, readMap, runOk, tempDir } from '../util/nbd-checks.js';
 
@@ -50,11 +51,7 @@ before(async () => {
   await runOk('truncate', ['-s', String(SIZE), backing]);
   nbdkitSock = join(dir, 'nbdkit.sock');
   nbdkit = spawn('nbdkit', ['-f', '-U', nbdkitSock, 'file', backing], { stdio: 'ignore' });
-  const end = Date.now() + 10_000;
-  while ((await stat(nbdkitSock).catch(() => null)) === null) {
-    if (Date.now() > end) throw new Error('nbdkit did not start');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor('nbdkit to start (its socket)', async () => (await stat(nbdkitSock).catch(() => null)) !== null, 10_000, 20);
 });
 
 after(async () => {

@@ -9,6 +9,7 @@ import { NodeNet, type NodeNetOptions } from '../../src/node/net.js';
 import type { Address, Listener, NetStream, TlsOptions } from '../../src/transport/net.js';
 import { NodeClock, NodeRandom } from '../../src/node/ports.js';
 import { TestCerts } from '../util/tls-certs.js';
+import { waitFor, within } from '../util/wait.js';
 
 const HOST = '127.0.0.1';
 const WAIT_MS = 5_000;
@@ -33,26 +34,11 @@ afterEach(async () => {
 });
 
 /** Rejects if `p` has not settled within `ms`: a hung test fails instead of stalling. */
-function deadline<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
+const deadline = <T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> => within(what, p, ms);
 
 /** Lets the event loop run `n` full turns: for asserting that nothing more happens. */
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
-}
-
-/** Polls `cond` once per event-loop turn until it holds, failing at the deadline. */
-async function waitFor(cond: () => boolean, what: string, ms = WAIT_MS): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise<void>((r) => setImmediate(r));
-  }
 }
 
 /** A stream with recording handlers and event-driven waits. */
@@ -308,7 +294,7 @@ async function exchangeLarge(net: NodeNet, server: Server, size: number): Promis
   client.write([msg]);
   accepted.write([msg]);
   for (const a of both) {
-    await waitFor(() => a.fill === size, 'the whole message');
+    await waitFor('the whole message', () => a.fill === size, WAIT_MS, 0);
     assert.ok(a.dest.equals(msg), 'the message arrived intact');
   }
   client.destroy();
@@ -413,7 +399,7 @@ for (const mode of ['plain TCP', 'TLS-PSK'] as const) {
       const c = new Peer(cStream);
       const early = Buffer.from('early bytes');
       c.stream.write([early]);
-      await waitFor(() => c.stream.pendingWriteBytes === 0, 'flush');
+      await waitFor('flush', () => c.stream.pendingWriteBytes === 0, WAIT_MS, 0);
       // Turns in which a reading socket would have taken the bytes in (and lost them).
       await turns(20);
       const s = new Peer(sStream);
@@ -423,7 +409,7 @@ for (const mode of ['plain TCP', 'TLS-PSK'] as const) {
       s.stream.pauseReading();
       const later = Buffer.from('later bytes');
       c.stream.write([later]);
-      await waitFor(() => c.stream.pendingWriteBytes === 0, 'flush');
+      await waitFor('flush', () => c.stream.pendingWriteBytes === 0, WAIT_MS, 0);
       await turns(20);
       assert.equal(s.received.length, early.length, 'data delivered while reading was paused');
       s.stream.resumeReading();
@@ -443,7 +429,7 @@ void test('pauseReading before attach() keeps the stream paused after it', async
     const c = new Peer(cStream);
     const msg = Buffer.from('held bytes');
     c.stream.write([msg]);
-    await waitFor(() => c.stream.pendingWriteBytes === 0, 'flush');
+    await waitFor('flush', () => c.stream.pendingWriteBytes === 0, WAIT_MS, 0);
     sStream.pauseReading();
     const s = new Peer(sStream);
     await turns(20);

@@ -4,6 +4,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { waitUntil } from './wait.js';
 
 export const MAIN = join(process.cwd(), 'dist/src/cli/main.js');
 
@@ -28,15 +29,9 @@ export async function rmrOk(args: string[], timeout_ms = 60_000): Promise<string
   return r.stdout;
 }
 
-/** Polls `probe` until it returns a value, or fails at the deadline with the last reason. */
-export async function until<T>(what: string, probe: () => Promise<T | null>, timeout_ms = 30_000, poll_ms = 100): Promise<T> {
-  const end = Date.now() + timeout_ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== null) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, poll_ms));
-  }
+/** Polls `probe` until it returns a value, or fails at the deadline (waitUntil with CLI-sized defaults). */
+export function until<T>(what: string, probe: () => Promise<T | null>, timeout_ms = 30_000, poll_ms = 100): Promise<T> {
+  return waitUntil(what, probe, { timeout_ms, poll_ms });
 }
 
 export interface EventLine {
@@ -49,25 +44,31 @@ export interface EventLine {
 }
 
 /** Long-polls a daemon's events (rmr events --wait-ms) until one matches; returns it. */
-export async function waitEvent(socket: string, pred: (e: EventLine) => boolean, timeout_ms = 60_000, since = 0): Promise<EventLine> {
-  const end = Date.now() + timeout_ms;
+export function waitEvent(socket: string, pred: (e: EventLine) => boolean, timeout_ms = 60_000, since = 0): Promise<EventLine> {
   let next = since;
-  for (;;) {
-    const left = end - Date.now();
-    if (left <= 0) throw new Error(`timed out after ${timeout_ms} ms waiting for an event on ${socket}`);
-    const r = await rmr(['events', '--socket', socket, '--since', String(next), '--wait-ms', String(Math.min(left, 5000)), '--json'], left + 10_000);
-    if (r.code !== 0) {
-      // The daemon may be restarting: try again until the deadline.
-      await new Promise((res) => setTimeout(res, 200));
-      continue;
-    }
-    for (const line of r.stdout.split('\n')) {
-      if (line === '') continue;
-      const e = JSON.parse(line) as EventLine;
-      next = Math.max(next, e.seq);
-      if (pred(e)) return e;
-    }
-  }
+  let last_error: string | null = null;
+  // The long poll is the wait, so no pause between polls, except after a failed request.
+  return waitUntil(
+    `an event on ${socket}`,
+    async (left_ms) => {
+      const r = await rmr(['events', '--socket', socket, '--since', String(next), '--wait-ms', String(Math.min(left_ms, 5000)), '--json'], left_ms + 10_000);
+      if (r.code !== 0) {
+        // The daemon may be restarting: try again until the deadline.
+        last_error = `rmr events exited ${String(r.code)}: ${r.stderr.trim()}`;
+        await new Promise((res) => setTimeout(res, 200));
+        return null;
+      }
+      last_error = null;
+      for (const line of r.stdout.split('\n')) {
+        if (line === '') continue;
+        const e = JSON.parse(line) as EventLine;
+        next = Math.max(next, e.seq);
+        if (pred(e)) return e;
+      }
+      return null;
+    },
+    { timeout_ms, poll_ms: 0, explain: () => `events up to seq ${next} seen, none matched${last_error !== null ? `; last request failed: ${last_error}` : ''}` },
+  );
 }
 
 /** The data area of a store file (after its 4 KiB header). */

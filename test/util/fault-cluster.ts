@@ -23,6 +23,7 @@ import type { NodeCtl } from '../../src/cli/cluster-ops.js';
 import { MAIN, dataArea, firstDifference, rmr, type EventLine } from './cli-cluster.js';
 import { NetLab, ipOf, netnsUnavailable, type Host } from './netns.js';
 import type { SocketTarget } from './socket-stream.js';
+import { waitFor, waitUntil } from './wait.js';
 
 export const POOL = 'fp';
 export const DEVICE = 'disk0';
@@ -265,15 +266,17 @@ export class FaultCluster {
     n.proc = p;
     n.stopped = false;
     n.exited = new Promise<string>((res) => p.once('exit', (code, sig) => res(sig ?? String(code))));
-    const deadline = Date.now() + timeout_ms;
     let gone: string | null = null;
     void n.exited.then((x) => (gone = x));
-    for (;;) {
-      if (gone !== null) throw new Error(`daemon ${n.name} exited (${String(gone)}) at start: ${this.tail(n, 5)}`);
-      if (await this.running(n)) return;
-      if (Date.now() > deadline) throw new Error(`daemon ${n.name} not running after ${timeout_ms} ms: ${this.tail(n, 5)}`);
-      await sleepMs(50);
-    }
+    // A daemon that exited is not waited on: the probe throws and the wait fails at once.
+    await waitUntil(
+      `daemon ${n.name} running`,
+      async () => {
+        if (gone !== null) throw new Error(`daemon ${n.name} exited (${String(gone)}) at start: ${this.tail(n, 5)}`);
+        return (await this.running(n)) ? true : null;
+      },
+      { timeout_ms, poll_ms: 50, explain: () => this.tail(n, 5) },
+    );
   }
 
   private async running(n: DaemonNode): Promise<boolean> {
@@ -372,27 +375,30 @@ export class FaultCluster {
 
   /** Waits for an event of a daemon after `since` that matches. */
   async waitEvent(name: string, what: string, pred: (e: EventLine) => boolean, since: number, timeout_ms = 60_000): Promise<EventLine> {
-    const end = Date.now() + timeout_ms;
     let next = since;
     let last_error: string | null = null;
-    for (;;) {
-      const left = end - Date.now();
-      if (left <= 0) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} on ${name}${last_error !== null ? ` (last events request failed: ${last_error})` : ''}`);
-      let ev: EventLine[];
-      try {
-        ev = await this.events(name, next, Math.min(left, 2000));
-        last_error = null;
-      } catch (e) {
-        // The daemon may be restarting: retry, but say so if the deadline comes.
-        last_error = e instanceof Error ? e.message : String(e);
-        await sleepMs(200);
-        continue;
-      }
-      for (const e of ev) {
-        next = Math.max(next, e.seq);
-        if (pred(e)) return e;
-      }
-    }
+    // The long poll is the wait, so no pause between polls, except after a failed request.
+    return waitUntil(
+      `${what} on ${name}`,
+      async (left_ms) => {
+        let ev: EventLine[];
+        try {
+          ev = await this.events(name, next, Math.min(left_ms, 2000));
+          last_error = null;
+        } catch (e) {
+          // The daemon may be restarting: retry, but say so if the deadline comes.
+          last_error = e instanceof Error ? e.message : String(e);
+          await sleepMs(200);
+          return null;
+        }
+        for (const e of ev) {
+          next = Math.max(next, e.seq);
+          if (pred(e)) return e;
+        }
+        return null;
+      },
+      { timeout_ms, poll_ms: 0, explain: () => `events up to seq ${next} seen, none matched${last_error !== null ? ` (last events request failed: ${last_error})` : ''}` },
+    );
   }
 
   // ------------------------------------------------------------------ NBD
@@ -418,22 +424,22 @@ export class FaultCluster {
   /** Waits until the device has taken `n` more requests (the load ran on through a fault). */
   async moreRequests(n: number, timeout_ms = 30_000): Promise<void> {
     const before = await this.deviceRequests();
-    const end = Date.now() + timeout_ms;
-    while ((await this.deviceRequests()) < before + n) {
-      if (Date.now() > end) throw new Error(`timed out after ${timeout_ms} ms waiting for ${n} more device requests`);
-      await sleepMs(50);
-    }
+    let now = before;
+    await waitFor(`${n} more device requests`, async () => (now = await this.deviceRequests()) >= before + n, timeout_ms, 50, () => `${now - before} so far`);
   }
 
   /** Waits until the client's leg of a member is in a state `ok` accepts (undefined: no leg); returns it. */
   async waitLeg(member_id: number, what: string, ok: (state: string | undefined) => boolean, timeout_ms = 60_000): Promise<string | undefined> {
-    const end = Date.now() + timeout_ms;
-    for (;;) {
-      const st = (await this.legStates()).get(member_id);
-      if (ok(st)) return st;
-      if (Date.now() > end) throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} (leg of member ${member_id}: ${st ?? 'missing'})`);
-      await sleepMs(50);
-    }
+    let st: string | undefined;
+    // A leg that is gone is a state too (undefined): only null means "not yet".
+    return waitUntil(
+      what,
+      async () => {
+        st = (await this.legStates()).get(member_id);
+        return ok(st) ? { st } : null;
+      },
+      { timeout_ms, poll_ms: 50, explain: () => `leg of member ${member_id}: ${st ?? 'missing'}` },
+    ).then((r) => r.st);
   }
 
   /** Chunks the client's map records as dirty for a member (what it missed). */
@@ -504,13 +510,8 @@ export class FaultCluster {
 
   /** Waits until every leg is NORMAL and every dirty map on every node is empty. */
   async waitClean(what: string, timeout_ms = 90_000): Promise<void> {
-    const end = Date.now() + timeout_ms;
-    for (;;) {
-      const last = await this.unclean();
-      if (last.length === 0) return;
-      if (Date.now() > end) throw new Error(`${what}: not NORMAL and clean after ${timeout_ms} ms: ${last.join('; ')}`);
-      await sleepMs(250);
-    }
+    let last: string[] = [];
+    await waitFor(`${what}: every leg NORMAL and every map clean`, async () => (last = await this.unclean()).length === 0, timeout_ms, 250, () => last.join('; '));
   }
 
   // ------------------------------------------------------------------ operator procedures
@@ -536,11 +537,9 @@ export class FaultCluster {
     const own = parseMapText(await this.read(name, `rmr-server/pools/${POOL}/map_summary`)).find((l) => l.member === n.member_id);
     if (own === undefined || own.dirty !== own.total) throw new Error(`${name}: the new disk is not dirty everywhere: ${JSON.stringify(own)}`);
     log(`${name} disk replaced (add_store mode=replace)`);
-    const end = Date.now() + 60_000;
-    while ((await this.legStates()).get(n.member_id) !== 'normal') {
-      if (Date.now() > end) throw new Error(`member ${n.member_id} not NORMAL 60 s after its disk was replaced: ${(await this.unclean()).join('; ')}`);
-      await sleepMs(100);
-    }
+    await waitFor(`member ${n.member_id} NORMAL after its disk was replaced`, async () => (await this.legStates()).get(n.member_id) === 'normal', 60_000, 100, async () =>
+      (await this.unclean()).join('; '),
+    );
     log(`member ${n.member_id} NORMAL again (store check, rejoin)`);
   }
 

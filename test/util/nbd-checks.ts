@@ -14,6 +14,7 @@ import { NodeNet } from '../../src/node/net.js';
 import { NodeClock } from '../../src/node/ports.js';
 import type { BlockDevice } from '../../src/util/block-device.js';
 import type { Logger } from '../../src/util/ports.js';
+import { waitFor } from './wait.js';
 
 export interface RunResult {
   code: number | null;
@@ -264,14 +265,17 @@ export async function checkFio(uri: string, io_bytes: number, dir: string, env: 
   return { read_bytes: job.read.io_bytes, write_bytes: job.write.io_bytes };
 }
 
-async function waitForFile(path: string, timeout_ms: number): Promise<void> {
-  const end = Date.now() + timeout_ms;
-  for (;;) {
-    const s = await stat(path).catch(() => null);
-    if (s !== null && s.size > 0) return;
-    if (Date.now() > end) fail('nbdfuse did not create its file', path);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function waitForFile(path: string, timeout_ms: number): Promise<void> {
+  return waitFor(
+    'nbdfuse to create its file',
+    async () => {
+      const s = await stat(path).catch(() => null);
+      return s !== null && s.size > 0;
+    },
+    timeout_ms,
+    20,
+    () => path,
+  );
 }
 
 /**

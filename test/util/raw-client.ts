@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { FrameDecoder, FrameType, encodeFrameHead, type FrameFields } from '../../src/transport/frame.js';
 import { PROTOCOL_VERSION, clientProof, decodeChallenge, decodeReject, encodeHello } from '../../src/transport/handshake.js';
+import { waitUntil } from './wait.js';
 
 export interface RawFrame {
   f: FrameFields;
@@ -68,15 +69,18 @@ export class RawClient {
     return this.waitAny([type], timeout_ms);
   }
 
-  async waitAny(types: number[], timeout_ms = 5000): Promise<RawFrame> {
-    const start = Date.now();
-    for (;;) {
-      const i = this.frames.findIndex((fr) => types.includes(fr.f.type));
-      if (i >= 0) return this.frames.splice(i, 1)[0] as RawFrame;
-      if (this.closed) throw new Error(`connection closed while waiting for frame types ${types.join(',')}`);
-      if (Date.now() - start > timeout_ms) throw new Error(`no frame of types ${types.join(',')} within ${timeout_ms} ms`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+  waitAny(types: number[], timeout_ms = 5000): Promise<RawFrame> {
+    // A closed connection sends nothing more: the probe throws and the wait fails at once.
+    return waitUntil(
+      `a frame of types ${types.join(',')}`,
+      () => {
+        const i = this.frames.findIndex((fr) => types.includes(fr.f.type));
+        if (i >= 0) return this.frames.splice(i, 1)[0] as RawFrame;
+        if (this.closed) throw new Error(`connection closed while waiting for frame types ${types.join(',')}`);
+        return null;
+      },
+      { timeout_ms, poll_ms: 5 },
+    );
   }
 
   /** Full handshake with `secret` (the server's proof is not checked: this client is a test tool). */

@@ -11,7 +11,7 @@ import { checkHistory, describeOp, type CheckResult } from './history/checker.js
 import { runWorkload, type WorkloadOptions, type WorkloadResult } from './history/nbd-workload.js';
 import { describeFio, fioDone, startFio, type FioJob, type FioOutcome } from './fio-run.js';
 import type { FaultCluster } from './fault-cluster.js';
-import { sleepMs } from './fault-cluster.js';
+import { waitFor } from './wait.js';
 import { runOk } from './nbd-checks.js';
 
 /**
@@ -91,11 +91,8 @@ export async function runLoad(c: FaultCluster, o: LoadOptions): Promise<LoadRepo
   // The faults begin once the load is visibly flowing through the device.
   const threshold = (await c.deviceRequests()) + (o.start_after_requests ?? 300);
   const faultsDone = (async () => {
-    const end = Date.now() + 30_000;
-    while ((await c.deviceRequests()) < threshold) {
-      if (Date.now() > end) throw new Error(`the load did not start: fewer than ${threshold} device requests after 30 s`);
-      await sleepMs(20);
-    }
+    let seen = 0;
+    await waitFor(`the load to start (${threshold} device requests)`, async () => (seen = await c.deviceRequests()) >= threshold, 30_000, 20, () => `${seen} so far`);
     await o.faults(log);
   })();
   // A fault failing must not leave the workload waiting: remember it, rethrow after.

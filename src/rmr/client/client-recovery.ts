@@ -257,13 +257,12 @@ export class ClientRecovery {
         core.unfreeze();
         cb(status);
       };
-      const failAll = (status: number, what: string): void => {
+      const failAll = (status: number): void => {
         for (const l of ordered) l.channel.command({ kind: 'map_disable' }, () => undefined);
-        void what;
         done(status);
       };
       this.collect(ordered, (status, versions) => {
-        if (status !== 0 || versions === null) return failAll(status, 'map versions');
+        if (status !== 0 || versions === null) return failAll(status);
         // The newest maps are the base (first on ties); never a replaced store's, nor maps
         // that were lost (issue 19 item 3).
         const candidates = ordered.filter((l) => !l.replaced && !l.maps_lost);
@@ -278,17 +277,17 @@ export class ClientRecovery {
           core.recovery_blocked =
             `member ${lost.map((l) => l.member_id).join(', ')} lost its maps at map version ${Math.max(...lost.map((l) => versions.get(l.member_id) ?? 0))}, not below the best member with maps ` +
             `(${s === undefined ? 'none' : `member ${s.member_id} at ${best}`}): it may hold writes the others missed. Trust its data, or replace its store to go back to the others' data`;
-          return failAll(Errno.EAGAIN, 'maps lost');
+          return failAll(Errno.EAGAIN);
         }
-        if (s === undefined) return failAll(Errno.ENODEV, 'every member replaced');
+        if (s === undefined) return failAll(Errno.ENODEV);
         const source = s;
         core.adoptMapVersion(Math.max(...versions.values()));
         // Replaced members are fully dirty in the base before anything else (§9.8).
         this.each(ordered.filter((l) => l.replaced), (l, next) => this.command(source, { kind: 'send_discard', member_id: l.member_id }, next), (s1) => {
-          if (s1 !== 0) return failAll(s1, 'send_discard');
+          if (s1 !== 0) return failAll(s1);
           // What each member knows of its own dirtiness goes into the base.
           this.each(ordered, (l, next) => this.markOwn(l, [source], next), (s2) => {
-            if (s2 !== 0) return failAll(s2, 'own dirtiness');
+            if (s2 !== 0) return failAll(s2);
             // Each member in turn: its intent record into the maps, then everyone gets them.
             const rounds = [source, ...ordered.filter((l) => l !== source)];
             this.each(
@@ -299,7 +298,7 @@ export class ClientRecovery {
                   this.spread(l, ordered.filter((x) => x !== l), false, next);
                 }),
               (s4) => {
-                if (s4 !== 0) return failAll(s4, 'spread');
+                if (s4 !== 0) return failAll(s4);
                 this.enableAll(ordered, source, failures, done);
               },
             );

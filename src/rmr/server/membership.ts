@@ -13,7 +13,6 @@ export class Membership {
   /** Enabled directly, this node is the source of its crash chunks (MapSpread.sourceChunks). */
   private readonly spread: MapSpread;
   private readonly metadata: PoolMetadata;
-  private marked_delete = false;
 
   constructor(core: ServerPoolCore, spread: MapSpread, metadata: PoolMetadata) {
     this.core = core;
@@ -134,7 +133,6 @@ export class Membership {
     const core = this.core;
     if (member_id !== core.member_id) return `member ${member_id} is not this node (${core.member_id})`;
     core.clientLeft();
-    this.marked_delete = del;
     if (core.sm.state !== 'EMPTY' && core.sm.state !== 'REGISTERED') {
       const e = core.sm.change('NO_IO', 'leave');
       if (e !== null) return e;

@@ -103,7 +103,6 @@ export class ServerPoolCore {
   readonly group_id: number;
   readonly member_id: number;
   readonly chunk_size: number;
-  private readonly chunk_shift: number;
   readonly sm: ServerPoolStateMachine;
   readonly opts: Required<ServerPoolOptions>;
   readonly stats: ServerPoolStats = { app_bytes: 0, app_ios: 0, reads: 0, writes: 0, refused: 0, parked: 0, chunk_syncs: 0, chunk_sync_failures: 0, store_errors: 0 };
@@ -150,7 +149,6 @@ export class ServerPoolCore {
     this.group_id = opts.group_id;
     this.member_id = opts.member_id;
     this.chunk_size = opts.chunk_size;
-    this.chunk_shift = Math.log2(opts.chunk_size);
     this.emit = emit;
     this.sm = new ServerPoolStateMachine(opts.pool_name, emit);
     this.sm.on_refused = this.opts.on_refused;
