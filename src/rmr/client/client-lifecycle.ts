@@ -109,7 +109,7 @@ export class ClientLifecycle {
     const create = mode === 'create';
     const dirty = extend || (create && others.length > 0);
     const members = others.map((l) => ({ id: l.member_id, dirty: !(core.maps.get(l.member_id)?.isEmpty() ?? true) }));
-    channel.command({ kind: 'join', create, dirty, extend, queue_depth, members }, (status, member_id, reason) => {
+    channel.command({ kind: 'join', create, dirty, extend, queue_depth, members, owner: core.owner }, (status, member_id, reason) => {
       if (status !== 0) return cb(status, null, reason);
       if (core.leg(member_id) !== undefined) return cb(Errno.EEXIST, null, `member ${member_id} already has a leg`);
       if (!core.members.has(member_id) && core.members.size >= MAX_MEMBERS) return cb(Errno.ENOSPC, null, `pool ${core.pool} already has ${MAX_MEMBERS} members`);

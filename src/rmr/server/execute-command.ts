@@ -111,6 +111,9 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'verify':
       if (from_sync) return answer('VERIFY from a sync pool');
       return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));
+    case 'owner':
+    case 'service':
+      return cb(Errno.EOPNOTSUPP, 0, `${cmd.kind}: ownership is not built on this node yet`);
   }
 }
 

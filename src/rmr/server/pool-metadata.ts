@@ -4,7 +4,7 @@
 
 import { Errno } from '../../util/errno.js';
 import { PAGE_BYTES, DirtyMap } from '../protocol/dirty-map.js';
-import { decodePoolMd, emptySrvMd, uuidConflict, uuidUnset, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
+import { decodePoolMd, emptySrvMd, legacyOwner, uuidConflict, uuidUnset, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
@@ -256,6 +256,7 @@ export class PoolMetadata {
     return {
       header: { pool_name: core.name, pool_uuid: Buffer.from(this.poolUuid()), group_id: core.group_id, chunk_size: core.chunk_size, mapped_size: core.mapped_size, queue_depth: this._queue_depth, map_ver: core.map_ver },
       srv_md: [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()],
+      owner: legacyOwner([]),
     };
   }
 
