@@ -163,7 +163,7 @@ export class StorageModule {
     if (this.pools.has(name)) throw new ControlError('EEXIST', `server pool ${name} exists`);
     let pool: ServerPool;
     try {
-      pool = new ServerPool({ pool_name: name, group_id: groupId(name), member_id, chunk_size }, (ev) => this.poolEvent(ev));
+      pool = new ServerPool({ pool_name: name, group_id: groupId(name), member_id, chunk_size, now: () => this.ctx.clock.now() }, (ev) => this.poolEvent(ev));
       this.node.addPool(pool);
     } catch (e) {
       throw new ControlError('EINVAL', e instanceof Error ? e.message : String(e));

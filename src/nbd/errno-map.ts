@@ -17,6 +17,10 @@ const table = new Map<number, number>([
   [Errno.EMSGSIZE, NbdErr.EOVERFLOW],
   [Errno.EOPNOTSUPP, NbdErr.ENOTSUP],
   [Errno.ESHUTDOWN, NbdErr.ESHUTDOWN],
+  // Explicit, not the default: a fenced pool (ESTALE) and a lost quorum (EREMOTEIO) are IO
+  // errors to an NBD client, never a bad request (docs/ownership.md).
+  [Errno.ESTALE, NbdErr.EIO],
+  [Errno.EREMOTEIO, NbdErr.EIO],
 ]);
 
 /** NBD error for a non-zero device status. */

@@ -28,6 +28,10 @@ export const Errno = {
   ESHUTDOWN: -108,
   ETIMEDOUT: -110,
   ECONNREFUSED: -111,
+  /** A newer owner of the pool exists: this client is fenced (docs/ownership.md). */
+  ESTALE: -116,
+  /** The pool's quorum is lost (docs/ownership.md, not built yet). */
+  EREMOTEIO: -121,
   ECANCELED: -125,
   EKEYREJECTED: -129,
 } as const;

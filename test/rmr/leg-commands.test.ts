@@ -2,12 +2,13 @@
 // value, the path the server dispatcher takes (server-node.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/protocol/leg-commands.js';
-import { CmdType, decodeMessage, encodeCmd, MAX_RANGES_PER_CMD, MAX_TEST_PAGES } from '../../src/rmr/protocol/msg.js';
+import { OWNER_INFO_MAX, decodeOwnerInfo, legCommandFromWire, legCommandToWire, type LegCommand } from '../../src/rmr/protocol/leg-commands.js';
+import { CmdType, decodeMessage, encodeCmd, MAX_RANGES_PER_CMD, MAX_TEST_PAGES, OwnerInfo } from '../../src/rmr/protocol/msg.js';
 import { DEFAULT_MAX_USER_HDR } from '../../src/transport/options.js';
 import { NAME_MAX } from '../../src/rmr/protocol/layout.js';
 
 const CHUNK = 65536;
+const OWNER = { epoch: 2 ** 33 + 1, id: Buffer.from('00112233445566778899aabbccddeeff', 'hex') };
 
 function roundTrip(cmd: LegCommand): LegCommand | null {
   const w = legCommandToWire(cmd, CHUNK);
@@ -26,10 +27,16 @@ function encode(cmd: LegCommand): Buffer {
 
 test('commands round-trip through their wire form', () => {
   const cmds: LegCommand[] = [
-    { kind: 'join', create: true, dirty: false, extend: false, queue_depth: 64, members: [{ id: 2, dirty: true }, { id: 3, dirty: false }] },
-    { kind: 'join', create: true, dirty: true, extend: true, queue_depth: 64, members: [{ id: 1, dirty: false }] },
-    { kind: 'join', create: true, dirty: true, blank_ok: true, extend: false, queue_depth: 64, members: [{ id: 1, dirty: false }] },
-    { kind: 'rejoin' },
+    { kind: 'join', create: true, dirty: false, extend: false, queue_depth: 64, members: [{ id: 2, dirty: true }, { id: 3, dirty: false }], owner: { epoch: 0, id: Buffer.alloc(16) } },
+    { kind: 'join', create: true, dirty: true, extend: true, queue_depth: 64, members: [{ id: 1, dirty: false }], owner: OWNER },
+    { kind: 'join', create: true, dirty: true, blank_ok: true, extend: false, queue_depth: 64, members: [{ id: 1, dirty: false }], owner: OWNER },
+    { kind: 'rejoin', owner: { epoch: 0, id: Buffer.alloc(16) } },
+    { kind: 'rejoin', owner: { epoch: Number.MAX_SAFE_INTEGER, id: Buffer.alloc(16, 0xff) } },
+    { kind: 'owner', op: 'query', takeover: false, force: false, owner: { epoch: 0, id: OWNER.id }, name: 'rmr-b' },
+    { kind: 'owner', op: 'prepare', takeover: true, force: true, owner: OWNER, name: 'rmr-b' },
+    { kind: 'owner', op: 'release', takeover: false, force: false, owner: OWNER, name: 'x'.repeat(64) },
+    { kind: 'owner', op: 'fold', takeover: true, force: false, owner: OWNER, name: 'rmr-b' },
+    { kind: 'service', svc_ver: 2 ** 40, members: [1, 3] },
     { kind: 'enable_pool', enable: true },
     { kind: 'enable_pool', enable: true, trust: true },
     { kind: 'maintenance', on: true },
@@ -151,4 +158,45 @@ test('MAP_SET_VER carries a 64-bit version (the reference sends a u8)', () => {
   const c: LegCommand = { kind: 'map_set_ver', map_ver: 2 ** 40 + 3 };
   assert.deepEqual(roundTrip(c), c);
   assert.throws(() => encode({ kind: 'map_set_ver', map_ver: 2 ** 64 }), RangeError);
+});
+
+test('owner pairs: garbage is refused (an epoch without an id, an id without an epoch, a bad op or name)', () => {
+  const join = legCommandToWire({ kind: 'join', create: false, dirty: false, queue_depth: 8, members: [], owner: OWNER }, CHUNK);
+  const bad = (over: Record<string, number | string | Buffer>, cmd_type: number = CmdType.JOIN_POOL, base = join.payload): void =>
+    assert.throws(() => encodeCmd(7, { cmd_type, sync: 0, pool_name: 'p1' }, { ...base, ...over }), RangeError, JSON.stringify(over));
+  bad({ epoch: 0 });
+  bad({ owner_id: Buffer.alloc(16) });
+  const rejoin = legCommandToWire({ kind: 'rejoin', owner: OWNER }, CHUNK).payload;
+  bad({ epoch: 3, owner_id: Buffer.alloc(16) }, CmdType.REJOIN_POOL, rejoin);
+  const owner = legCommandToWire({ kind: 'owner', op: 'prepare', takeover: false, force: false, owner: OWNER, name: 'a' }, CHUNK).payload;
+  bad({ op: 4 }, CmdType.OWNER, owner);
+  bad({ flags: 8 }, CmdType.OWNER, owner);
+  bad({ epoch: 0 }, CmdType.OWNER, owner); // only QUERY may carry epoch 0
+  bad({ owner_name: '' }, CmdType.OWNER, owner);
+  bad({ owner_name: 'x'.repeat(65) }, CmdType.OWNER, owner);
+  bad({ owner_id: Buffer.alloc(16) }, CmdType.OWNER, owner);
+  const svc = legCommandToWire({ kind: 'service', svc_ver: 1, members: [1] }, CHUNK).payload;
+  bad({ svc_cnt: 0, svc_ids: Buffer.alloc(4) }, CmdType.SERVICE, svc);
+  bad({ svc_cnt: 2, svc_ids: Buffer.from([1, 1, 0, 0]) }, CmdType.SERVICE, svc);
+  // A REJOIN without the tail (a version-4 sender) is refused, never read as epoch 0.
+  const old = encodeCmd(7, { cmd_type: CmdType.REJOIN_POOL, sync: 0, pool_name: 'p1' }, rejoin).subarray(0, -24);
+  assert.equal(decodeMessage(old).ok, false);
+});
+
+test('OWNER_INFO answers decode only when well-formed', () => {
+  const info = {
+    epoch: 9, owner_id: OWNER.id, owner_name: 'rmr-a', liveness: 2, last_contact_ms: 400, role: 0, srv_state: 3, maps_epoch: 9, map_ver: 2 ** 40, maps_lost: 0, replaced: 0,
+    svc_epoch: 9, svc_ver: 3, svc_cnt: 2, svc_ids: Buffer.from([1, 2, 0, 0]), quorum: 1, on_no_quorum: 0, voters_cnt: 3, voter_ids: Buffer.from([1, 2, 9, 0, 0]), voter_roles: Buffer.from([0, 0, 1, 0, 0]),
+  };
+  const b = OwnerInfo.encode(info);
+  assert.ok(b.length <= OWNER_INFO_MAX);
+  assert.deepEqual({ ...decodeOwnerInfo(b) }, info);
+  assert.equal(decodeOwnerInfo(Buffer.concat([b, Buffer.from([0])])), null, 'trailing bytes');
+  assert.equal(decodeOwnerInfo(b.subarray(0, -1)), null, 'truncated');
+  assert.equal(decodeOwnerInfo(null), null);
+  for (const over of [{ liveness: 5 }, { epoch: 0 }, { voter_roles: Buffer.from([0, 0, 2, 0, 0]) }, { voter_ids: Buffer.from([1, 2, 9, 4, 0]) }, { srv_state: 5 }]) {
+    assert.throws(() => OwnerInfo.encode({ ...info, ...over }), RangeError, JSON.stringify(over));
+  }
+  // A blank member: no owner, no name.
+  assert.ok(decodeOwnerInfo(OwnerInfo.encode({ ...info, epoch: 0, owner_id: Buffer.alloc(16), owner_name: '', liveness: 0 })) !== null);
 });

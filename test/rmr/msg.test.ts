@@ -20,6 +20,7 @@ import {
   IO_FAST_PATH,
   MsgHeader,
   MsgType,
+  OwnerInfo,
   RMR_PROTO_VER,
   decodeMessage,
   encodeCmd,
@@ -62,7 +63,7 @@ function repair(v: Record<string, number | string | Buffer>): void {
   }
   if (typeof v.offset === 'number' && typeof v.length === 'number') v.offset = Math.min(v.offset, Number.MAX_SAFE_INTEGER - v.length);
   if (typeof v.err === 'number') v.err = -(Math.abs(v.err) % 4096) || 0;
-  if (typeof v.cmd_type === 'number') v.cmd_type = [0, 1, 7, 18, 19, 23][v.cmd_type % 6] as number;
+  if (typeof v.cmd_type === 'number') v.cmd_type = [0, 1, 7, 18, 19, 23, 28, 29][v.cmd_type % 8] as number;
   if (typeof v.map_idx === 'number') v.map_idx %= 4;
   if (typeof v.operation === 'number') v.operation %= 2;
   if (typeof v.mode === 'number') v.mode %= 4;
@@ -74,6 +75,33 @@ function repair(v: Record<string, number | string | Buffer>): void {
   }
   if (typeof v.ranges_len === 'number') v.ranges_len = (v.ranges_len % 64) * 8;
   if (typeof v.with_intent === 'number') v.with_intent %= 2;
+  // Ownership (OWNER, SERVICE, OWNER_INFO, the JOIN/REJOIN tails).
+  if (Buffer.isBuffer(v.owner_id)) {
+    const id = Buffer.from(v.owner_id.length === 16 ? v.owner_id : Buffer.alloc(16));
+    if (typeof v.op === 'number') {
+      v.op %= 4;
+      if (typeof v.flags === 'number') v.flags %= 8;
+      if (v.op !== 0 && v.epoch === 0) v.epoch = 1;
+    }
+    if (v.epoch === 0 && typeof v.op !== 'number') {
+      id.fill(0);
+      if (typeof v.owner_name === 'string') v.owner_name = '';
+    } else if (id.every((x) => x === 0)) id[0] = 1;
+    v.owner_id = id;
+  }
+  for (const k of ['liveness', 'srv_state']) if (typeof v[k] === 'number') v[k] %= 5;
+  for (const k of ['role', 'maps_lost', 'replaced', 'quorum', 'on_no_quorum']) if (typeof v[k] === 'number') v[k] %= 2;
+  if (typeof v.svc_cnt === 'number') {
+    const n = 1 + (v.svc_cnt % 4);
+    v.svc_cnt = n;
+    v.svc_ids = Buffer.from([1, 2, 3, 4].map((id, i) => (i < n ? id : 0)));
+  }
+  if (typeof v.voters_cnt === 'number') {
+    const n = v.voters_cnt % 6;
+    v.voters_cnt = n;
+    v.voter_ids = Buffer.from([1, 2, 3, 4, 5].map((id, i) => (i < n ? id : 0)));
+    v.voter_roles = Buffer.from([0, 0, 0, 0, 1].map((r, i) => (i < n ? r : 0)));
+  }
 }
 
 function valueArb<S extends FieldSpec>(l: Layout<S>): fc.Arbitrary<ValuesOf<S>> {
@@ -86,7 +114,7 @@ function valueArb<S extends FieldSpec>(l: Layout<S>): fc.Arbitrary<ValuesOf<S>> 
   });
 }
 
-const LAYOUTS: Layout<FieldSpec>[] = [IoMsg, MapAddMsg, MapClearMsg, CmdEnvelope, CmdRsp, ...Object.values(CmdPayload)] as unknown as Layout<FieldSpec>[];
+const LAYOUTS: Layout<FieldSpec>[] = [IoMsg, MapAddMsg, MapClearMsg, CmdEnvelope, CmdRsp, OwnerInfo, ...Object.values(CmdPayload)] as unknown as Layout<FieldSpec>[];
 
 test('every layout round-trips its valid values', () => {
   for (const l of LAYOUTS) {
@@ -161,12 +189,15 @@ test('whole messages: 64-bit offsets travel intact; garbage and trailing bytes a
 
   const join = encodeCmd(5, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'pool1' }, {
     queue_depth: 128, chunk_size: 131072, dirty: 0, create: 1, rejoin: 0, extend: 0, member_cnt: 1, member_ids: Buffer.from([2, 0, 0, 0]), member_dirty: Buffer.alloc(4),
+    epoch: 2 ** 40, owner_id: Buffer.alloc(16, 7),
   });
   const j = decodeMessage(join);
   assert.ok(j.ok && j.msg.type === 'CMD');
   if (j.msg.type === 'CMD') {
     assert.equal(j.msg.env.pool_name, 'pool1');
     assert.equal(j.msg.payload.chunk_size, 131072);
+    assert.equal(j.msg.payload.epoch, 2 ** 40);
+    assert.deepEqual(j.msg.payload.owner_id, Buffer.alloc(16, 7));
   }
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 120 }), (bytes) => {

@@ -26,7 +26,7 @@ function setup() {
   return { clock, pool, node };
 }
 
-const SESSION = { name: 'fuzz@node' } as unknown as ServerSession;
+const SESSION = { name: 'fuzz@node', closed: false, paths: new Map([[1, {}]]) } as unknown as ServerSession;
 
 function request(user_hdr: Buffer, kind: 'read' | 'write', data: Buffer, read_len: number, answers: number[]): ServerRequest {
   let n = 0;
@@ -51,6 +51,9 @@ const valid = [
   encodeMapAdd(42, { first_chunk: 1, chunk_count: 2, map_ver: 3, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) }),
   encodeCmd(42, { cmd_type: CmdType.MAP_CHECK, sync: 0, pool_name: 'p' }, {}),
   encodeCmd(42, { cmd_type: CmdType.USER, sync: 0, pool_name: 'p' }, { usr_len: 3 }, Buffer.from('abc')),
+  encodeCmd(42, { cmd_type: CmdType.OWNER, sync: 0, pool_name: 'p' }, { op: 0, flags: 0, epoch: 0, owner_id: Buffer.alloc(16, 9), owner_name: 'rmr-b' }),
+  encodeCmd(42, { cmd_type: CmdType.SERVICE, sync: 0, pool_name: 'p' }, { svc_ver: 1, svc_cnt: 1, svc_ids: Buffer.from([1, 0, 0, 0]) }),
+  encodeCmd(42, { cmd_type: CmdType.REJOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 0, chunk_size: CHUNK, epoch: 3, owner_id: Buffer.alloc(16, 9) }),
 ];
 
 test('IO from a session that did not join the pool is refused', () => {
@@ -65,7 +68,7 @@ test('hostile user headers: always one answer, never a throw, the pool still ser
   const { clock, pool, node } = setup();
   const answers: number[] = [];
   // This session joins as a compute client (assemble), so well-formed IO reaches the pool too.
-  node.onRequest(request(encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 0, rejoin: 0, extend: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4) }), 'read', Buffer.alloc(0), 4096, answers));
+  node.onRequest(request(encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 0, rejoin: 0, extend: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4), epoch: 0, owner_id: Buffer.alloc(16) }), 'read', Buffer.alloc(0), 4096, answers));
   clock.runUntil(5);
   assert.deepEqual(answers.splice(0), [0]);
   let sent = 0;
@@ -93,12 +96,23 @@ test('hostile user headers: always one answer, never a throw, the pool still ser
   assert.equal(answers.length, sent, 'every request answered');
   assert.ok(answers.every((s) => Number.isInteger(s) && s <= 0));
   // Valid IO still works (mutations may have taken the pool out of service: put it back).
+  // A mutated OWNER PREPARE may have made a new owner, which fences this session (that is
+  // the protocol, docs/ownership.md): the write then goes on a session of the new owner.
+  let session = SESSION;
+  if (pool.owner.epoch > 0) {
+    session = { name: 'owner@node', closed: false, paths: new Map([[1, {}]]) } as unknown as ServerSession;
+    const joined: number[] = [];
+    const join = encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync: 0, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 0, rejoin: 0, extend: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4), epoch: pool.owner.epoch, owner_id: pool.owner.id });
+    node.onRequest({ ...request(join, 'read', Buffer.alloc(0), 4096, joined), session });
+    clock.runUntil(clock.now() + 100);
+    assert.deepEqual(joined, [0]);
+  }
   if (pool.state !== 'NORMAL') {
     pool.sm.change('NO_IO', 'test');
     pool.sm.change('NORMAL', 'test');
   }
   const ok: number[] = [];
-  node.onRequest(request(valid[0] as Buffer, 'write', Buffer.alloc(4096, 1), 0, ok));
+  node.onRequest({ ...request(valid[0] as Buffer, 'write', Buffer.alloc(4096, 1), 0, ok), session });
   clock.runUntil(clock.now() + 100);
   assert.deepEqual(ok, [0]);
 });

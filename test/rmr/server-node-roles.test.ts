@@ -40,7 +40,7 @@ function send(node: RmrServerNode, clock: SimClock, s: ServerSession, user_hdr: 
   return answers[0] as number;
 }
 
-const join = (sync: 0 | 1) => encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 1, rejoin: 0, extend: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4) });
+const join = (sync: 0 | 1) => encodeCmd(42, { cmd_type: CmdType.JOIN_POOL, sync, pool_name: 'p' }, { queue_depth: 8, chunk_size: CHUNK, dirty: 0, create: 1, rejoin: 0, extend: 0, member_cnt: 0, member_ids: Buffer.alloc(4), member_dirty: Buffer.alloc(4), epoch: 0, owner_id: Buffer.alloc(16) });
 const write = (sync: 0 | 1) => encodeIo(42, { offset: 0, length: 4096, flags: IoOp.WRITE, map_ver: 1, prio: 0, member_id: 1, failed_cnt: 0, failed_ids: Buffer.alloc(4), sync, seq: 0, settled: 0 });
 const mapAdd = encodeMapAdd(42, { first_chunk: 1, chunk_count: 2, map_ver: 3, failed_cnt: 1, failed_ids: Buffer.from([2, 0, 0, 0]) });
 const mapClear = encodeMapClear(42, { first_chunk: 0, chunk_count: 1, member_id: 2, map_ver: 1 });

@@ -3,6 +3,7 @@
 // keep succeeding, the misses are recorded on the survivor and in the client); the link
 // heals, the leg rejoins by itself, gets the survivor's maps peer to peer, and the
 // background sync pulls the missed chunks from the peer until both disks are identical.
+import { NO_OWNER } from '../../src/rmr/protocol/leg-commands.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -73,7 +74,7 @@ test('two storage nodes over loopback: cut, keep writing, heal, rejoin, spread, 
     const ch = new TransportLeg(session, GID, POOL, CHUNK, false);
     // JOIN (create), as add_sess mode=create does, then enable.
     const joined = await new Promise<number>((resolve) =>
-      ch.command({ kind: 'join', create: true, dirty: false, queue_depth: 128, members: legs.map((l) => ({ id: l.member_id, dirty: false })) }, (s, v) => resolve(s === 0 ? v : s)),
+      ch.command({ kind: 'join', create: true, dirty: false, queue_depth: 128, members: legs.map((l) => ({ id: l.member_id, dirty: false })), owner: NO_OWNER }, (s, v) => resolve(s === 0 ? v : s)),
     );
     assert.equal(joined, n.member, 'the join answers with the member id');
     const leg = client.addLeg(session.name, joined, ch);

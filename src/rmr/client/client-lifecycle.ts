@@ -111,7 +111,7 @@ export class ClientLifecycle {
     // Beside members whose stores are all blank, a blank store starts clean (no initial sync).
     const blank_ok = start_dirty && create && !extend && !core.sync && core.allBlank;
     const members = others.map((l) => ({ id: l.member_id, dirty: !(core.maps.get(l.member_id)?.isEmpty() ?? true) }));
-    channel.command({ kind: 'join', create, dirty: start_dirty, blank_ok, extend, queue_depth, members }, (status, member_id, reason, data) => {
+    channel.command({ kind: 'join', create, dirty: start_dirty, blank_ok, extend, queue_depth, members, owner: core.owner }, (status, member_id, reason, data) => {
       if (status !== 0) return cb(status, null, reason);
       const blank = data !== undefined && data !== null && data.length > 0 && ((data[0] as number) & JOIN_ANSWER_BLANK) !== 0;
       if (create && !extend) core.noteJoinedBlank(blank);

@@ -53,7 +53,7 @@ export class ClientRecovery {
 
   rejoinLeg(leg: Leg, cb: Done): void {
     const core = this.core;
-    leg.channel.command({ kind: 'rejoin' }, (status) => {
+    leg.channel.command({ kind: 'rejoin', owner: core.owner }, (status) => {
       if (status !== 0) return cb(status);
       // A sync leg needs no map: it serves peer reads again at once (§7.1).
       if (core.sync) return cb(core.setLegState(leg, 'NORMAL', 'sync leg rejoined') === null ? 0 : Errno.EINVAL);

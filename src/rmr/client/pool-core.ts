@@ -12,9 +12,9 @@
 
 import { Errno } from '../../util/errno.js';
 import { DirtyMap } from '../protocol/dirty-map.js';
-import type { LegCommand } from '../protocol/leg-commands.js';
+import { NO_OWNER, type LegCommand, type OwnerPair } from '../protocol/leg-commands.js';
 import { MAX_MEMBERS, type IoMsgValue } from '../protocol/msg.js';
-import { emptySrvMd, type PoolMd } from '../protocol/pool-md.js';
+import { emptySrvMd, legacyOwner, type PoolMd } from '../protocol/pool-md.js';
 import { IoFreeze } from './io-freeze.js';
 import { Leg, type LegChannel } from './leg.js';
 import { LegGatekeeper, type LegPoolCounters, type LegState, type LegStateEvent } from './leg-state.js';
@@ -112,6 +112,11 @@ export class ClientPoolCore {
   readonly no_of_chunks: number;
   readonly max_io_size: number;
   readonly sync: boolean;
+  /**
+   * The owner pair this pool joins and rejoins its members with (docs/ownership.md). NO_OWNER
+   * until ownership is built on the client (a legacy pool): members then bind it as today.
+   */
+  owner: OwnerPair = NO_OWNER;
   /** Operator-settable. */
   min_replicas: number;
   readonly map_clean_delay_ms: number;
@@ -278,6 +283,8 @@ export class ClientPoolCore {
     return {
       header: { pool_name: this.pool, pool_uuid: Buffer.from(this._pool_uuid), group_id: this.group_id, chunk_size: this.chunk_size, mapped_size: this.mapped_size, queue_depth: this._queue_depth, map_ver: this.map_ver },
       srv_md,
+      // The owner section is the node's own (adoptClientMd never takes it): a placeholder.
+      owner: legacyOwner(srv_md),
     };
   }
 

@@ -4,11 +4,47 @@
 // directly: one implementation of what each command does, whatever carries it.
 
 import type { DirtyMap } from './dirty-map.js';
-import { CmdType, MAX_INTENT_RANGES, MAX_MEMBERS, MAX_RANGES_PER_CMD, MAX_TEST_PAGES, MD_FLAG, POOL_INFO_MODE, POOL_INFO_OP, RANGE_BYTES, type CmdTypeValue } from './msg.js';
+import {
+  CmdType,
+  MAX_INTENT_RANGES,
+  MAX_MEMBERS,
+  MAX_RANGES_PER_CMD,
+  MAX_TEST_PAGES,
+  MD_FLAG,
+  OWNER_FLAG,
+  OWNER_ID_BYTES,
+  OwnerInfo,
+  POOL_INFO_MODE,
+  POOL_INFO_OP,
+  RANGE_BYTES,
+  type CmdTypeValue,
+  type OwnerInfoValue,
+} from './msg.js';
+
+/**
+ * An owner pair (docs/ownership.md §1): ordered by epoch, then by id byte by byte. Epoch 0
+ * with an all-zero id is "no owner", what a legacy pool and a pool never assembled have.
+ */
+export interface OwnerPair {
+  epoch: number;
+  id: Buffer;
+}
+export const NO_OWNER: Readonly<OwnerPair> = Object.freeze({ epoch: 0, id: Buffer.alloc(OWNER_ID_BYTES) });
+
+/** <0, 0, >0 as `a` is older than, the same as, newer than `b`. */
+export function compareOwners(a: OwnerPair, b: OwnerPair): number {
+  if (a.epoch !== b.epoch) return a.epoch < b.epoch ? -1 : 1;
+  return Buffer.compare(a.id, b.id);
+}
+
+export type OwnerOp = 'query' | 'prepare' | 'release' | 'fold';
+const OWNER_OPS: readonly OwnerOp[] = ['query', 'prepare', 'release', 'fold'];
 
 export type LegCommand =
-  | { kind: 'join'; create: boolean; dirty: boolean; blank_ok?: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[] }
-  | { kind: 'rejoin' }
+  | { kind: 'join'; create: boolean; dirty: boolean; blank_ok?: boolean; extend?: boolean; queue_depth: number; members: { id: number; dirty: boolean }[]; owner: OwnerPair }
+  | { kind: 'rejoin'; owner: OwnerPair }
+  | { kind: 'owner'; op: OwnerOp; takeover: boolean; force: boolean; owner: OwnerPair; name: string }
+  | { kind: 'service'; svc_ver: number; members: number[] }
   | { kind: 'enable_pool'; enable: boolean; trust?: boolean }
   | { kind: 'maintenance'; on: boolean }
   | { kind: 'map_ready' }
@@ -107,6 +143,8 @@ export function decodeMapTestAnswer(data: Buffer | null | undefined, n: number):
   return { member_ids, flags };
 }
 
+/** Room for one OWNER_INFO answer (its fixed part plus the longest owner name is well below). */
+export const OWNER_INFO_MAX = 512;
 /** Largest answer payload of a command (pool_md, user replies). */
 export const MAX_CMD_ANSWER = 4096;
 /** Map pages one READ_MAP_BUF answer carries at most. */
@@ -150,7 +188,7 @@ export function decodeRanges(buf: Buffer, max = MAX_INTENT_RANGES): [number, num
 }
 
 /** The wire form of a command: its CMD type and payload fields (msg.ts CmdPayload). */
-export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_type: CmdTypeValue; payload: Record<string, number | Buffer>; tail?: Buffer } {
+export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_type: CmdTypeValue; payload: Record<string, number | string | Buffer>; tail?: Buffer } {
   switch (cmd.kind) {
     case 'join': {
       const ids = Buffer.alloc(MAX_MEMBERS);
@@ -161,11 +199,32 @@ export function legCommandToWire(cmd: LegCommand, chunk_size: number): { cmd_typ
       });
       return {
         cmd_type: CmdType.JOIN_POOL,
-        payload: { queue_depth: cmd.queue_depth, chunk_size, dirty: cmd.dirty ? (cmd.blank_ok === true ? JOIN_DIRTY_UNLESS_BLANK : 1) : 0, create: cmd.create ? 1 : 0, rejoin: 0, extend: cmd.extend === true ? 1 : 0, member_cnt: cmd.members.length, member_ids: ids, member_dirty: dirty },
+        payload: {
+          queue_depth: cmd.queue_depth,
+          chunk_size,
+          dirty: cmd.dirty ? (cmd.blank_ok === true ? JOIN_DIRTY_UNLESS_BLANK : 1) : 0,
+          create: cmd.create ? 1 : 0,
+          rejoin: 0,
+          extend: cmd.extend === true ? 1 : 0,
+          member_cnt: cmd.members.length,
+          member_ids: ids,
+          member_dirty: dirty,
+          epoch: cmd.owner.epoch,
+          owner_id: cmd.owner.id,
+        },
       };
     }
     case 'rejoin':
-      return { cmd_type: CmdType.REJOIN_POOL, payload: { queue_depth: 0, chunk_size } };
+      return { cmd_type: CmdType.REJOIN_POOL, payload: { queue_depth: 0, chunk_size, epoch: cmd.owner.epoch, owner_id: cmd.owner.id } };
+    case 'owner': {
+      const flags = (cmd.takeover ? OWNER_FLAG.TAKEOVER : 0) | (cmd.force ? OWNER_FLAG.FORCE : 0);
+      return { cmd_type: CmdType.OWNER, payload: { op: OWNER_OPS.indexOf(cmd.op), flags, epoch: cmd.owner.epoch, owner_id: cmd.owner.id, owner_name: cmd.name } };
+    }
+    case 'service': {
+      const ids = Buffer.alloc(MAX_MEMBERS);
+      cmd.members.forEach((id, i) => (ids[i] = id));
+      return { cmd_type: CmdType.SERVICE, payload: { svc_ver: cmd.svc_ver, svc_cnt: cmd.members.length, svc_ids: ids } };
+    }
     case 'enable_pool':
       // 3 (beyond the reference): enable, trusting a node whose maps were lost (issue 19 item 3).
       return { cmd_type: CmdType.ENABLE_POOL, payload: { enable: cmd.trust === true && cmd.enable ? ENABLE_TRUST : cmd.enable ? 1 : 0 } };
@@ -250,6 +309,13 @@ export const MD_WRITE_NOT_SERVING = 0;
 export const MD_WRITE_SERVING = 1;
 export const MD_WRITE_UNJOINED = 2;
 
+/** An OWNER answer's data, checked as hostile input: null when malformed. */
+export function decodeOwnerInfo(data: Buffer | null | undefined): OwnerInfoValue | null {
+  if (data === null || data === undefined) return null;
+  const d = OwnerInfo.decode(data);
+  return d.ok && d.bytes === data.length ? d.value : null;
+}
+
 /** Answer bytes a command may return beyond its CMD_RSP. */
 export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'read_map_buf') return READ_MAP_HEADER + READ_MAP_PAGES * 4096;
@@ -258,10 +324,12 @@ export function answerBytes(cmd: LegCommand): number {
   if (cmd.kind === 'chunk_hash') return cmd.chunk_count * CHUNK_HASH_BYTES;
   if (cmd.kind === 'verify') return cmd.chunk_count;
   if (cmd.kind === 'map_test') return MAP_TEST_HEADER + cmd.crcs.length / 4;
+  if (cmd.kind === 'owner') return OWNER_INFO_MAX;
   return cmd.kind === 'md_read' ? MAX_CMD_ANSWER : cmd.kind === 'user' ? Math.min(cmd.rsp_len, MAX_CMD_ANSWER) : 0;
 }
 
 const num = (p: Record<string, number | string | Buffer>, k: string): number => (typeof p[k] === 'number' ? p[k] : 0);
+const pairOf = (p: Record<string, number | string | Buffer>): OwnerPair => ({ epoch: num(p, 'epoch'), id: Buffer.from(p.owner_id as Buffer) });
 
 /** A decoded CMD back to a command (null for commands that are not leg commands). */
 export function legCommandFromWire(cmd_type: number, p: Record<string, number | string | Buffer>, tail: Buffer, read_len: number): LegCommand | null {
@@ -270,10 +338,25 @@ export function legCommandFromWire(cmd_type: number, p: Record<string, number | 
       const ids = p.member_ids as Buffer;
       const dirty = p.member_dirty as Buffer;
       const members = Array.from({ length: num(p, 'member_cnt') }, (_, i) => ({ id: ids[i] as number, dirty: dirty[i] === 1 }));
-      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') !== 0, ...(num(p, 'dirty') === JOIN_DIRTY_UNLESS_BLANK ? { blank_ok: true } : {}), extend: num(p, 'extend') === 1, queue_depth: num(p, 'queue_depth'), members };
+      return { kind: 'join', create: num(p, 'create') === 1, dirty: num(p, 'dirty') !== 0, ...(num(p, 'dirty') === JOIN_DIRTY_UNLESS_BLANK ? { blank_ok: true } : {}), extend: num(p, 'extend') === 1, queue_depth: num(p, 'queue_depth'), members, owner: pairOf(p) };
     }
     case CmdType.REJOIN_POOL:
-      return { kind: 'rejoin' };
+      return { kind: 'rejoin', owner: pairOf(p) };
+    case CmdType.OWNER: {
+      const flags = num(p, 'flags');
+      return {
+        kind: 'owner',
+        op: OWNER_OPS[num(p, 'op')] ?? 'query',
+        takeover: (flags & OWNER_FLAG.TAKEOVER) !== 0,
+        force: (flags & OWNER_FLAG.FORCE) !== 0,
+        owner: pairOf(p),
+        name: typeof p.owner_name === 'string' ? p.owner_name : '',
+      };
+    }
+    case CmdType.SERVICE: {
+      const ids = p.svc_ids as Buffer;
+      return { kind: 'service', svc_ver: num(p, 'svc_ver'), members: Array.from({ length: num(p, 'svc_cnt') }, (_, i) => ids[i] as number) };
+    }
     case CmdType.ENABLE_POOL: {
       const e = num(p, 'enable');
       if (e === ENABLE_TRUST) return { kind: 'enable_pool', enable: true, trust: true };

@@ -23,8 +23,10 @@ import { Layout, type UntypedLayout, type ValuesOf } from './layout.js';
  * 3: MAP_CLEAR carries a map version.
  * 4: chunk ranges (INTENT_TO_MAP, MAP_MARK tails, OWN_DIRTY answers) are u64 pairs;
  *    MAP_TEST carries page checksums.
+ * 5: ownership (docs/ownership.md): OWNER (28) and SERVICE (29); JOIN_POOL and REJOIN_POOL
+ *    end with the joiner's owner pair (epoch u64, owner_id [16]).
  */
-export const RMR_PROTO_VER = 4;
+export const RMR_PROTO_VER = 5;
 /** Most members (legs) a pool can have: the reference's RMR_POOL_MAX_SESS. */
 export const MAX_MEMBERS = 4;
 
@@ -83,6 +85,8 @@ export const CmdType = {
   MAP_MARK: 25, // chunk ranges become dirty for one member
   CHUNK_HASH: 26, // hashes of a node's chunks (peers, over the sync pool: online verify)
   VERIFY: 27, // the verify source compares chunks with the listed members
+  OWNER: 28, // ownership: query, prepare (fence), release, fold (docs/ownership.md)
+  SERVICE: 29, // the owner's service record (docs/ownership.md; not executed yet)
 } as const;
 export type CmdTypeValue = (typeof CmdType)[keyof typeof CmdType];
 export const CMD_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(CmdType).map(([k, v]) => [v, k]));
@@ -92,10 +96,10 @@ export const MsgHeader = new Layout('msg header', { group_id: 'u32', type: 'u16'
 );
 
 /** Member id lists: `cnt` ids in 1..255, distinct, the rest zero. */
-function checkMembers(cnt: number, ids: Buffer): string | null {
-  if (cnt > MAX_MEMBERS) return `${cnt} members > ${MAX_MEMBERS}`;
+export function checkMembers(cnt: number, ids: Buffer, max = MAX_MEMBERS): string | null {
+  if (cnt > max) return `${cnt} members > ${max}`;
   const seen = new Set<number>();
-  for (let i = 0; i < MAX_MEMBERS; i++) {
+  for (let i = 0; i < max; i++) {
     const id = ids[i] as number;
     if (i < cnt) {
       if (id === 0) return 'member id 0 in the list';
@@ -145,6 +149,34 @@ export const CmdEnvelope = new Layout('CMD', { cmd_type: 'u8', sync: 'u8', pool_
 );
 
 const flag = (name: string, x: number): string | null => (x > 1 ? `${name} must be 0 or 1` : null);
+
+/** Bytes of an owner id (16 random bytes per client pool, docs/ownership.md). */
+export const OWNER_ID_BYTES = 16;
+/** Longest owner name (the client daemon's `name`). */
+export const OWNER_NAME_MAX = 64;
+/** Voters a pool can have: its data members and at most one witness. */
+export const MAX_VOTERS = MAX_MEMBERS + 1;
+export const OWNER_OP = { QUERY: 0, PREPARE: 1, RELEASE: 2, FOLD: 3 } as const;
+export const OWNER_FLAG = { TAKEOVER: 1, FORCE: 2, CLAIM: 4 } as const;
+/** What a member says of its owner's liveness (OWNER_INFO). */
+export const LIVENESS = ['none', 'released', 'live', 'recently_seen', 'restart_grace'] as const;
+export type Liveness = (typeof LIVENESS)[number];
+const isZero = (b: Buffer): boolean => b.every((x) => x === 0);
+/**
+ * An owner pair (epoch, owner_id): epoch 0 is "no owner" (a legacy pool) and goes with an
+ * all-zero id; any other epoch names an owner, whose id is never all zero.
+ */
+export function checkOwnerPair(epoch: number, owner_id: Buffer): string | null {
+  if (epoch === 0) return isZero(owner_id) ? null : 'owner id without an epoch';
+  return isZero(owner_id) ? 'epoch without an owner id' : null;
+}
+export function checkOwnerName(epoch: number, name: string): string | null {
+  const n = Buffer.byteLength(name, 'utf8');
+  if (n > OWNER_NAME_MAX) return `owner name of ${n} bytes > ${OWNER_NAME_MAX}`;
+  return epoch === 0 ? (n === 0 ? null : 'owner name without an epoch') : n === 0 ? 'empty owner name' : null;
+}
+/** The tail JOIN_POOL and REJOIN_POOL end with: the joiner's owner pair. */
+const OWNER_TAIL = { epoch: 'u64', owner_id: { bytes: OWNER_ID_BYTES } } as const;
 const member = (name: string, x: number): string | null => (x === 0 ? `${name} 0` : null);
 const first = (...xs: (string | null)[]): string | null => xs.find((x) => x !== null) ?? null;
 
@@ -207,11 +239,13 @@ export const CmdPayload = {
       member_cnt: 'u8',
       member_ids: { bytes: MAX_MEMBERS },
       member_dirty: { bytes: MAX_MEMBERS },
+      ...OWNER_TAIL,
     },
     // dirty 2 (beyond the reference): dirty unless this node's store is blank (JOIN_DIRTY_UNLESS_BLANK).
-    (v) => first(v.dirty > 2 ? `dirty ${v.dirty}` : null, flag('create', v.create), flag('rejoin', v.rejoin), flag('extend', v.extend), checkMembers(v.member_cnt, v.member_ids)),
+    (v) =>
+      first(v.dirty > 2 ? `dirty ${v.dirty}` : null, flag('create', v.create), flag('rejoin', v.rejoin), flag('extend', v.extend), checkMembers(v.member_cnt, v.member_ids), checkOwnerPair(v.epoch, v.owner_id)),
   ),
-  [CmdType.REJOIN_POOL]: new Layout('REJOIN_POOL', { queue_depth: 'u32', chunk_size: 'u32' }),
+  [CmdType.REJOIN_POOL]: new Layout('REJOIN_POOL', { queue_depth: 'u32', chunk_size: 'u32', ...OWNER_TAIL }, (v) => checkOwnerPair(v.epoch, v.owner_id)),
   [CmdType.LEAVE_POOL]: new Layout('LEAVE_POOL', { member_id: 'u8', delete: 'u8' }, (v) => first(member('member', v.member_id), flag('delete', v.delete))),
   // enable: 1 enable; 0 maintenance on; 2 maintenance off (never enables: the reference's
   // ENABLE_POOL(1) does both, and a node that missed the "on" would be enabled with a stale map);
@@ -230,7 +264,68 @@ export const CmdPayload = {
   [CmdType.MAP_MARK]: new Layout('MAP_MARK', { member_id: 'u8', conditional: 'u8', ranges_len: 'u32' }, (v) =>
     first(member('member', v.member_id), flag('conditional', v.conditional), badRangesLen(v.ranges_len)),
   ),
+  // The sender's own pair, also for QUERY (a member does not count its own owner as live
+  // against it); epoch >= 1 for every other op. Answered with OWNER_INFO.
+  [CmdType.OWNER]: new Layout('OWNER', { op: 'u8', flags: 'u8', epoch: 'u64', owner_id: { bytes: OWNER_ID_BYTES }, owner_name: 'name' }, (v) =>
+    first(
+      v.op > OWNER_OP.FOLD ? `owner op ${v.op}` : null,
+      (v.flags & ~7) !== 0 ? `owner flags 0x${v.flags.toString(16)}` : null,
+      v.epoch === 0 && v.op !== OWNER_OP.QUERY ? 'epoch 0' : null,
+      isZero(v.owner_id) ? 'no owner id' : null,
+      checkOwnerName(1, v.owner_name),
+    ),
+  ),
+  // The epoch is the session's binding; a service set is never empty.
+  [CmdType.SERVICE]: new Layout('SERVICE', { svc_ver: 'u64', svc_cnt: 'u8', svc_ids: { bytes: MAX_MEMBERS } }, (v) =>
+    v.svc_cnt < 1 ? 'empty service set' : checkMembers(v.svc_cnt, v.svc_ids),
+  ),
 } as const;
+
+/**
+ * OWNER's answer data (after CMD_RSP): the member's owner, its maps' versions and its
+ * service record and voter list (docs/ownership.md §3.5).
+ */
+export const OwnerInfo = new Layout(
+  'OWNER_INFO',
+  {
+    epoch: 'u64',
+    owner_id: { bytes: OWNER_ID_BYTES },
+    owner_name: 'name',
+    liveness: 'u8',
+    last_contact_ms: 'u32',
+    role: 'u8',
+    srv_state: 'u8',
+    maps_epoch: 'u64',
+    map_ver: 'u64',
+    maps_lost: 'u8',
+    replaced: 'u8',
+    svc_epoch: 'u64',
+    svc_ver: 'u64',
+    svc_cnt: 'u8',
+    svc_ids: { bytes: MAX_MEMBERS },
+    quorum: 'u8',
+    on_no_quorum: 'u8',
+    voters_cnt: 'u8',
+    voter_ids: { bytes: MAX_VOTERS },
+    voter_roles: { bytes: MAX_VOTERS },
+  },
+  (v) =>
+    first(
+      checkOwnerPair(v.epoch, v.owner_id),
+      checkOwnerName(v.epoch, v.owner_name),
+      v.liveness >= LIVENESS.length ? `liveness ${v.liveness}` : null,
+      flag('role', v.role),
+      v.srv_state > 4 ? `server state ${v.srv_state}` : null,
+      flag('maps_lost', v.maps_lost),
+      flag('replaced', v.replaced),
+      flag('quorum', v.quorum),
+      flag('on_no_quorum', v.on_no_quorum),
+      checkMembers(v.svc_cnt, v.svc_ids),
+      checkMembers(v.voters_cnt, v.voter_ids, MAX_VOTERS),
+      [...v.voter_roles].some((r, i) => (i < v.voters_cnt ? r > 1 : r !== 0)) ? 'bad voter roles' : null,
+    ),
+);
+export type OwnerInfoValue = ValuesOf<typeof OwnerInfo.spec>;
 
 const PAYLOADS: ReadonlyMap<number, UntypedLayout> = new Map(
   Object.entries(CmdPayload).map(([k, l]) => [Number(k), l as unknown as UntypedLayout]),

@@ -7,12 +7,19 @@
 //           | queue_depth u32 | map_ver u64
 //   srv_md x MAX_MEMBERS: member_id u8 (0 = free) | srv_state u8 | store_state u8
 //           | map_update_state u8 | discard_entries u8 | map_ver u64 | mapped_size u64 (bytes)
+//   owner (version 2, docs/ownership.md §2.1; node-owned: never taken from a client's
+//   SEND_MD_BUF): owner_epoch u64 | owner_id [16] | owner_name name | owner_flags u8
+//           (bit0 released) | maps_epoch u64 | svc_epoch u64 | svc_ver u64 | svc_cnt u8
+//           | svc_ids [4]
 
 import { Layout, type ValuesOf } from './layout.js';
-import { MAX_MEMBERS } from './msg.js';
+import { MAX_MEMBERS, OWNER_ID_BYTES, checkMembers, checkOwnerName, checkOwnerPair } from './msg.js';
 
 export const POOL_MD_MAGIC = 0x504d_4d52; // "RMMP"
-export const POOL_MD_VERSION = 1;
+/** 2: the owner section. Version 1 still loads (legacyOwner); the first write stores 2, so a downgrade is impossible. */
+export const POOL_MD_VERSION = 2;
+/** Versions a node loads, newest first. */
+export const POOL_MD_VERSIONS: readonly number[] = [2, 1];
 /** A storage server pool's state (server/server-pool-state.ts), as srv_state encodes it. */
 export const SERVER_POOL_STATES = ['EMPTY', 'REGISTERED', 'CREATED', 'NORMAL', 'NO_IO'] as const;
 export type ServerPoolState = (typeof SERVER_POOL_STATES)[number];
@@ -74,7 +81,56 @@ const Slot = new Layout(
           : null,
 );
 
+const OwnerLayout = new Layout(
+  'pool_md owner',
+  {
+    owner_epoch: 'u64',
+    owner_id: { bytes: OWNER_ID_BYTES },
+    owner_name: 'name',
+    owner_flags: 'u8',
+    maps_epoch: 'u64',
+    svc_epoch: 'u64',
+    svc_ver: 'u64',
+    svc_cnt: 'u8',
+    svc_ids: { bytes: MAX_MEMBERS },
+  },
+  (v) =>
+    checkOwnerPair(v.owner_epoch, v.owner_id) ??
+    checkOwnerName(v.owner_epoch, v.owner_name) ??
+    ((v.owner_flags & ~1) !== 0 ? `owner flags 0x${v.owner_flags.toString(16)}` : null) ??
+    (v.maps_epoch > v.owner_epoch ? `maps epoch ${v.maps_epoch} beyond the owner epoch ${v.owner_epoch}` : null) ??
+    (v.svc_epoch > v.owner_epoch ? `service epoch ${v.svc_epoch} beyond the owner epoch ${v.owner_epoch}` : null) ??
+    checkMembers(v.svc_cnt, v.svc_ids),
+);
+
 export type PoolMdHeader = ValuesOf<typeof Header.spec>;
+
+/**
+ * The pool's owner as this member has accepted it, and its service record (docs/ownership.md
+ * §2.1). Epoch 0 with an all-zero id and an empty name: no owner yet (a legacy pool).
+ */
+export interface OwnerSection {
+  epoch: number;
+  id: Buffer;
+  name: string;
+  /** The owner let go of the pool (a handover): the next owner needs no takeover. */
+  released: boolean;
+  /** The owner epoch of this member's last complete reconciliation (its maps' epoch). */
+  maps_epoch: number;
+  svc_epoch: number;
+  svc_ver: number;
+  /** The service set: the data members the owner sends every write to. */
+  svc: number[];
+}
+
+/**
+ * The owner section a version-1 pool_md loads with: no owner, and a service record of every
+ * listed member at (0, 0), the conservative value (a new owner then needs every member, as
+ * Cases 3/4 do today).
+ */
+export function legacyOwner(srv_md: readonly SrvMd[]): OwnerSection {
+  return { epoch: 0, id: Buffer.alloc(OWNER_ID_BYTES), name: '', released: false, maps_epoch: 0, svc_epoch: 0, svc_ver: 0, svc: srv_md.map((s) => s.member_id).filter((id) => id !== 0) };
+}
 
 export interface SrvMd {
   member_id: number;
@@ -90,6 +146,7 @@ export interface PoolMd {
   header: PoolMdHeader;
   /** MAX_MEMBERS slots; member_id 0 marks a free one. */
   srv_md: SrvMd[];
+  owner: OwnerSection;
 }
 
 export function emptySrvMd(): SrvMd {
@@ -113,10 +170,29 @@ export function encodePoolMd(md: PoolMd): Buffer {
         mapped_size: s.mapped_size,
       }),
     ),
+    encodeOwner(md.owner),
   ]);
 }
 
-export function decodePoolMd(buf: Buffer): PoolMd | string {
+function encodeOwner(o: OwnerSection): Buffer {
+  const ids = Buffer.alloc(MAX_MEMBERS);
+  o.svc.forEach((id, i) => (ids[i] = id));
+  return OwnerLayout.encode({
+    owner_epoch: o.epoch,
+    owner_id: o.id,
+    owner_name: o.name,
+    owner_flags: o.released ? 1 : 0,
+    maps_epoch: o.maps_epoch,
+    svc_epoch: o.svc_epoch,
+    svc_ver: o.svc_ver,
+    svc_cnt: o.svc.length,
+    svc_ids: ids,
+  });
+}
+
+/** A pool_md of format `version` (POOL_MD_VERSIONS), or the reason it is not a valid one. */
+export function decodePoolMd(buf: Buffer, version = POOL_MD_VERSION): PoolMd | string {
+  if (!POOL_MD_VERSIONS.includes(version)) return `pool_md version ${version}`;
   const h = Header.decode(buf);
   if (!h.ok) return h.reason;
   let o = h.bytes;
@@ -135,8 +211,25 @@ export function decodePoolMd(buf: Buffer): PoolMd | string {
       mapped_size: s.value.mapped_size,
     });
   }
+  let owner = legacyOwner(srv_md);
+  if (version >= 2) {
+    const w = OwnerLayout.decode(buf, o);
+    if (!w.ok) return w.reason;
+    o += w.bytes;
+    const v = w.value;
+    owner = {
+      epoch: v.owner_epoch,
+      id: Buffer.from(v.owner_id),
+      name: v.owner_name,
+      released: v.owner_flags === 1,
+      maps_epoch: v.maps_epoch,
+      svc_epoch: v.svc_epoch,
+      svc_ver: v.svc_ver,
+      svc: [...v.svc_ids.subarray(0, v.svc_cnt)],
+    };
+  }
   if (o !== buf.length) return `${buf.length - o} trailing bytes in pool_md`;
   const ids = srv_md.map((s) => s.member_id).filter((id) => id !== 0);
   if (new Set(ids).size !== ids.length) return 'a member appears twice in srv_md';
-  return { header: h.value, srv_md };
+  return { header: h.value, srv_md, owner };
 }

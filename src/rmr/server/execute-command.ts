@@ -12,6 +12,11 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
   const answer = (err: string | null, value = 0): void => cb(err === null ? 0 : Errno.EINVAL, value, err);
   switch (cmd.kind) {
     case 'join': {
+      // The joiner's owner pair must be the member's own (docs/ownership.md §3.2): older is
+      // fenced (ESTALE), newer must PREPARE first (EAGAIN). Peers' sync joins are not gated
+      // yet (the peer epoch gate, M6, is not built).
+      const own = from_sync ? 0 : pool.ownerJoinStatus(cmd.owner);
+      if (own !== 0) return cb(own, pool.owner.epoch, ownerRefusal(pool, own, cmd.owner.epoch));
       const err = pool.join({ sync: from_sync, create: cmd.create, dirty: cmd.dirty, blank_ok: cmd.blank_ok === true, extend: cmd.extend === true, chunk_size: pool.chunk_size, members: cmd.members });
       if (err !== null || from_sync || !pool.hasStore) return answer(err, pool.member_id);
       // Said with the answer: the client knows whether the node started dirty (membership.join).
@@ -20,8 +25,11 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
       // after its join restarts knowing its pool (found by the simulator, seed 3025).
       return pool.persistMetadata((s) => cb(s, pool.member_id, s === 0 ? null : `pool metadata not persisted (${s})`, blank));
     }
-    case 'rejoin':
+    case 'rejoin': {
+      const own = from_sync ? 0 : pool.ownerJoinStatus(cmd.owner);
+      if (own !== 0) return cb(own, pool.owner.epoch, ownerRefusal(pool, own, cmd.owner.epoch));
       return answer(pool.join({ sync: from_sync, create: false, dirty: false, rejoin: true, chunk_size: pool.chunk_size, members: [] }));
+    }
     case 'enable_pool':
       // Back in IO service with nothing of its own only in its cache (ServerPool.flushBeforeService).
       if (cmd.enable && !from_sync && pool.state !== 'NORMAL' && pool.hasStore) {
@@ -115,7 +123,28 @@ export function executeLegCommand(pool: ServerPool, cmd: LegCommand, from_sync: 
     case 'verify':
       if (from_sync) return answer('VERIFY from a sync pool');
       return pool.verifyChunks(cmd.first_chunk, cmd.chunk_count, cmd.members, (status, data, reason) => cb(status, 0, reason, data));
+    case 'owner':
+      if (from_sync) return answer('OWNER from a sync pool');
+      if (cmd.op === 'query') return cb(0, pool.owner.epoch, null, pool.ownerInfo());
+      if (cmd.op === 'prepare') return pool.prepare(cmd, (s, reason, info) => cb(s, pool.owner.epoch, reason, info));
+      if (cmd.op === 'release') {
+        // Only the owner itself lets go (M4).
+        const own = pool.ownerJoinStatus(cmd.owner);
+        if (own !== 0) return cb(own, pool.owner.epoch, ownerRefusal(pool, own, cmd.owner.epoch));
+        return pool.release((s, reason) => cb(s, pool.owner.epoch, reason, pool.ownerInfo()));
+      }
+      return cb(Errno.EOPNOTSUPP, 0, 'OWNER FOLD is not built yet');
+    case 'service':
+      return cb(Errno.EOPNOTSUPP, 0, 'SERVICE is not built yet');
   }
+}
+
+/** Why a join, rejoin or release with the owner epoch `epoch` was refused with `status`. */
+function ownerRefusal(pool: ServerPool, status: number, epoch: number): string {
+  const o = pool.owner;
+  return status === Errno.ESTALE
+    ? `pool owned by ${pool.owner_name} (epoch ${o.epoch}): epoch ${epoch} is fenced`
+    : `pool owned at epoch ${o.epoch}, not ${epoch}: PREPARE first`;
 }
 
 /** ENABLE_POOL and MAINTENANCE: the state change, then the pool metadata on disk before the answer. */

@@ -17,6 +17,8 @@ export const MD_MAX_PAYLOAD = MD_PAGE - MD_HEADER;
 
 export interface SlotRecord {
   seq: number;
+  /** The record's format version (one of those the reader accepts). */
+  version: number;
   payload: Buffer;
 }
 
@@ -38,11 +40,16 @@ export function encodeSlotPage(magic: number, version: number, seq: number, payl
   return page;
 }
 
-/** The record in a page, or the reason it is not a valid one. */
-export function decodeSlotPage(page: Buffer, magic: number, version: number): SlotRecord | string {
+/**
+ * The record in a page, or the reason it is not a valid one. `version`: the format version
+ * the reader accepts, or a list of them (an older format a newer reader still loads).
+ */
+export function decodeSlotPage(page: Buffer, magic: number, version: number | readonly number[]): SlotRecord | string {
   if (page.length !== MD_PAGE) return `page of ${page.length} bytes`;
   if (page.readUInt32LE(0) !== magic >>> 0) return 'bad magic';
-  if (page.readUInt16LE(4) !== version) return `format version ${page.readUInt16LE(4)}, expected ${version}`;
+  const accepted = typeof version === 'number' ? [version] : version;
+  const v = page.readUInt16LE(4);
+  if (!accepted.includes(v)) return `format version ${v}, expected ${accepted.join(' or ')}`;
   const len = page.readUInt16LE(6);
   if (len > MD_MAX_PAYLOAD) return `payload length ${len}`;
   if (page.readUInt32LE(16) !== checksum(page, len)) return 'checksum mismatch';
@@ -50,7 +57,7 @@ export function decodeSlotPage(page: Buffer, magic: number, version: number): Sl
   if (hi > 0x1f_ffff) return 'sequence number out of range';
   const seq = page.readUInt32LE(8) + hi * 0x1_0000_0000;
   if (seq < 1) return 'sequence number 0';
-  return { seq, payload: Buffer.from(page.subarray(MD_HEADER, MD_HEADER + len)) };
+  return { seq, version: v, payload: Buffer.from(page.subarray(MD_HEADER, MD_HEADER + len)) };
 }
 
 /**
@@ -76,7 +83,10 @@ export class MetaSlots {
   private readonly meta: MetaStore;
   private readonly base: number;
   private readonly magic: number;
+  /** The version records are written with. */
   private readonly version: number;
+  /** The versions a load accepts (the written one among them). */
+  private readonly accepted: readonly number[];
   /** Slot holding the newest good copy (-1: none yet) and its sequence number. */
   private slot = -1;
   private seq = 0;
@@ -90,11 +100,14 @@ export class MetaSlots {
   damaged_slots = 0;
   blank_slots = 0;
 
-  constructor(meta: MetaStore, base: number, magic: number, version: number) {
+  /** `accepted`: older versions a load also takes (their payloads are the caller's to convert). */
+  constructor(meta: MetaStore, base: number, magic: number, version: number, accepted: readonly number[] = [version]) {
+    if (!accepted.includes(version)) throw new RangeError(`the written version ${version} must be accepted`);
     this.meta = meta;
     this.base = base;
     this.magic = magic;
     this.version = version;
+    this.accepted = accepted;
   }
 
   /** Reads both slots; yields the newest valid record (or null if neither is valid). */
@@ -108,7 +121,7 @@ export class MetaSlots {
       this.blank_slots = 0;
       for (let s = 0; s < 2; s++) {
         const page = data.subarray(s * MD_PAGE, (s + 1) * MD_PAGE);
-        const r = decodeSlotPage(page, this.magic, this.version);
+        const r = decodeSlotPage(page, this.magic, this.accepted);
         if (typeof r === 'string') {
           if (page.every((b) => b === 0)) this.blank_slots++;
           else {
@@ -124,7 +137,9 @@ export class MetaSlots {
       }
       this.slot = best_slot;
       this.seq = best?.seq ?? 0;
-      this.durable = best?.payload ?? null;
+      // An older format is not the durable copy of anything we would write: the first store
+      // writes the current version even if the payload bytes compare equal.
+      this.durable = best !== null && best.version === this.version ? best.payload : null;
       cb(0, best);
     });
   }

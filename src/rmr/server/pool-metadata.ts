@@ -4,7 +4,8 @@
 
 import { Errno } from '../../util/errno.js';
 import { PAGE_BYTES, DirtyMap } from '../protocol/dirty-map.js';
-import { decodePoolMd, emptySrvMd, uuidConflict, uuidUnset, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
+import { decodePoolMd, emptySrvMd, legacyOwner, uuidConflict, uuidUnset, type OwnerSection, type PoolMd, type SrvMd } from '../protocol/pool-md.js';
+import { compareOwners } from '../protocol/leg-commands.js';
 import { IntentLog } from './intent-log.js';
 import { MapStore, mapStoreBytes } from './map-store.js';
 import { MD_PAGE } from './md-slots.js';
@@ -48,6 +49,11 @@ export class PoolMetadata {
   private map_changes_durable = 0;
   /** The pool metadata as last loaded or built (written by persistMetadata). */
   private _pool_md: PoolMd | null = null;
+  /**
+   * The owner section (docs/ownership.md §2.1): the member's own, never a client's. Kept in
+   * memory across a store's removal and replacement: an owner pair never goes back.
+   */
+  owner: OwnerSection = legacyOwner([]);
   private _queue_depth = 0;
   /**
    * The pool UUID this server pool has served (from its store, its pool_md or its client),
@@ -192,6 +198,7 @@ export class PoolMetadata {
       if (uuidUnset(md.header.pool_uuid) && !uuidUnset(header_uuid)) md.header.pool_uuid = Buffer.from(header_uuid);
       this.learnUuid(md.header.pool_uuid);
       this._pool_md = md;
+      if (compareOwners({ epoch: md.owner.epoch, id: md.owner.id }, { epoch: this.owner.epoch, id: this.owner.id }) >= 0) this.owner = md.owner;
       this._queue_depth = md.header.queue_depth;
       for (const slot of md.srv_md) if (slot.member_id !== 0 && slot.discard_entries) core.markDiscarded(slot.member_id);
       core.raiseMapVersion(Math.max(mine.map_ver, md.header.map_ver));
@@ -261,11 +268,13 @@ export class PoolMetadata {
     const md = this._pool_md;
     if (md !== null) {
       if (uuidUnset(md.header.pool_uuid)) md.header.pool_uuid = Buffer.from(this.poolUuid());
+      md.owner = this.owner;
       return md;
     }
     return {
       header: { pool_name: core.name, pool_uuid: Buffer.from(this.poolUuid()), group_id: core.group_id, chunk_size: core.chunk_size, mapped_size: core.mapped_size, queue_depth: this._queue_depth, map_ver: core.map_ver },
       srv_md: [emptySrvMd(), emptySrvMd(), emptySrvMd(), emptySrvMd()],
+      owner: this.owner,
     };
   }
 

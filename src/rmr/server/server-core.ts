@@ -6,6 +6,7 @@
 // it through the views here and change it through the operations here; map bits change
 // through the DirtyMaps' own API.
 
+import { OWNER_LIVE_MS } from './owner.js';
 import type { IntentLog } from './intent-log.js';
 import type { MapStore } from './map-store.js';
 import type { PoolMdStore } from './pool-md-store.js';
@@ -83,6 +84,10 @@ export interface ServerPoolOptions {
   intent_max_extents?: number;
   /** Called with the reason whenever a state change is refused (the simulator counts them). */
   on_refused?: (reason: string) => void;
+  /** Monotonic milliseconds, for the owner's liveness (docs/ownership.md §4.1); without it only an open owner session counts. */
+  now?: () => number;
+  /** How long an owner counts as live after its last contact, and after this member restarted. */
+  owner_live_ms?: number;
 }
 
 export interface ServerPoolStats {
@@ -144,7 +149,8 @@ export class ServerPoolCore {
     const bad = checkChunkSize(opts.chunk_size);
     if (bad !== null) throw new RangeError(bad);
     if (!Number.isInteger(opts.member_id) || opts.member_id < 1 || opts.member_id > 255) throw new RangeError(`member_id ${opts.member_id} outside 1..255`);
-    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, on_refused: () => undefined, ...opts };
+    // Without a clock only an open owner session counts as live (owner_live_ms 0).
+    this.opts = { intent_extent_shift: 22, intent_max_extents: 256, on_refused: () => undefined, now: () => 0, owner_live_ms: opts.now === undefined ? 0 : OWNER_LIVE_MS, ...opts };
     this.name = opts.pool_name;
     this.group_id = opts.group_id;
     this.member_id = opts.member_id;
@@ -280,7 +286,25 @@ export class ServerPoolCore {
     this._writes_in_store++;
     return () => {
       if (this._store === store) this._writes_in_store--;
+      if (this._writes_in_store === 0) this.writesDrained();
     };
+  }
+
+  private drain_waiters: (() => void)[] = [];
+
+  /**
+   * `cb` once no write is in the store (at once if none is): a PREPARE answers only after the
+   * writes admitted under the old owner completed (docs/ownership.md M2 step 5).
+   */
+  whenWritesDrained(cb: () => void): void {
+    if (this._writes_in_store === 0) return cb();
+    this.drain_waiters.push(cb);
+  }
+
+  private writesDrained(): void {
+    const w = this.drain_waiters;
+    this.drain_waiters = [];
+    for (const cb of w) cb();
   }
 
   attachStore(store: RegisteredStore, intent: IntentLog, md_store: PoolMdStore, map_store: MapStore): void {
@@ -294,6 +318,7 @@ export class ServerPoolCore {
   /** The store left the pool (unregister): everything learned with it goes. */
   detachStore(): void {
     this._writes_in_store = 0;
+    this.writesDrained();
     this._store = null;
     this._intent = null;
     this._md_store = null;

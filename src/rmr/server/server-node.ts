@@ -29,8 +29,12 @@ export { ROLE_CLIENT, ROLE_STORAGE, senderRole };
 export class RmrServerNode implements ServerHandler {
   private readonly pools = new Map<number, ServerPool>();
   private readonly log: Logger;
-  /** Pools a transport session joined as a compute client (non-sync). */
-  private readonly joined = new WeakMap<ServerSession, Set<number>>();
+  /**
+   * Pools a transport session joined as a compute client (non-sync), each with the owner
+   * generation its join was accepted under (docs/ownership.md §3.1): a binding of an older
+   * generation is stale, and every message on it gets ESTALE and changes nothing (M1).
+   */
+  private readonly joined = new WeakMap<ServerSession, Map<number, number>>();
   /** Pools a transport session joined as a peer's sync pool. */
   private readonly joined_sync = new WeakMap<ServerSession, Set<number>>();
 
@@ -65,10 +69,21 @@ export class RmrServerNode implements ServerHandler {
    * included) until it rejoins with a map (§9.1), since this node may now miss writes.
    */
   private clientGone(session: ServerSession, reason: string): void {
-    for (const gid of this.joined.get(session) ?? []) {
+    for (const [gid, gen] of this.joined.get(session) ?? []) {
       const p = this.pools.get(gid);
-      if (p !== undefined && p.state === 'NORMAL') p.sm.change('NO_IO', `client session ${session.name}: ${reason}`);
+      // Only the current owner's session: a fenced owner's dead session must not take the
+      // new owner's node out of service.
+      if (p === undefined || gen !== p.ownerGen) continue;
+      p.ownerSessionGone(session, session.closed);
+      if (p.state === 'NORMAL') p.sm.change('NO_IO', `client session ${session.name}: ${reason}`);
     }
+  }
+
+  /** Messages a stale or missing binding does not block: they run the ownership protocol itself. */
+  private static unbound(m: { type: string; env?: { cmd_type: number }; payload?: Record<string, number | string | Buffer> }): boolean {
+    if (m.type !== 'CMD' || m.env === undefined) return false;
+    const t = m.env.cmd_type;
+    return t === CmdType.OWNER || t === CmdType.JOIN_POOL || t === CmdType.REJOIN_POOL || (t === CmdType.MD_SEND && m.payload?.read_full_md === 1);
   }
 
   onRequest(req: ServerRequest): void {
@@ -88,10 +103,25 @@ export class RmrServerNode implements ServerHandler {
     }
     const pool = this.pools.get(m.group_id);
     if (pool === undefined) return req.respond(Errno.ENOENT);
+    // The fence (M1): on a session bound to an older owner, everything but the ownership
+    // protocol's own messages is refused before any side effect.
+    const gen = this.joined.get(req.session)?.get(pool.group_id);
+    if (gen !== undefined && !RmrServerNode.unbound(m)) {
+      if (gen !== pool.ownerGen) {
+        this.stale_refusals++;
+        return m.type === 'CMD' ? this.answerCmd(req, pool, m.env.cmd_type, Errno.ESTALE, pool.owner.epoch, null) : req.respond(Errno.ESTALE);
+      }
+      pool.ownerContact();
+    } else if (gen === undefined && pool.owner.epoch > 0 && m.type === 'CMD' && m.env.sync === 0 && !RmrServerNode.unbound(m)) {
+      // An owned pool takes a compute client's commands only on a session bound to its
+      // owner: a fenced client's new session (after the old one expired) proves nothing, and
+      // gets what an unjoined session's IO gets (ENOENT), never ESTALE (§3.2).
+      return this.answerCmd(req, pool, m.env.cmd_type, Errno.ENOENT, 0, null);
+    }
     // IO and map messages only on a session that joined the pool (§6.5), as a compute client
     // for client traffic (IO, MAP_ADD), as a client or a peer for peer traffic.
     if (m.type !== 'CMD') {
-      const as_client = this.joined.get(req.session)?.has(pool.group_id) ?? false;
+      const as_client = gen !== undefined;
       const as_peer = as_client || (this.joined_sync.get(req.session)?.has(pool.group_id) ?? false);
       const peer_traffic = m.type === 'MAP_CLEAR' || (m.type === 'IO' && m.body.sync === 1);
       if (!(peer_traffic ? as_peer : as_client)) return req.respond(Errno.ENOENT);
@@ -131,20 +161,37 @@ export class RmrServerNode implements ServerHandler {
           return req.respond(Errno.EOPNOTSUPP);
         }
         if (req.kind !== 'read' || req.read_len < CMD_RSP_BYTES) return req.respond(Errno.EBADMSG);
+        // A join binds to the owner generation it was accepted under (a PREPARE that comes
+        // while its metadata is persisted makes the binding stale at once).
+        const bind_gen = pool.ownerGen;
         return executeLegCommand(pool, cmd, from_sync, (status, value, reason, data) => {
           if (status === 0 && (cmd.kind === 'join' || cmd.kind === 'rejoin')) {
-            const table = from_sync ? this.joined_sync : this.joined;
-            let set = table.get(req.session);
-            if (set === undefined) table.set(req.session, (set = new Set()));
-            set.add(pool.group_id);
+            if (from_sync) {
+              let set = this.joined_sync.get(req.session);
+              if (set === undefined) this.joined_sync.set(req.session, (set = new Set()));
+              set.add(pool.group_id);
+            } else {
+              let map = this.joined.get(req.session);
+              if (map === undefined) this.joined.set(req.session, (map = new Map<number, number>()));
+              map.set(pool.group_id, bind_gen);
+              const session = req.session;
+              if (bind_gen === pool.ownerGen) pool.ownerSessionBound(session, () => !session.closed && session.paths.size > 0);
+            }
           }
           if (reason !== null) this.log.log('info', 'command refused', { pool: pool.name, cmd: cmd.kind, reason });
-          const extra = data ?? null;
-          if (extra !== null && CMD_RSP_BYTES + extra.length > req.read_len) return req.respond(Errno.EMSGSIZE);
-          const rsp = encodeCmdRsp(pool.group_id, { cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, extra);
-          req.respond(status, rsp);
+          this.answerCmd(req, pool, t, status, value, data ?? null);
         });
       }
     }
+  }
+
+  /** Messages refused because their session is bound to an older owner (metrics: rmr_server_stale_refusals_total). */
+  stale_refusals = 0;
+
+  private answerCmd(req: ServerRequest, pool: ServerPool, t: number, status: number, value: number, extra: Buffer | null): void {
+    if (req.kind !== 'read' || req.read_len < CMD_RSP_BYTES) return req.respond(status === 0 ? Errno.EBADMSG : status);
+    if (extra !== null && CMD_RSP_BYTES + extra.length > req.read_len) return req.respond(Errno.EMSGSIZE);
+    const rsp = encodeCmdRsp(pool.group_id, { cmd_type: t, member_id: pool.member_id, err: status, value, chunk_size: pool.chunk_size, mapped_size: pool.mapped_size }, extra);
+    req.respond(status, rsp);
   }
 }

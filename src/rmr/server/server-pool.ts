@@ -17,7 +17,12 @@
 // It is sans-IO: the store, the metadata store and the peers (through the sync pool) are
 // ports; answers go back through the `reply` callbacks the dispatcher hands in.
 
+import { Errno } from '../../util/errno.js';
 import type { DirtyMap } from '../protocol/dirty-map.js';
+import { LIVENESS, MAX_MEMBERS, MAX_VOTERS, OwnerInfo, type Liveness } from '../protocol/msg.js';
+import { SERVER_POOL_STATES, type ServerPoolState } from '../protocol/pool-md.js';
+import type { OwnerPair } from '../protocol/leg-commands.js';
+import { joinDecision, liveness, prepareDecision, type OwnerState } from './owner.js';
 import type { PeerMapCommand, PeerQuery } from '../protocol/leg-commands.js';
 import type { IoMsgValue, MapAddValue, MapClearValue } from '../protocol/msg.js';
 import type { MapUpdateState, PoolMd } from '../protocol/pool-md.js';
@@ -191,7 +196,141 @@ export class ServerPool {
    * record is cleared, so a second crash loses nothing.
    */
   loadMetadata(cb: (status: number, report: RecoveryReport | null, reason: string | null) => void): void {
+    // The restart grace of a loaded owner runs from here (docs/ownership.md §2.3).
+    this.owner_started_at = this.core.opts.now();
     this.metadata.loadMetadata(cb);
+  }
+
+  // ------------------------------------------------------------------ ownership (owner.ts, docs/ownership.md)
+
+  /** See OwnerState.gen. */
+  private owner_gen = 0;
+  private owner_last_contact = -Infinity;
+  private owner_started_at = -Infinity;
+  /** Sessions bound to the current owner (server-node.ts), and whether each is up. */
+  private readonly owner_sessions = new Map<object, () => boolean>();
+
+  /** The owner this member has accepted (NO_OWNER's epoch 0 on a legacy pool). */
+  get owner(): OwnerPair {
+    const o = this.metadata.owner;
+    return { epoch: o.epoch, id: o.id };
+  }
+
+  get owner_name(): string {
+    return this.metadata.owner.name;
+  }
+
+  /** Generation of the current owner: a session binding made under another one is stale (M1). */
+  get ownerGen(): number {
+    return this.owner_gen;
+  }
+
+  private ownerState(): OwnerState {
+    const o = this.metadata.owner;
+    return { owner: this.owner, name: o.name, released: o.released, gen: this.owner_gen, last_contact: this.owner_last_contact, started_at: this.owner_started_at };
+  }
+
+  /** The owner's liveness as this member sees it (§4.1). */
+  ownerLiveness(): Liveness {
+    const up = [...this.owner_sessions.values()].some((f) => f());
+    return liveness(this.ownerState(), this.core.opts.now(), up, this.core.opts.owner_live_ms);
+  }
+
+  /** A session was bound to the current owner (server-node.ts); `up` says whether it has a path. */
+  ownerSessionBound(session: object, up: () => boolean): void {
+    this.owner_sessions.set(session, up);
+    this.ownerContact();
+  }
+
+  /** A session bound to the current owner lost its last path or closed: its last contact is now. */
+  ownerSessionGone(session: object, closed: boolean): void {
+    if (closed) this.owner_sessions.delete(session);
+    this.ownerContact();
+  }
+
+  /** A request on a session bound to the current owner. */
+  ownerContact(): void {
+    this.owner_last_contact = this.core.opts.now();
+  }
+
+  /** 0 when a join or rejoin with `pair` may bind; ESTALE (older) or EAGAIN (newer: PREPARE first) otherwise. */
+  ownerJoinStatus(pair: OwnerPair): number {
+    const d = joinDecision(this.ownerState(), pair);
+    return d === 'ok' ? 0 : d === 'stale' ? Errno.ESTALE : Errno.EAGAIN;
+  }
+
+  /** OWNER_INFO as this member answers it. */
+  ownerInfo(): Buffer {
+    const o = this.metadata.owner;
+    const live = this.ownerLiveness();
+    const since = this.core.opts.now() - this.owner_last_contact;
+    const svc = Buffer.alloc(MAX_MEMBERS);
+    o.svc.forEach((id, i) => (svc[i] = id));
+    const voters = [...this.core.maps.keys()].sort((a, b) => a - b).slice(0, MAX_VOTERS);
+    const voter_ids = Buffer.alloc(MAX_VOTERS);
+    voters.forEach((id, i) => (voter_ids[i] = id));
+    return OwnerInfo.encode({
+      epoch: o.epoch,
+      owner_id: o.id,
+      owner_name: o.name,
+      liveness: LIVENESS.indexOf(live),
+      last_contact_ms: Number.isFinite(since) && since >= 0 ? Math.min(Math.floor(since), 0xfffffffe) : 0xffffffff,
+      role: 0,
+      srv_state: Math.max(0, SERVER_POOL_STATES.indexOf(this.core.state as ServerPoolState)),
+      maps_epoch: o.maps_epoch,
+      map_ver: this.core.map_ver,
+      maps_lost: this.core.maps_lost !== null ? 1 : 0,
+      replaced: this.core.discarded.has(this.core.member_id) ? 1 : 0,
+      svc_epoch: o.svc_epoch,
+      svc_ver: o.svc_ver,
+      svc_cnt: o.svc.length,
+      svc_ids: svc,
+      quorum: 0,
+      on_no_quorum: 0,
+      voters_cnt: voters.length,
+      voter_ids,
+      voter_roles: Buffer.alloc(MAX_VOTERS),
+    });
+  }
+
+  /**
+   * OWNER PREPARE (M2): a newer owner is promised in memory at once (every binding of the old
+   * one is stale from this instant), the node leaves IO service, the old owner's writes in the
+   * store drain, and the record is durable before the answer, which carries OWNER_INFO.
+   */
+  prepare(req: { owner: OwnerPair; name: string; takeover: boolean }, cb: (status: number, reason: string | null, info: Buffer) => void): void {
+    const core = this.core;
+    if (core.store === null) return cb(Errno.ENXIO, `pool ${core.name} has no store`, this.ownerInfo());
+    const d = prepareDecision(this.ownerState(), req.owner, req.takeover, this.ownerLiveness());
+    const o = this.metadata.owner;
+    if (d === 'stale') return cb(Errno.ESTALE, `owned by ${o.name} (epoch ${o.epoch}): a newer owner than epoch ${req.owner.epoch}`, this.ownerInfo());
+    if (d === 'busy') return cb(Errno.EBUSY, `owned by ${o.name} (epoch ${o.epoch}), ${this.ownerLiveness()}: take it over to fence it`, this.ownerInfo());
+    if (d === 'accept') {
+      // 1. The promise: every binding of the old owner is stale from here on (M1).
+      this.metadata.owner = { ...o, epoch: req.owner.epoch, id: Buffer.from(req.owner.id), name: req.name, released: false };
+      this.owner_gen++;
+      this.owner_sessions.clear();
+      this.owner_last_contact = -Infinity;
+      this.owner_started_at = -Infinity;
+      // 2. Out of IO service; a map update under way is void.
+      if (core.state === 'NORMAL' || core.state === 'CREATED') core.sm.change('NO_IO', `owner changed to ${req.name} epoch ${req.owner.epoch}`);
+      core.voidMapUpdate();
+      // 3. What the predecessor left unsettled in the intent record stays pinned until a
+      // reconciliation deals with it (as at a new client's join).
+      core.intent?.newClient();
+      core.noteMapChange();
+    }
+    // 5. The old owner's writes admitted before the promise have completed; 6. durable.
+    core.whenWritesDrained(() =>
+      this.metadata.persistMetadata((s) => cb(s, s === 0 ? null : `owner record not persisted (${s})`, this.ownerInfo())),
+    );
+  }
+
+  /** OWNER RELEASE (M4), from the current owner: the next owner needs no takeover; the pair stays. */
+  release(cb: (status: number, reason: string | null) => void): void {
+    if (this.metadata.owner.epoch === 0) return cb(Errno.EINVAL, 'the pool has no owner');
+    this.metadata.owner = { ...this.metadata.owner, released: true };
+    this.metadata.persistMetadata((s) => cb(s, s === 0 ? null : `owner record not persisted (${s})`));
   }
 
   /** The pool metadata as this node knows it (built from its state when never loaded). */
