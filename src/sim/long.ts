@@ -101,7 +101,14 @@ async function main(): Promise<void> {
   const swarmAt = (k: number): boolean => (mix === 'both' ? k % 2 === 1 : mix === 'swarm');
   // A fresh range each run unless told: seeds are 32-bit.
   const from = num('from') ?? randomInt(100_000_000, 2 ** 32 - 100_000_000);
-  const deadline = minutes === undefined ? Infinity : performance.now() + minutes * 60_000;
+  let deadline = minutes === undefined ? Infinity : performance.now() + minutes * 60_000;
+  // Ctrl-C: no new seed starts, the ones running finish, and the summary (with the per-kind
+  // table) is printed as at the end; a second Ctrl-C stops at once.
+  process.once('SIGINT', () => {
+    console.log('\nSIGINT: finishing the seeds under way, then the summary (Ctrl-C again to stop now)');
+    deadline = 0;
+    process.once('SIGINT', () => process.exit(130));
+  });
   console.log(
     `sim:long: seeds from ${from}${Number.isFinite(max_seeds) ? `, ${max_seeds} seeds` : ''}${minutes !== undefined ? `, ${minutes} minutes` : ''}, ` +
       `schedule ${sh.schedule}${faults !== undefined ? `, faults ${faults.join(',')}` : ''}, ${jobs} workers; ${mix === 'both' ? 'even offsets default mix, odd swarm' : `${mix} mix`}`,

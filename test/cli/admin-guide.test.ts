@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,6 +78,11 @@ test('§11.5 bring-up: pools, stores, legs (the second joins dirty and syncs), s
   await w('stg0', 'rmr-server/ctl/join_pool', 'poolname=ionos_pool member_id=42');
   await w('stg1', 'rmr-server/ctl/join_pool', 'poolname=ionos_pool member_id=43');
   assert.equal(await r('stg0', 'rmr-server/pools/ionos_pool/state'), 'empty\nMaintenance mode: 0');
+  // stg1's disk is one that existed before (zeroes, but not known blank): its member joins
+  // dirty and syncs, as in the reference. Two blank stores would need no initial sync
+  // (docs/rmr-core.md deviation 48; test/rmr/blank-create, test/cli/large-device).
+  writeFileSync(img('stg1'), Buffer.alloc(0));
+  truncateSync(img('stg1'), 1 << 20);
   for (const n of ['stg0', 'stg1'] as const) {
     await w(n, 'brmr-server/ctl/create_store', `device=${img(n)} pool=ionos_pool mapped_size=${SECTORS}`);
     assert.match(await r(n, 'rmr-server/pools/ionos_pool/state'), /^registered/);
