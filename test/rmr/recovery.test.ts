@@ -742,3 +742,32 @@ test('a store replaced while its leg is in maintenance: after maintenance off th
   assert.deepEqual(c.refused, []);
   c.close();
 });
+
+test('a member whose leg was down while a replacement finished drops its stale discard flag before it gets maps (simulator seed 60000136)', () => {
+  const c = new RecoveryCluster(3);
+  const model = Buffer.alloc(c.size);
+  c.writeStream(10, model);
+  c.settle();
+  // Member 2 takes SEND_DISCARD for member 1's replaced disk, and its leg goes down right
+  // before the DISCARD_CLEAR_FLAGs: they reach members 3 and 1, not 2.
+  let cut = false;
+  c.onCommand = (_m, cmd) => {
+    if (cmd.kind === 'discard_clear' && !cut) {
+      cut = true;
+      c.cut(2);
+    }
+  };
+  c.replaceDisk(1);
+  c.until('member 1 back', () => c.client.leg(1)?.state === 'NORMAL' && c.node(1).pool.ownMap()?.isEmpty() === true);
+  assert.equal(c.node(2).pool.discarded.has(1), true, 'member 2 still holds the flag');
+  c.writeStream(5, model, 2);
+  // Before: member 2's every map update marked member 1 fully dirty again; its maps never
+  // emptied (and in a client-crash reconciliation its spread made every member dirty for
+  // every chunk, with nobody to sync from).
+  c.heal(2);
+  c.settle();
+  assert.equal(c.node(2).pool.discarded.has(1), false);
+  c.assertIdentical(model);
+  assert.deepEqual(c.refused, []);
+  c.close();
+});

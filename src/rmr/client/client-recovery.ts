@@ -85,6 +85,7 @@ export class ClientRecovery {
       if (clash !== null) return cb(Errno.EINVAL, null, clash);
       core.adoptIdentity(md.header);
       leg.replaced = md.srv_md.some((s) => s.member_id === leg.member_id && s.discard_entries);
+      leg.discard_flags = md.srv_md.filter((s) => s.member_id !== 0 && s.member_id !== leg.member_id && s.discard_entries).map((s) => s.member_id);
       // Its authority was the maps on the disk that went: never again the last authoritative
       // leg (Case 2). Checking `replaced` at Case 2 was not enough, since the flag is cleared
       // once the member has its maps, also in a reconciliation that fails later. Found by the
@@ -263,45 +264,48 @@ export class ClientRecovery {
       };
       this.collect(ordered, (status, versions) => {
         if (status !== 0 || versions === null) return failAll(status);
-        // The newest maps are the base (first on ties); never a replaced store's, nor maps
-        // that were lost (issue 19 item 3).
-        const candidates = ordered.filter((l) => !l.replaced && !l.maps_lost);
-        let s = candidates[0];
-        for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s?.member_id ?? 0) ?? 0)) s = l;
-        // A member whose maps were lost and whose version is not below the base's may hold
-        // writes the base missed (versions tie when no MAP_ADD reached the others, simulator
-        // seed 40002141): nothing says which, so the operator decides.
-        const best = s === undefined ? 0 : (versions.get(s.member_id) ?? 0);
-        const lost = ordered.filter((l) => l.maps_lost && !l.replaced && (s === undefined || (versions.get(l.member_id) ?? 0) >= best));
-        if (lost.length > 0) {
-          core.recovery_blocked =
-            `member ${lost.map((l) => l.member_id).join(', ')} lost its maps at map version ${Math.max(...lost.map((l) => versions.get(l.member_id) ?? 0))}, not below the best member with maps ` +
-            `(${s === undefined ? 'none' : `member ${s.member_id} at ${best}`}): it may hold writes the others missed. Trust its data, or replace its store to go back to the others' data`;
-          return failAll(Errno.EAGAIN);
-        }
-        if (s === undefined) return failAll(Errno.ENODEV);
-        const source = s;
-        core.adoptMapVersion(Math.max(...versions.values()));
-        // Replaced members are fully dirty in the base before anything else (§9.8).
-        this.each(ordered.filter((l) => l.replaced), (l, next) => this.command(source, { kind: 'send_discard', member_id: l.member_id }, next), (s1) => {
-          if (s1 !== 0) return failAll(s1);
-          // What each member knows of its own dirtiness goes into the base.
-          this.each(ordered, (l, next) => this.markOwn(l, [source], next), (s2) => {
-            if (s2 !== 0) return failAll(s2);
-            // Each member in turn: its intent record into the maps, then everyone gets them.
-            const rounds = [source, ...ordered.filter((l) => l !== source)];
-            this.each(
-              rounds,
-              (l, next) =>
-                this.command(l, { kind: 'intent_to_map', with_intent: true, ranges: [] }, (s3) => {
-                  if (s3 !== 0) return next(s3);
-                  this.spread(l, ordered.filter((x) => x !== l), false, next);
-                }),
-              (s4) => {
-                if (s4 !== 0) return failAll(s4);
-                this.enableAll(ordered, source, failures, done);
-              },
-            );
+        this.each(ordered, (l, next) => this.clearStaleDiscards(l, next), (s0) => {
+          if (s0 !== 0) return failAll(s0);
+          // The newest maps are the base (first on ties); never a replaced store's, nor maps
+          // that were lost (issue 19 item 3).
+          const candidates = ordered.filter((l) => !l.replaced && !l.maps_lost);
+          let s = candidates[0];
+          for (const l of candidates) if ((versions.get(l.member_id) ?? 0) > (versions.get(s?.member_id ?? 0) ?? 0)) s = l;
+          // A member whose maps were lost and whose version is not below the base's may hold
+          // writes the base missed (versions tie when no MAP_ADD reached the others, simulator
+          // seed 40002141): nothing says which, so the operator decides.
+          const best = s === undefined ? 0 : (versions.get(s.member_id) ?? 0);
+          const lost = ordered.filter((l) => l.maps_lost && !l.replaced && (s === undefined || (versions.get(l.member_id) ?? 0) >= best));
+          if (lost.length > 0) {
+            core.recovery_blocked =
+              `member ${lost.map((l) => l.member_id).join(', ')} lost its maps at map version ${Math.max(...lost.map((l) => versions.get(l.member_id) ?? 0))}, not below the best member with maps ` +
+              `(${s === undefined ? 'none' : `member ${s.member_id} at ${best}`}): it may hold writes the others missed. Trust its data, or replace its store to go back to the others' data`;
+            return failAll(Errno.EAGAIN);
+          }
+          if (s === undefined) return failAll(Errno.ENODEV);
+          const source = s;
+          core.adoptMapVersion(Math.max(...versions.values()));
+          // Replaced members are fully dirty in the base before anything else (§9.8).
+          this.each(ordered.filter((l) => l.replaced), (l, next) => this.command(source, { kind: 'send_discard', member_id: l.member_id }, next), (s1) => {
+            if (s1 !== 0) return failAll(s1);
+            // What each member knows of its own dirtiness goes into the base.
+            this.each(ordered, (l, next) => this.markOwn(l, [source], next), (s2) => {
+              if (s2 !== 0) return failAll(s2);
+              // Each member in turn: its intent record into the maps, then everyone gets them.
+              const rounds = [source, ...ordered.filter((l) => l !== source)];
+              this.each(
+                rounds,
+                (l, next) =>
+                  this.command(l, { kind: 'intent_to_map', with_intent: true, ranges: [] }, (s3) => {
+                    if (s3 !== 0) return next(s3);
+                    this.spread(l, ordered.filter((x) => x !== l), false, next);
+                  }),
+                (s4) => {
+                  if (s4 !== 0) return failAll(s4);
+                  this.enableAll(ordered, source, failures, done);
+                },
+              );
+            });
           });
         });
       });
@@ -487,9 +491,12 @@ export class ClientRecovery {
         core.mapOf(r.member_id).setAll(core.now());
         this.each(targets, (l, n) => this.command(l, { kind: 'send_discard', member_id: r.member_id }, n), next);
       };
-      discard((s1) => {
+      this.clearStaleDiscards(r, (s1) => {
         if (s1 !== 0) return cb(s1);
-        this.markOwn(r, targets, cb);
+        discard((s2) => {
+          if (s2 !== 0) return cb(s2);
+          this.markOwn(r, targets, cb);
+        });
       });
     });
   }
@@ -521,6 +528,32 @@ export class ClientRecovery {
       });
     };
     step(0, 0);
+  }
+
+  /**
+   * The discard flags `r` still holds for members whose replacement has finished: the member's
+   * own pool_md, read by this client since its leg came back, has no flag (its own goes last,
+   * `finishReplace`), so the flag on `r` only missed its DISCARD_CLEAR_FLAG (r's leg was down
+   * then). Left there, every map update `r` receives makes that member fully dirty again, and
+   * once `r` spreads, every member is dirty for every chunk with nobody to sync from. Found by
+   * the simulator (seed 60000136: node2's link was cut while node1's replacement finished; in
+   * the client-crash reconciliation node2 re-marked node1 fully dirty and spread it).
+   */
+  private clearStaleDiscards(r: Leg, cb: Done): void {
+    const core = this.core;
+    const stale = r.discard_flags.filter((id) => {
+      const l = core.leg(id);
+      return l !== undefined && !l.replaced && (l.state === 'NORMAL' || l.state === 'RECONNECTING');
+    });
+    this.each(
+      stale,
+      (id, next) =>
+        this.command(r, { kind: 'discard_clear', member_id: id }, (s) => {
+          if (s === 0) r.discard_flags = r.discard_flags.filter((x) => x !== id);
+          next(s);
+        }),
+      cb,
+    );
   }
 
   /** After a replaced member has its maps: every leg clears the discard flag, the member last. */

@@ -43,6 +43,13 @@ export class Leg implements LegStateHolder {
    * a map update gives it maps or the operator trusts its data.
    */
   maps_lost = false;
+  /**
+   * Members other than itself whose discard flag (a replaced store, §9.8) the node's pool_md
+   * still carried when the client last read it. One left over from a replacement that has
+   * finished (the member's own flag goes last) is cleared before the node gets maps or is a
+   * recovery's base: ClientRecovery.clearStaleDiscards.
+   */
+  discard_flags: number[] = [];
   /** LEAVE_POOL was answered (a re-run of del_sess skips it). */
   left = false;
   readonly channel: LegChannel;
