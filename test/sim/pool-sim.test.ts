@@ -67,6 +67,7 @@ const REGRESSION_SEEDS: { seed: number; schedule: Schedule; swarm?: boolean; fau
   { seed: 40002141, schedule: 3, swarm: true },
   { seed: 50002168, schedule: 3 },
   { seed: 60000136, schedule: 3 },
+  { seed: 61000688, schedule: 3 },
   // Flush errors (opt-in kind, issue 19 item 1): a FLUSH acknowledged by a member whose copy was stale.
   { seed: 184, schedule: 1, faults: ['flush_error', 'link_cut', 'partition'] },
 ];

@@ -406,7 +406,9 @@ export class ClientRecovery {
           // (simulator seed 63000709 promoted a leg that had failed meanwhile).
           let promoted = 0;
           for (const l of legs) if (core.promoteLeg(l, 'RECONNECTING', failures.get(l) ?? -1, 'client-crash reconciliation')) promoted++;
-          cb(promoted === legs.length ? 0 : Errno.EIO);
+          if (promoted === legs.length) return cb(0);
+          // The members left out hold the same maps at the same version (outrunReceivers).
+          this.outrunReceivers(() => cb(Errno.EIO));
         });
       },
     );
@@ -429,12 +431,15 @@ export class ClientRecovery {
     const source_state = source.state;
     const source_failures = source.failures;
     let i = 0;
+    // The receiver under way has taken the maps, at the pool's version, and is not promoted.
+    let maps_out = false;
     const fail = (status: number): void => {
       // Receivers promoted earlier in this spread are NORMAL now and keep serving (the
       // reference skips NORMAL legs too); only the rest are put back out of service.
       // Found by the simulator (seed 3050: an earlier receiver was disabled behind the
       // client's back and stayed NO_IO while its leg looked NORMAL).
       for (const other of receivers.slice(i)) other.channel.command({ kind: 'map_disable' }, () => undefined);
+      if (enable && maps_out) return this.outrunReceivers(() => cb(status));
       cb(status);
     };
     const next = (): void => {
@@ -453,6 +458,7 @@ export class ClientRecovery {
             // stayed NORMAL and every spread from it failed).
             if (s2 === Errno.ENODEV) core.failLeg(source, 'the map source cannot send maps');
             if (s2 !== 0) return fail(s2);
+            maps_out = true;
             if (!core.unchangedSince(source, source_state, source_failures)) return fail(Errno.EAGAIN);
             r.channel.command({ kind: 'map_done', enable }, (s3) => {
               if (s3 !== 0) return fail(s3);
@@ -469,6 +475,7 @@ export class ClientRecovery {
                 // The client keeps its own map of the member: it is cleaned only through
                 // MAP_CHECK with the timestamp guard (§8.5), once the member reports itself clean.
                 if (enable && core.setLegState(r, 'NORMAL', `map spread from member ${source.member_id}`) !== null) return fail(Errno.EINVAL);
+                maps_out = false;
                 i++;
                 next();
               });
@@ -478,6 +485,23 @@ export class ClientRecovery {
       });
     };
     next();
+  }
+
+  /**
+   * A receiver took the maps at the pool's version and did not enter service: the members in
+   * service move to a new version (MAP_SET_VER), since they go on recording what the others
+   * miss and the receiver does not. Without this the two tie, and a client-crash
+   * reconciliation may take the receiver's older maps as the base (lowest member first on a
+   * tie) and lose those records. Found by the simulator (seed 61000688: a write acknowledged
+   * on node3 alone was recorded only in node3's maps; node2 held node3's maps of before at
+   * the same version, was the base, and the write's chunk came back clean on node2).
+   */
+  private outrunReceivers(cb: Done): void {
+    const core = this.core;
+    const legs = core.normalLegs();
+    if (legs.length === 0) return cb(0);
+    core.bumpMapVersion();
+    this.each(legs, (l, n) => this.command(l, { kind: 'map_set_ver', map_ver: core.map_ver }, () => n(0)), () => cb(0));
   }
 
   /** What must reach the nodes before `r` gets maps from `source`. */
